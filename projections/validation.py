@@ -1,0 +1,314 @@
+"""Decode raw Kafka record bytes into typed events, or say precisely why not.
+
+``parse_event`` never raises: it returns an ``Event`` or a ``Rejection`` with
+one of the ``Reason`` codes below and a human-readable detail. The checks run
+in a fixed order (size, JSON, envelope, type-specific fields), so every bad
+record gets exactly one, predictable reason.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from functools import cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from projections.events import (
+    COUNT,
+    EVENT_TYPES,
+    ID,
+    ID_MAX_CHARS,
+    INSTANT,
+    SCHEMA_VERSION,
+    TEXT,
+    TEXT_MAX_CHARS,
+    TIMEZONE,
+    Event,
+    FieldKind,
+    OpportunityClosed,
+)
+
+
+class Reason(StrEnum):
+    """Why a record went to the dead-letter topic. Values are stable metric labels."""
+
+    TOO_LARGE = "too_large"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    INVALID_VALUE = "invalid_value"
+    NEGATIVE_VALUE = "negative_value"
+    TIMESTAMP_WITHOUT_OFFSET = "timestamp_without_offset"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds that are configuration, not contract."""
+
+    max_event_bytes: int = 65_536
+    # An occurred_at further than this ahead of the validator's clock is rejected:
+    # it would sit in every future window and can only be a broken clock.
+    max_future_ms: int = 24 * 3600 * 1000
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+INT64_MAX = 2**63 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+# RFC 3339 date-time; the offset group is optional here only so that a missing
+# offset gets its own reason instead of a generic "invalid timestamp".
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
+)
+
+
+def parse_instant_ms(value: str, name: str) -> int:
+    """RFC 3339 with an offset -> integer epoch milliseconds (sub-ms digits are floored)."""
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise _Invalid(Reason.INVALID_TIMESTAMP, f"{name}: {value[:64]!r} is not RFC 3339")
+    if match.group("offset") is None:
+        raise _Invalid(
+            Reason.TIMESTAMP_WITHOUT_OFFSET, f"{name}: {value!r} has no UTC offset"
+        )
+    # fromisoformat accepts at most 6 fractional digits; RFC 3339 allows more.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value)
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise _Invalid(Reason.INVALID_TIMESTAMP, f"{name}: {value!r}: {exc}") from None
+    return (instant - _EPOCH) // _ONE_MS
+
+
+@cache
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _json_type(value: object) -> str:
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+Checker = Callable[[object, str], object]
+
+
+def _check_string(max_chars: int, allow_empty: bool) -> Checker:
+    def check(value: object, name: str) -> object:
+        if type(value) is not str:
+            raise _Invalid(Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}")
+        if not allow_empty and not value:
+            raise _Invalid(Reason.INVALID_VALUE, f"{name}: must not be empty")
+        if len(value) > max_chars:
+            raise _Invalid(
+                Reason.INVALID_VALUE, f"{name}: longer than {max_chars} characters"
+            )
+        return value
+
+    return check
+
+
+def _check_count(value: object, name: str) -> object:
+    if type(value) is not int:
+        raise _Invalid(Reason.WRONG_TYPE, f"{name}: expected integer, got {_json_type(value)}")
+    if value < 0:
+        raise _Invalid(Reason.NEGATIVE_VALUE, f"{name}: {value} is negative")
+    if value > INT64_MAX:
+        raise _Invalid(Reason.INVALID_VALUE, f"{name}: {value} does not fit in 64 bits")
+    return value
+
+
+def _check_bool(value: object, name: str) -> object:
+    if type(value) is not bool:
+        raise _Invalid(Reason.WRONG_TYPE, f"{name}: expected boolean, got {_json_type(value)}")
+    return value
+
+
+def _check_instant(value: object, name: str) -> object:
+    if type(value) is not str:
+        raise _Invalid(Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}")
+    return parse_instant_ms(value, name)
+
+
+def _check_timezone(value: object, name: str) -> object:
+    _check_string(64, allow_empty=False)(value, name)
+    assert isinstance(value, str)
+    if not _known_zone(value):
+        raise _Invalid(Reason.INVALID_VALUE, f"{name}: {value!r} is not an IANA time zone")
+    return value
+
+
+def _check_choice(choices: tuple[str, ...]) -> Checker:
+    def check(value: object, name: str) -> object:
+        if type(value) is not str:
+            raise _Invalid(Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}")
+        if value not in choices:
+            raise _Invalid(
+                Reason.INVALID_VALUE, f"{name}: {value[:64]!r} is not one of {', '.join(choices)}"
+            )
+        return value
+
+    return check
+
+
+_KIND_CHECKERS: dict[FieldKind, Checker] = {
+    ID: _check_string(ID_MAX_CHARS, allow_empty=False),
+    TEXT: _check_string(TEXT_MAX_CHARS, allow_empty=True),
+    COUNT: _check_count,
+    INSTANT: _check_instant,
+    TIMEZONE: _check_timezone,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """How one wire field maps onto one dataclass attribute."""
+
+    wire_name: str
+    attr_name: str
+    required: bool
+    check: Checker
+    kind: FieldKind | None
+    choices: tuple[str, ...]
+    python_type: type
+
+
+def field_specs(cls: type[Event]) -> tuple[FieldSpec, ...]:
+    """The wire fields of an event class, derived from its annotations."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    specs = []
+    for field in fields(cls):
+        annotation = hints[field.name]
+        required = True
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            (annotation,) = members
+            required = False
+        kind: FieldKind | None = None
+        choices: tuple[str, ...] = ()
+        if typing.get_origin(annotation) is typing.Annotated:
+            base, *meta = typing.get_args(annotation)
+            kind = next(m for m in meta if isinstance(m, FieldKind))
+            check = _KIND_CHECKERS[kind]
+            python_type = base
+        elif typing.get_origin(annotation) is typing.Literal:
+            choices = tuple(typing.get_args(annotation))
+            check = _check_choice(choices)
+            python_type = str
+        elif annotation is bool:
+            check, python_type = _check_bool, bool
+        elif annotation is int:
+            check, python_type = _check_count, int
+        else:  # pragma: no cover - a contract author's mistake, caught at import
+            raise TypeError(f"{cls.__name__}.{field.name}: unsupported annotation {annotation}")
+        wire = field.name.removesuffix("_ms") if kind is INSTANT else field.name
+        specs.append(FieldSpec(wire, field.name, required, check, kind, choices, python_type))
+    return tuple(specs)
+
+
+_SPECS: dict[str, tuple[FieldSpec, ...]] = {
+    type_name: tuple(s for s in field_specs(cls) if s.attr_name != "schema_version")
+    for type_name, cls in EVENT_TYPES.items()
+}
+
+
+def _decode(raw: bytes, limits: Limits) -> dict[str, Any]:
+    if len(raw) > limits.max_event_bytes:
+        raise _Invalid(
+            Reason.TOO_LARGE, f"{len(raw)} bytes is over the limit of {limits.max_event_bytes}"
+        )
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _Invalid(Reason.INVALID_JSON, str(exc)[:200]) from None
+    if not isinstance(document, dict):
+        raise _Invalid(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type(document)}")
+    return document
+
+
+def _build(document: dict[str, Any], now_ms: int, limits: Limits) -> Event:
+    version = document.get("schema_version")
+    if version is None:
+        raise _Invalid(Reason.MISSING_FIELD, "schema_version: required")
+    if type(version) is not int:
+        raise _Invalid(
+            Reason.WRONG_TYPE, f"schema_version: expected integer, got {_json_type(version)}"
+        )
+    if version != SCHEMA_VERSION:
+        raise _Invalid(
+            Reason.UNKNOWN_SCHEMA_VERSION,
+            f"schema_version {version} is not supported (supported: {SCHEMA_VERSION})",
+        )
+    type_name = document.get("type")
+    if type_name is None:
+        raise _Invalid(Reason.MISSING_FIELD, "type: required")
+    if type(type_name) is not str:
+        raise _Invalid(Reason.WRONG_TYPE, f"type: expected string, got {_json_type(type_name)}")
+    specs = _SPECS.get(type_name)
+    if specs is None:
+        raise _Invalid(Reason.UNKNOWN_TYPE, f"type {type_name[:64]!r} is not in the contract")
+    values: dict[str, object] = {"schema_version": version}
+    for spec in specs:
+        value = document.get(spec.wire_name)
+        if value is None:
+            if spec.required:
+                raise _Invalid(Reason.MISSING_FIELD, f"{spec.wire_name}: required")
+            continue
+        values[spec.attr_name] = spec.check(value, spec.wire_name)
+    occurred = values["occurred_at_ms"]
+    assert isinstance(occurred, int)
+    if occurred < 0 or occurred > now_ms + limits.max_future_ms:
+        raise _Invalid(
+            Reason.TIMESTAMP_OUT_OF_RANGE,
+            f"occurred_at {document['occurred_at']!r} is before 1970 or too far in the future",
+        )
+    if type_name == OpportunityClosed.TYPE and values["outcome"] == "won":
+        if "amount_minor" not in values:
+            raise _Invalid(Reason.MISSING_FIELD, "amount_minor: required when outcome is won")
+    return EVENT_TYPES[type_name](**values)  # type: ignore[arg-type]
+
+
+def parse_event(raw: bytes, *, now_ms: int, limits: Limits = Limits()) -> Event | Rejection:
+    """Validate one record's bytes against the contract. Never raises."""
+    try:
+        return _build(_decode(raw, limits), now_ms, limits)
+    except _Invalid as invalid:
+        return Rejection(invalid.reason, invalid.detail)
+    except RecursionError:
+        return Rejection(Reason.INVALID_JSON, "nested too deeply")

@@ -1,0 +1,62 @@
+"""Route one raw record: a valid event goes on, keyed by its subject; anything else to the DLQ.
+
+Pure functions; the Faust agent in streams.app does the I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from projections.events import Event
+from projections.validation import Limits, Reason, Rejection, parse_event
+
+# Header names on dead-letter records, following Kafka Connect's DLQ convention of
+# keeping the original bytes as the value and the diagnosis in headers.
+HEADER_REASON = "salespulse.dlq.reason"
+HEADER_DETAIL = "salespulse.dlq.detail"
+HEADER_TOPIC = "salespulse.dlq.topic"
+HEADER_PARTITION = "salespulse.dlq.partition"
+HEADER_OFFSET = "salespulse.dlq.offset"
+HEADER_FAILED_AT = "salespulse.dlq.failed_at_ms"
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    key: bytes
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    rejection: Rejection
+    headers: list[tuple[str, bytes]]
+
+
+def route(
+    value: bytes | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    now_ms: int,
+    limits: Limits,
+) -> Accepted | DeadLetter:
+    """Decide where one record goes. Never raises."""
+    outcome = (
+        Rejection(Reason.INVALID_JSON, "empty record")
+        if not value
+        else parse_event(value, now_ms=now_ms, limits=limits)
+    )
+    if isinstance(outcome, Rejection):
+        return DeadLetter(
+            outcome,
+            [
+                (HEADER_REASON, outcome.reason.value.encode()),
+                (HEADER_DETAIL, outcome.detail.encode("utf-8", "replace")),
+                (HEADER_TOPIC, topic.encode()),
+                (HEADER_PARTITION, str(partition).encode()),
+                (HEADER_OFFSET, str(offset).encode()),
+                (HEADER_FAILED_AT, str(now_ms).encode()),
+            ],
+        )
+    return Accepted(outcome.subject_id.encode(), outcome)

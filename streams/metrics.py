@@ -1,0 +1,32 @@
+"""The worker's own Prometheus metrics, served on SALESPULSE_WORKER_METRICS_PORT."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECORDS = Counter(
+    "salespulse_ingest_records_total", "Raw records read from the raw topic"
+)
+EVENTS = Counter(
+    "salespulse_ingest_events_total", "Valid events forwarded to the events topic", ["type"]
+)
+DEAD_LETTERS = Counter(
+    "salespulse_dlq_records_total", "Records sent to the dead-letter topic", ["reason"]
+)
+BATCH_SIZE = Histogram(
+    "salespulse_ingest_batch_size",
+    "Records per ingest batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+BATCH_SECONDS = Histogram(
+    "salespulse_ingest_batch_duration_seconds",
+    "Time to validate and forward one batch",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+AGENT_STARTS = Counter(
+    "salespulse_ingest_agent_starts_total",
+    "Times the ingest agent started; more than 1 per process means it crashed and restarted",
+)
+LAST_BATCH = Gauge(
+    "salespulse_ingest_last_batch_timestamp_seconds", "Wall time of the last ingest batch"
+)

@@ -1,0 +1,111 @@
+"""One frozen settings object, read once from ``SALESPULSE_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from projections.validation import Limits
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Where the servers are. Unset means "the local stack" (see stack/).
+    kafka_bootstrap: str = ""
+    redis_url: str = ""
+    # Local stack: ports on 127.0.0.1 and the folder for data and logs.
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    redis_port: int = 16379
+    prometheus_port: int = 19090
+    stack_dir: str = ".salespulse/stack"
+    kafka_version: str = "4.1.1"
+    # Topics.
+    topic_prefix: str = "salespulse"
+    partitions: int = 12
+    # Ingest.
+    max_event_bytes: int = 65_536
+    max_future_seconds: int = 86_400
+    ingest_batch_size: int = 1_000
+    ingest_batch_seconds: float = 0.2
+    worker_metrics_port: int = 9466
+    exporter_port: int = 9467
+    log_level: str = "info"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def redis(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def raw_topic(self) -> str:
+        return f"{self.topic_prefix}.events.raw"
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.topic_prefix}.events"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic_prefix}.events.dlq"
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_event_bytes=self.max_event_bytes, max_future_ms=self.max_future_seconds * 1000
+        )
+
+    @property
+    def stack_path(self) -> Path:
+        return Path(self.stack_dir).resolve()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``SALESPULSE_<FIELD>`` for every field; unknown or bad values fail loudly."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            name = f"SALESPULSE_{field.name.upper()}"
+            if name not in environ:
+                continue
+            text = environ[name]
+            try:
+                if field.type == "int":
+                    values[field.name] = int(text)
+                elif field.type == "float":
+                    values[field.name] = float(text)
+                elif field.type == "bool":
+                    if text.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                        raise ValueError(text)
+                    values[field.name] = text.lower() in {"1", "true", "yes"}
+                else:
+                    values[field.name] = text
+            except ValueError:
+                raise SettingsError(f"{name}={text!r} is not a valid {field.type}") from None
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.partitions < 1:
+            raise SettingsError(f"SALESPULSE_PARTITIONS must be at least 1, not {self.partitions}")
+        if self.ingest_batch_size < 1:
+            raise SettingsError("SALESPULSE_INGEST_BATCH_SIZE must be at least 1")
+        if self.max_event_bytes < 256:
+            raise SettingsError("SALESPULSE_MAX_EVENT_BYTES must be at least 256")
+        if not self.topic_prefix or any(c not in _TOPIC_CHARS for c in self.topic_prefix):
+            raise SettingsError(
+                f"SALESPULSE_TOPIC_PREFIX={self.topic_prefix!r}: use letters, digits, . _ -"
+            )
+
+
+_TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

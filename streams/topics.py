@@ -1,0 +1,54 @@
+"""Create the engine's topics with the partitioning and retention the design needs."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Name -> config. The canonical log is kept forever: every projection is rebuilt from it."""
+    return {
+        settings.raw_topic: {"retention.ms": str(7 * 24 * 3600 * 1000)},
+        settings.events_topic: {"retention.ms": "-1", "retention.bytes": "-1"},
+        settings.dlq_topic: {"retention.ms": str(THIRTY_DAYS_MS)},
+    }
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics; returns the names created. Existing topics are left alone."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, settings.partitions, 1, topic_configs=config)
+            for name, config in topic_configs(settings).items()
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted, timeout_ms=15_000)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race
+            log.info("created topics %s", [t.name for t in wanted])
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+async def list_topics(bootstrap: str, timeout_ms: int = 5_000) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        return sorted(await admin.list_topics())
+    finally:
+        await admin.close()
