@@ -70,7 +70,7 @@ class Limits:
     max_future_ms: int = 24 * 3600 * 1000
 
 
-class _Invalid(Exception):
+class InvalidField(ValueError):
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
@@ -91,9 +91,9 @@ def parse_instant_ms(value: str, name: str) -> int:
     """RFC 3339 with an offset -> integer epoch milliseconds (sub-ms digits are floored)."""
     match = _RFC3339.fullmatch(value)
     if match is None:
-        raise _Invalid(Reason.INVALID_TIMESTAMP, f"{name}: {value[:64]!r} is not RFC 3339")
+        raise InvalidField(Reason.INVALID_TIMESTAMP, f"{name}: {value[:64]!r} is not RFC 3339")
     if match.group("offset") is None:
-        raise _Invalid(
+        raise InvalidField(
             Reason.TIMESTAMP_WITHOUT_OFFSET, f"{name}: {value!r} has no UTC offset"
         )
     # fromisoformat accepts at most 6 fractional digits; RFC 3339 allows more.
@@ -101,7 +101,7 @@ def parse_instant_ms(value: str, name: str) -> int:
     try:
         instant = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise _Invalid(Reason.INVALID_TIMESTAMP, f"{name}: {value!r}: {exc}") from None
+        raise InvalidField(Reason.INVALID_TIMESTAMP, f"{name}: {value!r}: {exc}") from None
     return (instant - _EPOCH) // _ONE_MS
 
 
@@ -132,11 +132,11 @@ Checker = Callable[[object, str], object]
 def _check_string(max_chars: int, allow_empty: bool) -> Checker:
     def check(value: object, name: str) -> object:
         if type(value) is not str:
-            raise _Invalid(Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}")
+            raise InvalidField(Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}")
         if not allow_empty and not value:
-            raise _Invalid(Reason.INVALID_VALUE, f"{name}: must not be empty")
+            raise InvalidField(Reason.INVALID_VALUE, f"{name}: must not be empty")
         if len(value) > max_chars:
-            raise _Invalid(
+            raise InvalidField(
                 Reason.INVALID_VALUE, f"{name}: longer than {max_chars} characters"
             )
         return value
@@ -146,23 +146,23 @@ def _check_string(max_chars: int, allow_empty: bool) -> Checker:
 
 def _check_count(value: object, name: str) -> object:
     if type(value) is not int:
-        raise _Invalid(Reason.WRONG_TYPE, f"{name}: expected integer, got {_json_type(value)}")
+        raise InvalidField(Reason.WRONG_TYPE, f"{name}: expected integer, got {_json_type(value)}")
     if value < 0:
-        raise _Invalid(Reason.NEGATIVE_VALUE, f"{name}: {value} is negative")
+        raise InvalidField(Reason.NEGATIVE_VALUE, f"{name}: {value} is negative")
     if value > INT64_MAX:
-        raise _Invalid(Reason.INVALID_VALUE, f"{name}: {value} does not fit in 64 bits")
+        raise InvalidField(Reason.INVALID_VALUE, f"{name}: {value} does not fit in 64 bits")
     return value
 
 
 def _check_bool(value: object, name: str) -> object:
     if type(value) is not bool:
-        raise _Invalid(Reason.WRONG_TYPE, f"{name}: expected boolean, got {_json_type(value)}")
+        raise InvalidField(Reason.WRONG_TYPE, f"{name}: expected boolean, got {_json_type(value)}")
     return value
 
 
 def _check_instant(value: object, name: str) -> object:
     if type(value) is not str:
-        raise _Invalid(Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}")
+        raise InvalidField(Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}")
     return parse_instant_ms(value, name)
 
 
@@ -170,16 +170,16 @@ def _check_timezone(value: object, name: str) -> object:
     _check_string(64, allow_empty=False)(value, name)
     assert isinstance(value, str)
     if not _known_zone(value):
-        raise _Invalid(Reason.INVALID_VALUE, f"{name}: {value!r} is not an IANA time zone")
+        raise InvalidField(Reason.INVALID_VALUE, f"{name}: {value!r} is not an IANA time zone")
     return value
 
 
 def _check_choice(choices: tuple[str, ...]) -> Checker:
     def check(value: object, name: str) -> object:
         if type(value) is not str:
-            raise _Invalid(Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}")
+            raise InvalidField(Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}")
         if value not in choices:
-            raise _Invalid(
+            raise InvalidField(
                 Reason.INVALID_VALUE, f"{name}: {value[:64]!r} is not one of {', '.join(choices)}"
             )
         return value
@@ -250,57 +250,57 @@ _SPECS: dict[str, tuple[FieldSpec, ...]] = {
 
 def _decode(raw: bytes, limits: Limits) -> dict[str, Any]:
     if len(raw) > limits.max_event_bytes:
-        raise _Invalid(
+        raise InvalidField(
             Reason.TOO_LARGE, f"{len(raw)} bytes is over the limit of {limits.max_event_bytes}"
         )
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise _Invalid(Reason.INVALID_JSON, str(exc)[:200]) from None
+        raise InvalidField(Reason.INVALID_JSON, str(exc)[:200]) from None
     if not isinstance(document, dict):
-        raise _Invalid(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type(document)}")
+        raise InvalidField(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type(document)}")
     return document
 
 
 def _build(document: dict[str, Any], now_ms: int, limits: Limits) -> Event:
     version = document.get("schema_version")
     if version is None:
-        raise _Invalid(Reason.MISSING_FIELD, "schema_version: required")
+        raise InvalidField(Reason.MISSING_FIELD, "schema_version: required")
     if type(version) is not int:
-        raise _Invalid(
+        raise InvalidField(
             Reason.WRONG_TYPE, f"schema_version: expected integer, got {_json_type(version)}"
         )
     if version != SCHEMA_VERSION:
-        raise _Invalid(
+        raise InvalidField(
             Reason.UNKNOWN_SCHEMA_VERSION,
             f"schema_version {version} is not supported (supported: {SCHEMA_VERSION})",
         )
     type_name = document.get("type")
     if type_name is None:
-        raise _Invalid(Reason.MISSING_FIELD, "type: required")
+        raise InvalidField(Reason.MISSING_FIELD, "type: required")
     if type(type_name) is not str:
-        raise _Invalid(Reason.WRONG_TYPE, f"type: expected string, got {_json_type(type_name)}")
+        raise InvalidField(Reason.WRONG_TYPE, f"type: expected string, got {_json_type(type_name)}")
     specs = _SPECS.get(type_name)
     if specs is None:
-        raise _Invalid(Reason.UNKNOWN_TYPE, f"type {type_name[:64]!r} is not in the contract")
+        raise InvalidField(Reason.UNKNOWN_TYPE, f"type {type_name[:64]!r} is not in the contract")
     values: dict[str, object] = {"schema_version": version}
     for spec in specs:
         value = document.get(spec.wire_name)
         if value is None:
             if spec.required:
-                raise _Invalid(Reason.MISSING_FIELD, f"{spec.wire_name}: required")
+                raise InvalidField(Reason.MISSING_FIELD, f"{spec.wire_name}: required")
             continue
         values[spec.attr_name] = spec.check(value, spec.wire_name)
     occurred = values["occurred_at_ms"]
     assert isinstance(occurred, int)
     if occurred < 0 or occurred > now_ms + limits.max_future_ms:
-        raise _Invalid(
+        raise InvalidField(
             Reason.TIMESTAMP_OUT_OF_RANGE,
             f"occurred_at {document['occurred_at']!r} is before 1970 or too far in the future",
         )
     if type_name == OpportunityClosed.TYPE and values["outcome"] == "won":
         if "amount_minor" not in values:
-            raise _Invalid(Reason.MISSING_FIELD, "amount_minor: required when outcome is won")
+            raise InvalidField(Reason.MISSING_FIELD, "amount_minor: required when outcome is won")
     return EVENT_TYPES[type_name](**values)  # type: ignore[arg-type]
 
 
@@ -308,7 +308,7 @@ def parse_event(raw: bytes, *, now_ms: int, limits: Limits = Limits()) -> Event 
     """Validate one record's bytes against the contract. Never raises."""
     try:
         return _build(_decode(raw, limits), now_ms, limits)
-    except _Invalid as invalid:
+    except InvalidField as invalid:
         return Rejection(invalid.reason, invalid.detail)
     except RecursionError:
         return Rejection(Reason.INVALID_JSON, "nested too deeply")

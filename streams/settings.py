@@ -35,6 +35,7 @@ class Settings:
     ingest_batch_size: int = 1_000
     ingest_batch_seconds: float = 0.2
     worker_metrics_port: int = 9466
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 inside a container
     exporter_port: int = 9467
     log_level: str = "info"
 

@@ -1,0 +1,270 @@
+"""Real Kafka, Redis and Prometheus servers as local processes on loopback.
+
+Each server keeps its data, log and pid file under ``Settings.stack_dir``.
+``up`` is idempotent: a server whose pid file names a live process that
+answers is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from stack.install import kafka_libs, require_binary, require_java
+from streams.settings import Settings
+from streams.topics import list_topics
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+RULES_DIR = Path(__file__).resolve().parent.parent / "exporters" / "rules"
+
+
+class StackError(RuntimeError):
+    """A server could not be started, or did not answer in time."""
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    address: str
+    pid: int | None  # None: not started by us (external) or not running
+    answering: bool
+    external: bool
+
+
+class LocalServer:
+    name = ""
+    ready_timeout = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.stack_path / self.name
+
+    # Overridden per server --------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def external(self) -> bool:
+        return False
+
+    def install(self) -> None:
+        """Make sure the binaries exist; raise StackError saying what to install."""
+
+    def prepare(self) -> list[str]:
+        """Write config files; return the command line."""
+        raise NotImplementedError
+
+    def answering(self) -> bool:
+        raise NotImplementedError
+
+    # Shared process handling ----------------------------------------------------
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split()[2] == "Z":
+                    return None  # a zombie is not a server
+        except (ProcessLookupError, PermissionError, FileNotFoundError):
+            return None
+        return pid
+
+    def up(self) -> float:
+        """Start if needed and wait until it answers; returns seconds spent."""
+        started = time.monotonic()
+        if self.external:
+            if not self.answering():
+                raise StackError(f"{self.name}: the configured server {self.address} does not answer")
+            return time.monotonic() - started
+        if self.pid() is not None and self.answering():
+            return time.monotonic() - started
+        self.install()
+        self.home.mkdir(parents=True, exist_ok=True)
+        command = self.prepare()
+        with self.log_file.open("ab") as out:
+            process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.home,
+            )
+        self.pid_file.write_text(str(process.pid))
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise StackError(
+                    f"{self.name} exited with code {process.returncode}; see {self.log_file}"
+                )
+            if self.answering():
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise StackError(f"{self.name} did not answer within {self.ready_timeout:.0f}s; "
+                         f"see {self.log_file}")
+
+    def down(self, timeout: float = 30.0) -> bool:
+        """SIGTERM, then SIGKILL after ``timeout``; True if a process was stopped."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+            while self.pid() is not None:
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def status(self) -> Status:
+        return Status(self.name, self.address, None if self.external else self.pid(),
+                      self.answering(), self.external)
+
+
+class Kafka(LocalServer):
+    name = "kafka"
+    ready_timeout = 90.0
+
+    @property
+    def address(self) -> str:
+        return self.settings.bootstrap
+
+    @property
+    def external(self) -> bool:
+        return bool(self.settings.kafka_bootstrap)
+
+    def install(self) -> None:
+        require_java(17)
+        self.libs = kafka_libs(self.settings.kafka_version)
+
+    def prepare(self) -> list[str]:
+        s = self.settings
+        data = self.home / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        config = (TEMPLATES / "kafka-server.properties").read_text().format(
+            port=s.kafka_port, controller_port=s.kafka_controller_port, data=data,
+            partitions=s.partitions,
+        )
+        (self.home / "server.properties").write_text(config)
+        (self.home / "log4j2.properties").write_text(
+            (TEMPLATES / "kafka-log4j2.properties").read_text()
+        )
+        classpath = f"{self.libs}/*"
+        java = ["java", "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}", "-cp", classpath]
+        if not (data / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            formatted = subprocess.run(
+                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                 "-c", str(self.home / "server.properties"), "--standalone",
+                 "--ignore-formatted"],
+                capture_output=True, text=True, check=False,
+            )
+            if formatted.returncode != 0:
+                raise StackError(f"kafka storage format failed: {formatted.stderr[-500:]}")
+        return [*java, "kafka.Kafka", str(self.home / "server.properties")]
+
+    def answering(self) -> bool:
+        try:
+            asyncio.run(asyncio.wait_for(list_topics(self.address, 3_000), 5))
+        except Exception:  # any failure to list topics means "not ready yet"
+            return False
+        return True
+
+
+class Redis(LocalServer):
+    name = "redis"
+
+    @property
+    def address(self) -> str:
+        return self.settings.redis
+
+    @property
+    def external(self) -> bool:
+        return bool(self.settings.redis_url)
+
+    def install(self) -> None:
+        require_binary("redis-server", "redis-server")
+
+    def prepare(self) -> list[str]:
+        return [
+            shutil.which("redis-server") or "redis-server",
+            "--bind", "127.0.0.1", "--port", str(self.settings.redis_port),
+            "--dir", str(self.home), "--daemonize", "no", "--save", "",
+            # Projections keep their checkpoints here: AOF makes a restart lose at most 1 s.
+            "--appendonly", "yes", "--appendfsync", "everysec",
+        ]
+
+    def answering(self) -> bool:
+        try:
+            client = redis.Redis.from_url(self.address, socket_timeout=2, socket_connect_timeout=2)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except redis.RedisError:
+            return False
+
+
+class Prometheus(LocalServer):
+    name = "prometheus"
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.settings.prometheus_port}"
+
+    def install(self) -> None:
+        require_binary("prometheus", "prometheus")
+
+    def prepare(self) -> list[str]:
+        s = self.settings
+        config = (TEMPLATES / "prometheus.yml").read_text().format(
+            worker_port=s.worker_metrics_port, exporter_port=s.exporter_port, rules=RULES_DIR
+        )
+        (self.home / "prometheus.yml").write_text(config)
+        return [
+            shutil.which("prometheus") or "prometheus",
+            f"--config.file={self.home / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{s.prometheus_port}",
+            "--web.enable-lifecycle",
+        ]
+
+    def answering(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.address}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+
+def servers(settings: Settings) -> list[LocalServer]:
+    return [Redis(settings), Kafka(settings), Prometheus(settings)]

@@ -1,0 +1,248 @@
+"""``salespulse``: the one console command, with subcommands.
+
+Every failure the user can fix is reported as one line on stderr with a
+non-zero exit code; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import orjson
+
+from stack.install import MissingPrerequisite
+from stack.servers import StackError
+from streams.settings import Settings, SettingsError
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class UsageError(Exception):
+    """A bad argument, reported in one line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"salespulse: error: {message}\n")
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
+    return value
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _instant_ms(text: str) -> int:
+    from projections.validation import InvalidField, parse_instant_ms
+
+    try:
+        return parse_instant_ms(text, "--end")
+    except InvalidField as exc:
+        raise argparse.ArgumentTypeError(exc.detail) from None
+
+
+def _duration_ms(text: str) -> int:
+    units = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90m, 12h or 14d")
+    return int(text[:-1]) * units[text[-1]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="salespulse", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    stack = commands.add_parser("stack", help="start, stop or inspect the local servers")
+    stack.add_argument("action", choices=["up", "down", "status"])
+
+    commands.add_parser("topics", help="create the engine's topics if they are missing")
+    commands.add_parser("worker", help="run the Faust worker (ingest agent)")
+
+    sim = commands.add_parser("simulate", help="generate a realistic, seeded event log")
+    size = sim.add_mutually_exclusive_group()
+    size.add_argument("--count", type=_positive(int), help="records to produce (default 20000)")
+    size.add_argument("--duration", type=_positive(float),
+                      help="seconds to produce for, at --rate (count = rate x duration)")
+    sim.add_argument("--rate", type=_positive(float), help="records per second (default: max)")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--teams", type=_positive(int), default=4)
+    sim.add_argument("--reps-per-team", type=_positive(int), default=8)
+    sim.add_argument("--campaigns", type=_positive(int), default=6)
+    sim.add_argument("--end", type=_instant_ms, help="event time of the log's end (default now)")
+    sim.add_argument("--history", type=_duration_ms, default="14d",
+                     help="event-time span of the log, ending at --end (default 14d)")
+    sim.add_argument("--duplicates", type=_share, default=0.0, help="share of exact copies")
+    sim.add_argument("--late", type=_share, default=0.0,
+                     help="share of events sent minutes to days after they happened")
+    sim.add_argument("--call-disorder", type=_share, default=0.0,
+                     help="share of calls whose events are sent out of order")
+    sim.add_argument("--invalid", type=_share, default=0.0,
+                     help="share of invalid records, of every bad-input class")
+    sim.add_argument("--out", type=Path, help="write JSONL here instead of producing to Kafka")
+    sim.add_argument("--tally", type=Path, help="write the generator's own tally (JSON) here")
+
+    produce = commands.add_parser("produce", help="publish a JSONL file to the raw topic")
+    produce.add_argument("file", type=Path)
+    produce.add_argument("--rate", type=_positive(float), help="records per second")
+
+    watch = commands.add_parser("watch", help="show the worker's counts, live")
+    watch.add_argument("--interval", type=_positive(float), default=1.0)
+    watch.add_argument("--once", action="store_true", help="print one table and exit")
+
+    demo = commands.add_parser("demo", help="stack up, worker, simulator, live counts")
+    demo.add_argument("--count", type=_positive(int), default=60_000)
+    demo.add_argument("--rate", type=_positive(float), default=2_000.0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        handler = HANDLERS[args.command]
+        code = handler(settings, args)
+    except (UsageError, SettingsError, MissingPrerequisite, StackError) as exc:
+        print(f"salespulse: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE if isinstance(exc, UsageError | SettingsError) else EXIT_FAILED)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code)
+
+
+def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    from stack.servers import servers
+
+    if args.action == "up":
+        for server in servers(settings):
+            seconds = server.up()
+            print(f"{server.name:<11} up  {server.address:<28} ({seconds:.1f}s)", flush=True)
+        return 0
+    if args.action == "down":
+        for server in reversed(servers(settings)):
+            if server.external:
+                print(f"{server.name:<11} external, left running")
+            else:
+                print(f"{server.name:<11} {'stopped' if server.down() else 'was not running'}")
+        return 0
+    healthy = True
+    for server in servers(settings):
+        st = server.status()
+        state = "external" if st.external else ("running" if st.pid else "stopped")
+        answer = "answering" if st.answering else "not answering"
+        healthy &= st.answering
+        print(f"{st.name:<11} {state:<9} pid={st.pid or '-':<8} {st.address:<28} {answer}")
+    return 0 if healthy else EXIT_FAILED
+
+
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.topics import ensure_topics
+
+    created = asyncio.run(ensure_topics(settings))
+    print("created: " + (", ".join(created) if created else "nothing, all topics exist"))
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.worker import run_worker
+
+    return run_worker(settings)
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from simulator.log import SimConfig, simulate
+    from streams.producer import publish, write_jsonl
+
+    if args.duration is not None and args.rate is None:
+        raise UsageError("--duration needs --rate")
+    count = int(args.duration * args.rate) if args.duration else (args.count or 20_000)
+    config = SimConfig(
+        seed=args.seed, count=count,
+        end_ms=args.end if args.end is not None else time.time_ns() // 1_000_000,
+        history_ms=args.history, teams=args.teams, reps_per_team=args.reps_per_team,
+        campaigns=args.campaigns, duplicate_share=args.duplicates, late_share=args.late,
+        call_disorder_share=args.call_disorder, invalid_share=args.invalid,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    records, tally = simulate(config)
+    values = [r.value for r in records]
+    if args.out:
+        write_jsonl(args.out, values)
+        print(f"wrote {len(values)} records to {args.out}", file=sys.stderr)
+    else:
+        started = time.monotonic()
+        sent = asyncio.run(publish(settings.bootstrap, settings.raw_topic, values, rate=args.rate))
+        took = time.monotonic() - started
+        print(f"produced {sent} records to {settings.raw_topic} in {took:.1f}s "
+              f"({sent / took:,.0f}/s)", file=sys.stderr)
+    summary = orjson.dumps(tally.as_dict(), option=orjson.OPT_INDENT_2)
+    if args.tally:
+        args.tally.write_bytes(summary + b"\n")
+    print(summary.decode())
+    return 0
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.producer import publish, read_jsonl
+
+    if not args.file.is_file():
+        raise UsageError(f"{args.file}: no such file")
+    started = time.monotonic()
+    sent = asyncio.run(
+        publish(settings.bootstrap, settings.raw_topic, read_jsonl(args.file), rate=args.rate)
+    )
+    print(f"produced {sent} records from {args.file} to {settings.raw_topic} "
+          f"in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.watch import watch
+
+    return watch(settings, interval=args.interval, once=args.once)
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(settings, count=args.count, rate=args.rate)
+
+
+HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "stack": cmd_stack,
+    "topics": cmd_topics,
+    "worker": cmd_worker,
+    "simulate": cmd_simulate,
+    "produce": cmd_produce,
+    "watch": cmd_watch,
+    "demo": cmd_demo,
+}
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main()

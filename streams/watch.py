@@ -1,0 +1,81 @@
+"""``salespulse watch``: the worker's counters as a live table in the terminal."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.settings import Settings
+
+
+@dataclass
+class Snapshot:
+    records: float = 0.0
+    events: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    agent_starts: float = 0.0
+    last_batch: float = 0.0
+
+
+def scrape(url: str, timeout: float = 2.0) -> Snapshot:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    snap = Snapshot()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "salespulse_ingest_records_total":
+                snap.records = sample.value
+            elif sample.name == "salespulse_ingest_events_total":
+                snap.events[sample.labels["type"]] = int(sample.value)
+            elif sample.name == "salespulse_dlq_records_total":
+                snap.dead_letters[sample.labels["reason"]] = int(sample.value)
+            elif sample.name == "salespulse_ingest_agent_starts_total":
+                snap.agent_starts = sample.value
+            elif sample.name == "salespulse_ingest_last_batch_timestamp_seconds":
+                snap.last_batch = sample.value
+    return snap
+
+
+def render(snap: Snapshot, rate: float | None) -> str:
+    lines = [
+        f"records read {int(snap.records):>10,}"
+        + (f"   {rate:>9,.0f} records/s" if rate is not None else ""),
+        f"valid events {sum(snap.events.values()):>10,}   "
+        f"dead letters {sum(snap.dead_letters.values()):,}",
+        "",
+        f"{'event type':<28}{'count':>10}    {'DLQ reason':<26}{'count':>8}",
+    ]
+    types = sorted(snap.events.items())
+    reasons = sorted(snap.dead_letters.items())
+    for i in range(max(len(types), len(reasons))):
+        left = f"{types[i][0]:<28}{types[i][1]:>10,}" if i < len(types) else " " * 38
+        right = f"    {reasons[i][0]:<26}{reasons[i][1]:>8,}" if i < len(reasons) else ""
+        lines.append(left + right)
+    return "\n".join(lines)
+
+
+def watch(settings: Settings, *, interval: float, once: bool) -> int:
+    url = f"http://127.0.0.1:{settings.worker_metrics_port}/metrics"
+    previous: tuple[float, float] | None = None
+    while True:
+        try:
+            snap = scrape(url)
+        except OSError as exc:
+            print(f"worker metrics at {url} not reachable: {exc}", flush=True)
+            if once:
+                return 1
+            time.sleep(interval)
+            continue
+        now = time.monotonic()
+        rate = None
+        if previous is not None and now > previous[0]:
+            rate = (snap.records - previous[1]) / (now - previous[0])
+        previous = (now, snap.records)
+        print(("" if once else "\x1b[2J\x1b[H") + render(snap, rate), flush=True)
+        if once:
+            return 0
+        time.sleep(interval)
