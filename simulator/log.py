@@ -62,10 +62,15 @@ class SimConfig:
         return self.end_ms - self.history_ms
 
 
+VALID = "valid"
+DUPLICATE = "duplicate"
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     emit_ms: int  # when the source sends it; the log is ordered by this
     value: bytes
+    label: str  # the generator's intent: VALID, DUPLICATE, or the expected DLQ reason
 
 
 @dataclass
@@ -192,7 +197,7 @@ def simulate(config: SimConfig) -> tuple[list[Record], Tally]:
                 valid.append(_finish(draft, rng, ids, config))
         pending = _episode(rng, ids, org, config)
 
-    records: list[tuple[int, int, bytes]] = []  # (emit_ms, tie-breaker, bytes)
+    records: list[tuple[int, int, bytes, str]] = []  # (emit_ms, tie-breaker, bytes, label)
     encoded = []
     for event in valid:
         at = event["_at"]
@@ -205,30 +210,30 @@ def simulate(config: SimConfig) -> tuple[list[Record], Tally]:
             emit = at + int(math.exp(rng.uniform(math.log(60_000), math.log(3 * 86_400_000))))
         else:
             emit = at + rng.randint(0, 2_000)
-        records.append((emit, len(records), body))
+        records.append((emit, len(records), body, VALID))
 
     _reorder_calls(valid, records, rng, config, tally)
 
     for index in rng.choices(range(len(valid)), k=n_duplicates) if valid else []:
-        emit, _, body = records[index]
-        records.append((emit + rng.randint(1, 600_000), len(records), body))
+        emit, _, body, _ = records[index]
+        records.append((emit + rng.randint(1, 600_000), len(records), body, DUPLICATE))
         tally.duplicates[valid[index]["type"]] += 1
 
     for i in range(n_invalid):
         reason = INVALID_CLASSES[i % len(INVALID_CLASSES)]
         template = rng.choice(valid)
         body = _corrupt(reason, template, rng, config.max_event_bytes)
-        records.append((rng.randint(config.start_ms, config.end_ms), len(records), body))
+        records.append((rng.randint(config.start_ms, config.end_ms), len(records), body, reason))
         tally.invalid[reason] += 1
 
     records.sort()
     tally.records = len(records)
-    return [Record(emit, body) for emit, _, body in records], tally
+    return [Record(emit, body, label) for emit, _, body, label in records], tally
 
 
 def _reorder_calls(
     valid: list[dict[str, Any]],
-    records: list[tuple[int, int, bytes]],
+    records: list[tuple[int, int, bytes, str]],
     rng: random.Random,
     config: SimConfig,
     tally: Tally,
@@ -243,5 +248,5 @@ def _reorder_calls(
             emits = [records[i][0] for i in indexes]
             rng.shuffle(emits)
             for i, emit in zip(indexes, emits, strict=True):
-                records[i] = (emit, records[i][1], records[i][2])
+                records[i] = (emit, *records[i][1:])
             tally.reordered_calls += 1

@@ -32,6 +32,11 @@ TEMPLATES = Path(__file__).parent / "templates"
 RULES_DIR = Path(__file__).resolve().parent.parent / "exporters" / "rules"
 
 
+# Servers started by this process, kept so they are reaped (not left as zombies or
+# reported as leaked) when this same process stops them.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 class StackError(RuntimeError):
     """A server could not be started, or did not answer in time."""
 
@@ -115,6 +120,7 @@ class LocalServer:
                 start_new_session=True, cwd=self.home,
             )
         self.pid_file.write_text(str(process.pid))
+        _children[process.pid] = process
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -134,13 +140,21 @@ class LocalServer:
             self.pid_file.unlink(missing_ok=True)
             return False
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self.pid() is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self.pid() is not None:
-            os.kill(pid, signal.SIGKILL)
-            while self.pid() is not None:
-                time.sleep(0.05)
+        child = _children.pop(pid, None)
+        if child is not None:  # our own child: wait() also reaps it
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        else:
+            deadline = time.monotonic() + timeout
+            while self.pid() is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if self.pid() is not None:
+                os.kill(pid, signal.SIGKILL)
+                while self.pid() is not None:
+                    time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -193,10 +207,15 @@ class Kafka(LocalServer):
         return [*java, "kafka.Kafka", str(self.home / "server.properties")]
 
     def answering(self) -> bool:
+        client_log = logging.getLogger("aiokafka")
+        level = client_log.level
+        client_log.setLevel(logging.CRITICAL)  # refused connections are expected while starting
         try:
             asyncio.run(asyncio.wait_for(list_topics(self.address, 3_000), 5))
         except Exception:  # any failure to list topics means "not ready yet"
             return False
+        finally:
+            client_log.setLevel(level)
         return True
 
 

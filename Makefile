@@ -1,0 +1,50 @@
+# salespulse: the two commands of the quick start are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit integration up down status lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+## demo: start the local stack and the worker, stream simulated events, show live counts
+demo: $(STAMP)
+	$(BIN)/salespulse demo
+
+## test: lint, type-check and the whole test suite (starts and stops its own servers)
+test: lint typecheck
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -m unit
+
+integration: $(STAMP)
+	$(BIN)/pytest -m "integration or e2e"
+
+up: $(STAMP)
+	$(BIN)/salespulse stack up
+down: $(STAMP)
+	$(BIN)/salespulse stack down
+status: $(STAMP)
+	$(BIN)/salespulse stack status
+
+## lock: re-pin requirements.lock to what is installed in .venv
+lock: $(STAMP)
+	{ sed -n '1,2p' requirements.lock; $(BIN)/pip freeze --exclude-editable | grep -v '^salespulse'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean: down
+	rm -rf $(VENV) .salespulse

@@ -1,0 +1,53 @@
+"""Read whole topics back for assertions: every record, with its partition, offset and headers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+@dataclass(frozen=True)
+class Read:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    *,
+    expect: int | None = None,
+    timeout: float = 60.0,
+) -> list[Read]:
+    """All records of ``topic``; with ``expect``, wait until at least that many exist."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        deadline = time.monotonic() + timeout
+        while True:
+            ends = await consumer.end_offsets(tps)
+            if expect is None or sum(ends.values()) >= expect or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Read] = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=1_000)
+            for tp, messages in batch.items():
+                records.extend(
+                    Read(tp.partition, m.offset, m.key, m.value, dict(m.headers))
+                    for m in messages
+                    if m.offset < ends[tp]
+                )
+        return records
+    finally:
+        await consumer.stop()
