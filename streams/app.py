@@ -6,7 +6,9 @@ Settings are read once from the environment when this module is imported.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from collections.abc import Sequence
 
@@ -53,6 +55,8 @@ async def ingest(stream: faust.StreamT[bytes]) -> None:
 async def forward_batch(batch: Sequence[EventT], limits: Limits) -> None:
     started = time.perf_counter()
     now_ms = time.time_ns() // 1_000_000
+    producer = app.producer
+    sends = []
     for event in batch:
         message = event.message
         outcome = route(
@@ -63,17 +67,21 @@ async def forward_batch(batch: Sequence[EventT], limits: Limits) -> None:
             now_ms=now_ms,
             limits=limits,
         )
-        # force=True publishes now instead of attaching to the source event: commits of
-        # the raw topic wait for the producer to flush, so nothing is acknowledged early.
+        # Straight to the producer (no per-message Faust wrappers); the raw topic's offsets
+        # are committed only after the producer has flushed, so nothing is acked early.
         if isinstance(outcome, Accepted):
-            await events_topic.send(key=outcome.key, value=message.value, force=True)
+            sends.append(
+                await producer.send(settings.events_topic, outcome.key, message.value, None, None, None)
+            )
             metrics.EVENTS.labels(outcome.event.type).inc()
         else:
-            await dlq_topic.send(
-                key=message.key, value=message.value, headers=outcome.headers, force=True
+            sends.append(
+                await producer.send(
+                    settings.dlq_topic, message.key, message.value, None, None, outcome.headers
+                )
             )
             metrics.DEAD_LETTERS.labels(outcome.rejection.reason.value).inc()
-            log.warning(
+            log.info(
                 "dead-lettered %s[%d]@%d: %s: %s",
                 message.topic,
                 message.partition,
@@ -81,6 +89,14 @@ async def forward_batch(batch: Sequence[EventT], limits: Limits) -> None:
                 outcome.rejection.reason.value,
                 outcome.rejection.detail,
             )
+    try:
+        await asyncio.gather(*sends)
+    except Exception as exc:
+        # Faust acks a batch even when its body fails, so carrying on (or letting the agent
+        # restart) could commit offsets of records that never reached Kafka. Exit without
+        # committing instead; the restarted worker re-reads them.
+        log.critical("publishing a batch failed, exiting without commit: %r", exc)
+        os._exit(70)
     metrics.RECORDS.inc(len(batch))
     metrics.BATCH_SIZE.observe(len(batch))
     metrics.BATCH_SECONDS.observe(time.perf_counter() - started)

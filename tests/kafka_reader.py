@@ -27,7 +27,9 @@ async def read_topic(
     timeout: float = 60.0,
 ) -> list[Read]:
     """All records of ``topic``; with ``expect``, wait until at least that many exist."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -38,7 +40,10 @@ async def read_topic(
             if expect is None or sum(ends.values()) >= expect or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
-        await consumer.seek_to_beginning(*tps)
+        # Explicit seeks: seek_to_beginning right after assign() was seen to leave the
+        # position at the end (aiokafka 0.14 against Kafka 4.1).
+        for tp, start in (await consumer.beginning_offsets(tps)).items():
+            consumer.seek(tp, start)
         records: list[Read] = []
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             batch = await consumer.getmany(timeout_ms=1_000)
