@@ -41,8 +41,6 @@ def _property(spec: FieldSpec) -> dict[str, Any]:
         return {"type": "string", "minLength": 1, "maxLength": ID_MAX_CHARS}
     if spec.kind is TEXT:
         return {"type": "string", "maxLength": TEXT_MAX_CHARS}
-    if spec.kind is COUNT or spec.python_type is int:
-        return {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
     if spec.kind is INSTANT:
         return {
             "type": "string",
@@ -50,6 +48,8 @@ def _property(spec: FieldSpec) -> dict[str, Any]:
             "pattern": RFC3339_PATTERN,
             "description": "RFC 3339 with an offset",
         }
+    if spec.kind is COUNT or spec.python_type is int:
+        return {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
     if spec.kind is TIMEZONE:
         return {"type": "string", "minLength": 1, "maxLength": 64, "description": "IANA zone"}
     if spec.python_type is bool:
