@@ -1,0 +1,80 @@
+"""The CLI as a user runs it: bad arguments get one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams.producer import read_jsonl, subject_key
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True,
+        cwd=ROOT, env={**os.environ, **(env or {})}, timeout=60, check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["simulate", "--invalid", "2"], "not a share between 0 and 1"),
+        (["simulate", "--count", "-5"], "must be greater than 0"),
+        (["simulate", "--count", "ten"], "is not a number"),
+        (["simulate", "--history", "3w"], "is not a duration"),
+        (["simulate", "--end", "2026-11-22T10:00:00"], "has no UTC offset"),
+        (["simulate", "--duration", "10"], "--duration needs --rate"),
+        (["simulate", "--count", "5", "--duration", "3"], "not allowed with argument"),
+        (["stack", "sideways"], "invalid choice"),
+        (["produce", "/no/such/file.jsonl"], "no such file"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_arguments_get_one_line(args: list[str], says: str) -> None:
+    done = run(*args)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("salespulse: error:") and says in lines[0]
+
+
+def test_bad_setting_gets_one_line() -> None:
+    done = run("topics", env={"SALESPULSE_PARTITIONS": "many"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == "salespulse: error: SALESPULSE_PARTITIONS='many' is not a valid int"
+
+
+def test_simulate_to_a_file_writes_the_log_and_the_tally(tmp_path: Path) -> None:
+    out, tally_path = tmp_path / "log.jsonl", tmp_path / "tally.json"
+    done = run("simulate", "--count", "2000", "--seed", "9", "--invalid", "0.1",
+               "--duplicates", "0.05", "--end", "2026-11-20T12:00:00Z",
+               "--out", str(out), "--tally", str(tally_path))
+    assert done.returncode == 0, done.stderr
+    lines = list(read_jsonl(out))
+    tally = json.loads(tally_path.read_text())
+    assert len(lines) == tally["records"] == 2000
+    assert sum(tally["invalid"].values()) == 200
+    assert sum(tally["duplicates"].values()) == 100
+    again = tmp_path / "again.jsonl"
+    run("simulate", "--count", "2000", "--seed", "9", "--invalid", "0.1", "--duplicates", "0.05",
+        "--end", "2026-11-20T12:00:00Z", "--out", str(again))
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_subject_key_is_the_entity_id() -> None:
+    assert subject_key(b'{"type":"call.ended","call_id":"c-9"}') == b"c-9"
+    assert subject_key(b'{"type":"rep.upserted","rep_id":"r","team_id":"t"}') == b"r"
+    assert subject_key(b'{"type":"nope","call_id":"c"}') is None
+    assert subject_key(b"\xff garbage") is None
+    assert subject_key(b"[1]") is None

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from streams.settings import Settings, SettingsError
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_point_at_the_local_stack() -> None:
+    settings = Settings.from_env({})
+    assert settings.bootstrap == "127.0.0.1:19092"
+    assert settings.redis == "redis://127.0.0.1:16379/0"
+    assert (settings.raw_topic, settings.events_topic, settings.dlq_topic) == (
+        "salespulse.events.raw", "salespulse.events", "salespulse.events.dlq")
+
+
+def test_environment_overrides_and_prefix() -> None:
+    settings = Settings.from_env({
+        "SALESPULSE_KAFKA_BOOTSTRAP": "broker:9092",
+        "SALESPULSE_TOPIC_PREFIX": "acme",
+        "SALESPULSE_MAX_EVENT_BYTES": "1024",
+        "SALESPULSE_INGEST_BATCH_SECONDS": "0.5",
+    })
+    assert settings.bootstrap == "broker:9092"
+    assert settings.dlq_topic == "acme.events.dlq"
+    assert settings.limits.max_event_bytes == 1024
+    assert settings.ingest_batch_seconds == 0.5
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SALESPULSE_PARTITIONS": "0"}, "at least 1"),
+        ({"SALESPULSE_PARTITIONS": "x"}, "not a valid int"),
+        ({"SALESPULSE_TOPIC_PREFIX": "a b"}, "letters, digits"),
+        ({"SALESPULSE_MAX_EVENT_BYTES": "10"}, "at least 256"),
+        ({"SALESPULSE_INGEST_BATCH_SECONDS": "soon"}, "not a valid float"),
+    ],
+)
+def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
