@@ -29,9 +29,7 @@ from projections.validation import FieldSpec, field_specs
 
 SCHEMA_ID = "https://salespulse.dev/schemas/events-v1.schema.json"
 # RFC 3339 date-time with a mandatory offset.
-RFC3339_PATTERN = (
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
+RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 
 
 def _property(spec: FieldSpec) -> dict[str, Any]:

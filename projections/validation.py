@@ -70,6 +70,9 @@ class Limits:
     max_future_ms: int = 24 * 3600 * 1000
 
 
+DEFAULT_LIMITS = Limits()
+
+
 class InvalidField(ValueError):
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)
@@ -93,9 +96,7 @@ def parse_instant_ms(value: str, name: str) -> int:
     if match is None:
         raise InvalidField(Reason.INVALID_TIMESTAMP, f"{name}: {value[:64]!r} is not RFC 3339")
     if match.group("offset") is None:
-        raise InvalidField(
-            Reason.TIMESTAMP_WITHOUT_OFFSET, f"{name}: {value!r} has no UTC offset"
-        )
+        raise InvalidField(Reason.TIMESTAMP_WITHOUT_OFFSET, f"{name}: {value!r} has no UTC offset")
     # fromisoformat accepts at most 6 fractional digits; RFC 3339 allows more.
     text = re.sub(r"(\.\d{6})\d+", r"\1", value)
     try:
@@ -132,13 +133,13 @@ Checker = Callable[[object, str], object]
 def _check_string(max_chars: int, allow_empty: bool) -> Checker:
     def check(value: object, name: str) -> object:
         if type(value) is not str:
-            raise InvalidField(Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}")
+            raise InvalidField(
+                Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}"
+            )
         if not allow_empty and not value:
             raise InvalidField(Reason.INVALID_VALUE, f"{name}: must not be empty")
         if len(value) > max_chars:
-            raise InvalidField(
-                Reason.INVALID_VALUE, f"{name}: longer than {max_chars} characters"
-            )
+            raise InvalidField(Reason.INVALID_VALUE, f"{name}: longer than {max_chars} characters")
         return value
 
     return check
@@ -177,7 +178,9 @@ def _check_timezone(value: object, name: str) -> object:
 def _check_choice(choices: tuple[str, ...]) -> Checker:
     def check(value: object, name: str) -> object:
         if type(value) is not str:
-            raise InvalidField(Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}")
+            raise InvalidField(
+                Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}"
+            )
         if value not in choices:
             raise InvalidField(
                 Reason.INVALID_VALUE, f"{name}: {value[:64]!r} is not one of {', '.join(choices)}"
@@ -258,7 +261,9 @@ def _decode(raw: bytes, limits: Limits) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise InvalidField(Reason.INVALID_JSON, str(exc)[:200]) from None
     if not isinstance(document, dict):
-        raise InvalidField(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type(document)}")
+        raise InvalidField(
+            Reason.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type(document)}"
+        )
     return document
 
 
@@ -298,13 +303,13 @@ def _build(document: dict[str, Any], now_ms: int, limits: Limits) -> Event:
             Reason.TIMESTAMP_OUT_OF_RANGE,
             f"occurred_at {document['occurred_at']!r} is before 1970 or too far in the future",
         )
-    if type_name == OpportunityClosed.TYPE and values["outcome"] == "won":
-        if "amount_minor" not in values:
-            raise InvalidField(Reason.MISSING_FIELD, "amount_minor: required when outcome is won")
+    won = type_name == OpportunityClosed.TYPE and values["outcome"] == "won"
+    if won and "amount_minor" not in values:
+        raise InvalidField(Reason.MISSING_FIELD, "amount_minor: required when outcome is won")
     return EVENT_TYPES[type_name](**values)  # type: ignore[arg-type]
 
 
-def parse_event(raw: bytes, *, now_ms: int, limits: Limits = Limits()) -> Event | Rejection:
+def parse_event(raw: bytes, *, now_ms: int, limits: Limits = DEFAULT_LIMITS) -> Event | Rejection:
     """Validate one record's bytes against the contract. Never raises."""
     try:
         return _build(_decode(raw, limits), now_ms, limits)

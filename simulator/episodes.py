@@ -45,8 +45,13 @@ def directory(org: Org, at_ms: int) -> list[Draft]:
     ]
     drafts += [
         _event(
-            "rep.upserted", at_ms, r.team, rep_id=r.rep_id, name=r.name,
-            team_id=r.team.team_id, active=True,
+            "rep.upserted",
+            at_ms,
+            r.team,
+            rep_id=r.rep_id,
+            name=r.name,
+            team_id=r.team.team_id,
+            active=True,
         )
         for r in org.reps
     ]
@@ -60,44 +65,108 @@ def _touch(rng: random.Random, ids: Ids, rep: Rep, lead_id: str, at: int) -> lis
     if kind < 0.5:
         call_id = ids.new("call")
         drafts = [
-            _event("call.started", at, team, call_id=call_id, direction="outbound",
-                   rep_id=rep.rep_id, lead_id=lead_id)
+            _event(
+                "call.started",
+                at,
+                team,
+                call_id=call_id,
+                direction="outbound",
+                rep_id=rep.rep_id,
+                lead_id=lead_id,
+            )
         ]
         if rng.random() < 0.35:
             answered = at + rng.randint(5_000, 30_000)
             talk = _lognormal_ms(rng, 4 * MINUTE, 0.7)
-            drafts.append(_event("call.answered", answered, team, call_id=call_id,
-                                 rep_id=rep.rep_id))
-            drafts.append(_event("call.ended", answered + talk, team, call_id=call_id,
-                                 outcome="completed", rep_id=rep.rep_id, talk_ms=talk))
+            drafts.append(
+                _event("call.answered", answered, team, call_id=call_id, rep_id=rep.rep_id)
+            )
+            drafts.append(
+                _event(
+                    "call.ended",
+                    answered + talk,
+                    team,
+                    call_id=call_id,
+                    outcome="completed",
+                    rep_id=rep.rep_id,
+                    talk_ms=talk,
+                )
+            )
         else:
             outcome = rng.choice(["voicemail", "busy", "missed", "failed"])
-            drafts.append(_event("call.ended", at + rng.randint(10_000, 40_000), team,
-                                 call_id=call_id, outcome=outcome, rep_id=rep.rep_id))
+            drafts.append(
+                _event(
+                    "call.ended",
+                    at + rng.randint(10_000, 40_000),
+                    team,
+                    call_id=call_id,
+                    outcome=outcome,
+                    rep_id=rep.rep_id,
+                )
+            )
         return drafts
     if kind < 0.9:
         message_id = ids.new("msg")
-        drafts = [_event("email.sent", at, team, message_id=message_id, rep_id=rep.rep_id,
-                         lead_id=lead_id)]
+        drafts = [
+            _event(
+                "email.sent", at, team, message_id=message_id, rep_id=rep.rep_id, lead_id=lead_id
+            )
+        ]
         if rng.random() < 0.45:
             opened = at + _lognormal_ms(rng, 2 * HOUR, 1.2)
-            drafts.append(_event("email.opened", opened, team, message_id=message_id,
-                                 rep_id=rep.rep_id, lead_id=lead_id))
+            drafts.append(
+                _event(
+                    "email.opened",
+                    opened,
+                    team,
+                    message_id=message_id,
+                    rep_id=rep.rep_id,
+                    lead_id=lead_id,
+                )
+            )
             if rng.random() < 0.25:
-                drafts.append(_event("email.clicked", opened + rng.randint(2_000, 600_000),
-                                     team, message_id=message_id, rep_id=rep.rep_id,
-                                     lead_id=lead_id))
+                drafts.append(
+                    _event(
+                        "email.clicked",
+                        opened + rng.randint(2_000, 600_000),
+                        team,
+                        message_id=message_id,
+                        rep_id=rep.rep_id,
+                        lead_id=lead_id,
+                    )
+                )
             if rng.random() < 0.2:
-                drafts.append(_event("email.replied", opened + _lognormal_ms(rng, HOUR, 1.0),
-                                     team, message_id=message_id, rep_id=rep.rep_id,
-                                     lead_id=lead_id))
+                drafts.append(
+                    _event(
+                        "email.replied",
+                        opened + _lognormal_ms(rng, HOUR, 1.0),
+                        team,
+                        message_id=message_id,
+                        rep_id=rep.rep_id,
+                        lead_id=lead_id,
+                    )
+                )
         return drafts
     meeting_id = ids.new("mtg")
     return [
-        _event("meeting.scheduled", at - DAY, team, meeting_id=meeting_id, rep_id=rep.rep_id,
-               lead_id=lead_id, scheduled_for=at),
-        _event("meeting.held", at, team, meeting_id=meeting_id, rep_id=rep.rep_id,
-               lead_id=lead_id, scheduled_for=at),
+        _event(
+            "meeting.scheduled",
+            at - DAY,
+            team,
+            meeting_id=meeting_id,
+            rep_id=rep.rep_id,
+            lead_id=lead_id,
+            scheduled_for=at,
+        ),
+        _event(
+            "meeting.held",
+            at,
+            team,
+            meeting_id=meeting_id,
+            rep_id=rep.rep_id,
+            lead_id=lead_id,
+            scheduled_for=at,
+        ),
     ]
 
 
@@ -107,11 +176,16 @@ def lead_journey(rng: random.Random, ids: Ids, org: Org, rep: Rep, at: int) -> l
     lead_id = ids.new("lead")
     marketing = rng.random() < 0.6
     created = _event(
-        "lead.created", at, team, lead_id=lead_id,
+        "lead.created",
+        at,
+        team,
+        lead_id=lead_id,
         origin="marketing" if marketing else "sales",
         lead_source=rng.choice(["webinar", "paid-search", "content", "event"])
-        if marketing else rng.choice(["outbound", "referral", "partner"]),
-        rep_id=rep.rep_id, segment=rng.choice(["smb", "mid-market", "enterprise"]),
+        if marketing
+        else rng.choice(["outbound", "referral", "partner"]),
+        rep_id=rep.rep_id,
+        segment=rng.choice(["smb", "mid-market", "enterprise"]),
         territory=team.team_id,
     )
     if marketing:
@@ -122,32 +196,77 @@ def lead_journey(rng: random.Random, ids: Ids, org: Org, rep: Rep, at: int) -> l
     first_touch = at + _lognormal_ms(rng, 25 * MINUTE, 1.6)
     if rng.random() < 0.1:  # routed to a colleague before anyone calls
         rep = rng.choice(org.reps_of(team))
-        drafts.append(_event("lead.assigned", at + (first_touch - at) // 2, team,
-                             lead_id=lead_id, rep_id=rep.rep_id))
+        drafts.append(
+            _event(
+                "lead.assigned",
+                at + (first_touch - at) // 2,
+                team,
+                lead_id=lead_id,
+                rep_id=rep.rep_id,
+            )
+        )
     drafts += _touch(rng, ids, rep, lead_id, first_touch)
-    drafts.append(_event("lead.stage_changed", first_touch, team, lead_id=lead_id,
-                         stage="contacted", rep_id=rep.rep_id))
+    drafts.append(
+        _event(
+            "lead.stage_changed",
+            first_touch,
+            team,
+            lead_id=lead_id,
+            stage="contacted",
+            rep_id=rep.rep_id,
+        )
+    )
     later = first_touch
     for _ in range(rng.choice([0, 1, 1, 2, 3])):
         later += _lognormal_ms(rng, DAY, 0.8)
         drafts += _touch(rng, ids, rep, lead_id, later)
     if rng.random() < 0.4:
-        drafts.append(_event("lead.responded", later + _lognormal_ms(rng, 6 * HOUR, 1.0), team,
-                             lead_id=lead_id, rep_id=rep.rep_id,
-                             sentiment=rng.choices(["positive", "neutral", "negative"],
-                                                   [0.45, 0.3, 0.25])[0]))
+        drafts.append(
+            _event(
+                "lead.responded",
+                later + _lognormal_ms(rng, 6 * HOUR, 1.0),
+                team,
+                lead_id=lead_id,
+                rep_id=rep.rep_id,
+                sentiment=rng.choices(["positive", "neutral", "negative"], [0.45, 0.3, 0.25])[0],
+            )
+        )
     decided = later + _lognormal_ms(rng, 2 * DAY, 0.8)
     fate = rng.random()
     if fate < 0.3:
-        drafts.append(_event("lead.stage_changed", decided, team, lead_id=lead_id,
-                             stage="unqualified", rep_id=rep.rep_id))
+        drafts.append(
+            _event(
+                "lead.stage_changed",
+                decided,
+                team,
+                lead_id=lead_id,
+                stage="unqualified",
+                rep_id=rep.rep_id,
+            )
+        )
     elif fate < 0.65:
-        drafts.append(_event("lead.stage_changed", decided, team, lead_id=lead_id,
-                             stage="qualified", rep_id=rep.rep_id))
+        drafts.append(
+            _event(
+                "lead.stage_changed",
+                decided,
+                team,
+                lead_id=lead_id,
+                stage="qualified",
+                rep_id=rep.rep_id,
+            )
+        )
         if rng.random() < 0.5:
             converted = decided + _lognormal_ms(rng, 2 * DAY, 0.8)
-            drafts.append(_event("lead.stage_changed", converted, team, lead_id=lead_id,
-                                 stage="converted", rep_id=rep.rep_id))
+            drafts.append(
+                _event(
+                    "lead.stage_changed",
+                    converted,
+                    team,
+                    lead_id=lead_id,
+                    stage="converted",
+                    rep_id=rep.rep_id,
+                )
+            )
             drafts += deal(rng, ids, rep, converted, lead_id)
     return drafts
 
@@ -157,10 +276,16 @@ def deal(rng: random.Random, ids: Ids, rep: Rep, at: int, lead_id: str | None) -
     team = rep.team
     opportunity_id = ids.new("opp")
     amount = int(_lognormal_ms(rng, 12_000_00, 0.9)) // 100 * 100
-    created = _event("opportunity.created", at, team, opportunity_id=opportunity_id,
-                     rep_id=rep.rep_id, amount_minor=amount,
-                     product=rng.choice(["core", "pro", "enterprise"]),
-                     segment=rng.choice(["smb", "mid-market", "enterprise"]))
+    created = _event(
+        "opportunity.created",
+        at,
+        team,
+        opportunity_id=opportunity_id,
+        rep_id=rep.rep_id,
+        amount_minor=amount,
+        product=rng.choice(["core", "pro", "enterprise"]),
+        segment=rng.choice(["smb", "mid-market", "enterprise"]),
+    )
     if lead_id is not None:
         created["lead_id"] = lead_id
     drafts = [created]
@@ -168,17 +293,29 @@ def deal(rng: random.Random, ids: Ids, rep: Rep, at: int, lead_id: str | None) -
     for stage in ("discovery", "proposal", "negotiation"):
         if rng.random() < 0.7:
             stage_at += _lognormal_ms(rng, 2 * DAY, 0.6)
-            drafts.append(_event("opportunity.stage_changed", stage_at, team,
-                                 opportunity_id=opportunity_id, stage=stage,
-                                 rep_id=rep.rep_id))
+            drafts.append(
+                _event(
+                    "opportunity.stage_changed",
+                    stage_at,
+                    team,
+                    opportunity_id=opportunity_id,
+                    stage=stage,
+                    rep_id=rep.rep_id,
+                )
+            )
     closes = 2 if rng.random() < 0.03 else 1
     closed_at = stage_at
     for _ in range(closes):
         closed_at += _lognormal_ms(rng, 4 * DAY, 0.9)
         won = rng.random() < 0.45
-        close: Draft = _event("opportunity.closed", closed_at, team,
-                              opportunity_id=opportunity_id, rep_id=rep.rep_id,
-                              outcome="won" if won else "lost")
+        close: Draft = _event(
+            "opportunity.closed",
+            closed_at,
+            team,
+            opportunity_id=opportunity_id,
+            rep_id=rep.rep_id,
+            outcome="won" if won else "lost",
+        )
         if won:
             close["amount_minor"] = int(amount * rng.uniform(0.7, 1.1)) // 100 * 100
             close["customer_id"] = ids.new("cust")
@@ -190,20 +327,30 @@ def deal(rng: random.Random, ids: Ids, rep: Rep, at: int, lead_id: str | None) -
 def inbound_call(rng: random.Random, ids: Ids, team: Team, rep: Rep, at: int) -> list[Draft]:
     """An inbound call to a team's queue: answered, or abandoned while waiting."""
     call_id = ids.new("call")
-    drafts = [_event("call.started", at, team, call_id=call_id, direction="inbound",
-                     queue_id=team.queue_id)]
+    drafts = [
+        _event(
+            "call.started", at, team, call_id=call_id, direction="inbound", queue_id=team.queue_id
+        )
+    ]
     wait = int(rng.expovariate(1 / 18_000))
     if rng.random() < 0.87:
         talk = _lognormal_ms(rng, 5 * MINUTE, 0.6)
-        ended: Draft = _event("call.ended", at + wait + talk, team, call_id=call_id,
-                              outcome="completed", rep_id=rep.rep_id)
+        ended: Draft = _event(
+            "call.ended",
+            at + wait + talk,
+            team,
+            call_id=call_id,
+            outcome="completed",
+            rep_id=rep.rep_id,
+        )
         if rng.random() < 0.8:
             ended["talk_ms"] = talk
-        drafts += [_event("call.answered", at + wait, team, call_id=call_id,
-                          rep_id=rep.rep_id), ended]
+        drafts += [
+            _event("call.answered", at + wait, team, call_id=call_id, rep_id=rep.rep_id),
+            ended,
+        ]
     else:
-        drafts.append(_event("call.ended", at + wait, team, call_id=call_id,
-                             outcome="abandoned"))
+        drafts.append(_event("call.ended", at + wait, team, call_id=call_id, outcome="abandoned"))
     return drafts
 
 
@@ -221,5 +368,12 @@ def meeting(rng: random.Random, ids: Ids, rep: Rep, at: int) -> list[Draft]:
 
 def campaign_spend(rng: random.Random, org: Org, at: int) -> list[Draft]:
     team = org.teams[0]
-    return [_event("campaign.spend", at, team, campaign_id=rng.choice(org.campaigns),
-                   amount_minor=rng.randint(50, 2_000) * 100)]
+    return [
+        _event(
+            "campaign.spend",
+            at,
+            team,
+            campaign_id=rng.choice(org.campaigns),
+            amount_minor=rng.randint(50, 2_000) * 100,
+        )
+    ]

@@ -166,8 +166,9 @@ def _corrupt(reason: str, template: dict[str, Any], rng: random.Random, limit: i
         bad["event_id"] = rng.choice(["", "x" * 129])
     elif reason == "negative_value":
         bad = {k: template[k] for k in ("event_id", "occurred_at", "schema_version")}
-        bad.update(type="campaign.spend", campaign_id="cmp-01",
-                   amount_minor=-rng.randint(1, 10_000))
+        bad.update(
+            type="campaign.spend", campaign_id="cmp-01", amount_minor=-rng.randint(1, 10_000)
+        )
     elif reason == "timestamp_without_offset":
         bad["occurred_at"] = format_instant(template["_at"])[:-1]
     elif reason == "invalid_timestamp":

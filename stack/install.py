@@ -19,13 +19,13 @@ def _apt_install(package: str) -> None:
     subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
     done = subprocess.run(
         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
     if done.returncode != 0:
-        raise MissingPrerequisite(
-            f"apt-get install {package} failed: {done.stderr.strip()[-300:]}"
-        )
+        raise MissingPrerequisite(f"apt-get install {package} failed: {done.stderr.strip()[-300:]}")
 
 
 def require_binary(binary: str, package: str) -> str:
@@ -52,7 +52,9 @@ def require_java(minimum: int) -> None:
     out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
     match = re.search(r'version "(\d+)', out.stderr + out.stdout)
     if not match or int(match.group(1)) < minimum:
-        raise MissingPrerequisite(f"java {minimum}+ needed, found {out.stderr.strip()[:80]}: {advice}")
+        raise MissingPrerequisite(
+            f"java {minimum}+ needed, found {out.stderr.strip()[:80]}: {advice}"
+        )
 
 
 def cache_dir() -> Path:
@@ -99,10 +101,19 @@ def kafka_libs(version: str) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     (home / "pom.xml").write_text(POM.format(kafka=version, log4j=LOG4J_VERSION))
     done = subprocess.run(
-        [mvn, "-B", "-q", "-f", str(home / "pom.xml"),
-         "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
-         f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
-        capture_output=True, text=True, check=False,
+        [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(home / "pom.xml"),
+            "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise MissingPrerequisite(

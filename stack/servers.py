@@ -107,7 +107,9 @@ class LocalServer:
         started = time.monotonic()
         if self.external:
             if not self.answering():
-                raise StackError(f"{self.name}: the configured server {self.address} does not answer")
+                raise StackError(
+                    f"{self.name}: the configured server {self.address} does not answer"
+                )
             return time.monotonic() - started
         if self.pid() is not None and self.answering():
             return time.monotonic() - started
@@ -116,8 +118,12 @@ class LocalServer:
         command = self.prepare()
         with self.log_file.open("ab") as out:
             process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.home,
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.home,
             )
         self.pid_file.write_text(str(process.pid))
         _children[process.pid] = process
@@ -130,8 +136,9 @@ class LocalServer:
             if self.answering():
                 return time.monotonic() - started
             time.sleep(0.2)
-        raise StackError(f"{self.name} did not answer within {self.ready_timeout:.0f}s; "
-                         f"see {self.log_file}")
+        raise StackError(
+            f"{self.name} did not answer within {self.ready_timeout:.0f}s; see {self.log_file}"
+        )
 
     def down(self, timeout: float = 30.0) -> bool:
         """SIGTERM, then SIGKILL after ``timeout``; True if a process was stopped."""
@@ -159,8 +166,13 @@ class LocalServer:
         return True
 
     def status(self) -> Status:
-        return Status(self.name, self.address, None if self.external else self.pid(),
-                      self.answering(), self.external)
+        return Status(
+            self.name,
+            self.address,
+            None if self.external else self.pid(),
+            self.answering(),
+            self.external,
+        )
 
 
 class Kafka(LocalServer):
@@ -183,24 +195,48 @@ class Kafka(LocalServer):
         s = self.settings
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
-        config = (TEMPLATES / "kafka-server.properties").read_text().format(
-            port=s.kafka_port, controller_port=s.kafka_controller_port, data=data,
-            partitions=s.partitions,
+        config = (
+            (TEMPLATES / "kafka-server.properties")
+            .read_text()
+            .format(
+                port=s.kafka_port,
+                controller_port=s.kafka_controller_port,
+                data=data,
+                partitions=s.partitions,
+            )
         )
         (self.home / "server.properties").write_text(config)
         (self.home / "log4j2.properties").write_text(
             (TEMPLATES / "kafka-log4j2.properties").read_text()
         )
         classpath = f"{self.libs}/*"
-        java = ["java", "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}", "-cp", classpath]
+        java = [
+            "java",
+            "-Xms256m",
+            "-Xmx512m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp",
+            classpath,
+        ]
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             formatted = subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                 "-c", str(self.home / "server.properties"), "--standalone",
-                 "--ignore-formatted"],
-                capture_output=True, text=True, check=False,
+                [
+                    *java,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(self.home / "server.properties"),
+                    "--standalone",
+                    "--ignore-formatted",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if formatted.returncode != 0:
                 raise StackError(f"kafka storage format failed: {formatted.stderr[-500:]}")
@@ -236,10 +272,21 @@ class Redis(LocalServer):
     def prepare(self) -> list[str]:
         return [
             shutil.which("redis-server") or "redis-server",
-            "--bind", "127.0.0.1", "--port", str(self.settings.redis_port),
-            "--dir", str(self.home), "--daemonize", "no", "--save", "",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.settings.redis_port),
+            "--dir",
+            str(self.home),
+            "--daemonize",
+            "no",
+            "--save",
+            "",
             # Projections keep their checkpoints here: AOF makes a restart lose at most 1 s.
-            "--appendonly", "yes", "--appendfsync", "everysec",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
         ]
 
     def answering(self) -> bool:
@@ -265,8 +312,12 @@ class Prometheus(LocalServer):
 
     def prepare(self) -> list[str]:
         s = self.settings
-        config = (TEMPLATES / "prometheus.yml").read_text().format(
-            worker_port=s.worker_metrics_port, exporter_port=s.exporter_port, rules=RULES_DIR
+        config = (
+            (TEMPLATES / "prometheus.yml")
+            .read_text()
+            .format(
+                worker_port=s.worker_metrics_port, exporter_port=s.exporter_port, rules=RULES_DIR
+            )
         )
         (self.home / "prometheus.yml").write_text(config)
         return [

@@ -33,12 +33,10 @@ app = faust.App(
     topic_allow_declare=False,  # streams.topics creates topics with our retention settings
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
-    producer_max_request_size=2 * settings.max_event_bytes + 65_536,
+    producer_max_request_size=2 * 1024 * 1024,  # above the broker's 1 MiB record limit
 )
 
 raw_topic = app.topic(settings.raw_topic, key_serializer="raw", value_serializer="raw")
-events_topic = app.topic(settings.events_topic, key_serializer="raw", value_serializer="raw")
-dlq_topic = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
 
 
 @app.agent(raw_topic, concurrency=1)
@@ -46,6 +44,7 @@ async def ingest(stream: faust.StreamT[bytes]) -> None:
     """Validate raw records in batches; forward valid ones, dead-letter the rest."""
     metrics.AGENT_STARTS.inc()
     limits = settings.limits
+    assert isinstance(stream, faust.Stream)  # StreamT's stubs lack take_events
     async for batch in stream.take_events(
         settings.ingest_batch_size, within=settings.ingest_batch_seconds
     ):
@@ -71,13 +70,15 @@ async def forward_batch(batch: Sequence[EventT], limits: Limits) -> None:
         # are committed only after the producer has flushed, so nothing is acked early.
         if isinstance(outcome, Accepted):
             sends.append(
-                await producer.send(settings.events_topic, outcome.key, message.value, None, None, None)
+                await producer.send(
+                    settings.events_topic, outcome.key, message.value, None, None, None
+                )
             )
             metrics.EVENTS.labels(outcome.event.type).inc()
         else:
             sends.append(
                 await producer.send(
-                    settings.dlq_topic, message.key, message.value, None, None, outcome.headers
+                    settings.dlq_topic, message.key, outcome.value, None, None, outcome.headers
                 )
             )
             metrics.DEAD_LETTERS.labels(outcome.rejection.reason.value).inc()

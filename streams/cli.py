@@ -87,23 +87,42 @@ def build_parser() -> argparse.ArgumentParser:
     sim = commands.add_parser("simulate", help="generate a realistic, seeded event log")
     size = sim.add_mutually_exclusive_group()
     size.add_argument("--count", type=_positive(int), help="records to produce (default 20000)")
-    size.add_argument("--duration", type=_positive(float),
-                      help="seconds to produce for, at --rate (count = rate x duration)")
+    size.add_argument(
+        "--duration",
+        type=_positive(float),
+        help="seconds to produce for, at --rate (count = rate x duration)",
+    )
     sim.add_argument("--rate", type=_positive(float), help="records per second (default: max)")
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--teams", type=_positive(int), default=4)
     sim.add_argument("--reps-per-team", type=_positive(int), default=8)
     sim.add_argument("--campaigns", type=_positive(int), default=6)
     sim.add_argument("--end", type=_instant_ms, help="event time of the log's end (default now)")
-    sim.add_argument("--history", type=_duration_ms, default="14d",
-                     help="event-time span of the log, ending at --end (default 14d)")
+    sim.add_argument(
+        "--history",
+        type=_duration_ms,
+        default="14d",
+        help="event-time span of the log, ending at --end (default 14d)",
+    )
     sim.add_argument("--duplicates", type=_share, default=0.0, help="share of exact copies")
-    sim.add_argument("--late", type=_share, default=0.0,
-                     help="share of events sent minutes to days after they happened")
-    sim.add_argument("--call-disorder", type=_share, default=0.0,
-                     help="share of calls whose events are sent out of order")
-    sim.add_argument("--invalid", type=_share, default=0.0,
-                     help="share of invalid records, of every bad-input class")
+    sim.add_argument(
+        "--late",
+        type=_share,
+        default=0.0,
+        help="share of events sent minutes to days after they happened",
+    )
+    sim.add_argument(
+        "--call-disorder",
+        type=_share,
+        default=0.0,
+        help="share of calls whose events are sent out of order",
+    )
+    sim.add_argument(
+        "--invalid",
+        type=_share,
+        default=0.0,
+        help="share of invalid records, of every bad-input class",
+    )
     sim.add_argument("--out", type=Path, help="write JSONL here instead of producing to Kafka")
     sim.add_argument("--tally", type=Path, help="write the generator's own tally (JSON) here")
 
@@ -182,11 +201,17 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError("--duration needs --rate")
     count = int(args.duration * args.rate) if args.duration else (args.count or 20_000)
     config = SimConfig(
-        seed=args.seed, count=count,
+        seed=args.seed,
+        count=count,
         end_ms=args.end if args.end is not None else time.time_ns() // 1_000_000,
-        history_ms=args.history, teams=args.teams, reps_per_team=args.reps_per_team,
-        campaigns=args.campaigns, duplicate_share=args.duplicates, late_share=args.late,
-        call_disorder_share=args.call_disorder, invalid_share=args.invalid,
+        history_ms=args.history,
+        teams=args.teams,
+        reps_per_team=args.reps_per_team,
+        campaigns=args.campaigns,
+        duplicate_share=args.duplicates,
+        late_share=args.late,
+        call_disorder_share=args.call_disorder,
+        invalid_share=args.invalid,
         max_event_bytes=settings.max_event_bytes,
     )
     records, tally = simulate(config)
@@ -198,8 +223,11 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         started = time.monotonic()
         sent = asyncio.run(publish(settings.bootstrap, settings.raw_topic, values, rate=args.rate))
         took = time.monotonic() - started
-        print(f"produced {sent} records to {settings.raw_topic} in {took:.1f}s "
-              f"({sent / took:,.0f}/s)", file=sys.stderr)
+        print(
+            f"produced {sent} records to {settings.raw_topic} in {took:.1f}s "
+            f"({sent / took:,.0f}/s)",
+            file=sys.stderr,
+        )
     summary = orjson.dumps(tally.as_dict(), option=orjson.OPT_INDENT_2)
     if args.tally:
         args.tally.write_bytes(summary + b"\n")
@@ -216,8 +244,10 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     sent = asyncio.run(
         publish(settings.bootstrap, settings.raw_topic, read_jsonl(args.file), rate=args.rate)
     )
-    print(f"produced {sent} records from {args.file} to {settings.raw_topic} "
-          f"in {time.monotonic() - started:.1f}s")
+    print(
+        f"produced {sent} records from {args.file} to {settings.raw_topic} "
+        f"in {time.monotonic() - started:.1f}s"
+    )
     return 0
 
 

@@ -24,7 +24,9 @@ def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
 
@@ -34,8 +36,10 @@ def wait_for_worker(settings: Settings, worker: subprocess.Popen[bytes], timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if worker.poll() is not None:
-            raise StackError(f"the worker exited with code {worker.returncode}; "
-                             f"see {settings.stack_path / 'worker.log'}")
+            raise StackError(
+                f"the worker exited with code {worker.returncode}; "
+                f"see {settings.stack_path / 'worker.log'}"
+            )
         try:
             if scrape(url).agent_starts >= 1:
                 return
@@ -54,16 +58,25 @@ def run_demo(settings: Settings, *, count: int, rate: float) -> int:
     worker = start_worker(settings)
     try:
         wait_for_worker(settings, worker, timeout=60)
-        records, tally = simulate(SimConfig(
-            seed=int(time.time()), count=count, end_ms=time.time_ns() // 1_000_000,
-            duplicate_share=0.01, late_share=0.02, call_disorder_share=0.1, invalid_share=0.01,
-            max_event_bytes=settings.max_event_bytes,
-        ))
+        records, tally = simulate(
+            SimConfig(
+                seed=int(time.time()),
+                count=count,
+                end_ms=time.time_ns() // 1_000_000,
+                duplicate_share=0.01,
+                late_share=0.02,
+                call_disorder_share=0.1,
+                invalid_share=0.01,
+                max_event_bytes=settings.max_event_bytes,
+            )
+        )
         print(f"== simulator: {count:,} records at {rate:,.0f}/s ==", flush=True)
         producer = threading.Thread(
-            target=lambda: asyncio.run(publish(
-                settings.bootstrap, settings.raw_topic, [r.value for r in records], rate=rate
-            )),
+            target=lambda: asyncio.run(
+                publish(
+                    settings.bootstrap, settings.raw_topic, [r.value for r in records], rate=rate
+                )
+            ),
             daemon=True,
         )
         producer.start()
@@ -80,11 +93,12 @@ def run_demo(settings: Settings, *, count: int, rate: float) -> int:
             print(clear + render(snap, speed), flush=True)
             if not producer.is_alive() and snap.records - baseline >= count:
                 break
-        print(f"\nall {count:,} records ingested; the generator made "
-              f"{sum(tally.invalid.values()):,} invalid and "
-              f"{sum(tally.duplicates.values()):,} duplicate records.")
-        print(f"Prometheus: http://127.0.0.1:{settings.prometheus_port}  "
-              f"worker metrics: {url}")
+        print(
+            f"\nall {count:,} records ingested; the generator made "
+            f"{sum(tally.invalid.values()):,} invalid and "
+            f"{sum(tally.duplicates.values()):,} duplicate records."
+        )
+        print(f"Prometheus: http://127.0.0.1:{settings.prometheus_port}  worker metrics: {url}")
         print("The servers keep running: `make down` (salespulse stack down) stops them.")
         return 0
     finally:

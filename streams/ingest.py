@@ -26,9 +26,17 @@ class Accepted:
     event: Event
 
 
+HEADER_ORIGINAL_BYTES = "salespulse.dlq.original_bytes"
+
+# A dead letter keeps the original bytes, up to this many: a record near the broker's own
+# limit plus headers could otherwise be refused by the DLQ and block the partition.
+DLQ_MAX_VALUE_BYTES = 512 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     rejection: Rejection
+    value: bytes  # the original bytes, cut at DLQ_MAX_VALUE_BYTES
     headers: list[tuple[str, bytes]]
 
 
@@ -48,8 +56,10 @@ def route(
         else parse_event(value, now_ms=now_ms, limits=limits)
     )
     if isinstance(outcome, Rejection):
+        original = value or b""
         return DeadLetter(
             outcome,
+            original[:DLQ_MAX_VALUE_BYTES],
             [
                 (HEADER_REASON, outcome.reason.value.encode()),
                 (HEADER_DETAIL, outcome.detail.encode("utf-8", "replace")),
@@ -57,6 +67,7 @@ def route(
                 (HEADER_PARTITION, str(partition).encode()),
                 (HEADER_OFFSET, str(offset).encode()),
                 (HEADER_FAILED_AT, str(now_ms).encode()),
+                (HEADER_ORIGINAL_BYTES, str(len(original)).encode()),
             ],
         )
     return Accepted(outcome.subject_id.encode(), outcome)

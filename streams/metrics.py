@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RECORDS = Counter(
-    "salespulse_ingest_records_total", "Raw records read from the raw topic"
-)
+RECORDS = Counter("salespulse_ingest_records_total", "Raw records read from the raw topic")
 EVENTS = Counter(
     "salespulse_ingest_events_total", "Valid events forwarded to the events topic", ["type"]
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -35,10 +36,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
             if name not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
                 await admin.create_topics(wanted, timeout_ms=15_000)
-            except TopicAlreadyExistsError:
-                pass  # another process won the race
             log.info("created topics %s", [t.name for t in wanted])
         return [t.name for t in wanted]
     finally:

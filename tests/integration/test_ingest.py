@@ -1,4 +1,4 @@
-"""Ingest on the real broker: every valid copy forwarded once, every invalid record dead-lettered."""
+"""Ingest on the real broker: each valid copy forwarded once, each invalid record dead-lettered."""
 
 from __future__ import annotations
 
@@ -23,9 +23,16 @@ from tests.worker_process import WorkerProcess
 pytestmark = pytest.mark.integration
 
 # The record key of each event family, as events.md defines it.
-SUBJECT_BY_FAMILY = {"team": "team_id", "rep": "rep_id", "lead": "lead_id",
-                     "opportunity": "opportunity_id", "email": "message_id",
-                     "meeting": "meeting_id", "call": "call_id", "campaign": "campaign_id"}
+SUBJECT_BY_FAMILY = {
+    "team": "team_id",
+    "rep": "rep_id",
+    "lead": "lead_id",
+    "opportunity": "opportunity_id",
+    "email": "message_id",
+    "meeting": "meeting_id",
+    "call": "call_id",
+    "campaign": "campaign_id",
+}
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -38,8 +45,9 @@ def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-
 
 
 def _prometheus_value(settings: Settings, query: str) -> float | None:
-    url = (f"http://127.0.0.1:{settings.prometheus_port}/api/v1/query?"
-           + urllib.parse.urlencode({"query": query}))
+    url = f"http://127.0.0.1:{settings.prometheus_port}/api/v1/query?" + urllib.parse.urlencode(
+        {"query": query}
+    )
     with urllib.request.urlopen(url, timeout=5) as response:
         result = json.load(response)["data"]["result"]
     return float(result[0]["value"][1]) if result else None
@@ -50,15 +58,31 @@ async def test_20k_records_with_every_bad_input_class(
 ) -> None:
     env = {**stack_env, "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}"}
     settings = Settings.from_env(env)
-    records, tally = simulate(SimConfig(
-        seed=2026, count=20_000, end_ms=time.time_ns() // 1_000_000, invalid_share=0.05,
-        duplicate_share=0.03, late_share=0.02, call_disorder_share=0.2,
-        max_event_bytes=settings.max_event_bytes,
-    ))
+    records, tally = simulate(
+        SimConfig(
+            seed=2026,
+            count=20_000,
+            end_ms=time.time_ns() // 1_000_000,
+            invalid_share=0.05,
+            duplicate_share=0.03,
+            late_share=0.02,
+            call_disorder_share=0.2,
+            max_event_bytes=settings.max_event_bytes,
+        )
+    )
     assert set(tally.invalid) >= {
-        "too_large", "invalid_json", "not_an_object", "unknown_schema_version", "unknown_type",
-        "missing_field", "wrong_type", "invalid_value", "negative_value",
-        "timestamp_without_offset", "invalid_timestamp", "timestamp_out_of_range",
+        "too_large",
+        "invalid_json",
+        "not_an_object",
+        "unknown_schema_version",
+        "unknown_type",
+        "missing_field",
+        "wrong_type",
+        "invalid_value",
+        "negative_value",
+        "timestamp_without_offset",
+        "invalid_timestamp",
+        "timestamp_out_of_range",
     }
     valid_copies = [r.value for r in records if r.label in (VALID, DUPLICATE)]
     invalid = [(r.value, r.label) for r in records if r.label not in (VALID, DUPLICATE)]
@@ -73,15 +97,24 @@ async def test_20k_records_with_every_bad_input_class(
         assert sent == 20_000
         _wait_for(lambda: worker.metrics().records >= 20_000, 120, "the worker to read 20,000")
         elapsed = time.monotonic() - started
-        print(f"\ningest: 20,000 records produced and routed in {elapsed:.1f}s "
-              f"({20_000 / elapsed:,.0f} records/s)")
+        print(
+            f"\ningest: 20,000 records produced and routed in {elapsed:.1f}s "
+            f"({20_000 / elapsed:,.0f} records/s)"
+        )
 
-        forwarded = await read_topic(settings.bootstrap, settings.events_topic, settings.partitions,
-                                     expect=len(valid_copies))
-        dead = await read_topic(settings.bootstrap, settings.dlq_topic, settings.partitions, expect=len(invalid))
-        raw = await read_topic(settings.bootstrap, settings.raw_topic, settings.partitions, expect=20_000)
+        forwarded = await read_topic(
+            settings.bootstrap, settings.events_topic, settings.partitions, expect=len(valid_copies)
+        )
+        dead = await read_topic(
+            settings.bootstrap, settings.dlq_topic, settings.partitions, expect=len(invalid)
+        )
+        raw = await read_topic(
+            settings.bootstrap, settings.raw_topic, settings.partitions, expect=20_000
+        )
         time.sleep(2)  # anything extra would have arrived by now
-        assert len(await read_topic(settings.bootstrap, settings.events_topic, settings.partitions)) == len(forwarded)
+        assert len(
+            await read_topic(settings.bootstrap, settings.events_topic, settings.partitions)
+        ) == len(forwarded)
 
         # Every valid copy exactly once per copy produced, byte for byte.
         assert Counter(r.value for r in forwarded) == Counter(valid_copies)
@@ -119,7 +152,8 @@ async def test_20k_records_with_every_bad_input_class(
         # The real Prometheus scrapes the worker and sees the same totals.
         _wait_for(
             lambda: _prometheus_value(settings, "sum(salespulse_ingest_records_total)") == 20_000,
-            30, "Prometheus to scrape 20,000 records",
+            30,
+            "Prometheus to scrape 20,000 records",
         )
         assert _prometheus_value(settings, "sum(salespulse_dlq_records_total)") == 1_000
     finally:

@@ -19,8 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True,
-        cwd=ROOT, env={**os.environ, **(env or {})}, timeout=60, check=False,
+        [sys.executable, "-m", "streams.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        check=False,
     )
 
 
@@ -52,14 +57,30 @@ def test_bad_arguments_get_one_line(args: list[str], says: str) -> None:
 def test_bad_setting_gets_one_line() -> None:
     done = run("topics", env={"SALESPULSE_PARTITIONS": "many"})
     assert done.returncode == 2
-    assert done.stderr.strip() == "salespulse: error: SALESPULSE_PARTITIONS='many' is not a valid int"
+    assert (
+        done.stderr.strip() == "salespulse: error: SALESPULSE_PARTITIONS='many' is not a valid int"
+    )
 
 
 def test_simulate_to_a_file_writes_the_log_and_the_tally(tmp_path: Path) -> None:
     out, tally_path = tmp_path / "log.jsonl", tmp_path / "tally.json"
-    done = run("simulate", "--count", "2000", "--seed", "9", "--invalid", "0.1",
-               "--duplicates", "0.05", "--end", "2026-11-20T12:00:00Z",
-               "--out", str(out), "--tally", str(tally_path))
+    done = run(
+        "simulate",
+        "--count",
+        "2000",
+        "--seed",
+        "9",
+        "--invalid",
+        "0.1",
+        "--duplicates",
+        "0.05",
+        "--end",
+        "2026-11-20T12:00:00Z",
+        "--out",
+        str(out),
+        "--tally",
+        str(tally_path),
+    )
     assert done.returncode == 0, done.stderr
     lines = list(read_jsonl(out))
     tally = json.loads(tally_path.read_text())
@@ -67,8 +88,21 @@ def test_simulate_to_a_file_writes_the_log_and_the_tally(tmp_path: Path) -> None
     assert sum(tally["invalid"].values()) == 200
     assert sum(tally["duplicates"].values()) == 100
     again = tmp_path / "again.jsonl"
-    run("simulate", "--count", "2000", "--seed", "9", "--invalid", "0.1", "--duplicates", "0.05",
-        "--end", "2026-11-20T12:00:00Z", "--out", str(again))
+    run(
+        "simulate",
+        "--count",
+        "2000",
+        "--seed",
+        "9",
+        "--invalid",
+        "0.1",
+        "--duplicates",
+        "0.05",
+        "--end",
+        "2026-11-20T12:00:00Z",
+        "--out",
+        str(again),
+    )
     assert again.read_bytes() == out.read_bytes()
 
 

@@ -21,7 +21,7 @@ def test_no_java_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 def test_old_java_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     java = tmp_path / "java"
-    java.write_text('#!/bin/sh\necho \'openjdk version "11.0.2" 2019-01-15\' >&2\n')
+    java.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
     java.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(MissingPrerequisite, match="java 17\\+ needed"):
@@ -51,5 +51,5 @@ def test_a_binary_on_the_path_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 
 def test_only_the_kafka_4_line_is_supported() -> None:
-    with pytest.raises(MissingPrerequisite, match="4.x"):
+    with pytest.raises(MissingPrerequisite, match=r"4\.x"):
         kafka_libs("3.9.1")

@@ -18,8 +18,16 @@ pytestmark = pytest.mark.unit
 PUBLISHED = Path(__file__).resolve().parents[2] / "schemas" / "events-v1.schema.json"
 # Bad-input classes that JSON Schema itself can express (the rest need the validator's
 # clock, size limit, zone list or calendar).
-SCHEMA_REJECTS = {"not_an_object", "unknown_schema_version", "unknown_type", "missing_field",
-                  "wrong_type", "invalid_value", "negative_value", "timestamp_without_offset"}
+SCHEMA_REJECTS = {
+    "not_an_object",
+    "unknown_schema_version",
+    "unknown_type",
+    "missing_field",
+    "wrong_type",
+    "invalid_value",
+    "negative_value",
+    "timestamp_without_offset",
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +44,24 @@ def test_published_schema_is_generated_from_the_contract() -> None:
 
 
 @pytest.mark.parametrize("type_name", sorted(EXAMPLES))
-def test_schema_accepts_each_example(validator: jsonschema.protocols.Validator,
-                                     type_name: str) -> None:
+def test_schema_accepts_each_example(
+    validator: jsonschema.protocols.Validator, type_name: str
+) -> None:
     validator.validate(event(type_name))
 
 
 def test_schema_and_validator_agree_on_a_simulated_log(
     validator: jsonschema.protocols.Validator,
 ) -> None:
-    records, _ = simulate(SimConfig(seed=7, count=6_000, end_ms=time.time_ns() // 1_000_000,
-                                    invalid_share=0.2, duplicate_share=0.02))
+    records, _ = simulate(
+        SimConfig(
+            seed=7,
+            count=6_000,
+            end_ms=time.time_ns() // 1_000_000,
+            invalid_share=0.2,
+            duplicate_share=0.02,
+        )
+    )
     checked = 0
     for record in records:
         if record.label in (VALID, DUPLICATE):

@@ -12,16 +12,21 @@ def test_defaults_point_at_the_local_stack() -> None:
     assert settings.bootstrap == "127.0.0.1:19092"
     assert settings.redis == "redis://127.0.0.1:16379/0"
     assert (settings.raw_topic, settings.events_topic, settings.dlq_topic) == (
-        "salespulse.events.raw", "salespulse.events", "salespulse.events.dlq")
+        "salespulse.events.raw",
+        "salespulse.events",
+        "salespulse.events.dlq",
+    )
 
 
 def test_environment_overrides_and_prefix() -> None:
-    settings = Settings.from_env({
-        "SALESPULSE_KAFKA_BOOTSTRAP": "broker:9092",
-        "SALESPULSE_TOPIC_PREFIX": "acme",
-        "SALESPULSE_MAX_EVENT_BYTES": "1024",
-        "SALESPULSE_INGEST_BATCH_SECONDS": "0.5",
-    })
+    settings = Settings.from_env(
+        {
+            "SALESPULSE_KAFKA_BOOTSTRAP": "broker:9092",
+            "SALESPULSE_TOPIC_PREFIX": "acme",
+            "SALESPULSE_MAX_EVENT_BYTES": "1024",
+            "SALESPULSE_INGEST_BATCH_SECONDS": "0.5",
+        }
+    )
     assert settings.bootstrap == "broker:9092"
     assert settings.dlq_topic == "acme.events.dlq"
     assert settings.limits.max_event_bytes == 1024

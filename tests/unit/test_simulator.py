@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import itertools
 from collections import Counter
 
 import orjson
@@ -19,8 +20,15 @@ END_MS = calendar.timegm((2026, 11, 20, 18, 0, 0)) * 1000
 
 
 def config(**changes: object) -> SimConfig:
-    base = dict(seed=3, count=20_000, end_ms=END_MS, invalid_share=0.05, duplicate_share=0.03,
-                late_share=0.05, call_disorder_share=0.3)
+    base = dict(
+        seed=3,
+        count=20_000,
+        end_ms=END_MS,
+        invalid_share=0.05,
+        duplicate_share=0.03,
+        late_share=0.05,
+        call_disorder_share=0.3,
+    )
     base.update(changes)
     return SimConfig(**base)  # type: ignore[arg-type]
 
@@ -87,7 +95,7 @@ def test_late_and_disordered_events_are_sent_out_of_event_time_order(log) -> Non
     records, _ = log
     occurred = [parse_event(r.value, now_ms=END_MS) for r in records if r.label == VALID]
     times = [o.occurred_at_ms for o in occurred if not isinstance(o, Rejection)]
-    inversions = sum(1 for a, b in zip(times, times[1:], strict=False) if b < a)
+    inversions = sum(1 for a, b in itertools.pairwise(times) if b < a)
     assert inversions > 100
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from projections.events import EVENT_TYPES, Event
-from projections.validation import Limits, Reason, Rejection, parse_event
+from projections.validation import DEFAULT_LIMITS, Limits, Reason, Rejection, parse_event
 
 pytestmark = pytest.mark.unit
 
@@ -26,19 +26,30 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "lead.assigned": {"lead_id": "l1", "rep_id": "r1"},
     "lead.stage_changed": {"lead_id": "l1", "stage": "qualified"},
     "lead.responded": {"lead_id": "l1", "sentiment": "positive"},
-    "opportunity.created": {"opportunity_id": "o1", "rep_id": "r1", "amount_minor": 500000,
-                            "product": "pro", "segment": "smb"},
+    "opportunity.created": {
+        "opportunity_id": "o1",
+        "rep_id": "r1",
+        "amount_minor": 500000,
+        "product": "pro",
+        "segment": "smb",
+    },
     "opportunity.stage_changed": {"opportunity_id": "o1", "stage": "proposal"},
     "opportunity.closed": {"opportunity_id": "o1", "rep_id": "r1", "outcome": "lost"},
     "email.sent": {"message_id": "m1", "rep_id": "r1"},
     "email.opened": {"message_id": "m1", "rep_id": "r1", "lead_id": "l1"},
     "email.clicked": {"message_id": "m1", "rep_id": "r1"},
     "email.replied": {"message_id": "m1", "rep_id": "r1", "opportunity_id": "o1"},
-    "meeting.scheduled": {"meeting_id": "g1", "rep_id": "r1",
-                          "scheduled_for": "2026-11-24T10:00:00+01:00"},
+    "meeting.scheduled": {
+        "meeting_id": "g1",
+        "rep_id": "r1",
+        "scheduled_for": "2026-11-24T10:00:00+01:00",
+    },
     "meeting.held": {"meeting_id": "g1", "rep_id": "r1", "scheduled_for": "2026-11-24T09:00:00Z"},
-    "meeting.no_show": {"meeting_id": "g1", "rep_id": "r1",
-                        "scheduled_for": "2026-11-24T09:00:00Z"},
+    "meeting.no_show": {
+        "meeting_id": "g1",
+        "rep_id": "r1",
+        "scheduled_for": "2026-11-24T09:00:00Z",
+    },
     "call.started": {"call_id": "c1", "direction": "inbound", "queue_id": "q1"},
     "call.answered": {"call_id": "c1", "rep_id": "r1"},
     "call.ended": {"call_id": "c1", "outcome": "completed", "talk_ms": 61000},
@@ -52,7 +63,7 @@ def event(type_name: str, **changes: Any) -> dict[str, Any]:
     return {k: v for k, v in document.items() if v is not ...}
 
 
-def parse(document: object, limits: Limits = Limits()) -> Event | Rejection:
+def parse(document: object, limits: Limits = DEFAULT_LIMITS) -> Event | Rejection:
     return parse_event(orjson.dumps(document), now_ms=NOW_MS, limits=limits)
 
 
@@ -139,20 +150,35 @@ BAD: list[tuple[str, object, Reason]] = [
     ("negative amount", event("campaign.spend", amount_minor=-1), Reason.NEGATIVE_VALUE),
     ("negative talk", event("call.ended", talk_ms=-5), Reason.NEGATIVE_VALUE),
     ("negative deal", event("opportunity.created", amount_minor=-9), Reason.NEGATIVE_VALUE),
-    ("no offset", event("lead.assigned", occurred_at="2026-11-22T09:15:00"),
-     Reason.TIMESTAMP_WITHOUT_OFFSET),
-    ("no offset, fraction", event("lead.assigned", occurred_at="2026-11-22T09:15:00.5"),
-     Reason.TIMESTAMP_WITHOUT_OFFSET),
+    (
+        "no offset",
+        event("lead.assigned", occurred_at="2026-11-22T09:15:00"),
+        Reason.TIMESTAMP_WITHOUT_OFFSET,
+    ),
+    (
+        "no offset, fraction",
+        event("lead.assigned", occurred_at="2026-11-22T09:15:00.5"),
+        Reason.TIMESTAMP_WITHOUT_OFFSET,
+    ),
     ("date only", event("lead.assigned", occurred_at="2026-11-22"), Reason.INVALID_TIMESTAMP),
-    ("february 30", event("lead.assigned", occurred_at="2026-02-30T10:00:00Z"),
-     Reason.INVALID_TIMESTAMP),
+    (
+        "february 30",
+        event("lead.assigned", occurred_at="2026-02-30T10:00:00Z"),
+        Reason.INVALID_TIMESTAMP,
+    ),
     ("words", event("lead.assigned", occurred_at="yesterday"), Reason.INVALID_TIMESTAMP),
     ("epoch number", event("lead.assigned", occurred_at=1700000000), Reason.WRONG_TYPE),
     ("bad scheduled_for", event("meeting.held", scheduled_for="soon"), Reason.INVALID_TIMESTAMP),
-    ("far future", event("lead.assigned", occurred_at="2199-01-01T00:00:00Z"),
-     Reason.TIMESTAMP_OUT_OF_RANGE),
-    ("before 1970", event("lead.assigned", occurred_at="1969-12-31T23:59:59Z"),
-     Reason.TIMESTAMP_OUT_OF_RANGE),
+    (
+        "far future",
+        event("lead.assigned", occurred_at="2199-01-01T00:00:00Z"),
+        Reason.TIMESTAMP_OUT_OF_RANGE,
+    ),
+    (
+        "before 1970",
+        event("lead.assigned", occurred_at="1969-12-31T23:59:59Z"),
+        Reason.TIMESTAMP_OUT_OF_RANGE,
+    ),
 ]
 
 
@@ -194,8 +220,9 @@ def test_random_bytes_never_raise(raw: bytes) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=10,
 )
 
@@ -205,9 +232,23 @@ json_values = st.recursive(
 @given(
     st.sampled_from(sorted(EXAMPLES)),
     st.dictionaries(
-        st.sampled_from(["event_id", "type", "occurred_at", "schema_version", "lead_id",
-                         "amount_minor", "rep_id", "outcome", "talk_ms", "scheduled_for",
-                         "timezone", "active", "origin"]),
+        st.sampled_from(
+            [
+                "event_id",
+                "type",
+                "occurred_at",
+                "schema_version",
+                "lead_id",
+                "amount_minor",
+                "rep_id",
+                "outcome",
+                "talk_ms",
+                "scheduled_for",
+                "timezone",
+                "active",
+                "origin",
+            ]
+        ),
         json_values,
         max_size=3,
     ),
