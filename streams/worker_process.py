@@ -1,4 +1,4 @@
-"""Run `salespulse worker` as a real child process, the way a user starts it."""
+"""Run `salespulse worker` as a child process, as a user starts it (demo, tests, benchmarks)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class WorkerProcess:
         self.metrics_url = f"http://127.0.0.1:{port}/metrics"
 
     def start(self, timeout: float = 60.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"],
@@ -32,17 +33,28 @@ class WorkerProcess:
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_path.read_text()[-3000:]
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the worker exited with code {self.process.returncode}; see {self.log_path}"
+                )
             try:
                 if self.metrics().agent_starts >= 1 and b"[^Worker]: Ready" in self.log():
                     return
             except OSError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError(f"worker not ready after {timeout}s:\n{self.log()[-3000:]!r}")
+        raise TimeoutError(f"the worker was not ready after {timeout:.0f}s; see {self.log_path}")
 
     def metrics(self) -> Snapshot:
         return scrape(self.metrics_url)
+
+    def peak_rss_bytes(self) -> int:
+        """The worker's peak resident memory (VmHWM), read from /proc."""
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return 0
 
     def log(self) -> bytes:
         return self.log_path.read_bytes()
