@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration up down status lock clean
+.PHONY: demo test lint typecheck unit integration bench up down status lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest -m "integration or e2e"
+
+## bench: ingest throughput of one worker on the local stack (prints a table)
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.ingest
 
 up: $(STAMP)
 	$(BIN)/salespulse stack up

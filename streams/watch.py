@@ -19,6 +19,9 @@ class Snapshot:
     dead_letters: Counter[str] = field(default_factory=Counter)
     agent_starts: float = 0.0
     last_batch: float = 0.0
+    batches: float = 0.0
+    batched_records: float = 0.0
+    batch_seconds: float = 0.0
 
 
 def scrape(url: str, timeout: float = 2.0) -> Snapshot:
@@ -37,6 +40,12 @@ def scrape(url: str, timeout: float = 2.0) -> Snapshot:
                 snap.agent_starts = sample.value
             elif sample.name == "salespulse_ingest_last_batch_timestamp_seconds":
                 snap.last_batch = sample.value
+            elif sample.name == "salespulse_ingest_batch_size_count":
+                snap.batches = sample.value
+            elif sample.name == "salespulse_ingest_batch_size_sum":
+                snap.batched_records = sample.value
+            elif sample.name == "salespulse_ingest_batch_duration_seconds_sum":
+                snap.batch_seconds = sample.value
     return snap
 
 
