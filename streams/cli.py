@@ -144,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         handler = HANDLERS[args.command]
         code = handler(settings, args)
     except (UsageError, SettingsError, MissingPrerequisite, StackError) as exc:
@@ -274,5 +278,4 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 }
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
     main()

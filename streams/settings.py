@@ -97,6 +97,10 @@ class Settings:
         return settings
 
     def check(self) -> None:
+        if self.log_level.lower() not in {"debug", "info", "warning", "error", "critical"}:
+            raise SettingsError(
+                f"SALESPULSE_LOG_LEVEL={self.log_level!r}: use debug, info, warning or error"
+            )
         if self.partitions < 1:
             raise SettingsError(f"SALESPULSE_PARTITIONS must be at least 1, not {self.partitions}")
         if self.ingest_batch_size < 1:

@@ -110,3 +110,29 @@ def test_simulate_to_file_then_produce_lands_every_line(
     lines = list(read_jsonl(log))
     assert Counter(r.value for r in landed) == Counter(lines)
     assert all(r.key == subject_key(r.value) for r in landed if r.value is not None)
+
+
+def test_servers_that_already_run_are_used_not_started(stack_env: dict[str, str]) -> None:
+    settings = Settings.from_env(stack_env)
+    external = {
+        **stack_env,
+        "SALESPULSE_KAFKA_BOOTSTRAP": settings.bootstrap,
+        "SALESPULSE_REDIS_URL": settings.redis,
+    }
+    up = cli("stack", "up", env=external)
+    assert up.returncode == 0, up.stderr
+    status = cli("stack", "status", env=external)
+    assert status.returncode == 0
+    for name in ("kafka", "redis"):
+        (line,) = [ln for ln in status.stdout.splitlines() if ln.startswith(name)]
+        assert " external " in line and line.endswith(" answering"), line
+
+
+def test_a_configured_server_that_does_not_answer_is_one_line(stack_env: dict[str, str]) -> None:
+    dead = {**stack_env, "SALESPULSE_REDIS_URL": "redis://127.0.0.1:1/0"}
+    up = cli("stack", "up", env=dead)
+    assert up.returncode == 1
+    assert up.stderr.strip() == (
+        "salespulse: error: redis: the configured server redis://127.0.0.1:1/0 does not answer"
+    )
+    assert cli("stack", "status", env=dead).returncode == 1

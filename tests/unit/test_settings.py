@@ -41,6 +41,7 @@ def test_environment_overrides_and_prefix() -> None:
         ({"SALESPULSE_TOPIC_PREFIX": "a b"}, "letters, digits"),
         ({"SALESPULSE_MAX_EVENT_BYTES": "10"}, "at least 256"),
         ({"SALESPULSE_INGEST_BATCH_SECONDS": "soon"}, "not a valid float"),
+        ({"SALESPULSE_LOG_LEVEL": "loud"}, "use debug, info"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
