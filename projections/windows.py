@@ -1,0 +1,159 @@
+"""Event-time buckets and the windows that sum them. Pure; the exact rules are in docs/windows.md.
+
+Every contribution is written to one bucket of each tier, chosen by its anchor
+instant (integer epoch ms):
+
+* ``m``: the UTC minute;  ``h``: the UTC hour;  ``d``: the UTC day;
+* ``D``, ``W``, ``M``, ``Q``, ``Y``: the calendar day, ISO week, month, quarter
+  and year in the scope's time zone;
+* ``A``: one bucket for all time.
+
+A window "as of" an instant ``t`` sums whole buckets:
+
+* ``15m`` and ``1h``: the 15 / 60 minute buckets ending with the minute that
+  contains ``t``;
+* ``24h``: the 24 hour buckets ending with the hour that contains ``t``;
+* ``7d`` and ``30d``: the 7 / 30 UTC-day buckets ending with the day that
+  contains ``t``;
+* ``today``, ``week``, ``month``, ``quarter``, ``year``: the one calendar
+  bucket of the scope's zone that contains ``t``;
+* ``all``: the all-time bucket.
+
+So a window includes its current bucket whole (events later than ``t`` in the
+same minute, hour or day count too). Reads with the same ``as_of`` over the
+same events always give the same answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+
+ROLLING = {"15m": ("m", 15), "1h": ("m", 60), "24h": ("h", 24), "7d": ("d", 7), "30d": ("d", 30)}
+CALENDAR = {"today": "D", "week": "W", "month": "M", "quarter": "Q", "year": "Y"}
+WINDOWS: tuple[str, ...] = (*ROLLING, *CALENDAR, "all")
+
+# How long a bucket must live: a little longer than the longest window that reads it,
+# so a read "as of" a recent instant still finds every bucket it needs.
+TIER_TTL_SECONDS = {
+    "m": 3 * 3600,
+    "h": 3 * 86_400,
+    "d": 40 * 86_400,
+    "D": 40 * 86_400,
+    "W": 120 * 86_400,
+    "M": 400 * 86_400,
+    "Q": 800 * 86_400,
+    "Y": 0,  # kept
+    "A": 0,  # kept
+}
+TIERS: tuple[str, ...] = tuple(TIER_TTL_SECONDS)
+
+
+class UnknownWindow(ValueError):
+    """A window name that is not one of WINDOWS."""
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+@lru_cache(maxsize=65_536)
+def _calendar_ids(ordinal: int) -> tuple[str, ...]:
+    """Calendar bucket ids of a local date (by ordinal); cached, as many events share a day."""
+    day = date.fromordinal(ordinal)
+    iso_year, iso_week, _ = day.isocalendar()
+    return (
+        f"D{day:%Y-%m-%d}",
+        f"W{iso_year}-W{iso_week:02d}",
+        f"M{day:%Y-%m}",
+        f"Q{day.year}-Q{(day.month - 1) // 3 + 1}",
+        f"Y{day.year}",
+    )
+
+
+def calendar_buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
+    """The day, week, month, quarter and year bucket ids of an instant in a zone."""
+    local = datetime.fromtimestamp(at_ms / 1000, _zone(zone_name))
+    return _calendar_ids(local.toordinal())
+
+
+def buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
+    """Every bucket id an event at ``at_ms`` is written to, one per tier, in TIERS order."""
+    return (
+        f"m{at_ms // MINUTE_MS}",
+        f"h{at_ms // HOUR_MS}",
+        f"d{at_ms // DAY_MS}",
+        *calendar_buckets(at_ms, zone_name),
+        "A",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpan:
+    """The buckets a window sums, and the half-open instant range they cover."""
+
+    window: str
+    bucket_ids: tuple[str, ...]
+    start_ms: int
+    end_ms: int
+
+
+def window_span(window: str, as_of_ms: int, zone_name: str) -> WindowSpan:
+    """Which buckets ``window`` sums as of ``as_of_ms`` for a scope in ``zone_name``."""
+    if window in ROLLING:
+        tier, count = ROLLING[window]
+        size = {"m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}[tier]
+        last = as_of_ms // size
+        ids = tuple(f"{tier}{n}" for n in range(last - count + 1, last + 1))
+        return WindowSpan(window, ids, (last - count + 1) * size, (last + 1) * size)
+    if window in CALENDAR:
+        bucket = calendar_buckets(as_of_ms, zone_name)[list(CALENDAR).index(window)]
+        start, end = calendar_range(bucket, zone_name)
+        return WindowSpan(window, (bucket,), start, end)
+    if window == "all":
+        return WindowSpan(window, ("A",), 0, 2**63 - 1)
+    raise UnknownWindow(f"unknown window {window!r}: use one of {', '.join(WINDOWS)}")
+
+
+def calendar_range(bucket: str, zone_name: str) -> tuple[int, int]:
+    """The UTC instants [start, end) that a calendar bucket id covers in a zone."""
+    zone = _zone(zone_name)
+    kind, text = bucket[0], bucket[1:]
+    if kind == "D":
+        start = datetime.strptime(text, "%Y-%m-%d")
+        end = _add_months(start, 0, days=1)
+    elif kind == "W":
+        year, week = text.split("-W")
+        start = datetime.fromisocalendar(int(year), int(week), 1)
+        end = _add_months(start, 0, days=7)
+    elif kind == "M":
+        start = datetime.strptime(text, "%Y-%m")
+        end = _add_months(start, 1)
+    elif kind == "Q":
+        year, quarter = text.split("-Q")
+        start = datetime(int(year), 3 * int(quarter) - 2, 1)
+        end = _add_months(start, 3)
+    elif kind == "Y":
+        start = datetime(int(text), 1, 1)
+        end = datetime(int(text) + 1, 1, 1)
+    else:
+        raise ValueError(f"not a calendar bucket: {bucket!r}")
+    return _ms(start.replace(tzinfo=zone)), _ms(end.replace(tzinfo=zone))
+
+
+def _add_months(start: datetime, months: int, days: int = 0) -> datetime:
+    if days:
+        return datetime.fromordinal(start.toordinal() + days)
+    month = start.month - 1 + months
+    return start.replace(year=start.year + month // 12, month=month % 12 + 1)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
