@@ -1,0 +1,112 @@
+"""The KPI catalogue: each KPI as a function of summed base fields. Pure.
+
+Ratios are 0-1, money is in minor units, durations in seconds. A KPI whose
+denominator is 0 has the value ``None``. KPIs with a label (``kind``,
+``sentiment``, ``stage``, ``origin``) map each label value to its figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from projections.contributions import SALES_CYCLE_BOUNDS
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    value: float | int | None
+    numerator: int
+    denominator: int | None  # None for plain counts and sums
+
+
+Sums = Mapping[str, int]
+Result = Figure | dict[str, Figure]
+
+
+def count(field: str) -> Callable[[Sums], Result]:
+    return lambda s: Figure(s.get(field, 0), s.get(field, 0), None)
+
+
+def ratio(numerator: str, *denominator: str, scale: float = 1.0) -> Callable[[Sums], Result]:
+    def compute(s: Sums) -> Figure:
+        top = s.get(numerator, 0)
+        bottom = sum(s.get(name, 0) for name in denominator)
+        return Figure(top / bottom / scale if bottom else None, top, bottom)
+
+    return compute
+
+
+def labelled(prefix: str, denominator: str | None) -> Callable[[Sums], Result]:
+    """One figure per label value of ``prefix<value>`` fields, as a share or a count."""
+
+    def compute(s: Sums) -> dict[str, Figure]:
+        out: dict[str, Figure] = {}
+        for name, value in s.items():
+            if name.startswith(prefix):
+                label = name[len(prefix) :]
+                if denominator is None:
+                    out[label] = Figure(value, value, None)
+                else:
+                    bottom = s.get(denominator, 0)
+                    out[label] = Figure(value / bottom if bottom else None, value, bottom)
+        return dict(sorted(out.items()))
+
+    return compute
+
+
+def activities(s: Sums) -> dict[str, Figure]:
+    kinds = {kind: s.get(f"activity|kind={kind}", 0) for kind in ("call", "email", "meeting")}
+    out = {kind: Figure(n, n, None) for kind, n in kinds.items()}
+    total = sum(kinds.values())
+    out["total"] = Figure(total, total, None)
+    return out
+
+
+def sales_cycle(s: Sums) -> Figure:
+    n = sum(s.get(f"cycle|le={b}", 0) for b in (*map(str, SALES_CYCLE_BOUNDS), "+Inf"))
+    total_ms = s.get("cycle_ms", 0)
+    return Figure(total_ms / 1000 / n if n else None, total_ms // 1000, n)
+
+
+KPIS: dict[str, Callable[[Sums], Result]] = {
+    "leads_created": count("leads"),
+    "lead_origin_share": labelled("leads|origin=", "leads"),
+    "lead_stage_share": labelled("stage|", "open_leads"),
+    "response_sentiment_ratio": labelled("responses|sentiment=", "responses"),
+    "activities": activities,
+    "opportunities_created": count("opps_created"),
+    "win_rate": ratio("won", "won", "lost"),
+    "win_loss_ratio": ratio("won", "lost"),
+    "revenue_won": count("revenue"),
+    "average_deal_size": ratio("revenue", "won"),
+    "sales_cycle_seconds": sales_cycle,
+    "email_open_rate": ratio("opened", "sent"),
+    "email_click_rate": ratio("clicked", "sent"),
+    "email_reply_rate": ratio("replied", "sent"),
+    "meeting_attendance_ratio": ratio("meetings_held", "meetings_held", "no_shows"),
+    "calls_offered": count("offered"),
+    "calls_answered": count("answered"),
+    "calls_abandoned": count("abandoned"),
+    "abandonment_rate": ratio("abandoned", "offered"),
+    "average_speed_of_answer_seconds": ratio("asa_ms", "asa_n", scale=1000.0),
+    "average_handle_time_seconds": ratio("aht_ms", "aht_n", scale=1000.0),
+    "service_level_ratio": ratio("answered_in_sl", "offered"),
+    "outbound_calls": count("outbound"),
+    "connect_rate": ratio("connected", "outbound"),
+}
+
+# KPIs over current state: every window reads the same gauge bucket.
+GAUGES = frozenset({"lead_stage_share"})
+
+
+# Spend is known per campaign only: the org divides all spend by leads with any campaign.
+COST_PER_LEAD = {"org": ratio("spend", "leads_campaign"), "campaign": ratio("spend", "leads")}
+
+
+def evaluate(scope: str, windowed: Sums, gauges: Sums) -> dict[str, Result]:
+    """Every KPI of the catalogue for one scope, from its summed fields for one window."""
+    out = {kpi: compute(gauges if kpi in GAUGES else windowed) for kpi, compute in KPIS.items()}
+    if scope in COST_PER_LEAD:
+        out["cost_per_lead"] = COST_PER_LEAD[scope](windowed)
+    return out

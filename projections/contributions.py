@@ -1,0 +1,176 @@
+"""What one entity record adds to the aggregates: a pure function of the record alone.
+
+An item is ``(scope, scope_id, zone, anchor_ms, field) -> value``. The engine
+diffs a record's items before and after a batch and writes the difference to
+every bucket of the anchor; an anchor of ``GAUGE`` means "current state", kept
+in one bucket outside time.
+
+Base fields (integers) and the KPIs built from them are listed in
+docs/kpis.md; ``projections.catalogue`` turns sums of them into KPI values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from projections.entities import SEEN, SEP, UNASSIGNED, Record
+
+GAUGE = -1
+CLOSED_STAGES = frozenset({"converted", "unqualified"})
+
+# Fixed histogram bounds (seconds) of kpis.md; "+Inf" is the last bucket.
+SALES_CYCLE_BOUNDS = tuple(d * 86_400 for d in (1, 3, 7, 14, 30, 60, 90, 180, 365))
+
+Item = tuple[str, str, str, int, str]  # scope, scope id, zone, anchor ms, field
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """Configuration that KPI definitions depend on. Changing it needs a rebuild."""
+
+    org_zone: str = "UTC"
+    service_level_seconds: int = 20
+
+
+def histogram_label(value_s: float, bounds: tuple[int, ...]) -> str:
+    """The ``le`` label of the first bucket whose bound is at least the value."""
+    for bound in bounds:
+        if value_s <= bound:
+            return str(bound)
+    return "+Inf"
+
+
+def _split(team_zone: str, rules: Rules) -> tuple[str, str]:
+    if not team_zone:
+        return UNASSIGNED, rules.org_zone
+    team, _, zone = team_zone.partition(SEP)
+    return team, zone
+
+
+def _credit(rules: Rules, rep: str, team_zone: str, at: int, field: str) -> Iterator[Item]:
+    """One field, credited to the org, the rep's team and the rep."""
+    team, zone = _split(team_zone, rules)
+    yield ("org", "", rules.org_zone, at, field)
+    yield ("team", team, zone, at, field)
+    if rep:
+        yield ("rep", rep, zone, at, field)
+
+
+@dataclass
+class _Items:
+    rules: Rules
+    found: dict[Item, int] = field(default_factory=dict)
+
+    def add(self, items: Iterable[Item], value: int = 1) -> None:
+        for item in items:
+            self.found[item] = self.found.get(item, 0) + value
+
+    def credit(self, rep: str, team_zone: str, at: int, name: str, value: int = 1) -> None:
+        self.add(_credit(self.rules, rep, team_zone, at, name), value)
+
+
+def contributions(kind: str, entity: str, record: Record, rules: Rules) -> dict[Item, int]:
+    """Everything the record of entity ``(kind, entity)`` currently adds to the aggregates."""
+    out = _Items(rules)
+    get = record.get
+    if kind == "lead" and "c_at" in record:
+        at, rep, team = int(record["c_at"]), record["c_rep"], record["c_team"]
+        for name in (
+            "leads",
+            f"leads|origin={record['origin']}",
+            f"leads|source={record['source']}",
+        ):
+            out.credit(rep, team, at, name)
+        if record["campaign"]:
+            out.add(
+                [
+                    ("campaign", record["campaign"], rules.org_zone, at, "leads"),
+                    ("org", "", rules.org_zone, at, "leads_campaign"),
+                ]
+            )
+        stage = get("stage", "new")
+        if stage not in CLOSED_STAGES:
+            for name in ("open_leads", f"stage|{stage}"):
+                out.credit(get("owner", rep), get("o_team", team), GAUGE, name)
+    elif kind == "opp":
+        if "c_at" in record:
+            out.credit(record["c_rep"], record["c_team"], int(record["c_at"]), "opps_created")
+        if "x_at" in record:
+            at, rep, team = int(record["x_at"]), record["x_rep"], record["x_team"]
+            if record["outcome"] == "won":
+                out.credit(rep, team, at, "won")
+                out.credit(rep, team, at, "revenue", int(record["amount"]))
+                if "c_at" in record:
+                    cycle_ms = max(0, at - int(record["c_at"]))
+                    out.credit(rep, team, at, "cycle_ms", cycle_ms)
+                    label = histogram_label(cycle_ms / 1000, SALES_CYCLE_BOUNDS)
+                    out.credit(rep, team, at, f"cycle|le={label}")
+            else:
+                out.credit(rep, team, at, "lost")
+    elif kind == "msg" and "s_at" in record:
+        at, rep, team = int(record["s_at"]), record["s_rep"], record["s_team"]
+        for name in ("sent", "activity|kind=email"):
+            out.credit(rep, team, at, name)
+        for name in ("opened", "clicked", "replied"):
+            if name in record:
+                out.credit(rep, team, at, name)
+    elif kind == "call" and "s_at" in record:
+        _call(record, out)
+    for key, counted in record.items():
+        if key.startswith(SEEN) and counted:
+            _counted(entity, counted.split(SEP), out)
+    return out.found
+
+
+def _call(record: Record, out: _Items) -> None:
+    get = record.get
+    start = int(record["s_at"])
+    answered = int(record["a_at"]) if "a_at" in record else None
+    if record["direction"] == "outbound":
+        rep, team = record["s_rep"], record["s_team"]
+        for name in ("outbound", "activity|kind=call"):
+            out.credit(rep, team, start, name)
+        if answered is not None:
+            out.credit(rep, team, start, "connected")
+        return
+    if not record["queue"]:
+        return  # inbound calls outside a queue are not contact-centre traffic
+    fields: list[tuple[str, int]] = [("offered", 1)]
+    if answered is not None:
+        wait_ms = max(0, answered - start)
+        fields += [("answered", 1), ("asa_ms", wait_ms), ("asa_n", 1)]
+        if wait_ms <= out.rules.service_level_seconds * 1000:
+            fields.append(("answered_in_sl", 1))
+        if "e_at" in record:
+            talk = get("talk", "")
+            fields += [
+                ("aht_ms", int(talk) if talk else max(0, int(record["e_at"]) - answered)),
+                ("aht_n", 1),
+            ]
+    elif "e_at" in record:
+        fields.append(("abandoned", 1))
+    # The queue's configured team, else the answering rep's team.
+    rep, team = get("a_rep", ""), get("q_team") or get("a_team", "")
+    for name, value in fields:
+        out.credit(rep, team, start, name, value)
+        out.add([("queue", record["queue"], out.rules.org_zone, start, name)], value)
+
+
+def _counted(entity: str, parts: list[str], out: _Items) -> None:
+    """Contributions of events counted one by one (kept in ``!event_id`` fields)."""
+    what, at = parts[0], int(parts[1])
+    if what == "resp":
+        rep, sentiment, team = parts[2], parts[3], SEP.join(parts[4:6])
+        out.credit(rep, team, at, "responses")
+        out.credit(rep, team, at, f"responses|sentiment={sentiment}")
+    elif what in ("held", "no_show"):
+        rep, team = parts[2], SEP.join(parts[3:5])
+        out.credit(rep, team, at, "meetings_held" if what == "held" else "no_shows")
+        if what == "held":
+            out.credit(rep, team, at, "activity|kind=meeting")
+    elif what == "spend":
+        zone = out.rules.org_zone
+        out.add(
+            [("org", "", zone, at, "spend"), ("campaign", entity, zone, at, "spend")], int(parts[2])
+        )

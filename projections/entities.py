@@ -1,0 +1,238 @@
+"""Entity records: what is known so far about one lead, deal, call, message, meeting...
+
+A record is a flat ``dict[str, str]`` (it is stored as a Redis hash). Every
+update is order-independent:
+
+* fields owned by one kind of event are last-writer-wins by ``(occurred_at,
+  event_id)``, kept in a ``<group>@`` ordering field;
+* first-touch style fields keep the minimum;
+* events that count one by one (a response, a spend, a held meeting) are kept
+  as ``!<event_id>`` fields whose value says what they count. Every applied
+  event leaves such a field (empty when it counts nothing), which is also how
+  a duplicate ``event_id`` is recognised and ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from projections.events import (
+    CallAnswered,
+    CallEnded,
+    CallStarted,
+    CampaignSpend,
+    EmailClicked,
+    EmailOpened,
+    EmailReplied,
+    EmailSent,
+    Event,
+    LeadAssigned,
+    LeadCreated,
+    LeadResponded,
+    LeadStageChanged,
+    MeetingHeld,
+    MeetingNoShow,
+    MeetingScheduled,
+    OpportunityClosed,
+    OpportunityCreated,
+    OpportunityStageChanged,
+    RepUpserted,
+    TeamUpserted,
+)
+
+Record = dict[str, str]
+
+UNASSIGNED = "unassigned"
+
+
+class Directory(Protocol):
+    """Who belongs where, as known when an event is applied."""
+
+    def team_of(self, rep_id: str, at_ms: int) -> str:
+        """The rep's team at that instant, or ``unassigned``."""
+        ...
+
+    def zone_of(self, team_id: str) -> str:
+        """The team's IANA zone (the organisation's zone for unknown teams)."""
+        ...
+
+    def team_of_queue(self, queue_id: str) -> str | None:
+        """The team a contact-centre queue belongs to, when configured."""
+        ...
+
+
+SEEN = "!"  # prefix of per-event fields
+SEP = "|"
+
+# Event type -> the entity kind it belongs to (its record is keyed by the subject id).
+KIND_OF: dict[str, str] = {
+    "team.upserted": "team",
+    "rep.upserted": "rep",
+    "lead.created": "lead",
+    "lead.assigned": "lead",
+    "lead.stage_changed": "lead",
+    "lead.responded": "lead",
+    "opportunity.created": "opp",
+    "opportunity.stage_changed": "opp",
+    "opportunity.closed": "opp",
+    "email.sent": "msg",
+    "email.opened": "msg",
+    "email.clicked": "msg",
+    "email.replied": "msg",
+    "meeting.scheduled": "mtg",
+    "meeting.held": "mtg",
+    "meeting.no_show": "mtg",
+    "call.started": "call",
+    "call.answered": "call",
+    "call.ended": "call",
+    "campaign.spend": "cmp",
+}
+
+
+def entity_id(event: Event) -> tuple[str, str]:
+    """(kind, id) of the record an event updates."""
+    return KIND_OF[event.TYPE], event.subject_id
+
+
+def order_key(event: Event) -> str:
+    """Sortable text for last-writer-wins: occurred_at first, then event_id."""
+    return f"{event.occurred_at_ms:015d}{SEP}{event.event_id}"
+
+
+def _newer(record: Record, group: str, event: Event) -> bool:
+    """Whether ``event`` wins the last-writer-wins race for ``group``; records it if so."""
+    key = order_key(event)
+    if record.get(f"{group}@", "") >= key:
+        return False
+    record[f"{group}@"] = key
+    return True
+
+
+def _opt(value: str | None) -> str:
+    return value or ""
+
+
+def _team(directory: Directory, rep_id: str | None, at: int) -> str:
+    """``team`` and ``zone`` of a rep at an instant, joined for storing in one field."""
+    team = directory.team_of(rep_id, at) if rep_id else UNASSIGNED
+    return team + SEP + directory.zone_of(team)
+
+
+def apply(record: Record, event: Event, directory: Directory) -> bool:
+    """Apply one event to its record; False (and no change) if it was applied before.
+
+    The team (and its zone) of every rep the record credits is resolved now and
+    stored, so the record's contribution never depends on a later directory.
+    """
+    seen = SEEN + event.event_id
+    if seen in record:
+        return False
+    at = event.occurred_at_ms
+    counted = ""
+    if isinstance(event, LeadCreated):
+        if _newer(record, "c", event):
+            record.update(
+                c_at=str(at),
+                c_rep=_opt(event.rep_id),
+                origin=event.origin,
+                source=event.lead_source,
+                campaign=_opt(event.campaign_id),
+                c_team=_team(directory, event.rep_id, at),
+            )
+        if _newer(record, "own", event):
+            record.update(owner=_opt(event.rep_id), o_team=_team(directory, event.rep_id, at))
+    elif isinstance(event, LeadAssigned):
+        if _newer(record, "own", event):
+            record.update(owner=event.rep_id, o_team=_team(directory, event.rep_id, at))
+    elif isinstance(event, LeadStageChanged):
+        if _newer(record, "st", event):
+            record["stage"] = event.stage
+    elif isinstance(event, LeadResponded):
+        counted = SEP.join(
+            (
+                "resp",
+                str(at),
+                _opt(event.rep_id),
+                event.sentiment,
+                _team(directory, event.rep_id, at),
+            )
+        )
+    elif isinstance(event, OpportunityCreated):
+        if _newer(record, "c", event):
+            record.update(
+                c_at=str(at),
+                c_rep=event.rep_id,
+                lead=_opt(event.lead_id),
+                c_team=_team(directory, event.rep_id, at),
+            )
+    elif isinstance(event, OpportunityClosed):
+        if _newer(record, "x", event):
+            record.update(
+                x_at=str(at),
+                x_rep=event.rep_id,
+                outcome=event.outcome,
+                amount=str(event.amount_minor or 0),
+                x_team=_team(directory, event.rep_id, at),
+            )
+    elif isinstance(event, EmailSent):
+        if _newer(record, "s", event):
+            record.update(
+                s_at=str(at),
+                s_rep=event.rep_id,
+                lead=_opt(event.lead_id),
+                s_team=_team(directory, event.rep_id, at),
+            )
+    elif isinstance(event, EmailOpened | EmailClicked | EmailReplied):
+        record[event.TYPE.split(".")[1]] = "1"
+    elif isinstance(event, MeetingHeld | MeetingNoShow):
+        counted = SEP.join(
+            (event.TYPE.split(".")[1], str(at), event.rep_id, _team(directory, event.rep_id, at))
+        )
+    elif isinstance(event, CallStarted):
+        if _newer(record, "s", event):
+            queue_team = directory.team_of_queue(event.queue_id) if event.queue_id else None
+            record.update(
+                s_at=str(at),
+                direction=event.direction,
+                queue=_opt(event.queue_id),
+                s_rep=_opt(event.rep_id),
+                lead=_opt(event.lead_id),
+                s_team=_team(directory, event.rep_id, at),
+                q_team=queue_team + SEP + directory.zone_of(queue_team) if queue_team else "",
+            )
+    elif isinstance(event, CallAnswered):
+        # The first answer counts; a later duplicate answer of the same call does not move it.
+        if _newer_min(record, "a", event):
+            record.update(
+                a_at=str(at), a_rep=event.rep_id, a_team=_team(directory, event.rep_id, at)
+            )
+    elif isinstance(event, CallEnded):
+        if _newer(record, "e", event):
+            record.update(
+                e_at=str(at),
+                outcome=event.outcome,
+                e_rep=_opt(event.rep_id),
+                talk=str(event.talk_ms) if event.talk_ms is not None else "",
+            )
+    elif isinstance(event, CampaignSpend):
+        counted = SEP.join(("spend", str(at), str(event.amount_minor)))
+    elif isinstance(event, RepUpserted):
+        # Every upsert is kept: a rep's team "at event time" is the latest one not after it.
+        counted = SEP.join(("rep", str(at), event.team_id, "1" if event.active else "0"))
+    elif isinstance(event, TeamUpserted):
+        if _newer(record, "t", event):
+            record.update(name=event.name, timezone=event.timezone)
+    elif isinstance(event, MeetingScheduled | OpportunityStageChanged):
+        pass  # no KPI of the catalogue reads these
+    record[seen] = counted
+    return True
+
+
+def _newer_min(record: Record, group: str, event: Event) -> bool:
+    """First-writer-wins: the earliest ``(occurred_at, event_id)`` of the group is kept."""
+    key = order_key(event)
+    current = record.get(f"{group}@")
+    if current is not None and current <= key:
+        return False
+    record[f"{group}@"] = key
+    return True
