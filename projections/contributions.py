@@ -83,9 +83,11 @@ def contributions(kind: str, entity: str, record: Record, rules: Rules) -> dict[
         ):
             out.credit(rep, team, at, name)
         if record["campaign"]:
+            campaign, origin = record["campaign"], f"leads|origin={record['origin']}"
             out.add(
                 [
-                    ("campaign", record["campaign"], rules.org_zone, at, "leads"),
+                    ("campaign", campaign, rules.org_zone, at, "leads"),
+                    ("campaign", campaign, rules.org_zone, at, origin),
                     ("org", "", rules.org_zone, at, "leads_campaign"),
                 ]
             )

@@ -1,0 +1,321 @@
+"""An independent batch computation of the KPI catalogue, in SQL (DuckDB), over a JSONL event log.
+
+Written from ../shared/kpis.md and docs/windows.md, not from the projection
+code, which it never imports. It sees the whole log at once: duplicates are
+dropped by ``event_id``, "latest" means the greatest ``(occurred_at,
+event_id)``, and a rep's team at an instant is the team of the rep's latest
+``rep.upserted`` not after it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+COLUMNS = {
+    "event_id": "VARCHAR",
+    "type": "VARCHAR",
+    "occurred_at": "VARCHAR",
+    "rep_id": "VARCHAR",
+    "team_id": "VARCHAR",
+    "timezone": "VARCHAR",
+    "lead_id": "VARCHAR",
+    "origin": "VARCHAR",
+    "lead_source": "VARCHAR",
+    "campaign_id": "VARCHAR",
+    "stage": "VARCHAR",
+    "sentiment": "VARCHAR",
+    "opportunity_id": "VARCHAR",
+    "amount_minor": "BIGINT",
+    "outcome": "VARCHAR",
+    "message_id": "VARCHAR",
+    "meeting_id": "VARCHAR",
+    "call_id": "VARCHAR",
+    "direction": "VARCHAR",
+    "queue_id": "VARCHAR",
+    "talk_ms": "BIGINT",
+}
+
+SETUP = """
+CREATE TABLE ev AS
+SELECT * EXCLUDE (occurred_at), epoch_ms(occurred_at::TIMESTAMPTZ) AS t_ms
+FROM raw
+QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY occurred_at) = 1;
+
+CREATE TABLE rep_team AS
+SELECT rep_id, t_ms, event_id, team_id FROM ev WHERE type = 'rep.upserted';
+
+CREATE TABLE team_zone AS
+SELECT team_id, arg_max(timezone, (t_ms, event_id)) AS zone
+FROM ev WHERE type = 'team.upserted' GROUP BY team_id;
+
+-- The team (and its zone) of the rep of each event, at the event's time.
+CREATE MACRO credit_team(rep, t) AS COALESCE((
+    SELECT arg_max(r.team_id, (r.t_ms, r.event_id)) FROM rep_team r
+    WHERE r.rep_id = rep AND r.t_ms <= t), 'unassigned');
+CREATE MACRO zone_of(team) AS COALESCE(
+    (SELECT zone FROM team_zone z WHERE z.team_id = team), getvariable('org_zone'));
+
+CREATE TABLE leads AS
+WITH created AS (
+    SELECT lead_id, arg_max(t_ms, (t_ms, event_id)) AS t_ms,
+           arg_max(rep_id, (t_ms, event_id)) AS rep,
+           arg_max(origin, (t_ms, event_id)) AS origin,
+           arg_max(campaign_id, (t_ms, event_id)) AS campaign
+    FROM ev WHERE type = 'lead.created' GROUP BY lead_id),
+owner AS (
+    SELECT lead_id, arg_max(rep_id, (t_ms, event_id)) AS rep,
+           arg_max(t_ms, (t_ms, event_id)) AS t_ms
+    FROM ev WHERE type IN ('lead.created', 'lead.assigned') GROUP BY lead_id),
+stage AS (
+    SELECT lead_id, arg_max(stage, (t_ms, event_id)) AS stage
+    FROM ev WHERE type = 'lead.stage_changed' GROUP BY lead_id)
+SELECT c.*, credit_team(c.rep, c.t_ms) AS team, o.rep AS owner,
+       credit_team(o.rep, o.t_ms) AS owner_team, COALESCE(s.stage, 'new') AS stage
+FROM created c JOIN owner o USING (lead_id) LEFT JOIN stage s USING (lead_id);
+
+CREATE TABLE opps AS
+WITH created AS (
+    SELECT opportunity_id, arg_max(t_ms, (t_ms, event_id)) AS c_at,
+           arg_max(rep_id, (t_ms, event_id)) AS c_rep
+    FROM ev WHERE type = 'opportunity.created' GROUP BY opportunity_id),
+closed AS (
+    SELECT opportunity_id, arg_max(t_ms, (t_ms, event_id)) AS x_at,
+           arg_max(rep_id, (t_ms, event_id)) AS x_rep,
+           arg_max(outcome, (t_ms, event_id)) AS outcome,
+           arg_max(COALESCE(amount_minor, 0), (t_ms, event_id)) AS amount
+    FROM ev WHERE type = 'opportunity.closed' GROUP BY opportunity_id)
+SELECT COALESCE(c.opportunity_id, x.opportunity_id) AS opportunity_id, c.c_at, c.c_rep,
+       credit_team(c.c_rep, c.c_at) AS c_team, x.x_at, x.x_rep,
+       credit_team(x.x_rep, x.x_at) AS x_team, x.outcome, x.amount
+FROM created c FULL JOIN closed x USING (opportunity_id);
+
+CREATE TABLE messages AS
+SELECT message_id,
+       arg_max(t_ms, (t_ms, event_id)) FILTER (WHERE type = 'email.sent') AS t_ms,
+       arg_max(rep_id, (t_ms, event_id)) FILTER (WHERE type = 'email.sent') AS rep,
+       bool_or(type = 'email.opened') AS opened, bool_or(type = 'email.clicked') AS clicked,
+       bool_or(type = 'email.replied') AS replied
+FROM ev WHERE type LIKE 'email.%' GROUP BY message_id;
+
+CREATE TABLE calls AS
+SELECT call_id,
+       arg_max(t_ms, (t_ms, event_id)) FILTER (WHERE type = 'call.started') AS s_at,
+       arg_max(direction, (t_ms, event_id)) FILTER (WHERE type = 'call.started') AS direction,
+       arg_max(queue_id, (t_ms, event_id)) FILTER (WHERE type = 'call.started') AS queue,
+       arg_max(rep_id, (t_ms, event_id)) FILTER (WHERE type = 'call.started') AS s_rep,
+       arg_min(t_ms, (t_ms, event_id)) FILTER (WHERE type = 'call.answered') AS a_at,
+       arg_min(rep_id, (t_ms, event_id)) FILTER (WHERE type = 'call.answered') AS a_rep,
+       arg_max(t_ms, (t_ms, event_id)) FILTER (WHERE type = 'call.ended') AS e_at,
+       arg_max(talk_ms, (t_ms, event_id)) FILTER (WHERE type = 'call.ended') AS talk
+FROM ev WHERE type LIKE 'call.%' GROUP BY call_id;
+
+-- Every credited fact: one row per (thing counted, scope it is credited to).
+CREATE TABLE facts (what VARCHAR, t_ms BIGINT, scope VARCHAR, id VARCHAR, zone VARCHAR,
+                    label VARCHAR, v BIGINT, w BIGINT);
+"""
+
+# Per-rep facts are credited three times: to the org, the rep's team and the rep.
+CREDIT = """
+INSERT INTO facts
+WITH base(what, t_ms, rep, team, label, v, w) AS ({select})
+SELECT what, t_ms, 'org', '', getvariable('org_zone'), label, v, w FROM base
+UNION ALL SELECT what, t_ms, 'team', team, zone_of(team), label, v, w FROM base
+UNION ALL SELECT what, t_ms, 'rep', rep, zone_of(team), label, v, w FROM base
+WHERE rep IS NOT NULL AND rep <> ''
+"""
+
+CREDITED = [
+    # what, t_ms, rep, team, label, v, w
+    "SELECT 'lead' AS what, t_ms, rep, team, origin AS label, 1 AS v, 0 AS w FROM leads",
+    "SELECT 'response', t_ms, rep_id, credit_team(rep_id, t_ms), sentiment, 1, 0 FROM ev "
+    "WHERE type = 'lead.responded'",
+    "SELECT 'opp_created', c_at, c_rep, c_team, NULL, 1, 0 FROM opps WHERE c_at IS NOT NULL",
+    "SELECT 'closed', x_at, x_rep, x_team, outcome, amount, "
+    "CASE WHEN outcome = 'won' AND c_at IS NOT NULL THEN greatest(0, x_at - c_at) END "
+    "FROM opps WHERE x_at IS NOT NULL",
+    "SELECT 'email', t_ms, rep, credit_team(rep, t_ms), "
+    "concat_ws(',', CASE WHEN opened THEN 'opened' END, CASE WHEN clicked THEN 'clicked' END, "
+    "CASE WHEN replied THEN 'replied' END), 1, 0 FROM messages WHERE t_ms IS NOT NULL",
+    "SELECT 'meeting', t_ms, rep_id, credit_team(rep_id, t_ms), type, 1, 0 FROM ev "
+    "WHERE type IN ('meeting.held', 'meeting.no_show')",
+    "SELECT 'outbound', s_at, s_rep, credit_team(s_rep, s_at), "
+    "CASE WHEN a_at IS NOT NULL THEN 'connected' END, 1, 0 FROM calls "
+    "WHERE s_at IS NOT NULL AND direction = 'outbound'",
+]
+
+INBOUND = """
+CREATE TABLE inbound AS
+SELECT call_id, s_at AS t_ms, queue, a_rep AS rep, a_at IS NOT NULL AS answered,
+       e_at IS NOT NULL AS ended, greatest(0, a_at - s_at) AS wait,
+       CASE WHEN a_at IS NOT NULL AND e_at IS NOT NULL
+            THEN COALESCE(talk, greatest(0, e_at - a_at)) END AS handle,
+       CASE WHEN a_at IS NOT NULL THEN credit_team(a_rep, a_at) ELSE 'unassigned' END AS team
+FROM calls WHERE s_at IS NOT NULL AND direction = 'inbound' AND queue IS NOT NULL;
+INSERT INTO facts
+WITH base AS (SELECT 'inbound' AS what, t_ms, rep, team, queue,
+                     concat_ws(',', CASE WHEN answered THEN 'answered' END,
+                               CASE WHEN ended AND NOT answered THEN 'abandoned' END) AS label,
+                     wait AS v, handle AS w FROM inbound)
+SELECT what, t_ms, 'org', '', getvariable('org_zone'), label, v, w FROM base
+UNION ALL SELECT what, t_ms, 'team', team, zone_of(team), label, v, w FROM base
+UNION ALL SELECT what, t_ms, 'rep', rep, zone_of(team), label, v, w FROM base WHERE rep IS NOT NULL
+UNION ALL SELECT what, t_ms, 'queue', queue, getvariable('org_zone'), label, v, w FROM base;
+INSERT INTO facts
+SELECT 'lead', t_ms, 'campaign', campaign, getvariable('org_zone'), origin, 1, 0
+FROM leads WHERE campaign IS NOT NULL
+UNION ALL SELECT 'campaign_lead', t_ms, 'org', '', getvariable('org_zone'), NULL, 1, 0
+FROM leads WHERE campaign IS NOT NULL
+UNION ALL SELECT 'spend', t_ms, 'campaign', campaign_id, getvariable('org_zone'), NULL,
+                 amount_minor, 0 FROM ev WHERE type = 'campaign.spend'
+UNION ALL SELECT 'spend', t_ms, 'org', '', getvariable('org_zone'), NULL, amount_minor, 0
+FROM ev WHERE type = 'campaign.spend';
+"""
+
+UNITS = {
+    "15m": (60_000, 15),
+    "1h": (60_000, 60),
+    "24h": (3_600_000, 24),
+    "7d": (86_400_000, 7),
+    "30d": (86_400_000, 30),
+}
+CALENDAR = {"today": "day", "week": "week", "month": "month", "quarter": "quarter", "year": "year"}
+
+
+def _figure(value: Any, numerator: int, denominator: int | None) -> dict[str, Any]:
+    return {"value": value, "numerator": numerator, "denominator": denominator}
+
+
+def _ratio(top: int, bottom: int, scale: float = 1.0) -> dict[str, Any]:
+    return _figure(top / bottom / scale if bottom else None, top, bottom)
+
+
+class Oracle:
+    def __init__(self, log: Path, org_zone: str = "UTC", service_level_seconds: int = 20) -> None:
+        self.db = duckdb.connect()
+        self.sl_ms = service_level_seconds * 1000
+        self.db.execute(f"SET VARIABLE org_zone = '{org_zone}'")
+        self.db.execute("SET TimeZone = 'UTC'")
+        self.db.execute(
+            "CREATE TABLE raw AS SELECT * FROM read_json(?, format = 'newline_delimited', "
+            "columns = ?)",
+            [str(log), COLUMNS],
+        )
+        self.db.execute(SETUP)
+        for select in CREDITED:
+            self.db.execute(CREDIT.format(select=select))
+        self.db.execute(INBOUND)
+
+    def _window_filter(self, window: str, as_of_ms: int) -> tuple[str, list[Any]]:
+        if window == "all":
+            return "TRUE", []
+        if window in UNITS:
+            size, count = UNITS[window]
+            end = (as_of_ms // size + 1) * size
+            return "t_ms >= ? AND t_ms < ?", [end - count * size, end]
+        unit = CALENDAR[window]
+        local = "timezone(zone, to_timestamp({} / 1000.0))"
+        return (
+            f"date_trunc('{unit}', {local.format('t_ms')}) = "
+            f"date_trunc('{unit}', {local.format('?')})",
+            [as_of_ms],
+        )
+
+    def kpis(self, scope: str, scope_id: str, window: str, as_of_ms: int) -> dict[str, Any]:
+        where, params = self._window_filter(window, as_of_ms)
+        rows = self.db.execute(
+            f"SELECT what, label, count(*), sum(v), sum(w), count(w), "
+            f"count(*) FILTER (WHERE v <= {self.sl_ms}) "
+            f"FROM facts WHERE scope = ? AND id = ? AND ({where}) GROUP BY ALL",
+            [scope, scope_id, *params],
+        ).fetchall()
+        n: dict[str, int] = {}
+        for what, label, count, v, w, w_count, in_sl in rows:
+            labels = [what] + [f"{what}:{part}" for part in (label or "").split(",") if part]
+            for key in labels:
+                n[key] = n.get(key, 0) + count
+            n[f"{what}#v"] = n.get(f"{what}#v", 0) + int(v or 0)
+            n[f"{what}#w"] = n.get(f"{what}#w", 0) + int(w or 0)
+            n[f"{what}#wn"] = n.get(f"{what}#wn", 0) + w_count
+            if what == "inbound" and label and "answered" in label.split(","):
+                n["inbound#answered_v"] = n.get("inbound#answered_v", 0) + int(v or 0)
+                n["inbound#in_sl"] = n.get("inbound#in_sl", 0) + in_sl
+        g = n.get
+        leads = g("lead", 0)
+        won, lost = g("closed:won", 0), g("closed:lost", 0)
+        revenue = self._won_revenue(scope, scope_id, where, params)
+        held, no_show = g("meeting:meeting.held", 0), g("meeting:meeting.no_show", 0)
+        sent = g("email", 0)
+        outbound, offered = g("outbound", 0), g("inbound", 0)
+        answered = g("inbound:answered", 0)
+        out: dict[str, Any] = {
+            "leads_created": _figure(leads, leads, None),
+            "lead_origin_share": {
+                o: _ratio(g(f"lead:{o}", 0), leads)
+                for o in ("marketing", "sales")
+                if g(f"lead:{o}", 0)
+            },
+            "lead_stage_share": self._stage_share(scope, scope_id),
+            "response_sentiment_ratio": {
+                s: _ratio(g(f"response:{s}", 0), g("response", 0))
+                for s in ("negative", "neutral", "positive")
+                if g(f"response:{s}", 0)
+            },
+            "activities": {
+                "call": _figure(outbound, outbound, None),
+                "email": _figure(sent, sent, None),
+                "meeting": _figure(held, held, None),
+                "total": _figure(outbound + sent + held, outbound + sent + held, None),
+            },
+            "opportunities_created": _figure(g("opp_created", 0), g("opp_created", 0), None),
+            "win_rate": _ratio(won, won + lost),
+            "win_loss_ratio": _ratio(won, lost),
+            "revenue_won": _figure(revenue, revenue, None),
+            "average_deal_size": _ratio(revenue, won),
+            "sales_cycle_seconds": _figure(
+                g("closed#w", 0) / 1000 / g("closed#wn", 0) if g("closed#wn", 0) else None,
+                g("closed#w", 0) // 1000,
+                g("closed#wn", 0),
+            ),
+            "email_open_rate": _ratio(g("email:opened", 0), sent),
+            "email_click_rate": _ratio(g("email:clicked", 0), sent),
+            "email_reply_rate": _ratio(g("email:replied", 0), sent),
+            "meeting_attendance_ratio": _ratio(held, held + no_show),
+            "calls_offered": _figure(offered, offered, None),
+            "calls_answered": _figure(answered, answered, None),
+            "calls_abandoned": _figure(g("inbound:abandoned", 0), g("inbound:abandoned", 0), None),
+            "abandonment_rate": _ratio(g("inbound:abandoned", 0), offered),
+            "average_speed_of_answer_seconds": _ratio(g("inbound#answered_v", 0), answered, 1000),
+            "average_handle_time_seconds": _ratio(g("inbound#w", 0), g("inbound#wn", 0), 1000),
+            "service_level_ratio": _ratio(g("inbound#in_sl", 0), offered),
+            "outbound_calls": _figure(outbound, outbound, None),
+            "connect_rate": _ratio(g("outbound:connected", 0), outbound),
+        }
+        if scope == "org":
+            out["cost_per_lead"] = _ratio(g("spend#v", 0), g("campaign_lead", 0))
+        elif scope == "campaign":
+            out["cost_per_lead"] = _ratio(g("spend#v", 0), leads)
+        return out
+
+    def _won_revenue(self, scope: str, scope_id: str, where: str, params: list[Any]) -> int:
+        (total,) = self.db.execute(
+            f"SELECT COALESCE(sum(v), 0) FROM facts WHERE what = 'closed' AND label = 'won' "
+            f"AND scope = ? AND id = ? AND ({where})",
+            [scope, scope_id, *params],
+        ).fetchone()  # type: ignore[misc]
+        return int(total)
+
+    def _stage_share(self, scope: str, scope_id: str) -> dict[str, Any]:
+        """Current state: open leads (not converted, not unqualified) by latest stage."""
+        column = {"org": "''", "team": "owner_team", "rep": "owner"}.get(scope)
+        if column is None:
+            return {}
+        rows = self.db.execute(
+            f"SELECT stage, count(*) FROM leads WHERE stage NOT IN ('converted', 'unqualified') "
+            f"AND {column} = ? GROUP BY stage ORDER BY stage",
+            [scope_id],
+        ).fetchall()
+        total = sum(c for _, c in rows)
+        return {stage: _ratio(c, total) for stage, c in rows}
