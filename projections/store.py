@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, TimeoutError
 
 from projections.engine import (
     GAUGE_BUCKET,
@@ -51,6 +54,18 @@ for _, s in ipairs(p.s) do redis.call('SADD', KEYS[s[1]], s[2]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return {1, ARGV[3]}
 """
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client that retries connection errors with exponential backoff (redis-py's own Retry)."""
+    return aioredis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 6),
+        retry_on_error=[ConnectionError, TimeoutError],
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
 
 
 class CheckpointMoved(RuntimeError):

@@ -15,9 +15,11 @@ from collections.abc import Sequence
 import faust
 from faust.types import EventT
 
-from projections.validation import Limits
+from projections.store import Store, connect
+from projections.validation import Limits, Rejection, parse_event
 from streams import metrics
 from streams.ingest import Accepted, route
+from streams.projector import Positioned, Projector
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ app = faust.App(
 )
 
 raw_topic = app.topic(settings.raw_topic, key_serializer="raw", value_serializer="raw")
+events_topic = app.topic(settings.events_topic, key_serializer="raw", value_serializer="raw")
 
 
 @app.agent(raw_topic, concurrency=1)
@@ -102,3 +105,60 @@ async def forward_batch(batch: Sequence[EventT], limits: Limits) -> None:
     metrics.BATCH_SIZE.observe(len(batch))
     metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
     metrics.LAST_BATCH.set(time.time())
+
+
+_newest_applied_ms = 0
+
+
+@app.agent(events_topic, concurrency=1)
+async def project(stream: faust.StreamT[bytes]) -> None:
+    """Apply canonical events to the Redis projections, one atomic commit per partition batch."""
+    store = Store(connect(settings.redis), settings.namespace)
+    directory = await store.directory(
+        range(settings.partitions), settings.org_timezone, queue_teams={}
+    )
+    projector = Projector(store, settings.events_topic, directory, settings.rules)
+    assert isinstance(stream, faust.Stream)  # StreamT's stubs lack take_events
+    async for batch in stream.take_events(
+        settings.projection_batch_size, within=settings.projection_batch_seconds
+    ):
+        await project_batch(projector, batch)
+
+
+async def project_batch(projector: Projector, batch: Sequence[EventT]) -> None:
+    started = time.perf_counter()
+    now_ms = time.time_ns() // 1_000_000
+    positioned = []
+    newest = 0
+    for event in batch:
+        message = event.message
+        parsed = parse_event(message.value or b"", now_ms=now_ms, limits=settings.limits)
+        if isinstance(parsed, Rejection):
+            # Only the ingest agent writes this topic, so this means a writer bypassed it.
+            metrics.PROJECTED.labels("invalid").inc()
+            log.error(
+                "skipping invalid record %s[%d]@%d on the events topic: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                parsed.detail,
+            )
+            continue
+        positioned.append(Positioned(message.partition, message.offset, parsed))
+        newest = max(newest, parsed.occurred_at_ms)
+    try:
+        outcome = await projector.apply(positioned)
+    except Exception as exc:
+        # Same reasoning as in forward_batch: exit before Faust can ack the batch. The stored
+        # checkpoints make the restarted worker skip what was already committed.
+        log.critical("projecting a batch failed, exiting without commit: %r", exc)
+        os._exit(70)
+    metrics.PROJECTED.labels("applied").inc(outcome.applied)
+    metrics.PROJECTED.labels("duplicate").inc(outcome.duplicates)
+    metrics.PROJECTED.labels("redelivered").inc(outcome.redelivered)
+    metrics.PROJECTION_BATCH_SECONDS.observe(time.perf_counter() - started)
+    global _newest_applied_ms
+    if newest > _newest_applied_ms:
+        _newest_applied_ms = newest
+        metrics.NEWEST_APPLIED.set(newest / 1000)
+    metrics.LAST_PROJECTION.set(time.time())

@@ -17,6 +17,8 @@ from typing import NoReturn
 
 import orjson
 
+from projections.read import SCOPES
+from projections.windows import WINDOWS
 from stack.install import MissingPrerequisite
 from stack.servers import StackError
 from streams.settings import Settings, SettingsError
@@ -62,7 +64,7 @@ def _instant_ms(text: str) -> int:
     from projections.validation import InvalidField, parse_instant_ms
 
     try:
-        return parse_instant_ms(text, "--end")
+        return parse_instant_ms(text, "instant")
     except InvalidField as exc:
         raise argparse.ArgumentTypeError(exc.detail) from None
 
@@ -133,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", help="show the worker's counts, live")
     watch.add_argument("--interval", type=_positive(float), default=1.0)
     watch.add_argument("--once", action="store_true", help="print one table and exit")
+
+    kpis = commands.add_parser("kpis", help="KPIs of one scope and window, from the projections")
+    kpis.add_argument("--scope", choices=SCOPES, default="org")
+    kpis.add_argument("--id", default="", help="team, rep, campaign or queue id (not for org)")
+    kpis.add_argument("--window", choices=WINDOWS, default="today")
+    kpis.add_argument("--as-of", type=_instant_ms, help="RFC 3339 instant (default now)")
+    kpis.add_argument("--json", action="store_true", help="one JSON object, KPI id -> figures")
 
     demo = commands.add_parser("demo", help="stack up, worker, simulator, live counts")
     demo.add_argument("--count", type=_positive(int), default=60_000)
@@ -261,6 +270,15 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     return watch(settings, interval=args.interval, once=args.once)
 
 
+def cmd_kpis(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.kpis_command import show_kpis
+
+    if args.scope != "org" and not args.id:
+        raise UsageError(f"--scope {args.scope} needs --id")
+    as_of = args.as_of if args.as_of is not None else time.time_ns() // 1_000_000
+    return show_kpis(settings, args.scope, args.id, args.window, as_of, as_json=args.json)
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -274,6 +292,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "simulate": cmd_simulate,
     "produce": cmd_produce,
     "watch": cmd_watch,
+    "kpis": cmd_kpis,
     "demo": cmd_demo,
 }
 

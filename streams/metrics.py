@@ -28,3 +28,19 @@ AGENT_STARTS = Counter(
 LAST_BATCH = Gauge(
     "salespulse_ingest_last_batch_timestamp_seconds", "Wall time of the last ingest batch"
 )
+
+PROJECTED = Counter(
+    "salespulse_projection_events_total", "Events applied to the projections", ["outcome"]
+)
+PROJECTION_BATCH_SECONDS = Histogram(
+    "salespulse_projection_batch_duration_seconds",
+    "Time to load, plan and commit one projection batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+NEWEST_APPLIED = Gauge(
+    "salespulse_projection_newest_event_timestamp_seconds",
+    "occurred_at of the newest event applied so far",
+)
+LAST_PROJECTION = Gauge(
+    "salespulse_projection_last_batch_timestamp_seconds", "Wall time of the last projection batch"
+)

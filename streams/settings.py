@@ -6,7 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from projections.contributions import Rules
 from projections.validation import Limits
 
 
@@ -38,6 +40,11 @@ class Settings:
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 inside a container
     exporter_port: int = 9467
     log_level: str = "info"
+    # Projections. Changing a rule changes what a KPI means: rebuild after changing it.
+    org_timezone: str = "UTC"
+    service_level_seconds: int = 20
+    projection_batch_size: int = 2_000
+    projection_batch_seconds: float = 0.2
 
     @property
     def bootstrap(self) -> str:
@@ -58,6 +65,15 @@ class Settings:
     @property
     def dlq_topic(self) -> str:
         return f"{self.topic_prefix}.events.dlq"
+
+    @property
+    def namespace(self) -> str:
+        """The Redis key namespace of the projections (one generation; see docs)."""
+        return f"{self.topic_prefix}:g1"
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(org_zone=self.org_timezone, service_level_seconds=self.service_level_seconds)
 
     @property
     def limits(self) -> Limits:
@@ -101,6 +117,10 @@ class Settings:
             raise SettingsError(
                 f"SALESPULSE_LOG_LEVEL={self.log_level!r}: use debug, info, warning or error"
             )
+        if not _known_zone(self.org_timezone):
+            raise SettingsError(
+                f"SALESPULSE_ORG_TIMEZONE={self.org_timezone!r} is not an IANA time zone"
+            )
         if self.partitions < 1:
             raise SettingsError(f"SALESPULSE_PARTITIONS must be at least 1, not {self.partitions}")
         if self.ingest_batch_size < 1:
@@ -111,6 +131,14 @@ class Settings:
             raise SettingsError(
                 f"SALESPULSE_TOPIC_PREFIX={self.topic_prefix!r}: use letters, digits, . _ -"
             )
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
