@@ -205,7 +205,8 @@ def simulate(config: SimConfig) -> tuple[list[Record], Tally]:
         body = orjson.dumps({k: v for k, v in event.items() if k != "_at"})
         encoded.append(body)
         tally.valid[event["type"]] += 1
-        if rng.random() < config.late_share:
+        # The directory (teams, reps) is loaded before the events it classifies; never late.
+        if rng.random() < config.late_share and not event["type"].endswith(".upserted"):
             tally.late += 1
             # Late by one minute to three days, log-uniformly.
             emit = at + int(math.exp(rng.uniform(math.log(60_000), math.log(3 * 86_400_000))))

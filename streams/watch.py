@@ -22,6 +22,7 @@ class Snapshot:
     batches: float = 0.0
     batched_records: float = 0.0
     batch_seconds: float = 0.0
+    projected: Counter[str] = field(default_factory=Counter)  # by outcome
 
 
 def scrape(url: str, timeout: float = 2.0) -> Snapshot:
@@ -46,6 +47,8 @@ def scrape(url: str, timeout: float = 2.0) -> Snapshot:
                 snap.batched_records = sample.value
             elif sample.name == "salespulse_ingest_batch_duration_seconds_sum":
                 snap.batch_seconds = sample.value
+            elif sample.name == "salespulse_projection_events_total":
+                snap.projected[sample.labels["outcome"]] = int(sample.value)
     return snap
 
 

@@ -1,0 +1,152 @@
+"""End to end on the real stack: simulator -> Kafka -> worker (ingest + projection) -> Redis -> CLI.
+
+The KPIs read back equal the oracle's over the valid events the simulator made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from projections.catalogue import Figure
+from projections.read import read_kpis
+from projections.store import Store, connect
+from projections.windows import WINDOWS
+from simulator.log import DUPLICATE, VALID, SimConfig, simulate
+from simulator.org import build_org
+from streams.producer import publish
+from streams.settings import Settings
+from streams.worker_process import WorkerProcess
+from tests.oracle import Oracle
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _figures(result: object) -> object:
+    if isinstance(result, Figure):
+        return {
+            "value": result.value,
+            "numerator": result.numerator,
+            "denominator": result.denominator,
+        }
+    assert isinstance(result, dict)
+    return {label: _figures(figure) for label, figure in result.items()}
+
+
+async def test_simulated_traffic_ends_with_the_oracle_kpis(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**stack_env, "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}"}
+    settings = Settings.from_env(env)
+    end_ms = time.time_ns() // 1_000_000
+    records, tally = simulate(
+        SimConfig(
+            seed=99,
+            count=20_000,
+            end_ms=end_ms,
+            history_ms=10 * 86_400_000,
+            invalid_share=0.02,
+            duplicate_share=0.03,
+            late_share=0.03,
+            call_disorder_share=0.3,
+        )
+    )
+    valid = [r.value for r in records if r.label in (VALID, DUPLICATE)]
+    log = tmp_path / "valid.jsonl"
+    log.write_bytes(b"\n".join(valid) + b"\n")
+    # The directory is loaded first, as in a real deployment (see docs/projections.md).
+    first = [r.label == VALID and b'.upserted"' in r.value for r in records]
+    directory = [r.value for r, is_first in zip(records, first, strict=True) if is_first]
+    rest = [r.value for r, is_first in zip(records, first, strict=True) if not is_first]
+
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        worker.start()
+        await publish(settings.bootstrap, settings.raw_topic, directory)
+        _wait_for(
+            lambda: worker.metrics().projected["applied"] >= len(directory),
+            60,
+            "the directory to be projected",
+        )
+        started = time.monotonic()
+        await publish(settings.bootstrap, settings.raw_topic, rest)
+        _wait_for(
+            lambda: sum(worker.metrics().projected.values()) >= len(valid),
+            180,
+            "every valid event to be projected",
+        )
+        elapsed = time.monotonic() - started
+        print(f"\nend to end: {len(rest):,} records ingested and projected in {elapsed:.1f}s")
+        snap = worker.metrics()
+        distinct = len({orjson.loads(v)["event_id"] for v in valid})
+        assert snap.projected["applied"] == distinct
+        assert snap.projected["duplicate"] == len(valid) - distinct
+        assert snap.agent_starts == 1 and worker.alive()
+
+        oracle = Oracle(log)
+        org = build_org(4, 8, 6)
+        scopes = [("org", "")] + [("team", t.team_id) for t in org.teams]
+        scopes += [
+            ("rep", org.reps[0].rep_id),
+            ("campaign", org.campaigns[0]),
+            ("queue", org.teams[0].queue_id),
+        ]
+        client = connect(settings.redis)
+        store = Store(client, settings.namespace)
+        partitions = range(settings.partitions)
+        view = await store.directory(partitions, settings.org_timezone, {})
+        for scope, scope_id in scopes:
+            for window in WINDOWS:
+                answer = await read_kpis(store, partitions, view, scope, scope_id, window, end_ms)
+                got = {k: _figures(v) for k, v in answer.kpis.items()}
+                assert got == oracle.kpis(scope, scope_id, window, end_ms), (scope, window)
+        await client.aclose()
+
+        # The CLI prints the same numbers.
+        as_of = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end_ms // 1000))
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "kpis",
+                "--scope",
+                "team",
+                "--id",
+                "emea",
+                "--window",
+                "all",
+                "--as-of",
+                as_of,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == oracle.kpis("team", "emea", "all", end_ms)
+        assert sum(tally.invalid.values()) == 400
+    finally:
+        assert worker.stop() == 0
