@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from projections.contributions import SALES_CYCLE_BOUNDS
+from projections.contributions import SALES_CYCLE_BOUNDS, SPEED_TO_LEAD_BOUNDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +63,24 @@ def activities(s: Sums) -> dict[str, Figure]:
     return out
 
 
-def sales_cycle(s: Sums) -> Figure:
-    n = sum(s.get(f"cycle|le={b}", 0) for b in (*map(str, SALES_CYCLE_BOUNDS), "+Inf"))
-    total_ms = s.get("cycle_ms", 0)
-    return Figure(total_ms / 1000 / n if n else None, total_ms // 1000, n)
+def histogram_mean(name: str, bounds: tuple[int, ...]) -> Callable[[Sums], Result]:
+    """Mean seconds of a histogram kept as ``<name>_ms`` (sum) and ``<name>|le=<b>`` (counts)."""
+    labels = (*map(str, bounds), "+Inf")
+
+    def compute(s: Sums) -> Figure:
+        n = sum(s.get(f"{name}|le={label}", 0) for label in labels)
+        total_ms = s.get(f"{name}_ms", 0)
+        return Figure(total_ms / 1000 / n if n else None, total_ms // 1000, n)
+
+    return compute
 
 
 KPIS: dict[str, Callable[[Sums], Result]] = {
     "leads_created": count("leads"),
+    "speed_to_lead_seconds": histogram_mean("stl", SPEED_TO_LEAD_BOUNDS),
+    "untouched_leads": count("untouched"),
+    "leads_followed_up_ratio": ratio("followed_up", "leads"),
+    "lead_to_opportunity_ratio": ratio("converted_leads", "leads"),
     "lead_origin_share": labelled("leads|origin=", "leads"),
     "lead_stage_share": labelled("stage|", "open_leads"),
     "response_sentiment_ratio": labelled("responses|sentiment=", "responses"),
@@ -80,7 +90,7 @@ KPIS: dict[str, Callable[[Sums], Result]] = {
     "win_loss_ratio": ratio("won", "lost"),
     "revenue_won": count("revenue"),
     "average_deal_size": ratio("revenue", "won"),
-    "sales_cycle_seconds": sales_cycle,
+    "sales_cycle_seconds": histogram_mean("cycle", SALES_CYCLE_BOUNDS),
     "email_open_rate": ratio("opened", "sent"),
     "email_click_rate": ratio("clicked", "sent"),
     "email_reply_rate": ratio("replied", "sent"),
@@ -97,7 +107,7 @@ KPIS: dict[str, Callable[[Sums], Result]] = {
 }
 
 # KPIs over current state: every window reads the same gauge bucket.
-GAUGES = frozenset({"lead_stage_share"})
+GAUGES = frozenset({"lead_stage_share", "untouched_leads"})
 
 
 # Spend is known per campaign only: the org divides all spend by leads with any campaign.

@@ -21,6 +21,7 @@ CLOSED_STAGES = frozenset({"converted", "unqualified"})
 
 # Fixed histogram bounds (seconds) of kpis.md; "+Inf" is the last bucket.
 SALES_CYCLE_BOUNDS = tuple(d * 86_400 for d in (1, 3, 7, 14, 30, 60, 90, 180, 365))
+SPEED_TO_LEAD_BOUNDS = (30, 60, 120, 300, 600, 1_800, 3_600, 7_200, 14_400, 28_800, 86_400, 259_200)
 
 Item = tuple[str, str, str, int, str]  # scope, scope id, zone, anchor ms, field
 
@@ -31,6 +32,7 @@ class Rules:
 
     org_zone: str = "UTC"
     service_level_seconds: int = 20
+    follow_up_hours: int = 24
 
 
 def histogram_label(value_s: float, bounds: tuple[int, ...]) -> str:
@@ -91,9 +93,20 @@ def contributions(kind: str, entity: str, record: Record, rules: Rules) -> dict[
                     ("org", "", rules.org_zone, at, "leads_campaign"),
                 ]
             )
+        if "t_at" in record:
+            speed_ms = max(0, int(record["t_at"]) - at)
+            out.credit(rep, team, at, "stl_ms", speed_ms)
+            out.credit(
+                rep, team, at, f"stl|le={histogram_label(speed_ms / 1000, SPEED_TO_LEAD_BOUNDS)}"
+            )
+            if speed_ms <= rules.follow_up_hours * 3_600_000:
+                out.credit(rep, team, at, "followed_up")
+        if "converted" in record:
+            out.credit(rep, team, at, "converted_leads")
         stage = get("stage", "new")
         if stage not in CLOSED_STAGES:
-            for name in ("open_leads", f"stage|{stage}"):
+            names = ["open_leads", f"stage|{stage}"] + ([] if "t_at" in record else ["untouched"])
+            for name in names:
                 out.credit(get("owner", rep), get("o_team", team), GAUGE, name)
     elif kind == "opp":
         if "c_at" in record:
@@ -123,6 +136,18 @@ def contributions(kind: str, entity: str, record: Record, rules: Rules) -> dict[
         if key.startswith(SEEN) and counted:
             _counted(entity, counted.split(SEP), out)
     return out.found
+
+
+def untouched_since(kind: str, record: Record, rules: Rules) -> tuple[list[tuple[str, str]], int]:
+    """Scopes in which this lead is open and untouched, and since when (its creation)."""
+    if kind != "lead" or "c_at" not in record or "t_at" in record:
+        return [], 0
+    if record.get("stage", "new") in CLOSED_STAGES:
+        return [], 0
+    team, _ = _split(record.get("o_team", record["c_team"]), rules)
+    owner = record.get("owner", record["c_rep"])
+    scopes = [("org", ""), ("team", team)] + ([("rep", owner)] if owner else [])
+    return scopes, int(record["c_at"])
 
 
 def _call(record: Record, out: _Items) -> None:

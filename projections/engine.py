@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from projections.contributions import GAUGE, Rules, contributions
-from projections.entities import SEEN, SEP, UNASSIGNED, Record, apply, entity_id
+from projections.contributions import GAUGE, Rules, contributions, untouched_since
+from projections.entities import SEEN, SEP, UNASSIGNED, Record, apply, apply_fact, entity_id
 from projections.events import Event, RepUpserted, TeamUpserted
+from projections.facts import LeadFact, lead_fact
 from projections.windows import TIERS, buckets
 
 EntityKey = tuple[str, str]  # (kind, id)
@@ -71,45 +72,79 @@ class BatchPlan:
     records: dict[EntityKey, Record] = field(default_factory=dict)  # final, touched only
     changed_fields: dict[EntityKey, dict[str, str]] = field(default_factory=dict)
     deltas: dict[AggregateKey, dict[str, int]] = field(default_factory=dict)
-    applied: int = 0
-    duplicates: int = 0
+    # Open, untouched leads by scope: (scope, id) -> {lead id: created ms}, and removals.
+    untouched_add: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    untouched_remove: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    facts: list[LeadFact] = field(default_factory=list)  # to publish before the commit
+    applied: int = 0  # events
+    duplicates: int = 0  # events
+    facts_applied: int = 0
+    facts_duplicate: int = 0
 
 
-def _directory_first(event: Event) -> int:
-    return 0 if isinstance(event, RepUpserted | TeamUpserted) else 1
+def _directory_first(item: Event | LeadFact) -> int:
+    return 0 if isinstance(item, RepUpserted | TeamUpserted) else 1
+
+
+def key_of(item: Event | LeadFact) -> EntityKey:
+    """The record an event or a lead fact updates."""
+    return ("lead", item.lead_id) if isinstance(item, LeadFact) else entity_id(item)
 
 
 def plan_batch(
     stored: Mapping[EntityKey, Record],
-    events: Iterable[Event],
+    items: Iterable[Event | LeadFact],
     directory: DirectoryView,
     rules: Rules,
 ) -> BatchPlan:
-    """Apply ``events`` to copies of the ``stored`` records (missing = empty) and diff."""
+    """Apply ``items`` to copies of the ``stored`` records (missing = empty) and diff."""
     plan = BatchPlan()
     before: dict[EntityKey, Record] = {}
-    for event in sorted(events, key=_directory_first):
-        key = entity_id(event)
+    for item in sorted(items, key=_directory_first):
+        key = key_of(item)
         if key not in plan.records:
             before[key] = dict(stored.get(key, {}))
             plan.records[key] = dict(before[key])
         record = plan.records[key]
-        if apply(record, event, directory):
-            plan.applied += 1
-            if key[0] in ("rep", "team"):
-                directory.update(key, record)
+        if isinstance(item, LeadFact):
+            fresh = apply_fact(record, item)
         else:
-            plan.duplicates += 1
+            fresh = apply(record, item, directory)
+            fact = lead_fact(item) if fresh else None
+            if fact is not None:
+                plan.facts.append(fact)
+            if fresh and key[0] in ("rep", "team"):
+                directory.update(key, record)
+        if isinstance(item, LeadFact):
+            plan.facts_applied += fresh
+            plan.facts_duplicate += not fresh
+        else:
+            plan.applied += fresh
+            plan.duplicates += not fresh
     for key, record in plan.records.items():
         old = before[key]
         changed = {k: v for k, v in record.items() if old.get(k) != v}
         if not changed:
             continue
         plan.changed_fields[key] = changed
+        if key[0] == "lead":
+            _untouched_difference(plan, key[1], old, record, rules)
         _add_difference(
             plan.deltas, contributions(*key, old, rules), contributions(*key, record, rules)
         )
     return plan
+
+
+def _untouched_difference(
+    plan: BatchPlan, lead_id: str, old: Record, new: Record, rules: Rules
+) -> None:
+    old_scopes, _ = untouched_since("lead", old, rules)
+    new_scopes, since = untouched_since("lead", new, rules)
+    for scope in old_scopes:
+        if scope not in new_scopes:
+            plan.untouched_remove.setdefault(scope, set()).add(lead_id)
+    for scope in new_scopes:
+        plan.untouched_add.setdefault(scope, {})[lead_id] = since
 
 
 def _add_difference(

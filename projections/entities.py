@@ -39,6 +39,7 @@ from projections.events import (
     RepUpserted,
     TeamUpserted,
 )
+from projections.facts import OPPORTUNITY, TOUCH, LeadFact
 
 Record = dict[str, str]
 
@@ -225,6 +226,21 @@ def apply(record: Record, event: Event, directory: Directory) -> bool:
     elif isinstance(event, MeetingScheduled | OpportunityStageChanged):
         pass  # no KPI of the catalogue reads these
     record[seen] = counted
+    return True
+
+
+def apply_fact(record: Record, fact: LeadFact) -> bool:
+    """Apply a lead fact to the lead's record; False if it was applied before."""
+    seen = SEEN + fact.fact_id
+    if seen in record:
+        return False
+    if fact.kind == TOUCH:
+        current = record.get("t_at")
+        if current is None or fact.at_ms < int(current):
+            record["t_at"] = str(fact.at_ms)  # the first touch
+    elif fact.kind == OPPORTUNITY:
+        record["converted"] = "1"
+    record[seen] = ""
     return True
 
 

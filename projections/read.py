@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from projections.catalogue import Result, evaluate
+from projections.catalogue import Figure, Result, evaluate
 from projections.engine import GAUGE_BUCKET, DirectoryView
 from projections.store import Store
 from projections.windows import WindowSpan, window_span
@@ -51,4 +51,8 @@ async def read_kpis(
     span = window_span(window, as_of_ms, zone)
     windowed = await store.sums(partitions, scope, scope_id, span.bucket_ids)
     gauges = await store.sums(partitions, scope, scope_id, (GAUGE_BUCKET,))
-    return Answer(scope, scope_id, span, zone, evaluate(scope, windowed, gauges))
+    kpis = evaluate(scope, windowed, gauges)
+    since = await store.oldest_untouched(partitions, scope, scope_id)
+    age = max(0, as_of_ms - since) // 1000 if since is not None else None
+    kpis["oldest_untouched_lead_age_seconds"] = Figure(age, age or 0, None)
+    return Answer(scope, scope_id, span, zone, kpis)

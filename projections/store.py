@@ -6,7 +6,9 @@ Key layout (``ns`` is the namespace generation, e.g. ``salespulse:g1``):
 * ``{ns:pN}:a:<scope>:<id>:<bucket>``: partition N's share of one aggregate bucket
   (a hash of base fields, integers);
 * ``{ns:pN}:ckpt``: the last applied offset per topic of partition N;
-* ``{ns:pN}:dir``: the rep and team records of partition N (a set of ``kind:id``).
+* ``{ns:pN}:dir``: the rep and team records of partition N (a set of ``kind:id``);
+* ``{ns:pN}:u:<scope>:<id>``: partition N's open, untouched leads of a scope (a sorted
+  set scored by creation time), for the age of the oldest one.
 
 Every key of a partition shares the hash tag ``{ns:pN}``, so one batch's
 commit (records + deltas + checkpoint) is a single-slot Lua call that also
@@ -36,13 +38,16 @@ from projections.windows import TIER_TTL_SECONDS
 
 log = logging.getLogger(__name__)
 
-# Atomically: check the partition's checkpoint is what the plan was made from, write the
-# records, add the deltas (dropping fields that reach 0), set TTLs of new buckets, and move
-# the checkpoint. Returns {1, new} or {0, actual} when another writer moved it first.
+# Atomically: check the partition's checkpoints are what the plan was made from, write the
+# records, add the deltas (dropping fields that reach 0), set TTLs of new buckets, keep the
+# untouched-lead sets, and move the checkpoints. Returns {1} or {0, topic, actual} when
+# another writer moved a checkpoint first.
 COMMIT_LUA = """
-local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
-if current ~= ARGV[2] then return {0, current} end
-local p = cjson.decode(ARGV[4])
+local p = cjson.decode(ARGV[1])
+for _, c in ipairs(p.c) do
+  local current = redis.call('HGET', KEYS[1], c[1]) or ''
+  if current ~= c[2] then return {0, c[1], current} end
+end
 for _, h in ipairs(p.h) do redis.call('HSET', KEYS[h[1]], unpack(h[2])) end
 for _, d in ipairs(p.d) do
   if redis.call('HINCRBY', KEYS[d[1]], d[2], d[3]) == 0 then
@@ -51,8 +56,10 @@ for _, d in ipairs(p.d) do
 end
 for _, t in ipairs(p.t) do redis.call('EXPIRE', KEYS[t[1]], t[2], 'NX') end
 for _, s in ipairs(p.s) do redis.call('SADD', KEYS[s[1]], s[2]) end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return {1, ARGV[3]}
+for _, z in ipairs(p.za) do redis.call('ZADD', KEYS[z[1]], z[2], z[3]) end
+for _, z in ipairs(p.zr) do redis.call('ZREM', KEYS[z[1]], z[2]) end
+for _, c in ipairs(p.c) do redis.call('HSET', KEYS[1], c[1], c[3]) end
+return {1}
 """
 
 
@@ -91,6 +98,9 @@ class Keys:
     def directory(self, partition: int) -> str:
         return f"{self.tag(partition)}:dir"
 
+    def untouched(self, partition: int, scope: tuple[str, str]) -> str:
+        return f"{self.tag(partition)}:u:{scope[0]}:{scope[1]}"
+
 
 class Store:
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
@@ -98,9 +108,10 @@ class Store:
         self.keys = Keys(namespace)
         self._commit = client.register_script(COMMIT_LUA)
 
-    async def checkpoint(self, partition: int, topic: str) -> int | None:
-        value = await self.client.hget(self.keys.checkpoint(partition), topic)
-        return int(value) if value is not None else None
+    async def checkpoints(self, partition: int) -> dict[str, int]:
+        """The last applied offset of each topic of a partition."""
+        stored = await self.client.hgetall(self.keys.checkpoint(partition))
+        return {topic: int(offset) for topic, offset in _text(stored).items()}
 
     async def load(
         self, partition: int, entities: Iterable[EntityKey]
@@ -113,9 +124,9 @@ class Store:
         return {key: _text(raw) for key, raw in zip(wanted, found, strict=True) if raw}
 
     async def commit(
-        self, partition: int, topic: str, expected: int | None, offset: int, plan: BatchPlan
+        self, partition: int, moves: Mapping[str, tuple[int | None, int]], plan: BatchPlan
     ) -> None:
-        """Write one planned batch and move the checkpoint to ``offset``, atomically."""
+        """Write a planned batch and move each topic's checkpoint (expected -> new), atomically."""
         keys = [self.keys.checkpoint(partition)]
         index: dict[str, int] = {}
 
@@ -140,14 +151,35 @@ class Store:
             ttl = TIER_TTL_SECONDS.get(aggregate[2][0], 0) if aggregate[2] != GAUGE_BUCKET else 0
             if ttl:
                 ttls.append([key, ttl])
-        payload = orjson.dumps({"h": records, "d": deltas, "t": ttls, "s": members})
-        ok, actual = await self._commit(
-            keys=keys,
-            args=[topic, "" if expected is None else str(expected), str(offset), payload],
+        adds = [
+            [ref(self.keys.untouched(partition, scope)), str(since), lead]
+            for scope, leads in plan.untouched_add.items()
+            for lead, since in leads.items()
+        ]
+        removes = [
+            [ref(self.keys.untouched(partition, scope)), lead]
+            for scope, leads in plan.untouched_remove.items()
+            for lead in leads
+        ]
+        checkpoints = [
+            [topic, "" if expected is None else str(expected), str(new)]
+            for topic, (expected, new) in moves.items()
+        ]
+        payload = orjson.dumps(
+            {
+                "c": checkpoints,
+                "h": records,
+                "d": deltas,
+                "t": ttls,
+                "s": members,
+                "za": adds,
+                "zr": removes,
+            }
         )
-        if not ok:
+        result = await self._commit(keys=keys, args=[payload])
+        if not result[0]:
             raise CheckpointMoved(
-                f"partition {partition} of {topic}: expected {expected}, found {actual!r}"
+                f"partition {partition}: checkpoint of {result[1]!r} moved to {result[2]!r}"
             )
 
     async def directory(
@@ -169,6 +201,19 @@ class Store:
         records = {key: _text(raw) for (_, key), raw in zip(wanted, found, strict=True)}
         return DirectoryView(records, org_zone, queue_teams)
 
+    async def oldest_untouched(
+        self, partitions: Sequence[int], scope: str, scope_id: str
+    ) -> int | None:
+        """Creation time (ms) of the oldest open, untouched lead of a scope, if any."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.zrange(
+                    self.keys.untouched(partition, (scope, scope_id)), 0, 0, withscores=True
+                )
+            found = await pipe.execute()
+        scores = [int(score) for rows in found for _, score in rows]
+        return min(scores) if scores else None
+
     async def sums(
         self, partitions: Sequence[int], scope: str, scope_id: str, bucket_ids: Sequence[str]
     ) -> dict[str, int]:
@@ -186,5 +231,10 @@ class Store:
         return total
 
 
-def _text(raw: Mapping[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in raw.items()}
+def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """Redis replies are bytes (the client does not decode): keys and values as text."""
+    return {_str(k): _str(v) for k, v in raw.items()}
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

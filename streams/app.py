@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import faust
 from faust.types import EventT
 
+from projections.facts import LeadFact
 from projections.store import Store, connect
 from projections.validation import Limits, Rejection, parse_event
 from streams import metrics
@@ -39,7 +40,10 @@ app = faust.App(
 )
 
 raw_topic = app.topic(settings.raw_topic, key_serializer="raw", value_serializer="raw")
-events_topic = app.topic(settings.events_topic, key_serializer="raw", value_serializer="raw")
+# The projection agent reads the canonical events and the lead facts it derives from them.
+projection_topics = app.topic(
+    settings.events_topic, settings.facts_topic, key_serializer="raw", value_serializer="raw"
+)
 
 
 @app.agent(raw_topic, concurrency=1)
@@ -110,19 +114,29 @@ async def forward_batch(batch: Sequence[EventT], limits: Limits) -> None:
 _newest_applied_ms = 0
 
 
-@app.agent(events_topic, concurrency=1)
+@app.agent(projection_topics, concurrency=1)
 async def project(stream: faust.StreamT[bytes]) -> None:
     """Apply canonical events to the Redis projections, one atomic commit per partition batch."""
     store = Store(connect(settings.redis), settings.namespace)
     directory = await store.directory(
         range(settings.partitions), settings.org_timezone, queue_teams={}
     )
-    projector = Projector(store, settings.events_topic, directory, settings.rules)
+    projector = Projector(store, directory, settings.rules, publish_facts)
     assert isinstance(stream, faust.Stream)  # StreamT's stubs lack take_events
     async for batch in stream.take_events(
         settings.projection_batch_size, within=settings.projection_batch_seconds
     ):
         await project_batch(projector, batch)
+
+
+async def publish_facts(facts: Sequence[LeadFact]) -> None:
+    """Publish lead facts keyed by lead id and wait until the broker has them."""
+    producer = app.producer
+    sends = [
+        await producer.send(settings.facts_topic, f.lead_id.encode(), f.encode(), None, None, None)
+        for f in facts
+    ]
+    await asyncio.gather(*sends)
 
 
 async def project_batch(projector: Projector, batch: Sequence[EventT]) -> None:
@@ -132,6 +146,10 @@ async def project_batch(projector: Projector, batch: Sequence[EventT]) -> None:
     newest = 0
     for event in batch:
         message = event.message
+        if message.topic == settings.facts_topic:
+            fact = LeadFact.decode(message.value or b"")
+            positioned.append(Positioned(message.topic, message.partition, message.offset, fact))
+            continue
         parsed = parse_event(message.value or b"", now_ms=now_ms, limits=settings.limits)
         if isinstance(parsed, Rejection):
             # Only the ingest agent writes this topic, so this means a writer bypassed it.
@@ -144,7 +162,7 @@ async def project_batch(projector: Projector, batch: Sequence[EventT]) -> None:
                 parsed.detail,
             )
             continue
-        positioned.append(Positioned(message.partition, message.offset, parsed))
+        positioned.append(Positioned(message.topic, message.partition, message.offset, parsed))
         newest = max(newest, parsed.occurred_at_ms)
     try:
         outcome = await projector.apply(positioned)
@@ -156,6 +174,9 @@ async def project_batch(projector: Projector, batch: Sequence[EventT]) -> None:
     metrics.PROJECTED.labels("applied").inc(outcome.applied)
     metrics.PROJECTED.labels("duplicate").inc(outcome.duplicates)
     metrics.PROJECTED.labels("redelivered").inc(outcome.redelivered)
+    metrics.LEAD_FACTS.labels("published").inc(outcome.facts_published)
+    metrics.LEAD_FACTS.labels("applied").inc(outcome.facts_applied)
+    metrics.LEAD_FACTS.labels("duplicate").inc(outcome.facts_duplicate)
     metrics.PROJECTION_BATCH_SECONDS.observe(time.perf_counter() - started)
     global _newest_applied_ms
     if newest > _newest_applied_ms:

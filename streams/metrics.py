@@ -32,6 +32,11 @@ LAST_BATCH = Gauge(
 PROJECTED = Counter(
     "salespulse_projection_events_total", "Events applied to the projections", ["outcome"]
 )
+LEAD_FACTS = Counter(
+    "salespulse_projection_lead_facts_total",
+    "Lead facts (touches, opportunities) published and applied",
+    ["outcome"],
+)
 PROJECTION_BATCH_SECONDS = Histogram(
     "salespulse_projection_batch_duration_seconds",
     "Time to load, plan and commit one projection batch",

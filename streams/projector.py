@@ -1,33 +1,38 @@
-"""Apply batches of canonical events to the Redis projections, partition by partition.
+"""Apply batches of events and lead facts to the Redis projections, partition by partition.
 
-Per partition: skip offsets at or below the stored checkpoint (redelivery),
-load the records the batch touches in one round trip, plan the batch
-(projections.engine), and commit records, deltas and the new checkpoint in one
-atomic call. If another writer moved the checkpoint meanwhile (a rebalance),
-reload and plan again.
+Per partition: skip offsets at or below the stored checkpoint of their topic
+(redelivery), load the records the batch touches in one round trip, plan the
+batch (projections.engine), publish the lead facts it implies (and wait for
+the broker), then commit records, deltas and the new checkpoints in one atomic
+call. If another writer moved a checkpoint meanwhile (a rebalance), re-read
+and plan again. Publishing facts before the commit means a crash in between
+only republishes facts with the same ids, which the leads ignore.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from projections.contributions import Rules
-from projections.engine import DirectoryView, plan_batch
-from projections.entities import entity_id
+from projections.engine import DirectoryView, key_of, plan_batch
 from projections.events import Event
+from projections.facts import LeadFact
 from projections.store import CheckpointMoved, Store
 
 log = logging.getLogger(__name__)
 
+PublishFacts = Callable[[Sequence[LeadFact]], Awaitable[None]]
+
 
 @dataclass(frozen=True, slots=True)
 class Positioned:
+    topic: str
     partition: int
     offset: int
-    event: Event
+    item: Event | LeadFact
 
 
 @dataclass
@@ -35,15 +40,20 @@ class Outcome:
     applied: int = 0
     duplicates: int = 0
     redelivered: int = 0
+    facts_published: int = 0
+    facts_applied: int = 0
+    facts_duplicate: int = 0
 
 
 class Projector:
-    def __init__(self, store: Store, topic: str, directory: DirectoryView, rules: Rules) -> None:
+    def __init__(
+        self, store: Store, directory: DirectoryView, rules: Rules, publish_facts: PublishFacts
+    ) -> None:
         self.store = store
-        self.topic = topic
         self.directory = directory
         self.rules = rules
-        self._checkpoints: dict[int, int | None] = {}
+        self.publish_facts = publish_facts
+        self._checkpoints: dict[int, dict[str, int]] = {}
 
     async def apply(self, batch: Iterable[Positioned]) -> Outcome:
         by_partition: dict[int, list[Positioned]] = defaultdict(list)
@@ -66,17 +76,25 @@ class Projector:
         self, partition: int, items: list[Positioned], outcome: Outcome
     ) -> None:
         if partition not in self._checkpoints:
-            self._checkpoints[partition] = await self.store.checkpoint(partition, self.topic)
+            self._checkpoints[partition] = await self.store.checkpoints(partition)
         done = self._checkpoints[partition]
-        fresh = [i for i in items if done is None or i.offset > done]
+        fresh = [i for i in items if i.offset > done.get(i.topic, -1)]
         outcome.redelivered += len(items) - len(fresh)
         if not fresh:
             return
-        events = [i.event for i in fresh]
-        stored = await self.store.load(partition, {entity_id(e) for e in events})
-        plan = plan_batch(stored, events, self.directory, self.rules)
-        last = max(i.offset for i in fresh)
-        await self.store.commit(partition, self.topic, done, last, plan)
-        self._checkpoints[partition] = last
+        stored = await self.store.load(partition, {key_of(i.item) for i in fresh})
+        plan = plan_batch(stored, [i.item for i in fresh], self.directory, self.rules)
+        if plan.facts:
+            await self.publish_facts(plan.facts)
+        moves: dict[str, tuple[int | None, int]] = {}
+        for i in fresh:
+            previous = moves.get(i.topic, (done.get(i.topic), -1))
+            moves[i.topic] = (previous[0], max(previous[1], i.offset))
+        await self.store.commit(partition, moves, plan)
+        for topic, (_, new) in moves.items():
+            done[topic] = new
         outcome.applied += plan.applied
         outcome.duplicates += plan.duplicates
+        outcome.facts_published += len(plan.facts)
+        outcome.facts_applied += plan.facts_applied
+        outcome.facts_duplicate += plan.facts_duplicate

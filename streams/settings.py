@@ -63,6 +63,10 @@ class Settings:
         return f"{self.topic_prefix}.events"
 
     @property
+    def facts_topic(self) -> str:
+        return f"{self.topic_prefix}.lead-facts"
+
+    @property
     def dlq_topic(self) -> str:
         return f"{self.topic_prefix}.events.dlq"
 

@@ -21,6 +21,8 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         settings.raw_topic: {"retention.ms": str(7 * 24 * 3600 * 1000)},
         settings.events_topic: {"retention.ms": "-1", "retention.bytes": "-1"},
         settings.dlq_topic: {"retention.ms": str(THIRTY_DAYS_MS)},
+        # Derived from the events (rebuilt with them), but a lagging worker still needs them.
+        settings.facts_topic: {"retention.ms": "-1"},
     }
 
 

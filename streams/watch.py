@@ -23,6 +23,7 @@ class Snapshot:
     batched_records: float = 0.0
     batch_seconds: float = 0.0
     projected: Counter[str] = field(default_factory=Counter)  # by outcome
+    lead_facts: Counter[str] = field(default_factory=Counter)  # by outcome
 
 
 def scrape(url: str, timeout: float = 2.0) -> Snapshot:
@@ -49,6 +50,8 @@ def scrape(url: str, timeout: float = 2.0) -> Snapshot:
                 snap.batch_seconds = sample.value
             elif sample.name == "salespulse_projection_events_total":
                 snap.projected[sample.labels["outcome"]] = int(sample.value)
+            elif sample.name == "salespulse_projection_lead_facts_total":
+                snap.lead_facts[sample.labels["outcome"]] = int(sample.value)
     return snap
 
 

@@ -58,6 +58,14 @@ CREATE MACRO credit_team(rep, t) AS COALESCE((
 CREATE MACRO zone_of(team) AS COALESCE(
     (SELECT zone FROM team_zone z WHERE z.team_id = team), getvariable('org_zone'));
 
+-- A touch is an outbound call by a rep, a sent email or a held meeting on the lead.
+CREATE TABLE touches AS
+SELECT lead_id, min(t_ms) AS first_touch FROM ev
+WHERE lead_id IS NOT NULL AND (
+    (type = 'call.started' AND direction = 'outbound' AND rep_id IS NOT NULL)
+    OR type IN ('email.sent', 'meeting.held'))
+GROUP BY lead_id;
+
 CREATE TABLE leads AS
 WITH created AS (
     SELECT lead_id, arg_max(t_ms, (t_ms, event_id)) AS t_ms,
@@ -73,8 +81,11 @@ stage AS (
     SELECT lead_id, arg_max(stage, (t_ms, event_id)) AS stage
     FROM ev WHERE type = 'lead.stage_changed' GROUP BY lead_id)
 SELECT c.*, credit_team(c.rep, c.t_ms) AS team, o.rep AS owner,
-       credit_team(o.rep, o.t_ms) AS owner_team, COALESCE(s.stage, 'new') AS stage
-FROM created c JOIN owner o USING (lead_id) LEFT JOIN stage s USING (lead_id);
+       credit_team(o.rep, o.t_ms) AS owner_team, COALESCE(s.stage, 'new') AS stage,
+       t.first_touch,
+       lead_id IN (SELECT lead_id FROM ev WHERE type = 'opportunity.created') AS converted
+FROM created c JOIN owner o USING (lead_id) LEFT JOIN stage s USING (lead_id)
+LEFT JOIN touches t USING (lead_id);
 
 CREATE TABLE opps AS
 WITH created AS (
@@ -130,6 +141,10 @@ WHERE rep IS NOT NULL AND rep <> ''
 CREDITED = [
     # what, t_ms, rep, team, label, v, w
     "SELECT 'lead' AS what, t_ms, rep, team, origin AS label, 1 AS v, 0 AS w FROM leads",
+    "SELECT 'stl', t_ms, rep, team, NULL, greatest(0, first_touch - t_ms), "
+    "CASE WHEN first_touch - t_ms <= 24 * 3600 * 1000 THEN 1 ELSE 0 END "
+    "FROM leads WHERE first_touch IS NOT NULL",
+    "SELECT 'converted', t_ms, rep, team, NULL, 1, 0 FROM leads WHERE converted",
     "SELECT 'response', t_ms, rep_id, credit_team(rep_id, t_ms), sentiment, 1, 0 FROM ev "
     "WHERE type = 'lead.responded'",
     "SELECT 'opp_created', c_at, c_rep, c_team, NULL, 1, 0 FROM opps WHERE c_at IS NOT NULL",
@@ -250,8 +265,17 @@ class Oracle:
         sent = g("email", 0)
         outbound, offered = g("outbound", 0), g("inbound", 0)
         answered = g("inbound:answered", 0)
+        touched = g("stl", 0)
+        untouched, oldest = self._untouched(scope, scope_id)
+        age = max(0, as_of_ms - oldest) // 1000 if oldest is not None else None
         out: dict[str, Any] = {
             "leads_created": _figure(leads, leads, None),
+            "speed_to_lead_seconds": _figure(
+                g("stl#v", 0) / 1000 / touched if touched else None, g("stl#v", 0) // 1000, touched
+            ),
+            "untouched_leads": _figure(untouched, untouched, None),
+            "leads_followed_up_ratio": _ratio(g("stl#w", 0), leads),
+            "lead_to_opportunity_ratio": _ratio(g("converted", 0), leads),
             "lead_origin_share": {
                 o: _ratio(g(f"lead:{o}", 0), leads)
                 for o in ("marketing", "sales")
@@ -293,6 +317,7 @@ class Oracle:
             "outbound_calls": _figure(outbound, outbound, None),
             "connect_rate": _ratio(g("outbound:connected", 0), outbound),
         }
+        out["oldest_untouched_lead_age_seconds"] = _figure(age, age or 0, None)
         if scope == "org":
             out["cost_per_lead"] = _ratio(g("spend#v", 0), g("campaign_lead", 0))
         elif scope == "campaign":
@@ -306,6 +331,18 @@ class Oracle:
             [scope, scope_id, *params],
         ).fetchone()  # type: ignore[misc]
         return int(total)
+
+    def _untouched(self, scope: str, scope_id: str) -> tuple[int, int | None]:
+        """Open leads without a touch, credited to their owner: how many, oldest creation."""
+        column = {"org": "''", "team": "owner_team", "rep": "owner"}.get(scope)
+        if column is None:
+            return 0, None
+        count, oldest = self.db.execute(
+            f"SELECT count(*), min(t_ms) FROM leads WHERE stage NOT IN ('converted', "
+            f"'unqualified') AND first_touch IS NULL AND {column} = ?",
+            [scope_id],
+        ).fetchone()  # type: ignore[misc]
+        return int(count), oldest
 
     def _stage_share(self, scope: str, scope_id: str) -> dict[str, Any]:
         """Current state: open leads (not converted, not unqualified) by latest stage."""

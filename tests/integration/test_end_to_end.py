@@ -20,7 +20,7 @@ from projections.catalogue import Figure
 from projections.read import read_kpis
 from projections.store import Store, connect
 from projections.windows import WINDOWS
-from simulator.log import DUPLICATE, VALID, SimConfig, simulate
+from simulator.log import DUPLICATE, VALID, SimConfig, format_instant, simulate
 from simulator.org import build_org
 from streams.producer import publish
 from streams.settings import Settings
@@ -89,10 +89,17 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
         )
         started = time.monotonic()
         await publish(settings.bootstrap, settings.raw_topic, rest)
+
+        def settled() -> bool:
+            snap = worker.metrics()
+            events = snap.projected["applied"] + snap.projected["duplicate"]
+            facts = snap.lead_facts["applied"] + snap.lead_facts["duplicate"]
+            return events >= len(valid) and facts >= snap.lead_facts["published"]
+
         _wait_for(
-            lambda: sum(worker.metrics().projected.values()) >= len(valid),
+            settled,
             180,
-            "every valid event to be projected",
+            "every valid event and every lead fact to be projected",
         )
         elapsed = time.monotonic() - started
         print(f"\nend to end: {len(rest):,} records ingested and projected in {elapsed:.1f}s")
@@ -122,7 +129,7 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
         await client.aclose()
 
         # The CLI prints the same numbers.
-        as_of = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end_ms // 1000))
+        as_of = format_instant(end_ms)
         done = subprocess.run(
             [
                 sys.executable,

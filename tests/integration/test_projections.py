@@ -6,7 +6,7 @@ import random
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from projections.catalogue import Figure, Result
 from projections.contributions import Rules
 from projections.engine import DirectoryView
 from projections.events import Event, RepUpserted, TeamUpserted
+from projections.facts import LeadFact
 from projections.read import read_kpis
 from projections.store import Store
 from projections.validation import Rejection, parse_event
@@ -73,26 +74,37 @@ async def _project(
     client: aioredis.Redis, namespace: str, events: list[Event], partitions: int, rng: random.Random
 ) -> tuple[Store, DirectoryView]:
     """Feed the events through the projector: directory first, then in the given order,
-    split over partitions by subject (as Kafka would), batches of random size interleaved."""
+    split over partitions by subject (as Kafka would), batches of random size interleaved.
+    Lead facts go back in on a second "topic" partitioned by lead, as the worker does."""
     store = Store(client, namespace)
     directory = DirectoryView({}, "UTC")
-    projector = Projector(store, TOPIC, directory, Rules())
+    facts: list[list[Positioned]] = [[] for _ in range(partitions)]
+    fact_offsets = [0] * partitions
+
+    async def publish(new: Sequence[LeadFact]) -> None:
+        for fact in new:
+            p = zlib.crc32(fact.lead_id.encode()) % partitions
+            facts[p].append(Positioned("facts", p, fact_offsets[p], fact))
+            fact_offsets[p] += 1
+
+    projector = Projector(store, directory, Rules(), publish)
     first = [e for e in events if isinstance(e, RepUpserted | TeamUpserted)]
     rest = [e for e in events if not isinstance(e, RepUpserted | TeamUpserted)]
     queues: list[list[Positioned]] = [[] for _ in range(partitions)]
     for event in first + rest:
         p = zlib.crc32(event.subject_id.encode()) % partitions
-        queues[p].append(Positioned(p, len(queues[p]), event))
-    await projector.apply([item for queue in queues for item in queue if item.event in first])
-    queues = [[i for i in queue if i.event not in first] for queue in queues]
-    while any(queues):
+        queues[p].append(Positioned(TOPIC, p, len(queues[p]), event))
+    head = sum(1 for queue in queues for i in queue if i.item in first)
+    await projector.apply([i for queue in queues for i in queue if i.item in first])
+    queues = [[i for i in queue if i.item not in first] for queue in queues]
+    assert head == len(first)
+    while any(queues) or any(facts):
         batch: list[Positioned] = []
-        for queue in queues:
+        for pending in (*queues, *facts):
             take = rng.randint(0, 400)
-            batch += queue[:take]
-            del queue[:take]
-        rng.shuffle(batch)  # partitions interleave; within one, offsets order the commits
-        batch.sort(key=lambda i: (i.partition, i.offset))
+            batch += pending[:take]
+            del pending[:take]
+        batch.sort(key=lambda i: (i.partition, i.topic, i.offset))
         await projector.apply(batch)
     return store, directory
 
