@@ -35,6 +35,9 @@ app = faust.App(
     topic_partitions=settings.partitions,
     topic_allow_declare=False,  # streams.topics creates topics with our retention settings
     consumer_auto_offset_reset="earliest",
+    # A killed worker's partitions move to a live one after this long (Faust's default is 60 s).
+    broker_session_timeout=settings.session_timeout_seconds,
+    broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
     producer_acks=-1,
     producer_max_request_size=2 * 1024 * 1024,  # above the broker's 1 MiB record limit
 )

@@ -36,6 +36,7 @@ class Settings:
     max_future_seconds: int = 86_400
     ingest_batch_size: int = 1_000
     ingest_batch_seconds: float = 0.2
+    session_timeout_seconds: float = 10.0
     worker_metrics_port: int = 9466
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 inside a container
     exporter_port: int = 9467

@@ -22,6 +22,8 @@ class WorkerProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Readiness is judged on what this run writes, not on an earlier run's lines.
+        since = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"],
@@ -38,7 +40,7 @@ class WorkerProcess:
                     f"the worker exited with code {self.process.returncode}; see {self.log_path}"
                 )
             try:
-                if self.metrics().agent_starts >= 1 and b"[^Worker]: Ready" in self.log():
+                if self.metrics().agent_starts >= 1 and b"[^Worker]: Ready" in self.log()[since:]:
                     return
             except OSError:
                 pass
@@ -66,6 +68,12 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no commit, as in a crash or an OOM kill."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
 
     def stop(self) -> int | None:
         if self.process is None:
