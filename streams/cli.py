@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -131,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     produce = commands.add_parser("produce", help="publish a JSONL file to the raw topic")
     produce.add_argument("file", type=Path)
     produce.add_argument("--rate", type=_positive(float), help="records per second")
+
+    backfill = commands.add_parser("backfill", help="import a CRM export as canonical events")
+    backfill.add_argument("format", choices=["crm-opportunities"])
+    backfill.add_argument("folder", type=Path)
+    backfill.add_argument("--zone", default="UTC", help="IANA zone of the export's dates")
+    backfill.add_argument("--out", type=Path, help="write JSONL here instead of producing")
 
     watch = commands.add_parser("watch", help="show the worker's counts, live")
     watch.add_argument("--interval", type=_positive(float), default=1.0)
@@ -264,6 +271,58 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.backfill import BackfillError, crm_opportunities
+    from streams.producer import write_jsonl
+
+    if not args.folder.is_dir():
+        raise UsageError(f"{args.folder}: no such folder")
+    try:
+        ZoneInfo(args.zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"--zone {args.zone!r} is not an IANA time zone") from None
+    try:
+        events, report = crm_opportunities(args.folder, args.zone)
+    except BackfillError as exc:
+        raise UsageError(str(exc)) from None
+    if args.out:
+        write_jsonl(args.out, events)
+    else:
+        asyncio.run(_publish_backfill(settings, events))
+    for line in report.lines():
+        print(line)
+    return 0
+
+
+async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
+    """Directory first, and wait until the projections know it, then the deals."""
+    from projections.store import Store, connect
+    from streams.backfill import directory_ids
+    from streams.producer import publish
+
+    reps = directory_ids(events)
+    directory = [e for e in events if b'.upserted"' in e]
+    deals = [e for e in events if b'.upserted"' not in e]
+    await publish(settings.bootstrap, settings.raw_topic, directory)
+    client = connect(settings.redis)
+    try:
+        store = Store(client, settings.namespace)
+        deadline = time.monotonic() + 120
+        while True:
+            view = await store.directory(range(settings.partitions), settings.org_timezone, {})
+            if all(view.team_of(rep, 2**62) != "unassigned" for rep in reps):
+                break
+            if time.monotonic() > deadline:
+                raise UsageError(
+                    "the directory was not projected within 120 s: is a worker "
+                    "running (`salespulse worker`)?"
+                )
+            await asyncio.sleep(0.5)
+    finally:
+        await client.aclose()
+    await publish(settings.bootstrap, settings.raw_topic, deals)
+
+
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     from streams.watch import watch
 
@@ -291,6 +350,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "worker": cmd_worker,
     "simulate": cmd_simulate,
     "produce": cmd_produce,
+    "backfill": cmd_backfill,
     "watch": cmd_watch,
     "kpis": cmd_kpis,
     "demo": cmd_demo,
