@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # untouched-lead sets, and move the checkpoints. Returns {1} or {0, topic, actual} when
 # another writer moved a checkpoint first.
 COMMIT_LUA = """
+if redis.call('HEXISTS', KEYS[1], '!frozen') == 1 then return {0, '!frozen', ''} end
 local p = cjson.decode(ARGV[1])
 for _, c in ipairs(p.c) do
   local current = redis.call('HGET', KEYS[1], c[1]) or ''
@@ -75,8 +76,16 @@ def connect(url: str) -> aioredis.Redis:
     )
 
 
+# A field of the checkpoint hash: the generation is being replaced (see namespaces.py).
+FROZEN = "!frozen"
+
+
 class CheckpointMoved(RuntimeError):
     """Another writer committed this partition since the batch was planned."""
+
+
+class NamespaceFrozen(RuntimeError):
+    """A rebuild froze this generation: wait for the switch, then write to the new one."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,7 @@ class Store:
     async def checkpoints(self, partition: int) -> dict[str, int]:
         """The last applied offset of each topic of a partition."""
         stored = await self.client.hgetall(self.keys.checkpoint(partition))
-        return {topic: int(offset) for topic, offset in _text(stored).items()}
+        return {t: int(offset) for t, offset in _text(stored).items() if t != FROZEN}
 
     async def load(
         self, partition: int, entities: Iterable[EntityKey]
@@ -177,6 +186,8 @@ class Store:
             }
         )
         result = await self._commit(keys=keys, args=[payload])
+        if not result[0] and _str(result[1]) == FROZEN:
+            raise NamespaceFrozen(f"{self.keys.namespace} is frozen for a rebuild")
         if not result[0]:
             raise CheckpointMoved(
                 f"partition {partition}: checkpoint of {result[1]!r} moved to {result[2]!r}"

@@ -16,11 +16,11 @@ import faust
 from faust.types import EventT
 
 from projections.facts import LeadFact
-from projections.store import Store, connect
+from projections.store import connect
 from projections.validation import Limits, Rejection, parse_event
 from streams import metrics
 from streams.ingest import Accepted, route
-from streams.projector import Positioned, Projector
+from streams.projector import LiveProjector, Positioned
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,11 +120,13 @@ _newest_applied_ms = 0
 @app.agent(projection_topics, concurrency=1)
 async def project(stream: faust.StreamT[bytes]) -> None:
     """Apply canonical events to the Redis projections, one atomic commit per partition batch."""
-    store = Store(connect(settings.redis), settings.namespace)
-    directory = await store.directory(
-        range(settings.partitions), settings.org_timezone, queue_teams={}
+    projector = LiveProjector(
+        connect(settings.redis),
+        settings.topic_prefix,
+        settings.partitions,
+        settings.rules,
+        publish_facts,
     )
-    projector = Projector(store, directory, settings.rules, publish_facts)
     assert isinstance(stream, faust.Stream)  # StreamT's stubs lack take_events
     async for batch in stream.take_events(
         settings.projection_batch_size, within=settings.projection_batch_seconds
@@ -142,7 +144,7 @@ async def publish_facts(facts: Sequence[LeadFact]) -> None:
     await asyncio.gather(*sends)
 
 
-async def project_batch(projector: Projector, batch: Sequence[EventT]) -> None:
+async def project_batch(projector: LiveProjector, batch: Sequence[EventT]) -> None:
     started = time.perf_counter()
     now_ms = time.time_ns() // 1_000_000
     positioned = []

@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--zone", default="UTC", help="IANA zone of the export's dates")
     backfill.add_argument("--out", type=Path, help="write JSONL here instead of producing")
 
+    commands.add_parser(
+        "rebuild", help="replay the log into a new generation of the projections, then switch"
+    )
+
     watch = commands.add_parser("watch", help="show the worker's counts, live")
     watch.add_argument("--interval", type=_positive(float), default=1.0)
     watch.add_argument("--once", action="store_true", help="print one table and exit")
@@ -296,6 +300,7 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
     """Directory first, and wait until the projections know it, then the deals."""
+    from projections.namespaces import current_namespace
     from projections.store import Store, connect
     from streams.backfill import directory_ids
     from streams.producer import publish
@@ -306,7 +311,7 @@ async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
     await publish(settings.bootstrap, settings.raw_topic, directory)
     client = connect(settings.redis)
     try:
-        store = Store(client, settings.namespace)
+        store = Store(client, await current_namespace(client, settings.topic_prefix))
         deadline = time.monotonic() + 120
         while True:
             view = await store.directory(range(settings.partitions), settings.org_timezone, {})
@@ -321,6 +326,18 @@ async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
     finally:
         await client.aclose()
     await publish(settings.bootstrap, settings.raw_topic, deals)
+
+
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.rebuild import rebuild
+
+    report = asyncio.run(rebuild(settings))
+    print(
+        f"rebuilt {report.old} -> {report.new}: {report.records:,} records replayed in "
+        f"{report.seconds:.1f}s ({report.rate:,.0f}/s); readers switched; "
+        f"{report.dropped_keys:,} keys of {report.old} deleted"
+    )
+    return 0
 
 
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
@@ -351,6 +368,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "simulate": cmd_simulate,
     "produce": cmd_produce,
     "backfill": cmd_backfill,
+    "rebuild": cmd_rebuild,
     "watch": cmd_watch,
     "kpis": cmd_kpis,
     "demo": cmd_demo,

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from projections.catalogue import Figure, Result
+from projections.namespaces import current_namespace
 from projections.read import Answer, read_kpis
 from projections.store import Store, connect
 from streams.settings import Settings
@@ -24,7 +25,7 @@ def figures_json(result: Result) -> Any:
 async def _read(settings: Settings, scope: str, scope_id: str, window: str, as_of: int) -> Answer:
     client = connect(settings.redis)
     try:
-        store = Store(client, settings.namespace)
+        store = Store(client, await current_namespace(client, settings.topic_prefix))
         partitions = range(settings.partitions)
         directory = await store.directory(partitions, settings.org_timezone, queue_teams={})
         return await read_kpis(store, partitions, directory, scope, scope_id, window, as_of)

@@ -11,16 +11,20 @@ only republishes facts with the same ids, which the leads ignore.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
+
 from projections.contributions import Rules
 from projections.engine import DirectoryView, key_of, plan_batch
 from projections.events import Event
 from projections.facts import LeadFact
-from projections.store import CheckpointMoved, Store
+from projections.namespaces import current_namespace
+from projections.store import CheckpointMoved, NamespaceFrozen, Store
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +102,45 @@ class Projector:
         outcome.facts_published += len(plan.facts)
         outcome.facts_applied += plan.facts_applied
         outcome.facts_duplicate += plan.facts_duplicate
+
+
+class LiveProjector:
+    """The worker's projector: writes to the live generation, follows a rebuild's switch."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        partitions: int,
+        rules: Rules,
+        publish_facts: PublishFacts,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.partitions = partitions
+        self.rules = rules
+        self.publish_facts = publish_facts
+        self.namespace = ""
+        self._projector: Projector | None = None
+
+    async def _open(self, namespace: str) -> Projector:
+        store = Store(self.client, namespace)
+        directory = await store.directory(range(self.partitions), self.rules.org_zone, {})
+        self.namespace = namespace
+        self._projector = Projector(store, directory, self.rules, self.publish_facts)
+        log.info("projecting into %s", namespace)
+        return self._projector
+
+    async def apply(self, batch: Sequence[Positioned]) -> Outcome:
+        projector = self._projector or await self._open(
+            await current_namespace(self.client, self.prefix)
+        )
+        while True:
+            try:
+                return await projector.apply(batch)
+            except NamespaceFrozen:
+                frozen = self.namespace
+                log.info("%s is frozen for a rebuild; waiting for the switch", frozen)
+                while (live := await current_namespace(self.client, self.prefix)) == frozen:
+                    await asyncio.sleep(0.1)
+                projector = await self._open(live)

@@ -72,11 +72,6 @@ class Settings:
         return f"{self.topic_prefix}.events.dlq"
 
     @property
-    def namespace(self) -> str:
-        """The Redis key namespace of the projections (one generation; see docs)."""
-        return f"{self.topic_prefix}:g1"
-
-    @property
     def rules(self) -> Rules:
         return Rules(org_zone=self.org_timezone, service_level_seconds=self.service_level_seconds)
 

@@ -1,4 +1,4 @@
-"""Read whole topics back for assertions: every record, with its partition, offset and headers."""
+"""Kafka helpers for tests: read whole topics back; tell when the engine has caught up."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from projections.store import Store
+from streams.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -56,3 +60,35 @@ async def read_topic(
         return records
     finally:
         await consumer.stop()
+
+
+async def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def caught_up(settings: Settings, store: Store) -> bool:
+    """Ingest has committed the whole raw topic; projections have checkpointed both topics."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(f"{settings.topic_prefix}-ingest")
+    finally:
+        await admin.close()
+    raw_ends = await _end_offsets(settings, settings.raw_topic)
+    for partition, end in raw_ends.items():
+        meta = committed.get(TopicPartition(settings.raw_topic, partition))
+        if end and (meta is None or meta.offset < end):
+            return False
+    for topic in (settings.events_topic, settings.facts_topic):
+        for partition, end in (await _end_offsets(settings, topic)).items():
+            done = (await store.checkpoints(partition)).get(topic, -1)
+            if end and done < end - 1:
+                return False
+    return True

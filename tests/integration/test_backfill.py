@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from projections.catalogue import Figure
+from projections.namespaces import current_namespace
 from projections.read import read_kpis
 from projections.store import Store, connect
 from projections.windows import WINDOWS
@@ -25,6 +24,7 @@ from simulator.org import build_org
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
+from tests.kafka_reader import caught_up
 from tests.oracle import Oracle
 
 pytestmark = pytest.mark.integration
@@ -42,38 +42,6 @@ def _figures(result: object) -> object:
         }
     assert isinstance(result, dict)
     return {label: _figures(figure) for label, figure in result.items()}
-
-
-async def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        ends = await consumer.end_offsets(tps)
-        return {tp.partition: offset for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()
-
-
-async def _caught_up(settings: Settings, store: Store) -> bool:
-    """Ingest has committed the whole raw topic; projections have checkpointed both topics."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(f"{settings.topic_prefix}-ingest")
-    finally:
-        await admin.close()
-    raw_ends = await _end_offsets(settings, settings.raw_topic)
-    for partition, end in raw_ends.items():
-        meta = committed.get(TopicPartition(settings.raw_topic, partition))
-        if end and (meta is None or meta.offset < end):
-            return False
-    for topic in (settings.events_topic, settings.facts_topic):
-        for partition, end in (await _end_offsets(settings, topic)).items():
-            done = (await store.checkpoints(partition)).get(topic, -1)
-            if end and done < end - 1:
-                return False
-    return True
 
 
 async def test_five_sigkills_lose_nothing_and_count_nothing_twice(
@@ -102,14 +70,14 @@ async def test_five_sigkills_lose_nothing_and_count_nothing_twice(
     rest = [r.value for r, is_first in zip(records, first, strict=True) if not is_first]
 
     client = connect(settings.redis)
-    store = Store(client, settings.namespace)
+    store = Store(client, await current_namespace(client, settings.topic_prefix))
     rng = random.Random(17)
     worker = WorkerProcess(env, tmp_path / "worker.log")
     started = time.monotonic()
     try:
         worker.start()
         await publish(settings.bootstrap, settings.raw_topic, directory)
-        while not await _caught_up(settings, store):
+        while not await caught_up(settings, store):
             await asyncio.sleep(0.5)
         producing = asyncio.create_task(
             publish(settings.bootstrap, settings.raw_topic, rest, rate=20_000)
@@ -123,7 +91,7 @@ async def test_five_sigkills_lose_nothing_and_count_nothing_twice(
             recoveries.append(time.monotonic() - restarted)
         await producing
         deadline = time.monotonic() + 600
-        while not await _caught_up(settings, store):
+        while not await caught_up(settings, store):
             assert time.monotonic() < deadline, "the worker did not catch up within 10 minutes"
             await asyncio.sleep(1.0)
         print(

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from projections.catalogue import Figure
+from projections.namespaces import current_namespace
 from projections.read import read_kpis
 from projections.store import Store, connect
 from projections.windows import WINDOWS
@@ -118,7 +119,7 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
             ("queue", org.teams[0].queue_id),
         ]
         client = connect(settings.redis)
-        store = Store(client, settings.namespace)
+        store = Store(client, await current_namespace(client, settings.topic_prefix))
         partitions = range(settings.partitions)
         view = await store.directory(partitions, settings.org_timezone, {})
         for scope, scope_id in scopes:

@@ -34,7 +34,7 @@ def test_real_export_maps_to_valid_events_and_reports_the_rest() -> None:
 
 
 def test_a_missing_file_or_column_is_named(tmp_path: Path) -> None:
-    with pytest.raises(BackfillError, match="sales_pipeline.csv: no such file"):
+    with pytest.raises(BackfillError, match=r"sales_pipeline\.csv: no such file"):
         crm_opportunities(tmp_path, "UTC")
     (tmp_path / "sales_pipeline.csv").write_text("opportunity_id,sales_agent\nX,Y\n")
     with pytest.raises(BackfillError, match="missing column"):

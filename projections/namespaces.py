@@ -1,0 +1,63 @@
+"""Namespace generations of the projections, and the switch from one to the next.
+
+Readers and writers find the live generation in ``<prefix>:current``
+(``<prefix>:g1`` when nothing was ever switched). A rebuild fills
+``<prefix>:g<N+1>`` from the log, *freezes* the live generation (a flag in each
+partition's checkpoint hash, which the commit script refuses to write past),
+catches up with the frozen checkpoints, points ``current`` at the new
+generation and deletes the old one. Writers that meet the freeze wait for the
+switch and continue in the new generation from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import redis.asyncio as aioredis
+
+from projections.store import FROZEN, Keys
+
+
+def pointer(prefix: str) -> str:
+    return f"{prefix}:current"
+
+
+async def current_namespace(client: aioredis.Redis, prefix: str) -> str:
+    """The live generation; the first one is created on first use."""
+    await client.set(pointer(prefix), f"{prefix}:g1", nx=True)
+    value = await client.get(pointer(prefix))
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def next_generation(namespace: str) -> str:
+    match = re.fullmatch(r"(.*):g(\d+)", namespace)
+    if match is None:
+        raise ValueError(f"not a generation name: {namespace!r}")
+    return f"{match.group(1)}:g{int(match.group(2)) + 1}"
+
+
+async def freeze(client: aioredis.Redis, namespace: str, partitions: Iterable[int]) -> None:
+    keys = Keys(namespace)
+    async with client.pipeline(transaction=False) as pipe:
+        for partition in partitions:
+            pipe.hset(keys.checkpoint(partition), FROZEN, "1")
+        await pipe.execute()
+
+
+async def switch(client: aioredis.Redis, prefix: str, namespace: str) -> None:
+    await client.set(pointer(prefix), namespace)
+
+
+async def drop(client: aioredis.Redis, namespace: str) -> int:
+    """Delete every key of a generation; returns how many."""
+    deleted = 0
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=f"{{{namespace}:p*", count=1_000):
+        batch.append(key)
+        if len(batch) >= 1_000:
+            deleted += await client.unlink(*batch)
+            batch.clear()
+    if batch:
+        deleted += await client.unlink(*batch)
+    return deleted
