@@ -34,9 +34,10 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -m "integration or e2e"
 
-## bench: ingest throughput of one worker on the local stack (prints a table)
+## bench: ingest and projection throughput, Redis footprint, on the local stack
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ingest
+	$(BIN)/python -m benchmarks.projection
 
 up: $(STAMP)
 	$(BIN)/salespulse stack up

@@ -27,7 +27,7 @@ from streams.topics import ensure_topics, topic_configs
 from streams.worker_process import WorkerProcess
 
 
-async def _delete_topics(settings: Settings) -> None:
+async def delete_topics(settings: Settings) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
     await admin.start()
     try:
@@ -83,7 +83,7 @@ def main() -> None:
         rss = worker.peak_rss_bytes()
     finally:
         worker.stop()
-        asyncio.run(_delete_topics(settings))
+        asyncio.run(delete_topics(settings))
 
     print(f"{'records':<34}{args.count:>14,}")
     print(f"{'producer (acks=all, idempotent)':<34}{args.count / produce_s:>14,.0f} records/s")

@@ -82,6 +82,7 @@ KPIS: dict[str, Callable[[Sums], Result]] = {
     "leads_followed_up_ratio": ratio("followed_up", "leads"),
     "lead_to_opportunity_ratio": ratio("converted_leads", "leads"),
     "lead_origin_share": labelled("leads|origin=", "leads"),
+    "lead_source_share": labelled("leads|source=", "leads"),
     "lead_stage_share": labelled("stage|", "open_leads"),
     "response_sentiment_ratio": labelled("responses|sentiment=", "responses"),
     "activities": activities,

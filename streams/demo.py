@@ -9,6 +9,7 @@ import time
 
 from simulator.log import SimConfig, simulate
 from stack.servers import StackError, servers
+from streams.kpis_command import show_kpis
 from streams.producer import publish
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -61,6 +62,13 @@ def run_demo(settings: Settings, *, count: int, rate: float) -> int:
             print(clear + render(snap, speed), flush=True)
             if not producer.is_alive() and snap.records - baseline >= count:
                 break
+        print("\n== KPIs: org, today ==", flush=True)
+        deadline = time.monotonic() + 60
+        while sum(worker.metrics().projected.values()) < count - sum(tally.invalid.values()):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        show_kpis(settings, "org", "", "today", time.time_ns() // 1_000_000, as_json=False)
         print(
             f"\nall {count:,} records ingested; the generator made "
             f"{sum(tally.invalid.values()):,} invalid and "
@@ -70,6 +78,7 @@ def run_demo(settings: Settings, *, count: int, rate: float) -> int:
             f"Prometheus: http://127.0.0.1:{settings.prometheus_port}  "
             f"worker metrics: {worker.metrics_url}"
         )
+        print("More: salespulse kpis --scope team --id emea --window week   (or --json)")
         print("The servers keep running: `make down` (salespulse stack down) stops them.")
         return 0
     finally:

@@ -44,6 +44,7 @@ class Settings:
     # Projections. Changing a rule changes what a KPI means: rebuild after changing it.
     org_timezone: str = "UTC"
     service_level_seconds: int = 20
+    follow_up_hours: int = 24
     projection_batch_size: int = 2_000
     projection_batch_seconds: float = 0.2
 
@@ -73,7 +74,11 @@ class Settings:
 
     @property
     def rules(self) -> Rules:
-        return Rules(org_zone=self.org_timezone, service_level_seconds=self.service_level_seconds)
+        return Rules(
+            org_zone=self.org_timezone,
+            service_level_seconds=self.service_level_seconds,
+            follow_up_hours=self.follow_up_hours,
+        )
 
     @property
     def limits(self) -> Limits:

@@ -71,6 +71,7 @@ WITH created AS (
     SELECT lead_id, arg_max(t_ms, (t_ms, event_id)) AS t_ms,
            arg_max(rep_id, (t_ms, event_id)) AS rep,
            arg_max(origin, (t_ms, event_id)) AS origin,
+           arg_max(lead_source, (t_ms, event_id)) AS source,
            arg_max(campaign_id, (t_ms, event_id)) AS campaign
     FROM ev WHERE type = 'lead.created' GROUP BY lead_id),
 owner AS (
@@ -141,6 +142,7 @@ WHERE rep IS NOT NULL AND rep <> ''
 CREDITED = [
     # what, t_ms, rep, team, label, v, w
     "SELECT 'lead' AS what, t_ms, rep, team, origin AS label, 1 AS v, 0 AS w FROM leads",
+    "SELECT 'lead_source', t_ms, rep, team, source, 1, 0 FROM leads",
     "SELECT 'stl', t_ms, rep, team, NULL, greatest(0, first_touch - t_ms), "
     "CASE WHEN first_touch - t_ms <= 24 * 3600 * 1000 THEN 1 ELSE 0 END "
     "FROM leads WHERE first_touch IS NOT NULL",
@@ -259,6 +261,7 @@ class Oracle:
                 n["inbound#in_sl"] = n.get("inbound#in_sl", 0) + in_sl
         g = n.get
         leads = g("lead", 0)
+        sources = {k.split(":", 1)[1]: v for k, v in n.items() if k.startswith("lead_source:")}
         won, lost = g("closed:won", 0), g("closed:lost", 0)
         revenue = self._won_revenue(scope, scope_id, where, params)
         held, no_show = g("meeting:meeting.held", 0), g("meeting:meeting.no_show", 0)
@@ -280,6 +283,9 @@ class Oracle:
                 o: _ratio(g(f"lead:{o}", 0), leads)
                 for o in ("marketing", "sales")
                 if g(f"lead:{o}", 0)
+            },
+            "lead_source_share": {
+                source: _ratio(n, leads) for source, n in sorted(sources.items())
             },
             "lead_stage_share": self._stage_share(scope, scope_id),
             "response_sentiment_ratio": {
