@@ -33,6 +33,8 @@ class Rules:
     org_zone: str = "UTC"
     service_level_seconds: int = 20
     follow_up_hours: int = 24
+    # Contact-centre queue -> team; a queue not listed credits the answering rep's team.
+    queue_teams: tuple[tuple[str, str], ...] = ()
 
 
 def histogram_label(value_s: float, bounds: tuple[int, ...]) -> str:

@@ -27,14 +27,9 @@ GAUGE_BUCKET = "G"
 class DirectoryView:
     """The directory from rep and team records; implements entities.Directory."""
 
-    def __init__(
-        self,
-        records: Mapping[EntityKey, Record],
-        org_zone: str,
-        queue_teams: Mapping[str, str] | None = None,
-    ) -> None:
-        self.org_zone = org_zone
-        self.queue_teams = dict(queue_teams or {})
+    def __init__(self, records: Mapping[EntityKey, Record], rules: Rules) -> None:
+        self.org_zone = rules.org_zone
+        self.queue_teams = dict(rules.queue_teams)
         self._reps: dict[str, list[tuple[int, str, str]]] = {}
         self._zones: dict[str, str] = {}
         for key, record in records.items():

@@ -27,6 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
+from projections.contributions import Rules
 from projections.engine import (
     GAUGE_BUCKET,
     AggregateKey,
@@ -193,9 +194,7 @@ class Store:
                 f"partition {partition}: checkpoint of {result[1]!r} moved to {result[2]!r}"
             )
 
-    async def directory(
-        self, partitions: Sequence[int], org_zone: str, queue_teams: Mapping[str, str]
-    ) -> DirectoryView:
+    async def directory(self, partitions: Sequence[int], rules: Rules) -> DirectoryView:
         async with self.client.pipeline(transaction=False) as pipe:
             for partition in partitions:
                 pipe.smembers(self.keys.directory(partition))
@@ -210,7 +209,7 @@ class Store:
                 pipe.hgetall(self.keys.entity(partition, key))
             found = await pipe.execute()
         records = {key: _text(raw) for (_, key), raw in zip(wanted, found, strict=True)}
-        return DirectoryView(records, org_zone, queue_teams)
+        return DirectoryView(records, rules)
 
     async def oldest_untouched(
         self, partitions: Sequence[int], scope: str, scope_id: str

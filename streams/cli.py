@@ -314,7 +314,7 @@ async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
         store = Store(client, await current_namespace(client, settings.topic_prefix))
         deadline = time.monotonic() + 120
         while True:
-            view = await store.directory(range(settings.partitions), settings.org_timezone, {})
+            view = await store.directory(range(settings.partitions), settings.rules)
             if all(view.team_of(rep, 2**62) != "unassigned" for rep in reps):
                 break
             if time.monotonic() > deadline:

@@ -27,7 +27,7 @@ async def _read(settings: Settings, scope: str, scope_id: str, window: str, as_o
     try:
         store = Store(client, await current_namespace(client, settings.topic_prefix))
         partitions = range(settings.partitions)
-        directory = await store.directory(partitions, settings.org_timezone, queue_teams={})
+        directory = await store.directory(partitions, settings.rules)
         return await read_kpis(store, partitions, directory, scope, scope_id, window, as_of)
     finally:
         await client.aclose()

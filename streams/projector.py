@@ -125,7 +125,7 @@ class LiveProjector:
 
     async def _open(self, namespace: str) -> Projector:
         store = Store(self.client, namespace)
-        directory = await store.directory(range(self.partitions), self.rules.org_zone, {})
+        directory = await store.directory(range(self.partitions), self.rules)
         self.namespace = namespace
         self._projector = Projector(store, directory, self.rules, self.publish_facts)
         log.info("projecting into %s", namespace)

@@ -138,7 +138,7 @@ async def rebuild(settings: Settings) -> RebuildReport:
         new = next_generation(old)
         await drop(client, new)  # what an interrupted rebuild left behind
         store = Store(client, new)
-        directory = DirectoryView({}, settings.org_timezone)
+        directory = DirectoryView({}, settings.rules)
 
         async def publish_facts(facts: Sequence[LeadFact]) -> None:
             sends = [

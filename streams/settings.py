@@ -45,6 +45,7 @@ class Settings:
     org_timezone: str = "UTC"
     service_level_seconds: int = 20
     follow_up_hours: int = 24
+    queue_teams: str = ""  # "queue=team,queue=team": contact-centre queues by team
     projection_batch_size: int = 2_000
     projection_batch_seconds: float = 0.2
 
@@ -78,7 +79,13 @@ class Settings:
             org_zone=self.org_timezone,
             service_level_seconds=self.service_level_seconds,
             follow_up_hours=self.follow_up_hours,
+            queue_teams=self.queue_team_pairs,
         )
+
+    @property
+    def queue_team_pairs(self) -> tuple[tuple[str, str], ...]:
+        pairs = [item.split("=", 1) for item in self.queue_teams.split(",") if item.strip()]
+        return tuple((queue.strip(), team.strip()) for queue, team in pairs)
 
     @property
     def limits(self) -> Limits:
@@ -126,6 +133,12 @@ class Settings:
             raise SettingsError(
                 f"SALESPULSE_ORG_TIMEZONE={self.org_timezone!r} is not an IANA time zone"
             )
+        for item in filter(str.strip, self.queue_teams.split(",")):
+            queue, _, team = item.partition("=")
+            if not queue.strip() or not team.strip():
+                raise SettingsError(
+                    f"SALESPULSE_QUEUE_TEAMS: {item!r} is not queue=team (e.g. q-emea=emea)"
+                )
         if self.partitions < 1:
             raise SettingsError(f"SALESPULSE_PARTITIONS must be at least 1, not {self.partitions}")
         if self.ingest_batch_size < 1:

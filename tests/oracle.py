@@ -169,7 +169,9 @@ SELECT call_id, s_at AS t_ms, queue, a_rep AS rep, a_at IS NOT NULL AS answered,
        e_at IS NOT NULL AS ended, greatest(0, a_at - s_at) AS wait,
        CASE WHEN a_at IS NOT NULL AND e_at IS NOT NULL
             THEN COALESCE(talk, greatest(0, e_at - a_at)) END AS handle,
-       CASE WHEN a_at IS NOT NULL THEN credit_team(a_rep, a_at) ELSE 'unassigned' END AS team
+       COALESCE((SELECT q.team FROM queue_team q WHERE q.queue = calls.queue),
+                CASE WHEN a_at IS NOT NULL THEN credit_team(a_rep, a_at) END,
+                'unassigned') AS team
 FROM calls WHERE s_at IS NOT NULL AND direction = 'inbound' AND queue IS NOT NULL;
 INSERT INTO facts
 WITH base AS (SELECT 'inbound' AS what, t_ms, rep, team, queue,
@@ -210,8 +212,17 @@ def _ratio(top: int, bottom: int, scale: float = 1.0) -> dict[str, Any]:
 
 
 class Oracle:
-    def __init__(self, log: Path, org_zone: str = "UTC", service_level_seconds: int = 20) -> None:
+    def __init__(
+        self,
+        log: Path,
+        org_zone: str = "UTC",
+        service_level_seconds: int = 20,
+        queue_teams: dict[str, str] | None = None,
+    ) -> None:
         self.db = duckdb.connect()
+        self.db.execute("CREATE TABLE queue_team (queue VARCHAR, team VARCHAR)")
+        for queue, team in (queue_teams or {}).items():
+            self.db.execute("INSERT INTO queue_team VALUES (?, ?)", [queue, team])
         self.sl_ms = service_level_seconds * 1000
         self.db.execute(f"SET VARIABLE org_zone = '{org_zone}'")
         self.db.execute("SET TimeZone = 'UTC'")

@@ -109,7 +109,7 @@ async def test_five_sigkills_lose_nothing_and_count_nothing_twice(
             ("queue", org.teams[1].queue_id),
         ]
         partitions = range(settings.partitions)
-        view = await store.directory(partitions, settings.org_timezone, {})
+        view = await store.directory(partitions, settings.rules)
         for scope, scope_id in scopes:
             for window in WINDOWS:
                 answer = await read_kpis(store, partitions, view, scope, scope_id, window, end_ms)

@@ -121,7 +121,7 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
         client = connect(settings.redis)
         store = Store(client, await current_namespace(client, settings.topic_prefix))
         partitions = range(settings.partitions)
-        view = await store.directory(partitions, settings.org_timezone, {})
+        view = await store.directory(partitions, settings.rules)
         for scope, scope_id in scopes:
             for window in WINDOWS:
                 answer = await read_kpis(store, partitions, view, scope, scope_id, window, end_ms)

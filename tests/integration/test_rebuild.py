@@ -70,7 +70,7 @@ async def test_rebuild_during_live_traffic(stack_env: dict[str, str], tmp_path: 
         while reading:
             namespace = await current_namespace(client, settings.topic_prefix)
             store = Store(client, namespace)
-            view = await store.directory(partitions, settings.org_timezone, {})
+            view = await store.directory(partitions, settings.rules)
             answer = await read_kpis(store, partitions, view, "org", "", "all", end_ms)
             leads = answer.kpis["leads_created"]
             assert isinstance(leads, Figure)
@@ -115,7 +115,7 @@ async def test_rebuild_during_live_traffic(stack_env: dict[str, str], tmp_path: 
 
         oracle = Oracle(log)
         store = Store(client, live)
-        view = await store.directory(partitions, settings.org_timezone, {})
+        view = await store.directory(partitions, settings.rules)
         org = build_org(4, 8, 6)
         for scope, scope_id in [
             ("org", ""),

@@ -80,7 +80,7 @@ CLOSES = [
 
 
 def directory() -> DirectoryView:
-    view = DirectoryView({}, "UTC")
+    view = DirectoryView({}, Rules())
     plan_batch({}, DIRECTORY, view, Rules())
     return view
 
@@ -118,7 +118,7 @@ def test_the_first_answer_of_a_call_counts() -> None:
 
 def test_an_unknown_rep_counts_under_unassigned() -> None:
     record: dict[str, str] = {}
-    apply(record, CLOSES[1], DirectoryView({}, "UTC"))
+    apply(record, CLOSES[1], DirectoryView({}, Rules()))
     assert record["x_team"] == "unassigned|UTC"
 
 

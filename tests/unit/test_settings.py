@@ -31,6 +31,8 @@ def test_environment_overrides_and_prefix() -> None:
     assert settings.dlq_topic == "acme.events.dlq"
     assert settings.limits.max_event_bytes == 1024
     assert settings.ingest_batch_seconds == 0.5
+    mapped = Settings.from_env({"SALESPULSE_QUEUE_TEAMS": "q-emea=emea, q-apac = apac"})
+    assert mapped.rules.queue_teams == (("q-emea", "emea"), ("q-apac", "apac"))
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,7 @@ def test_environment_overrides_and_prefix() -> None:
         ({"SALESPULSE_MAX_EVENT_BYTES": "10"}, "at least 256"),
         ({"SALESPULSE_INGEST_BATCH_SECONDS": "soon"}, "not a valid float"),
         ({"SALESPULSE_LOG_LEVEL": "loud"}, "use debug, info"),
+        ({"SALESPULSE_QUEUE_TEAMS": "q1=emea,q2"}, "'q2' is not queue=team"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
