@@ -7,6 +7,7 @@ Key layout (``ns`` is the namespace generation, e.g. ``salespulse:g1``):
   (a hash of base fields, integers);
 * ``{ns:pN}:ckpt``: the last applied offset per topic of partition N;
 * ``{ns:pN}:dir``: the rep and team records of partition N (a set of ``kind:id``);
+* ``{ns:pN}:scopes``: every ``scope:id`` partition N has aggregates for (exporters list them);
 * ``{ns:pN}:u:<scope>:<id>``: partition N's open, untouched leads of a scope (a sorted
   set scored by creation time), for the age of the oldest one.
 
@@ -108,6 +109,9 @@ class Keys:
     def directory(self, partition: int) -> str:
         return f"{self.tag(partition)}:dir"
 
+    def scopes(self, partition: int) -> str:
+        return f"{self.tag(partition)}:scopes"
+
     def untouched(self, partition: int, scope: tuple[str, str]) -> str:
         return f"{self.tag(partition)}:u:{scope[0]}:{scope[1]}"
 
@@ -155,6 +159,8 @@ class Store:
                 members.append([ref(self.keys.directory(partition)), f"{entity[0]}:{entity[1]}"])
         deltas: list[list[object]] = []
         ttls: list[list[int]] = []
+        scopes = {(a[0], a[1]) for a in plan.deltas if a[0] != "org"}
+        members += [[ref(self.keys.scopes(partition)), f"{s}:{i}"] for s, i in sorted(scopes)]
         for aggregate, fields in plan.deltas.items():
             key = ref(self.keys.aggregate(partition, aggregate))
             deltas.extend([key, name, str(value)] for name, value in fields.items())
@@ -212,33 +218,59 @@ class Store:
         return DirectoryView(records, rules)
 
     async def oldest_untouched(
-        self, partitions: Sequence[int], scope: str, scope_id: str
-    ) -> int | None:
-        """Creation time (ms) of the oldest open, untouched lead of a scope, if any."""
+        self, partitions: Sequence[int], scopes: Sequence[tuple[str, str]]
+    ) -> list[int | None]:
+        """Creation time (ms) of each scope's oldest open, untouched lead, if any."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for scope in scopes:
+                for partition in partitions:
+                    pipe.zrange(self.keys.untouched(partition, scope), 0, 0, withscores=True)
+            found = iter(await pipe.execute())
+        out: list[int | None] = []
+        for _ in scopes:
+            scores = [int(s) for _ in partitions for _, s in next(found)]
+            out.append(min(scores) if scores else None)
+        return out
+
+    async def scopes(self, partitions: Sequence[int]) -> set[tuple[str, str]]:
+        """Every (scope, id) with aggregates, beside the org."""
         async with self.client.pipeline(transaction=False) as pipe:
             for partition in partitions:
-                pipe.zrange(
-                    self.keys.untouched(partition, (scope, scope_id)), 0, 0, withscores=True
-                )
+                pipe.smembers(self.keys.scopes(partition))
             found = await pipe.execute()
-        scores = [int(score) for rows in found for _, score in rows]
-        return min(scores) if scores else None
+        out = set()
+        for members in found:
+            for member in members:
+                scope, _, ident = _str(member).partition(":")
+                out.add((scope, ident))
+        return out
 
     async def sums(
         self, partitions: Sequence[int], scope: str, scope_id: str, bucket_ids: Sequence[str]
     ) -> dict[str, int]:
         """Base fields of one scope summed over buckets and partitions."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for partition in partitions:
-                for bucket in bucket_ids:
-                    pipe.hgetall(self.keys.aggregate(partition, (scope, scope_id, bucket)))
-            found = await pipe.execute()
-        total: dict[str, int] = {}
-        for raw in found:
-            for name, value in raw.items():
-                field = name.decode()
-                total[field] = total.get(field, 0) + int(value)
+        (total,) = await self.sums_many(partitions, [(scope, scope_id, tuple(bucket_ids))])
         return total
+
+    async def sums_many(
+        self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]
+    ) -> list[dict[str, int]]:
+        """``sums`` for many (scope, id, buckets) at once, in one pipeline."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for scope, scope_id, bucket_ids in requests:
+                for partition in partitions:
+                    for bucket in bucket_ids:
+                        pipe.hgetall(self.keys.aggregate(partition, (scope, scope_id, bucket)))
+            found = iter(await pipe.execute())
+        totals = []
+        for _scope, _id, bucket_ids in requests:
+            total: dict[str, int] = {}
+            for _ in range(len(partitions) * len(bucket_ids)):
+                for name, value in next(found).items():
+                    field = _str(name)
+                    total[field] = total.get(field, 0) + int(value)
+            totals.append(total)
+        return totals
 
 
 def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dict[str, str]:
