@@ -24,6 +24,7 @@ class Answer:
     span: WindowSpan
     zone: str
     kpis: dict[str, Result]
+    sums: dict[str, int]  # the window's base fields, for histograms
 
 
 def scope_zone(scope: str, scope_id: str, as_of_ms: int, directory: DirectoryView) -> str:
@@ -81,5 +82,5 @@ async def read_many(
         since = oldest[(scope, scope_id)]
         age = max(0, as_of_ms - since) // 1000 if since is not None else None
         kpis["oldest_untouched_lead_age_seconds"] = Figure(age, age or 0, None)
-        answers.append(Answer(scope, scope_id, span, zone, kpis))
+        answers.append(Answer(scope, scope_id, span, zone, kpis, sums))
     return answers

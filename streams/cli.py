@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "down", "status"])
 
     commands.add_parser("topics", help="create the engine's topics if they are missing")
-    commands.add_parser("worker", help="run the Faust worker (ingest agent)")
+    commands.add_parser("worker", help="run the Faust worker (ingest and projection agents)")
+    commands.add_parser("exporter", help="serve the projections as Prometheus metrics")
 
     sim = commands.add_parser("simulate", help="generate a realistic, seeded event log")
     size = sim.add_mutually_exclusive_group()
@@ -215,6 +216,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from streams.worker import run_worker
 
     return run_worker(settings)
+
+
+def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
+    from exporters.server import run_exporter
+
+    return run_exporter(settings)
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -365,6 +372,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "stack": cmd_stack,
     "topics": cmd_topics,
     "worker": cmd_worker,
+    "exporter": cmd_exporter,
     "simulate": cmd_simulate,
     "produce": cmd_produce,
     "backfill": cmd_backfill,

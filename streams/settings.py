@@ -40,6 +40,9 @@ class Settings:
     worker_metrics_port: int = 9466
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 inside a container
     exporter_port: int = 9467
+    # Cardinality bounds of the exporter: windows exported per rep, reps per team.
+    export_rep_windows: str = "today,week,month,30d"
+    export_max_reps_per_team: int = 200
     log_level: str = "info"
     # Projections. Changing a rule changes what a KPI means: rebuild after changing it.
     org_timezone: str = "UTC"

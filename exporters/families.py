@@ -1,0 +1,129 @@
+"""Prometheus metric families from KPI answers. Pure: built fresh for every scrape.
+
+Names follow Prometheus conventions: ``salespulse_`` prefix, ``_ratio`` for
+0-1 ratios, ``_seconds`` for durations, money in minor units. Ratios and
+averages also export ``_numerator`` and ``_denominator`` series so that
+Prometheus can aggregate them correctly (sum the parts, then divide). Speed to
+lead and sales cycle are real histograms. Labels: ``team``, ``rep``,
+``queue``, ``campaign`` (empty where they do not apply), ``window``, and the
+KPI's own label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from projections.catalogue import Figure
+from projections.contributions import SALES_CYCLE_BOUNDS, SPEED_TO_LEAD_BOUNDS
+from projections.read import Answer
+
+SCOPE_LABELS = ("team", "rep", "queue", "campaign", "window")
+KPI_LABEL = {
+    "lead_origin_share": "origin",
+    "lead_source_share": "source",
+    "lead_stage_share": "stage",
+    "response_sentiment_ratio": "sentiment",
+    "activities": "kind",
+}
+RATIOS = {
+    "lead_origin_share",
+    "lead_source_share",
+    "lead_stage_share",
+    "response_sentiment_ratio",
+    "leads_followed_up_ratio",
+    "lead_to_opportunity_ratio",
+    "win_rate",
+    "email_open_rate",
+    "email_click_rate",
+    "email_reply_rate",
+    "meeting_attendance_ratio",
+    "abandonment_rate",
+    "service_level_ratio",
+    "connect_rate",
+}
+# Quotients that are not 0-1 shares: exported as they are, with their parts.
+QUOTIENTS = {
+    "win_loss_ratio",
+    "average_deal_size",
+    "cost_per_lead",
+    "average_speed_of_answer_seconds",
+    "average_handle_time_seconds",
+}
+HISTOGRAMS = {
+    "speed_to_lead_seconds": ("stl", SPEED_TO_LEAD_BOUNDS),
+    "sales_cycle_seconds": ("cycle", SALES_CYCLE_BOUNDS),
+}
+UNITS = {
+    "revenue_won": "minor currency units",
+    "average_deal_size": "minor currency units",
+    "cost_per_lead": "minor currency units",
+}
+
+
+def metric_name(kpi: str) -> str:
+    if kpi in RATIOS and not kpi.endswith("_ratio"):
+        return f"salespulse_{kpi}_ratio"
+    return f"salespulse_{kpi}"
+
+
+def scope_labels(answer: Answer, rep_team: str) -> list[str]:
+    values = {"team": "", "rep": "", "queue": "", "campaign": "", "window": answer.span.window}
+    if answer.scope == "team":
+        values["team"] = answer.scope_id
+    elif answer.scope == "rep":
+        values["team"], values["rep"] = rep_team, answer.scope_id
+    elif answer.scope in ("queue", "campaign"):
+        values[answer.scope] = answer.scope_id
+    return [values[name] for name in SCOPE_LABELS]
+
+
+def families(answers: Sequence[tuple[Answer, str]]) -> Iterable[Metric]:
+    """Families for every KPI over all answers; each answer comes with its rep's team."""
+    gauges: dict[str, GaugeMetricFamily] = {}
+    histograms: dict[str, HistogramMetricFamily] = {}
+
+    def gauge(name: str, doc: str, extra: str | None) -> GaugeMetricFamily:
+        if name not in gauges:
+            labels = [*SCOPE_LABELS, *([extra] if extra else [])]
+            gauges[name] = GaugeMetricFamily(name, doc, labels=labels)
+        return gauges[name]
+
+    for answer, rep_team in answers:
+        labels = scope_labels(answer, rep_team)
+        for kpi, result in answer.kpis.items():
+            if kpi in HISTOGRAMS:
+                _histogram(histograms, kpi, answer.sums, labels)
+                continue
+            extra = KPI_LABEL.get(kpi)
+            rows = [(None, result)] if isinstance(result, Figure) else list(result.items())
+            name = metric_name(kpi)
+            doc = f"salespulse KPI {kpi}" + (f" ({UNITS[kpi]})" if kpi in UNITS else "")
+            for label, figure in rows:
+                values = [*labels, *([label] if extra and label is not None else [])]
+                if figure.value is not None:
+                    gauge(name, doc, extra).add_metric(values, float(figure.value))
+                if kpi in RATIOS or kpi in QUOTIENTS:
+                    gauge(f"{name}_numerator", f"numerator of {kpi}", extra).add_metric(
+                        values, float(figure.numerator)
+                    )
+                    gauge(f"{name}_denominator", f"denominator of {kpi}", extra).add_metric(
+                        values, float(figure.denominator or 0)
+                    )
+    return [*gauges.values(), *histograms.values()]
+
+
+def _histogram(
+    out: dict[str, HistogramMetricFamily], kpi: str, sums: Mapping[str, int], labels: list[str]
+) -> None:
+    prefix, bounds = HISTOGRAMS[kpi]
+    name = f"salespulse_{kpi}"
+    if name not in out:
+        out[name] = HistogramMetricFamily(name, f"salespulse KPI {kpi}", labels=list(SCOPE_LABELS))
+    cumulative = 0
+    buckets = []
+    for bound in (*map(str, bounds), "+Inf"):
+        cumulative += sums.get(f"{prefix}|le={bound}", 0)
+        buckets.append((bound if bound == "+Inf" else str(float(bound)), float(cumulative)))
+    out[name].add_metric(labels, buckets, sums.get(f"{prefix}_ms", 0) / 1000)

@@ -1,0 +1,110 @@
+"""``salespulse exporter``: a stateless HTTP server; its /metrics reads the projections per scrape.
+
+Nothing is cached between scrapes: every scrape resolves the live generation,
+lists the scopes, reads every (scope, window) in a few pipelines and builds
+fresh metric families. If Redis cannot be read, the scrape still answers,
+with ``salespulse_exporter_up 0`` and no KPI series (never stale values).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from exporters.families import families
+from projections.namespaces import current_namespace
+from projections.read import read_many
+from projections.store import Store, connect
+from projections.windows import WINDOWS
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _Fixed:
+    """A collector that yields families built beforehand (prometheus_client's registry API)."""
+
+    def __init__(self, built: Iterable[Metric]) -> None:
+        self.built = list(built)
+
+    def collect(self) -> Iterable[Metric]:
+        return self.built
+
+
+class Exporter:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client = connect(settings.redis)
+        rep_windows = settings.export_rep_windows.split(",")
+        self.rep_windows = [w.strip() for w in rep_windows if w.strip()]
+
+    async def kpi_families(self) -> list[Metric]:
+        s = self.settings
+        namespace = await current_namespace(self.client, s.topic_prefix)
+        store = Store(self.client, namespace)
+        partitions = range(s.partitions)
+        directory = await store.directory(partitions, s.rules)
+        scopes = sorted(await store.scopes(partitions))
+        reps_per_team: dict[str, int] = {}
+        as_of = time.time_ns() // 1_000_000
+        queries: list[tuple[str, str, str]] = [("org", "", w) for w in WINDOWS]
+        rep_team: dict[str, str] = {}
+        for scope, scope_id in scopes:
+            if scope == "rep":
+                team = directory.team_of(scope_id, as_of)
+                if reps_per_team.get(team, 0) >= s.export_max_reps_per_team:
+                    continue  # cardinality bound: the rest of this team's reps are not exported
+                reps_per_team[team] = reps_per_team.get(team, 0) + 1
+                rep_team[scope_id] = team
+                queries += [(scope, scope_id, w) for w in self.rep_windows]
+            else:
+                queries += [(scope, scope_id, w) for w in WINDOWS]
+        answers = await read_many(store, partitions, directory, queries, as_of)
+        return list(families([(a, rep_team.get(a.scope_id, "")) for a in answers]))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            built = await self.kpi_families()
+            up = 1.0
+        except (RedisError, OSError) as exc:
+            log.warning("scrape without KPIs: Redis is not readable: %r", exc)
+            built, up = [], 0.0
+        exporter_up = GaugeMetricFamily(
+            "salespulse_exporter_up", "1 if the last scrape could read the projections"
+        )
+        exporter_up.add_metric([], up)
+        duration = GaugeMetricFamily(
+            "salespulse_exporter_scrape_duration_seconds", "Time to read and render this scrape"
+        )
+        duration.add_metric([], time.perf_counter() - started)
+        body = generate_latest(_Fixed([*built, exporter_up, duration]))
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def close(self, _app: web.Application) -> None:
+        await self.client.aclose()
+
+
+def build_app(settings: Settings) -> web.Application:
+    exporter = Exporter(settings)
+    app = web.Application()
+    app.router.add_get("/metrics", exporter.metrics)
+    app.on_cleanup.append(exporter.close)
+    return app
+
+
+def run_exporter(settings: Settings) -> int:
+    web.run_app(
+        build_app(settings),
+        host=settings.metrics_host,
+        port=settings.exporter_port,
+        print=None,
+        access_log=None,
+    )
+    return 0

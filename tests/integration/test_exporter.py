@@ -1,0 +1,175 @@
+"""The exporter on the real stack: a valid exposition, scraped by the real Prometheus,
+holding the same numbers as `salespulse kpis --json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simulator.log import VALID, SimConfig, simulate
+from streams.producer import publish
+from streams.settings import Settings
+from streams.worker_process import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def exporter(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
+    env = {**stack_env, "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}"}
+    settings = Settings.from_env(env)
+    with (tmp_path / "exporter.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "exporter"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    url = f"http://127.0.0.1:{settings.exporter_port}/metrics"
+    try:
+        _wait_for(
+            lambda: urllib.request.urlopen(url, timeout=2).status == 200,
+            30,
+            "the exporter to answer",
+        )
+        yield env, url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _prometheus(settings: Settings, query: str) -> list[dict]:  # type: ignore[type-arg]
+    url = f"http://127.0.0.1:{settings.prometheus_port}/api/v1/query?" + urllib.parse.urlencode(
+        {"query": query}
+    )
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)["data"]["result"]  # type: ignore[no-any-return]
+
+
+def _kpis(env: dict[str, str], *args: str) -> dict:  # type: ignore[type-arg]
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "kpis", *args, "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+async def test_prometheus_holds_what_kpis_says(
+    exporter: tuple[dict[str, str], str], tmp_path: Path
+) -> None:
+    env, url = exporter
+    settings = Settings.from_env(env)
+    records, _ = simulate(
+        SimConfig(
+            seed=5, count=8_000, end_ms=time.time_ns() // 1_000_000, history_ms=5 * 86_400_000
+        )
+    )
+    values = [r.value for r in records if r.label == VALID]
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        worker.start()
+        directory = [v for v in values if b'.upserted"' in v]
+        await publish(settings.bootstrap, settings.raw_topic, directory)
+        _wait_for(
+            lambda: worker.metrics().projected["applied"] >= len(directory), 60, "the directory"
+        )
+        await publish(
+            settings.bootstrap, settings.raw_topic, [v for v in values if b'.upserted"' not in v]
+        )
+
+        def settled() -> bool:
+            snap = worker.metrics()
+            facts = snap.lead_facts["applied"] + snap.lead_facts["duplicate"]
+            return (
+                snap.projected["applied"] >= len(values) and facts >= snap.lead_facts["published"]
+            )
+
+        _wait_for(settled, 120, "the projections to settle")
+    finally:
+        assert worker.stop() == 0
+
+    exposition = urllib.request.urlopen(url, timeout=10).read()
+    assert b"salespulse_exporter_up 1.0" in exposition
+    assert b"salespulse_speed_to_lead_seconds_bucket{" in exposition
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=exposition, capture_output=True, check=False
+    )
+    assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
+
+    selector = 'team="{team}",rep="{rep}",queue="{queue}",campaign="",window="{window}"'
+    samples = [
+        ("salespulse_win_rate_ratio", "org", "", {}, "all", "win_rate"),
+        ("salespulse_revenue_won", "team", "emea", {"team": "emea"}, "all", "revenue_won"),
+        (
+            "salespulse_calls_offered",
+            "queue",
+            "q-apac",
+            {"queue": "q-apac"},
+            "month",
+            "calls_offered",
+        ),
+        (
+            "salespulse_service_level_ratio",
+            "team",
+            "amer-east",
+            {"team": "amer-east"},
+            "all",
+            "service_level_ratio",
+        ),
+        (
+            "salespulse_leads_created",
+            "rep",
+            "rep-emea-001",
+            {"team": "emea", "rep": "rep-emea-001"},
+            "month",
+            "leads_created",
+        ),
+    ]
+    for metric, scope, scope_id, labels, window, kpi in samples:
+        query = (
+            metric
+            + "{"
+            + selector.format(
+                team=labels.get("team", ""),
+                rep=labels.get("rep", ""),
+                queue=labels.get("queue", ""),
+                window=window,
+            )
+            + "}"
+        )
+        expected = _kpis(
+            env, "--scope", scope, *(["--id", scope_id] if scope_id else []), "--window", window
+        )[kpi]["value"]
+        _wait_for(lambda q=query: bool(_prometheus(settings, q)), 30, f"Prometheus to hold {query}")
+        (series,) = _prometheus(settings, query)
+        assert float(series["value"][1]) == pytest.approx(expected, rel=1e-12), query
