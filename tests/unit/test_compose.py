@@ -21,7 +21,9 @@ def compose() -> dict[str, Any]:
 
 
 def test_the_stack_has_every_server(compose: dict[str, Any]) -> None:
-    assert {"kafka", "redis", "prometheus", "grafana", "worker"} <= set(compose["services"])
+    assert {"kafka", "redis", "prometheus", "grafana", "worker", "exporter"} <= set(
+        compose["services"]
+    )
 
 
 def test_every_dependency_waits_for_a_health_check(compose: dict[str, Any]) -> None:
@@ -69,6 +71,8 @@ def test_prometheus_scrapes_the_worker_and_loads_the_repository_rules(
     ]
     port = compose["services"]["worker"]["environment"]["SALESPULSE_WORKER_METRICS_PORT"]
     assert f"worker:{port}" in targets
+    port = compose["services"]["exporter"]["environment"]["SALESPULSE_EXPORTER_PORT"]
+    assert f"exporter:{port}" in targets
     mounts = compose["services"]["prometheus"]["volumes"]
     assert "./exporters/rules:/etc/prometheus/rules:ro" in mounts
     assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]
