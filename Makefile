@@ -38,6 +38,7 @@ integration: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.projection
+	$(BIN)/python -m benchmarks.scrape
 
 up: $(STAMP)
 	$(BIN)/salespulse stack up

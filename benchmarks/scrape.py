@@ -1,0 +1,132 @@
+"""Exporter scrape cost at 100, 1,000 and 10,000 reps in 20 teams.
+
+    python -m benchmarks.scrape
+
+Projects a day of activity for each rep straight into Redis (through the
+projector, without Kafka), then times the exporter's read-and-build step
+(median of 3 scrapes) and counts the series it returns. Uses the local
+stack's Redis; cleans up after itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import statistics
+import time
+import uuid
+import zlib
+from collections.abc import Sequence
+
+import orjson
+
+from exporters.server import Exporter
+from projections.engine import DirectoryView
+from projections.facts import LeadFact
+from projections.namespaces import current_namespace, drop, pointer
+from projections.store import Store, connect
+from projections.validation import Rejection, parse_event
+from stack.servers import servers
+from streams.projector import Positioned, Projector
+from streams.settings import Settings
+
+TEAMS = 20
+
+
+def _events(reps: int, now_ms: int) -> list[bytes]:
+    def event(n: int, type_name: str, **fields: object) -> bytes:
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((now_ms - n * 1000) / 1000))
+        return orjson.dumps(
+            {
+                "event_id": f"b{n}-{type_name}",
+                "type": type_name,
+                "occurred_at": at,
+                "schema_version": 1,
+                **fields,
+            }
+        )
+
+    out = [
+        event(t, "team.upserted", team_id=f"team-{t}", name=f"Team {t}", timezone="Europe/Berlin")
+        for t in range(TEAMS)
+    ]
+    for r in range(reps):
+        rep, team = f"rep-{r}", f"team-{r % TEAMS}"
+        out.append(event(r, "rep.upserted", rep_id=rep, name=rep, team_id=team, active=True))
+        out.append(
+            event(r, "lead.created", lead_id=f"l{r}", origin="sales", lead_source="x", rep_id=rep)
+        )
+        out.append(event(r, "email.sent", message_id=f"m{r}", rep_id=rep, lead_id=f"l{r}"))
+        out.append(
+            event(
+                r,
+                "call.started",
+                call_id=f"c{r}",
+                direction="outbound",
+                rep_id=rep,
+                lead_id=f"l{r}",
+            )
+        )
+        out.append(
+            event(
+                r,
+                "opportunity.closed",
+                opportunity_id=f"o{r}",
+                rep_id=rep,
+                outcome="won",
+                amount_minor=1000,
+            )
+        )
+    return out
+
+
+async def _measure(base: Settings, reps: int) -> tuple[float, int, int]:
+    settings = dataclasses.replace(base, topic_prefix=f"benchscrape{uuid.uuid4().hex[:6]}")
+    client = connect(settings.redis)
+    try:
+        store = Store(client, await current_namespace(client, settings.topic_prefix))
+
+        async def no_facts(_facts: Sequence[LeadFact]) -> None:
+            return None
+
+        projector = Projector(store, DirectoryView({}, settings.rules), settings.rules, no_facts)
+        now_ms = time.time_ns() // 1_000_000
+        offsets = [0] * settings.partitions
+        batch = []
+        for raw in _events(reps, now_ms):
+            event = parse_event(raw, now_ms=now_ms)
+            assert not isinstance(event, Rejection), event
+            p = zlib.crc32(event.subject_id.encode()) % settings.partitions
+            batch.append(Positioned("events", p, offsets[p], event))
+            offsets[p] += 1
+        for start in range(0, len(batch), 5_000):
+            await projector.apply(batch[start : start + 5_000])
+        exporter = Exporter(settings)
+        timings, series = [], 0
+        for _ in range(3):
+            started = time.perf_counter()
+            families = await exporter.kpi_families()
+            timings.append(time.perf_counter() - started)
+            series = sum(len(f.samples) for f in families)
+        await exporter.client.aclose()
+        exported = min(reps, TEAMS * settings.export_max_reps_per_team)
+        return statistics.median(timings), series, exported
+    finally:
+        await drop(client, await current_namespace(client, settings.topic_prefix))
+        await client.delete(pointer(settings.topic_prefix))
+        await client.aclose()
+
+
+def main() -> None:
+    base = Settings.from_env()
+    for server in servers(base):
+        if server.name == "redis":
+            server.up()
+    print(f"{'reps':>8}{'exported':>10}{'series':>10}{'scrape (median of 3)':>24}")
+    for reps in (100, 1_000, 10_000):
+        seconds, series, exported = asyncio.run(_measure(base, reps))
+        print(f"{reps:>8,}{exported:>10,}{series:>10,}{seconds * 1000:>21,.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
