@@ -49,11 +49,28 @@ async def switch(client: aioredis.Redis, prefix: str, namespace: str) -> None:
     await client.set(pointer(prefix), namespace)
 
 
+TOMBSTONE_SECONDS = 86_400
+
+
 async def drop(client: aioredis.Redis, namespace: str) -> int:
-    """Delete every key of a generation; returns how many."""
+    """Delete every key of a generation; returns how many.
+
+    Each partition's checkpoint hash is replaced, in one transaction, by a frozen
+    tombstone that lives a day: a writer that still holds the old generation then
+    meets the freeze and moves to the live one, instead of seeing no checkpoint and
+    writing a fresh, orphaned copy.
+    """
     deleted = 0
     batch: list[bytes] = []
     async for key in client.scan_iter(match=f"{{{namespace}:p*", count=1_000):
+        if key.endswith(b":ckpt"):
+            async with client.pipeline(transaction=True) as tx:
+                tx.delete(key)
+                tx.hset(key, FROZEN, "1")
+                tx.expire(key, TOMBSTONE_SECONDS)
+                await tx.execute()
+            deleted += 1
+            continue
         batch.append(key)
         if len(batch) >= 1_000:
             deleted += await client.unlink(*batch)

@@ -110,7 +110,12 @@ async def test_rebuild_during_live_traffic(stack_env: dict[str, str], tmp_path: 
         counts = [n for _, n in seen]
         assert counts == sorted(counts), "a reader saw fewer leads than a moment before"
         assert report.dropped_keys > 0
-        assert [k async for k in client.scan_iter(match=f"{{{report.old}:p*")] == []
+        # Only the frozen tombstones of the checkpoints are left (they expire in a day).
+        left = [k async for k in client.scan_iter(match=f"{{{report.old}:p*")]
+        assert left and all(k.endswith(b":ckpt") for k in left), left
+        for key in left:
+            assert await client.hgetall(key) == {b"!frozen": b"1"}
+            assert 0 < await client.ttl(key) <= 86_400
         assert worker.alive()
 
         oracle = Oracle(log)
@@ -130,4 +135,48 @@ async def test_rebuild_during_live_traffic(stack_env: dict[str, str], tmp_path: 
     finally:
         reading = False
         worker.stop()
+        await client.aclose()
+
+
+async def test_a_writer_left_on_a_dropped_generation_is_turned_away(
+    stack_env: dict[str, str],
+) -> None:
+    """A worker that still holds g1 after the switch must not write an orphaned copy."""
+    from projections.contributions import Rules
+    from projections.engine import DirectoryView
+    from projections.namespaces import drop, freeze, switch
+    from projections.store import NamespaceFrozen
+    from projections.validation import Rejection, parse_event
+    from streams.projector import Positioned, Projector
+
+    settings = Settings.from_env(stack_env)
+    client = connect(settings.redis)
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    old, new = f"{prefix}:g1", f"{prefix}:g2"
+
+    async def no_facts(_facts: object) -> None:
+        return None
+
+    def spend(n: int) -> Positioned:
+        raw = (
+            b'{"event_id":"s%d","type":"campaign.spend","occurred_at":"2026-11-20T10:00:00Z",'
+            b'"schema_version":1,"campaign_id":"c","amount_minor":100}' % n
+        )
+        event = parse_event(raw, now_ms=time.time_ns() // 1_000_000)
+        assert not isinstance(event, Rejection)
+        return Positioned("events", 0, n, event)
+
+    try:
+        projector = Projector(Store(client, old), DirectoryView({}, Rules()), Rules(), no_facts)
+        await projector.apply([spend(0)])
+        await freeze(client, old, [0])
+        await switch(client, prefix, new)
+        await drop(client, old)
+        with pytest.raises(NamespaceFrozen):
+            await projector.apply([spend(1)])
+        left = [k async for k in client.scan_iter(match=f"{{{old}:p*")]
+        assert left == [f"{{{old}:p0}}:ckpt".encode()]
+    finally:
+        await drop(client, old)
+        await client.delete(f"{{{old}:p0}}:ckpt", f"{prefix}:current")
         await client.aclose()
