@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -43,6 +44,7 @@ class Exporter:
         self.client = connect(settings.redis)
         rep_windows = settings.export_rep_windows.split(",")
         self.rep_windows = [w.strip() for w in rep_windows if w.strip()]
+        self.rep_kpis = {k.strip() for k in settings.export_rep_kpis.split(",") if k.strip()}
 
     async def kpi_families(self) -> list[Metric]:
         s = self.settings
@@ -66,6 +68,13 @@ class Exporter:
             else:
                 queries += [(scope, scope_id, w) for w in WINDOWS]
         answers = await read_many(store, partitions, directory, queries, as_of)
+        # Cardinality bound: reps export only the configured KPIs.
+        answers = [
+            replace(a, kpis={k: v for k, v in a.kpis.items() if k in self.rep_kpis})
+            if a.scope == "rep"
+            else a
+            for a in answers
+        ]
         return list(families([(a, rep_team.get(a.scope_id, "")) for a in answers]))
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -107,6 +107,9 @@ KPIS: dict[str, Callable[[Sums], Result]] = {
     "connect_rate": ratio("connected", "outbound"),
 }
 
+# Every KPI id the read side answers (cost_per_lead for the org and campaigns only).
+KPI_IDS = (*KPIS, "cost_per_lead", "oldest_untouched_lead_age_seconds")
+
 # KPIs over current state: every window reads the same gauge bucket.
 GAUGES = frozenset({"lead_stage_share", "untouched_leads"})
 

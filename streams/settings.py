@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from projections.catalogue import KPI_IDS
 from projections.contributions import Rules
 from projections.validation import Limits
 
@@ -41,8 +42,12 @@ class Settings:
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 inside a container
     exporter_port: int = 9467
     # Cardinality bounds of the exporter: windows exported per rep, reps per team.
-    export_rep_windows: str = "today,week,month,30d"
+    export_rep_windows: str = "today,week,month"
     export_max_reps_per_team: int = 200
+    export_rep_kpis: str = (
+        "activities,leads_created,speed_to_lead_seconds,untouched_leads,win_rate,revenue_won,"
+        "calls_answered,average_handle_time_seconds"
+    )
     log_level: str = "info"
     # Projections. Changing a rule changes what a KPI means: rebuild after changing it.
     org_timezone: str = "UTC"
@@ -142,6 +147,9 @@ class Settings:
                 raise SettingsError(
                     f"SALESPULSE_QUEUE_TEAMS: {item!r} is not queue=team (e.g. q-emea=emea)"
                 )
+        unknown = {k.strip() for k in self.export_rep_kpis.split(",") if k.strip()} - set(KPI_IDS)
+        if unknown:
+            raise SettingsError(f"SALESPULSE_EXPORT_REP_KPIS: unknown KPI {sorted(unknown)[0]!r}")
         if self.partitions < 1:
             raise SettingsError(f"SALESPULSE_PARTITIONS must be at least 1, not {self.partitions}")
         if self.ingest_batch_size < 1:
