@@ -7,9 +7,6 @@ The all-time figures read back with `salespulse kpis` equal the README table of
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from streams.worker_process import WorkerProcess
+from tests.support import ROOT, cli
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "crm-sales-opportunities"
 
 # From the data set's README ("Headline figures computed directly from the CSV").
@@ -29,18 +26,6 @@ REGIONS = {
     "west": (1_438, 811, 3_568_647),
     "east": (1_171, 687, 3_090_594),
 }
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        timeout=300,
-        check=False,
-    )
 
 
 def kpis(scope: str, scope_id: str, env: dict[str, str]) -> dict[str, dict]:  # type: ignore[type-arg]

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from projections.catalogue import Figure
 from projections.namespaces import current_namespace
-from projections.read import read_kpis
 from projections.store import Store, connect
 from projections.windows import WINDOWS
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
@@ -26,22 +24,12 @@ from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up
 from tests.oracle import Oracle
+from tests.support import assert_matches_oracle, directory_first
 
 pytestmark = pytest.mark.integration
 
 COUNT = 200_000
 KILLS = 5
-
-
-def _figures(result: object) -> object:
-    if isinstance(result, Figure):
-        return {
-            "value": result.value,
-            "numerator": result.numerator,
-            "denominator": result.denominator,
-        }
-    assert isinstance(result, dict)
-    return {label: _figures(figure) for label, figure in result.items()}
 
 
 async def test_five_sigkills_lose_nothing_and_count_nothing_twice(
@@ -65,9 +53,7 @@ async def test_five_sigkills_lose_nothing_and_count_nothing_twice(
     valid = [r.value for r in records if r.label in (VALID, DUPLICATE)]
     log = tmp_path / "valid.jsonl"
     log.write_bytes(b"\n".join(valid) + b"\n")
-    first = [r.label == VALID and b'.upserted"' in r.value for r in records]
-    directory = [r.value for r, is_first in zip(records, first, strict=True) if is_first]
-    rest = [r.value for r, is_first in zip(records, first, strict=True) if not is_first]
+    directory, rest = directory_first(records)
 
     client = connect(settings.redis)
     store = Store(client, await current_namespace(client, settings.topic_prefix))
@@ -108,13 +94,7 @@ async def test_five_sigkills_lose_nothing_and_count_nothing_twice(
             ("campaign", org.campaigns[1]),
             ("queue", org.teams[1].queue_id),
         ]
-        partitions = range(settings.partitions)
-        view = await store.directory(partitions, settings.rules)
-        for scope, scope_id in scopes:
-            for window in WINDOWS:
-                answer = await read_kpis(store, partitions, view, scope, scope_id, window, end_ms)
-                got = {k: _figures(v) for k, v in answer.kpis.items()}
-                assert got == oracle.kpis(scope, scope_id, window, end_ms), (scope, window)
+        await assert_matches_oracle(store, settings, oracle, scopes, WINDOWS, end_ms)
     finally:
         worker.stop()
         await client.aclose()

@@ -6,9 +6,6 @@ The KPIs read back equal the oracle's over the valid events the simulator made.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,9 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from projections.catalogue import Figure
 from projections.namespaces import current_namespace
-from projections.read import read_kpis
 from projections.store import Store, connect
 from projections.windows import WINDOWS
 from simulator.log import DUPLICATE, VALID, SimConfig, format_instant, simulate
@@ -27,30 +22,11 @@ from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
+from tests.support import assert_matches_oracle, cli, directory_first, wait_for
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _figures(result: object) -> object:
-    if isinstance(result, Figure):
-        return {
-            "value": result.value,
-            "numerator": result.numerator,
-            "denominator": result.denominator,
-        }
-    assert isinstance(result, dict)
-    return {label: _figures(figure) for label, figure in result.items()}
 
 
 async def test_simulated_traffic_ends_with_the_oracle_kpis(
@@ -75,15 +51,13 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
     log = tmp_path / "valid.jsonl"
     log.write_bytes(b"\n".join(valid) + b"\n")
     # The directory is loaded first, as in a real deployment (see docs/projections.md).
-    first = [r.label == VALID and b'.upserted"' in r.value for r in records]
-    directory = [r.value for r, is_first in zip(records, first, strict=True) if is_first]
-    rest = [r.value for r, is_first in zip(records, first, strict=True) if not is_first]
+    directory, rest = directory_first(records)
 
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.start()
         await publish(settings.bootstrap, settings.raw_topic, directory)
-        _wait_for(
+        wait_for(
             lambda: worker.metrics().projected["applied"] >= len(directory),
             60,
             "the directory to be projected",
@@ -97,7 +71,7 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
             facts = snap.lead_facts["applied"] + snap.lead_facts["duplicate"]
             return events >= len(valid) and facts >= snap.lead_facts["published"]
 
-        _wait_for(
+        wait_for(
             settled,
             180,
             "every valid event and every lead fact to be projected",
@@ -120,38 +94,23 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
         ]
         client = connect(settings.redis)
         store = Store(client, await current_namespace(client, settings.topic_prefix))
-        partitions = range(settings.partitions)
-        view = await store.directory(partitions, settings.rules)
-        for scope, scope_id in scopes:
-            for window in WINDOWS:
-                answer = await read_kpis(store, partitions, view, scope, scope_id, window, end_ms)
-                got = {k: _figures(v) for k, v in answer.kpis.items()}
-                assert got == oracle.kpis(scope, scope_id, window, end_ms), (scope, window)
+        await assert_matches_oracle(store, settings, oracle, scopes, WINDOWS, end_ms)
         await client.aclose()
 
         # The CLI prints the same numbers.
         as_of = format_instant(end_ms)
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "streams.cli",
-                "kpis",
-                "--scope",
-                "team",
-                "--id",
-                "emea",
-                "--window",
-                "all",
-                "--as-of",
-                as_of,
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, **env},
-            check=False,
+        done = cli(
+            "kpis",
+            "--scope",
+            "team",
+            "--id",
+            "emea",
+            "--window",
+            "all",
+            "--as-of",
+            as_of,
+            "--json",
+            env=env,
         )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == oracle.kpis("team", "emea", "all", end_ms)

@@ -20,22 +20,9 @@ from simulator.log import VALID, SimConfig, simulate
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
+from tests.support import ROOT, cli, wait_for
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -52,7 +39,7 @@ def exporter(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[s
         )
     url = f"http://127.0.0.1:{settings.exporter_port}/metrics"
     try:
-        _wait_for(
+        wait_for(
             lambda: urllib.request.urlopen(url, timeout=2).status == 200,
             30,
             "the exporter to answer",
@@ -71,19 +58,6 @@ def _prometheus(settings: Settings, query: str) -> list[dict]:  # type: ignore[t
         return json.load(response)["data"]["result"]  # type: ignore[no-any-return]
 
 
-def _kpis(env: dict[str, str], *args: str) -> dict:  # type: ignore[type-arg]
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "kpis", *args, "--json"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
-
-
 async def test_prometheus_holds_what_kpis_says(
     exporter: tuple[dict[str, str], str], tmp_path: Path
 ) -> None:
@@ -100,7 +74,7 @@ async def test_prometheus_holds_what_kpis_says(
         worker.start()
         directory = [v for v in values if b'.upserted"' in v]
         await publish(settings.bootstrap, settings.raw_topic, directory)
-        _wait_for(
+        wait_for(
             lambda: worker.metrics().projected["applied"] >= len(directory), 60, "the directory"
         )
         await publish(
@@ -114,7 +88,7 @@ async def test_prometheus_holds_what_kpis_says(
                 snap.projected["applied"] >= len(values) and facts >= snap.lead_facts["published"]
             )
 
-        _wait_for(settled, 120, "the projections to settle")
+        wait_for(settled, 120, "the projections to settle")
     finally:
         assert worker.stop() == 0
 
@@ -167,9 +141,18 @@ async def test_prometheus_holds_what_kpis_says(
             )
             + "}"
         )
-        expected = _kpis(
-            env, "--scope", scope, *(["--id", scope_id] if scope_id else []), "--window", window
-        )[kpi]["value"]
-        _wait_for(lambda q=query: bool(_prometheus(settings, q)), 30, f"Prometheus to hold {query}")
+        done = cli(
+            "kpis",
+            "--scope",
+            scope,
+            *(["--id", scope_id] if scope_id else []),
+            "--window",
+            window,
+            "--json",
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        expected = json.loads(done.stdout)[kpi]["value"]
+        wait_for(lambda q=query: bool(_prometheus(settings, q)), 30, f"Prometheus to hold {query}")
         (series,) = _prometheus(settings, query)
         assert float(series["value"][1]) == pytest.approx(expected, rel=1e-12), query

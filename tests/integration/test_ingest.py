@@ -19,6 +19,7 @@ from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import read_topic
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +34,6 @@ SUBJECT_BY_FAMILY = {
     "call": "call_id",
     "campaign": "campaign_id",
 }
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _prometheus_value(settings: Settings, query: str) -> float | None:
@@ -95,7 +87,7 @@ async def test_20k_records_with_every_bad_input_class(
         started = time.monotonic()
         sent = await publish(settings.bootstrap, settings.raw_topic, [r.value for r in records])
         assert sent == 20_000
-        _wait_for(lambda: worker.metrics().records >= 20_000, 120, "the worker to read 20,000")
+        wait_for(lambda: worker.metrics().records >= 20_000, 120, "the worker to read 20,000")
         elapsed = time.monotonic() - started
         print(
             f"\ningest: 20,000 records produced and routed in {elapsed:.1f}s "
@@ -150,7 +142,7 @@ async def test_20k_records_with_every_bad_input_class(
         assert b"Traceback" not in log and b"crashed" not in log.lower()
 
         # The real Prometheus scrapes the worker and sees the same totals.
-        _wait_for(
+        wait_for(
             lambda: _prometheus_value(settings, "sum(salespulse_ingest_records_total)") == 20_000,
             30,
             "Prometheus to scrape 20,000 records",

@@ -7,16 +7,13 @@ import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projections.catalogue import Figure, Result
 from projections.contributions import Rules
 from projections.engine import DirectoryView
 from projections.events import Event, RepUpserted, TeamUpserted
@@ -30,6 +27,7 @@ from simulator.org import build_org
 from streams.projector import Positioned, Projector
 from streams.settings import Settings
 from tests.oracle import Oracle
+from tests.support import figures
 
 pytestmark = pytest.mark.integration
 
@@ -112,12 +110,6 @@ async def _project(
     return store, directory
 
 
-def _plain(result: Result) -> Any:
-    if isinstance(result, Figure):
-        return asdict(result)
-    return {label: asdict(figure) for label, figure in result.items()}
-
-
 async def _compare(store: Store, partitions: int, oracle: Oracle, as_ofs: list[int]) -> int:
     org = build_org(4, 8, 6)
     scopes = [("org", "")] + [("team", t.team_id) for t in org.teams] + [("team", "unassigned")]
@@ -131,7 +123,7 @@ async def _compare(store: Store, partitions: int, oracle: Oracle, as_ofs: list[i
                 answer = await read_kpis(
                     store, range(partitions), directory, scope, scope_id, window, as_of
                 )
-                engine = {k: _plain(v) for k, v in answer.kpis.items()}
+                engine = {k: figures(v) for k, v in answer.kpis.items()}
                 expected = oracle.kpis(scope, scope_id, window, as_of)
                 assert engine == expected, (scope, scope_id, window, as_of)
                 compared += len(expected)

@@ -22,19 +22,9 @@ from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up
 from tests.oracle import Oracle
+from tests.support import assert_matches_oracle, directory_first
 
 pytestmark = pytest.mark.integration
-
-
-def _figures(result: object) -> object:
-    if isinstance(result, Figure):
-        return {
-            "value": result.value,
-            "numerator": result.numerator,
-            "denominator": result.denominator,
-        }
-    assert isinstance(result, dict)
-    return {label: _figures(figure) for label, figure in result.items()}
 
 
 async def test_rebuild_during_live_traffic(stack_env: dict[str, str], tmp_path: Path) -> None:
@@ -56,9 +46,7 @@ async def test_rebuild_during_live_traffic(stack_env: dict[str, str], tmp_path: 
     valid = [r.value for r in records if r.label in (VALID, DUPLICATE)]
     log = tmp_path / "valid.jsonl"
     log.write_bytes(b"\n".join(valid) + b"\n")
-    first = [r.label == VALID and b'.upserted"' in r.value for r in records]
-    directory = [r.value for r, is_first in zip(records, first, strict=True) if is_first]
-    rest = [r.value for r, is_first in zip(records, first, strict=True) if not is_first]
+    directory, rest = directory_first(records)
     old_half, new_half = rest[:20_000], rest[20_000:]
 
     client = connect(settings.redis)
@@ -119,19 +107,14 @@ async def test_rebuild_during_live_traffic(stack_env: dict[str, str], tmp_path: 
         assert worker.alive()
 
         oracle = Oracle(log)
-        store = Store(client, live)
-        view = await store.directory(partitions, settings.rules)
         org = build_org(4, 8, 6)
-        for scope, scope_id in [
+        scopes = [
             ("org", ""),
             ("team", org.teams[2].team_id),
             ("rep", org.reps[5].rep_id),
             ("queue", org.teams[0].queue_id),
-        ]:
-            for window in WINDOWS:
-                answer = await read_kpis(store, partitions, view, scope, scope_id, window, end_ms)
-                got = {k: _figures(v) for k, v in answer.kpis.items()}
-                assert got == oracle.kpis(scope, scope_id, window, end_ms), (scope, window)
+        ]
+        await assert_matches_oracle(Store(client, live), settings, oracle, scopes, WINDOWS, end_ms)
     finally:
         reading = False
         worker.stop()

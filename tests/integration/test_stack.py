@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -20,22 +18,9 @@ from stack.servers import RULES_DIR, servers
 from streams.producer import read_jsonl, subject_key
 from streams.settings import Settings
 from tests.kafka_reader import read_topic
+from tests.support import cli
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        timeout=300,
-        check=False,
-    )
 
 
 def test_status_reports_every_server_answering(stack_env: dict[str, str]) -> None:
