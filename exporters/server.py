@@ -8,17 +8,21 @@ with ``salespulse_exporter_up 0`` and no KPI series (never stale values).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
 from dataclasses import replace
 
 from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from exporters.families import families
+from exporters.health import health_families
 from projections.namespaces import current_namespace
 from projections.read import read_many
 from projections.store import Store, connect
@@ -42,9 +46,35 @@ class Exporter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.client = connect(settings.redis)
+        self._kafka: AIOKafkaConsumer | None = None
         rep_windows = settings.export_rep_windows.split(",")
         self.rep_windows = [w.strip() for w in rep_windows if w.strip()]
         self.rep_kpis = {k.strip() for k in settings.export_rep_kpis.split(",") if k.strip()}
+
+    async def _end_offsets(self) -> dict[tuple[str, int], int] | None:
+        """End offsets of the events and lead-facts topics, or None if Kafka is unreachable."""
+        s = self.settings
+        try:
+            if self._kafka is None:
+                consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, request_timeout_ms=5_000)
+                await consumer.start()
+                self._kafka = consumer
+            topics = (s.events_topic, s.facts_topic)
+            if not set(topics) <= await asyncio.wait_for(self._kafka.topics(), 2):
+                return None  # no worker has created the topics yet: nothing to lag behind
+            tps = [TopicPartition(topic, p) for topic in topics for p in range(s.partitions)]
+            ends = await asyncio.wait_for(self._kafka.end_offsets(tps), 2)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            log.warning("consumer lag unavailable: %r", exc)
+            return None
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+
+    async def health(self) -> list[Metric]:
+        s = self.settings
+        namespace = await current_namespace(self.client, s.topic_prefix)
+        progress = await Store(self.client, namespace).progress(range(s.partitions))
+        ends = await self._end_offsets()
+        return health_families(progress, ends, time.time_ns() // 1_000_000)
 
     async def kpi_families(self) -> list[Metric]:
         s = self.settings
@@ -80,7 +110,7 @@ class Exporter:
     async def metrics(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         try:
-            built = await self.kpi_families()
+            built = [*await self.kpi_families(), *await self.health()]
             up = 1.0
         except (RedisError, OSError) as exc:
             log.warning("scrape without KPIs: Redis is not readable: %r", exc)
@@ -98,6 +128,8 @@ class Exporter:
 
     async def close(self, _app: web.Application) -> None:
         await self.client.aclose()
+        if self._kafka is not None:
+            await self._kafka.stop()
 
 
 def build_app(settings: Settings) -> web.Application:

@@ -75,6 +75,7 @@ class BatchPlan:
     duplicates: int = 0  # events
     facts_applied: int = 0
     facts_duplicate: int = 0
+    newest_ms: int = 0  # occurred_at of the newest event applied
 
 
 def _directory_first(item: Event | LeadFact) -> int:
@@ -116,6 +117,8 @@ def plan_batch(
         else:
             plan.applied += fresh
             plan.duplicates += not fresh
+            if fresh:
+                plan.newest_ms = max(plan.newest_ms, item.occurred_at_ms)
     for key, record in plan.records.items():
         old = before[key]
         changed = {k: v for k, v in record.items() if old.get(k) != v}

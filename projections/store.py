@@ -5,7 +5,8 @@ Key layout (``ns`` is the namespace generation, e.g. ``salespulse:g1``):
 * ``{ns:pN}:e:<kind>:<id>``: the record of one entity of partition N (a hash);
 * ``{ns:pN}:a:<scope>:<id>:<bucket>``: partition N's share of one aggregate bucket
   (a hash of base fields, integers);
-* ``{ns:pN}:ckpt``: the last applied offset per topic of partition N;
+* ``{ns:pN}:ckpt``: the last applied offset per topic of partition N, plus ``!newest_ms``
+  and ``!committed_ms`` (freshness) and, during a rebuild, ``!frozen``;
 * ``{ns:pN}:dir``: the rep and team records of partition N (a set of ``kind:id``);
 * ``{ns:pN}:scopes``: every ``scope:id`` partition N has aggregates for (exporters list them);
 * ``{ns:pN}:u:<scope>:<id>``: partition N's open, untouched leads of a scope (a sorted
@@ -19,6 +20,7 @@ runs on Redis Cluster. Readers sum an aggregate over the partitions.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -62,6 +64,10 @@ for _, s in ipairs(p.s) do redis.call('SADD', KEYS[s[1]], s[2]) end
 for _, z in ipairs(p.za) do redis.call('ZADD', KEYS[z[1]], z[2], z[3]) end
 for _, z in ipairs(p.zr) do redis.call('ZREM', KEYS[z[1]], z[2]) end
 for _, c in ipairs(p.c) do redis.call('HSET', KEYS[1], c[1], c[3]) end
+if tonumber(p.newest) > tonumber(redis.call('HGET', KEYS[1], '!newest_ms') or '0') then
+  redis.call('HSET', KEYS[1], '!newest_ms', p.newest)
+end
+redis.call('HSET', KEYS[1], '!committed_ms', p.now)
 return {1}
 """
 
@@ -125,7 +131,15 @@ class Store:
     async def checkpoints(self, partition: int) -> dict[str, int]:
         """The last applied offset of each topic of a partition."""
         stored = await self.client.hgetall(self.keys.checkpoint(partition))
-        return {t: int(offset) for t, offset in _text(stored).items() if t != FROZEN}
+        return {t: int(offset) for t, offset in _text(stored).items() if not t.startswith("!")}
+
+    async def progress(self, partitions: Sequence[int]) -> list[dict[str, str]]:
+        """Each partition's checkpoint hash: offsets per topic, ``!newest_ms`` (occurred_at
+        of the newest event applied) and ``!committed_ms`` (wall time of the last commit)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.hgetall(self.keys.checkpoint(partition))
+            return [_text(raw) for raw in await pipe.execute()]
 
     async def load(
         self, partition: int, entities: Iterable[EntityKey]
@@ -184,6 +198,8 @@ class Store:
         payload = orjson.dumps(
             {
                 "c": checkpoints,
+                "newest": str(plan.newest_ms),
+                "now": str(time.time_ns() // 1_000_000),
                 "h": records,
                 "d": deltas,
                 "t": ttls,
