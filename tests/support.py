@@ -13,7 +13,7 @@ from typing import Any
 from projections.catalogue import Figure
 from projections.read import read_kpis
 from projections.store import Store
-from simulator.log import VALID, Record
+from simulator.log import DUPLICATE, VALID, Record
 from streams.settings import Settings
 from tests.oracle import Oracle
 
@@ -55,6 +55,13 @@ def figures(result: object) -> Any:
         }
     assert isinstance(result, dict)
     return {label: figures(figure) for label, figure in result.items()}
+
+
+def write_valid_log(records: Sequence[Record], path: Path) -> list[bytes]:
+    """Write the valid copies (duplicates included) as the oracle's JSONL log; return them."""
+    valid = [r.value for r in records if r.label in (VALID, DUPLICATE)]
+    path.write_bytes(b"\n".join(valid) + b"\n")
+    return valid
 
 
 def directory_first(records: Sequence[Record]) -> tuple[list[bytes], list[bytes]]:

@@ -17,14 +17,14 @@ import pytest
 from projections.namespaces import current_namespace
 from projections.store import Store, connect
 from projections.windows import WINDOWS
-from simulator.log import DUPLICATE, VALID, SimConfig, simulate
+from simulator.log import SimConfig, simulate
 from simulator.org import build_org
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up
 from tests.oracle import Oracle
-from tests.support import assert_matches_oracle, directory_first
+from tests.support import assert_matches_oracle, directory_first, write_valid_log
 
 pytestmark = pytest.mark.integration
 
@@ -50,9 +50,8 @@ async def test_five_sigkills_lose_nothing_and_count_nothing_twice(
             call_disorder_share=0.3,
         )
     )
-    valid = [r.value for r in records if r.label in (VALID, DUPLICATE)]
     log = tmp_path / "valid.jsonl"
-    log.write_bytes(b"\n".join(valid) + b"\n")
+    write_valid_log(records, log)
     directory, rest = directory_first(records)
 
     client = connect(settings.redis)

@@ -16,13 +16,13 @@ import pytest
 from projections.namespaces import current_namespace
 from projections.store import Store, connect
 from projections.windows import WINDOWS
-from simulator.log import DUPLICATE, VALID, SimConfig, format_instant, simulate
+from simulator.log import SimConfig, format_instant, simulate
 from simulator.org import build_org
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
-from tests.support import assert_matches_oracle, cli, directory_first, wait_for
+from tests.support import assert_matches_oracle, cli, directory_first, wait_for, write_valid_log
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +47,8 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
             call_disorder_share=0.3,
         )
     )
-    valid = [r.value for r in records if r.label in (VALID, DUPLICATE)]
     log = tmp_path / "valid.jsonl"
-    log.write_bytes(b"\n".join(valid) + b"\n")
+    valid = write_valid_log(records, log)
     # The directory is loaded first, as in a real deployment (see docs/projections.md).
     directory, rest = directory_first(records)
 

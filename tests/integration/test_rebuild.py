@@ -14,7 +14,7 @@ from projections.namespaces import current_namespace
 from projections.read import read_kpis
 from projections.store import Store, connect
 from projections.windows import WINDOWS
-from simulator.log import DUPLICATE, VALID, SimConfig, simulate
+from simulator.log import SimConfig, simulate
 from simulator.org import build_org
 from streams.producer import publish
 from streams.rebuild import rebuild
@@ -22,7 +22,7 @@ from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up
 from tests.oracle import Oracle
-from tests.support import assert_matches_oracle, directory_first
+from tests.support import assert_matches_oracle, directory_first, write_valid_log
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +43,8 @@ async def test_rebuild_during_live_traffic(stack_env: dict[str, str], tmp_path: 
             call_disorder_share=0.3,
         )
     )
-    valid = [r.value for r in records if r.label in (VALID, DUPLICATE)]
     log = tmp_path / "valid.jsonl"
-    log.write_bytes(b"\n".join(valid) + b"\n")
+    write_valid_log(records, log)
     directory, rest = directory_first(records)
     old_half, new_half = rest[:20_000], rest[20_000:]
 
