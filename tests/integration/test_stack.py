@@ -56,7 +56,12 @@ def test_prometheus_loads_the_repository_rules(stack_env: dict[str, str]) -> Non
     url = f"http://127.0.0.1:{settings.prometheus_port}/api/v1/rules"
     with urllib.request.urlopen(url, timeout=5) as response:
         groups = json.load(response)["data"]["groups"]
-    assert "salespulse-ingest" in {g["name"] for g in groups}
+    assert {
+        "salespulse-ingest",
+        "salespulse-kpi-aggregates",
+        "salespulse-kpi-alerts",
+        "salespulse-engine-alerts",
+    } <= {g["name"] for g in groups}
     check = subprocess.run(
         ["promtool", "check", "rules", *map(str, RULES_DIR.glob("*.yml"))],
         capture_output=True,
@@ -64,6 +69,13 @@ def test_prometheus_loads_the_repository_rules(stack_env: dict[str, str]) -> Non
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    # The alert rules' unit tests: each alert fires when it should and stays silent otherwise.
+    tests = sorted(map(str, (RULES_DIR / "tests").glob("*.yml")))
+    assert tests
+    unit = subprocess.run(
+        ["promtool", "test", "rules", *tests], capture_output=True, text=True, check=False
+    )
+    assert unit.returncode == 0, unit.stdout + unit.stderr
 
 
 def test_simulate_to_file_then_produce_lands_every_line(
