@@ -17,7 +17,7 @@ from projections.contributions import GAUGE, Rules, contributions, untouched_sin
 from projections.entities import SEEN, SEP, UNASSIGNED, Record, apply, apply_fact, entity_id
 from projections.events import Event, RepUpserted, TeamUpserted
 from projections.facts import LeadFact, lead_fact
-from projections.windows import TIERS, buckets
+from projections.windows import buckets
 
 EntityKey = tuple[str, str]  # (kind, id)
 AggregateKey = tuple[str, str, str]  # (scope, scope id, bucket)
@@ -163,11 +163,3 @@ def _add_difference(
                 fields[name] = total
             else:
                 fields.pop(name, None)
-
-
-def bucket_ttl_tier(bucket: str) -> str:
-    """The tier letter of a bucket id (see projections.windows.TIERS), ``G`` for gauges."""
-    tier = bucket[0]
-    if tier not in TIERS and tier != GAUGE_BUCKET:
-        raise ValueError(f"not a bucket id: {bucket!r}")
-    return tier
