@@ -3,8 +3,9 @@
     python -m benchmarks.scrape
 
 Projects a day of activity for each rep straight into Redis (through the
-projector, without Kafka), then times the exporter's read-and-build step
-(median of 3 scrapes) and counts the series it returns. Uses the local
+projector, without Kafka), then times the exporter's scrape in two steps,
+reading and building the metric families, and rendering the text format
+(median of 3 scrapes each), and counts the series and bytes. Uses the local
 stack's Redis; cleans up after itself.
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from exporters.exposition import render
 from exporters.server import Exporter
 from projections.engine import DirectoryView
 from projections.facts import LeadFact
@@ -80,7 +82,7 @@ def _events(reps: int, now_ms: int) -> list[bytes]:
     return out
 
 
-async def _measure(base: Settings, reps: int) -> tuple[float, int, int]:
+async def _measure(base: Settings, reps: int) -> tuple[float, float, int, int, int]:
     settings = dataclasses.replace(base, topic_prefix=f"benchscrape{uuid.uuid4().hex[:6]}")
     client = connect(settings.redis)
     try:
@@ -102,15 +104,18 @@ async def _measure(base: Settings, reps: int) -> tuple[float, int, int]:
         for start in range(0, len(batch), 5_000):
             await projector.apply(batch[start : start + 5_000])
         exporter = Exporter(settings)
-        timings, series = [], 0
+        builds, renders, series, size = [], [], 0, 0
         for _ in range(3):
             started = time.perf_counter()
             families = await exporter.kpi_families()
-            timings.append(time.perf_counter() - started)
+            built = time.perf_counter()
+            size = len(render(families))
+            builds.append(built - started)
+            renders.append(time.perf_counter() - built)
             series = sum(len(f.samples) for f in families)
         await exporter.client.aclose()
         exported = min(reps, TEAMS * settings.export_max_reps_per_team)
-        return statistics.median(timings), series, exported
+        return statistics.median(builds), statistics.median(renders), series, size, exported
     finally:
         await drop(client, await current_namespace(client, settings.topic_prefix))
         await client.delete(pointer(settings.topic_prefix))
@@ -122,10 +127,16 @@ def main() -> None:
     for server in servers(base):
         if server.name == "redis":
             server.up()
-    print(f"{'reps':>8}{'exported':>10}{'series':>10}{'scrape (median of 3)':>24}")
+    print("scrape of the default exporter settings, median of 3")
+    print(
+        f"{'reps':>8}{'exported':>10}{'series':>10}{'bytes':>12}{'read+build':>13}{'render':>9}{'total':>9}"
+    )
     for reps in (100, 1_000, 10_000):
-        seconds, series, exported = asyncio.run(_measure(base, reps))
-        print(f"{reps:>8,}{exported:>10,}{series:>10,}{seconds * 1000:>21,.0f} ms")
+        build, draw, series, size, exported = asyncio.run(_measure(base, reps))
+        print(
+            f"{reps:>8,}{exported:>10,}{series:>10,}{size:>12,}"
+            f"{build * 1000:>10,.0f} ms{draw * 1000:>6,.0f} ms{(build + draw) * 1000:>6,.0f} ms"
+        )
 
 
 if __name__ == "__main__":

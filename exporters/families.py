@@ -79,8 +79,14 @@ def scope_labels(answer: Answer, rep_team: str) -> list[str]:
     return [values[name] for name in SCOPE_LABELS]
 
 
-def families(answers: Sequence[tuple[Answer, str]]) -> Iterable[Metric]:
-    """Families for every KPI over all answers; each answer comes with its rep's team."""
+def families(
+    answers: Sequence[tuple[Answer, str]], rep_histogram_buckets: bool = True
+) -> Iterable[Metric]:
+    """Families for every KPI over all answers; each answer comes with its rep's team.
+
+    Without ``rep_histogram_buckets``, a rep's histograms carry only the ``+Inf`` bucket,
+    ``_sum`` and ``_count``: the mean and count, at a sixth of the series.
+    """
     gauges: dict[str, GaugeMetricFamily] = {}
     histograms: dict[str, HistogramMetricFamily] = {}
 
@@ -94,7 +100,8 @@ def families(answers: Sequence[tuple[Answer, str]]) -> Iterable[Metric]:
         labels = scope_labels(answer, rep_team)
         for kpi, result in answer.kpis.items():
             if kpi in HISTOGRAMS:
-                _histogram(histograms, kpi, answer.sums, labels)
+                buckets = rep_histogram_buckets or answer.scope != "rep"
+                _histogram(histograms, kpi, answer.sums, labels, buckets)
                 continue
             extra = KPI_LABEL.get(kpi)
             rows = [(None, result)] if isinstance(result, Figure) else list(result.items())
@@ -115,7 +122,11 @@ def families(answers: Sequence[tuple[Answer, str]]) -> Iterable[Metric]:
 
 
 def _histogram(
-    out: dict[str, HistogramMetricFamily], kpi: str, sums: Mapping[str, int], labels: list[str]
+    out: dict[str, HistogramMetricFamily],
+    kpi: str,
+    sums: Mapping[str, int],
+    labels: list[str],
+    with_buckets: bool,
 ) -> None:
     prefix, bounds = HISTOGRAMS[kpi]
     name = f"salespulse_{kpi}"
@@ -125,5 +136,6 @@ def _histogram(
     buckets = []
     for bound in (*map(str, bounds), "+Inf"):
         cumulative += sums.get(f"{prefix}|le={bound}", 0)
-        buckets.append((bound if bound == "+Inf" else str(float(bound)), float(cumulative)))
+        if with_buckets or bound == "+Inf":
+            buckets.append((bound if bound == "+Inf" else str(float(bound)), float(cumulative)))
     out[name].add_metric(labels, buckets, sums.get(f"{prefix}_ms", 0) / 1000)

@@ -11,16 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import replace
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
+from exporters.exposition import render
 from exporters.families import families
 from exporters.health import health_families
 from projections.namespaces import current_namespace
@@ -32,24 +31,11 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class _Fixed:
-    """A collector that yields families built beforehand (prometheus_client's registry API)."""
-
-    def __init__(self, built: Iterable[Metric]) -> None:
-        self.built = list(built)
-
-    def collect(self) -> Iterable[Metric]:
-        return self.built
-
-
 class Exporter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.client = connect(settings.redis)
         self._kafka: AIOKafkaConsumer | None = None
-        rep_windows = settings.export_rep_windows.split(",")
-        self.rep_windows = [w.strip() for w in rep_windows if w.strip()]
-        self.rep_kpis = {k.strip() for k in settings.export_rep_kpis.split(",") if k.strip()}
 
     async def _end_offsets(self) -> dict[tuple[str, int], int] | None:
         """End offsets of the events and lead-facts topics, or None if Kafka is unreachable."""
@@ -94,18 +80,18 @@ class Exporter:
                     continue  # cardinality bound: the rest of this team's reps are not exported
                 reps_per_team[team] = reps_per_team.get(team, 0) + 1
                 rep_team[scope_id] = team
-                queries += [(scope, scope_id, w) for w in self.rep_windows]
+                queries += [(scope, scope_id, w) for w in s.rep_windows]
             else:
                 queries += [(scope, scope_id, w) for w in WINDOWS]
-        answers = await read_many(store, partitions, directory, queries, as_of)
         # Cardinality bound: reps export only the configured KPIs.
-        answers = [
-            replace(a, kpis={k: v for k, v in a.kpis.items() if k in self.rep_kpis})
-            if a.scope == "rep"
-            else a
-            for a in answers
-        ]
-        return list(families([(a, rep_team.get(a.scope_id, "")) for a in answers]))
+        only = {"rep": s.rep_kpis}
+        answers = await read_many(store, partitions, directory, queries, as_of, only)
+        return list(
+            families(
+                [(a, rep_team.get(a.scope_id, "")) for a in answers],
+                rep_histogram_buckets=s.export_rep_histogram_buckets,
+            )
+        )
 
     async def metrics(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -120,10 +106,11 @@ class Exporter:
         )
         exporter_up.add_metric([], up)
         duration = GaugeMetricFamily(
-            "salespulse_exporter_scrape_duration_seconds", "Time to read and render this scrape"
+            "salespulse_exporter_scrape_duration_seconds",
+            "Time this scrape took to read the projections and build its metrics",
         )
         duration.add_metric([], time.perf_counter() - started)
-        body = generate_latest(_Fixed([*built, exporter_up, duration]))
+        body = render([*built, exporter_up, duration])
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def close(self, _app: web.Application) -> None:

@@ -7,7 +7,7 @@ denominator is 0 has the value ``None``. KPIs with a label (``kind``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from projections.contributions import SALES_CYCLE_BOUNDS, SPEED_TO_LEAD_BOUNDS
@@ -118,9 +118,15 @@ GAUGES = frozenset({"lead_stage_share", "untouched_leads"})
 COST_PER_LEAD = {"org": ratio("spend", "leads_campaign"), "campaign": ratio("spend", "leads")}
 
 
-def evaluate(scope: str, windowed: Sums, gauges: Sums) -> dict[str, Result]:
-    """Every KPI of the catalogue for one scope, from its summed fields for one window."""
-    out = {kpi: compute(gauges if kpi in GAUGES else windowed) for kpi, compute in KPIS.items()}
-    if scope in COST_PER_LEAD:
+def evaluate(
+    scope: str, windowed: Sums, gauges: Sums, only: Collection[str] | None = None
+) -> dict[str, Result]:
+    """The KPIs of the catalogue (or ``only`` these) for one scope, from one window's sums."""
+    out = {
+        kpi: compute(gauges if kpi in GAUGES else windowed)
+        for kpi, compute in KPIS.items()
+        if only is None or kpi in only
+    }
+    if scope in COST_PER_LEAD and (only is None or "cost_per_lead" in only):
         out["cost_per_lead"] = COST_PER_LEAD[scope](windowed)
     return out

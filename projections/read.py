@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from projections.catalogue import Figure, Result, evaluate
@@ -55,8 +55,12 @@ async def read_many(
     directory: DirectoryView,
     queries: Sequence[tuple[str, str, str]],
     as_of_ms: int,
+    only: Mapping[str, Collection[str]] | None = None,
 ) -> list[Answer]:
-    """Many (scope, id, window) reads as of one instant, in three pipelines in all."""
+    """Many (scope, id, window) reads as of one instant, in three pipelines in all.
+
+    ``only`` limits the KPIs computed for a scope (e.g. the per-rep KPIs an exporter shows).
+    """
     spans = []
     for scope, scope_id, window in queries:
         if scope not in SCOPES:
@@ -78,9 +82,11 @@ async def read_many(
     oldest = dict(zip(scopes, await store.oldest_untouched(partitions, scopes), strict=True))
     answers = []
     for (scope, scope_id, zone, span), sums in zip(spans, windowed, strict=True):
-        kpis = evaluate(scope, sums, gauges[(scope, scope_id)])
-        since = oldest[(scope, scope_id)]
-        age = max(0, as_of_ms - since) // 1000 if since is not None else None
-        kpis["oldest_untouched_lead_age_seconds"] = Figure(age, age or 0, None)
+        wanted = only.get(scope) if only else None
+        kpis = evaluate(scope, sums, gauges[(scope, scope_id)], wanted)
+        if wanted is None or "oldest_untouched_lead_age_seconds" in wanted:
+            since = oldest[(scope, scope_id)]
+            age = max(0, as_of_ms - since) // 1000 if since is not None else None
+            kpis["oldest_untouched_lead_age_seconds"] = Figure(age, age or 0, None)
         answers.append(Answer(scope, scope_id, span, zone, kpis, sums))
     return answers

@@ -71,6 +71,44 @@ redis.call('HSET', KEYS[1], '!committed_ms', p.now)
 return {1}
 """
 
+# Read side, one call per partition (a single slot: KEYS[1] is the partition's checkpoint key,
+# which routes the call on Redis Cluster; the script reads only keys with the same hash tag).
+# ARGV[1] is the partition's aggregate key prefix, ARGV[2] a JSON spec: ``b``, lists of bucket
+# ids, and ``g``, groups of ["scope:id", index into b]. Each group's buckets are summed next
+# to the data into one JSON object, so a rolling window's 60 bucket reads are one reply and
+# the whole answer parses with one orjson call.
+SUM_GROUPS_LUA = """
+local prefix, spec = ARGV[1], cjson.decode(ARGV[2])
+local out = {}
+for g, group in ipairs(spec.g) do
+  local total, order = {}, {}
+  local base = prefix .. group[1] .. ':'
+  for _, bucket in ipairs(spec.b[group[2]]) do
+    local flat = redis.call('HGETALL', base .. bucket)
+    for i = 1, #flat, 2 do
+      local f, v = flat[i], tonumber(flat[i + 1])
+      if total[f] == nil then order[#order + 1] = f; total[f] = v else total[f] = total[f] + v end
+    end
+  end
+  local parts = {}
+  for i, f in ipairs(order) do
+    parts[i] = cjson.encode(f) .. ':' .. string.format('%.0f', total[f])
+  end
+  out[g] = '{' .. table.concat(parts, ',') .. '}'
+end
+return '[' .. table.concat(out, ',') .. ']'
+"""
+
+# The lowest score of each sorted set in KEYS (one partition), as a JSON array (null if empty).
+LOWEST_SCORES_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  out[i] = first[2] and string.format('%.0f', tonumber(first[2])) or 'null'
+end
+return '[' .. table.concat(out, ',') .. ']'
+"""
+
 
 def connect(url: str) -> aioredis.Redis:
     """A client that retries connection errors with exponential backoff (redis-py's own Retry)."""
@@ -127,6 +165,8 @@ class Store:
         self.client = client
         self.keys = Keys(namespace)
         self._commit = client.register_script(COMMIT_LUA)
+        self._sum_groups = client.register_script(SUM_GROUPS_LUA)
+        self._lowest_scores = client.register_script(LOWEST_SCORES_LUA)
 
     async def checkpoints(self, partition: int) -> dict[str, int]:
         """The last applied offset of each topic of a partition."""
@@ -238,13 +278,13 @@ class Store:
     ) -> list[int | None]:
         """Creation time (ms) of each scope's oldest open, untouched lead, if any."""
         async with self.client.pipeline(transaction=False) as pipe:
-            for scope in scopes:
-                for partition in partitions:
-                    pipe.zrange(self.keys.untouched(partition, scope), 0, 0, withscores=True)
-            found = iter(await pipe.execute())
+            for partition in partitions:
+                keys = [self.keys.untouched(partition, scope) for scope in scopes]
+                await self._lowest_scores(keys=keys, client=pipe)
+            replies = [orjson.loads(reply) for reply in await pipe.execute()]
         out: list[int | None] = []
-        for _ in scopes:
-            scores = [int(s) for _ in partitions for _, s in next(found)]
+        for i in range(len(scopes)):
+            scores = [reply[i] for reply in replies if reply[i] is not None]
             out.append(min(scores) if scores else None)
         return out
 
@@ -271,21 +311,26 @@ class Store:
     async def sums_many(
         self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]
     ) -> list[dict[str, int]]:
-        """``sums`` for many (scope, id, buckets) at once, in one pipeline."""
+        """``sums`` for many (scope, id, buckets) at once: one script call per partition."""
+        if not requests:
+            return []
+        bucket_sets: dict[tuple[str, ...], int] = {}
+        groups = []
+        for scope, scope_id, bucket_ids in requests:
+            index = bucket_sets.setdefault(tuple(bucket_ids), len(bucket_sets) + 1)
+            groups.append((f"{scope}:{scope_id}", index))
+        spec = orjson.dumps({"b": list(bucket_sets), "g": groups})
         async with self.client.pipeline(transaction=False) as pipe:
-            for scope, scope_id, bucket_ids in requests:
-                for partition in partitions:
-                    for bucket in bucket_ids:
-                        pipe.hgetall(self.keys.aggregate(partition, (scope, scope_id, bucket)))
-            found = iter(await pipe.execute())
-        totals = []
-        for _scope, _id, bucket_ids in requests:
-            total: dict[str, int] = {}
-            for _ in range(len(partitions) * len(bucket_ids)):
-                for name, value in next(found).items():
-                    field = _str(name)
-                    total[field] = total.get(field, 0) + int(value)
-            totals.append(total)
+            for partition in partitions:
+                prefix = f"{self.keys.tag(partition)}:a:"
+                routing = self.keys.checkpoint(partition)
+                await self._sum_groups(keys=[routing], args=[prefix, spec], client=pipe)
+            replies = await pipe.execute()
+        totals: list[dict[str, int]] = [{} for _ in requests]
+        for reply in replies:
+            for total, part in zip(totals, orjson.loads(reply), strict=True):
+                for field, value in part.items():
+                    total[field] = total.get(field, 0) + value
         return totals
 
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from projections.catalogue import KPI_IDS
 from projections.contributions import Rules
 from projections.validation import Limits
+from projections.windows import WINDOWS
 
 
 class SettingsError(ValueError):
@@ -44,6 +45,9 @@ class Settings:
     # Cardinality bounds of the exporter: windows exported per rep, reps per team.
     export_rep_windows: str = "today,week,month"
     export_max_reps_per_team: int = 200
+    # Per-rep histograms keep only the +Inf bucket, _sum and _count (mean and count) unless
+    # this is set; team, queue, campaign and org histograms always have every bucket.
+    export_rep_histogram_buckets: bool = False
     export_rep_kpis: str = (
         "activities,leads_created,speed_to_lead_seconds,untouched_leads,win_rate,revenue_won,"
         "calls_answered,average_handle_time_seconds"
@@ -80,6 +84,14 @@ class Settings:
     @property
     def dlq_topic(self) -> str:
         return f"{self.topic_prefix}.events.dlq"
+
+    @property
+    def rep_windows(self) -> tuple[str, ...]:
+        return tuple(w.strip() for w in self.export_rep_windows.split(",") if w.strip())
+
+    @property
+    def rep_kpis(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.export_rep_kpis.split(",") if k.strip())
 
     @property
     def rules(self) -> Rules:
@@ -147,9 +159,15 @@ class Settings:
                 raise SettingsError(
                     f"SALESPULSE_QUEUE_TEAMS: {item!r} is not queue=team (e.g. q-emea=emea)"
                 )
-        unknown = {k.strip() for k in self.export_rep_kpis.split(",") if k.strip()} - set(KPI_IDS)
+        unknown = self.rep_kpis - set(KPI_IDS)
         if unknown:
             raise SettingsError(f"SALESPULSE_EXPORT_REP_KPIS: unknown KPI {sorted(unknown)[0]!r}")
+        bad_windows = set(self.rep_windows) - set(WINDOWS)
+        if bad_windows or not self.rep_windows:
+            raise SettingsError(
+                f"SALESPULSE_EXPORT_REP_WINDOWS={self.export_rep_windows!r}: "
+                f"use windows of {', '.join(WINDOWS)}"
+            )
         if self.partitions < 1:
             raise SettingsError(f"SALESPULSE_PARTITIONS must be at least 1, not {self.partitions}")
         if self.ingest_batch_size < 1:

@@ -45,6 +45,10 @@ def test_environment_overrides_and_prefix() -> None:
         ({"SALESPULSE_INGEST_BATCH_SECONDS": "soon"}, "not a valid float"),
         ({"SALESPULSE_LOG_LEVEL": "loud"}, "use debug, info"),
         ({"SALESPULSE_QUEUE_TEAMS": "q1=emea,q2"}, "'q2' is not queue=team"),
+        ({"SALESPULSE_EXPORT_REP_WINDOWS": "today,fortnight"}, "use windows of 15m"),
+        ({"SALESPULSE_EXPORT_REP_WINDOWS": " , "}, "use windows of 15m"),
+        ({"SALESPULSE_EXPORT_REP_KPIS": "activities,calls"}, "unknown KPI 'calls'"),
+        ({"SALESPULSE_EXPORT_REP_HISTOGRAM_BUCKETS": "maybe"}, "not a valid bool"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
