@@ -27,8 +27,8 @@ def render(families: Iterable[Metric]) -> bytes:
         doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
         append(f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n")
         for sample in family.samples:
-            if sample.timestamp is not None or sample.name.endswith("_created"):
-                continue  # not built here; _created is OpenMetrics-only
+            if sample.timestamp is not None:
+                raise ValueError(f"{sample.name}: samples with timestamps are not rendered")
             if sample.labels:
                 pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
                 append(f"{sample.name}{{{pairs}}} {_number(sample.value)}\n")

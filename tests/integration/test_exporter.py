@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.log import VALID, SimConfig, simulate
+from exporters.dashboards import OUT_DIR
+from simulator.log import DUPLICATE, VALID, SimConfig, simulate
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
@@ -58,6 +60,54 @@ def _prometheus(settings: Settings, query: str) -> list[dict]:  # type: ignore[t
         return json.load(response)["data"]["result"]  # type: ignore[no-any-return]
 
 
+def _series_labels(settings: Settings, match: str, label: str) -> set[str]:
+    url = f"http://127.0.0.1:{settings.prometheus_port}/api/v1/series?" + urllib.parse.urlencode(
+        {"match[]": match}
+    )
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return {series[label] for series in json.load(response)["data"]}
+
+
+def _every_panel_query_returns_data(settings: Settings) -> None:
+    """Every panel query of every dashboard, its variables expanded as Grafana would, has data.
+
+    ``$team`` takes, of the values its variable query lists, the team with the most
+    activities today (a wallboard is looked at for a working team; a team whose day has
+    just begun has no win rate today yet). Custom variables take their default.
+    """
+    for path in sorted(OUT_DIR.glob("*.json")):
+        board = json.loads(path.read_text())
+        values: dict[str, str] = {}
+        for variable in board["templating"]["list"]:
+            if variable["type"] == "custom":
+                values[variable["name"]] = variable["current"]["value"]
+                continue
+            match = re.fullmatch(r"label_values\((.*), (\w+)\)", variable["definition"])
+            assert match, variable["definition"]
+            wait_for(
+                lambda m=match: bool(_series_labels(settings, m[1], m[2])),
+                30,
+                f"{variable['name']} values",
+            )
+            choices = _series_labels(settings, match[1], match[2])
+            busiest = _prometheus(
+                settings,
+                'topk(1, salespulse_activities{team!="",rep="",window="today",kind="total"})',
+            )
+            assert busiest and busiest[0]["metric"]["team"] in choices, (busiest, choices)
+            values[variable["name"]] = busiest[0]["metric"]["team"]
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"]
+                for name, value in values.items():
+                    expr = expr.replace(f"${name}", value)
+                wait_for(
+                    lambda q=expr: bool(_prometheus(settings, q)),
+                    60,
+                    f"{path.name} / {panel['title']}: data for {expr}",
+                )
+
+
 async def test_prometheus_holds_what_kpis_says(
     exporter: tuple[dict[str, str], str], tmp_path: Path
 ) -> None:
@@ -65,10 +115,15 @@ async def test_prometheus_holds_what_kpis_says(
     settings = Settings.from_env(env)
     records, _ = simulate(
         SimConfig(
-            seed=5, count=8_000, end_ms=time.time_ns() // 1_000_000, history_ms=5 * 86_400_000
+            seed=5,
+            count=8_000,
+            end_ms=time.time_ns() // 1_000_000,
+            history_ms=5 * 86_400_000,
+            invalid_share=0.01,
         )
     )
     values = [r.value for r in records if r.label == VALID]
+    invalid = [r.value for r in records if r.label not in (VALID, DUPLICATE)]
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.start()
@@ -78,7 +133,9 @@ async def test_prometheus_holds_what_kpis_says(
             lambda: worker.metrics().projected["applied"] >= len(directory), 60, "the directory"
         )
         await publish(
-            settings.bootstrap, settings.raw_topic, [v for v in values if b'.upserted"' not in v]
+            settings.bootstrap,
+            settings.raw_topic,
+            [v for v in values if b'.upserted"' not in v] + invalid,
         )
 
         def settled() -> bool:
@@ -89,6 +146,7 @@ async def test_prometheus_holds_what_kpis_says(
             )
 
         wait_for(settled, 120, "the projections to settle")
+        _every_panel_query_returns_data(settings)
     finally:
         assert worker.stop() == 0
 

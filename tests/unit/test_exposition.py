@@ -51,7 +51,7 @@ def _awkward_families() -> list[Metric]:
     gauge.add_metric(["latam", "x"], -math.inf)
     gauge.add_metric(["anz", "y"], math.nan)
     gauge.add_metric(["mea", "z"], 1e-7)
-    bare = GaugeMetricFamily("bare", "no labels")
+    bare = GaugeMetricFamily("leads_created", "no labels, and a name that ends in _created")
     bare.add_metric([], 0.0)
     counter = CounterMetricFamily("c", "a counter", labels=["reason"])
     counter.add_metric(["invalid_json"], 7)

@@ -1,0 +1,106 @@
+"""The Grafana dashboards: current with their builder, and every query names real metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+import streams.metrics  # noqa: F401  (registers the worker's metrics)
+from exporters.dashboards import DASHBOARDS, OUT_DIR, main, rendered
+from exporters.families import HISTOGRAMS, QUOTIENTS, RATIOS, metric_name
+from projections.catalogue import KPI_IDS
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME = re.compile(r"\b(salespulse[a-z0-9_:]*)")
+VARIABLE = re.compile(r"\$(\w+)")
+
+
+def _exported_names() -> set[str]:
+    names = set()
+    for kpi in KPI_IDS:
+        name = metric_name(kpi)
+        if kpi in HISTOGRAMS:
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+            continue
+        names.add(name)
+        if kpi in RATIOS or kpi in QUOTIENTS:
+            names |= {f"{name}_numerator", f"{name}_denominator"}
+    health = (ROOT / "exporters" / "health.py").read_text() + (
+        ROOT / "exporters" / "server.py"
+    ).read_text()
+    names |= set(re.findall(r'"(salespulse_[a-z_]+)"', health))
+    for family in REGISTRY.collect():
+        names |= {sample.name for sample in family.samples}
+        if family.type == "histogram":
+            names.add(f"{family.name}_bucket")
+        if family.type == "counter":  # labelled counters have no samples until first used
+            names.add(f"{family.name}_total")
+    for rules in (ROOT / "exporters" / "rules").glob("*.yml"):
+        for group in yaml.safe_load(rules.read_text())["groups"]:
+            names |= {rule["record"] for rule in group["rules"] if "record" in rule}
+    return names
+
+
+def _dashboards() -> dict[str, dict]:  # type: ignore[type-arg]
+    return {name: json.loads((OUT_DIR / f"{name}.json").read_text()) for name in DASHBOARDS}
+
+
+def test_the_files_are_what_the_builder_makes() -> None:
+    for name, text in rendered().items():
+        assert (OUT_DIR / name).read_text() == text, f"{name}: run python -m exporters.dashboards"
+    assert main(["--check"]) == 0
+
+
+def test_uids_are_fixed_and_unique_and_use_the_provisioned_data_source() -> None:
+    source = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    (uid,) = [d["uid"] for d in source["datasources"]]
+    boards = _dashboards()
+    uids = [b["uid"] for b in boards.values()]
+    assert len(set(uids)) == len(uids) == 5
+    assert all(u.startswith("salespulse-") for u in uids)
+    for board in boards.values():
+        for panel in board["panels"]:
+            assert panel["datasource"]["uid"] == uid
+            assert all(t["datasource"]["uid"] == uid for t in panel["targets"])
+
+
+def test_every_query_names_an_exported_metric_and_a_defined_variable() -> None:
+    known = _exported_names()
+    for name, board in _dashboards().items():
+        defined = {v["name"] for v in board["templating"]["list"]}
+        for panel in board["panels"]:
+            assert panel["fieldConfig"]["defaults"]["unit"], f"{name}: {panel['title']} no unit"
+            steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            assert steps[0]["value"] is None
+            for target in panel["targets"]:
+                used = set(NAME.findall(target["expr"]))
+                assert used, target["expr"]
+                assert used <= known, f"{name}/{panel['title']}: unknown {used - known}"
+                missing = set(VARIABLE.findall(target["expr"])) - defined
+                assert not missing, f"{name}/{panel['title']}: undefined ${missing}"
+
+
+def test_calendar_windows_come_from_the_engine_not_from_grafana() -> None:
+    for board in _dashboards().values():
+        text = json.dumps(board["panels"])
+        assert "now/d" not in text and "now/w" not in text
+
+
+def test_compose_provisions_every_dashboard_file() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"])
+    assert mounts["./deploy/grafana/dashboards"] == "/etc/grafana/dashboards/salespulse"
+    provider = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/dashboards/salespulse.yml").read_text()
+    )
+    assert provider["providers"][0]["options"]["path"] == "/etc/grafana/dashboards/salespulse"
+    assert sorted(p.name for p in OUT_DIR.glob("*.json")) == sorted(rendered())
