@@ -133,7 +133,7 @@ def dashboard(
     uid: str, title: str, rows: list[list[Panel]], variables: list[dict[str, Any]], height: int
 ) -> dict[str, Any]:
     """Lay the panels out in rows of equal width on Grafana's 24-column grid."""
-    panels = []
+    panels: list[Panel] = []
     y = 0
     for row in rows:
         width = 24 // len(row)
