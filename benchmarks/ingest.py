@@ -40,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--invalid", type=float, default=0.01)
+    parser.add_argument("--timeout", type=float, default=1800, help="give up after (seconds)")
     args = parser.parse_args()
 
     base = Settings.from_env()
@@ -67,7 +68,8 @@ def main() -> None:
     try:
         worker.start(timeout=120)
         first = last = None
-        while True:
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
             snap = worker.metrics()
             now = time.monotonic()
             if first is None and snap.records > 0:
@@ -76,7 +78,8 @@ def main() -> None:
                 last = (now, snap.records)
                 break
             time.sleep(0.05)
-        assert first is not None
+        if first is None or last is None:
+            raise SystemExit(f"the worker did not read {args.count:,} records in {args.timeout}s")
         span = last[0] - first[0]
         rate = (last[1] - first[1]) / span if span > 0 else float("nan")
         snap = worker.metrics()

@@ -55,6 +55,7 @@ async def _clean(settings: Settings) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200_000)
+    parser.add_argument("--timeout", type=float, default=1800, help="give up after (seconds)")
     args = parser.parse_args()
 
     base = Settings.from_env()
@@ -83,6 +84,8 @@ def main() -> None:
         worker.start(timeout=120)
         started = time.monotonic()
         while not asyncio.run(_caught_up(settings)):
+            if time.monotonic() - started > args.timeout:
+                raise SystemExit(f"the projections did not catch up in {args.timeout}s")
             time.sleep(0.2)
         seconds = time.monotonic() - started
         snap = worker.metrics()

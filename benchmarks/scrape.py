@@ -1,6 +1,6 @@
 """Exporter scrape cost at 100, 1,000 and 10,000 reps in 20 teams.
 
-    python -m benchmarks.scrape
+    python -m benchmarks.scrape [--reps 100,1000,10000]
 
 Projects a day of activity for each rep straight into Redis (through the
 projector, without Kafka), then times the exporter's scrape in two steps,
@@ -11,6 +11,7 @@ stack's Redis; cleans up after itself.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import statistics
@@ -122,7 +123,20 @@ async def _measure(base: Settings, reps: int) -> tuple[float, float, int, int, i
         await client.aclose()
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every size must be at least 1")
+    return sizes
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=_sizes, default=[100, 1_000, 10_000])
+    args = parser.parse_args()
     base = Settings.from_env()
     for server in servers(base):
         if server.name == "redis":
@@ -131,7 +145,7 @@ def main() -> None:
     print(
         f"{'reps':>8}{'exported':>10}{'series':>10}{'bytes':>12}{'read+build':>13}{'render':>9}{'total':>9}"
     )
-    for reps in (100, 1_000, 10_000):
+    for reps in args.reps:
         build, draw, series, size, exported = asyncio.run(_measure(base, reps))
         print(
             f"{reps:>8,}{exported:>10,}{series:>10,}{size:>12,}"

@@ -1,0 +1,65 @@
+"""Smoke runs of the benchmarks at tiny sizes, so they cannot rot (the numbers mean nothing)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def _run(stack_env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        env={**os.environ, **stack_env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _number(line_start: str, out: str) -> float:
+    match = re.search(rf"^{re.escape(line_start)}\s+([\d,.]+)", out, re.MULTILINE)
+    assert match, out
+    return float(match[1].replace(",", ""))
+
+
+def test_ingest_benchmark(stack_env: dict[str, str]) -> None:
+    out = _run(stack_env, "benchmarks.ingest", "--count", "2000", "--timeout", "300")
+    assert _number("records", out) == 2000
+    assert _number("worker ingest", out) > 0
+
+
+def test_projection_benchmark(stack_env: dict[str, str]) -> None:
+    out = _run(stack_env, "benchmarks.projection", "--count", "2000", "--timeout", "300")
+    assert _number("worker projection (whole catalogue)", out) > 0
+    assert _number("worker peak RSS", out) > 0
+
+
+def test_scrape_benchmark(stack_env: dict[str, str]) -> None:
+    out = _run(stack_env, "benchmarks.scrape", "--reps", "30")
+    row = out.strip().splitlines()[-1].split()
+    assert row[0] == "30" and row[1] == "30" and int(row[2].replace(",", "")) > 0, out
+
+
+def test_a_bad_size_is_refused(stack_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scrape", "--reps", "10,x"],
+        env={**os.environ, **stack_env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "'10,x' is not a list of numbers" in done.stderr
