@@ -20,6 +20,10 @@ SUPPORTED_TYPES = {"gauge", "counter", "histogram"}
 def render(families: Iterable[Metric]) -> bytes:
     out: list[str] = []
     append = out.append
+    # Families share label dicts between samples: format each dict once (ids are stable while
+    # the families are alive, which they are for this whole call).
+    formatted: dict[int, str] = {}
+    families = list(families)
     for family in families:
         if family.type not in SUPPORTED_TYPES:
             raise ValueError(f"{family.name}: cannot render a {family.type} family")
@@ -30,7 +34,10 @@ def render(families: Iterable[Metric]) -> bytes:
             if sample.timestamp is not None:
                 raise ValueError(f"{sample.name}: samples with timestamps are not rendered")
             if sample.labels:
-                pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
+                pairs = formatted.get(id(sample.labels))
+                if pairs is None:
+                    pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
+                    formatted[id(sample.labels)] = pairs
                 append(f"{sample.name}{{{pairs}}} {_number(sample.value)}\n")
             else:
                 append(f"{sample.name} {_number(sample.value)}\n")

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from projections.catalogue import Figure
+from projections.catalogue import KPI_IDS, Figure
 from projections.contributions import SALES_CYCLE_BOUNDS, SPEED_TO_LEAD_BOUNDS
 from projections.read import Answer
 
@@ -68,6 +68,13 @@ def metric_name(kpi: str) -> str:
     return f"salespulse_{kpi}"
 
 
+# Metric name and help text of every KPI.
+_NAMES = {
+    kpi: (metric_name(kpi), f"salespulse KPI {kpi}" + (f" ({UNITS[kpi]})" if kpi in UNITS else ""))
+    for kpi in KPI_IDS
+}
+
+
 def scope_labels(answer: Answer, rep_team: str) -> list[str]:
     values = {"team": "", "rep": "", "queue": "", "campaign": "", "window": answer.span.window}
     if answer.scope == "team":
@@ -98,25 +105,31 @@ def families(
 
     for answer, rep_team in answers:
         labels = scope_labels(answer, rep_team)
+        # One label dict per (answer, KPI label), shared by its samples: building a dict per
+        # sample was a third of a large scrape, and the renderer formats each dict once.
+        scope_dict = dict(zip(SCOPE_LABELS, labels, strict=True))
         for kpi, result in answer.kpis.items():
             if kpi in HISTOGRAMS:
                 buckets = rep_histogram_buckets or answer.scope != "rep"
                 _histogram(histograms, kpi, answer.sums, labels, buckets)
                 continue
             extra = KPI_LABEL.get(kpi)
+            name, doc = _NAMES[kpi]
             rows = [(None, result)] if isinstance(result, Figure) else list(result.items())
-            name = metric_name(kpi)
-            doc = f"salespulse KPI {kpi}" + (f" ({UNITS[kpi]})" if kpi in UNITS else "")
+            parts = kpi in RATIOS or kpi in QUOTIENTS
             for label, figure in rows:
-                values = [*labels, *([label] if extra and label is not None else [])]
+                sample_labels = (
+                    {**scope_dict, extra: label} if extra and label is not None else scope_dict
+                )
                 if figure.value is not None:
-                    gauge(name, doc, extra).add_metric(values, float(figure.value))
-                if kpi in RATIOS or kpi in QUOTIENTS:
-                    gauge(f"{name}_numerator", f"numerator of {kpi}", extra).add_metric(
-                        values, float(figure.numerator)
+                    gauge(name, doc, extra).add_sample(name, sample_labels, float(figure.value))
+                if parts:
+                    top, bottom = f"{name}_numerator", f"{name}_denominator"
+                    gauge(top, f"numerator of {kpi}", extra).add_sample(
+                        top, sample_labels, float(figure.numerator)
                     )
-                    gauge(f"{name}_denominator", f"denominator of {kpi}", extra).add_metric(
-                        values, float(figure.denominator or 0)
+                    gauge(bottom, f"denominator of {kpi}", extra).add_sample(
+                        bottom, sample_labels, float(figure.denominator or 0)
                     )
     return [*gauges.values(), *histograms.values()]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from exporters.dashboards import OUT_DIR
-from simulator.log import DUPLICATE, VALID, SimConfig, simulate
+from simulator.log import DUPLICATE, VALID, Record, SimConfig, simulate
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
@@ -58,6 +58,38 @@ def _prometheus(settings: Settings, query: str) -> list[dict]:  # type: ignore[t
     )
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)["data"]["result"]  # type: ignore[no-any-return]
+
+
+def _a_deal_won_just_now_per_team(records: list[Record]) -> list[bytes]:
+    """One won deal per team a minute ago: simulated deals close days apart, and a wallboard
+    test must not depend on whether one happened to close today in some team's zone."""
+    first_rep: dict[str, str] = {}
+    for record in records:
+        event = json.loads(record.value) if record.label == VALID else {}
+        if event.get("type") == "rep.upserted":
+            first_rep.setdefault(event["team_id"], event["rep_id"])
+    now = time.time()
+    out = []
+    for team, rep in sorted(first_rep.items()):
+        opportunity = f"opp-just-won-{team}"
+        for offset, type_name, fields in (
+            (120, "opportunity.created", {"amount_minor": 500_000, "product": "core"}),
+            (60, "opportunity.closed", {"outcome": "won", "amount_minor": 480_000}),
+        ):
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - offset))
+            extra = {"segment": "smb"} if type_name == "opportunity.created" else {}
+            event = {
+                "event_id": f"{opportunity}-{type_name}",
+                "type": type_name,
+                "occurred_at": at,
+                "schema_version": 1,
+                "opportunity_id": opportunity,
+                "rep_id": rep,
+                **fields,
+                **extra,
+            }
+            out.append(json.dumps(event).encode())
+    return out
 
 
 def _series_labels(settings: Settings, match: str, label: str) -> set[str]:
@@ -122,7 +154,7 @@ async def test_prometheus_holds_what_kpis_says(
             invalid_share=0.01,
         )
     )
-    values = [r.value for r in records if r.label == VALID]
+    values = [r.value for r in records if r.label == VALID] + _a_deal_won_just_now_per_team(records)
     invalid = [r.value for r in records if r.label not in (VALID, DUPLICATE)]
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
