@@ -55,36 +55,37 @@ def _field_config(unit: str, steps: Steps, decimals: int | None = None) -> dict[
     return {"defaults": defaults, "overrides": []}
 
 
-def stat(title: str, expr: str, unit: str, steps: Steps, legend: str = "") -> Panel:
+def _last_value(kind: str, title: str, expr: str, unit: str, steps: Steps, legend: str) -> Panel:
+    """A panel showing each series' last value (stat or bar gauge)."""
     return {
-        "type": "stat",
+        "type": kind,
         "title": title,
         "targets": [_target(expr, legend)],
         "fieldConfig": _field_config(unit, steps),
-        "options": {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "colorMode": "background",
-            "graphMode": "none",
-            "justifyMode": "center",
-            "textMode": "value",
-            "wideLayout": True,
-        },
+        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
     }
+
+
+def stat(title: str, expr: str, unit: str, steps: Steps, legend: str = "") -> Panel:
+    panel = _last_value("stat", title, expr, unit, steps, legend)
+    panel["options"] |= {
+        "colorMode": "background",
+        "graphMode": "none",
+        "justifyMode": "center",
+        "textMode": "value",
+        "wideLayout": True,
+    }
+    return panel
 
 
 def bars(title: str, expr: str, unit: str, steps: Steps, legend: str) -> Panel:
-    return {
-        "type": "bargauge",
-        "title": title,
-        "targets": [_target(expr, legend)],
-        "fieldConfig": _field_config(unit, steps),
-        "options": {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "orientation": "horizontal",
-            "displayMode": "gradient",
-            "showUnfilled": True,
-        },
+    panel = _last_value("bargauge", title, expr, unit, steps, legend)
+    panel["options"] |= {
+        "orientation": "horizontal",
+        "displayMode": "gradient",
+        "showUnfilled": True,
     }
+    return panel
 
 
 def series(title: str, targets: list[tuple[str, str]], unit: str) -> Panel:
