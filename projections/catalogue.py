@@ -20,6 +20,9 @@ class Figure:
     denominator: int | None  # None for plain counts and sums
 
 
+# The scopes a KPI is read for: the whole org, a team, a rep, a campaign, a queue.
+SCOPES = ("org", "team", "rep", "campaign", "queue")
+
 Sums = Mapping[str, int]
 Result = Figure | dict[str, Figure]
 

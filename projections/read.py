@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from projections.catalogue import Figure, Result, evaluate
+from projections.catalogue import SCOPES, Figure, Result, evaluate
 from projections.engine import GAUGE_BUCKET, DirectoryView
 from projections.store import Store
 from projections.windows import WindowSpan, window_span
-
-SCOPES = ("org", "team", "rep", "campaign", "queue")
 
 
 class UnknownScope(ValueError):

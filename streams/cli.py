@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from projections.read import SCOPES
+from projections.catalogue import SCOPES
 from projections.windows import WINDOWS
 from stack.install import MissingPrerequisite
 from stack.servers import StackError
