@@ -15,9 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from projections.catalogue import KPI_IDS, Figure
+from projections.catalogue import Figure
 from projections.contributions import SALES_CYCLE_BOUNDS, SPEED_TO_LEAD_BOUNDS
 from projections.read import Answer
+from projections.targets import TARGETABLE, Targets
 
 SCOPE_LABELS = ("team", "rep", "queue", "campaign", "window")
 KPI_LABEL = {
@@ -42,6 +43,7 @@ RATIOS = {
     "abandonment_rate",
     "service_level_ratio",
     "connect_rate",
+    "quota_attainment_ratio",
 }
 # Quotients that are not 0-1 shares: exported as they are, with their parts.
 QUOTIENTS = {
@@ -71,7 +73,7 @@ def metric_name(kpi: str) -> str:
 # Metric name and help text of every KPI.
 _NAMES = {
     kpi: (metric_name(kpi), f"salespulse KPI {kpi}" + (f" ({UNITS[kpi]})" if kpi in UNITS else ""))
-    for kpi in KPI_IDS
+    for kpi in TARGETABLE
 }
 
 
@@ -152,3 +154,40 @@ def _histogram(
         if with_buckets or bound == "+Inf":
             buckets.append((bound if bound == "+Inf" else str(float(bound)), float(cumulative)))
     out[name].add_metric(labels, buckets, sums.get(f"{prefix}_ms", 0) / 1000)
+
+
+TARGET_LABELS = (*SCOPE_LABELS, "kpi", "label", "direction")
+
+
+def target_families(answers: Sequence[tuple[Answer, str]], targets: Targets) -> list[Metric]:
+    """``salespulse_kpi_target`` (and its warning and critical thresholds) beside each
+    exported scope and window that has a target; ``direction`` says which way is better."""
+    if not targets.items:
+        return []
+    doc = "Target of a KPI for a scope and window (docs/targets.md)"
+    goal = GaugeMetricFamily("salespulse_kpi_target", doc, labels=TARGET_LABELS)
+    warning = GaugeMetricFamily(
+        "salespulse_kpi_target_warning", "Warning threshold of a KPI target", labels=TARGET_LABELS
+    )
+    critical = GaugeMetricFamily(
+        "salespulse_kpi_target_critical", "Critical threshold of a KPI target", labels=TARGET_LABELS
+    )
+    kpis = sorted({(t.kpi, t.label or "") for t in targets.items})
+    targeted = {(t.scope, t.window) for t in targets.items}
+    for answer, rep_team in answers:
+        if (answer.scope, answer.span.window) not in targeted:
+            continue
+        labels = scope_labels(answer, rep_team)
+        for kpi, label in kpis:
+            found = targets.find(
+                kpi, answer.scope, answer.scope_id, answer.span.window, label or None
+            )
+            if found is None:
+                continue
+            row = [*labels, kpi, label, found.direction]
+            goal.add_metric(row, found.target)
+            if found.warning is not None:
+                warning.add_metric(row, found.warning)
+            if found.critical is not None:
+                critical.add_metric(row, found.critical)
+    return [goal, warning, critical]

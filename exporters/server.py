@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
+from dataclasses import replace
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -19,12 +21,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
+from exporters.api import Api
 from exporters.exposition import render
-from exporters.families import families
-from exporters.health import health_families
+from exporters.families import families, target_families
+from exporters.health import Health, health_families, summarise
+from exporters.targets_file import TargetsFile
 from projections.namespaces import current_namespace
 from projections.read import read_many
 from projections.store import Store, connect
+from projections.targets import QUOTA_ATTAINMENT, QUOTA_KPI, TargetsError, with_targets
 from projections.windows import WINDOWS
 from streams.settings import Settings
 
@@ -35,6 +40,7 @@ class Exporter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.client = connect(settings.redis)
+        self.targets = TargetsFile(settings.targets_file)
         self._kafka: AIOKafkaConsumer | None = None
 
     async def _end_offsets(self) -> dict[tuple[str, int], int] | None:
@@ -55,12 +61,15 @@ class Exporter:
             return None
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
-    async def health(self) -> list[Metric]:
+    async def health_summary(self) -> Health:
         s = self.settings
         namespace = await current_namespace(self.client, s.topic_prefix)
         progress = await Store(self.client, namespace).progress(range(s.partitions))
         ends = await self._end_offsets()
-        return health_families(progress, ends, time.time_ns() // 1_000_000)
+        return summarise(progress, ends, time.time_ns() // 1_000_000)
+
+    async def health(self) -> list[Metric]:
+        return health_families(await self.health_summary())
 
     async def kpi_families(self) -> list[Metric]:
         s = self.settings
@@ -83,15 +92,25 @@ class Exporter:
                 queries += [(scope, scope_id, w) for w in s.rep_windows]
             else:
                 queries += [(scope, scope_id, w) for w in WINDOWS]
-        # Cardinality bound: reps export only the configured KPIs.
-        only = {"rep": s.rep_kpis}
-        answers = await read_many(store, partitions, directory, queries, as_of, only)
-        return list(
-            families(
-                [(a, rep_team.get(a.scope_id, "")) for a in answers],
-                rep_histogram_buckets=s.export_rep_histogram_buckets,
-            )
-        )
+        # Cardinality bound: reps export only the configured KPIs (quota needs revenue).
+        wanted = s.rep_kpis | ({QUOTA_KPI} if QUOTA_ATTAINMENT in s.rep_kpis else set())
+        answers = await read_many(store, partitions, directory, queries, as_of, {"rep": wanted})
+        targets = self.targets.current()
+        answers = [
+            replace(a, kpis=with_targets(a.kpis, targets, a.scope, a.scope_id, a.span.window))
+            for a in answers
+        ]
+        answers = [
+            replace(a, kpis={k: v for k, v in a.kpis.items() if k in s.rep_kpis})
+            if a.scope == "rep" and QUOTA_KPI not in s.rep_kpis
+            else a
+            for a in answers
+        ]
+        with_teams = [(a, rep_team.get(a.scope_id, "")) for a in answers]
+        return [
+            *families(with_teams, rep_histogram_buckets=s.export_rep_histogram_buckets),
+            *target_families(with_teams, targets),
+        ]
 
     async def metrics(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -123,13 +142,20 @@ def build_app(settings: Settings) -> web.Application:
     exporter = Exporter(settings)
     app = web.Application()
     app.router.add_get("/metrics", exporter.metrics)
+    app.router.add_routes(Api(exporter).routes())
     app.on_cleanup.append(exporter.close)
     return app
 
 
 def run_exporter(settings: Settings) -> int:
+    try:
+        app = build_app(settings)
+    except TargetsError as exc:
+        for problem in exc.problems:
+            print(f"salespulse: error: {settings.targets_file}: {problem}", file=sys.stderr)
+        return 2
     web.run_app(
-        build_app(settings),
+        app,
         host=settings.metrics_host,
         port=settings.exporter_port,
         print=None,

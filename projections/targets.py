@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from projections.catalogue import KPI_IDS, SCOPES
+from projections.catalogue import KPI_IDS, SCOPES, Figure, Result
 from projections.windows import WINDOWS
 
 LABELLED = {
@@ -96,6 +96,24 @@ class Targets:
             if item.scope_id == ANY_ID:
                 wildcard = item
         return wildcard
+
+
+def quota_attainment(revenue_won: Figure, target: Target) -> Figure:
+    """Revenue won ÷ the revenue target of the same scope and window (can exceed 1)."""
+    goal = round(target.target)
+    return Figure(revenue_won.numerator / goal if goal else None, revenue_won.numerator, goal)
+
+
+def with_targets(
+    kpis: Mapping[str, Result], targets: Targets, scope: str, scope_id: str, window: str
+) -> dict[str, Result]:
+    """The KPIs plus quota attainment, when the scope has a revenue target for the window."""
+    out = dict(kpis)
+    revenue = kpis.get(QUOTA_KPI)
+    target = targets.find(QUOTA_KPI, scope, scope_id, window)
+    if isinstance(revenue, Figure) and target is not None:
+        out[QUOTA_ATTAINMENT] = quota_attainment(revenue, target)
+    return out
 
 
 def parse_targets(text: str) -> Targets:

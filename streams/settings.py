@@ -8,8 +8,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from projections.catalogue import KPI_IDS
 from projections.contributions import Rules
+from projections.targets import TARGETABLE
 from projections.validation import Limits
 from projections.windows import WINDOWS
 
@@ -50,8 +50,10 @@ class Settings:
     export_rep_histogram_buckets: bool = False
     export_rep_kpis: str = (
         "activities,leads_created,speed_to_lead_seconds,untouched_leads,win_rate,revenue_won,"
-        "calls_answered,average_handle_time_seconds"
+        "calls_answered,average_handle_time_seconds,quota_attainment_ratio"
     )
+    # TOML file of KPI targets (docs/targets.md); reloaded by the exporter when it changes.
+    targets_file: str = ""
     log_level: str = "info"
     # Projections. Changing a rule changes what a KPI means: rebuild after changing it.
     org_timezone: str = "UTC"
@@ -159,7 +161,7 @@ class Settings:
                 raise SettingsError(
                     f"SALESPULSE_QUEUE_TEAMS: {item!r} is not queue=team (e.g. q-emea=emea)"
                 )
-        unknown = self.rep_kpis - set(KPI_IDS)
+        unknown = self.rep_kpis - set(TARGETABLE)
         if unknown:
             raise SettingsError(f"SALESPULSE_EXPORT_REP_KPIS: unknown KPI {sorted(unknown)[0]!r}")
         bad_windows = set(self.rep_windows) - set(WINDOWS)

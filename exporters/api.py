@@ -1,0 +1,321 @@
+"""The JSON query API, served by the exporter beside /metrics (OpenAPI: exporters/openapi.py).
+
+    GET /api/v1/kpis?scope=&id=&window=&as_of=          every KPI of one scope and window
+    GET /api/v1/kpis/{kpi}?scope=&id=&window=&as_of=    one KPI
+    GET /api/v1/leaderboard?kpi=&team=&window=&limit=   a team's reps ranked by one KPI
+    GET /api/v1/health                                  can the projections be read, how fresh
+
+A bad parameter is a 400 whose JSON error names it; an unknown scope id or KPI a 404;
+unreadable projections a 503. ``as_of`` picks the window that contains that instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from exporters.openapi import document
+from projections.catalogue import SCOPES, Figure, Result
+from projections.namespaces import current_namespace
+from projections.read import Answer, read_many
+from projections.store import Store
+from projections.targets import LABELLED, TARGETABLE, Target, Targets, with_targets
+from projections.validation import InvalidField, parse_instant_ms
+from projections.windows import WINDOWS
+
+if TYPE_CHECKING:
+    from exporters.server import Exporter
+
+log = logging.getLogger(__name__)
+
+# Lower is better for these KPIs (leaderboards rank ascending) unless a target says otherwise.
+LOWER_IS_BETTER = {
+    "speed_to_lead_seconds",
+    "untouched_leads",
+    "oldest_untouched_lead_age_seconds",
+    "abandonment_rate",
+    "calls_abandoned",
+    "average_speed_of_answer_seconds",
+    "average_handle_time_seconds",
+    "cost_per_lead",
+    "sales_cycle_seconds",
+}
+MIN_AS_OF_MS = 0  # 1970
+MAX_AS_OF_MS = 7_258_118_400_000  # 2200-01-01
+MAX_LIMIT = 1_000
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.parameter = status, message, parameter
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _instant(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _figure(figure: Figure, target: Target | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "value": figure.value,
+        "numerator": figure.numerator,
+        "denominator": figure.denominator,
+    }
+    if target is not None:
+        out["target"] = {
+            "target": target.target,
+            "direction": target.direction,
+            "warning": target.warning,
+            "critical": target.critical,
+            "status": target.status(figure.value),
+        }
+    return out
+
+
+def result_json(kpi: str, result: Result, answer: Answer, targets: Targets) -> Any:
+    def target(label: str | None) -> Target | None:
+        return targets.find(kpi, answer.scope, answer.scope_id, answer.span.window, label)
+
+    if isinstance(result, Figure):
+        return _figure(result, target(None))
+    return {label: _figure(figure, target(label)) for label, figure in result.items()}
+
+
+def _span_json(answer: Answer, as_of_ms: int) -> dict[str, Any]:
+    span = answer.span
+    return {
+        "scope": answer.scope,
+        "id": answer.scope_id,
+        "window": span.window,
+        "window_start": _instant(span.start_ms) if span.start_ms > 0 else None,
+        "window_end": _instant(span.end_ms) if span.end_ms < MAX_AS_OF_MS else None,
+        "zone": answer.zone,
+        "as_of": _instant(as_of_ms),
+    }
+
+
+@dataclass(frozen=True)
+class Query:
+    scope: str
+    scope_id: str
+    window: str
+    as_of_ms: int
+
+
+def _one(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise ApiError(400, f"{name} is given {len(values)} times", name)
+    return values[0] if values else None
+
+
+def parse_query(request: web.Request, now_ms: int) -> Query:
+    scope = _one(request, "scope") or "org"
+    if scope not in SCOPES:
+        raise ApiError(400, f"unknown scope {scope!r}: use one of {', '.join(SCOPES)}", "scope")
+    scope_id = _one(request, "id") or ""
+    if scope == "org" and scope_id:
+        raise ApiError(400, "the org scope has no id", "id")
+    if scope != "org" and not scope_id:
+        raise ApiError(400, f"a {scope} id is required", "id")
+    return Query(scope, scope_id, _window(request, "today"), _as_of(request, now_ms))
+
+
+def _window(request: web.Request, default: str) -> str:
+    window = _one(request, "window") or default
+    if window not in WINDOWS:
+        raise ApiError(400, f"unknown window {window!r}: use one of {', '.join(WINDOWS)}", "window")
+    return window
+
+
+def _as_of(request: web.Request, now_ms: int) -> int:
+    text = _one(request, "as_of")
+    if text is None:
+        return now_ms
+    try:
+        ms = parse_instant_ms(text, "as_of")
+    except InvalidField as exc:
+        detail = f"{exc.detail}: use RFC 3339, e.g. 2026-11-22T09:00:00Z"
+        raise ApiError(400, detail, "as_of") from None
+    if not MIN_AS_OF_MS <= ms < MAX_AS_OF_MS:
+        raise ApiError(400, "as_of must be between 1970 and 2200", "as_of")
+    return ms
+
+
+class Api:
+    def __init__(self, exporter: Exporter) -> None:
+        self.exporter = exporter
+        self.settings = exporter.settings
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/v1/kpis", self._guard(self.kpis)),
+            web.get("/api/v1/kpis/{kpi}", self._guard(self.kpi)),
+            web.get("/api/v1/leaderboard", self._guard(self.leaderboard)),
+            web.get("/api/v1/health", self._guard(self.health)),
+            web.get("/openapi.json", self.openapi),
+        ]
+
+    def _guard(
+        self, handler: Callable[[web.Request], Awaitable[web.Response]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def guarded(request: web.Request) -> web.Response:
+            try:
+                return await handler(request)
+            except ApiError as exc:
+                error = {"message": exc.message}
+                if exc.parameter:
+                    error["parameter"] = exc.parameter
+                return _json({"error": error}, exc.status)
+            except (RedisError, OSError) as exc:
+                log.warning("API %s: projections unreadable: %r", request.path, exc)
+                return _json({"error": {"message": "the projections cannot be read now"}}, 503)
+
+        return guarded
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        return _json(document())
+
+    async def _store(self) -> Store:
+        client = self.exporter.client
+        return Store(client, await current_namespace(client, self.settings.topic_prefix))
+
+    async def _answer(self, query: Query) -> tuple[Answer, Targets]:
+        store = await self._store()
+        partitions = range(self.settings.partitions)
+        if query.scope != "org":
+            known = await store.scopes(partitions)
+            if (query.scope, query.scope_id) not in known:
+                raise ApiError(404, f"no {query.scope} {query.scope_id!r} has data", "id")
+        directory = await store.directory(partitions, self.settings.rules)
+        request = [(query.scope, query.scope_id, query.window)]
+        (answer,) = await read_many(store, partitions, directory, request, query.as_of_ms)
+        targets = self.exporter.targets.current()
+        kpis = with_targets(answer.kpis, targets, answer.scope, answer.scope_id, query.window)
+        return Answer(answer.scope, answer.scope_id, answer.span, answer.zone, kpis, {}), targets
+
+    async def kpis(self, request: web.Request) -> web.Response:
+        query = parse_query(request, time.time_ns() // 1_000_000)
+        answer, targets = await self._answer(query)
+        body = _span_json(answer, query.as_of_ms)
+        body["kpis"] = {
+            kpi: result_json(kpi, result, answer, targets) for kpi, result in answer.kpis.items()
+        }
+        return _json(body)
+
+    async def kpi(self, request: web.Request) -> web.Response:
+        kpi = request.match_info["kpi"]
+        if kpi not in TARGETABLE:
+            raise ApiError(404, f"unknown KPI {kpi!r}", "kpi")
+        query = parse_query(request, time.time_ns() // 1_000_000)
+        answer, targets = await self._answer(query)
+        if kpi not in answer.kpis:
+            raise ApiError(404, f"{kpi} is not defined for this scope and window", "kpi")
+        body = _span_json(answer, query.as_of_ms)
+        body["kpi"] = kpi
+        body["result"] = result_json(kpi, answer.kpis[kpi], answer, targets)
+        return _json(body)
+
+    async def leaderboard(self, request: web.Request) -> web.Response:
+        now_ms = time.time_ns() // 1_000_000
+        kpi = _one(request, "kpi")
+        if not kpi:
+            raise ApiError(400, "kpi is required", "kpi")
+        if kpi not in TARGETABLE:
+            raise ApiError(404, f"unknown KPI {kpi!r}", "kpi")
+        label = _one(request, "label")
+        if kpi in LABELLED and not label:
+            if kpi != "activities":
+                raise ApiError(400, f"{kpi} has labels: name one with label=", "label")
+            label = "total"
+        if kpi not in LABELLED and label:
+            raise ApiError(400, f"{kpi} has no labels", "label")
+        team = _one(request, "team")
+        if not team:
+            raise ApiError(400, "team is required", "team")
+        window = _window(request, "today")
+        limit_text = _one(request, "limit") or "10"
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+            raise ApiError(400, f"limit must be a whole number from 1 to {MAX_LIMIT}", "limit")
+        limit = int(limit_text)
+
+        store = await self._store()
+        partitions = range(self.settings.partitions)
+        known = await store.scopes(partitions)
+        if ("team", team) not in known:
+            raise ApiError(404, f"no team {team!r} has data", "team")
+        directory = await store.directory(partitions, self.settings.rules)
+        reps = sorted(i for s, i in known if s == "rep" and directory.team_of(i, now_ms) == team)
+        answers = await read_many(
+            store, partitions, directory, [("rep", r, window) for r in reps], now_ms
+        )
+        targets = self.exporter.targets.current()
+        rows = []
+        for answer in answers:
+            kpis = with_targets(answer.kpis, targets, "rep", answer.scope_id, window)
+            result = kpis.get(kpi)
+            figure = result.get(label or "") if isinstance(result, dict) else result
+            if figure is None:
+                figure = Figure(None, 0, None)
+            rows.append((answer.scope_id, figure))
+        target = targets.find(kpi, "team", team, window, label)
+        direction = (
+            target.direction if target else ("lower" if kpi in LOWER_IS_BETTER else "higher")
+        )
+        sign = 1 if direction == "lower" else -1
+        rows.sort(key=lambda row: (row[1].value is None, sign * (row[1].value or 0), row[0]))
+        return _json(
+            {
+                "kpi": kpi,
+                "label": label,
+                "team": team,
+                "window": window,
+                "direction": direction,
+                "as_of": _instant(now_ms),
+                "reps": len(rows),
+                "rows": [
+                    {"rank": rank, "rep": rep, **_figure(figure, None)}
+                    for rank, (rep, figure) in enumerate(rows[:limit], start=1)
+                ],
+            }
+        )
+
+    async def health(self, _request: web.Request) -> web.Response:
+        try:
+            health = await self.exporter.health_summary()
+        except (RedisError, OSError) as exc:
+            log.warning("API health: projections unreadable: %r", exc)
+            return _json({"status": "down", "redis": False}, 503)
+        lag = health.lag or {}
+        return _json(
+            {
+                "status": health.status,
+                "redis": True,
+                "kafka": health.lag is not None,
+                "consumer_lag": health.total_lag,
+                "newest_event_age_seconds": health.newest_event_age_seconds,
+                "last_commit_age_seconds": health.last_commit_age_seconds,
+                "partitions": [
+                    {
+                        "topic": topic,
+                        "partition": partition,
+                        "offset": health.offsets.get((topic, partition)),
+                        "lag": lag[(topic, partition)],
+                    }
+                    for topic, partition in sorted(lag)
+                ],
+                "targets": len(self.exporter.targets.current().items),
+            }
+        )

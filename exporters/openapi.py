@@ -1,0 +1,274 @@
+"""The OpenAPI document of the query API (served at /openapi.json). Pure data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from projections.catalogue import SCOPES
+from projections.windows import WINDOWS
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(schema: str) -> dict[str, Any]:
+    return {
+        "description": "OK",
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+SCOPE_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "scope",
+        "in": "query",
+        "description": "Whose KPIs (default org)",
+        "schema": {"type": "string", "enum": list(SCOPES)},
+    },
+    {
+        "name": "id",
+        "in": "query",
+        "description": "The team, rep, campaign or queue id; none for org",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "window",
+        "in": "query",
+        "description": "Rolling or calendar window (default today); calendar windows follow "
+        "the scope's time zone",
+        "schema": {"type": "string", "enum": list(WINDOWS)},
+    },
+    {
+        "name": "as_of",
+        "in": "query",
+        "description": "RFC 3339 instant whose window is read (default now)",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+]
+
+FIGURE = {
+    "type": "object",
+    "required": ["value", "numerator", "denominator"],
+    "additionalProperties": False,
+    "properties": {
+        "value": _nullable({"type": "number"}),
+        "numerator": {"type": "integer"},
+        "denominator": _nullable({"type": "integer"}),
+        "target": {"$ref": "#/components/schemas/Target"},
+    },
+}
+
+TARGET = {
+    "type": "object",
+    "required": ["target", "direction", "warning", "critical", "status"],
+    "properties": {
+        "target": {"type": "number"},
+        "direction": {"type": "string", "enum": ["higher", "lower"]},
+        "warning": _nullable({"type": "number"}),
+        "critical": _nullable({"type": "number"}),
+        "status": _nullable({"type": "string", "enum": ["ok", "warning", "critical"]}),
+    },
+}
+
+RESULT = {
+    "description": "A figure, or for a KPI with labels (activities, shares) a figure per label",
+    "oneOf": [
+        {"$ref": "#/components/schemas/Figure"},
+        {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Figure"}},
+    ],
+}
+
+SPAN_PROPERTIES = {
+    "scope": {"type": "string", "enum": list(SCOPES)},
+    "id": {"type": "string"},
+    "window": {"type": "string", "enum": list(WINDOWS)},
+    "window_start": _nullable({"type": "string", "format": "date-time"}),
+    "window_end": _nullable({"type": "string", "format": "date-time"}),
+    "zone": {"type": "string"},
+    "as_of": {"type": "string", "format": "date-time"},
+}
+SPAN_REQUIRED = list(SPAN_PROPERTIES)
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "salespulse query API",
+            "version": "1",
+            "description": "KPIs read from the live projections (docs/api.md).",
+        },
+        "paths": {
+            "/api/v1/kpis": {
+                "get": {
+                    "operationId": "kpis",
+                    "summary": "Every KPI of one scope and window",
+                    "parameters": SCOPE_PARAMETERS,
+                    "responses": {
+                        "200": _ok("Kpis"),
+                        "400": _error("A parameter is wrong; the error names it"),
+                        "404": _error("No data for this scope id"),
+                        "503": _error("The projections cannot be read now"),
+                    },
+                }
+            },
+            "/api/v1/kpis/{kpi}": {
+                "get": {
+                    "operationId": "kpi",
+                    "summary": "One KPI of one scope and window",
+                    "parameters": [
+                        {
+                            "name": "kpi",
+                            "in": "path",
+                            "required": True,
+                            "description": "KPI id (docs/kpis.md)",
+                            "schema": {"type": "string"},
+                        },
+                        *SCOPE_PARAMETERS,
+                    ],
+                    "responses": {
+                        "200": _ok("Kpi"),
+                        "400": _error("A parameter is wrong; the error names it"),
+                        "404": _error("Unknown KPI, or no data for this scope id"),
+                        "503": _error("The projections cannot be read now"),
+                    },
+                }
+            },
+            "/api/v1/leaderboard": {
+                "get": {
+                    "operationId": "leaderboard",
+                    "summary": "A team's reps ranked by one KPI, best first",
+                    "parameters": [
+                        {
+                            "name": "kpi",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "team",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "label",
+                            "in": "query",
+                            "description": "For KPIs with labels (activities defaults to total)",
+                            "schema": {"type": "string"},
+                        },
+                        SCOPE_PARAMETERS[2],
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "description": "Rows to return (default 10)",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                    ],
+                    "responses": {
+                        "200": _ok("Leaderboard"),
+                        "400": _error("A parameter is wrong; the error names it"),
+                        "404": _error("Unknown KPI, or no data for this team"),
+                        "503": _error("The projections cannot be read now"),
+                    },
+                }
+            },
+            "/api/v1/health": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Can the projections be read, and how fresh are they",
+                    "responses": {"200": _ok("Health"), "503": _ok("Health")},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["message"],
+                            "properties": {
+                                "message": {"type": "string"},
+                                "parameter": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+                "Figure": FIGURE,
+                "Target": TARGET,
+                "Result": RESULT,
+                "Kpis": {
+                    "type": "object",
+                    "required": [*SPAN_REQUIRED, "kpis"],
+                    "properties": {
+                        **SPAN_PROPERTIES,
+                        "kpis": {
+                            "type": "object",
+                            "additionalProperties": {"$ref": "#/components/schemas/Result"},
+                        },
+                    },
+                },
+                "Kpi": {
+                    "type": "object",
+                    "required": [*SPAN_REQUIRED, "kpi", "result"],
+                    "properties": {
+                        **SPAN_PROPERTIES,
+                        "kpi": {"type": "string"},
+                        "result": {"$ref": "#/components/schemas/Result"},
+                    },
+                },
+                "Leaderboard": {
+                    "type": "object",
+                    "required": ["kpi", "team", "window", "direction", "as_of", "reps", "rows"],
+                    "properties": {
+                        "kpi": {"type": "string"},
+                        "label": _nullable({"type": "string"}),
+                        "team": {"type": "string"},
+                        "window": {"type": "string", "enum": list(WINDOWS)},
+                        "direction": {"type": "string", "enum": ["higher", "lower"]},
+                        "as_of": {"type": "string", "format": "date-time"},
+                        "reps": {"type": "integer", "minimum": 0},
+                        "rows": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["rank", "rep", "value", "numerator", "denominator"],
+                                "properties": {
+                                    "rank": {"type": "integer", "minimum": 1},
+                                    "rep": {"type": "string"},
+                                    "value": _nullable({"type": "number"}),
+                                    "numerator": {"type": "integer"},
+                                    "denominator": _nullable({"type": "integer"}),
+                                },
+                            },
+                        },
+                    },
+                },
+                "Health": {
+                    "type": "object",
+                    "required": ["status", "redis"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["ok", "stale", "unknown", "down"]},
+                        "redis": {"type": "boolean"},
+                        "kafka": {"type": "boolean"},
+                        "consumer_lag": _nullable({"type": "integer"}),
+                        "newest_event_age_seconds": _nullable({"type": "number"}),
+                        "last_commit_age_seconds": _nullable({"type": "number"}),
+                        "partitions": {"type": "array", "items": {"type": "object"}},
+                        "targets": {"type": "integer"},
+                    },
+                },
+            }
+        },
+    }
