@@ -88,6 +88,23 @@ def bars(title: str, expr: str, unit: str, steps: Steps, legend: str) -> Panel:
     return panel
 
 
+def target_status(title: str, expr: str) -> Panel:
+    """Where each KPI stands against its target (docs/targets.md), as coloured words."""
+    panel = stat(title, expr, "none", [("green", None)], legend="{{kpi}} {{label}} {{window}}")
+    panel["options"]["textMode"] = "value_and_name"
+    words = [("met", "green"), ("missed", "yellow"), ("warning", "orange"), ("critical", "red")]
+    panel["fieldConfig"]["defaults"]["mappings"] = [
+        {
+            "type": "value",
+            "options": {
+                str(level): {"text": word, "color": color, "index": level}
+                for level, (word, color) in enumerate(words)
+            },
+        }
+    ]
+    return panel
+
+
 def series(title: str, targets: list[tuple[str, str]], unit: str) -> Panel:
     return {
         "type": "timeseries",
@@ -222,6 +239,12 @@ def team_wallboard() -> dict[str, Any]:
                     NEUTRAL,
                 ),
             ],
+            [
+                target_status(
+                    "Against target (team, today)",
+                    f"salespulse_kpi_target_status{{{today}}}",
+                ),
+            ],
         ],
         [team_variable()],
         height=7,
@@ -264,6 +287,15 @@ def rep_leaderboard() -> dict[str, Any]:
                     f"topk(25, salespulse_revenue_won{{{reps}}})",
                     "short",
                     NEUTRAL,
+                    "{{rep}}",
+                ),
+            ],
+            [
+                bars(
+                    "Quota attainment",
+                    f"topk(25, salespulse_quota_attainment_ratio{{{reps}}})",
+                    "percentunit",
+                    [("red", None), ("orange", 0.5), ("green", 1)],
                     "{{rep}}",
                 ),
             ],

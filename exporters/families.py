@@ -157,6 +157,7 @@ def _histogram(
 
 
 TARGET_LABELS = (*SCOPE_LABELS, "kpi", "label", "direction")
+STATUS_LEVELS = {"met": 0, "missed": 1, "warning": 2, "critical": 3}
 
 
 def target_families(answers: Sequence[tuple[Answer, str]], targets: Targets) -> list[Metric]:
@@ -171,6 +172,11 @@ def target_families(answers: Sequence[tuple[Answer, str]], targets: Targets) -> 
     )
     critical = GaugeMetricFamily(
         "salespulse_kpi_target_critical", "Critical threshold of a KPI target", labels=TARGET_LABELS
+    )
+    status = GaugeMetricFamily(
+        "salespulse_kpi_target_status",
+        "Where the KPI stands: 0 target met, 1 missed, 2 past warning, 3 past critical",
+        labels=TARGET_LABELS,
     )
     kpis = sorted({(t.kpi, t.label or "") for t in targets.items})
     targeted = {(t.scope, t.window) for t in targets.items}
@@ -190,4 +196,9 @@ def target_families(answers: Sequence[tuple[Answer, str]], targets: Targets) -> 
                 warning.add_metric(row, found.warning)
             if found.critical is not None:
                 critical.add_metric(row, found.critical)
-    return [goal, warning, critical]
+            result = answer.kpis.get(kpi)
+            figure = result.get(label) if isinstance(result, dict) else result
+            state = found.status(figure.value) if figure is not None else None
+            if state is not None:
+                status.add_metric(row, float(STATUS_LEVELS[state]))
+    return [goal, warning, critical, status]

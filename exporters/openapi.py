@@ -74,7 +74,7 @@ TARGET = {
         "direction": {"type": "string", "enum": ["higher", "lower"]},
         "warning": _nullable({"type": "number"}),
         "critical": _nullable({"type": "number"}),
-        "status": _nullable({"type": "string", "enum": ["ok", "warning", "critical"]}),
+        "status": _nullable({"type": "string", "enum": ["met", "missed", "warning", "critical"]}),
     },
 }
 

@@ -12,6 +12,8 @@ A targets file is TOML, one ``[[target]]`` table per target::
     warning = 600             # optional: past this the KPI is in warning
     critical = 900            # optional: past this, critical
 
+A KPI's status against its target is ``met``, ``missed``, ``warning`` or ``critical``.
+
 KPIs with a label (``activities``, the shares) name it: ``label = "total"``.
 Every problem in a file is reported, one line each, naming the target and field.
 """
@@ -63,7 +65,8 @@ class Target:
     critical: float | None = None
 
     def status(self, value: float | None) -> str | None:
-        """``ok``, ``warning`` or ``critical`` for a value; None when there is no value."""
+        """``met``, ``missed``, ``warning`` (past the warning threshold) or ``critical`` (past
+        the critical one); None when there is no value."""
         if value is None:
             return None
 
@@ -76,7 +79,7 @@ class Target:
             return "critical"
         if past(self.warning):
             return "warning"
-        return "ok"
+        return "missed" if past(self.target) else "met"
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,15 @@ def test_one_kpi_with_its_target_and_quota_attainment(api: Api) -> None:
     target = figure["target"]
     assert (target["target"], target["direction"]) == (0.3, "higher")
     value = expected["value"]
-    assert target["status"] == ("critical" if value < 0.2 else "warning" if value < 0.25 else "ok")
+    assert target["status"] == (
+        "critical"
+        if value < 0.2
+        else "warning"
+        if value < 0.25
+        else "missed"
+        if value < 0.3
+        else "met"
+    )
 
     status, body = api.get(
         "/api/v1/kpis/quota_attainment_ratio", scope="team", id="emea", window="all"

@@ -26,10 +26,45 @@ from tests.support import ROOT, cli, wait_for
 
 pytestmark = pytest.mark.integration
 
+# Targets for every team and rep today, so that the dashboards' target panels have data.
+TARGETS = """
+[[target]]
+kpi = "win_rate"
+scope = "team"
+id = "*"
+window = "today"
+target = 0.3
+direction = "higher"
+warning = 0.2
+
+[[target]]
+kpi = "activities"
+label = "total"
+scope = "team"
+id = "*"
+window = "today"
+target = 50
+direction = "higher"
+
+[[target]]
+kpi = "revenue_won"
+scope = "rep"
+id = "*"
+window = "today"
+target = 1000000
+direction = "higher"
+"""
+
 
 @pytest.fixture
 def exporter(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
-    env = {**stack_env, "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}"}
+    targets = tmp_path / "targets.toml"
+    targets.write_text(TARGETS)
+    env = {
+        **stack_env,
+        "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
+        "SALESPULSE_TARGETS_FILE": str(targets),
+    }
     settings = Settings.from_env(env)
     with (tmp_path / "exporter.log").open("wb") as log:
         process = subprocess.Popen(

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 import streams.metrics  # noqa: F401  (registers the worker's metrics)
 from exporters.dashboards import DASHBOARDS, OUT_DIR, main, rendered
 from exporters.families import HISTOGRAMS, QUOTIENTS, RATIOS, metric_name
-from projections.catalogue import KPI_IDS
+from projections.targets import TARGETABLE
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +24,7 @@ VARIABLE = re.compile(r"\$(\w+)")
 
 def _exported_names() -> set[str]:
     names = set()
-    for kpi in KPI_IDS:
+    for kpi in TARGETABLE:
         name = metric_name(kpi)
         if kpi in HISTOGRAMS:
             names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
@@ -32,10 +32,11 @@ def _exported_names() -> set[str]:
         names.add(name)
         if kpi in RATIOS or kpi in QUOTIENTS:
             names |= {f"{name}_numerator", f"{name}_denominator"}
-    health = (ROOT / "exporters" / "health.py").read_text() + (
-        ROOT / "exporters" / "server.py"
-    ).read_text()
-    names |= set(re.findall(r'"(salespulse_[a-z_]+)"', health))
+    sources = "".join(
+        (ROOT / "exporters" / name).read_text()
+        for name in ("health.py", "server.py", "families.py")
+    )
+    names |= set(re.findall(r'"(salespulse_[a-z_]+)"', sources))
     for family in REGISTRY.collect():
         names |= {sample.name for sample in family.samples}
         if family.type == "histogram":

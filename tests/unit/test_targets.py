@@ -63,7 +63,15 @@ def test_a_good_file_parses_and_the_exact_id_beats_the_wildcard() -> None:
 
 @pytest.mark.parametrize(
     ("value", "status"),
-    [(None, None), (0.35, "ok"), (0.3, "ok"), (0.24, "warning"), (0.19, "critical")],
+    [
+        (None, None),
+        (0.35, "met"),
+        (0.3, "met"),
+        (0.29, "missed"),
+        (0.25, "missed"),
+        (0.24, "warning"),
+        (0.19, "critical"),
+    ],
 )
 def test_status_of_a_higher_is_better_kpi(value: float | None, status: str | None) -> None:
     target = Target("win_rate", "org", "", "30d", None, 0.3, "higher", 0.25, 0.2)
@@ -71,7 +79,15 @@ def test_status_of_a_higher_is_better_kpi(value: float | None, status: str | Non
 
 
 @pytest.mark.parametrize(
-    ("value", "status"), [(100, "ok"), (601, "warning"), (900, "warning"), (901, "critical")]
+    ("value", "status"),
+    [
+        (100, "met"),
+        (300, "met"),
+        (301, "missed"),
+        (601, "warning"),
+        (900, "warning"),
+        (901, "critical"),
+    ],
 )
 def test_status_of_a_lower_is_better_kpi(value: float, status: str) -> None:
     target = Target("speed_to_lead_seconds", "team", "*", "today", None, 300, "lower", 600, 900)
