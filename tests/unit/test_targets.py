@@ -174,3 +174,11 @@ def test_broken_toml_and_wrong_tables_are_one_line_each() -> None:
 
 def test_an_empty_file_has_no_targets() -> None:
     assert parse_targets("").items == ()
+
+
+def test_the_example_file_is_valid() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "targets.example.toml"
+    targets = parse_targets(example.read_text())
+    assert targets.find("revenue_won", "rep", "any-rep", "month") is not None
