@@ -154,11 +154,16 @@ def run_exporter(settings: Settings) -> int:
         for problem in exc.problems:
             print(f"salespulse: error: {settings.targets_file}: {problem}", file=sys.stderr)
         return 2
-    web.run_app(
-        app,
-        host=settings.metrics_host,
-        port=settings.exporter_port,
-        print=None,
-        access_log=None,
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.metrics_host,
+            port=settings.exporter_port,
+            print=None,
+            access_log=None,
+        )
+    except OSError as exc:
+        where = f"{settings.metrics_host}:{settings.exporter_port}"
+        print(f"salespulse: error: cannot serve on {where}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0

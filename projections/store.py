@@ -10,7 +10,9 @@ Key layout (``ns`` is the namespace generation, e.g. ``salespulse:g1``):
 * ``{ns:pN}:dir``: the rep and team records of partition N (a set of ``kind:id``);
 * ``{ns:pN}:scopes``: every ``scope:id`` partition N has aggregates for (exporters list them);
 * ``{ns:pN}:u:<scope>:<id>``: partition N's open, untouched leads of a scope (a sorted
-  set scored by creation time), for the age of the oldest one.
+  set scored by creation time), for the age of the oldest one;
+* ``{ns:pN}:dirty``: calendar, all-time and gauge buckets changed since the KPI publisher
+  last looked (a hash of ``scope<TAB>id<TAB>bucket`` -> count of commits).
 
 Every key of a partition shares the hash tag ``{ns:pN}``, so one batch's
 commit (records + deltas + checkpoint) is a single-slot Lua call that also
@@ -63,6 +65,7 @@ for _, t in ipairs(p.t) do redis.call('EXPIRE', KEYS[t[1]], t[2], 'NX') end
 for _, s in ipairs(p.s) do redis.call('SADD', KEYS[s[1]], s[2]) end
 for _, z in ipairs(p.za) do redis.call('ZADD', KEYS[z[1]], z[2], z[3]) end
 for _, z in ipairs(p.zr) do redis.call('ZREM', KEYS[z[1]], z[2]) end
+for _, k in ipairs(p.k) do redis.call('HINCRBY', KEYS[k[1]], k[2], 1) end
 for _, c in ipairs(p.c) do redis.call('HSET', KEYS[1], c[1], c[3]) end
 if tonumber(p.newest) > tonumber(redis.call('HGET', KEYS[1], '!newest_ms') or '0') then
   redis.call('HSET', KEYS[1], '!newest_ms', p.newest)
@@ -99,6 +102,17 @@ end
 return '[' .. table.concat(out, ',') .. ']'
 """
 
+# Forget the dirty marks the KPI publisher has handled: a mark whose count moved since it was
+# read (another commit changed the bucket again) stays for the next pass.
+CLEAR_DIRTY_LUA = """
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 1
+"""
+
 # The lowest score of each sorted set in KEYS (one partition), as a JSON array (null if empty).
 LOWEST_SCORES_LUA = """
 local out = {}
@@ -121,6 +135,11 @@ def connect(url: str) -> aioredis.Redis:
         health_check_interval=30,
     )
 
+
+# Buckets whose changes the KPI publisher announces (calendar, all-time, gauges), marked
+# dirty by each commit in a hash per partition, field "scope<TAB>id<TAB>bucket" -> count.
+DIRTY_TIERS = frozenset("DWMQYA" + GAUGE_BUCKET)
+DIRTY_SEP = "\t"
 
 # A field of the checkpoint hash: the generation is being replaced (see namespaces.py).
 FROZEN = "!frozen"
@@ -156,6 +175,9 @@ class Keys:
     def scopes(self, partition: int) -> str:
         return f"{self.tag(partition)}:scopes"
 
+    def dirty(self, partition: int) -> str:
+        return f"{self.tag(partition)}:dirty"
+
     def untouched(self, partition: int, scope: tuple[str, str]) -> str:
         return f"{self.tag(partition)}:u:{scope[0]}:{scope[1]}"
 
@@ -167,6 +189,7 @@ class Store:
         self._commit = client.register_script(COMMIT_LUA)
         self._sum_groups = client.register_script(SUM_GROUPS_LUA)
         self._lowest_scores = client.register_script(LOWEST_SCORES_LUA)
+        self._clear_dirty = client.register_script(CLEAR_DIRTY_LUA)
 
     async def checkpoints(self, partition: int) -> dict[str, int]:
         """The last applied offset of each topic of a partition."""
@@ -215,8 +238,11 @@ class Store:
         ttls: list[list[int]] = []
         scopes = {(a[0], a[1]) for a in plan.deltas if a[0] != "org"}
         members += [[ref(self.keys.scopes(partition)), f"{s}:{i}"] for s, i in sorted(scopes)]
+        dirty: list[list[object]] = []
         for aggregate, fields in plan.deltas.items():
             key = ref(self.keys.aggregate(partition, aggregate))
+            if aggregate[2][0] in DIRTY_TIERS:
+                dirty.append([ref(self.keys.dirty(partition)), DIRTY_SEP.join(aggregate)])
             deltas.extend([key, name, str(value)] for name, value in fields.items())
             ttl = TIER_TTL_SECONDS.get(aggregate[2][0], 0) if aggregate[2] != GAUGE_BUCKET else 0
             if ttl:
@@ -246,6 +272,7 @@ class Store:
                 "s": members,
                 "za": adds,
                 "zr": removes,
+                "k": dirty,
             }
         )
         result = await self._commit(keys=keys, args=[payload])
@@ -287,6 +314,28 @@ class Store:
             scores = [reply[i] for reply in replies if reply[i] is not None]
             out.append(min(scores) if scores else None)
         return out
+
+    async def dirty(self, partitions: Sequence[int]) -> list[dict[tuple[str, str, str], int]]:
+        """Per partition: (scope, id, bucket) changed since the publisher last cleared it."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.hgetall(self.keys.dirty(partition))
+            found = await pipe.execute()
+        out = []
+        for raw in found:
+            marks = {}
+            for field, count in raw.items():
+                scope, scope_id, bucket = _str(field).split(DIRTY_SEP)
+                marks[(scope, scope_id, bucket)] = int(count)
+            out.append(marks)
+        return out
+
+    async def clear_dirty(self, partition: int, seen: Mapping[tuple[str, str, str], int]) -> None:
+        """Forget marks still at the count they were read with."""
+        if not seen:
+            return
+        args = [part for mark, count in seen.items() for part in (DIRTY_SEP.join(mark), str(count))]
+        await self._clear_dirty(keys=[self.keys.dirty(partition)], args=args)
 
     async def scopes(self, partitions: Sequence[int]) -> set[tuple[str, str]]:
         """Every (scope, id) with aggregates, beside the org."""

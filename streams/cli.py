@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("topics", help="create the engine's topics if they are missing")
     commands.add_parser("worker", help="run the Faust worker (ingest and projection agents)")
     commands.add_parser("exporter", help="serve the projections as Prometheus metrics")
+    commands.add_parser("publish-kpis", help="send KPI changes to the compacted <prefix>.kpi topic")
 
     sim = commands.add_parser("simulate", help="generate a realistic, seeded event log")
     size = sim.add_mutually_exclusive_group()
@@ -222,6 +223,12 @@ def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
     from exporters.server import run_exporter
 
     return run_exporter(settings)
+
+
+def cmd_publish_kpis(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.kpi_publisher import run_publisher
+
+    return run_publisher(settings)
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -373,6 +380,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "topics": cmd_topics,
     "worker": cmd_worker,
     "exporter": cmd_exporter,
+    "publish-kpis": cmd_publish_kpis,
     "simulate": cmd_simulate,
     "produce": cmd_produce,
     "backfill": cmd_backfill,

@@ -52,6 +52,8 @@ class Settings:
         "activities,leads_created,speed_to_lead_seconds,untouched_leads,win_rate,revenue_won,"
         "calls_answered,average_handle_time_seconds,quota_attainment_ratio"
     )
+    # How often the KPI publisher sends changes (at most one record per key per interval).
+    kpi_publish_interval_seconds: float = 1.0
     # TOML file of KPI targets (docs/targets.md); reloaded by the exporter when it changes.
     targets_file: str = ""
     log_level: str = "info"
@@ -82,6 +84,10 @@ class Settings:
     @property
     def facts_topic(self) -> str:
         return f"{self.topic_prefix}.lead-facts"
+
+    @property
+    def kpi_topic(self) -> str:
+        return f"{self.topic_prefix}.kpi"
 
     @property
     def dlq_topic(self) -> str:
@@ -172,6 +178,8 @@ class Settings:
             )
         if self.partitions < 1:
             raise SettingsError(f"SALESPULSE_PARTITIONS must be at least 1, not {self.partitions}")
+        if self.kpi_publish_interval_seconds <= 0:
+            raise SettingsError("SALESPULSE_KPI_PUBLISH_INTERVAL_SECONDS must be above 0")
         if self.ingest_batch_size < 1:
             raise SettingsError("SALESPULSE_INGEST_BATCH_SIZE must be at least 1")
         if self.max_event_bytes < 256:

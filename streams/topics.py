@@ -23,6 +23,8 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         settings.dlq_topic: {"retention.ms": str(THIRTY_DAYS_MS)},
         # Derived from the events (rebuilt with them), but a lagging worker still needs them.
         settings.facts_topic: {"retention.ms": "-1"},
+        # KPI changes: the latest record per key is what a consumer needs (docs/kpi-topic.md).
+        settings.kpi_topic: {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
     }
 
 

@@ -1,0 +1,295 @@
+"""``salespulse publish-kpis``: announce KPI changes on the compacted ``<prefix>.kpi`` topic.
+
+Every ``SALESPULSE_KPI_PUBLISH_INTERVAL_SECONDS`` (default 1 s, so at most one record per
+key per interval) a pass:
+
+1. holds the publisher lease (one active publisher; a second one waits as a standby);
+2. reads the dirty marks the projection commits left (calendar, all-time, gauge buckets);
+3. recomputes the KPIs of each marked (scope, window instance) from the live projections;
+4. compares them with the last published state (Redis, per period, expiring with the
+   buckets) and sends a record for each change, acks=all, keyed per KPI and window;
+5. only then stores the new states and clears the marks it handled (a mark that moved
+   meanwhile stays for the next pass).
+
+A crash between 4 and 5 re-sends the same records (same revision and value) on restart;
+nothing is lost. See docs/kpi-topic.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
+
+from projections.catalogue import Result, evaluate
+from projections.engine import GAUGE_BUCKET
+from projections.kpi_changes import (
+    Change,
+    LastState,
+    WindowInstance,
+    changes,
+    instance,
+    labelled_bases,
+    published_figures,
+    record_key,
+)
+from projections.namespaces import current_namespace
+from projections.read import scope_zone
+from projections.store import Store, connect
+from projections.windows import TIER_TTL_SECONDS, calendar_range
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+LEASE_MS = 15_000
+# Renew the lease only if this publisher still holds it.
+RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+# (scope, id, window instance, its KPIs)
+Work = tuple[str, str, WindowInstance, dict[str, Result]]
+# State-hash fields holding the labels a labelled KPI was last published with.
+LABELS = "#labels/"
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+class KpiPublisher:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client: aioredis.Redis = connect(settings.redis)
+        self.token = uuid.uuid4().hex
+        self._renew = self.client.register_script(RENEW_LUA)
+        self.producer: AIOKafkaProducer | None = None
+        self.published = 0
+        self.passes = 0
+
+    def _state_key(self, window: WindowInstance) -> str:
+        return f"{self.settings.topic_prefix}:kpi:last:{window.token}"
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=20,
+            max_batch_size=512 * 1024,
+        )
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+        await self.client.aclose()
+
+    async def leader(self) -> bool:
+        key = f"{self.settings.topic_prefix}:kpi:lease"
+        return bool(await self._renew(keys=[key], args=[self.token, LEASE_MS]))
+
+    async def run_pass(self) -> int:
+        """One pass; returns the records sent."""
+        s = self.settings
+        now_ms = time.time_ns() // 1_000_000
+        store = Store(self.client, await current_namespace(self.client, s.topic_prefix))
+        partitions = range(s.partitions)
+        marks = await store.dirty(partitions)
+        touched: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for partition_marks in marks:
+            for scope, scope_id, bucket in partition_marks:
+                # A gauge change shows in the "all" instance, which carries the gauges.
+                touched[(scope, scope_id)].add("A" if bucket == GAUGE_BUCKET else bucket)
+        if not touched:
+            return 0
+        directory = await store.directory(partitions, s.rules)
+        scopes = sorted(touched)
+        requests = [
+            (scope, scope_id, (bucket,))
+            for scope, scope_id in scopes
+            for bucket in sorted(touched[(scope, scope_id)])
+        ]
+        sums = await store.sums_many(partitions, requests)
+        gauges = dict(
+            zip(
+                scopes,
+                await store.sums_many(partitions, [(sc, i, (GAUGE_BUCKET,)) for sc, i in scopes]),
+                strict=True,
+            )
+        )
+        work: list[Work] = []
+        for (scope, scope_id, (bucket,)), windowed in zip(requests, sums, strict=True):
+            if bucket == "A":
+                window = instance(bucket, None, None)
+            else:
+                zone = scope_zone(scope, scope_id, now_ms, directory)
+                window = instance(bucket, *calendar_range(bucket, zone))
+            kpis = evaluate(scope, windowed, gauges[(scope, scope_id)])
+            work.append((scope, scope_id, window, kpis))
+        last, labels_before = await self._last_states(work)
+        records: list[tuple[WindowInstance, Change]] = []
+        label_sets: list[tuple[WindowInstance, dict[str, frozenset[str]]]] = []
+        for scope, scope_id, window, kpis in work:
+            found, labels = changes(
+                scope, scope_id, window, kpis, last, labels_before, now_ms, _iso
+            )
+            records += [(window, change) for change in found]
+            if labels:
+                label_sets.append((window, labels))
+        await self._send(records)
+        await self._remember(records, label_sets)
+        for partition, partition_marks in zip(partitions, marks, strict=True):
+            await store.clear_dirty(partition, partition_marks)
+        return len(records)
+
+    async def _last_states(
+        self, work: list[Work]
+    ) -> tuple[dict[str, LastState], dict[str, frozenset[str]]]:
+        """Last published states of every figure of ``work`` and of every label published
+        before (so that a label that comes back continues its revisions), and label sets."""
+        label_fields = [
+            (self._state_key(window), base)
+            for scope, scope_id, window, kpis in work
+            for base in labelled_bases(scope, scope_id, kpis, window)
+        ]
+        labels: dict[str, frozenset[str]] = {}
+        raws = await self._hmget([(name, LABELS + base) for name, base in label_fields])
+        for (_, base), raw in zip(label_fields, raws, strict=True):
+            if raw is not None:
+                labels[base] = frozenset(orjson.loads(raw))
+        wanted: set[tuple[str, str]] = set()
+        for scope, scope_id, window, kpis in work:
+            name = self._state_key(window)
+            for kpi, label, _ in published_figures(kpis, window):
+                wanted.add((name, record_key(kpi, scope, scope_id, window.token, label)))
+        for name, base in label_fields:
+            wanted |= {(name, f"{base}/{label}") for label in labels.get(base, ())}
+        states: dict[str, LastState] = {}
+        pairs = sorted(wanted)
+        for (_, field), raw in zip(pairs, await self._hmget(pairs), strict=True):
+            if raw is not None:
+                r, v, n, d = orjson.loads(raw)
+                states[field] = LastState(r, v, n, d)
+        return states, labels
+
+    async def _hmget(self, fields: list[tuple[str, str]]) -> list[bytes | None]:
+        """Values of (hash, field) pairs, in order, in one pipeline of HMGETs."""
+        by_hash: dict[str, list[str]] = defaultdict(list)
+        for name, field in fields:
+            by_hash[name].append(field)
+        names = list(by_hash)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hmget(name, by_hash[name])
+            replies = await pipe.execute()
+        found = {
+            (name, field): raw
+            for name, values in zip(names, replies, strict=True)
+            for field, raw in zip(by_hash[name], values, strict=True)
+        }
+        return [found[pair] for pair in fields]
+
+    async def _send(self, records: list[tuple[WindowInstance, Change]]) -> None:
+        assert self.producer is not None
+        topic = self.settings.kpi_topic
+        pending = [
+            await self.producer.send(
+                topic,
+                orjson.dumps(change.value) if change.value is not None else None,
+                key=change.key.encode(),
+            )
+            for _, change in records
+        ]
+        for future in pending:
+            await future
+        self.published += len(records)
+
+    async def _remember(
+        self,
+        records: list[tuple[WindowInstance, Change]],
+        label_sets: list[tuple[WindowInstance, dict[str, frozenset[str]]]],
+    ) -> None:
+        by_window: dict[str, dict[FieldT, EncodableT]] = defaultdict(dict)
+        ttl: dict[str, int] = {}
+        for window, change in records:
+            name = self._state_key(window)
+            state = change.state
+            by_window[name][change.key] = orjson.dumps(
+                [state.revision, state.value, state.numerator, state.denominator]
+            )
+            ttl[name] = TIER_TTL_SECONDS[window.bucket[0]]
+        for window, labels in label_sets:
+            name = self._state_key(window)
+            for base, now in labels.items():
+                by_window[name][LABELS + base] = orjson.dumps(sorted(now))
+            ttl[name] = TIER_TTL_SECONDS[window.bucket[0]]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name, fields in by_window.items():
+                pipe.hset(name, mapping=fields)
+                if ttl[name]:
+                    pipe.expire(name, ttl[name])
+            await pipe.execute()
+
+
+async def publish_forever(settings: Settings, stop: asyncio.Event) -> None:
+    publisher = KpiPublisher(settings)
+    await publisher.start()
+    log.info(
+        "KPI publisher started: topic %s, every %ss",
+        settings.kpi_topic,
+        settings.kpi_publish_interval_seconds,
+    )
+    was_leader = None
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                leader = await publisher.leader()
+                if leader != was_leader:
+                    log.info(
+                        "KPI publisher %s",
+                        "active" if leader else "standby: another holds the lease",
+                    )
+                    was_leader = leader
+                if leader:
+                    sent = await publisher.run_pass()
+                    if sent:
+                        log.info("published %d KPI changes", sent)
+            except (OSError, RedisError, KafkaError) as exc:
+                log.warning("KPI publish pass failed, retrying: %r", exc)
+            wait = settings.kpi_publish_interval_seconds - (time.monotonic() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.05, wait))
+    finally:
+        await publisher.stop()
+
+
+def run_publisher(settings: Settings) -> int:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await publish_forever(settings, stop)
+
+    asyncio.run(main())
+    return 0
