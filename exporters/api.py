@@ -4,6 +4,7 @@
     GET /api/v1/kpis/{kpi}?scope=&id=&window=&as_of=    one KPI
     GET /api/v1/leaderboard?kpi=&team=&window=&limit=   a team's reps ranked by one KPI
     GET /api/v1/health                                  can the projections be read, how fresh
+    GET /api/v1/teams                                   the teams with data, and their zones
 
 A bad parameter is a 400 whose JSON error names it; an unknown scope id or KPI a 404;
 unreadable projections a 503. ``as_of`` picks the window that contains that instant.
@@ -165,6 +166,7 @@ class Api:
             web.get("/api/v1/kpis/{kpi}", self._guard(self.kpi)),
             web.get("/api/v1/leaderboard", self._guard(self.leaderboard)),
             web.get("/api/v1/health", self._guard(self.health)),
+            web.get("/api/v1/teams", self._guard(self.teams)),
             web.get("/openapi.json", self.openapi),
         ]
 
@@ -317,5 +319,14 @@ class Api:
                     for topic, partition in sorted(lag)
                 ],
                 "targets": len(self.exporter.targets.current().items),
+                "dead_letters": await self.exporter.dead_letters(),
             }
         )
+
+    async def teams(self, _request: web.Request) -> web.Response:
+        store = await self._store()
+        partitions = range(self.settings.partitions)
+        known = await store.scopes(partitions)
+        directory = await store.directory(partitions, self.settings.rules)
+        teams = sorted(i for s, i in known if s == "team")
+        return _json({"teams": [{"id": team, "zone": directory.zone_of(team)} for team in teams]})

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-# Projections are stale when records wait and nothing was committed for this long.
-STALE_AFTER_SECONDS = 300
+# Projections are stale when records wait and nothing was committed for this long (the
+# default of SALESPULSE_STALE_AFTER_SECONDS).
+STALE_AFTER_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class Health:
     lag: dict[tuple[str, int], int] | None  # records not yet applied; None: Kafka unreachable
     newest_event_age_seconds: float | None  # now - occurred_at of the newest applied event
     last_commit_age_seconds: float | None  # now - wall time of the last commit
+    stale_after_seconds: float = STALE_AFTER_SECONDS
 
     @property
     def total_lag(self) -> int | None:
@@ -29,7 +31,7 @@ class Health:
             return "unknown"
         waiting = bool(self.total_lag)
         age = self.last_commit_age_seconds
-        if waiting and (age is None or age > STALE_AFTER_SECONDS):
+        if waiting and (age is None or age > self.stale_after_seconds):
             return "stale"
         return "ok"
 
@@ -38,6 +40,7 @@ def summarise(
     progress: Sequence[Mapping[str, str]],
     ends: Mapping[tuple[str, int], int] | None,
     now_ms: int,
+    stale_after_seconds: float = STALE_AFTER_SECONDS,
 ) -> Health:
     """``progress[p]`` is partition p's checkpoint hash; ``ends`` the topics' end offsets."""
     offsets: dict[tuple[str, int], int] = {}
@@ -59,6 +62,7 @@ def summarise(
         lag=lag,
         newest_event_age_seconds=max(0, now_ms - newest) / 1000 if newest else None,
         last_commit_age_seconds=max(0, now_ms - committed) / 1000 if committed else None,
+        stale_after_seconds=stale_after_seconds,
     )
 
 

@@ -181,6 +181,16 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/teams": {
+                "get": {
+                    "operationId": "teams",
+                    "summary": "The teams with data, and their time zones",
+                    "responses": {
+                        "200": _ok("Teams"),
+                        "503": _error("The projections cannot be read now"),
+                    },
+                }
+            },
             "/api/v1/health": {
                 "get": {
                     "operationId": "health",
@@ -255,6 +265,23 @@ def document() -> dict[str, Any]:
                         },
                     },
                 },
+                "Teams": {
+                    "type": "object",
+                    "required": ["teams"],
+                    "properties": {
+                        "teams": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["id", "zone"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "zone": {"type": "string"},
+                                },
+                            },
+                        }
+                    },
+                },
                 "Health": {
                     "type": "object",
                     "required": ["status", "redis"],
@@ -267,6 +294,7 @@ def document() -> dict[str, Any]:
                         "last_commit_age_seconds": _nullable({"type": "number"}),
                         "partitions": {"type": "array", "items": {"type": "object"}},
                         "targets": {"type": "integer"},
+                        "dead_letters": _nullable({"type": "integer"}),
                     },
                 },
             }

@@ -26,6 +26,7 @@ from exporters.exposition import render
 from exporters.families import families, target_families
 from exporters.health import Health, health_families, summarise
 from exporters.targets_file import TargetsFile
+from exporters.wallboard_routes import wallboard_routes
 from projections.namespaces import current_namespace
 from projections.read import read_many
 from projections.store import Store, connect
@@ -66,7 +67,20 @@ class Exporter:
         namespace = await current_namespace(self.client, s.topic_prefix)
         progress = await Store(self.client, namespace).progress(range(s.partitions))
         ends = await self._end_offsets()
-        return summarise(progress, ends, time.time_ns() // 1_000_000)
+        return summarise(progress, ends, time.time_ns() // 1_000_000, s.stale_after_seconds)
+
+    async def dead_letters(self) -> int | None:
+        """Records ever written to the dead-letter topic (its end offsets), None if unknown."""
+        s = self.settings
+        if self._kafka is None:
+            return None  # the health read opens the consumer; it runs first
+        try:
+            tps = [TopicPartition(s.dlq_topic, p) for p in range(s.partitions)]
+            ends = await asyncio.wait_for(self._kafka.end_offsets(tps), 2)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            log.warning("dead-letter count unavailable: %r", exc)
+            return None
+        return sum(ends.values())
 
     async def health(self) -> list[Metric]:
         return health_families(await self.health_summary())
@@ -143,6 +157,7 @@ def build_app(settings: Settings) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", exporter.metrics)
     app.router.add_routes(Api(exporter).routes())
+    app.router.add_routes(wallboard_routes())
     app.on_cleanup.append(exporter.close)
     return app
 

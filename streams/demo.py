@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 from simulator.log import SimConfig, simulate
 from stack.servers import StackError, servers
@@ -22,13 +24,17 @@ def run_demo(settings: Settings, *, count: int, rate: float) -> int:
     for server in servers(settings):
         print(f"{server.name:<11} {server.address:<28} ready in {server.up():.1f}s", flush=True)
     asyncio.run(ensure_topics(settings))
-    print("== worker ==", flush=True)
+    print("== worker and exporter ==", flush=True)
     worker = WorkerProcess({}, settings.stack_path / "worker.log")
+    exporter = None
     try:
         try:
             worker.start(timeout=90)
         except (RuntimeError, TimeoutError) as exc:
             raise StackError(str(exc)) from None
+        exporter = _start_exporter(settings)
+        wallboard = f"http://127.0.0.1:{settings.exporter_port}/"
+        print(f"wallboard: {wallboard}   (open it now: it updates every second)", flush=True)
         records, tally = simulate(
             SimConfig(
                 seed=int(time.time()),
@@ -78,8 +84,39 @@ def run_demo(settings: Settings, *, count: int, rate: float) -> int:
             f"Prometheus: http://127.0.0.1:{settings.prometheus_port}  "
             f"worker metrics: {worker.metrics_url}"
         )
+        print(f"Wallboard: {wallboard}   API: {wallboard}api/v1/kpis?scope=team&id=emea")
         print("More: salespulse kpis --scope team --id emea --window week   (or --json)")
         print("The servers keep running: `make down` (salespulse stack down) stops them.")
+        if sys.stdin.isatty():
+            print("The worker and the wallboard run until you press Ctrl-C.", flush=True)
+            try:
+                while exporter.poll() is None:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                print()
         return 0
     finally:
         worker.stop()
+        if exporter is not None:
+            exporter.terminate()
+            exporter.wait(timeout=30)
+
+
+def _start_exporter(settings: Settings) -> subprocess.Popen[bytes]:
+    """The exporter (metrics, API, wallboard) as a child process; its log in the stack dir."""
+    log = (settings.stack_path / "exporter.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "exporter"], stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{settings.exporter_port}/api/v1/health"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"the exporter exited; see {settings.stack_path / 'exporter.log'}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return process
+        except OSError:
+            time.sleep(0.25)
+    process.terminate()
+    raise StackError(f"the exporter did not answer on {url} within 30 s")

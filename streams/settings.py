@@ -52,6 +52,9 @@ class Settings:
         "activities,leads_created,speed_to_lead_seconds,untouched_leads,win_rate,revenue_won,"
         "calls_answered,average_handle_time_seconds,quota_attainment_ratio"
     )
+    # The engine is stale (API health, wallboard banner) when records wait and nothing was
+    # committed for this long.
+    stale_after_seconds: float = 60.0
     # How often the KPI publisher sends changes (at most one record per key per interval).
     kpi_publish_interval_seconds: float = 1.0
     # TOML file of KPI targets (docs/targets.md); reloaded by the exporter when it changes.

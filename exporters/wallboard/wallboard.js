@@ -1,0 +1,185 @@
+// The salespulse wallboard: polls the query API at most once a second and redraws.
+// No framework and no build step: this file is served as it is.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const state = { team: params.get("team"), window: params.get("window") || "today", dlq: null };
+window.salespulseLoadedAt = Date.now(); // the test checks the page is never reloaded
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+}
+
+const FORMATS = {
+  duration,
+  count: (v) => (v === null ? "–" : Math.round(v).toLocaleString("en")),
+  percent: (v) => (v === null ? "–" : `${(v * 100).toFixed(1)}%`),
+  money: (v) => (v === null ? "–" : (v / 100).toLocaleString("en", { maximumFractionDigits: 0 })),
+};
+
+async function getJson(path) {
+  const response = await fetch(path, { cache: "no-store" });
+  const body = await response.json();
+  if (!response.ok) {
+    const error = new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function figureOf(kpis, kpi, label) {
+  const result = kpis[kpi];
+  if (!result) return null;
+  return label ? result[label] || null : result;
+}
+
+function drawTiles(kpis) {
+  for (const tile of document.querySelectorAll(".tile")) {
+    const figure = figureOf(kpis, tile.dataset.kpi, tile.dataset.label);
+    const value = figure ? figure.value : null;
+    tile.dataset.value = value === null ? "" : String(value);
+    tile.querySelector(".value").textContent = FORMATS[tile.dataset.format](value);
+    tile.classList.remove("met", "missed", "warning", "critical");
+    const status = figure && figure.target ? figure.target.status : null;
+    if (status) tile.classList.add(status);
+  }
+  const oldest = kpis.oldest_untouched_lead_age_seconds;
+  $("oldest").textContent = oldest && oldest.value !== null ? `oldest ${duration(oldest.value)}` : "none waiting";
+  const quota = kpis.quota_attainment_ratio;
+  $("quota").textContent = quota && quota.value !== null ? `${(quota.value * 100).toFixed(0)}% of target` : "no target";
+  const revenue = document.querySelector('.tile[data-kpi="revenue_won"]');
+  if (quota && quota.target) {
+    revenue.classList.remove("met", "missed", "warning", "critical");
+    revenue.classList.add(quota.target.status);
+  }
+}
+
+function drawLeaderboard(board) {
+  const body = $("leaderboard").querySelector("tbody");
+  body.replaceChildren(
+    ...board.rows.map((row) => {
+      const tr = document.createElement("tr");
+      for (const [text, cls] of [[row.rank, ""], [row.rep, ""], [FORMATS.count(row.value), "num"]]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (cls) td.className = cls;
+        tr.append(td);
+      }
+      return tr;
+    }),
+  );
+}
+
+function drawFunnel(kpis) {
+  const stages = Object.entries(kpis.lead_stage_share || {}).sort((a, b) => (b[1].value || 0) - (a[1].value || 0));
+  $("funnel").replaceChildren(
+    ...stages.map(([stage, figure]) => {
+      const row = document.createElement("div");
+      row.className = "stage";
+      const name = document.createElement("span");
+      name.textContent = stage;
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.style.width = `${((figure.value || 0) * 100).toFixed(1)}%`;
+      const share = document.createElement("span");
+      share.className = "num";
+      share.textContent = `${figure.numerator}`;
+      row.append(name, bar, share);
+      return row;
+    }),
+  );
+}
+
+function drawHealth(health) {
+  $("lag").textContent = health.consumer_lag === null ? "unknown" : health.consumer_lag.toLocaleString("en");
+  $("fresh").textContent = duration(health.newest_event_age_seconds);
+  $("commit").textContent = duration(health.last_commit_age_seconds);
+  const now = Date.now();
+  if (state.dlq && health.dead_letters !== null && now > state.dlq.at) {
+    const perMinute = ((health.dead_letters - state.dlq.count) / (now - state.dlq.at)) * 60000;
+    $("dlq").textContent = Math.max(0, perMinute).toFixed(0);
+  }
+  if (health.dead_letters !== null) state.dlq = { count: health.dead_letters, at: now };
+}
+
+function banner(text) {
+  const element = $("banner");
+  element.hidden = !text;
+  element.textContent = text || "";
+  document.body.dataset.banner = text ? "shown" : "";
+}
+
+async function refresh() {
+  if (!state.team) return;
+  const team = encodeURIComponent(state.team);
+  const win = encodeURIComponent(state.window);
+  try {
+    const [kpis, board, health] = await Promise.all([
+      getJson(`/api/v1/kpis?scope=team&id=${team}&window=${win}`),
+      getJson(`/api/v1/leaderboard?kpi=activities&team=${team}&window=${win}&limit=10`),
+      getJson("/api/v1/health").catch((error) => ({ status: "down", error })),
+    ]);
+    drawTiles(kpis.kpis);
+    drawLeaderboard(board);
+    drawFunnel(kpis.kpis);
+    if (health.status !== "down") drawHealth(health);
+    if (health.status === "stale") {
+      banner(`Engine stale: ${health.consumer_lag.toLocaleString("en")} events waiting, ` +
+        `no projection commit for ${duration(health.last_commit_age_seconds)}. Numbers are not live.`);
+    } else if (health.status === "down") {
+      banner("The exporter cannot read the projections (Redis unreachable). Numbers are not live.");
+    } else {
+      banner("");
+    }
+    const at = new Date();
+    $("updated").textContent = `updated ${at.toLocaleTimeString("en-GB")}`;
+    $("updated").dataset.at = String(at.getTime());
+  } catch (error) {
+    banner(error.status === 503
+      ? "The exporter cannot read the projections (Redis unreachable). Numbers are not live."
+      : `Cannot reach the exporter: ${error.message}. Numbers are not live.`);
+  }
+}
+
+async function loop() {
+  const started = Date.now();
+  await refresh();
+  setTimeout(loop, Math.max(0, 1000 - (Date.now() - started)));
+}
+
+async function start() {
+  $("window").value = state.window;
+  try {
+    const { teams } = await getJson("/api/v1/teams");
+    $("team").replaceChildren(
+      ...teams.map((t) => {
+        const option = document.createElement("option");
+        option.value = t.id;
+        option.textContent = t.id;
+        return option;
+      }),
+    );
+    if (!state.team || !teams.some((t) => t.id === state.team)) state.team = teams.length ? teams[0].id : null;
+    $("team").value = state.team || "";
+  } catch (error) {
+    banner(`Cannot load the teams: ${error.message}`);
+  }
+  for (const id of ["team", "window"]) {
+    $(id).addEventListener("change", () => {
+      state[id] = $(id).value;
+      const query = new URLSearchParams({ team: state.team, window: state.window });
+      history.replaceState(null, "", `?${query}`);
+      refresh();
+    });
+  }
+  loop();
+}
+
+start();

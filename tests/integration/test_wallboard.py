@@ -1,0 +1,201 @@
+"""The wallboard page in a real browser (Debian's chromium, driven by Playwright) against the
+real stack: the tiles show what /api/v1/kpis says, they change without a reload, and the
+stale banner appears when the worker stops. Screenshots go to .salespulse/artefacts/."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from simulator.log import SimConfig, simulate
+from stack.install import require_binary
+from streams.producer import publish
+from streams.settings import Settings
+from streams.worker_process import WorkerProcess
+from tests.support import ROOT, directory_first, wait_for
+
+pytestmark = pytest.mark.integration
+
+ARTEFACTS = ROOT / ".salespulse" / "artefacts"
+TARGETS = """
+[[target]]
+kpi = "speed_to_lead_seconds"
+scope = "team"
+id = "*"
+window = "today"
+target = 600
+direction = "lower"
+warning = 1800
+critical = 3600
+
+[[target]]
+kpi = "win_rate"
+scope = "team"
+id = "*"
+window = "today"
+target = 0.3
+direction = "higher"
+warning = 0.2
+critical = 0.1
+
+[[target]]
+kpi = "activities"
+label = "total"
+scope = "team"
+id = "*"
+window = "today"
+target = 1000
+direction = "higher"
+warning = 10
+
+[[target]]
+kpi = "revenue_won"
+scope = "team"
+id = "*"
+window = "today"
+target = 10000000
+direction = "higher"
+"""
+
+
+def _publish(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    """Publish from another thread: Playwright's sync API owns this thread's event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, publish(bootstrap, topic, values)).result()
+
+
+def _api(url: str, path: str, **params: str) -> Any:
+    with urllib.request.urlopen(f"{url}{path}?{urllib.parse.urlencode(params)}") as response:
+        return json.load(response)
+
+
+def _tiles(page: Page) -> dict[str, str]:
+    return page.eval_on_selector_all(  # type: ignore[no-any-return]
+        ".tile",
+        "tiles => Object.fromEntries(tiles.map(t => [t.dataset.kpi, t.dataset.value]))",
+    )
+
+
+def _events_now(team_reps: list[str], count: int, tag: str) -> list[bytes]:
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return [
+        orjson.dumps(
+            {
+                "event_id": f"{tag}-{n}",
+                "type": "email.sent",
+                "occurred_at": at,
+                "schema_version": 1,
+                "message_id": f"{tag}-m{n}",
+                "rep_id": team_reps[n % len(team_reps)],
+            }
+        )
+        for n in range(count)
+    ]
+
+
+def test_the_wallboard_shows_the_api_live_and_says_when_it_is_stale(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    chromium = require_binary("chromium", "chromium")
+    targets = tmp_path / "targets.toml"
+    targets.write_text(TARGETS)
+    env = {
+        **stack_env,
+        "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
+        "SALESPULSE_TARGETS_FILE": str(targets),
+        "SALESPULSE_STALE_AFTER_SECONDS": "5",
+    }
+    settings = Settings.from_env(env)
+    records, _ = simulate(
+        SimConfig(seed=41, count=6_000, end_ms=time.time_ns() // 1_000_000, history_ms=86_400_000)
+    )
+    directory, rest = directory_first(records)
+    reps: dict[str, list[str]] = {}
+    for value in directory:
+        event = json.loads(value)
+        if event["type"] == "rep.upserted":
+            reps.setdefault(event["team_id"], []).append(event["rep_id"])
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    log = (tmp_path / "exporter.log").open("wb")
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "exporter"],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{settings.exporter_port}"
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        worker.start()
+        asyncio.run(publish(settings.bootstrap, settings.raw_topic, directory))
+        wait_for(lambda: worker.metrics().projected["applied"] >= len(directory), 60, "directory")
+        asyncio.run(publish(settings.bootstrap, settings.raw_topic, rest))
+        wait_for(lambda: worker.metrics().records >= len(directory) + len(rest), 60, "ingest")
+        wait_for(lambda: _api(url, "/api/v1/health")["consumer_lag"] == 0, 60, "projections")
+        teams = [t["id"] for t in _api(url, "/api/v1/teams")["teams"]]
+        team = max(teams, key=lambda t: len(reps.get(t, [])))
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
+            )
+            page = browser.new_page(viewport={"width": 1920, "height": 1080})
+            page.goto(f"{url}/?team={team}&window=today")
+            page.wait_for_function("document.getElementById('updated').dataset.at")
+            loaded_at = page.evaluate("window.salespulseLoadedAt")
+
+            # Settled: the tiles hold exactly what the API says.
+            api = _api(url, "/api/v1/kpis", scope="team", id=team, window="today")["kpis"]
+            page.wait_for_timeout(1_500)  # one more poll after the API read above
+            for kpi, shown in _tiles(page).items():
+                figure = api[kpi]["total"] if kpi == "activities" else api[kpi]
+                expected = "" if figure["value"] is None else figure["value"]
+                assert (float(shown) if shown else "") == expected, kpi
+            assert page.locator("#team").input_value() == team
+            assert page.locator("#banner").is_hidden()
+            assert page.locator("#leaderboard tbody tr").count() > 0
+            page.screenshot(path=str(ARTEFACTS / "wallboard-1920x1080.png"), full_page=False)
+
+            # Live: new activity shows up without a reload.
+            before = float(_tiles(page)["activities"])
+            _publish(settings.bootstrap, settings.raw_topic, _events_now(reps[team], 25, "live"))
+            page.wait_for_function(
+                f"Number(document.querySelector('.tile[data-kpi=activities]').dataset.value)"
+                f" >= {before + 25}",
+                timeout=30_000,
+            )
+            assert page.evaluate("window.salespulseLoadedAt") == loaded_at
+
+            page.set_viewport_size({"width": 1366, "height": 768})
+            page.wait_for_timeout(1_500)
+            page.screenshot(path=str(ARTEFACTS / "wallboard-1366x768.png"), full_page=False)
+
+            # Stale: the worker stops while events keep arriving on the log.
+            assert worker.stop() == 0
+            _publish(
+                settings.bootstrap, settings.events_topic, _events_now(reps[team], 50, "stale")
+            )
+            page.wait_for_selector("#banner:not([hidden])", timeout=30_000)
+            assert "Engine stale: 50 events waiting" in page.locator("#banner").inner_text()
+            page.screenshot(path=str(ARTEFACTS / "wallboard-stale-1366x768.png"), full_page=False)
+            browser.close()
+    finally:
+        worker.stop()
+        exporter.terminate()
+        exporter.wait(timeout=30)
+        log.close()
