@@ -75,6 +75,8 @@ class Exporter:
         if self._kafka is None:
             return None  # the health read opens the consumer; it runs first
         try:
+            if s.dlq_topic not in await asyncio.wait_for(self._kafka.topics(), 2):
+                return 0  # no worker has created it: nothing was dead-lettered yet
             tps = [TopicPartition(s.dlq_topic, p) for p in range(s.partitions)]
             ends = await asyncio.wait_for(self._kafka.end_offsets(tps), 2)
         except (TimeoutError, KafkaError, OSError) as exc:

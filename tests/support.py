@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from projections.read import read_kpis
 from projections.store import Store
 from simulator.log import DUPLICATE, VALID, Record
 from streams.settings import Settings
+from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,3 +90,45 @@ async def assert_matches_oracle(
             answer = await read_kpis(store, partitions, view, scope, scope_id, window, as_of_ms)
             got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
             assert got == oracle.kpis(scope, scope_id, window, as_of_ms), (scope, window)
+
+
+def projections_settled(worker: WorkerProcess, expected: int) -> bool:
+    """The worker has applied ``expected`` events (duplicates included) and every lead fact
+    it published."""
+    snap = worker.metrics()
+    events = snap.projected["applied"] + snap.projected["duplicate"]
+    facts = snap.lead_facts["applied"] + snap.lead_facts["duplicate"]
+    return events >= expected and facts >= snap.lead_facts["published"]
+
+
+@contextmanager
+def salespulse(
+    args: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``salespulse`` subcommand running as a child process for the block's duration."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *args],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_for_exporter(process: subprocess.Popen[bytes], port: int, log: Path) -> str:
+    """Wait until this exporter (not another one on the port) answers; its base URL."""
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert process.poll() is None, log.read_text()
+        with urllib.request.urlopen(f"{url}/api/v1/health", timeout=10) as response:
+            return bool(response.status == 200)
+
+    wait_for(answers, 30, "the exporter to answer")
+    return url

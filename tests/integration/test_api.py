@@ -30,7 +30,15 @@ from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
-from tests.support import ROOT, directory_first, wait_for, write_valid_log
+from tests.support import (
+    ROOT,
+    directory_first,
+    projections_settled,
+    salespulse,
+    wait_for,
+    wait_for_exporter,
+    write_valid_log,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -103,36 +111,13 @@ def api(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
         asyncio.run(publish(settings.bootstrap, settings.raw_topic, directory))
         wait_for(lambda: worker.metrics().projected["applied"] >= len(directory), 60, "directory")
         asyncio.run(publish(settings.bootstrap, settings.raw_topic, rest))
-
-        def settled() -> bool:
-            snap = worker.metrics()
-            facts = snap.lead_facts["applied"] + snap.lead_facts["duplicate"]
-            seen = snap.projected["applied"] + snap.projected["duplicate"]
-            return seen >= len(valid) and facts >= snap.lead_facts["published"]
-
-        wait_for(settled, 120, "the projections to settle")
+        wait_for(lambda: projections_settled(worker, len(valid)), 120, "the projections")
     finally:
         assert worker.stop() == 0
     exporter_log = tmp / "exporter.log"
-    with exporter_log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "exporter"],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    url = f"http://127.0.0.1:{settings.exporter_port}"
-    try:
-        wait_for(
-            lambda: urllib.request.urlopen(f"{url}/api/v1/health", timeout=2).status == 200,
-            30,
-            "the API to answer",
-        )
+    with salespulse(["exporter"], env, exporter_log) as process:
+        url = wait_for_exporter(process, settings.exporter_port, exporter_log)
         yield Api(url, env, Oracle(log_path), end_ms, targets, exporter_log)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _without_targets(kpis: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,14 @@ from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
-from tests.support import assert_matches_oracle, cli, directory_first, wait_for, write_valid_log
+from tests.support import (
+    assert_matches_oracle,
+    cli,
+    directory_first,
+    projections_settled,
+    wait_for,
+    write_valid_log,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,14 +71,8 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
         started = time.monotonic()
         await publish(settings.bootstrap, settings.raw_topic, rest)
 
-        def settled() -> bool:
-            snap = worker.metrics()
-            events = snap.projected["applied"] + snap.projected["duplicate"]
-            facts = snap.lead_facts["applied"] + snap.lead_facts["duplicate"]
-            return events >= len(valid) and facts >= snap.lead_facts["published"]
-
         wait_for(
-            settled,
+            lambda: projections_settled(worker, len(valid)),
             180,
             "every valid event and every lead fact to be projected",
         )

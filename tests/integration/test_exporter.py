@@ -4,10 +4,8 @@ holding the same numbers as `salespulse kpis --json`."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -22,7 +20,7 @@ from simulator.log import DUPLICATE, VALID, Record, SimConfig, simulate
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.support import ROOT, cli, wait_for
+from tests.support import cli, projections_settled, salespulse, wait_for, wait_for_exporter
 
 pytestmark = pytest.mark.integration
 
@@ -66,25 +64,9 @@ def exporter(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[s
         "SALESPULSE_TARGETS_FILE": str(targets),
     }
     settings = Settings.from_env(env)
-    with (tmp_path / "exporter.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "exporter"],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    url = f"http://127.0.0.1:{settings.exporter_port}/metrics"
-    try:
-        wait_for(
-            lambda: urllib.request.urlopen(url, timeout=2).status == 200,
-            30,
-            "the exporter to answer",
-        )
-        yield env, url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    log = tmp_path / "exporter.log"
+    with salespulse(["exporter"], env, log) as process:
+        yield env, wait_for_exporter(process, settings.exporter_port, log) + "/metrics"
 
 
 def _prometheus(settings: Settings, query: str) -> list[dict]:  # type: ignore[type-arg]
@@ -204,15 +186,7 @@ async def test_prometheus_holds_what_kpis_says(
             settings.raw_topic,
             [v for v in values if b'.upserted"' not in v] + invalid,
         )
-
-        def settled() -> bool:
-            snap = worker.metrics()
-            facts = snap.lead_facts["applied"] + snap.lead_facts["duplicate"]
-            return (
-                snap.projected["applied"] >= len(values) and facts >= snap.lead_facts["published"]
-            )
-
-        wait_for(settled, 120, "the projections to settle")
+        wait_for(lambda: projections_settled(worker, len(values)), 120, "the projections")
         _every_panel_query_returns_data(settings)
     finally:
         assert worker.stop() == 0

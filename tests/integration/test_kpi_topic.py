@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -34,23 +31,20 @@ from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import read_topic
 from tests.oracle import Oracle
-from tests.support import ROOT, directory_first, wait_for, write_valid_log
+from tests.support import (
+    ROOT,
+    directory_first,
+    projections_settled,
+    salespulse,
+    wait_for,
+    wait_for_exporter,
+    write_valid_log,
+)
 
 pytestmark = pytest.mark.integration
 
 SCHEMA = json.loads((ROOT / "schemas" / "kpi-change-v1.schema.json").read_text())
 LATE_MS = 12 * 3_600_000
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", *args],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
 
 
 def _occurred_ms(value: bytes) -> int:
@@ -107,49 +101,42 @@ def test_the_topic_holds_what_the_api_and_the_oracle_say(
     late_copies = [v for v in rest if v in late]  # with their duplicates
 
     worker = WorkerProcess(env, tmp_path / "worker.log")
-    publisher = exporter = None
-    try:
-        worker.start()
-        publisher = _start(["publish-kpis"], env, tmp_path / "publisher.log")
-        exporter = _start(["exporter"], env, tmp_path / "exporter.log")
-        time.sleep(1)
-        assert exporter.poll() is None, (tmp_path / "exporter.log").read_text()
-        asyncio.run(publish(settings.bootstrap, settings.raw_topic, directory))
-        wait_for(lambda: worker.metrics().projected["applied"] >= len(directory), 60, "directory")
-
-        def settled(expected: int) -> bool:
-            snap = worker.metrics()
-            facts = snap.lead_facts["applied"] + snap.lead_facts["duplicate"]
-            seen = snap.projected["applied"] + snap.projected["duplicate"]
-            return (
-                seen >= expected
-                and facts >= snap.lead_facts["published"]
-                and asyncio.run(_no_dirty_marks(settings))
+    exporter_log = tmp_path / "exporter.log"
+    with (
+        salespulse(["publish-kpis"], env, tmp_path / "publisher.log") as publisher,
+        salespulse(["exporter"], env, exporter_log) as exporter,
+    ):
+        try:
+            worker.start()
+            url = wait_for_exporter(exporter, settings.exporter_port, exporter_log)
+            asyncio.run(publish(settings.bootstrap, settings.raw_topic, directory))
+            wait_for(
+                lambda: worker.metrics().projected["applied"] >= len(directory), 60, "directory"
             )
 
-        # Phase 1: everything on time, published; phase 2: the late events, whose windows
-        # closed (and were published) before they arrive.
-        asyncio.run(publish(settings.bootstrap, settings.raw_topic, on_time))
-        wait_for(lambda: settled(len(directory) + len(on_time)), 120, "phase 1 published")
-        asyncio.run(publish(settings.bootstrap, settings.raw_topic, late_copies))
-        wait_for(lambda: settled(len(directory) + len(rest)), 120, "phase 2 published")
-        time.sleep(2 * settings.kpi_publish_interval_seconds)
-        assert asyncio.run(_no_dirty_marks(settings))
-        view = asyncio.run(latest_values(settings.bootstrap, settings.kpi_topic))
-        every = asyncio.run(_every_record(settings))
-        _check(settings, oracle, now_ms, view, every)
-    finally:
-        worker.stop()
-        if publisher is not None:
-            publisher.terminate()
-            assert publisher.wait(timeout=30) == 0
-        if exporter is not None:
-            exporter.terminate()
-            exporter.wait(timeout=30)
+            def settled(expected: int) -> bool:
+                return projections_settled(worker, expected) and asyncio.run(
+                    _no_dirty_marks(settings)
+                )
+
+            # Phase 1: everything on time, published; phase 2: the late events, whose
+            # windows closed (and were published) before they arrive.
+            asyncio.run(publish(settings.bootstrap, settings.raw_topic, on_time))
+            wait_for(lambda: settled(len(directory) + len(on_time)), 120, "phase 1 published")
+            asyncio.run(publish(settings.bootstrap, settings.raw_topic, late_copies))
+            wait_for(lambda: settled(len(directory) + len(rest)), 120, "phase 2 published")
+            time.sleep(2 * settings.kpi_publish_interval_seconds)
+            assert asyncio.run(_no_dirty_marks(settings))
+            view = asyncio.run(latest_values(settings.bootstrap, settings.kpi_topic))
+            every = asyncio.run(_every_record(settings))
+            _check(url, oracle, now_ms, view, every)
+        finally:
+            worker.stop()
+    assert publisher.returncode == 0, "the publisher stops cleanly on SIGTERM"
 
 
 def _check(
-    settings: Settings,
+    url: str,
     oracle: Oracle,
     now_ms: int,
     view: dict[str, dict[str, Any]],
@@ -168,7 +155,6 @@ def _check(
     assert corrections, "late events changed closed windows: there must be corrections"
     assert all(c["revision"] > 1 and c["window_end"] <= c["as_of"] for c in corrections)
 
-    url = f"http://127.0.0.1:{settings.exporter_port}"
     groups: dict[tuple[str, str, str, str | None], list[tuple[str, dict[str, Any]]]] = defaultdict(
         list
     )

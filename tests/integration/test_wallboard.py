@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -26,7 +23,7 @@ from stack.install import require_binary
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.support import ROOT, directory_first, wait_for
+from tests.support import ROOT, directory_first, salespulse, wait_for, wait_for_exporter
 
 pytestmark = pytest.mark.integration
 
@@ -130,72 +127,73 @@ def test_the_wallboard_shows_the_api_live_and_says_when_it_is_stale(
         if event["type"] == "rep.upserted":
             reps.setdefault(event["team_id"], []).append(event["rep_id"])
     worker = WorkerProcess(env, tmp_path / "worker.log")
-    log = (tmp_path / "exporter.log").open("wb")
-    exporter = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "exporter"],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{settings.exporter_port}"
+    exporter_log = tmp_path / "exporter.log"
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    try:
-        worker.start()
-        asyncio.run(publish(settings.bootstrap, settings.raw_topic, directory))
-        wait_for(lambda: worker.metrics().projected["applied"] >= len(directory), 60, "directory")
-        asyncio.run(publish(settings.bootstrap, settings.raw_topic, rest))
-        wait_for(lambda: worker.metrics().records >= len(directory) + len(rest), 60, "ingest")
-        wait_for(lambda: _api(url, "/api/v1/health")["consumer_lag"] == 0, 60, "projections")
-        teams = [t["id"] for t in _api(url, "/api/v1/teams")["teams"]]
-        team = max(teams, key=lambda t: len(reps.get(t, [])))
+    with salespulse(["exporter"], env, exporter_log) as exporter:
+        try:
+            worker.start()
+            url = wait_for_exporter(exporter, settings.exporter_port, exporter_log)
+            _drive_the_page(url, settings, worker, chromium, directory, rest, reps)
+        finally:
+            worker.stop()
 
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
-            )
-            page = browser.new_page(viewport={"width": 1920, "height": 1080})
-            page.goto(f"{url}/?team={team}&window=today")
-            page.wait_for_function("document.getElementById('updated').dataset.at")
-            loaded_at = page.evaluate("window.salespulseLoadedAt")
 
-            # Settled: the tiles hold exactly what the API says.
-            api = _api(url, "/api/v1/kpis", scope="team", id=team, window="today")["kpis"]
-            page.wait_for_timeout(1_500)  # one more poll after the API read above
-            for kpi, shown in _tiles(page).items():
-                figure = api[kpi]["total"] if kpi == "activities" else api[kpi]
-                expected = "" if figure["value"] is None else figure["value"]
-                assert (float(shown) if shown else "") == expected, kpi
-            assert page.locator("#team").input_value() == team
-            assert page.locator("#banner").is_hidden()
-            assert page.locator("#leaderboard tbody tr").count() > 0
-            page.screenshot(path=str(ARTEFACTS / "wallboard-1920x1080.png"), full_page=False)
+def _drive_the_page(
+    url: str,
+    settings: Settings,
+    worker: WorkerProcess,
+    chromium: str,
+    directory: list[bytes],
+    rest: list[bytes],
+    reps: dict[str, list[str]],
+) -> None:
+    asyncio.run(publish(settings.bootstrap, settings.raw_topic, directory))
+    wait_for(lambda: worker.metrics().projected["applied"] >= len(directory), 60, "directory")
+    asyncio.run(publish(settings.bootstrap, settings.raw_topic, rest))
+    wait_for(lambda: worker.metrics().records >= len(directory) + len(rest), 60, "ingest")
+    wait_for(lambda: _api(url, "/api/v1/health")["consumer_lag"] == 0, 60, "projections")
+    teams = [t["id"] for t in _api(url, "/api/v1/teams")["teams"]]
+    team = max(teams, key=lambda t: len(reps.get(t, [])))
 
-            # Live: new activity shows up without a reload.
-            before = float(_tiles(page)["activities"])
-            _publish(settings.bootstrap, settings.raw_topic, _events_now(reps[team], 25, "live"))
-            page.wait_for_function(
-                f"Number(document.querySelector('.tile[data-kpi=activities]').dataset.value)"
-                f" >= {before + 25}",
-                timeout=30_000,
-            )
-            assert page.evaluate("window.salespulseLoadedAt") == loaded_at
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        page.goto(f"{url}/?team={team}&window=today")
+        page.wait_for_function("document.getElementById('updated').dataset.at")
+        loaded_at = page.evaluate("window.salespulseLoadedAt")
 
-            page.set_viewport_size({"width": 1366, "height": 768})
-            page.wait_for_timeout(1_500)
-            page.screenshot(path=str(ARTEFACTS / "wallboard-1366x768.png"), full_page=False)
+        # Settled: the tiles hold exactly what the API says.
+        api = _api(url, "/api/v1/kpis", scope="team", id=team, window="today")["kpis"]
+        page.wait_for_timeout(1_500)  # one more poll after the API read above
+        for kpi, shown in _tiles(page).items():
+            figure = api[kpi]["total"] if kpi == "activities" else api[kpi]
+            expected = "" if figure["value"] is None else figure["value"]
+            assert (float(shown) if shown else "") == expected, kpi
+        assert page.locator("#team").input_value() == team
+        assert page.locator("#banner").is_hidden()
+        assert page.locator("#leaderboard tbody tr").count() > 0
+        page.screenshot(path=str(ARTEFACTS / "wallboard-1920x1080.png"), full_page=False)
 
-            # Stale: the worker stops while events keep arriving on the log.
-            assert worker.stop() == 0
-            _publish(
-                settings.bootstrap, settings.events_topic, _events_now(reps[team], 50, "stale")
-            )
-            page.wait_for_selector("#banner:not([hidden])", timeout=30_000)
-            assert "Engine stale: 50 events waiting" in page.locator("#banner").inner_text()
-            page.screenshot(path=str(ARTEFACTS / "wallboard-stale-1366x768.png"), full_page=False)
-            browser.close()
-    finally:
-        worker.stop()
-        exporter.terminate()
-        exporter.wait(timeout=30)
-        log.close()
+        # Live: new activity shows up without a reload.
+        before = float(_tiles(page)["activities"])
+        _publish(settings.bootstrap, settings.raw_topic, _events_now(reps[team], 25, "live"))
+        page.wait_for_function(
+            f"Number(document.querySelector('.tile[data-kpi=activities]').dataset.value)"
+            f" >= {before + 25}",
+            timeout=30_000,
+        )
+        assert page.evaluate("window.salespulseLoadedAt") == loaded_at
+
+        page.set_viewport_size({"width": 1366, "height": 768})
+        page.wait_for_timeout(1_500)
+        page.screenshot(path=str(ARTEFACTS / "wallboard-1366x768.png"), full_page=False)
+
+        # Stale: the worker stops while events keep arriving on the log.
+        assert worker.stop() == 0
+        _publish(settings.bootstrap, settings.events_topic, _events_now(reps[team], 50, "stale"))
+        page.wait_for_selector("#banner:not([hidden])", timeout=30_000)
+        assert "Engine stale: 50 events waiting" in page.locator("#banner").inner_text()
+        page.screenshot(path=str(ARTEFACTS / "wallboard-stale-1366x768.png"), full_page=False)
+        browser.close()
