@@ -30,7 +30,7 @@ from projections.read import Answer, read_many
 from projections.store import Store
 from projections.targets import LABELLED, TARGETABLE, Target, Targets, with_targets
 from projections.validation import InvalidField, parse_instant_ms
-from projections.windows import WINDOWS
+from projections.windows import WINDOWS, answerable, too_old
 
 if TYPE_CHECKING:
     from exporters.server import Exporter
@@ -131,7 +131,10 @@ def parse_query(request: web.Request, now_ms: int) -> Query:
         raise ApiError(400, "the org scope has no id", "id")
     if scope != "org" and not scope_id:
         raise ApiError(400, f"a {scope} id is required", "id")
-    return Query(scope, scope_id, _window(request, "today"), _as_of(request, now_ms))
+    window, as_of = _window(request, "today"), _as_of(request, now_ms)
+    if not answerable(window, as_of, now_ms):
+        raise ApiError(400, too_old(window), "as_of")
+    return Query(scope, scope_id, window, as_of)
 
 
 def _window(request: web.Request, default: str) -> str:

@@ -17,7 +17,7 @@ from projections.contributions import GAUGE, Rules, contributions, untouched_sin
 from projections.entities import SEEN, SEP, UNASSIGNED, Record, apply, apply_fact, entity_id
 from projections.events import Event, RepUpserted, TeamUpserted
 from projections.facts import LeadFact, lead_fact
-from projections.windows import buckets
+from projections.windows import buckets, live_buckets
 
 EntityKey = tuple[str, str]  # (kind, id)
 AggregateKey = tuple[str, str, str]  # (scope, scope id, bucket)
@@ -92,8 +92,13 @@ def plan_batch(
     items: Iterable[Event | LeadFact],
     directory: DirectoryView,
     rules: Rules,
+    now_ms: int | None = None,
 ) -> BatchPlan:
-    """Apply ``items`` to copies of the ``stored`` records (missing = empty) and diff."""
+    """Apply ``items`` to copies of the ``stored`` records (missing = empty) and diff.
+
+    With ``now_ms``, contributions skip the minute, hour and UTC-day buckets that have
+    already outlived their TTL (``windows.live_buckets``); without, every bucket is written.
+    """
     plan = BatchPlan()
     before: dict[EntityKey, Record] = {}
     for item in sorted(items, key=_directory_first):
@@ -128,7 +133,10 @@ def plan_batch(
         if key[0] == "lead":
             _untouched_difference(plan, key[1], old, record, rules)
         _add_difference(
-            plan.deltas, contributions(*key, old, rules), contributions(*key, record, rules)
+            plan.deltas,
+            contributions(*key, old, rules),
+            contributions(*key, record, rules),
+            now_ms,
         )
     return plan
 
@@ -149,13 +157,19 @@ def _add_difference(
     deltas: dict[AggregateKey, dict[str, int]],
     old: Mapping[tuple[str, str, str, int, str], int],
     new: Mapping[tuple[str, str, str, int, str], int],
+    now_ms: int | None,
 ) -> None:
     for item in old.keys() | new.keys():
         change = new.get(item, 0) - old.get(item, 0)
         if change == 0:
             continue
         scope, scope_id, zone, anchor, name = item
-        targets = (GAUGE_BUCKET,) if anchor == GAUGE else buckets(anchor, zone)
+        if anchor == GAUGE:
+            targets: tuple[str, ...] = (GAUGE_BUCKET,)
+        elif now_ms is None:
+            targets = buckets(anchor, zone)
+        else:
+            targets = live_buckets(anchor, zone, now_ms)
         for bucket in targets:
             fields = deltas.setdefault((scope, scope_id, bucket), {})
             total = fields.get(name, 0) + change

@@ -95,6 +95,43 @@ def buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
     )
 
 
+UTC_TIER_MS = {"m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
+
+
+def live_buckets(at_ms: int, zone_name: str, now_ms: int) -> tuple[str, ...]:
+    """``buckets`` minus the minute, hour and UTC-day buckets that ended longer ago than
+    their tier's TTL: they would expire unread (no window as of a recent instant reads
+    them), so writing them is waste (a backfill of months would write one minute bucket
+    per event and scope)."""
+    out = []
+    for bucket in buckets(at_ms, zone_name):
+        size = UTC_TIER_MS.get(bucket[0])
+        if size is not None:
+            end = (at_ms // size + 1) * size
+            if end <= now_ms - TIER_TTL_SECONDS[bucket[0]] * 1000:
+                continue
+        out.append(bucket)
+    return tuple(out)
+
+
+def answerable(window: str, as_of_ms: int, now_ms: int) -> bool:
+    """Whether every bucket ``window`` reads as of ``as_of_ms`` is still kept at ``now_ms``:
+    rolling windows read minute, hour and UTC-day buckets, which live only their tier's TTL."""
+    if window not in ROLLING:
+        return True
+    tier, count = ROLLING[window]
+    size = UTC_TIER_MS[tier]
+    first_end = (as_of_ms // size - count + 2) * size  # the end of the oldest bucket read
+    return first_end > now_ms - TIER_TTL_SECONDS[tier] * 1000
+
+
+def too_old(window: str) -> str:
+    """Why a rolling window cannot be read as of an instant that ``answerable`` refuses."""
+    kept = {"m": "minute buckets are kept 3 hours", "h": "hour buckets 3 days"}
+    reason = kept.get(ROLLING[window][0], "day buckets 40 days")
+    return f"the {window} window as of that instant is no longer kept ({reason}): use a later as_of"
+
+
 @dataclass(frozen=True, slots=True)
 class WindowSpan:
     """The buckets a window sums, and the half-open instant range they cover."""

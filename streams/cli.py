@@ -361,11 +361,15 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_kpis(settings: Settings, args: argparse.Namespace) -> int:
+    from projections.windows import answerable, too_old
     from streams.kpis_command import show_kpis
 
     if args.scope != "org" and not args.id:
         raise UsageError(f"--scope {args.scope} needs --id")
-    as_of = args.as_of if args.as_of is not None else time.time_ns() // 1_000_000
+    now_ms = time.time_ns() // 1_000_000
+    as_of = args.as_of if args.as_of is not None else now_ms
+    if not answerable(args.window, as_of, now_ms):
+        raise UsageError(f"--as-of: {too_old(args.window)}")
     return show_kpis(settings, args.scope, args.id, args.window, as_of, as_json=args.json)
 
 

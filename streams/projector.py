@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -49,14 +50,24 @@ class Outcome:
     facts_duplicate: int = 0
 
 
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class Projector:
     def __init__(
-        self, store: Store, directory: DirectoryView, rules: Rules, publish_facts: PublishFacts
+        self,
+        store: Store,
+        directory: DirectoryView,
+        rules: Rules,
+        publish_facts: PublishFacts,
+        clock: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.store = store
         self.directory = directory
         self.rules = rules
         self.publish_facts = publish_facts
+        self.clock = clock  # "now" in epoch ms: which minute/hour/day buckets are still live
         self._checkpoints: dict[int, dict[str, int]] = {}
 
     async def apply(self, batch: Iterable[Positioned]) -> Outcome:
@@ -87,7 +98,7 @@ class Projector:
         if not fresh:
             return
         stored = await self.store.load(partition, {key_of(i.item) for i in fresh})
-        plan = plan_batch(stored, [i.item for i in fresh], self.directory, self.rules)
+        plan = plan_batch(stored, [i.item for i in fresh], self.directory, self.rules, self.clock())
         if plan.facts:
             await self.publish_facts(plan.facts)
         moves: dict[str, tuple[int | None, int]] = {}

@@ -258,6 +258,13 @@ def test_health_reports_caught_up_projections(api: Api) -> None:
         ("/api/v1/kpis", {"as_of": "2026-11-22T09:00:00"}, 400, "as_of", "has no UTC offset"),
         ("/api/v1/kpis", {"as_of": "9999-01-01T00:00:00Z"}, 400, "as_of", "between 1970"),
         ("/api/v1/kpis", {"scope": "team"}, 400, "id", "a team id is required"),
+        (
+            "/api/v1/kpis",
+            {"window": "1h", "as_of": "2026-01-01T00:00:00Z"},
+            400,
+            "as_of",
+            "the 1h window as of that instant is no longer kept (minute buckets are kept 3 hours)",
+        ),
         ("/api/v1/kpis", {"id": "emea"}, 400, "id", "the org scope has no id"),
         ("/api/v1/kpis", {"scope": "team", "id": "mars"}, 404, "id", "no team 'mars'"),
         ("/api/v1/kpis/happiness", {}, 404, "kpi", "unknown KPI 'happiness'"),

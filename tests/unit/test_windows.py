@@ -123,3 +123,50 @@ def test_calendar_bucket_membership_matches_the_range(
     other = at + shift
     inside = span.start_ms <= other < span.end_ms
     assert inside == (span.bucket_ids[0] in buckets(other, zone))
+
+
+def test_live_buckets_skip_utc_buckets_that_outlived_their_ttl() -> None:
+    from projections.windows import TIER_TTL_SECONDS, buckets, live_buckets
+
+    now = 1_790_000_000_000
+    recent = now - 60_000
+    assert live_buckets(recent, "Europe/Berlin", now) == buckets(recent, "Europe/Berlin")
+    # A minute bucket ending exactly TTL ago is gone; one ending a minute later is kept.
+    minute_ttl_ms = TIER_TTL_SECONDS["m"] * 1000
+    gone = (now - minute_ttl_ms) // 60_000 * 60_000 - 60_000
+    kept = gone + 60_000
+    assert not any(b.startswith("m") for b in live_buckets(gone, "UTC", now))
+    assert any(b.startswith("m") for b in live_buckets(kept, "UTC", now))
+    # Twenty days ago: no minute or hour bucket, the UTC day and every calendar bucket stay.
+    old = now - 20 * 86_400_000
+    tiers = [b[0] for b in live_buckets(old, "Asia/Singapore", now)]
+    assert tiers == ["d", "D", "W", "M", "Q", "Y", "A"]
+    # A year ago the UTC day is gone too (40 days); calendar tiers are not cut.
+    year_ago = now - 365 * 86_400_000
+    assert [b[0] for b in live_buckets(year_ago, "UTC", now)] == ["D", "W", "M", "Q", "Y", "A"]
+
+
+def test_answerable_means_every_bucket_read_is_still_kept() -> None:
+    from projections.windows import answerable, live_buckets, window_span
+
+    now = 1_790_000_000_000
+    for window in ("15m", "1h", "24h", "7d", "30d", "today", "all"):
+        for hours_ago in (0, 1, 2, 3, 5, 30, 24 * 20, 24 * 45):
+            as_of = now - hours_ago * 3_600_000
+            span = window_span(window, as_of, "UTC")
+            # The buckets a read needs, against those a write at any instant in them keeps.
+            kept = all(
+                b in live_buckets(start, "UTC", now)
+                for b, start in zip(span.bucket_ids, _starts(span), strict=True)
+            )
+            assert answerable(window, as_of, now) == kept, (window, hours_ago)
+
+
+def _starts(span: object) -> list[int]:
+    from projections.windows import ROLLING, UTC_TIER_MS, WindowSpan
+
+    assert isinstance(span, WindowSpan)
+    if span.window not in ROLLING:
+        return [span.start_ms] * len(span.bucket_ids)
+    size = UTC_TIER_MS[ROLLING[span.window][0]]
+    return [span.start_ms + i * size for i in range(len(span.bucket_ids))]
