@@ -112,17 +112,12 @@ class Exporter:
         wanted = s.rep_kpis | ({QUOTA_KPI} if QUOTA_ATTAINMENT in s.rep_kpis else set())
         answers = await read_many(store, partitions, directory, queries, as_of, {"rep": wanted})
         targets = self.targets.current()
-        answers = [
-            replace(a, kpis=with_targets(a.kpis, targets, a.scope, a.scope_id, a.span.window))
-            for a in answers
-        ]
-        answers = [
-            replace(a, kpis={k: v for k, v in a.kpis.items() if k in s.rep_kpis})
-            if a.scope == "rep" and QUOTA_KPI not in s.rep_kpis
-            else a
-            for a in answers
-        ]
-        with_teams = [(a, rep_team.get(a.scope_id, "")) for a in answers]
+        with_teams = []
+        for a in answers:
+            kpis = with_targets(a.kpis, targets, a.scope, a.scope_id, a.span.window)
+            if a.scope == "rep":
+                kpis = {k: v for k, v in kpis.items() if k in s.rep_kpis}
+            with_teams.append((replace(a, kpis=kpis), rep_team.get(a.scope_id, "")))
         return [
             *families(with_teams, rep_histogram_buckets=s.export_rep_histogram_buckets),
             *target_families(with_teams, targets),

@@ -10,6 +10,8 @@ from projections.engine import GAUGE_BUCKET, DirectoryView
 from projections.store import Store
 from projections.windows import WindowSpan, window_span
 
+OLDEST_UNTOUCHED = "oldest_untouched_lead_age_seconds"
+
 
 class UnknownScope(ValueError):
     """A scope name that is not one of SCOPES."""
@@ -77,14 +79,20 @@ async def read_many(
             strict=True,
         )
     )
-    oldest = dict(zip(scopes, await store.oldest_untouched(partitions, scopes), strict=True))
+
+    def wants(scope: str, kpi: str) -> bool:
+        wanted = only.get(scope) if only else None
+        return wanted is None or kpi in wanted
+
+    aged = [sc for sc in scopes if wants(sc[0], OLDEST_UNTOUCHED)]
+    oldest = dict(zip(aged, await store.oldest_untouched(partitions, aged), strict=True))
     answers = []
     for (scope, scope_id, zone, span), sums in zip(spans, windowed, strict=True):
         wanted = only.get(scope) if only else None
         kpis = evaluate(scope, sums, gauges[(scope, scope_id)], wanted)
-        if wanted is None or "oldest_untouched_lead_age_seconds" in wanted:
+        if wants(scope, OLDEST_UNTOUCHED):
             since = oldest[(scope, scope_id)]
             age = max(0, as_of_ms - since) // 1000 if since is not None else None
-            kpis["oldest_untouched_lead_age_seconds"] = Figure(age, age or 0, None)
+            kpis[OLDEST_UNTOUCHED] = Figure(age, age or 0, None)
         answers.append(Answer(scope, scope_id, span, zone, kpis, sums))
     return answers

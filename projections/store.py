@@ -304,6 +304,8 @@ class Store:
         self, partitions: Sequence[int], scopes: Sequence[tuple[str, str]]
     ) -> list[int | None]:
         """Creation time (ms) of each scope's oldest open, untouched lead, if any."""
+        if not scopes:
+            return []
         async with self.client.pipeline(transaction=False) as pipe:
             for partition in partitions:
                 keys = [self.keys.untouched(partition, scope) for scope in scopes]
