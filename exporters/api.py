@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,7 +28,7 @@ from projections.namespaces import current_namespace
 from projections.read import Answer, read_many
 from projections.store import Store
 from projections.targets import LABELLED, TARGETABLE, Target, Targets, with_targets
-from projections.validation import InvalidField, parse_instant_ms
+from projections.validation import InvalidField, format_instant_ms, parse_instant_ms
 from projections.windows import WINDOWS, answerable, too_old
 
 if TYPE_CHECKING:
@@ -64,10 +63,6 @@ def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def _instant(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
-
-
 def _figure(figure: Figure, target: Target | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "value": figure.value,
@@ -100,10 +95,10 @@ def _span_json(answer: Answer, as_of_ms: int) -> dict[str, Any]:
         "scope": answer.scope,
         "id": answer.scope_id,
         "window": span.window,
-        "window_start": _instant(span.start_ms) if span.start_ms > 0 else None,
-        "window_end": _instant(span.end_ms) if span.end_ms < MAX_AS_OF_MS else None,
+        "window_start": format_instant_ms(span.start_ms) if span.start_ms > 0 else None,
+        "window_end": format_instant_ms(span.end_ms) if span.end_ms < MAX_AS_OF_MS else None,
         "zone": answer.zone,
-        "as_of": _instant(as_of_ms),
+        "as_of": format_instant_ms(as_of_ms),
     }
 
 
@@ -288,7 +283,7 @@ class Api:
                 "team": team,
                 "window": window,
                 "direction": direction,
-                "as_of": _instant(now_ms),
+                "as_of": format_instant_ms(now_ms),
                 "reps": len(rows),
                 "rows": [
                     {"rank": rank, "rep": rep, **_figure(figure, None)}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from projections.catalogue import GAUGES, Figure, Result
+from projections.validation import format_instant_ms
 
 SCHEMA_VERSION = 1
 PERIOD_UNITS = {"D": "day", "W": "week", "M": "month", "Q": "quarter", "Y": "year"}
@@ -113,13 +114,12 @@ def changes(
     last: Mapping[str, LastState],
     labels_before: Mapping[str, frozenset[str]],
     now_ms: int,
-    iso: Any,
 ) -> tuple[list[Change], dict[str, frozenset[str]]]:
     """The records for every figure that differs from its last state, and the label sets
     that changed (base key -> labels now).
 
     A label that was published and is gone (a stage that no lead is in any more) gets a
-    tombstone: compaction then forgets the key. ``iso`` formats epoch ms as RFC 3339. A
+    tombstone: compaction then forgets the key. A
     change to an already published value of a window that ended before ``now_ms`` was made
     by a late event: it is flagged ``correction``.
     """
@@ -158,12 +158,14 @@ def changes(
             "id": scope_id,
             "window": window.unit,
             "period": window.period,
-            "window_start": iso(window.start_ms) if window.start_ms is not None else None,
-            "window_end": iso(window.end_ms) if window.end_ms is not None else None,
+            "window_start": format_instant_ms(window.start_ms)
+            if window.start_ms is not None
+            else None,
+            "window_end": format_instant_ms(window.end_ms) if window.end_ms is not None else None,
             "value": figure.value,
             "numerator": figure.numerator,
             "denominator": figure.denominator,
-            "as_of": iso(now_ms),
+            "as_of": format_instant_ms(now_ms),
             "revision": revision,
             "correction": closed and before is not None,
         }

@@ -90,6 +90,11 @@ _RFC3339 = re.compile(
 )
 
 
+def format_instant_ms(ms: int) -> str:
+    """Epoch milliseconds as RFC 3339 in UTC with milliseconds (``...T09:00:00.000+00:00``)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
 def parse_instant_ms(value: str, name: str) -> int:
     """RFC 3339 with an offset -> integer epoch milliseconds (sub-ms digits are floored)."""
     match = _RFC3339.fullmatch(value)

@@ -127,9 +127,14 @@ def answerable(window: str, as_of_ms: int, now_ms: int) -> bool:
 
 def too_old(window: str) -> str:
     """Why a rolling window cannot be read as of an instant that ``answerable`` refuses."""
-    kept = {"m": "minute buckets are kept 3 hours", "h": "hour buckets 3 days"}
-    reason = kept.get(ROLLING[window][0], "day buckets 40 days")
-    return f"the {window} window as of that instant is no longer kept ({reason}): use a later as_of"
+    tier = ROLLING[window][0]
+    kept = TIER_TTL_SECONDS[tier]
+    length = f"{kept // 86_400} days" if kept % 86_400 == 0 else f"{kept // 3_600} hours"
+    unit = {"m": "minute", "h": "hour", "d": "day"}[tier]
+    return (
+        f"the {window} window as of that instant is no longer kept "
+        f"({unit} buckets are kept {length}): use a later as_of"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +151,7 @@ def window_span(window: str, as_of_ms: int, zone_name: str) -> WindowSpan:
     """Which buckets ``window`` sums as of ``as_of_ms`` for a scope in ``zone_name``."""
     if window in ROLLING:
         tier, count = ROLLING[window]
-        size = {"m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}[tier]
+        size = UTC_TIER_MS[tier]
         last = as_of_ms // size
         ids = tuple(f"{tier}{n}" for n in range(last - count + 1, last + 1))
         return WindowSpan(window, ids, (last - count + 1) * size, (last + 1) * size)

@@ -24,7 +24,6 @@ import signal
 import time
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime
 
 import orjson
 import redis.asyncio as aioredis
@@ -68,10 +67,6 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 Work = tuple[str, str, WindowInstance, dict[str, Result]]
 # State-hash fields holding the labels a labelled KPI was last published with.
 LABELS = "#labels/"
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 class KpiPublisher:
@@ -149,9 +144,7 @@ class KpiPublisher:
         records: list[tuple[WindowInstance, Change]] = []
         label_sets: list[tuple[WindowInstance, dict[str, frozenset[str]]]] = []
         for scope, scope_id, window, kpis in work:
-            found, labels = changes(
-                scope, scope_id, window, kpis, last, labels_before, now_ms, _iso
-            )
+            found, labels = changes(scope, scope_id, window, kpis, last, labels_before, now_ms)
             records += [(window, change) for change in found]
             if labels:
                 label_sets.append((window, labels))

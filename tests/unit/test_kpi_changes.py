@@ -20,10 +20,6 @@ DAY = instance("D2026-11-20", 1_763_593_200_000, 1_763_679_600_000)  # Berlin da
 ALL = instance("A", None, None)
 
 
-def _iso(ms: int) -> str:
-    return f"t{ms}"
-
-
 def _apply(
     changed: list[Change],
     last: dict[str, LastState],
@@ -48,7 +44,7 @@ def test_first_publication_then_only_changes_with_growing_revisions() -> None:
     last: dict[str, LastState] = {}
     labels: dict[str, frozenset[str]] = {}
     kpis = evaluate("team", {"won": 1, "lost": 1, "revenue": 500}, {})
-    first, sets = changes("team", "emea", DAY, kpis, last, labels, 0, _iso)
+    first, sets = changes("team", "emea", DAY, kpis, last, labels, 0)
     by_key = {c.key: c for c in first}
     win = by_key["win_rate/team/emea/day@2026-11-20"]
     assert win.value is not None and (win.value["value"], win.value["revision"]) == (0.5, 1)
@@ -60,10 +56,10 @@ def test_first_publication_then_only_changes_with_growing_revisions() -> None:
     assert not any(k.startswith("untouched_leads/") for k in by_key)
     _apply(first, last, labels, sets)
 
-    again, _ = changes("team", "emea", DAY, kpis, last, labels, 0, _iso)
+    again, _ = changes("team", "emea", DAY, kpis, last, labels, 0)
     assert again == []
     more = evaluate("team", {"won": 2, "lost": 1, "revenue": 900}, {})
-    later, _ = changes("team", "emea", DAY, more, last, labels, 0, _iso)
+    later, _ = changes("team", "emea", DAY, more, last, labels, 0)
     keys = {c.key: c.value for c in later}
     assert set(keys) == {
         "win_rate/team/emea/day@2026-11-20",
@@ -78,14 +74,14 @@ def test_a_change_to_a_closed_window_already_published_is_a_correction() -> None
     last: dict[str, LastState] = {}
     kpis = evaluate("team", {"won": 1, "lost": 1}, {})
     after_close = DAY.end_ms + 1  # type: ignore[operator]
-    first, _ = changes("team", "emea", DAY, kpis, last, {}, after_close, _iso)
+    first, _ = changes("team", "emea", DAY, kpis, last, {}, after_close)
     assert all(c.value and c.value["correction"] is False for c in first)  # first publication
     for c in first:
         last[c.key] = c.state
     late = evaluate("team", {"won": 1, "lost": 2}, {})
-    fixed, _ = changes("team", "emea", DAY, late, last, {}, after_close, _iso)
+    fixed, _ = changes("team", "emea", DAY, late, last, {}, after_close)
     assert fixed and all(c.value and c.value["correction"] for c in fixed)
-    open_day, _ = changes("team", "emea", DAY, late, last, {}, DAY.end_ms - 1, _iso)  # type: ignore[operator]
+    open_day, _ = changes("team", "emea", DAY, late, last, {}, DAY.end_ms - 1)  # type: ignore[operator]
     assert open_day and not any(c.value and c.value["correction"] for c in open_day)
 
 
@@ -94,16 +90,16 @@ def test_a_label_that_is_gone_gets_a_tombstone_and_comes_back_with_the_next_revi
     labels: dict[str, frozenset[str]] = {}
     key = "lead_stage_share/team/emea/all/new"
     both = evaluate("team", {}, {"open_leads": 2, "stage|new": 1, "stage|contacted": 1})
-    first, sets = changes("team", "emea", ALL, both, last, labels, 0, _iso)
+    first, sets = changes("team", "emea", ALL, both, last, labels, 0)
     assert sets["lead_stage_share/team/emea/all"] == frozenset({"new", "contacted"})
     assert sets["activities/team/emea/all"] == frozenset({"call", "email", "meeting", "total"})
     _apply(first, last, labels, sets)
     one = evaluate("team", {}, {"open_leads": 1, "stage|contacted": 1})
-    gone, sets = changes("team", "emea", ALL, one, last, labels, 0, _iso)
+    gone, sets = changes("team", "emea", ALL, one, last, labels, 0)
     tombstones = [c for c in gone if c.value is None]
     assert [c.key for c in tombstones] == [key]
     assert tombstones[0].state.revision == 1
     _apply(gone, last, labels, sets)
-    back, sets = changes("team", "emea", ALL, both, last, labels, 0, _iso)
+    back, sets = changes("team", "emea", ALL, both, last, labels, 0)
     returned = {c.key: c.value for c in back}
     assert returned[key] is not None and returned[key]["revision"] == 2
