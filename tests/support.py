@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,3 +133,14 @@ def wait_for_exporter(process: subprocess.Popen[bytes], port: int, log: Path) ->
 
     wait_for(answers, 30, "the exporter to answer")
     return url
+
+
+def own_env(stack_env: dict[str, str], targets: Path, text: str, **extra: str) -> dict[str, str]:
+    """The stack's settings with a topic prefix of this test's own and a targets file."""
+    targets.write_text(text)
+    return {
+        **stack_env,
+        "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
+        "SALESPULSE_TARGETS_FILE": str(targets),
+        **extra,
+    }

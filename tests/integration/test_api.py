@@ -13,7 +13,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from tests.oracle import Oracle
 from tests.support import (
     ROOT,
     directory_first,
+    own_env,
     projections_settled,
     salespulse,
     wait_for,
@@ -89,12 +89,7 @@ def _instant(ms: int) -> str:
 def api(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     tmp = tmp_path_factory.mktemp("api")
     targets = tmp / "targets.toml"
-    targets.write_text(TARGETS)
-    env = {
-        **stack_env,
-        "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
-        "SALESPULSE_TARGETS_FILE": str(targets),
-    }
+    env = own_env(stack_env, targets, TARGETS)
     settings = Settings.from_env(env)
     end_ms = time.time_ns() // 1_000_000
     records, _ = simulate(

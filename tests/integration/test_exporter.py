@@ -9,7 +9,6 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from simulator.log import DUPLICATE, VALID, Record, SimConfig, simulate
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.support import cli, projections_settled, salespulse, wait_for, wait_for_exporter
+from tests.support import cli, own_env, projections_settled, salespulse, wait_for, wait_for_exporter
 
 pytestmark = pytest.mark.integration
 
@@ -56,13 +55,7 @@ direction = "higher"
 
 @pytest.fixture
 def exporter(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
-    targets = tmp_path / "targets.toml"
-    targets.write_text(TARGETS)
-    env = {
-        **stack_env,
-        "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
-        "SALESPULSE_TARGETS_FILE": str(targets),
-    }
+    env = own_env(stack_env, tmp_path / "targets.toml", TARGETS)
     settings = Settings.from_env(env)
     log = tmp_path / "exporter.log"
     with salespulse(["exporter"], env, log) as process:

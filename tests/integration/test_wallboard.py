@@ -9,7 +9,6 @@ import json
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from stack.install import require_binary
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.support import ROOT, directory_first, salespulse, wait_for, wait_for_exporter
+from tests.support import ROOT, directory_first, own_env, salespulse, wait_for, wait_for_exporter
 
 pytestmark = pytest.mark.integration
 
@@ -108,14 +107,7 @@ def test_the_wallboard_shows_the_api_live_and_says_when_it_is_stale(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     chromium = require_binary("chromium", "chromium")
-    targets = tmp_path / "targets.toml"
-    targets.write_text(TARGETS)
-    env = {
-        **stack_env,
-        "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
-        "SALESPULSE_TARGETS_FILE": str(targets),
-        "SALESPULSE_STALE_AFTER_SECONDS": "5",
-    }
+    env = own_env(stack_env, tmp_path / "targets.toml", TARGETS, SALESPULSE_STALE_AFTER_SECONDS="5")
     settings = Settings.from_env(env)
     records, _ = simulate(
         SimConfig(seed=41, count=6_000, end_ms=time.time_ns() // 1_000_000, history_ms=86_400_000)
