@@ -190,7 +190,9 @@ class Api:
 
     async def _store(self) -> Store:
         client = self.exporter.client
-        return Store(client, await current_namespace(client, self.settings.topic_prefix))
+        return Store(
+            client, await current_namespace(client, self.settings.topic_prefix, create=False)
+        )
 
     async def _answer(self, query: Query) -> tuple[Answer, Targets]:
         store = await self._store()

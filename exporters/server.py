@@ -64,7 +64,7 @@ class Exporter:
 
     async def health_summary(self) -> Health:
         s = self.settings
-        namespace = await current_namespace(self.client, s.topic_prefix)
+        namespace = await current_namespace(self.client, s.topic_prefix, create=False)
         progress = await Store(self.client, namespace).progress(range(s.partitions))
         ends = await self._end_offsets()
         return summarise(progress, ends, time.time_ns() // 1_000_000, s.stale_after_seconds)
@@ -89,7 +89,7 @@ class Exporter:
 
     async def kpi_families(self) -> list[Metric]:
         s = self.settings
-        namespace = await current_namespace(self.client, s.topic_prefix)
+        namespace = await current_namespace(self.client, s.topic_prefix, create=False)
         store = Store(self.client, namespace)
         partitions = range(s.partitions)
         directory = await store.directory(partitions, s.rules)

@@ -23,10 +23,14 @@ def pointer(prefix: str) -> str:
     return f"{prefix}:current"
 
 
-async def current_namespace(client: aioredis.Redis, prefix: str) -> str:
-    """The live generation; the first one is created on first use."""
-    await client.set(pointer(prefix), f"{prefix}:g1", nx=True)
+async def current_namespace(client: aioredis.Redis, prefix: str, *, create: bool = True) -> str:
+    """The live generation. Writers (``create``) record the first one on first use; readers
+    do not, so that after Redis was emptied the worker re-records the generation it writes."""
+    if create:
+        await client.set(pointer(prefix), f"{prefix}:g1", nx=True)
     value = await client.get(pointer(prefix))
+    if value is None:
+        return f"{prefix}:g1"
     return value.decode() if isinstance(value, bytes) else str(value)
 
 

@@ -6,7 +6,8 @@ Key layout (``ns`` is the namespace generation, e.g. ``salespulse:g1``):
 * ``{ns:pN}:a:<scope>:<id>:<bucket>``: partition N's share of one aggregate bucket
   (a hash of base fields, integers);
 * ``{ns:pN}:ckpt``: the last applied offset per topic of partition N, plus ``!newest_ms``
-  and ``!committed_ms`` (freshness) and, during a rebuild, ``!frozen``;
+  and ``!committed_ms`` (freshness), ``!applied`` (distinct events applied, moved with the
+  offsets, so it counts every event exactly once) and, during a rebuild, ``!frozen``;
 * ``{ns:pN}:dir``: the rep and team records of partition N (a set of ``kind:id``);
 * ``{ns:pN}:scopes``: every ``scope:id`` partition N has aggregates for (exporters list them);
 * ``{ns:pN}:u:<scope>:<id>``: partition N's open, untouched leads of a scope (a sorted
@@ -71,6 +72,7 @@ if tonumber(p.newest) > tonumber(redis.call('HGET', KEYS[1], '!newest_ms') or '0
   redis.call('HSET', KEYS[1], '!newest_ms', p.newest)
 end
 redis.call('HSET', KEYS[1], '!committed_ms', p.now)
+if tonumber(p.applied) > 0 then redis.call('HINCRBY', KEYS[1], '!applied', p.applied) end
 return {1}
 """
 
@@ -198,7 +200,8 @@ class Store:
 
     async def progress(self, partitions: Sequence[int]) -> list[dict[str, str]]:
         """Each partition's checkpoint hash: offsets per topic, ``!newest_ms`` (occurred_at
-        of the newest event applied) and ``!committed_ms`` (wall time of the last commit)."""
+        of the newest event applied), ``!committed_ms`` (wall time of the last commit) and
+        ``!applied`` (distinct events applied)."""
         async with self.client.pipeline(transaction=False) as pipe:
             for partition in partitions:
                 pipe.hgetall(self.keys.checkpoint(partition))
@@ -266,6 +269,7 @@ class Store:
                 "c": checkpoints,
                 "newest": str(plan.newest_ms),
                 "now": str(time.time_ns() // 1_000_000),
+                "applied": str(plan.applied),
                 "h": records,
                 "d": deltas,
                 "t": ttls,

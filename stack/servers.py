@@ -165,6 +165,21 @@ class LocalServer:
         self.pid_file.unlink(missing_ok=True)
         return True
 
+    def kill(self) -> bool:
+        """SIGKILL at once, as a crash or an OOM kill would; True if a process was killed."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        child = _children.pop(pid, None)
+        if child is not None:
+            child.wait()
+        else:
+            while self.pid() is not None:
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
     def status(self) -> Status:
         return Status(
             self.name,

@@ -13,14 +13,15 @@ import time
 from collections.abc import Sequence
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from projections.facts import LeadFact
 from projections.store import connect
 from projections.validation import Limits, Rejection, parse_event
 from streams import metrics
 from streams.ingest import Accepted, route
-from streams.projector import LiveProjector, Positioned
+from streams.projector import LiveProjector, Positioned, Rewind
+from streams.rebuild import learn_directory
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,12 +127,42 @@ async def project(stream: faust.StreamT[bytes]) -> None:
         settings.partitions,
         settings.rules,
         publish_facts,
+        log_start=log_start,
+        learn_directory=lambda directory: learn_directory(settings, directory),
+        outage_seconds=settings.redis_outage_seconds,
     )
     assert isinstance(stream, faust.Stream)  # StreamT's stubs lack take_events
     async for batch in stream.take_events(
         settings.projection_batch_size, within=settings.projection_batch_seconds
     ):
         await project_batch(projector, batch)
+
+
+async def log_start(topic: str, partition: int) -> int:
+    tp = TP(topic, partition)
+    return (await app.consumer.earliest_offsets(tp)).get(tp, 0)
+
+
+async def rewind(rewinds: Sequence[Rewind]) -> None:
+    """Read partitions again from where the projections in Redis stop (projector.py)."""
+    for r in rewinds:
+        await app.consumer.seek(TP(r.topic, r.partition), r.offset)
+        if r.again:
+            log.debug(
+                "%s[%d]: still past the gap, seeking to %d again", r.topic, r.partition, r.offset
+            )
+            continue
+        reason = "projections_behind" if r.stored else "projections_missing"
+        metrics.REWINDS.labels(reason).inc()
+        log.warning(
+            "%s[%d]: the projections in Redis %s, but the next record is at offset %d; "
+            "reading the partition again from offset %d to rebuild them from the log",
+            r.topic,
+            r.partition,
+            f"end at offset {r.offset - 1}" if r.stored else "hold nothing of it (emptied?)",
+            r.found,
+            r.offset,
+        )
 
 
 async def publish_facts(facts: Sequence[LeadFact]) -> None:
@@ -179,10 +210,13 @@ async def project_batch(projector: LiveProjector, batch: Sequence[EventT]) -> No
     metrics.PROJECTED.labels("applied").inc(outcome.applied)
     metrics.PROJECTED.labels("duplicate").inc(outcome.duplicates)
     metrics.PROJECTED.labels("redelivered").inc(outcome.redelivered)
+    metrics.PROJECTED.labels("past_gap").inc(outcome.past_gap)
     metrics.LEAD_FACTS.labels("published").inc(outcome.facts_published)
     metrics.LEAD_FACTS.labels("applied").inc(outcome.facts_applied)
     metrics.LEAD_FACTS.labels("duplicate").inc(outcome.facts_duplicate)
     metrics.PROJECTION_BATCH_SECONDS.observe(time.perf_counter() - started)
+    if outcome.rewinds:
+        await rewind(outcome.rewinds)
     global _newest_applied_ms
     if newest > _newest_applied_ms:
         _newest_applied_ms = newest

@@ -325,7 +325,7 @@ async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
     await publish(settings.bootstrap, settings.raw_topic, directory)
     client = connect(settings.redis)
     try:
-        store = Store(client, await current_namespace(client, settings.topic_prefix))
+        store = Store(client, await current_namespace(client, settings.topic_prefix, create=False))
         deadline = time.monotonic() + 120
         while True:
             view = await store.directory(range(settings.partitions), settings.rules)

@@ -106,7 +106,9 @@ class KpiPublisher:
         """One pass; returns the records sent."""
         s = self.settings
         now_ms = time.time_ns() // 1_000_000
-        store = Store(self.client, await current_namespace(self.client, s.topic_prefix))
+        store = Store(
+            self.client, await current_namespace(self.client, s.topic_prefix, create=False)
+        )
         partitions = range(s.partitions)
         marks = await store.dirty(partitions)
         touched: dict[tuple[str, str], set[str]] = defaultdict(set)

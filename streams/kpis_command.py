@@ -25,7 +25,7 @@ def figures_json(result: Result) -> Any:
 async def _read(settings: Settings, scope: str, scope_id: str, window: str, as_of: int) -> Answer:
     client = connect(settings.redis)
     try:
-        store = Store(client, await current_namespace(client, settings.topic_prefix))
+        store = Store(client, await current_namespace(client, settings.topic_prefix, create=False))
         partitions = range(settings.partitions)
         directory = await store.directory(partitions, settings.rules)
         return await read_kpis(store, partitions, directory, scope, scope_id, window, as_of)

@@ -49,3 +49,13 @@ NEWEST_APPLIED = Gauge(
 LAST_PROJECTION = Gauge(
     "salespulse_projection_last_batch_timestamp_seconds", "Wall time of the last projection batch"
 )
+REWINDS = Counter(
+    "salespulse_projection_rewinds_total",
+    "Partitions read again from where the projections in Redis stop: projections_missing "
+    "(Redis was emptied; rebuilt from the log) or projections_behind (Redis lost its last writes)",
+    ["reason"],
+)
+REDIS_RETRIES = Counter(
+    "salespulse_projection_redis_retries_total",
+    "Projection batches retried because Redis did not answer",
+)

@@ -98,7 +98,7 @@ class _Replay:
         await self.consumer.stop()
 
 
-async def _directory(settings: Settings, directory: DirectoryView) -> int:
+async def learn_directory(settings: Settings, directory: DirectoryView) -> int:
     """Apply every team and rep upsert first, in one batch per partition."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -147,7 +147,7 @@ async def rebuild(settings: Settings) -> RebuildReport:
             ]
             await asyncio.gather(*sends)
 
-        known = await _directory(settings, directory)
+        known = await learn_directory(settings, directory)
         log.info("rebuild %s -> %s: %d directory events known", old, new, known)
         replay = _Replay(settings, Projector(store, directory, settings.rules, publish_facts))
         await replay.start()

@@ -24,6 +24,7 @@ class Snapshot:
     batch_seconds: float = 0.0
     projected: Counter[str] = field(default_factory=Counter)  # by outcome
     lead_facts: Counter[str] = field(default_factory=Counter)  # by outcome
+    rewinds: Counter[str] = field(default_factory=Counter)  # by reason
 
 
 def scrape(url: str, timeout: float = 2.0) -> Snapshot:
@@ -52,6 +53,8 @@ def scrape(url: str, timeout: float = 2.0) -> Snapshot:
                 snap.projected[sample.labels["outcome"]] = int(sample.value)
             elif sample.name == "salespulse_projection_lead_facts_total":
                 snap.lead_facts[sample.labels["outcome"]] = int(sample.value)
+            elif sample.name == "salespulse_projection_rewinds_total":
+                snap.rewinds[sample.labels["reason"]] = int(sample.value)
     return snap
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,3 +45,11 @@ def stack_env() -> Iterator[dict[str, str]]:
     yield {k: v for k, v in os.environ.items() if k.startswith("SALESPULSE_")}
     for server in reversed(started):
         server.down()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's table (tests/faults), when any of its scenarios ran."""
+    harness = sys.modules.get("tests.faults.harness")
+    if harness is not None and harness.REPORT:
+        terminalreporter.section("fault injection")
+        terminalreporter.write_line(harness.table(harness.REPORT))

@@ -251,6 +251,12 @@ class Oracle:
             [as_of_ms],
         )
 
+    def distinct_events(self) -> int:
+        """Valid events in the log, each ``event_id`` once."""
+        row = self.db.execute("SELECT count(*) FROM ev").fetchone()
+        assert row is not None
+        return int(row[0])
+
     def kpis(self, scope: str, scope_id: str, window: str, as_of_ms: int) -> dict[str, Any]:
         where, params = self._window_filter(window, as_of_ms)
         rows = self.db.execute(

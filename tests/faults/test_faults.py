@@ -1,0 +1,170 @@
+"""Fault injection on the real local stack: crashes, restarts, stalls and poison input.
+
+Each scenario streams a known simulated log through real processes, injects its
+fault while records flow, and ends with the harness's verdict: projections equal
+the oracle exactly, every distinct valid event is projected once, the DLQ holds
+exactly the invalid records. ``pytest -m faults`` runs the suite alone; the
+table is printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from stack.servers import Kafka, Redis
+from tests.faults.harness import Scenario
+from tests.faults.poison import poison_records
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+SECOND_WORKER_METRICS_PORT = 29476
+
+
+async def test_worker_sigkilled_five_times(stack_env: dict[str, str], tmp_path: Path) -> None:
+    s = Scenario("worker SIGKILL x5", stack_env, tmp_path, count=80_000, seed=101)
+    rng = random.Random(7)
+    worker = s.worker()
+    try:
+        worker.start()
+        await s.load_directory()
+        producing = s.produce()
+        for _ in range(5):
+            await asyncio.sleep(rng.uniform(0.5, 4.0))
+            assert not producing.done(), "the log ran out before the fault"
+            worker.kill()
+            ended = await s.fault_ends()
+            worker.start(timeout=120)
+            await s.recovered(ended)
+        await producing
+        await s.verify()
+    finally:
+        await s.close()
+
+
+async def test_one_of_two_workers_killed_and_back(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    s = Scenario("2 workers: 1 killed, back", stack_env, tmp_path, count=50_000, seed=202)
+    first, second = s.worker(), s.worker(SECOND_WORKER_METRICS_PORT)
+    try:
+        first.start()
+        second.start()
+        await s.load_directory()
+        producing = s.produce()
+        await asyncio.sleep(5)
+        first.kill()  # its partitions move to the second worker after the session timeout
+        await s.recovered(await s.fault_ends())
+        assert second.alive()
+        assert not producing.done(), "the log ran out before the worker came back"
+        ended = await s.fault_ends()
+        first.start(timeout=120)  # a second rebalance gives it partitions again
+        await s.recovered(ended)
+        await producing
+        await s.verify()
+    finally:
+        await s.close()
+
+
+async def test_broker_stopped_and_killed(stack_env: dict[str, str], tmp_path: Path) -> None:
+    s = Scenario("broker SIGTERM, SIGKILL", stack_env, tmp_path, count=70_000, seed=303)
+    kafka = Kafka(s.settings)
+    worker = s.worker()
+    try:
+        worker.start()
+        await s.load_directory()
+        producing = s.produce()
+        for stop in (kafka.down, kafka.kill):
+            await asyncio.sleep(4)
+            assert not producing.done(), "the log ran out before the fault"
+            await asyncio.to_thread(stop)
+            await asyncio.sleep(3)
+            restarted = time.monotonic()
+            await asyncio.to_thread(kafka.up)
+            await s.recovered(await s.fault_ends(at=restarted))
+            assert worker.alive(), "the worker gave up while the broker was away"
+        await producing
+        await s.verify()
+    finally:
+        kafka.up()
+        await s.close()
+
+
+async def test_redis_restarted_then_emptied(stack_env: dict[str, str], tmp_path: Path) -> None:
+    s = Scenario("Redis restart, FLUSHALL", stack_env, tmp_path, count=60_000, seed=404)
+    redis_server = Redis(s.settings)
+    worker = s.worker()
+    try:
+        worker.start()
+        await s.load_directory()
+        producing = s.produce()
+        await asyncio.sleep(4)
+        await asyncio.to_thread(redis_server.down)  # SIGTERM: Redis writes its AOF and stops
+        await asyncio.sleep(3)
+        ended = await s.fault_ends()
+        await asyncio.to_thread(redis_server.up)
+        await s.recovered(ended)
+        assert worker.alive(), "the worker gave up while Redis was away"
+
+        await asyncio.sleep(4)
+        assert not producing.done(), "the log ran out before the fault"
+        await s.client.flushall()
+        await s.recovered(await s.fault_ends())
+        assert b"hold nothing of it" in worker.log(), "no log line says the projections were lost"
+        assert worker.metrics().rewinds.get("projections_missing", 0) >= 1
+        await producing
+        await s.verify()
+    finally:
+        redis_server.up()
+        await s.close()
+
+
+async def test_broker_paused_for_thirty_seconds(stack_env: dict[str, str], tmp_path: Path) -> None:
+    s = Scenario("broker SIGSTOP 30 s", stack_env, tmp_path, count=60_000, seed=505)
+    kafka = Kafka(s.settings)
+    worker = s.worker()
+    pid = None
+    try:
+        worker.start()
+        await s.load_directory()
+        producing = s.produce()
+        await asyncio.sleep(4)
+        pid = kafka.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        await asyncio.sleep(30)
+        os.kill(pid, signal.SIGCONT)
+        pid = None
+        await s.recovered(await s.fault_ends())
+        assert not producing.done(), "the log ran out during the stall"
+        assert worker.alive(), "the worker gave up during the stall"
+        await producing
+        await s.verify()
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+        await s.close()
+
+
+async def test_poison_beside_valid_traffic(stack_env: dict[str, str], tmp_path: Path) -> None:
+    s = Scenario("poison 1,000/s", stack_env, tmp_path, count=30_000, seed=606)
+    poison = poison_records(30_000, max_event_bytes=s.settings.max_event_bytes)
+    worker = s.worker()
+    try:
+        worker.start()
+        await s.load_directory()
+        ended = None
+        producing = s.produce(poison, extra_rate=1_000)
+        await producing
+        ended = await s.fault_ends()
+        await s.recovered(ended)
+        assert worker.alive()
+        await s.verify(poison)
+    finally:
+        await s.close()
