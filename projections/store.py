@@ -7,7 +7,9 @@ Key layout (``ns`` is the namespace generation, e.g. ``salespulse:g1``):
   (a hash of base fields, integers);
 * ``{ns:pN}:ckpt``: the last applied offset per topic of partition N, plus ``!newest_ms``
   and ``!committed_ms`` (freshness), ``!applied`` (distinct events applied, moved with the
-  offsets, so it counts every event exactly once) and, during a rebuild, ``!frozen``;
+  offsets, so it counts every event exactly once), ``!directory`` (a version that moves
+  whenever a rep or team record of the partition changes) and, during a rebuild,
+  ``!frozen``;
 * ``{ns:pN}:dir``: the rep and team records of partition N (a set of ``kind:id``);
 * ``{ns:pN}:scopes``: every ``scope:id`` partition N has aggregates for (exporters list them);
 * ``{ns:pN}:u:<scope>:<id>``: partition N's open, untouched leads of a scope (a sorted
@@ -73,6 +75,7 @@ if tonumber(p.newest) > tonumber(redis.call('HGET', KEYS[1], '!newest_ms') or '0
 end
 redis.call('HSET', KEYS[1], '!committed_ms', p.now)
 if tonumber(p.applied) > 0 then redis.call('HINCRBY', KEYS[1], '!applied', p.applied) end
+if p.dir == 1 then redis.call('HINCRBY', KEYS[1], '!directory', 1) end
 return {1}
 """
 
@@ -270,6 +273,7 @@ class Store:
                 "newest": str(plan.newest_ms),
                 "now": str(time.time_ns() // 1_000_000),
                 "applied": str(plan.applied),
+                "dir": int(any(entity[0] in ("rep", "team") for entity in plan.changed_fields)),
                 "h": records,
                 "d": deltas,
                 "t": ttls,
@@ -287,7 +291,16 @@ class Store:
                 f"partition {partition}: checkpoint of {result[1]!r} moved to {result[2]!r}"
             )
 
-    async def directory(self, partitions: Sequence[int], rules: Rules) -> DirectoryView:
+    async def directory_versions(self, partitions: Sequence[int]) -> list[int]:
+        """Each partition's directory version: other workers' rep and team changes show
+        here, so a worker reloads just the partitions whose version moved."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.hget(self.keys.checkpoint(partition), "!directory")
+            return [int(v or 0) for v in await pipe.execute()]
+
+    async def directory_records(self, partitions: Sequence[int]) -> dict[EntityKey, dict[str, str]]:
+        """The rep and team records of some partitions."""
         async with self.client.pipeline(transaction=False) as pipe:
             for partition in partitions:
                 pipe.smembers(self.keys.directory(partition))
@@ -301,8 +314,10 @@ class Store:
             for partition, key in wanted:
                 pipe.hgetall(self.keys.entity(partition, key))
             found = await pipe.execute()
-        records = {key: _text(raw) for (_, key), raw in zip(wanted, found, strict=True)}
-        return DirectoryView(records, rules)
+        return {key: _text(raw) for (_, key), raw in zip(wanted, found, strict=True)}
+
+    async def directory(self, partitions: Sequence[int], rules: Rules) -> DirectoryView:
+        return DirectoryView(await self.directory_records(partitions), rules)
 
     async def oldest_untouched(
         self, partitions: Sequence[int], scopes: Sequence[tuple[str, str]]

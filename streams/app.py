@@ -138,9 +138,18 @@ async def project(stream: faust.StreamT[bytes]) -> None:
         await project_batch(projector, batch)
 
 
+_log_starts: dict[TP, tuple[int, float]] = {}
+
+
 async def log_start(topic: str, partition: int) -> int:
+    """The partition's first offset, asked of the broker at most once a minute: while
+    records past a gap drain, every batch asks for it."""
     tp = TP(topic, partition)
-    return (await app.consumer.earliest_offsets(tp)).get(tp, 0)
+    known = _log_starts.get(tp)
+    if known is None or time.monotonic() - known[1] > 60:
+        start = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
+        known = _log_starts[tp] = (start, time.monotonic())
+    return known[0]
 
 
 async def rewind(rewinds: Sequence[Rewind]) -> None:

@@ -210,6 +210,7 @@ class LiveProjector:
         self.outage_seconds = outage_seconds
         self.namespace = ""
         self._projector: Projector | None = None
+        self._directory_versions: list[int] = []
         # Rewinds asked for and not yet seen through: (topic, partition) -> (offset, when).
         self._rewinding: dict[tuple[str, int], tuple[int, float]] = {}
 
@@ -232,6 +233,7 @@ class LiveProjector:
 
     async def _open(self, namespace: str) -> Projector:
         store = Store(self.client, namespace)
+        self._directory_versions = await store.directory_versions(range(self.partitions))
         directory = await store.directory(range(self.partitions), self.rules)
         self.namespace = namespace
         self._projector = Projector(
@@ -265,12 +267,25 @@ class LiveProjector:
                 log.warning("relearned %d directory records from the log", learned)
         return outcome
 
+    async def _refresh_directory(self, projector: Projector) -> None:
+        """Learn the rep and team changes other workers committed (their partitions' versions
+        moved) before planning: events are credited with the directory as Redis knows it,
+        not just as this worker's own partitions taught it."""
+        partitions = range(self.partitions)
+        versions = await projector.store.directory_versions(partitions)
+        moved = [p for p in partitions if versions[p] != self._directory_versions[p]]
+        if moved:
+            for key, record in (await projector.store.directory_records(moved)).items():
+                projector.directory.update(key, record)
+            self._directory_versions = versions
+
     async def _apply(self, batch: Sequence[Positioned], outcome: Outcome) -> None:
         projector = self._projector or await self._open(
             await current_namespace(self.client, self.prefix)
         )
         while True:
             try:
+                await self._refresh_directory(projector)
                 await projector.apply(batch, outcome)
                 return
             except NamespaceFrozen:

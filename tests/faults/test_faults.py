@@ -16,11 +16,13 @@ import signal
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from stack.servers import Kafka, Redis
 from tests.faults.harness import Scenario
 from tests.faults.poison import poison_records
+from tests.support import salespulse, wait_for_exporter
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -168,3 +170,75 @@ async def test_poison_beside_valid_traffic(stack_env: dict[str, str], tmp_path: 
         await s.verify(poison)
     finally:
         await s.close()
+
+
+async def test_exporter_scraped_by_fifty_clients_while_redis_restarts(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    s = Scenario("exporter x50 clients, Redis restart", stack_env, tmp_path, count=20_000, seed=707)
+    redis_server = Redis(s.settings)
+    worker = s.worker()
+    # Each scrape: started, finished, HTTP status, salespulse_exporter_up, samples from Redis.
+    scrapes: list[tuple[float, float, int, float | None, int]] = []
+    redis_back: list[float] = []
+    try:
+        worker.start()
+        await s.load_directory()
+        producing = s.produce()
+        log = tmp_path / "exporter.log"
+        with salespulse(["exporter"], s.env, log) as exporter:
+            url = wait_for_exporter(exporter, s.settings.exporter_port, log)
+            stop = asyncio.Event()
+
+            async def client(session: aiohttp.ClientSession) -> None:
+                while not stop.is_set():
+                    started = time.monotonic()
+                    async with session.get(f"{url}/metrics") as response:
+                        body = await response.text()
+                    scrapes.append(
+                        (started, time.monotonic(), response.status, *_up_and_kpis(body))
+                    )
+
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+                clients = [asyncio.create_task(client(session)) for _ in range(50)]
+                await asyncio.sleep(5)
+                await asyncio.to_thread(redis_server.down)
+                down_at = time.monotonic()
+                await asyncio.sleep(5)
+                ended = await s.fault_ends()
+                up_at = time.monotonic()
+                await asyncio.to_thread(redis_server.up)
+                redis_back.append(time.monotonic())
+                await s.recovered(ended)
+                await asyncio.sleep(3)
+                stop.set()
+                await asyncio.gather(*clients)
+            assert exporter.poll() is None, "the exporter died"
+
+        assert {status for _, _, status, _, _ in scrapes} == {200}
+        # Scrapes wholly inside the outage say so and show nothing read before it.
+        during = [(up, n) for a, b, _, up, n in scrapes if down_at < a and b < up_at]
+        assert during and all(up == 0 and n == 0 for up, n in during), during[:5]
+        first_up = min(b for a, b, _, up, _ in scrapes if a > redis_back[0] and up == 1)
+        after = [up for a, _, _, up, _ in scrapes if a > first_up + 2]
+        assert after and all(up == 1 for up in after)
+        # This scenario's recovery: Redis back -> the exporter's first scrape with up 1.
+        s.recoveries.append(first_up - redis_back[0])
+        print(f"{len(scrapes):,} scrapes; up again {s.recoveries[-1]:.1f}s after Redis")
+        await producing
+        await s.verify()
+    finally:
+        redis_server.up()
+        await s.close()
+
+
+def _up_and_kpis(body: str) -> tuple[float | None, int]:
+    """``salespulse_exporter_up`` and how many samples read from Redis a scrape holds (all
+    but the exporter's own two)."""
+    up, read = None, 0
+    for line in body.splitlines():
+        if line.startswith("salespulse_exporter_up "):
+            up = float(line.split()[1])
+        elif line and not line.startswith(("#", "salespulse_exporter_scrape_duration")):
+            read += 1
+    return up, read
