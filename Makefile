@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench up down status lock clean
+.PHONY: demo test lint typecheck unit integration faults bench up down status lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest -m "integration or e2e"
+
+## faults: crashes, restarts, stalls and poison on the real stack; prints the results table
+faults: $(STAMP)
+	$(BIN)/pytest -m faults
 
 ## bench: ingest and projection throughput, Redis footprint, on the local stack
 bench: $(STAMP)

@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 class Exporter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client = connect(settings.redis)
+        # One retry: with Redis away a scrape answers at once with salespulse_exporter_up 0
+        # instead of waiting out the worker's backoff (seconds) per scrape.
+        self.client = connect(settings.redis, retries=1)
         self.targets = TargetsFile(settings.targets_file)
         self._kafka: AIOKafkaConsumer | None = None
 

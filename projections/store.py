@@ -129,11 +129,12 @@ return '[' .. table.concat(out, ',') .. ']'
 """
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client that retries connection errors with exponential backoff (redis-py's own Retry)."""
+def connect(url: str, retries: int = 6) -> aioredis.Redis:
+    """A client that retries connection errors with exponential backoff (redis-py's own Retry).
+    Readers that must answer fast when Redis is away (the exporter) ask for fewer retries."""
     return aioredis.Redis.from_url(
         url,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 6),
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
         retry_on_error=[ConnectionError, TimeoutError],
         socket_timeout=10,
         socket_connect_timeout=5,

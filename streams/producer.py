@@ -25,7 +25,8 @@ def subject_key(value: bytes) -> bytes | None:
         return None
     if not isinstance(document, dict):
         return None
-    cls = EVENT_TYPES.get(document.get("type"))  # type: ignore[arg-type]
+    kind = document.get("type")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     subject = document.get(cls.SUBJECT) if cls else None
     return subject.encode() if isinstance(subject, str) and subject else None
 

@@ -94,7 +94,7 @@ async def test_broker_stopped_and_killed(stack_env: dict[str, str], tmp_path: Pa
         await producing
         await s.verify()
     finally:
-        kafka.up()
+        await asyncio.to_thread(kafka.up)  # answering() runs its own event loop
         await s.close()
 
 
@@ -123,7 +123,7 @@ async def test_redis_restarted_then_emptied(stack_env: dict[str, str], tmp_path:
         await producing
         await s.verify()
     finally:
-        redis_server.up()
+        await asyncio.to_thread(redis_server.up)
         await s.close()
 
 
@@ -204,7 +204,7 @@ async def test_exporter_scraped_by_fifty_clients_while_redis_restarts(
                 await asyncio.sleep(5)
                 await asyncio.to_thread(redis_server.down)
                 down_at = time.monotonic()
-                await asyncio.sleep(5)
+                await asyncio.sleep(8)
                 ended = await s.fault_ends()
                 up_at = time.monotonic()
                 await asyncio.to_thread(redis_server.up)
@@ -228,7 +228,7 @@ async def test_exporter_scraped_by_fifty_clients_while_redis_restarts(
         await producing
         await s.verify()
     finally:
-        redis_server.up()
+        await asyncio.to_thread(redis_server.up)
         await s.close()
 
 

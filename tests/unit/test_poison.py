@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from projections.validation import Limits, Rejection, parse_event
+from streams.producer import subject_key
 from tests.faults.poison import _event, poison_records, strategies
 
 pytestmark = pytest.mark.unit
@@ -36,3 +37,13 @@ def test_every_poison_class_is_rejected_for_its_own_reason() -> None:
     ):
         assert reasons[reason] > 0, reasons
     assert len(strategies(limits.max_event_bytes)) == 8
+
+
+def test_the_producer_keys_any_poison_without_failing() -> None:
+    """``salespulse produce`` publishes whatever it is given: keying must not choke on it
+    (a ``type`` that was a JSON object once crashed it)."""
+    records = poison_records(2_000, max_event_bytes=Limits().max_event_bytes, per_class=100)
+    keys = [subject_key(r) for r in records]
+    assert set(keys) == {None, b"lead-poison"}  # the template's lead, or no key
+    assert subject_key(_event(type={"a": 1})) is None
+    assert subject_key(_event()) == b"lead-poison"
