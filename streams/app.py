@@ -10,17 +10,19 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import faust
-from faust.types import TP, EventT
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import EventT
 
+from projections.events import Event
 from projections.facts import LeadFact
 from projections.store import connect
 from projections.validation import Limits, Rejection, parse_event
 from streams import metrics
 from streams.ingest import Accepted, route
-from streams.projector import LiveProjector, Positioned, Rewind
+from streams.projector import LiveProjector, Positioned
 from streams.rebuild import learn_directory
 from streams.settings import Settings
 
@@ -116,6 +118,7 @@ async def forward_batch(batch: Sequence[EventT], limits: Limits) -> None:
 
 
 _newest_applied_ms = 0
+FILL_CHUNK = 5_000  # records per commit while a gap is refilled from the log
 
 
 @app.agent(projection_topics, concurrency=1)
@@ -127,7 +130,7 @@ async def project(stream: faust.StreamT[bytes]) -> None:
         settings.partitions,
         settings.rules,
         publish_facts,
-        log_start=log_start,
+        fill=fill,
         learn_directory=lambda directory: learn_directory(settings, directory),
         outage_seconds=settings.redis_outage_seconds,
     )
@@ -138,40 +141,43 @@ async def project(stream: faust.StreamT[bytes]) -> None:
         await project_batch(projector, batch)
 
 
-_log_starts: dict[TP, tuple[int, float]] = {}
+def decode(
+    topic: str, partition: int, offset: int, value: bytes | None, now_ms: int
+) -> Positioned | None:
+    """A record of the events or lead-facts topic as the projector takes it."""
+    if topic == settings.facts_topic:
+        return Positioned(topic, partition, offset, LeadFact.decode(value or b""))
+    parsed = parse_event(value or b"", now_ms=now_ms, limits=settings.limits)
+    if isinstance(parsed, Rejection):
+        # Only the ingest agent writes this topic, so this means a writer bypassed it.
+        metrics.PROJECTED.labels("invalid").inc()
+        log.error("skipping invalid record %s[%d]@%d: %s", topic, partition, offset, parsed.detail)
+        return None
+    return Positioned(topic, partition, offset, parsed)
 
 
-async def log_start(topic: str, partition: int) -> int:
-    """The partition's first offset, asked of the broker at most once a minute: while
-    records past a gap drain, every batch asks for it."""
-    tp = TP(topic, partition)
-    known = _log_starts.get(tp)
-    if known is None or time.monotonic() - known[1] > 60:
-        start = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
-        known = _log_starts[tp] = (start, time.monotonic())
-    return known[0]
-
-
-async def rewind(rewinds: Sequence[Rewind]) -> None:
-    """Read partitions again from where the projections in Redis stop (projector.py)."""
-    for r in rewinds:
-        await app.consumer.seek(TP(r.topic, r.partition), r.offset)
-        if r.again:
-            log.debug(
-                "%s[%d]: still past the gap, seeking to %d again", r.topic, r.partition, r.offset
-            )
-            continue
-        reason = "projections_behind" if r.stored else "projections_missing"
-        metrics.REWINDS.labels(reason).inc()
-        log.warning(
-            "%s[%d]: the projections in Redis %s, but the next record is at offset %d; "
-            "reading the partition again from offset %d to rebuild them from the log",
-            r.topic,
-            r.partition,
-            f"end at offset {r.offset - 1}" if r.stored else "hold nothing of it (emptied?)",
-            r.found,
-            r.offset,
-        )
+async def fill(topic: str, partition: int, start: int, end: int) -> AsyncIterator[list[Positioned]]:
+    """Offsets ``start`` .. ``end - 1`` read again from the log (from its first offset if it
+    starts later), in chunks, with a consumer of its own: the agent's consumer stays put."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        consumer.seek(tp, max(start, first))
+        while await consumer.position(tp) < end:
+            got = await consumer.getmany(tp, timeout_ms=1_000, max_records=FILL_CHUNK)
+            now_ms = time.time_ns() // 1_000_000
+            chunk = [
+                d
+                for m in got.get(tp, [])
+                if m.offset < end and (d := decode(topic, partition, m.offset, m.value, now_ms))
+            ]
+            if chunk:
+                yield chunk
+    finally:
+        await consumer.stop()
 
 
 async def publish_facts(facts: Sequence[LeadFact]) -> None:
@@ -191,24 +197,11 @@ async def project_batch(projector: LiveProjector, batch: Sequence[EventT]) -> No
     newest = 0
     for event in batch:
         message = event.message
-        if message.topic == settings.facts_topic:
-            fact = LeadFact.decode(message.value or b"")
-            positioned.append(Positioned(message.topic, message.partition, message.offset, fact))
-            continue
-        parsed = parse_event(message.value or b"", now_ms=now_ms, limits=settings.limits)
-        if isinstance(parsed, Rejection):
-            # Only the ingest agent writes this topic, so this means a writer bypassed it.
-            metrics.PROJECTED.labels("invalid").inc()
-            log.error(
-                "skipping invalid record %s[%d]@%d on the events topic: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                parsed.detail,
-            )
-            continue
-        positioned.append(Positioned(message.topic, message.partition, message.offset, parsed))
-        newest = max(newest, parsed.occurred_at_ms)
+        item = decode(message.topic, message.partition, message.offset, message.value, now_ms)
+        if item is not None:
+            positioned.append(item)
+            if isinstance(item.item, Event):
+                newest = max(newest, item.item.occurred_at_ms)
     try:
         outcome = await projector.apply(positioned)
     except Exception as exc:
@@ -219,13 +212,13 @@ async def project_batch(projector: LiveProjector, batch: Sequence[EventT]) -> No
     metrics.PROJECTED.labels("applied").inc(outcome.applied)
     metrics.PROJECTED.labels("duplicate").inc(outcome.duplicates)
     metrics.PROJECTED.labels("redelivered").inc(outcome.redelivered)
-    metrics.PROJECTED.labels("past_gap").inc(outcome.past_gap)
+    metrics.PROJECTED.labels("refilled").inc(outcome.filled)
+    for gap in outcome.gaps:
+        metrics.REWINDS.labels("projections_behind" if gap.stored else "projections_missing").inc()
     metrics.LEAD_FACTS.labels("published").inc(outcome.facts_published)
     metrics.LEAD_FACTS.labels("applied").inc(outcome.facts_applied)
     metrics.LEAD_FACTS.labels("duplicate").inc(outcome.facts_duplicate)
     metrics.PROJECTION_BATCH_SECONDS.observe(time.perf_counter() - started)
-    if outcome.rewinds:
-        await rewind(outcome.rewinds)
     global _newest_applied_ms
     if newest > _newest_applied_ms:
         _newest_applied_ms = newest

@@ -51,8 +51,8 @@ LAST_PROJECTION = Gauge(
 )
 REWINDS = Counter(
     "salespulse_projection_rewinds_total",
-    "Partitions read again from where the projections in Redis stop: projections_missing "
-    "(Redis was emptied; rebuilt from the log) or projections_behind (Redis lost its last writes)",
+    "Gaps between the projections in Redis and the records delivered, refilled from the log: "
+    "projections_missing (Redis was emptied) or projections_behind (it lost its last writes)",
     ["reason"],
 )
 REDIS_RETRIES = Counter(

@@ -9,11 +9,11 @@ and plan again. Publishing facts before the commit means a crash in between
 only republishes facts with the same ids, which the leads ignore.
 
 The stored checkpoints, not the consumer's committed offsets, say where each
-partition continues: a record is applied only if it is the next offset after
-its topic's checkpoint (the first offset of the log when there is none). A
-record past a gap is not applied; the batch's outcome asks the caller to read
-the partition again from the missing offset. That is how the projections
-rebuild themselves when Redis lost writes or was emptied.
+partition continues: when the first new record of a topic is past the offset
+after its checkpoint (offset 0 when there is none), the records in between are
+read from the log (``fill``) and applied first. That is how the projections
+rebuild themselves when Redis lost its last writes or was emptied, without
+moving the consumer.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -40,14 +40,18 @@ from streams import metrics
 log = logging.getLogger(__name__)
 
 PublishFacts = Callable[[Sequence[LeadFact]], Awaitable[None]]
-# The first offset a topic partition still holds (0 for the kept-forever topics).
-LogStart = Callable[[str, int], Awaitable[int]]
+# The records of one topic partition from ``start`` up to ``end`` (exclusive), in chunks.
+Fill = Callable[[str, int, int, int], AsyncIterator[list["Positioned"]]]
 # Read every team and rep upsert of the log into a directory; returns how many.
 LearnDirectory = Callable[[DirectoryView], Awaitable[int]]
 
 
-async def from_zero(_topic: str, _partition: int) -> int:
-    return 0
+async def no_gaps(
+    topic: str, partition: int, start: int, end: int
+) -> AsyncIterator[list[Positioned]]:
+    """For readers that deliver every offset (the rebuild, tests): a gap is a bug."""
+    raise RuntimeError(f"{topic}[{partition}]: offsets {start}..{end - 1} were never delivered")
+    yield []  # pragma: no cover - makes this an async generator
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +63,16 @@ class Positioned:
 
 
 @dataclass(frozen=True, slots=True)
-class Rewind:
-    """A topic partition to read again from ``offset``: the projections stop at
-    ``offset - 1`` (``stored`` is False when they hold nothing of it), but the next
-    record delivered was ``found``."""
+class Gap:
+    """Offsets ``start`` .. ``end - 1`` of a topic partition were missing from the projections
+    when the record at ``end`` arrived: ``stored`` is False when Redis held nothing of the
+    partition (it was emptied), True when its checkpoint was behind (it lost its last writes)."""
 
     topic: str
     partition: int
-    offset: int
-    found: int
+    start: int
+    end: int
     stored: bool
-    again: bool = False  # asked before: the consumer still delivers records past the gap
 
 
 @dataclass
@@ -77,14 +80,17 @@ class Outcome:
     applied: int = 0
     duplicates: int = 0
     redelivered: int = 0
-    past_gap: int = 0  # records not applied because an earlier offset is missing
+    filled: int = 0  # records read from the log to fill gaps
     facts_published: int = 0
     facts_applied: int = 0
     facts_duplicate: int = 0
-    rewinds: list[Rewind] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
 
-
-REWIND_AGAIN_SECONDS = 1.0
+    def add(self, other: Outcome) -> None:
+        for f in fields(self):
+            if f.name != "gaps":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        self.gaps += other.gaps
 
 
 def wall_clock_ms() -> int:
@@ -99,14 +105,16 @@ class Projector:
         rules: Rules,
         publish_facts: PublishFacts,
         clock: Callable[[], int] = wall_clock_ms,
-        log_start: LogStart = from_zero,
+        fill: Fill = no_gaps,
+        on_lost: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.directory = directory
         self.rules = rules
         self.publish_facts = publish_facts
         self.clock = clock  # "now" in epoch ms: which minute/hour/day buckets are still live
-        self.log_start = log_start
+        self.fill = fill
+        self.on_lost = on_lost  # before refilling a partition Redis holds nothing of
         self._checkpoints: dict[int, dict[str, int]] = {}
 
     async def apply(self, batch: Iterable[Positioned], outcome: Outcome | None = None) -> Outcome:
@@ -118,7 +126,10 @@ class Projector:
         for partition, items in by_partition.items():
             for attempt in range(3):
                 try:
-                    await self._apply_partition(partition, items, outcome)
+                    # Counted apart: an attempt that meets a moved checkpoint counts nothing.
+                    attempt_outcome = Outcome()
+                    await self._apply_partition(partition, items, attempt_outcome)
+                    outcome.add(attempt_outcome)
                     break
                 except CheckpointMoved as moved:
                     log.warning("%s; re-reading (attempt %d)", moved, attempt + 1)
@@ -135,9 +146,36 @@ class Projector:
         done = self._checkpoints[partition]
         fresh = [i for i in items if i.offset > done.get(i.topic, -1)]
         outcome.redelivered += len(items) - len(fresh)
-        fresh = await self._contiguous(partition, fresh, done, outcome)
-        if not fresh:
-            return
+        for topic in dict.fromkeys(i.topic for i in fresh):
+            first = min(i.offset for i in fresh if i.topic == topic)
+            start = done[topic] + 1 if topic in done else 0
+            if first > start:
+                await self._fill_gap(Gap(topic, partition, start, first, topic in done), outcome)
+        fresh = [i for i in fresh if i.offset > done.get(i.topic, -1)]
+        if fresh:
+            await self._commit(partition, fresh, outcome)
+
+    async def _fill_gap(self, gap: Gap, outcome: Outcome) -> None:
+        log.warning(
+            "%s[%d]: the projections in Redis %s, but the next record is at offset %d; "
+            "applying offsets %d..%d again from the log",
+            gap.topic,
+            gap.partition,
+            f"end at offset {gap.start - 1}" if gap.stored else "hold nothing of it (emptied?)",
+            gap.end,
+            gap.start,
+            gap.end - 1,
+        )
+        outcome.gaps.append(gap)
+        if not gap.stored and self.on_lost is not None:
+            await self.on_lost()
+        async for chunk in self.fill(gap.topic, gap.partition, gap.start, gap.end):
+            outcome.filled += len(chunk)
+            await self._commit(gap.partition, chunk, outcome)
+
+    async def _commit(self, partition: int, fresh: list[Positioned], outcome: Outcome) -> None:
+        """Load, plan, publish the facts and commit records that continue the checkpoints."""
+        done = self._checkpoints[partition]
         stored = await self.store.load(partition, {key_of(i.item) for i in fresh})
         plan = plan_batch(stored, [i.item for i in fresh], self.directory, self.rules, self.clock())
         if plan.facts:
@@ -155,33 +193,6 @@ class Projector:
         outcome.facts_applied += plan.facts_applied
         outcome.facts_duplicate += plan.facts_duplicate
 
-    async def _contiguous(
-        self, partition: int, fresh: list[Positioned], done: dict[str, int], outcome: Outcome
-    ) -> list[Positioned]:
-        """The records that continue their topic's checkpoint without a gap (in offset order,
-        as Kafka delivers them); a gap becomes a Rewind."""
-        expected: dict[str, int] = {}
-        gapped: set[str] = set()
-        kept = []
-        for i in fresh:
-            if i.topic in gapped:
-                outcome.past_gap += 1
-                continue
-            if i.topic not in expected:
-                stored = i.topic in done
-                start = done[i.topic] + 1 if stored else await self.log_start(i.topic, partition)
-                expected[i.topic] = start
-            if i.offset != expected[i.topic]:
-                gapped.add(i.topic)
-                outcome.past_gap += 1
-                outcome.rewinds.append(
-                    Rewind(i.topic, partition, expected[i.topic], i.offset, i.topic in done)
-                )
-                continue
-            expected[i.topic] += 1
-            kept.append(i)
-        return kept
-
 
 class LiveProjector:
     """The worker's projector: writes to the live generation, follows a rebuild's switch,
@@ -196,7 +207,7 @@ class LiveProjector:
         partitions: int,
         rules: Rules,
         publish_facts: PublishFacts,
-        log_start: LogStart = from_zero,
+        fill: Fill = no_gaps,
         learn_directory: LearnDirectory | None = None,
         outage_seconds: float = 300.0,
     ) -> None:
@@ -205,31 +216,23 @@ class LiveProjector:
         self.partitions = partitions
         self.rules = rules
         self.publish_facts = publish_facts
-        self.log_start = log_start
+        self.fill = fill
         self.learn_directory = learn_directory
         self.outage_seconds = outage_seconds
         self.namespace = ""
         self._projector: Projector | None = None
         self._directory_versions: list[int] = []
-        # Rewinds asked for and not yet seen through: (topic, partition) -> (offset, when).
-        self._rewinding: dict[tuple[str, int], tuple[int, float]] = {}
+        self._relearned = False  # in this batch
 
-    def _to_seek(self, rewinds: list[Rewind]) -> list[Rewind]:
-        """The rewinds to seek for now. Records fetched before a seek keep arriving for a
-        while, each past the same gap, and may even move the consumer's read position past
-        the seek; so the same rewind is asked again, but at most every REWIND_AGAIN_SECONDS.
-        A rewind asked before has ``again`` set."""
-        now = time.monotonic()
-        seek = []
-        for r in rewinds:
-            asked = self._rewinding.get((r.topic, r.partition))
-            if asked is None or asked[0] != r.offset:
-                self._rewinding[(r.topic, r.partition)] = (r.offset, now)
-                seek.append(r)
-            elif now - asked[1] >= REWIND_AGAIN_SECONDS:
-                self._rewinding[(r.topic, r.partition)] = (r.offset, now)
-                seek.append(replace(r, again=True))
-        return seek
+    async def _lost(self) -> None:
+        """Redis was emptied. Readers must find this generation again (not a fresh g1), and
+        the refill must credit every event with its rep's team even if the rep's upsert sits
+        on a partition refilled later: learn the whole directory from the log first."""
+        await self.client.set(pointer(self.prefix), self.namespace, nx=True)
+        if self.learn_directory is not None and self._projector and not self._relearned:
+            learned = await self.learn_directory(self._projector.directory)
+            log.warning("relearned %d directory records from the log", learned)
+            self._relearned = True
 
     async def _open(self, namespace: str) -> Projector:
         store = Store(self.client, namespace)
@@ -237,13 +240,14 @@ class LiveProjector:
         directory = await store.directory(range(self.partitions), self.rules)
         self.namespace = namespace
         self._projector = Projector(
-            store, directory, self.rules, self.publish_facts, log_start=self.log_start
+            store, directory, self.rules, self.publish_facts, fill=self.fill, on_lost=self._lost
         )
         log.info("projecting into %s", namespace)
         return self._projector
 
     async def apply(self, batch: Sequence[Positioned]) -> Outcome:
         outcome = Outcome()
+        self._relearned = False
         delay, give_up = 0.1, time.monotonic() + self.outage_seconds
         while True:
             try:
@@ -256,15 +260,6 @@ class LiveProjector:
                 log.warning("Redis unavailable (%s); retrying the batch in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        outcome.rewinds = self._to_seek(outcome.rewinds)
-        if any(not r.stored and not r.again for r in outcome.rewinds):
-            # Redis was emptied. Readers must find this generation again (not a fresh g1),
-            # and the replay must credit every event with its rep's team even if the rep's
-            # upsert sits on a partition replayed later: learn the whole directory first.
-            await self.client.set(pointer(self.prefix), self.namespace, nx=True)
-            if self.learn_directory is not None and self._projector is not None:
-                learned = await self.learn_directory(self._projector.directory)
-                log.warning("relearned %d directory records from the log", learned)
         return outcome
 
     async def _refresh_directory(self, projector: Projector) -> None:
