@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run the Faust worker (ingest and projection agents)")
     commands.add_parser("exporter", help="serve the projections as Prometheus metrics")
     commands.add_parser("publish-kpis", help="send KPI changes to the compacted <prefix>.kpi topic")
+    commands.add_parser(
+        "ingest", help="serve the webhook endpoints (HubSpot, Twilio, Aircall, canonical events)"
+    )
 
     sim = commands.add_parser("simulate", help="generate a realistic, seeded event log")
     size = sim.add_mutually_exclusive_group()
@@ -223,6 +226,20 @@ def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
     from exporters.server import run_exporter
 
     return run_exporter(settings)
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.config import MappingsError
+    from streams.webhooks import run_ingest
+
+    try:
+        return run_ingest(settings)
+    except MappingsError as exc:
+        for problem in exc.problems:
+            print(f"salespulse: error: {settings.mappings_file}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        raise UsageError(f"cannot start the ingest service: {exc}") from None
 
 
 def cmd_publish_kpis(settings: Settings, args: argparse.Namespace) -> int:
@@ -385,6 +402,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "worker": cmd_worker,
     "exporter": cmd_exporter,
     "publish-kpis": cmd_publish_kpis,
+    "ingest": cmd_ingest,
     "simulate": cmd_simulate,
     "produce": cmd_produce,
     "backfill": cmd_backfill,

@@ -42,6 +42,15 @@ class Settings:
     worker_metrics_port: int = 9466
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 inside a container
     exporter_port: int = 9467
+    # `salespulse ingest`: the webhook and canonical-event HTTP service (docs/adapters.md).
+    # Its secrets are read from SALESPULSE_INGEST_TOKEN, SALESPULSE_HUBSPOT_CLIENT_SECRET,
+    # SALESPULSE_TWILIO_AUTH_TOKEN, SALESPULSE_AIRCALL_TOKEN (or the file named by the same
+    # name + _FILE), never from here, so they are never printed with the settings.
+    ingest_port: int = 9468
+    ingest_max_body_bytes: int = 1_048_576
+    # The public base URL vendors call (https://hooks.example.com); signatures cover it.
+    ingest_public_url: str = ""
+    mappings_file: str = ""
     # Cardinality bounds of the exporter: windows exported per rep, reps per team.
     export_rep_windows: str = "today,week,month"
     export_max_reps_per_team: int = 200

@@ -1,0 +1,64 @@
+"""What every adapter returns: canonical events, and the parts it could not map, with why."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from projections.validation import format_instant_ms
+
+
+class Reason(StrEnum):
+    """Why part of a delivery went to the dead-letter topic. Values are stable metric labels."""
+
+    UNMAPPED_VALUE = "unmapped_value"  # a vendor id or value the mappings file does not name
+    INCOMPLETE = "incomplete"  # the payload lacks what the canonical event requires
+    MALFORMED = "malformed"  # a field is missing or of the wrong type
+    INVALID_EVENT = "invalid_event"  # the mapped event failed the event contract
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    reason: str  # a Reason here, or the event contract's own (projections.validation.Reason)
+    detail: str
+    part: bytes  # the piece of the delivery it concerns, as received
+
+
+@dataclass
+class Mapped:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    ignored: int = 0  # parts that carry nothing the engine uses (e.g. other properties)
+
+
+def stable_id(source: str, *parts: object) -> str:
+    """An event id derived from the vendor's own ids: a redelivery gets the same one."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+    return f"{source}:{digest[:40]}"
+
+
+def event(kind: str, event_id: str, at_ms: int, source: str, **fields: Any) -> dict[str, Any]:
+    """A canonical event; fields that are None are left out."""
+    return {
+        "event_id": event_id,
+        "type": kind,
+        "occurred_at": format_instant_ms(at_ms),
+        "schema_version": 1,
+        "source": source,
+        **{name: value for name, value in fields.items() if value is not None},
+    }
+
+
+class Malformed(ValueError):
+    """A required vendor field is missing or has the wrong type."""
+
+
+def need(document: Any, name: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(document, dict):
+        raise Malformed("expected a JSON object")
+    value = document.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise Malformed(f"{name}: missing or not {getattr(kind, '__name__', kind)}")
+    return value

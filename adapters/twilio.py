@@ -1,0 +1,116 @@
+"""Twilio Voice status callbacks -> call.started, call.answered, call.ended.
+
+One callback is one form-encoded POST about one call leg. Twilio does not keep
+their order; each canonical event comes from exactly one kind of callback, with
+that callback's own ``Timestamp``, and its id from ``CallSid`` and the status,
+so any order and any retry give the same events (the projection joins a call's
+three events by ``call_id``):
+
+* ``ringing`` of a parent call -> ``call.started`` (inbound: the called number's
+  queue from ``[queues.twilio]``; outbound: the calling rep from ``[reps.twilio]``);
+* ``in-progress`` of an agent's leg (``Direction=outbound-dial`` with a
+  ``ParentCallSid``) -> ``call.answered`` of the parent call by the rep
+  ``[reps.twilio]`` names for ``To``; of an ``outbound-api`` call, by its caller;
+* a final status of a parent call -> ``call.ended``: ``completed`` (talk time
+  ``CallDuration``), ``busy``, ``no-answer`` (missed), ``failed``, ``canceled``
+  (abandoned).
+
+Everything else (``queued``, ``initiated``, an inbound call answered by the
+IVR, an agent leg ringing or ending) carries nothing the engine counts: ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+
+from adapters.canonical import Mapped, Problem, Reason, event, stable_id
+from adapters.config import Mappings, Unmapped
+
+SOURCE = "twilio"
+FINAL = {
+    "completed": "completed",
+    "busy": "busy",
+    "no-answer": "missed",
+    "failed": "failed",
+    "canceled": "abandoned",
+}
+
+
+def call_id(sid: str) -> str:
+    return f"twilio-{sid}"
+
+
+def map_callback(params: Mapping[str, str], mappings: Mappings, raw: bytes) -> Mapped:
+    out = Mapped()
+    missing = [n for n in ("CallSid", "CallStatus", "Direction", "Timestamp") if not params.get(n)]
+    if missing:
+        out.problems.append(Problem(Reason.MALFORMED, f"missing {', '.join(missing)}", raw))
+        return out
+    try:
+        at_ms = int(parsedate_to_datetime(params["Timestamp"]).timestamp() * 1000)
+    except (TypeError, ValueError, IndexError):
+        out.problems.append(Problem(Reason.MALFORMED, "Timestamp is not RFC 2822", raw))
+        return out
+    sid, status, direction = params["CallSid"], params["CallStatus"], params["Direction"]
+    parent = params.get("ParentCallSid")
+    event_id = stable_id(SOURCE, sid, status)
+    try:
+        if direction == "outbound-dial" and parent:
+            if status == "in-progress":
+                rep = mappings.get("reps.twilio", params.get("To", ""))
+                out.events.append(
+                    event(
+                        "call.answered",
+                        event_id,
+                        at_ms,
+                        SOURCE,
+                        call_id=call_id(parent),
+                        rep_id=rep,
+                    )
+                )
+            else:
+                out.ignored += 1
+        elif status == "ringing":
+            if direction == "inbound":
+                queue = mappings.get("queues.twilio", params.get("To", ""))
+                fields = {"direction": "inbound", "queue_id": queue}
+            else:
+                fields = {
+                    "direction": "outbound",
+                    "rep_id": mappings.get("reps.twilio", params.get("From", "")),
+                }
+            out.events.append(
+                event("call.started", event_id, at_ms, SOURCE, call_id=call_id(sid), **fields)
+            )
+        elif status == "in-progress" and direction == "outbound-api":
+            rep = mappings.get("reps.twilio", params.get("From", ""))
+            out.events.append(
+                event("call.answered", event_id, at_ms, SOURCE, call_id=call_id(sid), rep_id=rep)
+            )
+        elif status in FINAL:
+            talk_ms = None
+            if status == "completed":
+                seconds = params.get("CallDuration", "")
+                if not seconds.isdigit():
+                    out.problems.append(
+                        Problem(Reason.INCOMPLETE, "completed without CallDuration", raw)
+                    )
+                    return out
+                talk_ms = int(seconds) * 1000
+            out.events.append(
+                event(
+                    "call.ended",
+                    event_id,
+                    at_ms,
+                    SOURCE,
+                    call_id=call_id(sid),
+                    outcome=FINAL[status],
+                    talk_ms=talk_ms,
+                )
+            )
+        else:
+            out.ignored += 1
+    except Unmapped as exc:
+        out.problems.append(Problem(Reason.UNMAPPED_VALUE, str(exc), raw))
+    return out

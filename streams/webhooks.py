@@ -1,0 +1,353 @@
+"""``salespulse ingest``: the HTTP edge where CRMs and telephony deliver, the security boundary.
+
+Routes (docs/adapters.md):
+
+* ``POST /ingest/v1/events``: a JSON array of canonical events; ``Authorization:
+  Bearer`` with SALESPULSE_INGEST_TOKEN;
+* ``POST /ingest/v1/hubspot``: HubSpot webhook batches, ``X-HubSpot-Signature-v3``
+  with SALESPULSE_HUBSPOT_CLIENT_SECRET, request timestamp within 5 minutes;
+* ``POST /ingest/v1/twilio/voice``: Twilio status callbacks, ``X-Twilio-Signature``
+  with SALESPULSE_TWILIO_AUTH_TOKEN;
+* ``POST /ingest/v1/aircall``: Aircall webhooks, the body's ``token`` compared in
+  constant time with SALESPULSE_AIRCALL_TOKEN;
+* ``GET /metrics``: requests by source and status, events, rejections by reason.
+
+Mapped events go to the raw topic, the parts that cannot be mapped to the
+dead-letter topic with their reason, both with acks=all; the answer (200, with
+what was accepted, rejected and ignored) is sent only after Kafka acknowledged.
+401 bad or missing credentials, 413 body over SALESPULSE_INGEST_MAX_BODY_BYTES,
+400 malformed, 404 an endpoint whose secret is not configured, 503 Kafka
+unavailable (the vendor retries). Nothing is published for a request answered
+with 4xx. Errors never carry a stack trace; secrets are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from adapters import aircall, hubspot, twilio
+from adapters.canonical import Mapped, Problem
+from adapters.config import Mappings, parse_mappings
+from adapters.signatures import hubspot_fresh, hubspot_v3, same
+from adapters.signatures import twilio as twilio_signature
+from projections.validation import Rejection, parse_event
+from streams.ingest import HEADER_DETAIL, HEADER_FAILED_AT, HEADER_REASON, HEADER_TOPIC
+from streams.producer import subject_key
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter(
+    "salespulse_webhook_requests_total",
+    "HTTP deliveries by source and status",
+    ["source", "status"],
+)
+EVENTS = Counter(
+    "salespulse_webhook_events_total", "Canonical events published to the raw topic", ["source"]
+)
+REJECTIONS = Counter(
+    "salespulse_webhook_rejections_total",
+    "Deliveries or parts of deliveries rejected, by reason (auth, size, malformed, mapping)",
+    ["source", "reason"],
+)
+
+SECRETS = {
+    "events": "SALESPULSE_INGEST_TOKEN",
+    "hubspot": "SALESPULSE_HUBSPOT_CLIENT_SECRET",
+    "twilio": "SALESPULSE_TWILIO_AUTH_TOKEN",
+    "aircall": "SALESPULSE_AIRCALL_TOKEN",
+}
+
+
+def read_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """Each endpoint's secret from NAME or from the file NAME_FILE; absent: endpoint off."""
+    found = {}
+    for source, name in SECRETS.items():
+        if environ.get(name):
+            found[source] = environ[name]
+        elif environ.get(f"{name}_FILE"):
+            found[source] = Path(environ[f"{name}_FILE"]).read_text().strip()
+    return found
+
+
+class Unavailable(RuntimeError):
+    """Kafka did not acknowledge: the vendor must retry."""
+
+
+class Publisher:
+    """One idempotent acks=all producer, started on first use and after a failure."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                request_timeout_ms=10_000,
+                max_request_size=2 * 1024 * 1024,
+            )
+            await asyncio.wait_for(producer.start(), 15)
+            self._producer = producer
+        return self._producer
+
+    async def publish(
+        self, events: Sequence[bytes], dead: Sequence[tuple[bytes, list[Any]]]
+    ) -> None:
+        try:
+            producer = await self._started()
+            sends = [
+                await producer.send(self.settings.raw_topic, value, key=subject_key(value))
+                for value in events
+            ]
+            sends += [
+                await producer.send(self.settings.dlq_topic, value, headers=headers)
+                for value, headers in dead
+            ]
+            await asyncio.wait_for(asyncio.gather(*sends), 30)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await self.close()
+            raise Unavailable(repr(exc)) from None
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            try:
+                await producer.stop()
+            except Exception:  # a broken producer may fail to stop; it is dropped either way
+                log.debug("stopping a failed producer", exc_info=True)
+
+
+@dataclass
+class Verdict:
+    """What to do with a delivery that passed authentication and parsing: events to publish,
+    problems to dead-letter here, and what the answer reports as rejected."""
+
+    events: list[dict[str, Any]]
+    dead: list[Problem]
+    reported: list[Problem]
+    ignored: int = 0
+
+    @classmethod
+    def of(cls, mapped: Mapped) -> Verdict:
+        return cls(mapped.events, mapped.problems, mapped.problems, mapped.ignored)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "accepted": len(self.events) - (len(self.reported) - len(self.dead)),
+            "rejected": [{"reason": str(p.reason), "detail": p.detail} for p in self.reported],
+            "ignored": self.ignored,
+        }
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class IngestService:
+    def __init__(
+        self,
+        settings: Settings,
+        secrets: Mapping[str, str],
+        mappings: Mappings,
+        publisher: Publisher,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.mappings = mappings
+        self.publisher = publisher
+        self.clock = clock
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self.settings.ingest_max_body_bytes, middlewares=[self._guard]
+        )
+        app.router.add_post("/ingest/v1/events", self._route("events", self._events))
+        app.router.add_post("/ingest/v1/hubspot", self._route("hubspot", self._hubspot))
+        app.router.add_post("/ingest/v1/twilio/voice", self._route("twilio", self._twilio))
+        app.router.add_post("/ingest/v1/aircall", self._route("aircall", self._aircall))
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/health", self._health)
+        app.on_cleanup.append(lambda _app: self.publisher.close())
+        return app
+
+    @web.middleware
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """No stack trace ever leaves: an unexpected error is logged and answered 500."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status == 413:
+                return _error(413, f"body over {self.settings.ingest_max_body_bytes} bytes")
+            return _error(exc.status, exc.reason)
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            return _error(500, "internal error")
+
+    def _route(
+        self, source: str, handle: Callable[[web.Request, bytes, str], Awaitable[Verdict]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def route(request: web.Request) -> web.Response:
+            response = await self._deliver(request, source, handle)
+            REQUESTS.labels(source, str(response.status)).inc()
+            return response
+
+        return route
+
+    async def _deliver(
+        self,
+        request: web.Request,
+        source: str,
+        handle: Callable[[web.Request, bytes, str], Awaitable[Verdict]],
+    ) -> web.Response:
+        secret = self.secrets.get(source)
+        if secret is None:
+            return _error(404, f"the {source} endpoint is off: set {SECRETS[source]}")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            REJECTIONS.labels(source, "too_large").inc()
+            return _error(413, f"body over {self.settings.ingest_max_body_bytes} bytes")
+        try:
+            verdict = await handle(request, body, secret)
+        except _Refused as refused:
+            REJECTIONS.labels(source, refused.reason).inc()
+            return _error(refused.status, refused.message)
+        events = [orjson.dumps(e) for e in verdict.events]
+        dead = [(p.part, self._headers(source, p)) for p in verdict.dead]
+        try:
+            await self.publisher.publish(events, dead)
+        except Unavailable as exc:
+            log.warning("%s delivery not accepted, Kafka unavailable: %s", source, exc)
+            return _error(503, "Kafka is unavailable; retry later")
+        EVENTS.labels(source).inc(len(events))
+        for problem in verdict.reported:
+            REJECTIONS.labels(source, str(problem.reason)).inc()
+        return web.json_response(verdict.body())
+
+    def _headers(self, source: str, problem: Problem) -> list[tuple[str, bytes]]:
+        return [
+            (HEADER_REASON, str(problem.reason).encode()),
+            (HEADER_DETAIL, problem.detail.encode("utf-8", "replace")),
+            (HEADER_TOPIC, f"http:{source}".encode()),
+            (HEADER_FAILED_AT, str(self.clock()).encode()),
+        ]
+
+    def _public_url(self, request: web.Request) -> str:
+        """The URL the vendor called, which its signature covers."""
+        base = self.settings.ingest_public_url.rstrip("/")
+        return f"{base}{request.path_qs}" if base else str(request.url)
+
+    # Endpoints -------------------------------------------------------------------------
+
+    async def _events(self, request: web.Request, body: bytes, secret: str) -> Verdict:
+        given = request.headers.get("Authorization", "")
+        if not given.startswith("Bearer ") or not same(given[7:], secret):
+            raise _Refused(401, "auth", "missing or wrong bearer token")
+        items = _json_array(body)
+        invalid = []
+        now_ms = self.clock()
+        for item in items:
+            value = orjson.dumps(item)
+            checked = parse_event(value, now_ms=now_ms, limits=self.settings.limits)
+            if isinstance(checked, Rejection):
+                invalid.append(Problem(checked.reason, checked.detail, value))
+        # All go to the raw topic, where the ingest agent dead-letters the invalid ones with
+        # the same reasons: one path for bad input, whatever the source.
+        return Verdict(items, [], invalid)
+
+    async def _hubspot(self, request: web.Request, body: bytes, secret: str) -> Verdict:
+        timestamp = request.headers.get("X-HubSpot-Request-Timestamp")
+        signature = request.headers.get("X-HubSpot-Signature-v3")
+        if not hubspot_fresh(timestamp, self.clock()):
+            raise _Refused(401, "auth", "missing or stale X-HubSpot-Request-Timestamp")
+        expected = hubspot_v3(
+            secret, request.method, self._public_url(request), body, timestamp or ""
+        )
+        if not same(signature, expected):
+            raise _Refused(401, "auth", "missing or wrong X-HubSpot-Signature-v3")
+        batch = _json_array(body)
+        if len(batch) > hubspot.MAX_EVENTS:
+            raise _Refused(400, "malformed", f"more than {hubspot.MAX_EVENTS} events in one batch")
+        return Verdict.of(hubspot.map_batch(batch, self.mappings))
+
+    async def _twilio(self, request: web.Request, body: bytes, secret: str) -> Verdict:
+        try:
+            params = urllib.parse.parse_qsl(
+                body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body)
+            )
+        except (UnicodeDecodeError, ValueError):
+            raise _Refused(400, "malformed", "not a form-encoded body") from None
+        expected = twilio_signature(secret, self._public_url(request), params)
+        if not same(request.headers.get("X-Twilio-Signature"), expected):
+            raise _Refused(401, "auth", "missing or wrong X-Twilio-Signature")
+        return Verdict.of(twilio.map_callback(dict(params), self.mappings, body))
+
+    async def _aircall(self, request: web.Request, body: bytes, secret: str) -> Verdict:
+        try:
+            envelope = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise _Refused(400, "malformed", "not JSON") from None
+        token = envelope.get("token") if isinstance(envelope, dict) else None
+        if not isinstance(token, str) or not same(token, secret):
+            raise _Refused(401, "auth", "missing or wrong token")
+        return Verdict.of(aircall.map_webhook(envelope, self.mappings, body))
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"endpoints": sorted(self.secrets)})
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+def _json_array(body: bytes) -> list[Any]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _Refused(400, "malformed", "not JSON") from None
+    if not isinstance(document, list):
+        raise _Refused(400, "malformed", "expected a JSON array")
+    return document
+
+
+def load_mappings(settings: Settings) -> Mappings:
+    if not settings.mappings_file:
+        return Mappings()
+    return parse_mappings(Path(settings.mappings_file).read_text())
+
+
+def run_ingest(settings: Settings) -> int:
+    mappings = load_mappings(settings)
+    secrets = read_secrets(os.environ)
+    if not secrets:
+        log.warning("no endpoint is enabled: set one of %s", ", ".join(SECRETS.values()))
+    service = IngestService(settings, secrets, mappings, Publisher(settings))
+    log.info("ingest endpoints on for: %s", ", ".join(sorted(secrets)) or "none")
+    web.run_app(service.app(), host=settings.metrics_host, port=settings.ingest_port, print=None)
+    return 0

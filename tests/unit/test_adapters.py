@@ -1,0 +1,332 @@
+"""Source adapters: realistic payloads, built from the vendors' documented field lists, map to
+the right canonical events; retries and reorderings map to the same events."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import orjson
+import pytest
+
+from adapters import aircall, hubspot, twilio
+from adapters.config import MappingsError, parse_mappings
+from projections.validation import Rejection, parse_event
+
+pytestmark = pytest.mark.unit
+
+MAPPINGS = parse_mappings(
+    """
+[reps]
+hubspot = { "101" = "rep-01", "102" = "rep-02" }
+aircall = { "3001" = "rep-01" }
+twilio = { "client:alice" = "rep-01", "+15550111" = "rep-02" }
+
+[queues]
+twilio = { "+15550100" = "q-emea" }
+aircall = { "+33100000000" = "q-emea" }
+
+[hubspot]
+origin_by_change_source = { FORM = "marketing", CRM_UI = "sales" }
+deal_stages = { appointmentscheduled = "discovery", closedwon = "won", closedlost = "lost" }
+
+[hubspot.lead_status_stages]
+NEW = "new"
+ATTEMPTED_TO_CONTACT = "contacted"
+UNQUALIFIED = "unqualified"
+"""
+)
+T0 = 1_795_000_000  # Unix seconds
+
+
+def valid(events: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Every mapped event passes the event contract; returns them for further checks."""
+    now_ms = (T0 + 86_400) * 1000
+    for e in events:
+        assert not isinstance(parse_event(orjson.dumps(e), now_ms=now_ms), Rejection), e
+    return events
+
+
+# Twilio -------------------------------------------------------------------------------
+
+
+def rfc2822(seconds: int) -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(seconds))
+
+
+def callback(sid: str, status: str, at: int, **extra: str) -> dict[str, str]:
+    return {
+        "AccountSid": "AC0",
+        "CallSid": sid,
+        "CallStatus": status,
+        "Timestamp": rfc2822(at),
+        "CallbackSource": "call-progress-events",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
+
+
+INBOUND = {"Direction": "inbound", "From": "+4930123", "To": "+15550100"}
+AGENT_LEG = {"Direction": "outbound-dial", "ParentCallSid": "CA1", "To": "client:alice"}
+CALL = [
+    callback("CA1", "ringing", T0, SequenceNumber="0", **INBOUND),
+    callback("CA2", "ringing", T0 + 2, SequenceNumber="0", **AGENT_LEG),
+    callback("CA2", "in-progress", T0 + 8, SequenceNumber="1", **AGENT_LEG),
+    callback("CA2", "completed", T0 + 128, CallDuration="120", SequenceNumber="2", **AGENT_LEG),
+    callback("CA1", "completed", T0 + 128, CallDuration="128", SequenceNumber="1", **INBOUND),
+]
+
+
+def twilio_events(callbacks: list[dict[str, str]]) -> list[dict[str, object]]:
+    events = []
+    for params in callbacks:
+        mapped = twilio.map_callback(params, MAPPINGS, b"")
+        assert not mapped.problems, mapped.problems
+        events += mapped.events
+    return valid(events)
+
+
+def test_a_twilio_inbound_call_answered_by_an_agent() -> None:
+    events = {e["type"]: e for e in twilio_events(CALL)}
+    assert set(events) == {"call.started", "call.answered", "call.ended"}
+    assert {e["call_id"] for e in events.values()} == {"twilio-CA1"}
+    assert events["call.started"]["direction"] == "inbound"
+    assert events["call.started"]["queue_id"] == "q-emea"
+    assert events["call.answered"]["rep_id"] == "rep-01"
+    assert events["call.ended"]["outcome"] == "completed"
+    assert events["call.ended"]["talk_ms"] == 128_000
+    assert events["call.started"]["occurred_at"].startswith("2026-11-18T")  # T0, in UTC
+    assert events["call.answered"]["occurred_at"] != events["call.started"]["occurred_at"]
+
+
+def test_twilio_callbacks_in_any_order_and_retried_give_the_same_events() -> None:
+    once = sorted(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) for e in twilio_events(CALL))
+    for order in itertools.islice(itertools.permutations(CALL), 0, None, 7):
+        again = twilio_events([*order, *order[:2]])  # and two of them delivered twice
+        unique = {orjson.dumps(e, option=orjson.OPT_SORT_KEYS) for e in again}
+        assert sorted(unique) == once
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [("busy", "busy"), ("no-answer", "missed"), ("failed", "failed"), ("canceled", "abandoned")],
+)
+def test_twilio_final_statuses(status: str, outcome: str) -> None:
+    [ended] = twilio_events([callback("CA9", status, T0, **INBOUND)])
+    assert ended["outcome"] == outcome and "talk_ms" not in ended
+
+
+def test_twilio_unknown_numbers_are_reported_not_guessed() -> None:
+    mapped = twilio.map_callback(
+        callback("CA3", "ringing", T0, Direction="inbound", To="+19999999"), MAPPINGS, b"raw"
+    )
+    assert not mapped.events
+    [problem] = mapped.problems
+    assert problem.reason == "unmapped_value" and "+19999999" in problem.detail
+    assert problem.part == b"raw"
+
+
+def test_twilio_malformed_callbacks() -> None:
+    assert twilio.map_callback({"CallSid": "CA1"}, MAPPINGS, b"").problems[0].reason == "malformed"
+    bad_time = callback("CA1", "ringing", T0, **INBOUND) | {"Timestamp": "yesterday"}
+    assert twilio.map_callback(bad_time, MAPPINGS, b"").problems[0].reason == "malformed"
+
+
+# Aircall ------------------------------------------------------------------------------
+
+
+def aircall_hook(event: str, **data: object) -> dict[str, object]:
+    call = {
+        "id": 812,
+        "direction": "inbound",
+        "status": "done" if event == "call.ended" else "initial",
+        "started_at": T0,
+        "answered_at": None,
+        "ended_at": None,
+        "duration": 0,
+        "raw_digits": "+49 30 123",
+        "user": None,
+        "number": {"id": 44, "digits": "+33100000000"},
+        "missed_call_reason": None,
+        "tags": [],
+    }
+    return {
+        "resource": "call",
+        "event": event,
+        "timestamp": T0,
+        "token": "tok",
+        "data": {**call, **data},
+    }
+
+
+def test_an_aircall_call_answered_and_ended() -> None:
+    alice = {"id": 3001, "name": "Alice", "email": "alice@example.com"}
+    hooks = [
+        aircall_hook("call.created"),
+        aircall_hook("call.ringing_on_agent", user=alice),
+        aircall_hook("call.answered", user=alice, answered_at=T0 + 6),
+        aircall_hook("call.hungup", user=alice, answered_at=T0 + 6, ended_at=T0 + 96),
+        aircall_hook("call.ended", user=alice, answered_at=T0 + 6, ended_at=T0 + 96, duration=96),
+    ]
+    events = []
+    ignored = 0
+    for hook in hooks:
+        mapped = aircall.map_webhook(hook, MAPPINGS, orjson.dumps(hook))
+        assert not mapped.problems
+        events += mapped.events
+        ignored += mapped.ignored
+    by_type = {e["type"]: e for e in valid(events)}
+    assert ignored == 2
+    assert by_type["call.started"]["queue_id"] == "q-emea"
+    assert by_type["call.answered"]["rep_id"] == "rep-01"
+    assert by_type["call.ended"]["outcome"] == "completed"
+    assert by_type["call.ended"]["talk_ms"] == 90_000  # ended - answered, not the ringing
+    assert len({e["event_id"] for e in events}) == 3
+    retried = aircall.map_webhook(hooks[2], MAPPINGS, b"")
+    assert retried.events == [by_type["call.answered"]]
+
+
+@pytest.mark.parametrize(
+    ("reason", "outcome"),
+    [
+        ("short_abandoned", "abandoned"),
+        ("abandoned_in_ivr", "abandoned"),
+        ("no_available_agent", "missed"),
+    ],
+)
+def test_aircall_unanswered_calls(reason: str, outcome: str) -> None:
+    hook = aircall_hook("call.ended", ended_at=T0 + 20, missed_call_reason=reason)
+    [ended] = valid(aircall.map_webhook(hook, MAPPINGS, b"").events)
+    assert ended["outcome"] == outcome and "talk_ms" not in ended
+
+
+def test_aircall_unknown_user_and_malformed_data() -> None:
+    stranger = aircall_hook("call.answered", user={"id": 1}, answered_at=T0)
+    assert aircall.map_webhook(stranger, MAPPINGS, b"").problems[0].reason == "unmapped_value"
+    broken = aircall_hook("call.created", started_at="soon")
+    assert aircall.map_webhook(broken, MAPPINGS, b"").problems[0].reason == "malformed"
+
+
+# HubSpot ------------------------------------------------------------------------------
+
+
+def hs(kind: str, object_id: int, at_ms: int, **extra: object) -> dict[str, object]:
+    return {
+        "eventId": 100 + object_id,
+        "subscriptionId": 9,
+        "portalId": 62515,
+        "appId": 1160452,
+        "occurredAt": at_ms,
+        "subscriptionType": kind,
+        "attemptNumber": 0,
+        "objectId": object_id,
+        "changeFlag": "NEW" if kind.endswith("creation") else "UPDATED",
+        **extra,
+    }
+
+
+BATCH = [
+    hs("contact.creation", 51, T0 * 1000, changeSource="FORM"),
+    hs(
+        "contact.propertyChange",
+        51,
+        T0 * 1000 + 60_000,
+        propertyName="hubspot_owner_id",
+        propertyValue="101",
+        changeSource="CRM_UI",
+    ),
+    hs(
+        "contact.propertyChange",
+        51,
+        T0 * 1000 + 90_000,
+        propertyName="hs_lead_status",
+        propertyValue="ATTEMPTED_TO_CONTACT",
+        changeSource="CRM_UI",
+    ),
+    hs(
+        "contact.propertyChange",
+        51,
+        T0 * 1000 + 91_000,
+        propertyName="firstname",
+        propertyValue="Ada",
+        changeSource="CRM_UI",
+    ),
+    hs(
+        "deal.propertyChange",
+        7,
+        T0 * 1000 + 95_000,
+        propertyName="dealstage",
+        propertyValue="appointmentscheduled",
+        changeSource="CRM_UI",
+    ),
+]
+
+
+def test_a_hubspot_batch_maps_contacts_and_deal_stages() -> None:
+    mapped = hubspot.map_batch(BATCH, MAPPINGS)
+    assert not mapped.problems
+    assert mapped.ignored == 1  # firstname
+    created, assigned, stage, deal = valid(mapped.events)
+    assert created["type"] == "lead.created" and created["lead_id"] == "hubspot-contact-51"
+    assert (created["origin"], created["lead_source"]) == ("marketing", "form")
+    assert (assigned["type"], assigned["rep_id"]) == ("lead.assigned", "rep-01")
+    assert (stage["type"], stage["stage"]) == ("lead.stage_changed", "contacted")
+    assert (deal["type"], deal["stage"]) == ("opportunity.stage_changed", "discovery")
+
+
+def test_a_retried_hubspot_delivery_maps_to_the_same_ids() -> None:
+    first = hubspot.map_batch(BATCH, MAPPINGS).events
+    retry = [{**item, "attemptNumber": 3, "eventId": 999} for item in reversed(BATCH)]
+    assert sorted(e["event_id"] for e in hubspot.map_batch(retry, MAPPINGS).events) == sorted(
+        e["event_id"] for e in first
+    )
+    # Same eventId, different content: different events (eventId is not unique).
+    other = [{**BATCH[2], "propertyValue": "UNQUALIFIED"}]
+    assert hubspot.map_batch(other, MAPPINGS).events[0]["event_id"] != first[2]["event_id"]
+
+
+def test_hubspot_what_cannot_be_mapped_is_reported_with_a_reason() -> None:
+    mapped = hubspot.map_batch(
+        [
+            hs("contact.creation", 52, T0 * 1000, changeSource="IMPORT"),
+            hs(
+                "deal.propertyChange",
+                8,
+                T0 * 1000,
+                propertyName="dealstage",
+                propertyValue="closedwon",
+            ),
+            hs("deal.creation", 9, T0 * 1000),
+            {"subscriptionType": "contact.creation", "objectId": "x"},
+            "not an object",
+        ],
+        MAPPINGS,
+    )
+    assert [p.reason for p in mapped.problems] == [
+        "unmapped_value",
+        "incomplete",
+        "incomplete",
+        "malformed",
+        "malformed",
+    ]
+    assert not mapped.events
+
+
+# Mappings file ------------------------------------------------------------------------
+
+
+def test_every_problem_of_a_mappings_file_is_reported() -> None:
+    with pytest.raises(MappingsError) as caught:
+        parse_mappings(
+            """
+[reps]
+hubspot = { "101" = "" }
+zoom = {}
+[hubspot]
+origin_by_change_source = { FORM = "web" }
+[teams]
+"""
+        )
+    assert len(caught.value.problems) == 4, caught.value.problems
+    with pytest.raises(MappingsError, match="not TOML"):
+        parse_mappings("[reps")
