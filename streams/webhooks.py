@@ -104,7 +104,11 @@ class Publisher:
                 request_timeout_ms=10_000,
                 max_request_size=2 * 1024 * 1024,
             )
-            await asyncio.wait_for(producer.start(), 15)
+            try:
+                await asyncio.wait_for(producer.start(), 15)
+            except BaseException:
+                await producer.stop()
+                raise
             self._producer = producer
         return self._producer
 
