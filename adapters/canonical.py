@@ -16,7 +16,7 @@ class Reason(StrEnum):
     UNMAPPED_VALUE = "unmapped_value"  # a vendor id or value the mappings file does not name
     INCOMPLETE = "incomplete"  # the payload lacks what the canonical event requires
     MALFORMED = "malformed"  # a field is missing or of the wrong type
-    INVALID_EVENT = "invalid_event"  # the mapped event failed the event contract
+    GAP = "gap"  # Salesforce lost change events: the records must be re-fetched
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@
 
     [reps]                       # vendor user ids -> rep ids
     hubspot = { "101" = "rep-01" }          # HubSpot owner id
+    salesforce = { "0055e000001AbCd" = "rep-01" }  # Salesforce user id
     aircall = { "3001" = "rep-01" }         # Aircall user id
     twilio = { "client:alice" = "rep-01" }  # the agent's Twilio address (To of its leg)
 
@@ -15,6 +16,12 @@
     origin_by_change_source = { FORM = "marketing", CRM_UI = "sales" }
     lead_status_stages = { NEW = "new", ATTEMPTED_TO_CONTACT = "contacted" }
     deal_stages = { appointmentscheduled = "discovery", closedwon = "won", closedlost = "lost" }
+
+    [salesforce]
+    lead_source_origins = { Web = "marketing", "Phone Inquiry" = "sales" }
+    lead_status_stages = { "Open - Not Contacted" = "new", "Working - Contacted" = "contacted" }
+    opportunity_stages = { Prospecting = "discovery", "Closed Won" = "won", "Closed Lost" = "lost" }
+    opportunity_fields = { product = "Type", segment = "Segment__c" }  # Salesforce field names
 
 A value that is not in its table is reported (``Unmapped``), never guessed.
 Every problem of a file is reported, one line each.
@@ -29,10 +36,18 @@ from typing import Any
 
 ORIGINS = ("marketing", "sales")
 TABLES: dict[str, tuple[str, ...]] = {
-    "reps": ("hubspot", "aircall", "twilio"),
+    "reps": ("hubspot", "salesforce", "aircall", "twilio"),
     "queues": ("twilio", "aircall"),
     "hubspot": ("origin_by_change_source", "lead_status_stages", "deal_stages"),
+    "salesforce": (
+        "lead_source_origins",
+        "lead_status_stages",
+        "opportunity_stages",
+        "opportunity_fields",
+    ),
 }
+# Tables whose values are origins.
+ORIGIN_TABLES = ("hubspot.origin_by_change_source", "salesforce.lead_source_origins")
 
 
 class MappingsError(ValueError):
@@ -77,12 +92,17 @@ def parse_mappings(text: str) -> Mappings:
                 problems.append(f"unknown table {where}; use {', '.join(TABLES[section])}")
                 continue
             tables[where] = _strings(where, mapping, problems)
-    for vendor_value, origin in tables.get("hubspot.origin_by_change_source", {}).items():
-        if origin not in ORIGINS:
-            problems.append(
-                f"hubspot.origin_by_change_source: {vendor_value} = {origin!r} "
-                f"is not {' or '.join(ORIGINS)}"
-            )
+    for table in ORIGIN_TABLES:
+        for vendor_value, origin in tables.get(table, {}).items():
+            if origin not in ORIGINS:
+                problems.append(
+                    f"{table}: {vendor_value} = {origin!r} is not {' or '.join(ORIGINS)}"
+                )
+    unknown_fields = set(tables.get("salesforce.opportunity_fields", {})) - {"product", "segment"}
+    if unknown_fields:
+        problems.append(
+            f"salesforce.opportunity_fields: {sorted(unknown_fields)[0]} is not product or segment"
+        )
     if problems:
         raise MappingsError(problems)
     return Mappings(tables)

@@ -6,6 +6,8 @@ Routes (docs/adapters.md):
   Bearer`` with SALESPULSE_INGEST_TOKEN;
 * ``POST /ingest/v1/hubspot``: HubSpot webhook batches, ``X-HubSpot-Signature-v3``
   with SALESPULSE_HUBSPOT_CLIENT_SECRET, request timestamp within 5 minutes;
+* ``POST /ingest/v1/salesforce``: Salesforce CDC change events as JSON (from a Pub/Sub
+  API relay); ``Authorization: Bearer`` with SALESPULSE_SALESFORCE_TOKEN;
 * ``POST /ingest/v1/twilio/voice``: Twilio status callbacks, ``X-Twilio-Signature``
   with SALESPULSE_TWILIO_AUTH_TOKEN;
 * ``POST /ingest/v1/aircall``: Aircall webhooks, the body's ``token`` compared in
@@ -39,7 +41,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
-from adapters import aircall, hubspot, twilio
+from adapters import aircall, hubspot, salesforce, twilio
 from adapters.canonical import Mapped, Problem
 from adapters.config import Mappings, parse_mappings
 from adapters.signatures import hubspot_fresh, hubspot_v3, same
@@ -68,6 +70,7 @@ REJECTIONS = Counter(
 SECRETS = {
     "events": "SALESPULSE_INGEST_TOKEN",
     "hubspot": "SALESPULSE_HUBSPOT_CLIENT_SECRET",
+    "salesforce": "SALESPULSE_SALESFORCE_TOKEN",
     "twilio": "SALESPULSE_TWILIO_AUTH_TOKEN",
     "aircall": "SALESPULSE_AIRCALL_TOKEN",
 }
@@ -186,6 +189,7 @@ class IngestService:
         )
         app.router.add_post("/ingest/v1/events", self._route("events", self._events))
         app.router.add_post("/ingest/v1/hubspot", self._route("hubspot", self._hubspot))
+        app.router.add_post("/ingest/v1/salesforce", self._route("salesforce", self._salesforce))
         app.router.add_post("/ingest/v1/twilio/voice", self._route("twilio", self._twilio))
         app.router.add_post("/ingest/v1/aircall", self._route("aircall", self._aircall))
         app.router.add_get("/metrics", self._metrics)
@@ -265,9 +269,7 @@ class IngestService:
     # Endpoints -------------------------------------------------------------------------
 
     async def _events(self, request: web.Request, body: bytes, secret: str) -> Verdict:
-        given = request.headers.get("Authorization", "")
-        if not given.startswith("Bearer ") or not same(given[7:], secret):
-            raise _Refused(401, "auth", "missing or wrong bearer token")
+        _bearer(request, secret)
         items = _json_array(body)
         invalid = []
         now_ms = self.clock()
@@ -294,6 +296,16 @@ class IngestService:
         if len(batch) > hubspot.MAX_EVENTS:
             raise _Refused(400, "malformed", f"more than {hubspot.MAX_EVENTS} events in one batch")
         return Verdict.of(hubspot.map_batch(batch, self.mappings))
+
+    async def _salesforce(self, request: web.Request, body: bytes, secret: str) -> Verdict:
+        _bearer(request, secret)
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise _Refused(400, "malformed", "not JSON") from None
+        if not isinstance(document, dict | list):
+            raise _Refused(400, "malformed", "expected a change event or an array of them")
+        return Verdict.of(salesforce.map_events(document, self.mappings))
 
     async def _twilio(self, request: web.Request, body: bytes, secret: str) -> Verdict:
         try:
@@ -328,6 +340,12 @@ class _Refused(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
+
+
+def _bearer(request: web.Request, secret: str) -> None:
+    given = request.headers.get("Authorization", "")
+    if not given.startswith("Bearer ") or not same(given[7:], secret):
+        raise _Refused(401, "auth", "missing or wrong bearer token")
 
 
 def _json_array(body: bytes) -> list[Any]:

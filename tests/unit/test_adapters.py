@@ -330,3 +330,164 @@ origin_by_change_source = { FORM = "web" }
     assert len(caught.value.problems) == 4, caught.value.problems
     with pytest.raises(MappingsError, match="not TOML"):
         parse_mappings("[reps")
+
+
+# Salesforce CDC ------------------------------------------------------------------------
+
+SF_MAPPINGS = parse_mappings(
+    """
+[reps]
+salesforce = { "0055e000001AbCdAAK" = "rep-01", "0055e000001XyZaAAK" = "rep-02" }
+
+[salesforce]
+lead_source_origins = { Web = "marketing", "Phone Inquiry" = "sales" }
+opportunity_stages = { Prospecting = "discovery", "Closed Won" = "won", "Closed Lost" = "lost" }
+opportunity_fields = { product = "Type", segment = "Segment__c" }
+
+[salesforce.lead_status_stages]
+"Open - Not Contacted" = "new"
+"Working - Contacted" = "contacted"
+"Closed - Not Converted" = "unqualified"
+"""
+)
+
+
+def cdc(
+    entity: str,
+    change: str,
+    ids: list[str],
+    fields: dict[str, object],
+    changed: list[str] | None = None,
+    seq: int = 1,
+) -> dict[str, object]:
+    header = {
+        "entityName": entity,
+        "recordIds": ids,
+        "changeType": change,
+        "changedFields": changed or [],
+        "nulledFields": [],
+        "diffFields": [],
+        "changeOrigin": "com/salesforce/api/soap/61.0;client=SfdcInternalAPI/",
+        "transactionKey": "0002343d-9d90-e395-ed20-cf416ba652ad",
+        "sequenceNumber": seq,
+        "commitTimestamp": T0 * 1000 + seq,
+        "commitNumber": 10_000 + seq,
+        "commitUser": "0055e000001AbCdAAK",
+    }
+    return {"ChangeEventHeader": header, **fields}
+
+
+def test_salesforce_leads_created_assigned_and_moved() -> None:
+    from adapters import salesforce
+
+    body = [
+        cdc(
+            "Lead",
+            "CREATE",
+            ["00Q5e000001AAAAEA4", "00Q5e000001BBBBEA4"],
+            {
+                "LeadSource": "Web",
+                "Status": "Open - Not Contacted",
+                "OwnerId": "0055e000001AbCdAAK",
+                "Company": "Acme",
+                "CreatedDate": "2026-11-18T09:00:00Z",
+            },
+        ),
+        cdc(
+            "Lead",
+            "UPDATE",
+            ["00Q5e000001AAAAEA4"],
+            {
+                "Status": "Working - Contacted",
+                "OwnerId": "0055e000001XyZaAAK",
+                "LastModifiedDate": "x",
+            },
+            changed=["Status", "OwnerId", "LastModifiedDate"],
+            seq=2,
+        ),
+        cdc("Lead", "UPDATE", ["00Q5e000001BBBBEA4"], {"Phone": "+1"}, changed=["Phone"], seq=3),
+        cdc(
+            "Lead",
+            "CREATE",
+            ["00Q5e000001CCCCEA4"],
+            {"LeadSource": "Phone Inquiry", "OwnerId": "00G5e000000QueueA"},
+            seq=4,
+        ),
+    ]
+    mapped = salesforce.map_events(body, SF_MAPPINGS)
+    assert not mapped.problems and mapped.ignored == 1
+    kinds = [(e["type"], e["lead_id"]) for e in valid(mapped.events)]
+    assert kinds == [
+        ("lead.created", "salesforce-00Q5e000001AAAAEA4"),
+        ("lead.created", "salesforce-00Q5e000001BBBBEA4"),
+        ("lead.stage_changed", "salesforce-00Q5e000001AAAAEA4"),
+        ("lead.assigned", "salesforce-00Q5e000001AAAAEA4"),
+        ("lead.created", "salesforce-00Q5e000001CCCCEA4"),
+    ]
+    created, _, stage, assigned, queued = mapped.events
+    assert (created["origin"], created["rep_id"]) == ("marketing", "rep-01")
+    assert stage["stage"] == "contacted" and assigned["rep_id"] == "rep-02"
+    assert queued["origin"] == "sales" and "rep_id" not in queued  # owned by a queue
+    assert salesforce.map_events(body, SF_MAPPINGS).events == mapped.events  # redelivery
+
+
+def test_salesforce_opportunities_and_what_is_reported() -> None:
+    from adapters import salesforce
+
+    won_at_once = cdc(
+        "Opportunity",
+        "CREATE",
+        ["0065e000001OppAAA"],
+        {
+            "OwnerId": "0055e000001AbCdAAK",
+            "Amount": 1234.5,
+            "StageName": "Closed Won",
+            "Type": "New Business",
+            "Segment__c": "SMB",
+        },
+    )
+    moved = cdc(
+        "Opportunity",
+        "UPDATE",
+        ["0065e000001OppBBB"],
+        {"StageName": "Prospecting"},
+        changed=["StageName"],
+        seq=2,
+    )
+    closed_thin = cdc(
+        "Opportunity",
+        "UPDATE",
+        ["0065e000001OppCCC"],
+        {"StageName": "Closed Lost"},
+        changed=["StageName"],
+        seq=3,
+    )
+    gap = cdc("Opportunity", "GAP_UPDATE", ["0065e000001OppDDD"], {}, seq=4)
+    stranger = cdc(
+        "Lead",
+        "CREATE",
+        ["00Q5e000001DDDDEA4"],
+        {"LeadSource": "Web", "OwnerId": "0055e000009NoOneAAA"},
+        seq=5,
+    )
+    mapped = salesforce.map_events(
+        [won_at_once, moved, closed_thin, gap, stranger, {"x": 1}], SF_MAPPINGS
+    )
+    created, closed, stage = valid(mapped.events)
+    assert (created["type"], created["amount_minor"], created["product"]) == (
+        "opportunity.created",
+        123_450,
+        "New Business",
+    )
+    assert (closed["type"], closed["outcome"], closed["amount_minor"]) == (
+        "opportunity.closed",
+        "won",
+        123_450,
+    )
+    assert (stage["type"], stage["stage"]) == ("opportunity.stage_changed", "discovery")
+    assert [p.reason for p in mapped.problems] == [
+        "incomplete",
+        "gap",
+        "unmapped_value",
+        "malformed",
+    ]

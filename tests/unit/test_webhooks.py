@@ -28,7 +28,13 @@ from tests.unit.test_adapters import BATCH, CALL, MAPPINGS, aircall_hook
 
 pytestmark = pytest.mark.unit
 
-SECRETS = {"events": "ev-token", "hubspot": "hs-secret", "twilio": "tw-token", "aircall": "tok"}
+SECRETS = {
+    "events": "ev-token",
+    "hubspot": "hs-secret",
+    "salesforce": "sf-token",
+    "twilio": "tw-token",
+    "aircall": "tok",
+}
 BASE = "https://hooks.example.com"
 
 
@@ -84,6 +90,7 @@ HS = "/ingest/v1/hubspot"
 TW = "/ingest/v1/twilio/voice"
 AC = "/ingest/v1/aircall"
 EV = "/ingest/v1/events"
+SF = "/ingest/v1/salesforce"
 
 
 async def test_signed_hubspot_batch_is_published(client: tuple[TestClient, Recorder]) -> None:
@@ -183,6 +190,25 @@ async def test_canonical_events_need_the_bearer_token(client: tuple[TestClient, 
     assert len(recorder.events) == 2 and not recorder.dead
 
 
+async def test_salesforce_change_events_need_the_bearer_token(
+    client: tuple[TestClient, Recorder],
+) -> None:
+    http, recorder = client
+    header = {
+        "entityName": "Lead",
+        "recordIds": ["00Q1"],
+        "changeType": "GAP_CREATE",
+        "commitTimestamp": 1_795_000_000_000,
+    }
+    body = orjson.dumps({"ChangeEventHeader": header})
+    assert (
+        await http.post(SF, data=body, headers={"Authorization": "Bearer ev-token"})
+    ).status == 401
+    response = await http.post(SF, data=body, headers={"Authorization": "Bearer sf-token"})
+    assert (await response.json())["rejected"][0]["reason"] == "gap"
+    assert len(recorder.dead) == 1 and not recorder.events
+
+
 async def test_unmappable_parts_go_to_the_dead_letter_topic(
     client: tuple[TestClient, Recorder],
 ) -> None:
@@ -253,7 +279,7 @@ garbage = st.one_of(
         max_size=5,
     ).map(orjson.dumps),
 )
-requests = st.tuples(st.sampled_from([HS, TW, AC, EV]), garbage, st.booleans())
+requests = st.tuples(st.sampled_from([HS, TW, AC, EV, SF]), garbage, st.booleans())
 
 
 def _examples(count: int) -> list[tuple[str, bytes, bool]]:
@@ -286,8 +312,8 @@ async def test_garbage_never_gets_a_5xx_and_nothing_is_published_when_refused(
         headers: dict[str, str] = {}
         if sign and path == HS:
             headers = hubspot_headers(body, HS)
-        elif sign and path == EV:
-            headers = {"Authorization": "Bearer ev-token"}
+        elif sign and path in (EV, SF):
+            headers = {"Authorization": f"Bearer {'ev' if path == EV else 'sf'}-token"}
         elif sign and path == TW:
             try:
                 params = dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
