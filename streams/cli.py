@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -139,8 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--rate", type=_positive(float), help="records per second")
 
     backfill = commands.add_parser("backfill", help="import a CRM export as canonical events")
-    backfill.add_argument("format", choices=["crm-opportunities"])
-    backfill.add_argument("folder", type=Path)
+    backfill.add_argument("format", choices=["crm-opportunities", "csv"])
+    backfill.add_argument(
+        "path", type=Path, help="the export's folder (crm-opportunities) or CSV file (csv)"
+    )
+    backfill.add_argument("--mapping", type=Path, help="csv: the mapping file (docs/adapters.md)")
     backfill.add_argument("--zone", default="UTC", help="IANA zone of the export's dates")
     backfill.add_argument("--out", type=Path, help="write JSONL here instead of producing")
 
@@ -310,16 +313,19 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from streams.backfill import BackfillError, crm_opportunities
     from streams.producer import write_jsonl
 
-    if not args.folder.is_dir():
-        raise UsageError(f"{args.folder}: no such folder")
     try:
         ZoneInfo(args.zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise UsageError(f"--zone {args.zone!r} is not an IANA time zone") from None
-    try:
-        events, report = crm_opportunities(args.folder, args.zone)
-    except BackfillError as exc:
-        raise UsageError(str(exc)) from None
+    if args.format == "csv":
+        events, report = _csv_backfill(args)
+    else:
+        if not args.path.is_dir():
+            raise UsageError(f"{args.path}: no such folder")
+        try:
+            events, report = crm_opportunities(args.path, args.zone)
+        except BackfillError as exc:
+            raise UsageError(str(exc)) from None
     if args.out:
         write_jsonl(args.out, events)
     else:
@@ -327,6 +333,29 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     for line in report.lines():
         print(line)
     return 0
+
+
+def _csv_backfill(args: argparse.Namespace) -> tuple[list[bytes], Any]:
+    import csv
+
+    from adapters.csv_mapping import CsvMappingError, map_rows, parse_csv_mapping
+
+    if args.mapping is None:
+        raise UsageError("backfill csv needs --mapping FILE.toml (docs/adapters.md)")
+    if not args.path.is_file():
+        raise UsageError(f"{args.path}: no such file")
+    if not args.mapping.is_file():
+        raise UsageError(f"--mapping {args.mapping}: no such file")
+    try:
+        mapping = parse_csv_mapping(args.mapping.read_text())
+    except CsvMappingError as exc:
+        raise UsageError(f"{args.mapping}: {'; '.join(exc.problems)}") from None
+    with args.path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = mapping.columns() - set(reader.fieldnames or ())
+        if missing:
+            raise UsageError(f"{args.path}: no column {sorted(missing)[0]!r} (the mapping uses it)")
+        return map_rows(reader, mapping, args.zone, time.time_ns() // 1_000_000)
 
 
 async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:

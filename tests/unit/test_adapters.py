@@ -491,3 +491,10 @@ def test_salesforce_opportunities_and_what_is_reported() -> None:
         "unmapped_value",
         "malformed",
     ]
+
+
+def test_the_example_mappings_file_is_valid() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "mappings.example.toml"
+    assert parse_mappings(example.read_text()).get("reps.twilio", "client:alice") == "rep-01"
