@@ -411,6 +411,8 @@ async def test_a_scripted_day_through_the_webhooks_matches_the_oracle(
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.5)
 
+        served = (tmp_path / "ingest.log").read_text()
+        assert not [v for v in SECRETS.values() if v in served], "a secret reached the log"
         oracle = Oracle(log, queue_teams={"q-emea": "emea", "q-amer": "amer"})
         scopes = [
             ("org", ""),

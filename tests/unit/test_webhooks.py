@@ -14,6 +14,7 @@ import hmac
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from streams.settings import Settings
-from streams.webhooks import IngestService, Publisher
+from streams.webhooks import IngestService, Publisher, read_secrets
 from tests.unit.test_adapters import BATCH, CALL, MAPPINGS, aircall_hook
 
 pytestmark = pytest.mark.unit
@@ -328,3 +329,13 @@ async def test_garbage_never_gets_a_5xx_and_nothing_is_published_when_refused(
         if response.status != 200:
             assert (len(recorder.events), len(recorder.dead)) == before, (path, body[:200])
     assert statuses.get(401) and statuses.get(400), statuses  # the garbage reached both checks
+
+
+def test_secrets_come_from_the_environment_or_files(tmp_path: Path) -> None:
+    token = tmp_path / "twilio-token"
+    token.write_text("from-a-file\n")
+    found = read_secrets(
+        {"SALESPULSE_INGEST_TOKEN": "x", "SALESPULSE_TWILIO_AUTH_TOKEN_FILE": str(token)}
+    )
+    assert found == {"events": "x", "twilio": "from-a-file"}
+    assert "from-a-file" not in repr(Settings.from_env({}))
