@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.canonical import Malformed, Mapped, Problem, Reason, event, need, stable_id
-from adapters.config import Mappings, Unmapped
+from adapters.canonical import Mapped, event, map_parts, need, stable_id
+from adapters.config import Mappings
 
 SOURCE = "aircall"
 ABANDONED = {"short_abandoned", "abandoned_in_ivr", "abandoned_in_classic"}
@@ -34,71 +34,68 @@ def call_id(aircall_id: int) -> str:
 
 def map_webhook(envelope: Any, mappings: Mappings, raw: bytes) -> Mapped:
     """``envelope`` is the parsed body; its token was checked by the caller."""
-    out = Mapped()
-    try:
-        kind = need(envelope, "event", str)
-        if kind not in ("call.created", "call.answered", "call.ended"):
-            out.ignored += 1
-            return out
-        data = need(envelope, "data", dict)
-        ident = need(data, "id", int)
-        event_id = stable_id(SOURCE, ident, kind)
-        direction = need(data, "direction", str)
-        if kind == "call.created":
-            if direction == "inbound":
-                number = need(data, "number", dict)
-                fields = {"queue_id": mappings.get("queues.aircall", need(number, "digits", str))}
-            else:
-                fields = {"rep_id": _rep(data, mappings)}
-            at = need(data, "started_at", int)
-            out.events.append(
-                event(
-                    "call.started",
-                    event_id,
-                    at * 1000,
-                    SOURCE,
-                    call_id=call_id(ident),
-                    direction="inbound" if direction == "inbound" else "outbound",
-                    **fields,
-                )
-            )
-        elif kind == "call.answered":
-            at = need(data, "answered_at", int)
-            out.events.append(
-                event(
-                    "call.answered",
-                    event_id,
-                    at * 1000,
-                    SOURCE,
-                    call_id=call_id(ident),
-                    rep_id=_rep(data, mappings),
-                )
-            )
+    return map_parts([envelope], lambda part, out: _map(part, mappings, out), lambda _: raw)
+
+
+def _map(envelope: Any, mappings: Mappings, out: Mapped) -> None:
+    kind = need(envelope, "event", str)
+    if kind not in ("call.created", "call.answered", "call.ended"):
+        out.ignored += 1
+        return
+    data = need(envelope, "data", dict)
+    ident = need(data, "id", int)
+    event_id = stable_id(SOURCE, ident, kind)
+    direction = need(data, "direction", str)
+    if kind == "call.created":
+        if direction == "inbound":
+            number = need(data, "number", dict)
+            fields = {"queue_id": mappings.get("queues.aircall", need(number, "digits", str))}
         else:
-            ended = need(data, "ended_at", int)
-            answered = data.get("answered_at")
-            if isinstance(answered, int) and not isinstance(answered, bool):
-                outcome, talk_ms = "completed", max(0, ended - answered) * 1000
-            elif data.get("missed_call_reason") in ABANDONED:
-                outcome, talk_ms = "abandoned", None
-            else:
-                outcome, talk_ms = "missed", None
-            out.events.append(
-                event(
-                    "call.ended",
-                    event_id,
-                    ended * 1000,
-                    SOURCE,
-                    call_id=call_id(ident),
-                    outcome=outcome,
-                    talk_ms=talk_ms,
-                )
+            fields = {"rep_id": _rep(data, mappings)}
+        at = need(data, "started_at", int)
+        out.events.append(
+            event(
+                "call.started",
+                event_id,
+                at * 1000,
+                SOURCE,
+                call_id=call_id(ident),
+                direction="inbound" if direction == "inbound" else "outbound",
+                **fields,
             )
-    except Malformed as exc:
-        out.problems.append(Problem(Reason.MALFORMED, str(exc), raw))
-    except Unmapped as exc:
-        out.problems.append(Problem(Reason.UNMAPPED_VALUE, str(exc), raw))
-    return out
+        )
+    elif kind == "call.answered":
+        at = need(data, "answered_at", int)
+        out.events.append(
+            event(
+                "call.answered",
+                event_id,
+                at * 1000,
+                SOURCE,
+                call_id=call_id(ident),
+                rep_id=_rep(data, mappings),
+            )
+        )
+    else:
+        ended = need(data, "ended_at", int)
+        answered = data.get("answered_at")
+        if isinstance(answered, int) and not isinstance(answered, bool):
+            outcome, talk_ms = "completed", max(0, ended - answered) * 1000
+        elif data.get("missed_call_reason") in ABANDONED:
+            outcome, talk_ms = "abandoned", None
+        else:
+            outcome, talk_ms = "missed", None
+        out.events.append(
+            event(
+                "call.ended",
+                event_id,
+                ended * 1000,
+                SOURCE,
+                call_id=call_id(ident),
+                outcome=outcome,
+                talk_ms=talk_ms,
+            )
+        )
 
 
 def _rep(data: dict[str, Any], mappings: Mappings) -> str:

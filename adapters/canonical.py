@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from adapters.config import Unmapped
 from projections.validation import format_instant_ms
 
 
@@ -51,8 +53,42 @@ def event(kind: str, event_id: str, at_ms: int, source: str, **fields: Any) -> d
     }
 
 
-class Malformed(ValueError):
+class Unusable(Exception):
+    """A part of a delivery that cannot become canonical events, and why."""
+
+    reason = Reason.MALFORMED
+
+
+class Malformed(Unusable):
     """A required vendor field is missing or has the wrong type."""
+
+
+class Incomplete(Unusable):
+    """The payload lacks what the canonical event requires."""
+
+    reason = Reason.INCOMPLETE
+
+
+class Gap(Unusable):
+    """The vendor lost changes: the records must be re-fetched."""
+
+    reason = Reason.GAP
+
+
+def map_parts(
+    parts: Iterable[Any], map_one: Callable[[Any, Mapped], None], raw: Callable[[Any], bytes]
+) -> Mapped:
+    """Map each part of a delivery; a part that cannot be mapped becomes a Problem (with the
+    part as received, ``raw(part)``) and does not stop the others."""
+    out = Mapped()
+    for part in parts:
+        try:
+            map_one(part, out)
+        except Unusable as exc:
+            out.problems.append(Problem(exc.reason, str(exc), raw(part)))
+        except Unmapped as exc:
+            out.problems.append(Problem(Reason.UNMAPPED_VALUE, str(exc), raw(part)))
+    return out
 
 
 def need(document: Any, name: str, kind: type | tuple[type, ...]) -> Any:

@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
-from adapters.canonical import Malformed, Mapped, Problem, Reason, event, need, stable_id
-from adapters.config import Mappings, Unmapped
+from adapters.canonical import Incomplete, Mapped, event, map_parts, need, stable_id
+from adapters.config import Mappings
 
 SOURCE = "hubspot"
 MAX_EVENTS = 100
@@ -43,22 +43,7 @@ def deal_id(object_id: int) -> str:
 
 def map_batch(batch: Any, mappings: Mappings) -> Mapped:
     """``batch`` is the parsed body; the caller checked the signature and that it is a list."""
-    out = Mapped()
-    for item in batch:
-        raw = orjson.dumps(item)
-        try:
-            _map_one(item, mappings, out)
-        except Malformed as exc:
-            out.problems.append(Problem(Reason.MALFORMED, str(exc), raw))
-        except Unmapped as exc:
-            out.problems.append(Problem(Reason.UNMAPPED_VALUE, str(exc), raw))
-        except _Incomplete as exc:
-            out.problems.append(Problem(Reason.INCOMPLETE, str(exc), raw))
-    return out
-
-
-class _Incomplete(Exception):
-    pass
+    return map_parts(batch, lambda item, out: _map_one(item, mappings, out), orjson.dumps)
 
 
 def _map_one(item: Any, mappings: Mappings, out: Mapped) -> None:
@@ -102,7 +87,7 @@ def _map_one(item: Any, mappings: Mappings, out: Mapped) -> None:
     elif kind == "deal.propertyChange" and prop == "dealstage":
         stage = mappings.get("hubspot.deal_stages", need(item, "propertyValue", str))
         if stage in ("won", "lost"):
-            raise _Incomplete(
+            raise Incomplete(
                 f"deal {object_id} closed {stage}: opportunity.closed needs the deal's owner and "
                 "amount, which the webhook does not carry"
             )
@@ -117,7 +102,7 @@ def _map_one(item: Any, mappings: Mappings, out: Mapped) -> None:
             )
         )
     elif kind == "deal.creation":
-        raise _Incomplete(
+        raise Incomplete(
             f"deal {object_id}: opportunity.created needs the deal's owner, amount, product "
             "and segment, which the webhook does not carry"
         )

@@ -34,8 +34,8 @@ from typing import Any
 
 import orjson
 
-from adapters.canonical import Malformed, Mapped, Problem, Reason, event, need, stable_id
-from adapters.config import Mappings, Unmapped
+from adapters.canonical import Gap, Incomplete, Malformed, Mapped, event, map_parts, need, stable_id
+from adapters.config import Mappings
 
 SOURCE = "salesforce"
 
@@ -44,29 +44,10 @@ def record_id(ident: str) -> str:
     return f"salesforce-{ident}"
 
 
-class _Incomplete(Exception):
-    pass
-
-
 def map_events(body: Any, mappings: Mappings) -> Mapped:
-    out = Mapped()
-    for change in body if isinstance(body, list) else [body]:
-        raw = orjson.dumps(change)
-        try:
-            _map_change(change, mappings, out)
-        except Malformed as exc:
-            out.problems.append(Problem(Reason.MALFORMED, str(exc), raw))
-        except Unmapped as exc:
-            out.problems.append(Problem(Reason.UNMAPPED_VALUE, str(exc), raw))
-        except _Incomplete as exc:
-            out.problems.append(Problem(Reason.INCOMPLETE, str(exc), raw))
-        except _Gap as exc:
-            out.problems.append(Problem(Reason.GAP, str(exc), raw))
-    return out
-
-
-class _Gap(Exception):
-    pass
+    """``body`` is one parsed change event or a list of them."""
+    changes = body if isinstance(body, list) else [body]
+    return map_parts(changes, lambda change, out: _map_change(change, mappings, out), orjson.dumps)
 
 
 def _map_change(change: Any, mappings: Mappings, out: Mapped) -> None:
@@ -78,7 +59,7 @@ def _map_change(change: Any, mappings: Mappings, out: Mapped) -> None:
     if not ids or not all(isinstance(i, str) and i for i in ids):
         raise Malformed("recordIds: expected a list of record ids")
     if kind.startswith("GAP_"):
-        raise _Gap(f"{kind} for {entity} {', '.join(ids)}: re-fetch these records")
+        raise Gap(f"{kind} for {entity} {', '.join(ids)}: re-fetch these records")
     if entity not in ("Lead", "Opportunity") or kind not in ("CREATE", "UPDATE"):
         out.ignored += 1
         return
@@ -104,11 +85,11 @@ def _owner(change: dict[str, Any], mappings: Mappings, required: bool) -> str | 
     owner = change.get("OwnerId")
     if not isinstance(owner, str) or not owner:
         if required:
-            raise _Incomplete("OwnerId is not in this change event")
+            raise Incomplete("OwnerId is not in this change event")
         return None
     if not owner.startswith("005"):  # a queue or group owns it: nobody to credit
         if required:
-            raise _Incomplete(f"OwnerId {owner} is not a user")
+            raise Incomplete(f"OwnerId {owner} is not a user")
         return None
     return mappings.get("reps.salesforce", owner)
 
@@ -119,7 +100,7 @@ def _lead(
     if kind == "CREATE":
         source = change.get("LeadSource")
         if not isinstance(source, str) or not source:
-            raise _Incomplete("a new lead without LeadSource: its origin is unknown")
+            raise Incomplete("a new lead without LeadSource: its origin is unknown")
         origin = mappings.get("salesforce.lead_source_origins", source)
         new(
             "lead.created",
@@ -149,7 +130,7 @@ def _opportunity(
     if kind == "CREATE":
         fields = mappings.tables.get("salesforce.opportunity_fields", {})
         if "product" not in fields or "segment" not in fields:
-            raise _Incomplete("set [salesforce.opportunity_fields] product and segment")
+            raise Incomplete("set [salesforce.opportunity_fields] product and segment")
         product, segment = change.get(fields["product"]), change.get(fields["segment"])
         if (
             not isinstance(product, str)
@@ -157,7 +138,7 @@ def _opportunity(
             or not isinstance(segment, str)
             or not segment
         ):
-            raise _Incomplete(
+            raise Incomplete(
                 f"a new opportunity without {fields['product']} or {fields['segment']}"
             )
         new(
@@ -186,7 +167,7 @@ def _amount(change: dict[str, Any], required: bool) -> int | None:
     amount = change.get("Amount")
     if amount is None or isinstance(amount, bool):
         if required:
-            raise _Incomplete("Amount is not in this change event")
+            raise Incomplete("Amount is not in this change event")
         return None
     try:
         minor = (Decimal(str(amount)) * 100).quantize(Decimal(1))

@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
-from adapters.canonical import Mapped, Problem, Reason, event, stable_id
-from adapters.config import Mappings, Unmapped
+from adapters.canonical import Incomplete, Malformed, Mapped, event, map_parts, stable_id
+from adapters.config import Mappings
 
 SOURCE = "twilio"
 FINAL = {
@@ -42,75 +42,69 @@ def call_id(sid: str) -> str:
 
 
 def map_callback(params: Mapping[str, str], mappings: Mappings, raw: bytes) -> Mapped:
-    out = Mapped()
+    return map_parts([params], lambda part, out: _map(part, mappings, out), lambda _: raw)
+
+
+def _map(params: Mapping[str, str], mappings: Mappings, out: Mapped) -> None:
     missing = [n for n in ("CallSid", "CallStatus", "Direction", "Timestamp") if not params.get(n)]
     if missing:
-        out.problems.append(Problem(Reason.MALFORMED, f"missing {', '.join(missing)}", raw))
-        return out
+        raise Malformed(f"missing {', '.join(missing)}")
     try:
         at_ms = int(parsedate_to_datetime(params["Timestamp"]).timestamp() * 1000)
     except (TypeError, ValueError, IndexError):
-        out.problems.append(Problem(Reason.MALFORMED, "Timestamp is not RFC 2822", raw))
-        return out
+        raise Malformed("Timestamp is not RFC 2822") from None
     sid, status, direction = params["CallSid"], params["CallStatus"], params["Direction"]
     parent = params.get("ParentCallSid")
     event_id = stable_id(SOURCE, sid, status)
-    try:
-        if direction == "outbound-dial" and parent:
-            if status == "in-progress":
-                rep = mappings.get("reps.twilio", params.get("To", ""))
-                out.events.append(
-                    event(
-                        "call.answered",
-                        event_id,
-                        at_ms,
-                        SOURCE,
-                        call_id=call_id(parent),
-                        rep_id=rep,
-                    )
-                )
-            else:
-                out.ignored += 1
-        elif status == "ringing":
-            if direction == "inbound":
-                queue = mappings.get("queues.twilio", params.get("To", ""))
-                fields = {"direction": "inbound", "queue_id": queue}
-            else:
-                fields = {
-                    "direction": "outbound",
-                    "rep_id": mappings.get("reps.twilio", params.get("From", "")),
-                }
-            out.events.append(
-                event("call.started", event_id, at_ms, SOURCE, call_id=call_id(sid), **fields)
-            )
-        elif status == "in-progress" and direction == "outbound-api":
-            rep = mappings.get("reps.twilio", params.get("From", ""))
-            out.events.append(
-                event("call.answered", event_id, at_ms, SOURCE, call_id=call_id(sid), rep_id=rep)
-            )
-        elif status in FINAL:
-            talk_ms = None
-            if status == "completed":
-                seconds = params.get("CallDuration", "")
-                if not seconds.isdigit():
-                    out.problems.append(
-                        Problem(Reason.INCOMPLETE, "completed without CallDuration", raw)
-                    )
-                    return out
-                talk_ms = int(seconds) * 1000
+    if direction == "outbound-dial" and parent:
+        if status == "in-progress":
+            rep = mappings.get("reps.twilio", params.get("To", ""))
             out.events.append(
                 event(
-                    "call.ended",
+                    "call.answered",
                     event_id,
                     at_ms,
                     SOURCE,
-                    call_id=call_id(sid),
-                    outcome=FINAL[status],
-                    talk_ms=talk_ms,
+                    call_id=call_id(parent),
+                    rep_id=rep,
                 )
             )
         else:
             out.ignored += 1
-    except Unmapped as exc:
-        out.problems.append(Problem(Reason.UNMAPPED_VALUE, str(exc), raw))
-    return out
+    elif status == "ringing":
+        if direction == "inbound":
+            queue = mappings.get("queues.twilio", params.get("To", ""))
+            fields = {"direction": "inbound", "queue_id": queue}
+        else:
+            fields = {
+                "direction": "outbound",
+                "rep_id": mappings.get("reps.twilio", params.get("From", "")),
+            }
+        out.events.append(
+            event("call.started", event_id, at_ms, SOURCE, call_id=call_id(sid), **fields)
+        )
+    elif status == "in-progress" and direction == "outbound-api":
+        rep = mappings.get("reps.twilio", params.get("From", ""))
+        out.events.append(
+            event("call.answered", event_id, at_ms, SOURCE, call_id=call_id(sid), rep_id=rep)
+        )
+    elif status in FINAL:
+        talk_ms = None
+        if status == "completed":
+            seconds = params.get("CallDuration", "")
+            if not seconds.isdigit():
+                raise Incomplete("completed without CallDuration")
+            talk_ms = int(seconds) * 1000
+        out.events.append(
+            event(
+                "call.ended",
+                event_id,
+                at_ms,
+                SOURCE,
+                call_id=call_id(sid),
+                outcome=FINAL[status],
+                talk_ms=talk_ms,
+            )
+        )
+    else:
+        out.ignored += 1

@@ -11,7 +11,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from projections.catalogue import Figure
 from projections.read import read_kpis
@@ -22,6 +25,7 @@ from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -144,3 +148,24 @@ def own_env(stack_env: dict[str, str], targets: Path, text: str, **extra: str) -
         "SALESPULSE_TARGETS_FILE": str(targets),
         **extra,
     }
+
+
+def hypothesis_examples(strategy: st.SearchStrategy[T], count: int) -> list[T]:
+    """``count`` examples hypothesis generates from ``strategy`` (deterministic), for tests
+    that send them through real processes rather than call a function per example."""
+    found: list[T] = []
+
+    @settings(
+        max_examples=count,
+        database=None,
+        derandomize=True,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def collect(value: T) -> None:
+        found.append(value)
+
+    collect()
+    return found

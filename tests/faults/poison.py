@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+
+from tests.support import hypothesis_examples
 
 TEMPLATE: dict[str, Any] = {
     "event_id": "poison",
@@ -87,31 +88,14 @@ def strategies(max_event_bytes: int) -> dict[str, st.SearchStrategy[bytes]]:
     }
 
 
-def _examples(strategy: st.SearchStrategy[bytes], count: int) -> list[bytes]:
-    found: list[bytes] = []
-
-    @settings(
-        max_examples=count,
-        database=None,
-        derandomize=True,
-        deadline=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(strategy)
-    def collect(value: bytes) -> None:
-        found.append(value)
-
-    collect()
-    return found
-
-
 def poison_records(
     count: int, *, max_event_bytes: int, per_class: int = 300, seed: int = 0
 ) -> list[bytes]:
     """``count`` invalid records drawn from every class (records over the size limit are
     1 in 100, to keep the broker's disk small); hypothesis finds ``per_class`` of each."""
-    pools = {name: _examples(s, per_class) for name, s in strategies(max_event_bytes).items()}
+    pools = {
+        name: hypothesis_examples(s, per_class) for name, s in strategies(max_event_bytes).items()
+    }
     rng = random.Random(seed)
     names = list(pools)
     weights = [0.01 if n == "over the size limit" else 1.0 for n in names]

@@ -130,6 +130,8 @@ def test_twilio_malformed_callbacks() -> None:
     assert twilio.map_callback({"CallSid": "CA1"}, MAPPINGS, b"").problems[0].reason == "malformed"
     bad_time = callback("CA1", "ringing", T0, **INBOUND) | {"Timestamp": "yesterday"}
     assert twilio.map_callback(bad_time, MAPPINGS, b"").problems[0].reason == "malformed"
+    no_duration = callback("CA1", "completed", T0, **INBOUND)
+    assert twilio.map_callback(no_duration, MAPPINGS, b"").problems[0].reason == "incomplete"
 
 
 # Aircall ------------------------------------------------------------------------------

@@ -20,11 +20,11 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from streams.settings import Settings
 from streams.webhooks import IngestService, Publisher, read_secrets
+from tests.support import hypothesis_examples
 from tests.unit.test_adapters import BATCH, CALL, MAPPINGS, aircall_hook
 
 pytestmark = pytest.mark.unit
@@ -283,25 +283,6 @@ garbage = st.one_of(
 requests = st.tuples(st.sampled_from([HS, TW, AC, EV, SF]), garbage, st.booleans())
 
 
-def _examples(count: int) -> list[tuple[str, bytes, bool]]:
-    found: list[tuple[str, bytes, bool]] = []
-
-    @settings(
-        max_examples=count,
-        database=None,
-        derandomize=True,
-        deadline=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(requests)
-    def collect(example: tuple[str, bytes, bool]) -> None:
-        found.append(example)
-
-    collect()
-    return found
-
-
 async def test_garbage_never_gets_a_5xx_and_nothing_is_published_when_refused(
     client: tuple[TestClient, Recorder],
 ) -> None:
@@ -309,7 +290,7 @@ async def test_garbage_never_gets_a_5xx_and_nothing_is_published_when_refused(
     a well-authenticated garbage body must still not crash the mapping."""
     http, recorder = client
     statuses: dict[int, int] = {}
-    for path, body, sign in _examples(400):
+    for path, body, sign in hypothesis_examples(requests, 400):
         headers: dict[str, str] = {}
         if sign and path == HS:
             headers = hubspot_headers(body, HS)
