@@ -38,11 +38,12 @@ integration: $(STAMP)
 faults: $(STAMP)
 	$(BIN)/pytest -m faults
 
-## bench: ingest and projection throughput, Redis footprint, on the local stack
+## bench: ingest, projection and webhook throughput, Redis footprint, scrape time, on the local stack
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.projection
 	$(BIN)/python -m benchmarks.scrape
+	$(BIN)/python -m benchmarks.webhooks
 
 up: $(STAMP)
 	$(BIN)/salespulse stack up

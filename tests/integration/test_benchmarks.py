@@ -63,3 +63,10 @@ def test_a_bad_size_is_refused(stack_env: dict[str, str]) -> None:
     )
     assert done.returncode == 2
     assert "'10,x' is not a list of numbers" in done.stderr
+
+
+def test_webhooks_benchmark(stack_env: dict[str, str]) -> None:
+    env = {**stack_env, "SALESPULSE_INGEST_PORT": "29469"}
+    out = _run(env, "benchmarks.webhooks", "--count", "300", "--concurrency", "4")
+    assert _number("deliveries", out) == 300
+    assert _number("latency p99", out) > 0
