@@ -144,22 +144,23 @@ class Publisher:
 
 @dataclass
 class Verdict:
-    """What to do with a delivery that passed authentication and parsing: events to publish,
-    problems to dead-letter here, and what the answer reports as rejected."""
+    """What to do with a delivery that passed authentication and parsing."""
 
-    events: list[dict[str, Any]]
-    dead: list[Problem]
-    reported: list[Problem]
+    events: list[bytes]  # to the raw topic
+    accepted: int
+    rejected: list[Problem]  # reported in the answer
+    dead: list[Problem]  # dead-lettered here (canonical events: by the ingest agent)
     ignored: int = 0
 
     @classmethod
     def of(cls, mapped: Mapped) -> Verdict:
-        return cls(mapped.events, mapped.problems, mapped.problems, mapped.ignored)
+        events = [orjson.dumps(e) for e in mapped.events]
+        return cls(events, len(events), mapped.problems, mapped.problems, mapped.ignored)
 
     def body(self) -> dict[str, Any]:
         return {
-            "accepted": len(self.events) - (len(self.reported) - len(self.dead)),
-            "rejected": [{"reason": str(p.reason), "detail": p.detail} for p in self.reported],
+            "accepted": self.accepted,
+            "rejected": [{"reason": str(p.reason), "detail": p.detail} for p in self.rejected],
             "ignored": self.ignored,
         }
 
@@ -205,8 +206,6 @@ class IngestService:
         try:
             return await handler(request)
         except web.HTTPException as exc:
-            if exc.status == 413:
-                return _error(413, f"body over {self.settings.ingest_max_body_bytes} bytes")
             return _error(exc.status, exc.reason)
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
@@ -241,15 +240,14 @@ class IngestService:
         except _Refused as refused:
             REJECTIONS.labels(source, refused.reason).inc()
             return _error(refused.status, refused.message)
-        events = [orjson.dumps(e) for e in verdict.events]
         dead = [(p.part, self._headers(source, p)) for p in verdict.dead]
         try:
-            await self.publisher.publish(events, dead)
+            await self.publisher.publish(verdict.events, dead)
         except Unavailable as exc:
             log.warning("%s delivery not accepted, Kafka unavailable: %s", source, exc)
             return _error(503, "Kafka is unavailable; retry later")
-        EVENTS.labels(source).inc(len(events))
-        for problem in verdict.reported:
+        EVENTS.labels(source).inc(len(verdict.events))
+        for problem in verdict.rejected:
             REJECTIONS.labels(source, str(problem.reason)).inc()
         return web.json_response(verdict.body())
 
@@ -270,17 +268,16 @@ class IngestService:
 
     async def _events(self, request: web.Request, body: bytes, secret: str) -> Verdict:
         _bearer(request, secret)
-        items = _json_array(body)
+        values = [orjson.dumps(item) for item in _json_array(body)]
         invalid = []
         now_ms = self.clock()
-        for item in items:
-            value = orjson.dumps(item)
+        for value in values:
             checked = parse_event(value, now_ms=now_ms, limits=self.settings.limits)
             if isinstance(checked, Rejection):
                 invalid.append(Problem(checked.reason, checked.detail, value))
         # All go to the raw topic, where the ingest agent dead-letters the invalid ones with
         # the same reasons: one path for bad input, whatever the source.
-        return Verdict(items, [], invalid)
+        return Verdict(values, len(values) - len(invalid), invalid, [])
 
     async def _hubspot(self, request: web.Request, body: bytes, secret: str) -> Verdict:
         timestamp = request.headers.get("X-HubSpot-Request-Timestamp")
