@@ -62,33 +62,51 @@ async def read_topic(
         await consumer.stop()
 
 
-async def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
+async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """Each partition's end offset."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        ends = await consumer.end_offsets(tps)
-        return {tp.partition: offset for tp, offset in ends.items()}
+        return {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
     finally:
         await consumer.stop()
 
 
-async def caught_up(settings: Settings, store: Store) -> bool:
-    """Ingest has committed the whole raw topic; projections have checkpointed both topics."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+async def ingest_committed(settings: Settings) -> dict[int, int]:
+    """The raw topic's offsets the ingest agent's group has committed, per partition."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(f"{settings.topic_prefix}-ingest")
     finally:
         await admin.close()
-    raw_ends = await _end_offsets(settings, settings.raw_topic)
-    for partition, end in raw_ends.items():
-        meta = committed.get(TopicPartition(settings.raw_topic, partition))
-        if end and (meta is None or meta.offset < end):
+    return {
+        tp.partition: meta.offset
+        for tp, meta in committed.items()
+        if tp.topic == settings.raw_topic
+    }
+
+
+async def ingested(settings: Settings, raw_ends: dict[int, int]) -> bool:
+    """Ingest has committed the raw topic up to ``raw_ends``."""
+    committed = await ingest_committed(settings)
+    return all(committed.get(p, 0) >= end for p, end in raw_ends.items() if end)
+
+
+async def projected(store: Store, topic: str, ends: dict[int, int]) -> bool:
+    """The projections have checkpointed ``topic`` up to ``ends``."""
+    for partition, end in ends.items():
+        if end and (await store.checkpoints(partition)).get(topic, -1) < end - 1:
             return False
+    return True
+
+
+async def caught_up(settings: Settings, store: Store) -> bool:
+    """Ingest has committed the whole raw topic; projections have checkpointed both topics."""
+    if not await ingested(settings, await end_offsets(settings, settings.raw_topic)):
+        return False
     for topic in (settings.events_topic, settings.facts_topic):
-        for partition, end in (await _end_offsets(settings, topic)).items():
-            done = (await store.checkpoints(partition)).get(topic, -1)
-            if end and done < end - 1:
-                return False
+        if not await projected(store, topic, await end_offsets(settings, topic)):
+            return False
     return True

@@ -26,9 +26,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-
 from projections.namespaces import current_namespace
 from projections.read import read_kpis
 from projections.store import Store, connect
@@ -39,7 +36,7 @@ from streams.ingest import DLQ_MAX_VALUE_BYTES, HEADER_OFFSET, HEADER_PARTITION,
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
-from tests.kafka_reader import read_topic
+from tests.kafka_reader import end_offsets, ingested, projected, read_topic
 from tests.oracle import Oracle
 from tests.support import directory_first, figures, write_valid_log
 
@@ -175,18 +172,7 @@ class Scenario:
     # Progress ---------------------------------------------------------------------------
 
     async def raw_ends(self) -> dict[int, int]:
-        return await _end_offsets(self.settings, self.settings.raw_topic)
-
-    async def _ingested(self, raw_ends: dict[int, int]) -> bool:
-        committed = await _group_offsets(self.settings)
-        return all(committed.get(p, 0) >= end for p, end in raw_ends.items() if end)
-
-    async def _projected(self, topic: str, ends: dict[int, int]) -> bool:
-        store = await self.store()
-        for partition, end in ends.items():
-            if end and (await store.checkpoints(partition)).get(topic, -1) < end - 1:
-                return False
-        return True
+        return await end_offsets(self.settings, self.settings.raw_topic)
 
     async def wait_caught_up(self, raw_ends: dict[int, int] | None = None) -> float:
         """Seconds until the engine has caught up with the raw topic as it is now (or as
@@ -204,10 +190,11 @@ class Scenario:
                 await asyncio.sleep(0.25)
 
         target = raw_ends if raw_ends is not None else await self.raw_ends()
-        await until(lambda: self._ingested(target), "ingest")
+        await until(lambda: ingested(self.settings, target), "ingest")
         for topic in (self.settings.events_topic, self.settings.facts_topic):
-            ends = await _end_offsets(self.settings, topic)
-            await until(lambda: self._projected(topic, ends), topic)  # noqa: B023
+            ends = await end_offsets(self.settings, topic)
+            store = await self.store()
+            await until(lambda: projected(store, topic, ends), topic)  # noqa: B023
         return time.monotonic() - started
 
     async def fault_ends(self, at: float | None = None) -> tuple[float, dict[int, int]]:
@@ -303,27 +290,3 @@ class Scenario:
 def _as_dead_lettered(value: bytes) -> bytes:
     """The DLQ copy of a record: the original bytes, cut at a limit (architecture.md)."""
     return value[:DLQ_MAX_VALUE_BYTES]
-
-
-async def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        return {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
-    finally:
-        await consumer.stop()
-
-
-async def _group_offsets(settings: Settings) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(f"{settings.topic_prefix}-ingest")
-    finally:
-        await admin.close()
-    return {
-        tp.partition: meta.offset
-        for tp, meta in committed.items()
-        if tp.topic == settings.raw_topic
-    }
