@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from projections.contributions import GAUGE, Rules, contributions, untouched_since
+from projections.contributions import GAUGE, Item, Rules, contributions, untouched_since
 from projections.entities import SEEN, SEP, UNASSIGNED, Record, apply, apply_fact, entity_id
 from projections.events import Event, RepUpserted, TeamUpserted
 from projections.facts import LeadFact, lead_fact
@@ -124,6 +124,7 @@ def plan_batch(
             plan.duplicates += not fresh
             if fresh:
                 plan.newest_ms = max(plan.newest_ms, item.occurred_at_ms)
+    changes: dict[Item, int] = {}
     for key, record in plan.records.items():
         old = before[key]
         changed = {k: v for k, v in record.items() if old.get(k) != v}
@@ -133,11 +134,9 @@ def plan_batch(
         if key[0] == "lead":
             _untouched_difference(plan, key[1], old, record, rules)
         _add_difference(
-            plan.deltas,
-            contributions(*key, old, rules),
-            contributions(*key, record, rules),
-            now_ms,
+            changes, contributions(*key, old, rules), contributions(*key, record, rules)
         )
+    _spread(plan.deltas, changes, now_ms)
     return plan
 
 
@@ -154,26 +153,76 @@ def _untouched_difference(
 
 
 def _add_difference(
-    deltas: dict[AggregateKey, dict[str, int]],
-    old: Mapping[tuple[str, str, str, int, str], int],
-    new: Mapping[tuple[str, str, str, int, str], int],
-    now_ms: int | None,
+    changes: dict[Item, int], old: Mapping[Item, int], new: Mapping[Item, int]
 ) -> None:
-    for item in old.keys() | new.keys():
-        change = new.get(item, 0) - old.get(item, 0)
-        if change == 0:
-            continue
-        scope, scope_id, zone, anchor, name = item
-        if anchor == GAUGE:
-            targets: tuple[str, ...] = (GAUGE_BUCKET,)
-        elif now_ms is None:
-            targets = buckets(anchor, zone)
-        else:
-            targets = live_buckets(anchor, zone, now_ms)
-        for bucket in targets:
-            fields = deltas.setdefault((scope, scope_id, bucket), {})
-            total = fields.get(name, 0) + change
-            if total:
-                fields[name] = total
+    """Add ``new - old`` per item to ``changes``."""
+    for item, value in new.items():
+        change = value - old.get(item, 0)
+        if change:
+            changes[item] = changes.get(item, 0) + change
+    for item, value in old.items():
+        if item not in new:
+            changes[item] = changes.get(item, 0) - value
+
+
+def _merge(
+    groups: dict[tuple[str, str, tuple[str, ...]], dict[str, int]],
+    key: tuple[str, str, tuple[str, ...]],
+    fields: dict[str, int],
+) -> None:
+    """Add ``fields`` to the group ``key``; the first one given is kept (and later added to)."""
+    into = groups.get(key)
+    if into is None:
+        groups[key] = fields
+    else:
+        for name, change in fields.items():
+            into[name] = into.get(name, 0) + change
+
+
+def _spread(
+    deltas: dict[AggregateKey, dict[str, int]], changes: Mapping[Item, int], now_ms: int | None
+) -> None:
+    """Write each item's change to every bucket of its anchor, summed per (key, field).
+
+    Items are grouped by (scope, id, zone, anchor) first and the buckets of each distinct
+    (zone, anchor) are computed once: many fields of a batch share an anchor."""
+    by_anchor: dict[tuple[str, str, str, int], dict[str, int]] = {}
+    for (scope, scope_id, zone, anchor, name), change in changes.items():
+        if change:
+            by_anchor.setdefault((scope, scope_id, zone, anchor), {})[name] = change
+    # Then by (scope, id, buckets). Each round writes every group to its first bucket and
+    # merges groups whose remaining buckets are equal (events of one day share their day,
+    # week, ... buckets), so a field is added once per distinct bucket, not once per anchor.
+    targets_of: dict[tuple[str, int], tuple[str, ...]] = {}
+    groups: dict[tuple[str, str, tuple[str, ...]], dict[str, int]] = {}
+    for (scope, scope_id, zone, anchor), fields in by_anchor.items():
+        targets = targets_of.get((zone, anchor))
+        if targets is None:
+            if anchor == GAUGE:
+                targets = (GAUGE_BUCKET,)
+            elif now_ms is None:
+                targets = buckets(anchor, zone)
             else:
-                fields.pop(name, None)
+                targets = live_buckets(anchor, zone, now_ms)
+            targets_of[(zone, anchor)] = targets
+        if targets:
+            _merge(groups, (scope, scope_id, targets), fields)
+    while groups:
+        rest: dict[tuple[str, str, tuple[str, ...]], dict[str, int]] = {}
+        for (scope, scope_id, targets), fields in groups.items():
+            into = deltas.get((scope, scope_id, targets[0]))
+            if into is None:
+                deltas[(scope, scope_id, targets[0])] = dict(fields)
+            else:
+                for name, change in fields.items():
+                    into[name] = into.get(name, 0) + change
+            if len(targets) > 1:
+                _merge(rest, (scope, scope_id, targets[1:]), fields)
+        groups = rest
+    for key, fields in list(deltas.items()):
+        if 0 in fields.values():
+            fields = {name: value for name, value in fields.items() if value}
+            if fields:
+                deltas[key] = fields
+            else:
+                del deltas[key]

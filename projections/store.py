@@ -159,6 +159,16 @@ class NamespaceFrozen(RuntimeError):
     """A rebuild froze this generation: wait for the switch, then write to the new one."""
 
 
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One partition's planned batch and the checkpoint moves it makes, topic -> (the
+    offset it was planned from, or None for none; the new offset)."""
+
+    partition: int
+    moves: Mapping[str, tuple[int | None, int]]
+    plan: BatchPlan
+
+
 @dataclass(frozen=True)
 class Keys:
     namespace: str
@@ -199,8 +209,15 @@ class Store:
 
     async def checkpoints(self, partition: int) -> dict[str, int]:
         """The last applied offset of each topic of a partition."""
-        stored = await self.client.hgetall(self.keys.checkpoint(partition))
-        return {t: int(offset) for t, offset in _text(stored).items() if not t.startswith("!")}
+        (found,) = await self.checkpoints_of([partition])
+        return found
+
+    async def checkpoints_of(self, partitions: Sequence[int]) -> list[dict[str, int]]:
+        """``checkpoints`` of some partitions, in one round trip."""
+        return [
+            {t: int(offset) for t, offset in stored.items() if not t.startswith("!")}
+            for stored in await self.progress(partitions)
+        ]
 
     async def progress(self, partitions: Sequence[int]) -> list[dict[str, str]]:
         """Each partition's checkpoint hash: offsets per topic, ``!newest_ms`` (occurred_at
@@ -212,19 +229,52 @@ class Store:
             return [_text(raw) for raw in await pipe.execute()]
 
     async def load(
-        self, partition: int, entities: Iterable[EntityKey]
-    ) -> dict[EntityKey, dict[str, str]]:
-        wanted = list(entities)
+        self, wanted: Mapping[int, Iterable[EntityKey]]
+    ) -> dict[int, dict[EntityKey, dict[str, str]]]:
+        """The stored records of some entities of some partitions, in one round trip."""
+        asked = [(partition, key) for partition, keys in wanted.items() for key in keys]
         async with self.client.pipeline(transaction=False) as pipe:
-            for key in wanted:
+            for partition, key in asked:
                 pipe.hgetall(self.keys.entity(partition, key))
             found = await pipe.execute()
-        return {key: _text(raw) for key, raw in zip(wanted, found, strict=True) if raw}
+        out: dict[int, dict[EntityKey, dict[str, str]]] = {partition: {} for partition in wanted}
+        for (partition, key), raw in zip(asked, found, strict=True):
+            if raw:
+                out[partition][key] = _text(raw)
+        return out
 
-    async def commit(
-        self, partition: int, moves: Mapping[str, tuple[int | None, int]], plan: BatchPlan
-    ) -> None:
-        """Write a planned batch and move each topic's checkpoint (expected -> new), atomically."""
+    async def commit(self, commits: Sequence[Commit]) -> list[int]:
+        """Write planned batches of some partitions, each atomically with the move of its
+        checkpoints (expected -> new), in one round trip. Returns the partitions whose
+        checkpoint another writer moved first (their batch was not written); raises
+        NamespaceFrozen, after the other partitions' commits, when a rebuild froze this one."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for commit in commits:
+                keys, payload = self._commit_call(commit)
+                await self._commit(keys=keys, args=[payload], client=pipe)
+            results = await pipe.execute()
+        moved = []
+        frozen = False
+        for commit, result in zip(commits, results, strict=True):
+            if result[0]:
+                continue
+            if _str(result[1]) == FROZEN:
+                frozen = True
+            else:
+                log.warning(
+                    "partition %d: checkpoint of %r moved to %r",
+                    commit.partition,
+                    _str(result[1]),
+                    _str(result[2]),
+                )
+                moved.append(commit.partition)
+        if frozen:
+            raise NamespaceFrozen(f"{self.keys.namespace} is frozen for a rebuild")
+        return moved
+
+    def _commit_call(self, commit: Commit) -> tuple[list[str], bytes]:
+        """The keys and the JSON argument of COMMIT_LUA for one partition's batch."""
+        partition, moves, plan = commit.partition, commit.moves, commit.plan
         keys = [self.keys.checkpoint(partition)]
         index: dict[str, int] = {}
 
@@ -284,13 +334,7 @@ class Store:
                 "k": dirty,
             }
         )
-        result = await self._commit(keys=keys, args=[payload])
-        if not result[0] and _str(result[1]) == FROZEN:
-            raise NamespaceFrozen(f"{self.keys.namespace} is frozen for a rebuild")
-        if not result[0]:
-            raise CheckpointMoved(
-                f"partition {partition}: checkpoint of {result[1]!r} moved to {result[2]!r}"
-            )
+        return keys, payload
 
     async def directory_versions(self, partitions: Sequence[int]) -> list[int]:
         """Each partition's directory version: other workers' rep and team changes show

@@ -22,6 +22,7 @@ from projections.store import connect
 from projections.validation import Limits, Rejection, parse_event
 from streams import metrics
 from streams.ingest import Accepted, route
+from streams.projection_consumer import ProjectionLoop
 from streams.projector import LiveProjector, Positioned
 from streams.rebuild import learn_directory
 from streams.settings import Settings
@@ -46,10 +47,6 @@ app = faust.App(
 )
 
 raw_topic = app.topic(settings.raw_topic, key_serializer="raw", value_serializer="raw")
-# The projection agent reads the canonical events and the lead facts it derives from them.
-projection_topics = app.topic(
-    settings.events_topic, settings.facts_topic, key_serializer="raw", value_serializer="raw"
-)
 
 
 @app.agent(raw_topic, concurrency=1)
@@ -121,9 +118,10 @@ _newest_applied_ms = 0
 FILL_CHUNK = 5_000  # records per commit while a gap is refilled from the log
 
 
-@app.agent(projection_topics, concurrency=1)
-async def project(stream: faust.StreamT[bytes]) -> None:
-    """Apply canonical events to the Redis projections, one atomic commit per partition batch."""
+@app.task
+async def project() -> None:
+    """Apply canonical events and lead facts to the Redis projections, one atomic commit per
+    partition of each batch (streams.projection_consumer)."""
     projector = LiveProjector(
         connect(settings.redis),
         settings.topic_prefix,
@@ -134,11 +132,14 @@ async def project(stream: faust.StreamT[bytes]) -> None:
         learn_directory=lambda directory: learn_directory(settings, directory),
         outage_seconds=settings.redis_outage_seconds,
     )
-    assert isinstance(stream, faust.Stream)  # StreamT's stubs lack take_events
-    async for batch in stream.take_events(
-        settings.projection_batch_size, within=settings.projection_batch_seconds
-    ):
-        await project_batch(projector, batch)
+    try:
+        await ProjectionLoop(settings, projector, decode, project_batch).run()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        # A Faust task that fails is only logged; a worker that no longer projects must stop.
+        log.critical("the projection loop failed, exiting: %r", exc)
+        os._exit(70)
 
 
 def decode(
@@ -190,22 +191,15 @@ async def publish_facts(facts: Sequence[LeadFact]) -> None:
     await asyncio.gather(*sends)
 
 
-async def project_batch(projector: LiveProjector, batch: Sequence[EventT]) -> None:
+async def project_batch(projector: LiveProjector, positioned: Sequence[Positioned]) -> None:
     started = time.perf_counter()
-    now_ms = time.time_ns() // 1_000_000
-    positioned = []
-    newest = 0
-    for event in batch:
-        message = event.message
-        item = decode(message.topic, message.partition, message.offset, message.value, now_ms)
-        if item is not None:
-            positioned.append(item)
-            if isinstance(item.item, Event):
-                newest = max(newest, item.item.occurred_at_ms)
+    newest = max(
+        (p.item.occurred_at_ms for p in positioned if isinstance(p.item, Event)), default=0
+    )
     try:
         outcome = await projector.apply(positioned)
     except Exception as exc:
-        # Same reasoning as in forward_batch: exit before Faust can ack the batch. The stored
+        # Exit before anything could move the group's offsets past the batch. The stored
         # checkpoints make the restarted worker skip what was already committed.
         log.critical("projecting a batch failed, exiting without commit: %r", exc)
         os._exit(70)

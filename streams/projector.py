@@ -34,7 +34,7 @@ from projections.engine import DirectoryView, key_of, plan_batch
 from projections.events import Event
 from projections.facts import LeadFact
 from projections.namespaces import current_namespace, pointer
-from projections.store import CheckpointMoved, NamespaceFrozen, Store
+from projections.store import CheckpointMoved, Commit, NamespaceFrozen, Store
 from streams import metrics
 
 log = logging.getLogger(__name__)
@@ -117,43 +117,54 @@ class Projector:
         self.on_lost = on_lost  # before refilling a partition Redis holds nothing of
         self._checkpoints: dict[int, dict[str, int]] = {}
 
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the cached checkpoints of partitions another worker may write next."""
+        for partition in partitions:
+            self._checkpoints.pop(partition, None)
+
     async def apply(self, batch: Iterable[Positioned], outcome: Outcome | None = None) -> Outcome:
         """Apply a batch; counts add up in ``outcome`` (a new one by default)."""
-        by_partition: dict[int, list[Positioned]] = defaultdict(list)
+        pending: dict[int, list[Positioned]] = defaultdict(list)
         for item in batch:
-            by_partition[item.partition].append(item)
+            pending[item.partition].append(item)
         outcome = outcome or Outcome()
-        for partition, items in by_partition.items():
-            for attempt in range(3):
+        for attempt in range(3):
+            unknown = [p for p in pending if p not in self._checkpoints]
+            if unknown:
+                found = await self.store.checkpoints_of(unknown)
+                self._checkpoints.update(zip(unknown, found, strict=True))
+            fresh, moved = {}, []
+            for partition, items in pending.items():
                 try:
-                    # Counted apart: an attempt that meets a moved checkpoint counts nothing.
-                    attempt_outcome = Outcome()
-                    await self._apply_partition(partition, items, attempt_outcome)
-                    outcome.add(attempt_outcome)
-                    break
-                except CheckpointMoved as moved:
-                    log.warning("%s; re-reading (attempt %d)", moved, attempt + 1)
-                    self._checkpoints.pop(partition, None)
-            else:
-                raise CheckpointMoved(f"partition {partition}: gave up after 3 attempts")
-        return outcome
+                    fresh[partition] = await self._fresh(partition, items, outcome)
+                except CheckpointMoved as error:
+                    log.warning("%s", error)
+                    moved.append(partition)
+            if any(fresh.values()):
+                moved += await self._commit({p: i for p, i in fresh.items() if i}, outcome)
+            for partition, items in fresh.items():
+                if partition not in moved:  # else counted by the attempt that lands
+                    outcome.redelivered += len(pending[partition]) - len(items)
+            if not moved:
+                return outcome
+            log.warning("re-reading partitions %s (attempt %d)", moved, attempt + 1)
+            for partition in moved:
+                self._checkpoints.pop(partition, None)
+            pending = {partition: pending[partition] for partition in moved}
+        raise CheckpointMoved(f"partitions {sorted(pending)}: gave up after 3 attempts")
 
-    async def _apply_partition(
+    async def _fresh(
         self, partition: int, items: list[Positioned], outcome: Outcome
-    ) -> None:
-        if partition not in self._checkpoints:
-            self._checkpoints[partition] = await self.store.checkpoints(partition)
+    ) -> list[Positioned]:
+        """The items past the partition's checkpoints, once any gap before them is filled."""
         done = self._checkpoints[partition]
         fresh = [i for i in items if i.offset > done.get(i.topic, -1)]
-        outcome.redelivered += len(items) - len(fresh)
         for topic in dict.fromkeys(i.topic for i in fresh):
             first = min(i.offset for i in fresh if i.topic == topic)
             start = done[topic] + 1 if topic in done else 0
             if first > start:
                 await self._fill_gap(Gap(topic, partition, start, first, topic in done), outcome)
-        fresh = [i for i in fresh if i.offset > done.get(i.topic, -1)]
-        if fresh:
-            await self._commit(partition, fresh, outcome)
+        return [i for i in fresh if i.offset > done.get(i.topic, -1)]
 
     async def _fill_gap(self, gap: Gap, outcome: Outcome) -> None:
         log.warning(
@@ -171,27 +182,45 @@ class Projector:
             await self.on_lost()
         async for chunk in self.fill(gap.topic, gap.partition, gap.start, gap.end):
             outcome.filled += len(chunk)
-            await self._commit(gap.partition, chunk, outcome)
+            if await self._commit({gap.partition: chunk}, outcome):
+                raise CheckpointMoved(f"partition {gap.partition}: moved during a gap refill")
 
-    async def _commit(self, partition: int, fresh: list[Positioned], outcome: Outcome) -> None:
-        """Load, plan, publish the facts and commit records that continue the checkpoints."""
-        done = self._checkpoints[partition]
-        stored = await self.store.load(partition, {key_of(i.item) for i in fresh})
-        plan = plan_batch(stored, [i.item for i in fresh], self.directory, self.rules, self.clock())
-        if plan.facts:
-            await self.publish_facts(plan.facts)
-        moves: dict[str, tuple[int | None, int]] = {}
-        for i in fresh:
-            previous = moves.get(i.topic, (done.get(i.topic), -1))
-            moves[i.topic] = (previous[0], max(previous[1], i.offset))
-        await self.store.commit(partition, moves, plan)
-        for topic, (_, new) in moves.items():
-            done[topic] = new
-        outcome.applied += plan.applied
-        outcome.duplicates += plan.duplicates
-        outcome.facts_published += len(plan.facts)
-        outcome.facts_applied += plan.facts_applied
-        outcome.facts_duplicate += plan.facts_duplicate
+    async def _commit(self, fresh: dict[int, list[Positioned]], outcome: Outcome) -> list[int]:
+        """Load, plan, publish the facts and commit records that continue the checkpoints of
+        their partitions: one round trip each for all partitions. Returns the partitions
+        whose checkpoint another writer moved (nothing of theirs was written or counted)."""
+        stored = await self.store.load(
+            {partition: {key_of(i.item) for i in items} for partition, items in fresh.items()}
+        )
+        now_ms = self.clock()
+        commits = []
+        for partition, items in fresh.items():
+            plan = plan_batch(
+                stored[partition], [i.item for i in items], self.directory, self.rules, now_ms
+            )
+            done = self._checkpoints[partition]
+            moves: dict[str, tuple[int | None, int]] = {}
+            for i in items:
+                previous = moves.get(i.topic, (done.get(i.topic), -1))
+                moves[i.topic] = (previous[0], max(previous[1], i.offset))
+            commits.append(Commit(partition, moves, plan))
+        facts = [fact for commit in commits for fact in commit.plan.facts]
+        if facts:
+            await self.publish_facts(facts)
+        moved = await self.store.commit(commits)
+        for commit in commits:
+            if commit.partition in moved:
+                continue
+            done = self._checkpoints[commit.partition]
+            for topic, (_, new) in commit.moves.items():
+                done[topic] = new
+            plan = commit.plan
+            outcome.applied += plan.applied
+            outcome.duplicates += plan.duplicates
+            outcome.facts_published += len(plan.facts)
+            outcome.facts_applied += plan.facts_applied
+            outcome.facts_duplicate += plan.facts_duplicate
+        return moved
 
 
 class LiveProjector:
@@ -244,6 +273,16 @@ class LiveProjector:
         )
         log.info("projecting into %s", namespace)
         return self._projector
+
+    async def namespace_in_use(self) -> str:
+        """The generation this projector writes (opened on first use)."""
+        if self._projector is None:
+            await self._open(await current_namespace(self.client, self.prefix))
+        return self.namespace
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        if self._projector is not None:
+            self._projector.forget(partitions)
 
     async def apply(self, batch: Sequence[Positioned]) -> Outcome:
         outcome = Outcome()

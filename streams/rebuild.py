@@ -72,7 +72,9 @@ class _Replay:
             self.consumer.seek(tp, start)
 
     async def step(self) -> None:
-        batch = await self.consumer.getmany(timeout_ms=200, max_records=5_000)
+        batch = await self.consumer.getmany(
+            timeout_ms=200, max_records=self.settings.projection_batch_size
+        )
         now_ms = time.time_ns() // 1_000_000
         items: list[Positioned] = []
         for tp, messages in batch.items():

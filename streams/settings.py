@@ -74,7 +74,7 @@ class Settings:
     service_level_seconds: int = 20
     follow_up_hours: int = 24
     queue_teams: str = ""  # "queue=team,queue=team": contact-centre queues by team
-    projection_batch_size: int = 2_000
+    projection_batch_size: int = 20_000
     projection_batch_seconds: float = 0.2
     # The projection agent retries a batch while Redis does not answer for up to this long,
     # then exits (without committing) for its supervisor to restart it.

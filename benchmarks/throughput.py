@@ -1,0 +1,267 @@
+"""Projection throughput side by side with its ceiling and a naive baseline; rebuild; footprint.
+
+    python -m benchmarks.throughput [--count 1000000] [--workers 1,2] [--baseline-seconds 60]
+
+Preloads ``--count`` valid simulated events (30 days of an org) onto the
+events topic (12 partitions by default), then measures on the same log, in
+one run:
+
+* the ceiling: a raw aiokafka consumer that fetches every record and decodes
+  it with orjson, nothing else;
+* the naive baseline (benchmarks.naive_agent): a Faust agent doing one Redis
+  round trip per event; it runs for ``--baseline-seconds`` (or until it has
+  read everything), and its rate is events counted over that span;
+* salespulse with each worker count of ``--workers``: workers projecting the
+  whole KPI catalogue, timed from the last look that saw nothing applied to
+  the first that saw every partition's checkpoint at the end of the events
+  and lead-facts topics (a run after the first gets a fresh copy of the log);
+* ``salespulse rebuild`` over the first run's log: events of the log per
+  second of the whole rebuild (directory pre-pass, replay and switch);
+* Redis memory per lead and per 1,000,000 events, and each worker's peak RSS.
+
+Uses the local stack (started if needed) with topics and keys of its own,
+deleted afterwards. The numbers are for the machine it runs on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import redis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from benchmarks.ingest import delete_topics
+from benchmarks.projection import _caught_up, _clean
+from projections.namespaces import current_namespace
+from projections.store import Store, connect
+from simulator.log import VALID, SimConfig, simulate
+from stack.servers import servers
+from streams.producer import publish
+from streams.rebuild import rebuild
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from streams.worker_process import WorkerProcess
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every worker count must be at least 1")
+    return sizes
+
+
+async def raw_ceiling(settings: Settings, count: int) -> float:
+    """Events/s of a consumer that fetches and decodes every record and does nothing else."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        for tp, start in (await consumer.beginning_offsets(tps)).items():
+            consumer.seek(tp, start)
+        decoded = 0
+        started = time.perf_counter()
+        while decoded < count:
+            for messages in (await consumer.getmany(timeout_ms=1_000, max_records=10_000)).values():
+                for m in messages:
+                    orjson.loads(m.value or b"{}")
+                decoded += len(messages)
+        return decoded / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def naive_baseline(settings: Settings, count: int, seconds: float) -> float:
+    """Events/s of benchmarks.naive_agent over at most ``seconds`` of its run."""
+    key = f"{settings.topic_prefix}:naive"
+    client = redis.Redis.from_url(settings.redis)
+    log_path = Path(settings.stack_dir) / f"{settings.topic_prefix}-naive.log"
+    env = {
+        **os.environ,
+        "NAIVE_TOPIC": settings.events_topic,
+        "NAIVE_BOOTSTRAP": settings.bootstrap,
+        "NAIVE_REDIS": settings.redis,
+        "NAIVE_KEY": key,
+    }
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.naive_agent", "worker", "-l", "warn"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        first = last = None
+        deadline = time.monotonic() + 120 + seconds
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"the naive agent exited; see {log_path}")
+            done = sum(int(v) for v in client.hvals(key))
+            now = time.monotonic()
+            if done and first is None:
+                first = (now, done)
+                deadline = now + seconds
+            if first is not None:
+                last = (now, done)
+                if done >= count:
+                    break
+            time.sleep(0.2)
+        if first is None or last is None or last[0] == first[0]:
+            raise SystemExit(f"the naive agent counted nothing; see {log_path}")
+        return (last[1] - first[1]) / (last[0] - first[0])
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        client.delete(key)
+
+
+async def _applied(settings: Settings) -> int:
+    client = connect(settings.redis)
+    try:
+        namespace = await current_namespace(client, settings.topic_prefix)
+        progress = await Store(client, namespace).progress(range(settings.partitions))
+        return sum(int(p.get("!applied", 0)) for p in progress)
+    finally:
+        await client.aclose()
+
+
+@dataclass
+class Run:
+    workers: int
+    rate: float
+    rss: list[int]
+    redis_bytes: int
+
+
+def project(settings: Settings, count: int, workers: int, timeout: float) -> Run:
+    """Start ``workers`` workers on a preloaded log and time them until they caught up."""
+    memory = redis.Redis.from_url(settings.redis)
+    before = int(memory.info("memory")["used_memory"])
+    stack = Path(settings.stack_dir)
+    processes = [
+        WorkerProcess(
+            {
+                "SALESPULSE_TOPIC_PREFIX": settings.topic_prefix,
+                "SALESPULSE_WORKER_METRICS_PORT": str(settings.worker_metrics_port + 10 * n),
+            },
+            stack / f"{settings.topic_prefix}-worker{n}.log",
+        )
+        for n in range(workers)
+    ]
+    try:
+        with ThreadPoolExecutor(workers) as pool:  # join the group together: one rebalance
+            list(pool.map(lambda w: w.start(timeout=120), processes))
+        idle = time.monotonic()
+        deadline = idle + timeout
+        while not asyncio.run(_caught_up(settings)):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the projections did not catch up in {timeout}s")
+            if asyncio.run(_applied(settings)) == 0:
+                idle = time.monotonic()
+            time.sleep(0.1)
+        seconds = time.monotonic() - idle
+        rss = [w.peak_rss_bytes() for w in processes]
+    finally:
+        for w in processes:
+            w.stop()
+    used = int(memory.info("memory")["used_memory"]) - before
+    return Run(workers, count / seconds, rss, used)
+
+
+def _preload(settings: Settings, values: list[bytes]) -> float:
+    asyncio.run(ensure_topics(settings))
+    started = time.monotonic()
+    asyncio.run(publish(settings.bootstrap, settings.events_topic, values))
+    return len(values) / (time.monotonic() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=_sizes, default=[1, 2], help="e.g. 1,2")
+    parser.add_argument("--baseline-seconds", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=3600, help="give up after (seconds)")
+    args = parser.parse_args()
+    if args.count < 1:
+        parser.error(f"--count must be at least 1, not {args.count}")
+
+    base = Settings.from_env()
+    for server in servers(base):
+        server.up()
+    records, tally = simulate(
+        SimConfig(
+            seed=12,
+            count=args.count,
+            end_ms=time.time_ns() // 1_000_000,
+            history_ms=30 * 86_400_000,
+        )
+    )
+    values = [r.value for r in records if r.label == VALID]
+    del records
+    leads = tally.valid["lead.created"]
+    first = dataclasses.replace(base, topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
+    produced = _preload(first, values)
+    used = [first]
+    try:
+        ceiling = asyncio.run(raw_ceiling(first, len(values)))
+        baseline = naive_baseline(first, len(values), args.baseline_seconds)
+        runs = []
+        for n, workers in enumerate(args.workers):
+            settings = first
+            if n:
+                settings = dataclasses.replace(base, topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
+                used.append(settings)
+                _preload(settings, values)
+            runs.append(project(settings, len(values), workers, args.timeout))
+        report = asyncio.run(rebuild(first))
+    finally:
+        for settings in used:
+            asyncio.run(_clean(settings))
+
+    def row(name: str, rate: float) -> None:
+        print(f"{name:<44}{rate:>12,.0f}{rate / ceiling:>12.2f}{rate / baseline:>12.1f}")
+
+    print(f"{'events':<44}{len(values):>12,} in {base.partitions} partitions")
+    print(f"{'producer (acks=all, idempotent)':<44}{produced:>12,.0f} events/s")
+    print(f"{'':<44}{'events/s':>12}{'x ceiling':>12}{'x baseline':>12}")
+    row("ceiling: raw aiokafka consumer + orjson", ceiling)
+    row("baseline: naive Faust agent, 1 Redis RTT/ev", baseline)
+    for run in runs:
+        row(f"salespulse, {run.workers} worker{'s' * (run.workers > 1)}, whole catalogue", run.rate)
+    rebuild_rate = len(values) / report.seconds
+    row(f"salespulse rebuild ({report.records:,} records)", rebuild_rate)
+    one = runs[0]
+    print(f"{'Redis memory used':<44}{one.redis_bytes / 2**20:>12,.1f} MiB")
+    print(
+        f"{'  per 100,000 leads':<44}{one.redis_bytes / leads * 100_000 / 2**20:>12,.1f} MiB "
+        f"({one.redis_bytes / leads:,.0f} B per lead, {leads:,} leads)"
+    )
+    print(
+        f"{'  per 1,000,000 events':<44}{one.redis_bytes / len(values) * 1e6 / 2**20:>12,.1f} MiB"
+    )
+    for run in runs:
+        peaks = ", ".join(f"{r / 2**20:,.0f}" for r in run.rss)
+        print(f"{f'worker peak RSS ({run.workers} workers)':<44}{peaks:>12} MiB")
+
+
+if __name__ == "__main__":
+    main()
