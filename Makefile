@@ -38,10 +38,11 @@ integration: $(STAMP)
 faults: $(STAMP)
 	$(BIN)/pytest -m faults
 
-## bench: ingest, projection and webhook throughput, Redis footprint, scrape time, on the local stack
+## bench: every benchmark of benchmarks/RESULTS.md on the local stack (about 25 minutes)
 bench: $(STAMP)
+	$(BIN)/python -m benchmarks.throughput
+	$(BIN)/python -m benchmarks.freshness
 	$(BIN)/python -m benchmarks.ingest
-	$(BIN)/python -m benchmarks.projection
 	$(BIN)/python -m benchmarks.scrape
 	$(BIN)/python -m benchmarks.webhooks
 

@@ -42,8 +42,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks.ingest import delete_topics
-from benchmarks.projection import _caught_up, _clean
-from projections.namespaces import current_namespace
+from projections.namespaces import current_namespace, drop, pointer
 from projections.store import Store, connect
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
@@ -52,6 +51,27 @@ from streams.rebuild import rebuild
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.worker_process import WorkerProcess
+from tests.kafka_reader import caught_up
+
+
+async def _caught_up(settings: Settings) -> bool:
+    client = connect(settings.redis)
+    try:
+        namespace = await current_namespace(client, settings.topic_prefix)
+        return await caught_up(settings, Store(client, namespace))
+    finally:
+        await client.aclose()
+
+
+async def clean(settings: Settings) -> None:
+    """Delete a benchmark's generation, pointer and topics."""
+    client = connect(settings.redis)
+    try:
+        await drop(client, await current_namespace(client, settings.topic_prefix))
+        await client.delete(pointer(settings.topic_prefix))
+    finally:
+        await client.aclose()
+    await delete_topics(settings)
 
 
 def _sizes(text: str) -> list[int]:
@@ -144,6 +164,43 @@ async def _applied(settings: Settings) -> int:
         await client.aclose()
 
 
+async def memory_by_kind(settings: Settings) -> dict[str, tuple[int, int]]:
+    """Keys and bytes (MEMORY USAGE) of the live generation by kind: entity records by
+    entity kind, aggregate buckets by tier, and the rest by role."""
+    client = connect(settings.redis)
+    try:
+        namespace = await current_namespace(client, settings.topic_prefix)
+        out: dict[str, tuple[int, int]] = {}
+        batch: list[bytes] = []
+
+        async def measure() -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    pipe.memory_usage(key, samples=0)
+                sizes = await pipe.execute()
+            for key, size in zip(batch, sizes, strict=True):
+                parts = key.split(b"}:", 1)[1].decode().split(":")
+                if parts[0] == "e":
+                    kind = f"record {parts[1]}"
+                elif parts[0] == "a":
+                    kind = f"bucket {parts[-1][0]}"
+                else:
+                    kind = {"u": "untouched leads"}.get(parts[0], parts[0])
+                keys, size_sum = out.get(kind, (0, 0))
+                out[kind] = (keys + 1, size_sum + int(size or 0))
+            batch.clear()
+
+        async for key in client.scan_iter(match=f"{{{namespace}:p*", count=1_000):
+            batch.append(key)
+            if len(batch) >= 1_000:
+                await measure()
+        if batch:
+            await measure()
+        return out
+    finally:
+        await client.aclose()
+
+
 @dataclass
 class Run:
     workers: int
@@ -232,10 +289,12 @@ def main() -> None:
                 used.append(settings)
                 _preload(settings, values)
             runs.append(project(settings, len(values), workers, args.timeout))
+            if not n:
+                by_kind = asyncio.run(memory_by_kind(settings))
         report = asyncio.run(rebuild(first))
     finally:
         for settings in used:
-            asyncio.run(_clean(settings))
+            asyncio.run(clean(settings))
 
     def row(name: str, rate: float) -> None:
         print(f"{name:<44}{rate:>12,.0f}{rate / ceiling:>12.2f}{rate / baseline:>12.1f}")
@@ -248,7 +307,8 @@ def main() -> None:
     for run in runs:
         row(f"salespulse, {run.workers} worker{'s' * (run.workers > 1)}, whole catalogue", run.rate)
     rebuild_rate = len(values) / report.seconds
-    row(f"salespulse rebuild ({report.records:,} records)", rebuild_rate)
+    row("salespulse rebuild, whole log", rebuild_rate)
+    print(f"{'  records replayed (events + lead facts)':<44}{report.records:>12,}")
     one = runs[0]
     print(f"{'Redis memory used':<44}{one.redis_bytes / 2**20:>12,.1f} MiB")
     print(
@@ -258,6 +318,9 @@ def main() -> None:
     print(
         f"{'  per 1,000,000 events':<44}{one.redis_bytes / len(values) * 1e6 / 2**20:>12,.1f} MiB"
     )
+    print(f"{'  by kind (MEMORY USAGE; keys, MiB, B/lead)':<44}")
+    for kind, (keys, size) in sorted(by_kind.items(), key=lambda kv: -kv[1][1]):
+        print(f"{'    ' + kind:<30}{keys:>14,}{size / 2**20:>12,.1f}{size / leads:>12,.0f}")
     for run in runs:
         peaks = ", ".join(f"{r / 2**20:,.0f}" for r in run.rss)
         print(f"{f'worker peak RSS ({run.workers} workers)':<44}{peaks:>12} MiB")

@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
 from projections.contributions import Rules
 from projections.engine import (
@@ -103,6 +105,20 @@ for g, group in ipairs(spec.g) do
     parts[i] = cjson.encode(f) .. ':' .. string.format('%.0f', total[f])
   end
   out[g] = '{' .. table.concat(parts, ',') .. '}'
+end
+return '[' .. table.concat(out, ',') .. ']'
+"""
+
+# The records of some entities of one partition (KEYS), as one JSON array of flat
+# [field, value, ...] lists (an empty one for a missing record): one reply that orjson
+# parses at once, instead of a RESP reply per field.
+LOAD_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local flat = redis.call('HGETALL', key)
+  local parts = {}
+  for j, part in ipairs(flat) do parts[j] = cjson.encode(part) end
+  out[i] = '[' .. table.concat(parts, ',') .. ']'
 end
 return '[' .. table.concat(out, ',') .. ']'
 """
@@ -203,9 +219,25 @@ class Store:
         self.client = client
         self.keys = Keys(namespace)
         self._commit = client.register_script(COMMIT_LUA)
+        self._load = client.register_script(LOAD_LUA)
         self._sum_groups = client.register_script(SUM_GROUPS_LUA)
         self._lowest_scores = client.register_script(LOWEST_SCORES_LUA)
         self._clear_dirty = client.register_script(CLEAR_DIRTY_LUA)
+
+    async def _scripts(self, queue: Callable[[Pipeline], Awaitable[None]]) -> list[Any]:
+        """Run script calls in one pipeline. The pipeline loads missing scripts before it
+        sends them, but a Redis that restarted in between has forgotten them (NoScriptError):
+        then run it once more. Safe for commits: one that landed fails its checkpoint check."""
+        for attempt in (1, 2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                await queue(pipe)
+                try:
+                    return list(await pipe.execute())
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+                    log.warning("Redis forgot the scripts (restarted?); running them again")
+        raise AssertionError("unreachable")
 
     async def checkpoints(self, partition: int) -> dict[str, int]:
         """The last applied offset of each topic of a partition."""
@@ -231,16 +263,23 @@ class Store:
     async def load(
         self, wanted: Mapping[int, Iterable[EntityKey]]
     ) -> dict[int, dict[EntityKey, dict[str, str]]]:
-        """The stored records of some entities of some partitions, in one round trip."""
-        asked = [(partition, key) for partition, keys in wanted.items() for key in keys]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for partition, key in asked:
-                pipe.hgetall(self.keys.entity(partition, key))
-            found = await pipe.execute()
-        out: dict[int, dict[EntityKey, dict[str, str]]] = {partition: {} for partition in wanted}
-        for (partition, key), raw in zip(asked, found, strict=True):
-            if raw:
-                out[partition][key] = _text(raw)
+        """The stored records of some entities of some partitions: one script call per
+        partition, all in one round trip."""
+        asked = {partition: list(keys) for partition, keys in wanted.items()}
+
+        async def queue(pipe: Pipeline) -> None:
+            for partition, keys in asked.items():
+                names = [self.keys.entity(partition, key) for key in keys]
+                await self._load(keys=names, client=pipe)
+
+        replies = await self._scripts(queue)
+        out: dict[int, dict[EntityKey, dict[str, str]]] = {}
+        for (partition, keys), reply in zip(asked.items(), replies, strict=True):
+            out[partition] = {
+                key: dict(zip(flat[::2], flat[1::2], strict=True))
+                for key, flat in zip(keys, orjson.loads(reply), strict=True)
+                if flat
+            }
         return out
 
     async def commit(self, commits: Sequence[Commit]) -> list[int]:
@@ -248,11 +287,13 @@ class Store:
         checkpoints (expected -> new), in one round trip. Returns the partitions whose
         checkpoint another writer moved first (their batch was not written); raises
         NamespaceFrozen, after the other partitions' commits, when a rebuild froze this one."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for commit in commits:
-                keys, payload = self._commit_call(commit)
+        calls = [self._commit_call(commit) for commit in commits]
+
+        async def queue(pipe: Pipeline) -> None:
+            for keys, payload in calls:
                 await self._commit(keys=keys, args=[payload], client=pipe)
-            results = await pipe.execute()
+
+        results = await self._scripts(queue)
         moved = []
         frozen = False
         for commit, result in zip(commits, results, strict=True):
@@ -370,11 +411,13 @@ class Store:
         """Creation time (ms) of each scope's oldest open, untouched lead, if any."""
         if not scopes:
             return []
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        async def queue(pipe: Pipeline) -> None:
             for partition in partitions:
                 keys = [self.keys.untouched(partition, scope) for scope in scopes]
                 await self._lowest_scores(keys=keys, client=pipe)
-            replies = [orjson.loads(reply) for reply in await pipe.execute()]
+
+        replies = [orjson.loads(reply) for reply in await self._scripts(queue)]
         out: list[int | None] = []
         for i in range(len(scopes)):
             scores = [reply[i] for reply in replies if reply[i] is not None]
@@ -435,12 +478,14 @@ class Store:
             index = bucket_sets.setdefault(tuple(bucket_ids), len(bucket_sets) + 1)
             groups.append((f"{scope}:{scope_id}", index))
         spec = orjson.dumps({"b": list(bucket_sets), "g": groups})
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        async def queue(pipe: Pipeline) -> None:
             for partition in partitions:
                 prefix = f"{self.keys.tag(partition)}:a:"
                 routing = self.keys.checkpoint(partition)
                 await self._sum_groups(keys=[routing], args=[prefix, spec], client=pipe)
-            replies = await pipe.execute()
+
+        replies = await self._scripts(queue)
         totals: list[dict[str, int]] = [{} for _ in requests]
         for reply in replies:
             for total, part in zip(totals, orjson.loads(reply), strict=True):

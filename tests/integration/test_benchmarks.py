@@ -40,10 +40,28 @@ def test_ingest_benchmark(stack_env: dict[str, str]) -> None:
     assert _number("worker ingest", out) > 0
 
 
-def test_projection_benchmark(stack_env: dict[str, str]) -> None:
-    out = _run(stack_env, "benchmarks.projection", "--count", "2000", "--timeout", "300")
-    assert _number("worker projection (whole catalogue)", out) > 0
-    assert _number("worker peak RSS", out) > 0
+def test_throughput_benchmark(stack_env: dict[str, str]) -> None:
+    out = _run(
+        stack_env,
+        "benchmarks.throughput",
+        *("--count", "2000", "--workers", "1,2", "--baseline-seconds", "3", "--timeout", "300"),
+    )
+    assert _number("events", out) == 2000
+    for row in (
+        "ceiling: raw aiokafka consumer + orjson",
+        "baseline: naive Faust agent, 1 Redis RTT/ev",
+        "salespulse, 1 worker, whole catalogue",
+        "salespulse, 2 workers, whole catalogue",
+        "salespulse rebuild, whole log",
+    ):
+        assert _number(row, out) > 0, row
+    assert _number("worker peak RSS (2 workers)", out) > 0
+
+
+def test_freshness_benchmark(stack_env: dict[str, str]) -> None:
+    out = _run(stack_env, "benchmarks.freshness", "--rates", "200", "--seconds", "2")
+    row = out.strip().splitlines()[-1].split()
+    assert row[0] == "200" and int(row[2].replace(",", "")) == 400, out
 
 
 def test_scrape_benchmark(stack_env: dict[str, str]) -> None:
@@ -52,9 +70,19 @@ def test_scrape_benchmark(stack_env: dict[str, str]) -> None:
     assert row[0] == "30" and row[1] == "30" and int(row[2].replace(",", "")) > 0, out
 
 
-def test_a_bad_size_is_refused(stack_env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("benchmarks.scrape", "--reps", "10,x"), "'10,x' is not a list of numbers"),
+        (("benchmarks.throughput", "--workers", "1,0"), "every worker count must be at least 1"),
+        (("benchmarks.freshness", "--seconds", "0"), "--seconds must be positive, not 0.0"),
+    ],
+)
+def test_a_bad_argument_is_refused(
+    stack_env: dict[str, str], args: tuple[str, ...], error: str
+) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scrape", "--reps", "10,x"],
+        [sys.executable, "-m", *args],
         env={**os.environ, **stack_env},
         cwd=ROOT,
         capture_output=True,
@@ -62,7 +90,7 @@ def test_a_bad_size_is_refused(stack_env: dict[str, str]) -> None:
         check=False,
     )
     assert done.returncode == 2
-    assert "'10,x' is not a list of numbers" in done.stderr
+    assert error in done.stderr
 
 
 def test_webhooks_benchmark(stack_env: dict[str, str]) -> None:

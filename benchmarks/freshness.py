@@ -1,0 +1,173 @@
+"""Freshness: from produce to visible in the read side, at fixed rates, through the whole path.
+
+    python -m benchmarks.freshness [--rates 1000,5000,20000] [--seconds 20]
+
+For each rate: fresh topics, one worker (ingest and projection), and a
+producer that sends valid simulated events to the raw topic at that rate
+(acks=all, in 10 ms ticks). Every record's send time is kept by its
+(partition, offset). A poller reads the Redis checkpoints of the events topic
+every 10 ms; a checkpoint moves in the same atomic step that writes the
+record's KPI deltas, so a record is visible to every reader (exporter, API,
+KPI topic) from the poll that first sees its offset covered. Its freshness is
+that poll's time minus its send time (the poll interval adds up to 10 ms).
+
+Raw offsets and events offsets are the same numbers here because every
+record is valid and both topics are keyed by the subject id; the script
+checks that each partition of the events topic ends where the raw topic does.
+Prints per rate: the rate achieved, p50 / p99 / max freshness, and how long the
+worker needed after the last send to make everything visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from benchmarks.throughput import _sizes, clean
+from projections.namespaces import current_namespace
+from projections.store import Store, connect
+from simulator.log import VALID, SimConfig, simulate
+from stack.servers import servers
+from streams.producer import subject_key
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from streams.worker_process import WorkerProcess
+from tests.kafka_reader import end_offsets
+
+TICK = 0.01  # seconds between the producer's sends and between the poller's reads
+
+
+@dataclasses.dataclass
+class Result:
+    rate: int
+    achieved: float
+    latencies: list[float]
+    drain: float
+
+
+async def _measure(settings: Settings, values: list[bytes], rate: int, timeout: float) -> Result:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+    )
+    client = connect(settings.redis)
+    await producer.start()
+    sent: dict[tuple[int, int], float] = {}
+    seen = dict.fromkeys(range(settings.partitions), -1)
+    latencies: list[float] = []
+    finished = asyncio.Event()
+
+    async def send() -> float:
+        pending = []
+        started = time.monotonic()
+        per_tick = rate * TICK
+        due = 0.0
+        for n, value in enumerate(values):
+            if n >= due:
+                due += per_tick
+                await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+            at = time.monotonic()
+            future = await producer.send(settings.raw_topic, value, key=subject_key(value))
+            pending.append((at, future))
+        for at, future in pending:
+            meta = await future
+            sent[(meta.partition, meta.offset)] = at
+        elapsed = time.monotonic() - started
+        finished.set()
+        return elapsed
+
+    async def poll() -> float:
+        namespace = await current_namespace(client, settings.topic_prefix)
+        store = Store(client, namespace)
+        topic = settings.events_topic
+        partitions = range(settings.partitions)
+        waiting: list[tuple[int, int, float]] = []  # (partition, offset, seen at) before sent
+        last_send = 0.0
+        while True:
+            now = time.monotonic()
+            for partition, done in enumerate(await store.checkpoints_of(partitions)):
+                upto = done.get(topic, -1)
+                waiting += [(partition, o, now) for o in range(seen[partition] + 1, upto + 1)]
+                seen[partition] = upto
+            if finished.is_set():
+                if not last_send:
+                    last_send = now
+                still = []
+                for partition, offset, at in waiting:
+                    if (partition, offset) in sent:
+                        latencies.append(at - sent[(partition, offset)])
+                    else:
+                        still.append((partition, offset, at))
+                waiting = still
+                if len(latencies) >= len(values):
+                    return now - last_send
+                if now - last_send > timeout:
+                    raise SystemExit(f"{rate}/s: not everything was visible {timeout}s after")
+            await asyncio.sleep(TICK)
+
+    try:
+        elapsed, drain = await asyncio.gather(send(), poll())
+    finally:
+        await producer.stop()
+        await client.aclose()
+    raw = await end_offsets(settings, settings.raw_topic)
+    events = await end_offsets(settings, settings.events_topic)
+    if raw != events:
+        raise SystemExit(f"raw and events offsets differ ({raw} vs {events}); see the docstring")
+    return Result(rate, len(values) / elapsed, latencies, drain)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=_sizes, default=[1_000, 5_000, 20_000])
+    parser.add_argument("--seconds", type=float, default=20.0, help="of sending, per rate")
+    parser.add_argument("--timeout", type=float, default=300.0, help="to drain, per rate")
+    args = parser.parse_args()
+    if args.seconds <= 0:
+        parser.error(f"--seconds must be positive, not {args.seconds}")
+
+    base = Settings.from_env()
+    for server in servers(base):
+        server.up()
+    results = []
+    for rate in args.rates:
+        count = max(1, int(rate * args.seconds))
+        records, _ = simulate(
+            SimConfig(
+                seed=rate, count=count, end_ms=time.time_ns() // 1_000_000, history_ms=3_600_000
+            )
+        )
+        values = [r.value for r in records if r.label == VALID]
+        settings = dataclasses.replace(base, topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
+        asyncio.run(ensure_topics(settings))
+        worker = WorkerProcess(
+            {"SALESPULSE_TOPIC_PREFIX": settings.topic_prefix},
+            Path(settings.stack_dir) / f"{settings.topic_prefix}-worker.log",
+        )
+        try:
+            worker.start(timeout=120)
+            results.append(asyncio.run(_measure(settings, values, rate, args.timeout)))
+        finally:
+            worker.stop()
+            asyncio.run(clean(settings))
+
+    print(
+        f"{'target/s':>10}{'achieved/s':>12}{'events':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'max ms':>9}{'drain s':>9}"
+    )
+    for r in results:
+        q = statistics.quantiles(r.latencies, n=100) if len(r.latencies) > 1 else r.latencies * 99
+        print(
+            f"{r.rate:>10,}{r.achieved:>12,.0f}{len(r.latencies):>10,}{q[49] * 1000:>9,.0f}"
+            f"{q[98] * 1000:>9,.0f}{max(r.latencies) * 1000:>9,.0f}{r.drain:>9.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
