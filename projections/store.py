@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -60,10 +61,11 @@ for _, c in ipairs(p.c) do
   local current = redis.call('HGET', KEYS[1], c[1]) or ''
   if current ~= c[2] then return {0, c[1], current} end
 end
-for _, h in ipairs(p.h) do redis.call('HSET', KEYS[h[1]], unpack(h[2])) end
+for _, h in ipairs(p.h) do redis.call('HSET', KEYS[h[1]], unpack(h, 2)) end
 for _, d in ipairs(p.d) do
-  if redis.call('HINCRBY', KEYS[d[1]], d[2], d[3]) == 0 then
-    redis.call('HDEL', KEYS[d[1]], d[2])
+  local key = KEYS[d[1]]
+  for i = 2, #d, 2 do
+    if redis.call('HINCRBY', key, d[i], d[i + 1]) == 0 then redis.call('HDEL', key, d[i]) end
   end
 end
 for _, t in ipairs(p.t) do redis.call('EXPIRE', KEYS[t[1]], t[2], 'NX') end
@@ -328,8 +330,7 @@ class Store:
         records: list[list[object]] = []
         members: list[list[object]] = []
         for entity, changed in plan.changed_fields.items():
-            flat = [part for pair in changed.items() for part in pair]
-            records.append([ref(self.keys.entity(partition, entity)), flat])
+            records.append([ref(self.keys.entity(partition, entity)), *chain(*changed.items())])
             if entity[0] in ("rep", "team"):
                 members.append([ref(self.keys.directory(partition)), f"{entity[0]}:{entity[1]}"])
         deltas: list[list[object]] = []
@@ -341,7 +342,8 @@ class Store:
             key = ref(self.keys.aggregate(partition, aggregate))
             if aggregate[2][0] in DIRTY_TIERS:
                 dirty.append([ref(self.keys.dirty(partition)), DIRTY_SEP.join(aggregate)])
-            deltas.extend([key, name, str(value)] for name, value in fields.items())
+            # Integers: cjson reads them as doubles, exact to 2**53 (90 trillion in minor units).
+            deltas.append([key, *chain(*fields.items())])
             ttl = TIER_TTL_SECONDS.get(aggregate[2][0], 0) if aggregate[2] != GAUGE_BUCKET else 0
             if ttl:
                 ttls.append([key, ttl])

@@ -86,8 +86,10 @@ _ONE_MS = timedelta(milliseconds=1)
 # RFC 3339 date-time; the offset group is optional here only so that a missing
 # offset gets its own reason instead of a generic "invalid timestamp".
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.(?P<fraction>\d{1,9}))?"
+    r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
 )
+_SUB_MICROSECOND = re.compile(r"(\.\d{6})\d+")
 
 
 def format_instant_ms(ms: int) -> str:
@@ -103,7 +105,8 @@ def parse_instant_ms(value: str, name: str) -> int:
     if match.group("offset") is None:
         raise InvalidField(Reason.TIMESTAMP_WITHOUT_OFFSET, f"{name}: {value!r} has no UTC offset")
     # fromisoformat accepts at most 6 fractional digits; RFC 3339 allows more.
-    text = re.sub(r"(\.\d{6})\d+", r"\1", value)
+    fraction = match.group("fraction")
+    text = _SUB_MICROSECOND.sub(r"\1", value) if fraction and len(fraction) > 6 else value
     try:
         instant = datetime.fromisoformat(text)
     except ValueError as exc:
