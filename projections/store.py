@@ -118,9 +118,7 @@ LOAD_LUA = """
 local out = {}
 for i, key in ipairs(KEYS) do
   local flat = redis.call('HGETALL', key)
-  local parts = {}
-  for j, part in ipairs(flat) do parts[j] = cjson.encode(part) end
-  out[i] = '[' .. table.concat(parts, ',') .. ']'
+  out[i] = #flat > 0 and cjson.encode(flat) or '[]'
 end
 return '[' .. table.concat(out, ',') .. ']'
 """

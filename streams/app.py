@@ -30,11 +30,16 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 settings = Settings.from_env()
+# Faust's data directory (it writes only an empty one with the memory store): under the
+# stack directory, not in the working directory of whoever started the worker.
+faust_dir = settings.stack_path / "faust"
+faust_dir.mkdir(parents=True, exist_ok=True)
 
 app = faust.App(
     f"{settings.topic_prefix}-ingest",
     broker=f"kafka://{settings.bootstrap}",
     store="memory://",
+    datadir=str(faust_dir / f"{settings.topic_prefix}-ingest"),
     web_enabled=False,
     topic_partitions=settings.partitions,
     topic_allow_declare=False,  # streams.topics creates topics with our retention settings
