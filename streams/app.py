@@ -1,4 +1,4 @@
-"""The Faust app, its topics and the ingest agent.
+"""The Faust worker's app and its two loops: ingest and projection (streams.batch_consumer).
 
 ``faust -A streams.app worker`` works, and so does ``salespulse worker``.
 Settings are read once from the environment when this module is imported.
@@ -10,19 +10,19 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.types import EventT
 
 from projections.events import Event
 from projections.facts import LeadFact
-from projections.store import connect
-from projections.validation import Limits, Rejection, parse_event
+from projections.store import Store, connect
+from projections.validation import Rejection, parse_event
 from streams import metrics
+from streams.batch_consumer import BatchLoop, Fetched
 from streams.ingest import Accepted, route
-from streams.projection_consumer import ProjectionLoop
 from streams.projector import LiveProjector, Positioned
 from streams.rebuild import learn_directory
 from streams.settings import Settings
@@ -35,86 +35,93 @@ settings = Settings.from_env()
 faust_dir = settings.stack_path / "faust"
 faust_dir.mkdir(parents=True, exist_ok=True)
 
+# The app hosts the loops, its producer writes their output. Its id is not a group the loops
+# use: they join <prefix>-ingest and <prefix>-projection with consumers of their own.
 app = faust.App(
-    f"{settings.topic_prefix}-ingest",
+    f"{settings.topic_prefix}-worker",
     broker=f"kafka://{settings.bootstrap}",
     store="memory://",
-    datadir=str(faust_dir / f"{settings.topic_prefix}-ingest"),
+    datadir=str(faust_dir / f"{settings.topic_prefix}-worker"),
     web_enabled=False,
     topic_partitions=settings.partitions,
     topic_allow_declare=False,  # streams.topics creates topics with our retention settings
-    consumer_auto_offset_reset="earliest",
-    # A killed worker's partitions move to a live one after this long (Faust's default is 60 s).
-    broker_session_timeout=settings.session_timeout_seconds,
-    broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
     producer_acks=-1,
     producer_max_request_size=2 * 1024 * 1024,  # above the broker's 1 MiB record limit
 )
 
-raw_topic = app.topic(settings.raw_topic, key_serializer="raw", value_serializer="raw")
+
+async def _or_exit(name: str, loop: Coroutine[Any, Any, None]) -> None:
+    """Run a loop; if it fails, stop the worker (a Faust task that fails is only logged, and
+    a worker that no longer ingests or projects must not look alive). Nothing of the batch
+    in hand was committed, so the restarted worker handles it again."""
+    try:
+        await loop
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.critical("the %s loop failed, exiting without commit: %r", name, exc)
+        os._exit(70)
 
 
-@app.agent(raw_topic, concurrency=1)
-async def ingest(stream: faust.StreamT[bytes]) -> None:
+@app.task
+async def ingest() -> None:
     """Validate raw records in batches; forward valid ones, dead-letter the rest."""
     metrics.AGENT_STARTS.inc()
-    limits = settings.limits
-    assert isinstance(stream, faust.Stream)  # StreamT's stubs lack take_events
-    async for batch in stream.take_events(
-        settings.ingest_batch_size, within=settings.ingest_batch_seconds
-    ):
-        await forward_batch(batch, limits)
+    loop = BatchLoop(
+        settings,
+        f"{settings.topic_prefix}-ingest",
+        [settings.raw_topic],
+        forward_batch,
+        max_records=settings.ingest_batch_size,
+        idle_seconds=settings.ingest_batch_seconds,
+    )
+    await _or_exit("ingest", loop.run())
 
 
-async def forward_batch(batch: Sequence[EventT], limits: Limits) -> None:
+async def forward_batch(fetched: Fetched) -> None:
+    """Route every record; return once the producer has every one (acks=all), so the batch's
+    offsets are committed only after that."""
     started = time.perf_counter()
     now_ms = time.time_ns() // 1_000_000
+    limits = settings.limits
     producer = app.producer
     sends = []
-    for event in batch:
-        message = event.message
-        outcome = route(
-            message.value,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            now_ms=now_ms,
-            limits=limits,
-        )
-        # Straight to the producer (no per-message Faust wrappers); the raw topic's offsets
-        # are committed only after the producer has flushed, so nothing is acked early.
-        if isinstance(outcome, Accepted):
-            sends.append(
-                await producer.send(
-                    settings.events_topic, outcome.key, message.value, None, None, None
+    for tp, messages in fetched.items():
+        for m in messages:
+            outcome = route(
+                m.value or b"",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=m.offset,
+                now_ms=now_ms,
+                limits=limits,
+            )
+            if isinstance(outcome, Accepted):
+                sends.append(
+                    await producer.send(
+                        settings.events_topic, outcome.key, m.value, None, None, None
+                    )
                 )
-            )
-            metrics.EVENTS.labels(outcome.event.type).inc()
-        else:
-            sends.append(
-                await producer.send(
-                    settings.dlq_topic, message.key, outcome.value, None, None, outcome.headers
+                metrics.EVENTS.labels(outcome.event.type).inc()
+            else:
+                sends.append(
+                    await producer.send(
+                        settings.dlq_topic, m.key, outcome.value, None, None, outcome.headers
+                    )
                 )
-            )
-            metrics.DEAD_LETTERS.labels(outcome.rejection.reason.value).inc()
-            log.info(
-                "dead-lettered %s[%d]@%d: %s: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                outcome.rejection.reason.value,
-                outcome.rejection.detail,
-            )
-    try:
-        await asyncio.gather(*sends)
-    except Exception as exc:
-        # Faust acks a batch even when its body fails, so carrying on (or letting the agent
-        # restart) could commit offsets of records that never reached Kafka. Exit without
-        # committing instead; the restarted worker re-reads them.
-        log.critical("publishing a batch failed, exiting without commit: %r", exc)
-        os._exit(70)
-    metrics.RECORDS.inc(len(batch))
-    metrics.BATCH_SIZE.observe(len(batch))
+                metrics.DEAD_LETTERS.labels(outcome.rejection.reason.value).inc()
+                log.info(
+                    "dead-lettered %s[%d]@%d: %s: %s",
+                    tp.topic,
+                    tp.partition,
+                    m.offset,
+                    outcome.rejection.reason.value,
+                    outcome.rejection.detail,
+                )
+    await asyncio.gather(*sends)
+    count = len(sends)
+    metrics.RECORDS.inc(count)
+    metrics.BATCH_SIZE.observe(count)
     metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
     metrics.LAST_BATCH.set(time.time())
 
@@ -126,7 +133,7 @@ FILL_CHUNK = 5_000  # records per commit while a gap is refilled from the log
 @app.task
 async def project() -> None:
     """Apply canonical events and lead facts to the Redis projections, one atomic commit per
-    partition of each batch (streams.projection_consumer)."""
+    partition of each batch."""
     projector = LiveProjector(
         connect(settings.redis),
         settings.topic_prefix,
@@ -137,14 +144,50 @@ async def project() -> None:
         learn_directory=lambda directory: learn_directory(settings, directory),
         outage_seconds=settings.redis_outage_seconds,
     )
-    try:
-        await ProjectionLoop(settings, projector, decode, project_batch).run()
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        # A Faust task that fails is only logged; a worker that no longer projects must stop.
-        log.critical("the projection loop failed, exiting: %r", exc)
-        os._exit(70)
+    topics = (settings.events_topic, settings.facts_topic)
+
+    async def handle(fetched: Fetched) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        batch = [
+            item
+            for tp, messages in fetched.items()
+            for m in messages
+            if (item := decode(tp.topic, tp.partition, m.offset, m.value, now_ms))
+        ]
+        if batch:
+            await project_batch(projector, batch)
+
+    async def resume(assigned: set[TopicPartition]) -> None:
+        """Check the assignment is co-partitioned, then continue each partition after its
+        Redis checkpoint (a partition Redis knows nothing of starts at the group's committed
+        offset, or the beginning; the projector refills any gap)."""
+        by_topic = {t: sorted(tp.partition for tp in assigned if tp.topic == t) for t in topics}
+        if by_topic[topics[0]] != by_topic[topics[1]]:
+            # aiokafka only logs what a listener raises: stop here, before writing anything.
+            log.critical("not co-partitioned, stopping: assigned %s", by_topic)
+            os._exit(78)
+        partitions = by_topic[topics[0]]
+        if partitions:
+            store = Store(projector.client, await projector.namespace_in_use())
+            for partition, done in zip(
+                partitions, await store.checkpoints_of(partitions), strict=True
+            ):
+                for topic in topics:
+                    if topic in done:
+                        loop.consumer.seek(TopicPartition(topic, partition), done[topic] + 1)
+
+    loop = BatchLoop(
+        settings,
+        f"{settings.topic_prefix}-projection",
+        topics,
+        handle,
+        commit_seconds=1.0,
+        max_records=settings.projection_batch_size,
+        idle_seconds=settings.projection_batch_seconds,
+        on_assigned=resume,
+        on_revoked=lambda revoked: projector.forget({tp.partition for tp in revoked}),
+    )
+    await _or_exit("projection", loop.run())
 
 
 def decode(
@@ -201,13 +244,7 @@ async def project_batch(projector: LiveProjector, positioned: Sequence[Positione
     newest = max(
         (p.item.occurred_at_ms for p in positioned if isinstance(p.item, Event)), default=0
     )
-    try:
-        outcome = await projector.apply(positioned)
-    except Exception as exc:
-        # Exit before anything could move the group's offsets past the batch. The stored
-        # checkpoints make the restarted worker skip what was already committed.
-        log.critical("projecting a batch failed, exiting without commit: %r", exc)
-        os._exit(70)
+    outcome = await projector.apply(positioned)  # if it fails, _or_exit stops the worker
     metrics.PROJECTED.labels("applied").inc(outcome.applied)
     metrics.PROJECTED.labels("duplicate").inc(outcome.duplicates)
     metrics.PROJECTED.labels("redelivered").inc(outcome.redelivered)

@@ -36,7 +36,7 @@ class Settings:
     # Ingest.
     max_event_bytes: int = 65_536
     max_future_seconds: int = 86_400
-    ingest_batch_size: int = 1_000
+    ingest_batch_size: int = 10_000
     ingest_batch_seconds: float = 0.2
     session_timeout_seconds: float = 10.0
     worker_metrics_port: int = 9466

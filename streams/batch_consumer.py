@@ -1,0 +1,137 @@
+"""The worker's two loops read Kafka in batches as large as what the broker has ready.
+
+Both run inside the Faust worker (``streams.app``, as ``app.task``s) but each
+with an aiokafka consumer of its own: a Faust stream hands records over one
+by one through several layers, which capped a loop at about 12,000 records/s
+on the benchmark machine whatever the batch size, and cost about 80 µs of CPU
+per record at any rate (benchmarks/RESULTS.md). ``getmany`` returns every
+buffered record at once: a backlog is read in large batches, a quiet stream in
+small ones, without a fixed delay.
+
+* **Ingest** (group ``<prefix>-ingest``, the raw topic): validate, forward,
+  dead-letter; the batch's offsets are committed after the producer has every
+  record (at least once).
+* **Projection** (group ``<prefix>-projection``, the events and lead-facts
+  topics): apply to Redis. Partition N of both topics writes the keys of
+  ``{ns:pN}``, so both go to the same worker: the range assignor gives every
+  member the same partition numbers of topics with equal partition counts, and
+  an assignment that breaks this stops the worker. On assignment each
+  partition continues after its Redis checkpoint; the group's offsets are
+  committed about once a second, only for tools that show consumer lag.
+
+A rebalance waits for the batch in hand, so in the normal case no two workers
+work on a partition at the same time (the checkpoint CAS covers the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Fetched = Mapping[TopicPartition, Sequence[ConsumerRecord]]
+Handle = Callable[[Fetched], Awaitable[None]]
+OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
+OnRevoked = Callable[[set[TopicPartition]], None]
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, loop: BatchLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.loop.busy:  # the batch in hand finishes first
+            if self.loop.on_revoked is not None:
+                self.loop.on_revoked(revoked)
+            await self.loop.commit_offsets()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("%s: assigned %s", self.loop.group, _describe(assigned))
+        if self.loop.on_assigned is not None:
+            await self.loop.on_assigned(assigned)
+
+
+def _describe(tps: Iterable[TopicPartition]) -> str:
+    by_topic: dict[str, list[int]] = {}
+    for tp in tps:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return ", ".join(f"{t} {sorted(p)}" for t, p in sorted(by_topic.items())) or "nothing"
+
+
+class BatchLoop:
+    """Fetch, hand each batch to ``handle``, commit; ``commit_seconds`` 0 commits after
+    every batch (and the offsets of a batch are never committed before ``handle`` returns)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        group: str,
+        topics: Sequence[str],
+        handle: Handle,
+        *,
+        commit_seconds: float = 0.0,
+        max_records: int,
+        idle_seconds: float,
+        on_assigned: OnAssigned | None = None,
+        on_revoked: OnRevoked | None = None,
+    ) -> None:
+        self.group = group
+        self.topics = list(topics)
+        self.handle = handle
+        self.commit_seconds = commit_seconds
+        self.max_records = max_records
+        self.idle_ms = int(idle_seconds * 1000)
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
+        self.busy = asyncio.Lock()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            session_timeout_ms=int(settings.session_timeout_seconds * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.session_timeout_seconds / 3) * 1000),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self._committed_at = time.monotonic()
+
+    async def commit_offsets(self) -> None:
+        """Commit the positions of every record handled so far. A commit that fails (a
+        rebalance, the broker away) is left to the next one, which covers the same records;
+        until then a restart handles them again, as at-least-once allows."""
+        self._committed_at = time.monotonic()
+        try:
+            await self.consumer.commit()
+        except KafkaError as exc:
+            log.warning("%s: a commit failed, the next one covers it: %r", self.group, exc)
+
+    async def run(self) -> None:
+        self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        await self.consumer.start()
+        try:
+            while True:
+                fetched = await self.consumer.getmany(
+                    timeout_ms=self.idle_ms, max_records=self.max_records
+                )
+                async with self.busy:
+                    if fetched:
+                        await self.handle(fetched)
+                    if self.commit_seconds:
+                        due = time.monotonic() - self._committed_at >= self.commit_seconds
+                    else:
+                        due = bool(fetched)
+                    if due:
+                        await self.commit_offsets()
+        finally:
+            await self.consumer.stop()
