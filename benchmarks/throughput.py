@@ -11,6 +11,8 @@ one run:
 * the naive baseline (benchmarks.naive_agent): a Faust agent doing one Redis
   round trip per event; it runs for ``--baseline-seconds`` (or until it has
   read everything), and its rate is events counted over that span;
+* a Faust stream alone: an agent that takes batches of 10,000 and only counts
+  them, measured the same way (what any Faust agent can get at most);
 * salespulse with each worker count of ``--workers``: workers projecting the
   whole KPI catalogue, timed from the last look that saw nothing applied to
   the first that saw every partition's checkpoint at the end of the events
@@ -109,17 +111,20 @@ async def raw_ceiling(settings: Settings, count: int) -> float:
         await consumer.stop()
 
 
-def naive_baseline(settings: Settings, count: int, seconds: float) -> float:
-    """Events/s of benchmarks.naive_agent over at most ``seconds`` of its run."""
-    key = f"{settings.topic_prefix}:naive"
+def faust_agent(settings: Settings, mode: str, count: int, seconds: float) -> float:
+    """Events/s of benchmarks.naive_agent in ``mode`` over at most ``seconds`` of its run."""
+    key = f"{settings.topic_prefix}:{mode}"
     client = redis.Redis.from_url(settings.redis)
-    log_path = Path(settings.stack_dir) / f"{settings.topic_prefix}-naive.log"
+    log_path = Path(settings.stack_dir) / f"{settings.topic_prefix}-{mode}.log"
+    (settings.stack_path / "faust").mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "NAIVE_TOPIC": settings.events_topic,
         "NAIVE_BOOTSTRAP": settings.bootstrap,
         "NAIVE_REDIS": settings.redis,
         "NAIVE_KEY": key,
+        "NAIVE_MODE": mode,
+        "NAIVE_DATADIR": str(settings.stack_path / "faust" / f"{settings.topic_prefix}-{mode}"),
     }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -134,7 +139,7 @@ def naive_baseline(settings: Settings, count: int, seconds: float) -> float:
         deadline = time.monotonic() + 120 + seconds
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise SystemExit(f"the naive agent exited; see {log_path}")
+                raise SystemExit(f"the {mode} agent exited; see {log_path}")
             done = sum(int(v) for v in client.hvals(key))
             now = time.monotonic()
             if done and first is None:
@@ -146,7 +151,7 @@ def naive_baseline(settings: Settings, count: int, seconds: float) -> float:
                     break
             time.sleep(0.2)
         if first is None or last is None or last[0] == first[0]:
-            raise SystemExit(f"the naive agent counted nothing; see {log_path}")
+            raise SystemExit(f"the {mode} agent counted nothing; see {log_path}")
         return (last[1] - first[1]) / (last[0] - first[0])
     finally:
         process.terminate()
@@ -280,7 +285,8 @@ def main() -> None:
     used = [first]
     try:
         ceiling = asyncio.run(raw_ceiling(first, len(values)))
-        baseline = naive_baseline(first, len(values), args.baseline_seconds)
+        baseline = faust_agent(first, "naive", len(values), args.baseline_seconds)
+        stream = faust_agent(first, "stream", len(values), args.baseline_seconds)
         runs = []
         for n, workers in enumerate(args.workers):
             settings = first
@@ -304,6 +310,7 @@ def main() -> None:
     print(f"{'':<44}{'events/s':>12}{'x ceiling':>12}{'x baseline':>12}")
     row("ceiling: raw aiokafka consumer + orjson", ceiling)
     row("baseline: naive Faust agent, 1 Redis RTT/ev", baseline)
+    row("Faust stream alone: take_events(10000)", stream)
     for run in runs:
         row(f"salespulse, {run.workers} worker{'s' * (run.workers > 1)}, whole catalogue", run.rate)
     rebuild_rate = len(values) / report.seconds

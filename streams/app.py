@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
@@ -35,10 +36,12 @@ settings = Settings.from_env()
 faust_dir = settings.stack_path / "faust"
 faust_dir.mkdir(parents=True, exist_ok=True)
 
-# The app hosts the loops, its producer writes their output. Its id is not a group the loops
-# use: they join <prefix>-ingest and <prefix>-projection with consumers of their own.
+# The app hosts the loops, and its producer writes their output; the loops join
+# <prefix>-ingest and <prefix>-projection with consumers of their own. Faust still joins a
+# group named after the app id (with no topics), and starts the loops only once it has: an id
+# of its own per process means that join never waits for a killed worker's member to expire.
 app = faust.App(
-    f"{settings.topic_prefix}-worker",
+    f"{settings.topic_prefix}-worker-{uuid.uuid4().hex[:8]}",
     broker=f"kafka://{settings.bootstrap}",
     store="memory://",
     datadir=str(faust_dir / f"{settings.topic_prefix}-worker"),

@@ -105,14 +105,18 @@ class BatchLoop:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self._committed_at = time.monotonic()
+        self._uncommitted = False  # records handled since the last commit that succeeded
 
     async def commit_offsets(self) -> None:
         """Commit the positions of every record handled so far. A commit that fails (a
         rebalance, the broker away) is left to the next one, which covers the same records;
         until then a restart handles them again, as at-least-once allows."""
         self._committed_at = time.monotonic()
+        if not self.consumer.assignment():
+            return
         try:
             await self.consumer.commit()
+            self._uncommitted = False
         except KafkaError as exc:
             log.warning("%s: a commit failed, the next one covers it: %r", self.group, exc)
 
@@ -127,11 +131,11 @@ class BatchLoop:
                 async with self.busy:
                     if fetched:
                         await self.handle(fetched)
-                    if self.commit_seconds:
-                        due = time.monotonic() - self._committed_at >= self.commit_seconds
-                    else:
-                        due = bool(fetched)
-                    if due:
+                        self._uncommitted = True
+                    # Also when nothing came: a commit that failed is retried, not left to
+                    # a next batch that may never come.
+                    waited = time.monotonic() - self._committed_at
+                    if self._uncommitted and waited >= self.commit_seconds:
                         await self.commit_offsets()
         finally:
             await self.consumer.stop()

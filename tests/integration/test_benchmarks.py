@@ -50,6 +50,7 @@ def test_throughput_benchmark(stack_env: dict[str, str]) -> None:
     for row in (
         "ceiling: raw aiokafka consumer + orjson",
         "baseline: naive Faust agent, 1 Redis RTT/ev",
+        "Faust stream alone: take_events(10000)",
         "salespulse, 1 worker, whole catalogue",
         "salespulse, 2 workers, whole catalogue",
         "salespulse rebuild, whole log",
