@@ -9,8 +9,9 @@ one run:
 * the ceiling: a raw aiokafka consumer that fetches every record and decodes
   it with orjson, nothing else;
 * the naive baseline (benchmarks.naive_agent): a Faust agent doing one Redis
-  round trip per event; it runs for ``--baseline-seconds`` (or until it has
-  read everything), and its rate is events counted over that span;
+  round trip per event; it runs for ``--baseline-seconds`` after it counted its
+  first events (or until it has read everything), timed from the last look
+  that saw nothing counted;
 * a Faust stream alone: an agent that takes batches of 10,000 and only counts
   them, measured the same way (what any Faust agent can get at most);
 * salespulse with each worker count of ``--workers``: workers projecting the
@@ -136,24 +137,28 @@ def faust_agent(settings: Settings, mode: str, count: int, seconds: float) -> fl
             start_new_session=True,
         )
     try:
-        first = last = None
-        deadline = time.monotonic() + 120 + seconds
+        # Timed like the salespulse rows: from the last look that saw nothing counted yet to
+        # the last look, which is the first to see everything or ``seconds`` after counting began.
+        idle = time.monotonic()
+        last: tuple[float, int] | None = None
+        deadline = idle + 120 + seconds
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise SystemExit(f"the {mode} agent exited; see {log_path}")
             done = sum(int(v) for v in client.hvals(key))
             now = time.monotonic()
-            if done and first is None:
-                first = (now, done)
-                deadline = now + seconds
-            if first is not None:
+            if not done:
+                idle = now
+            else:
+                if last is None:
+                    deadline = now + seconds
                 last = (now, done)
                 if done >= count:
                     break
             time.sleep(0.2)
-        if first is None or last is None or last[0] == first[0]:
+        if last is None:
             raise SystemExit(f"the {mode} agent counted nothing; see {log_path}")
-        return (last[1] - first[1]) / (last[0] - first[0])
+        return last[1] / (last[0] - idle)
     finally:
         process.terminate()
         process.wait(timeout=30)
