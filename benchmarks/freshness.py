@@ -30,7 +30,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from benchmarks.throughput import _sizes, clean
+from benchmarks import numbers
+from benchmarks.throughput import clean
 from projections.namespaces import current_namespace
 from projections.store import Store, connect
 from simulator.log import VALID, SimConfig, simulate
@@ -125,7 +126,7 @@ async def _measure(settings: Settings, values: list[bytes], rate: int, timeout: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", type=_sizes, default=[1_000, 5_000, 20_000])
+    parser.add_argument("--rates", type=numbers, default=[1_000, 5_000, 20_000])
     parser.add_argument("--seconds", type=float, default=20.0, help="of sending, per rate")
     parser.add_argument("--timeout", type=float, default=300.0, help="to drain, per rate")
     args = parser.parse_args()

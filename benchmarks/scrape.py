@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from benchmarks import numbers
 from exporters.exposition import render
 from exporters.server import Exporter
 from projections.engine import DirectoryView
@@ -123,19 +124,9 @@ async def _measure(base: Settings, reps: int) -> tuple[float, float, int, int, i
         await client.aclose()
 
 
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: every size must be at least 1")
-    return sizes
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=_sizes, default=[100, 1_000, 10_000])
+    parser.add_argument("--reps", type=numbers, default=[100, 1_000, 10_000])
     args = parser.parse_args()
     base = Settings.from_env()
     for server in servers(base):

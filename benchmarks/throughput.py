@@ -45,6 +45,7 @@ import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from benchmarks import numbers
 from benchmarks.ingest import delete_topics
 from projections.namespaces import current_namespace, drop, pointer
 from projections.store import Store, connect
@@ -76,16 +77,6 @@ async def clean(settings: Settings) -> None:
     finally:
         await client.aclose()
     await delete_topics(settings)
-
-
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: every worker count must be at least 1")
-    return sizes
 
 
 async def raw_ceiling(settings: Settings, count: int) -> float:
@@ -265,7 +256,7 @@ def _preload(settings: Settings, values: list[bytes]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
-    parser.add_argument("--workers", type=_sizes, default=[1, 2], help="e.g. 1,2")
+    parser.add_argument("--workers", type=numbers, default=[1, 2], help="e.g. 1,2")
     parser.add_argument("--baseline-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=3600, help="give up after (seconds)")
     args = parser.parse_args()

@@ -75,7 +75,7 @@ def test_scrape_benchmark(stack_env: dict[str, str]) -> None:
     ("args", "error"),
     [
         (("benchmarks.scrape", "--reps", "10,x"), "'10,x' is not a list of numbers"),
-        (("benchmarks.throughput", "--workers", "1,0"), "every worker count must be at least 1"),
+        (("benchmarks.throughput", "--workers", "1,0"), "'1,0': every number must be at least 1"),
         (("benchmarks.freshness", "--seconds", "0"), "--seconds must be positive, not 0.0"),
     ],
 )
