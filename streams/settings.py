@@ -76,7 +76,7 @@ class Settings:
     queue_teams: str = ""  # "queue=team,queue=team": contact-centre queues by team
     projection_batch_size: int = 20_000
     projection_batch_seconds: float = 0.2
-    # The projection agent retries a batch while Redis does not answer for up to this long,
+    # The projection loop retries a batch while Redis does not answer for up to this long,
     # then exits (without committing) for its supervisor to restart it.
     redis_outage_seconds: float = 300.0
 
