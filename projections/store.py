@@ -228,16 +228,17 @@ class Store:
         """Run script calls in one pipeline. The pipeline loads missing scripts before it
         sends them, but a Redis that restarted in between has forgotten them (NoScriptError):
         then run it once more. Safe for commits: one that landed fails its checkpoint check."""
-        for attempt in (1, 2):
+
+        async def run() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
                 await queue(pipe)
-                try:
-                    return list(await pipe.execute())
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-                    log.warning("Redis forgot the scripts (restarted?); running them again")
-        raise AssertionError("unreachable")
+                return list(await pipe.execute())
+
+        try:
+            return await run()
+        except NoScriptError:
+            log.warning("Redis forgot the scripts (restarted?); running them again")
+            return await run()
 
     async def checkpoints(self, partition: int) -> dict[str, int]:
         """The last applied offset of each topic of a partition."""

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from projections.events import Event
 from projections.facts import LeadFact
-from projections.store import Store, connect
+from projections.store import connect
 from projections.validation import Rejection, parse_event
 from streams import metrics
 from streams.batch_consumer import BatchLoop, Fetched
@@ -171,10 +171,8 @@ async def project() -> None:
             os._exit(78)
         partitions = by_topic[topics[0]]
         if partitions:
-            store = Store(projector.client, await projector.namespace_in_use())
-            for partition, done in zip(
-                partitions, await store.checkpoints_of(partitions), strict=True
-            ):
+            stored = await projector.checkpoints_of(partitions)
+            for partition, done in zip(partitions, stored, strict=True):
                 for topic in topics:
                     if topic in done:
                         loop.consumer.seek(TopicPartition(topic, partition), done[topic] + 1)

@@ -23,7 +23,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -85,12 +85,6 @@ class Outcome:
     facts_applied: int = 0
     facts_duplicate: int = 0
     gaps: list[Gap] = field(default_factory=list)
-
-    def add(self, other: Outcome) -> None:
-        for f in fields(self):
-            if f.name != "gaps":
-                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-        self.gaps += other.gaps
 
 
 def wall_clock_ms() -> int:
@@ -274,11 +268,13 @@ class LiveProjector:
         log.info("projecting into %s", namespace)
         return self._projector
 
-    async def namespace_in_use(self) -> str:
-        """The generation this projector writes (opened on first use)."""
-        if self._projector is None:
-            await self._open(await current_namespace(self.client, self.prefix))
-        return self.namespace
+    async def checkpoints_of(self, partitions: Sequence[int]) -> list[dict[str, int]]:
+        """The stored checkpoints of some partitions in the generation this projector
+        writes (opened on first use)."""
+        projector = self._projector or await self._open(
+            await current_namespace(self.client, self.prefix)
+        )
+        return await projector.store.checkpoints_of(partitions)
 
     def forget(self, partitions: Iterable[int]) -> None:
         if self._projector is not None:
