@@ -70,36 +70,44 @@ def _prometheus(settings: Settings, query: str) -> list[dict]:  # type: ignore[t
         return json.load(response)["data"]["result"]  # type: ignore[no-any-return]
 
 
-def _a_deal_won_just_now_per_team(records: list[Record]) -> list[bytes]:
-    """One won deal per team a minute ago: simulated deals close days apart, and a wallboard
-    test must not depend on whether one happened to close today in some team's zone."""
+def _just_now(records: list[Record]) -> list[bytes]:
+    """Per team, a deal won and a queue call handled by one of its reps, a minute ago.
+
+    Simulated deals close days apart and simulated calls last minutes, so whether one
+    closed or ended "today" depends on the hour the test runs (just after midnight, often
+    none has): a wallboard test must not.
+    """
     first_rep: dict[str, str] = {}
     for record in records:
         event = json.loads(record.value) if record.label == VALID else {}
         if event.get("type") == "rep.upserted":
             first_rep.setdefault(event["team_id"], event["rep_id"])
+    assert first_rep, "the simulated log has reps"
     now = time.time()
-    out = []
+    drafts: list[tuple[int, str, dict[str, object]]] = []
     for team, rep in sorted(first_rep.items()):
-        opportunity = f"opp-just-won-{team}"
-        for offset, type_name, fields in (
-            (120, "opportunity.created", {"amount_minor": 500_000, "product": "core"}),
-            (60, "opportunity.closed", {"outcome": "won", "amount_minor": 480_000}),
-        ):
-            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - offset))
-            extra = {"segment": "smb"} if type_name == "opportunity.created" else {}
-            event = {
-                "event_id": f"{opportunity}-{type_name}",
+        deal = {"opportunity_id": f"opp-just-won-{team}", "rep_id": rep}
+        call = {"call_id": f"call-just-now-{team}"}
+        drafts += [
+            (120, "opportunity.created", {**deal, "amount_minor": 500_000, "product": "core"}),
+            (60, "opportunity.closed", {**deal, "outcome": "won", "amount_minor": 480_000}),
+            (180, "call.started", {**call, "direction": "inbound", "queue_id": f"q-now-{team}"}),
+            (170, "call.answered", {**call, "rep_id": rep}),
+            (60, "call.ended", {**call, "rep_id": rep, "outcome": "completed", "talk_ms": 110_000}),
+        ]
+    return [
+        json.dumps(
+            {
+                "event_id": f"{fields.get('opportunity_id') or fields['call_id']}-{type_name}",
                 "type": type_name,
-                "occurred_at": at,
+                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - ago)),
                 "schema_version": 1,
-                "opportunity_id": opportunity,
-                "rep_id": rep,
                 **fields,
-                **extra,
+                **({"segment": "smb"} if type_name == "opportunity.created" else {}),
             }
-            out.append(json.dumps(event).encode())
-    return out
+        ).encode()
+        for ago, type_name, fields in drafts
+    ]
 
 
 def _series_labels(settings: Settings, match: str, label: str) -> set[str]:
@@ -164,7 +172,7 @@ async def test_prometheus_holds_what_kpis_says(
             invalid_share=0.01,
         )
     )
-    values = [r.value for r in records if r.label == VALID] + _a_deal_won_just_now_per_team(records)
+    values = [r.value for r in records if r.label == VALID] + _just_now(records)
     invalid = [r.value for r in records if r.label not in (VALID, DUPLICATE)]
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
