@@ -1,0 +1,114 @@
+"""The commit script on the real Redis: bucket sums, fields dropped at 0, the TTL of a bucket
+set once, dirty marks that move with every commit, and sums exact up to 2**53."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from projections.engine import GAUGE_BUCKET, AggregateKey, BatchPlan
+from projections.store import Commit, Store
+from projections.windows import TIER_TTL_SECONDS
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+MINUTE: AggregateKey = ("team", "emea", "m29400000")
+DAY: AggregateKey = ("team", "emea", "D2026-11-23")
+ALL: AggregateKey = ("team", "emea", "A")
+GAUGE: AggregateKey = ("team", "emea", GAUGE_BUCKET)
+
+
+@pytest.fixture
+async def store(stack_env: dict[str, str]) -> AsyncIterator[Store]:
+    client = aioredis.Redis.from_url(Settings.from_env(stack_env).redis)
+    namespace = f"storetest{uuid.uuid4().hex[:8]}"
+    yield Store(client, namespace)
+    async for key in client.scan_iter(match=f"{{{namespace}:*", count=1000):
+        await client.delete(key)
+    await client.aclose()
+
+
+class Commits:
+    """Successive commits of partition 0, each continuing the checkpoint of the last."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.offset: int | None = None
+
+    async def __call__(self, deltas: dict[AggregateKey, dict[str, int]]) -> None:
+        new = (self.offset if self.offset is not None else -1) + 1
+        plan = BatchPlan(deltas=deltas, applied=1)
+        moved = await self.store.commit([Commit(0, {"events": (self.offset, new)}, plan)])
+        assert moved == []
+        self.offset = new
+
+
+async def _bucket(store: Store, key: AggregateKey) -> dict[str, int]:
+    raw = await store.client.hgetall(store.keys.aggregate(0, key))
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+async def test_deltas_add_up_and_a_field_at_zero_is_dropped(store: Store) -> None:
+    commit = Commits(store)
+    await commit({MINUTE: {"calls": 2, "talk_ms": 90_000}, GAUGE: {"open": 3}})
+    await commit({MINUTE: {"calls": 1, "talk_ms": -90_000, "emails": 4}, GAUGE: {"open": -1}})
+    assert await _bucket(store, MINUTE) == {"calls": 3, "emails": 4}
+    assert await _bucket(store, GAUGE) == {"open": 2}
+    await commit({GAUGE: {"open": -2}})
+    assert not await store.client.exists(store.keys.aggregate(0, GAUGE))
+    await commit({GAUGE: {"open": -5}})  # a gauge may go below 0 within a partition
+    assert await _bucket(store, GAUGE) == {"open": -5}
+
+
+async def test_a_new_bucket_gets_its_tier_ttl_and_later_commits_do_not_extend_it(
+    store: Store,
+) -> None:
+    commit = Commits(store)
+    await commit({MINUTE: {"calls": 1}, DAY: {"calls": 1}, ALL: {"calls": 1}, GAUGE: {"open": 1}})
+    minute = store.keys.aggregate(0, MINUTE)
+    ttl = await store.client.ttl(minute)
+    assert TIER_TTL_SECONDS["m"] - 5 <= ttl <= TIER_TTL_SECONDS["m"]
+    day_ttl = await store.client.ttl(store.keys.aggregate(0, DAY))
+    assert TIER_TTL_SECONDS["D"] - 5 <= day_ttl <= TIER_TTL_SECONDS["D"]
+    assert await store.client.ttl(store.keys.aggregate(0, ALL)) == -1  # kept
+    assert await store.client.ttl(store.keys.aggregate(0, GAUGE)) == -1  # kept
+    await store.client.expire(minute, 100)
+    await commit({MINUTE: {"calls": 1, "emails": 1}})  # a field it had and one it had not
+    assert 90 <= await store.client.ttl(minute) <= 100
+    await commit({MINUTE: {"meetings": 1}})  # only fields it had not
+    assert 90 <= await store.client.ttl(minute) <= 100
+    assert await _bucket(store, MINUTE) == {"calls": 2, "emails": 1, "meetings": 1}
+
+
+async def test_sums_are_exact_up_to_2_to_the_53(store: Store) -> None:
+    commit = Commits(store)
+    await commit({ALL: {"revenue_minor": 2**53 - 10}})
+    await commit({ALL: {"revenue_minor": 9}})
+    assert await _bucket(store, ALL) == {"revenue_minor": 2**53 - 1}
+    assert await store.sums([0], "team", "emea", ["A"]) == {"revenue_minor": 2**53 - 1}
+
+
+async def test_a_dirty_mark_changed_after_it_was_read_is_not_cleared(store: Store) -> None:
+    commit = Commits(store)
+    await commit({DAY: {"calls": 1}, ALL: {"calls": 1}, MINUTE: {"calls": 1}})
+    (marks,) = await store.dirty([0])
+    assert marks == {DAY: 1, ALL: 1}  # calendar and all-time tiers only
+    await commit({ALL: {"calls": 1}})
+    await store.clear_dirty(0, marks)  # read before the second commit
+    (left,) = await store.dirty([0])
+    assert left == {ALL: 2}
+    await store.clear_dirty(0, left)
+    assert await store.dirty([0]) == [{}]
+
+
+async def test_many_dirty_marks_in_one_commit(store: Store) -> None:
+    """Thousands of buckets changed by one commit (a large batch of a backlog) all get a mark."""
+    commit = Commits(store)
+    deltas = {("rep", f"r{n}", "A"): {"calls": 1} for n in range(5_000)}
+    await commit(deltas)
+    (marks,) = await store.dirty([0])
+    assert marks == dict.fromkeys(deltas, 1)
