@@ -1,10 +1,11 @@
 """Apply batches of events and lead facts to the Redis projections, partition by partition.
 
 Per partition: skip offsets at or below the stored checkpoint of their topic
-(redelivery), load the records the batch touches in one round trip, plan the
-batch (projections.engine), publish the lead facts it implies (and wait for
-the broker), then commit records, deltas and the new checkpoints in one atomic
-call. If another writer moved a checkpoint meanwhile (a rebalance), re-read
+(redelivery), load the records the batch touches (all partitions in one round
+trip), plan the batch (projections.engine), publish the lead facts it implies
+(and wait for the broker), then commit records, deltas and the new checkpoints
+in one atomic call. Planning, publishing and committing go in chunks of
+partitions, so that one chunk lands while the next is planned (``_commit``). If another writer moved a checkpoint meanwhile (a rebalance), re-read
 and plan again. Publishing facts before the commit means a crash in between
 only republishes facts with the same ids, which the leads ignore.
 
@@ -30,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from projections.contributions import Rules
-from projections.engine import DirectoryView, key_of, plan_batch
+from projections.engine import DirectoryView, EntityKey, key_of, plan_batch
 from projections.events import Event
 from projections.facts import LeadFact
 from projections.namespaces import current_namespace, pointer
@@ -85,6 +86,14 @@ class Outcome:
     facts_applied: int = 0
     facts_duplicate: int = 0
     gaps: list[Gap] = field(default_factory=list)
+
+
+# A batch's partitions are planned and landed in up to this many chunks, overlapping the
+# planning of one chunk with the facts and commits of the one before (see _commit).
+LANDING_CHUNKS = 6
+# Event-loop turns between two chunks: a landing needs a few (the facts' acks read, its
+# waiter woken, its commit written) before Redis can work on it during the next planning.
+YIELDS = 4
 
 
 def wall_clock_ms() -> int:
@@ -181,23 +190,57 @@ class Projector:
 
     async def _commit(self, fresh: dict[int, list[Positioned]], outcome: Outcome) -> list[int]:
         """Load, plan, publish the facts and commit records that continue the checkpoints of
-        their partitions: one round trip each for all partitions. Returns the partitions
-        whose checkpoint another writer moved (nothing of theirs was written or counted)."""
+        their partitions. Returns the partitions whose checkpoint another writer moved
+        (nothing of theirs was written or counted).
+
+        The records of every partition load in one round trip. The partitions are then
+        planned in up to LANDING_CHUNKS chunks, and each chunk lands (facts published, then
+        one round trip for its commits) while the next is planned: Redis and the broker work
+        on one chunk while Python plans the next, instead of each waiting for the other.
+        Chunks hold different partitions, so they write different keys. Every landing has
+        finished before this returns or raises, so a retry never overlaps a commit."""
         stored = await self.store.load(
             {partition: {key_of(i.item) for i in items} for partition, items in fresh.items()}
         )
         now_ms = self.clock()
-        commits = []
-        for partition, items in fresh.items():
-            plan = plan_batch(
-                stored[partition], [i.item for i in items], self.directory, self.rules, now_ms
-            )
-            done = self._checkpoints[partition]
-            moves: dict[str, tuple[int | None, int]] = {}
-            for i in items:
-                previous = moves.get(i.topic, (done.get(i.topic), -1))
-                moves[i.topic] = (previous[0], max(previous[1], i.offset))
-            commits.append(Commit(partition, moves, plan))
+        partitions = list(fresh)
+        size = -(-len(partitions) // LANDING_CHUNKS)
+        landings: list[asyncio.Future[list[int]]] = []
+        try:
+            for first in range(0, len(partitions), size):
+                commits = [
+                    self._plan(partition, fresh[partition], stored[partition], now_ms)
+                    for partition in partitions[first : first + size]
+                ]
+                landings.append(asyncio.ensure_future(self._land(commits, outcome)))
+                for _ in range(YIELDS):  # let landings move on: acks in, commits out
+                    await asyncio.sleep(0)
+        finally:
+            results = await asyncio.gather(*landings, return_exceptions=True)
+        moved: list[int] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            moved += result
+        return moved
+
+    def _plan(
+        self,
+        partition: int,
+        items: list[Positioned],
+        stored: dict[EntityKey, dict[str, str]],
+        now_ms: int,
+    ) -> Commit:
+        plan = plan_batch(stored, [i.item for i in items], self.directory, self.rules, now_ms)
+        done = self._checkpoints[partition]
+        moves: dict[str, tuple[int | None, int]] = {}
+        for i in items:
+            previous = moves.get(i.topic, (done.get(i.topic), -1))
+            moves[i.topic] = (previous[0], max(previous[1], i.offset))
+        return Commit(partition, moves, plan)
+
+    async def _land(self, commits: list[Commit], outcome: Outcome) -> list[int]:
+        """Publish the facts of some partitions' plans, then commit them; count what landed."""
         facts = [fact for commit in commits for fact in commit.plan.facts]
         if facts:
             await self.publish_facts(facts)

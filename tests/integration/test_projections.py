@@ -24,7 +24,7 @@ from projections.validation import Rejection, parse_event
 from projections.windows import WINDOWS, answerable
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
 from simulator.org import build_org
-from streams.projector import Positioned, Projector
+from streams.projector import LANDING_CHUNKS, Positioned, Projector
 from streams.settings import Settings
 from tests.oracle import Oracle
 from tests.support import figures
@@ -190,5 +190,70 @@ async def test_any_order_partitioning_and_replay_give_the_oracle(
             # checkpoints skip what is at or below them; nothing may count twice.
             await _project(redis_client, namespace, events, partitions, order)
         await _compare(store, partitions, oracle, [END_MS, END_MS - 2 * 86_400_000])
+    finally:
+        await _drop(redis_client, namespace)
+
+
+async def test_a_chunk_that_fails_to_land_commits_nothing_and_the_retry_gives_the_oracle(
+    redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """A batch lands in chunks of partitions (streams.projector.LANDING_CHUNKS). When the
+    facts of one chunk cannot be published, that chunk commits nothing (facts go first),
+    the other chunks land, the error surfaces only once they have, and applying the batch
+    again completes it without counting anything twice."""
+    values, events = _log(seed=11, count=3_000)
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"\n".join(values) + b"\n")
+    oracle = Oracle(log, queue_teams=QUEUE_TEAMS)
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    partitions = 12
+    chunk = -(-partitions // LANDING_CHUNKS)
+    store = Store(redis_client, namespace)
+    facts: list[list[Positioned]] = [[] for _ in range(partitions)]
+    fact_offsets = [0] * partitions
+    calls, fail_on = 0, 0
+
+    async def publish(new: Sequence[LeadFact]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == fail_on:
+            raise RuntimeError("the broker is away")
+        for fact in new:
+            p = zlib.crc32(fact.lead_id.encode()) % partitions
+            facts[p].append(Positioned("facts", p, fact_offsets[p], fact))
+            fact_offsets[p] += 1
+
+    projector = Projector(store, DirectoryView({}, RULES), RULES, publish, clock=lambda: END_MS)
+    queues: list[list[Positioned]] = [[] for _ in range(partitions)]
+    directory = [e for e in events if isinstance(e, RepUpserted | TeamUpserted)]
+    for event in directory + [e for e in events if e not in directory]:
+        p = zlib.crc32(event.subject_id.encode()) % partitions
+        queues[p].append(Positioned(TOPIC, p, len(queues[p]), event))
+    head = [i for queue in queues for i in queue if i.item in directory]
+    rest = [i for queue in queues for i in queue if i.item not in directory]
+    try:
+        await projector.apply(head)
+        fail_on = calls + 2  # the second chunk of the next batch
+        with pytest.raises(RuntimeError, match="the broker is away"):
+            await projector.apply(rest)
+        stored = await store.checkpoints_of(range(partitions))
+        landed = {p for p in range(partitions) if stored[p] == {TOPIC: len(queues[p]) - 1}}
+        failed = set(range(partitions)) - landed
+        assert failed == set(range(chunk, 2 * chunk)), stored
+        for p in failed:  # nothing of the batch: still where the directory batch left it
+            offsets = [i.offset for i in head if i.partition == p]
+            assert stored[p] == ({TOPIC: max(offsets)} if offsets else {})
+        published = sum(map(len, facts))
+        outcome = await projector.apply(rest)
+        redone = sum(1 for i in rest if i.partition in failed)
+        assert outcome.applied + outcome.duplicates == redone  # the log has duplicates
+        assert outcome.redelivered == len(rest) - redone
+        assert sum(map(len, facts)) > published
+        while any(facts):
+            batch = [i for pending in facts for i in pending]
+            for pending in facts:
+                pending.clear()
+            await projector.apply(batch)
+        assert await _compare(store, partitions, oracle, [END_MS]) > 1_000
     finally:
         await _drop(redis_client, namespace)
