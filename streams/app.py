@@ -20,11 +20,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from projections.events import Event
 from projections.facts import LeadFact
 from projections.store import connect
-from projections.validation import Rejection, parse_event
 from streams import metrics
 from streams.batch_consumer import BatchLoop, Fetched
 from streams.ingest import Accepted, route
-from streams.projector import LiveProjector, Positioned
+from streams.projector import LiveProjector, Positioned, read_record
 from streams.rebuild import learn_directory
 from streams.settings import Settings
 
@@ -194,16 +193,20 @@ async def project() -> None:
 def decode(
     topic: str, partition: int, offset: int, value: bytes | None, now_ms: int
 ) -> Positioned | None:
-    """A record of the events or lead-facts topic as the projector takes it."""
-    if topic == settings.facts_topic:
-        return Positioned(topic, partition, offset, LeadFact.decode(value or b""))
-    parsed = parse_event(value or b"", now_ms=now_ms, limits=settings.limits)
-    if isinstance(parsed, Rejection):
-        # Only the ingest agent writes this topic, so this means a writer bypassed it.
+    """A record of the events or lead-facts topic as the projector takes it (None, counted,
+    for an invalid event)."""
+    item = read_record(
+        topic,
+        partition,
+        offset,
+        value,
+        facts_topic=settings.facts_topic,
+        limits=settings.limits,
+        now_ms=now_ms,
+    )
+    if item is None:
         metrics.PROJECTED.labels("invalid").inc()
-        log.error("skipping invalid record %s[%d]@%d: %s", topic, partition, offset, parsed.detail)
-        return None
-    return Positioned(topic, partition, offset, parsed)
+    return item
 
 
 async def fill(topic: str, partition: int, start: int, end: int) -> AsyncIterator[list[Positioned]]:

@@ -5,8 +5,9 @@ Per partition: skip offsets at or below the stored checkpoint of their topic
 trip), plan the batch (projections.engine), publish the lead facts it implies
 (and wait for the broker), then commit records, deltas and the new checkpoints
 in one atomic call. Planning, publishing and committing go in chunks of
-partitions, so that one chunk lands while the next is planned (``_commit``). If another writer moved a checkpoint meanwhile (a rebalance), re-read
-and plan again. Publishing facts before the commit means a crash in between
+partitions, so that one chunk lands while the next is planned (``_commit``).
+If another writer moved a checkpoint meanwhile (a rebalance), re-read and
+plan again. Publishing facts before the commit means a crash in between
 only republishes facts with the same ids, which the leads ignore.
 
 The stored checkpoints, not the consumer's committed offsets, say where each
@@ -36,6 +37,7 @@ from projections.events import Event
 from projections.facts import LeadFact
 from projections.namespaces import current_namespace, pointer
 from projections.store import CheckpointMoved, Commit, NamespaceFrozen, Store
+from projections.validation import Limits, Rejection, parse_event
 from streams import metrics
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,27 @@ class Positioned:
     partition: int
     offset: int
     item: Event | LeadFact
+
+
+def read_record(
+    topic: str,
+    partition: int,
+    offset: int,
+    value: bytes | None,
+    *,
+    facts_topic: str,
+    limits: Limits,
+    now_ms: int,
+) -> Positioned | None:
+    """A record of the events or lead-facts topic as the projector takes it; None (logged)
+    for an invalid event, which means a writer bypassed ingest, the topic's only writer."""
+    if topic == facts_topic:
+        return Positioned(topic, partition, offset, LeadFact.decode(value or b""))
+    parsed = parse_event(value or b"", now_ms=now_ms, limits=limits)
+    if isinstance(parsed, Rejection):
+        log.error("skipping invalid record %s[%d]@%d: %s", topic, partition, offset, parsed.detail)
+        return None
+    return Positioned(topic, partition, offset, parsed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from projections.facts import LeadFact
 from projections.namespaces import current_namespace, drop, freeze, next_generation, switch
 from projections.store import Store, connect
 from projections.validation import Rejection, parse_event
-from streams.projector import Positioned, Projector
+from streams.projector import Positioned, Projector, read_record
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,15 +81,17 @@ class _Replay:
         items: list[Positioned] = []
         for tp, messages in batch.items():
             for m in messages:
-                value = m.value or b""
-                if tp.topic == self.settings.facts_topic:
-                    items.append(
-                        Positioned(tp.topic, tp.partition, m.offset, LeadFact.decode(value))
-                    )
-                    continue
-                event = parse_event(value, now_ms=now_ms, limits=self.settings.limits)
-                if not isinstance(event, Rejection):
-                    items.append(Positioned(tp.topic, tp.partition, m.offset, event))
+                item = read_record(
+                    tp.topic,
+                    tp.partition,
+                    m.offset,
+                    m.value,
+                    facts_topic=self.settings.facts_topic,
+                    limits=self.settings.limits,
+                    now_ms=now_ms,
+                )
+                if item is not None:
+                    items.append(item)
         if items:
             await self.projector.apply(items)
             self.records += len(items)
