@@ -18,9 +18,10 @@ one run:
   whole KPI catalogue, timed from the last look that saw nothing applied to
   the first that saw every partition's checkpoint at the end of the events
   and lead-facts topics (a run after the first gets a fresh copy of the log);
-* ``salespulse rebuild`` over the first run's log: events of the log per
-  second of the whole rebuild (directory pre-pass, replay, switch, dropping
-  the old generation), and of the replay alone;
+* ``salespulse rebuild`` over the first run's log, with each replay process
+  count of ``--rebuild-processes``: events of the log per second of the whole
+  rebuild (directory pre-pass, replay, switch, dropping the old generation),
+  and of the replay alone;
 * Redis memory per lead and per 1,000,000 events, and each worker's peak RSS.
 
 Uses the local stack (started if needed) with topics and keys of its own,
@@ -257,6 +258,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--workers", type=numbers, default=[1, 2], help="e.g. 1,2")
+    parser.add_argument(
+        "--rebuild-processes", type=numbers, default=[1, 2], help="replay processes, e.g. 1,2"
+    )
     parser.add_argument("--baseline-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=3600, help="give up after (seconds)")
     args = parser.parse_args()
@@ -294,7 +298,7 @@ def main() -> None:
             runs.append(project(settings, len(values), workers, args.timeout))
             if not n:
                 by_kind = asyncio.run(memory_by_kind(settings))
-        report = asyncio.run(rebuild(first))
+        rebuilds = [(n, asyncio.run(rebuild(first, n))) for n in args.rebuild_processes]
     finally:
         for settings in used:
             asyncio.run(clean(settings))
@@ -310,9 +314,13 @@ def main() -> None:
     row("Faust stream alone: take_events(10000)", stream)
     for run in runs:
         row(f"salespulse, {run.workers} worker{'s' * (run.workers > 1)}, whole catalogue", run.rate)
-    row("salespulse rebuild, whole log", len(values) / report.seconds)
-    row("  of which the replay alone", len(values) / report.replay_seconds)
-    print(f"{'  records replayed (events + lead facts)':<44}{report.records:>12,}")
+    for processes, report in rebuilds:
+        row(
+            f"salespulse rebuild, {processes} process{'es' * (processes > 1)}, whole",
+            len(values) / report.seconds,
+        )
+        row("  of which the replay alone", len(values) / report.replay_seconds)
+        print(f"{'  records replayed (events + lead facts)':<44}{report.records:>12,}")
     one = runs[0]
     print(f"{'Redis memory used':<44}{one.redis_bytes / 2**20:>12,.1f} MiB")
     print(

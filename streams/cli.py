@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -147,8 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--zone", default="UTC", help="IANA zone of the export's dates")
     backfill.add_argument("--out", type=Path, help="write JSONL here instead of producing")
 
-    commands.add_parser(
+    rebuild = commands.add_parser(
         "rebuild", help="replay the log into a new generation of the projections, then switch"
+    )
+    rebuild.add_argument(
+        "--processes",
+        type=_positive(int),
+        help="replay processes, each taking some partitions (default: the CPUs, at most the "
+        "partitions)",
     )
 
     watch = commands.add_parser("watch", help="show the worker's counts, live")
@@ -391,10 +398,12 @@ async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from streams.rebuild import rebuild
 
-    report = asyncio.run(rebuild(settings))
+    processes = args.processes or min(os.cpu_count() or 1, settings.partitions)
+    report = asyncio.run(rebuild(settings, processes))
     print(
         f"rebuilt {report.old} -> {report.new}: {report.records:,} records replayed in "
-        f"{report.seconds:.1f}s ({report.rate:,.0f}/s); readers switched; "
+        f"{report.seconds:.1f}s ({report.rate:,.0f}/s, {processes} replay "
+        f"process{'es' * (processes > 1)}); readers switched; "
         f"{report.dropped_keys:,} keys of {report.old} deleted"
     )
     return 0

@@ -3,7 +3,11 @@
 1. Pre-pass: read every directory event (teams, reps) of the events topic, so
    the replay credits every event with its rep's team at the event's time.
 2. Replay the events and lead-facts topics from the beginning into
-   ``<prefix>:g<N+1>`` (its own checkpoints; readers still use ``g<N>``).
+   ``<prefix>:g<N+1>`` (its own checkpoints; readers still use ``g<N>``). With
+   ``processes`` > 1, child processes replay disjoint ranges of partitions at
+   the same time (partition N's keys are its own, so they never write the same
+   key), then this process replays what they left: the lead facts one child
+   derived for another's partitions after that one had reached its end.
 3. When the replay has reached the end of both topics, freeze ``g<N>``: live
    workers finish no more batches there and wait.
 4. Catch up with the frozen checkpoints, point readers at ``g<N+1>``, and
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,11 +30,12 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from projections.engine import DirectoryView, plan_batch
+from projections.events import Event
 from projections.facts import LeadFact
 from projections.namespaces import current_namespace, drop, freeze, next_generation, switch
 from projections.store import Store, connect
 from projections.validation import Rejection, parse_event
-from streams.projector import Positioned, Projector, read_record
+from streams.projector import Positioned, Projector, PublishFacts, read_record
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,15 +55,21 @@ class RebuildReport:
         return self.records / self.seconds if self.seconds else 0.0
 
 
+class RebuildFailed(RuntimeError):
+    """A replay process failed: nothing was switched; the next rebuild starts over."""
+
+
 class _Replay:
-    def __init__(self, settings: Settings, projector: Projector) -> None:
+    def __init__(
+        self, settings: Settings, projector: Projector, partitions: Sequence[int] | None = None
+    ) -> None:
         self.settings = settings
         self.projector = projector
         self.records = 0
         self.tps = [
             TopicPartition(topic, p)
             for topic in (settings.events_topic, settings.facts_topic)
-            for p in range(settings.partitions)
+            for p in (range(settings.partitions) if partitions is None else partitions)
         ]
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap,
@@ -67,10 +79,20 @@ class _Replay:
         )
 
     async def start(self) -> None:
+        """Read from the beginning, or after the checkpoints the new generation already has."""
         await self.consumer.start()
         self.consumer.assign(self.tps)
+        partitions = sorted({tp.partition for tp in self.tps})
+        done = dict(
+            zip(partitions, await self.projector.store.checkpoints_of(partitions), strict=True)
+        )
         for tp, start in (await self.consumer.beginning_offsets(self.tps)).items():
-            self.consumer.seek(tp, start)
+            self.consumer.seek(tp, max(start, done[tp.partition].get(tp.topic, -1) + 1))
+
+    async def run_to_end(self) -> None:
+        # The end offsets are asked for only when a read comes back empty: not once per batch.
+        while await self.step() or not await self.at_end():
+            pass
 
     async def step(self) -> int:
         """Apply what the consumer has ready; returns how many records it read."""
@@ -105,11 +127,11 @@ class _Replay:
         await self.consumer.stop()
 
 
-async def learn_directory(settings: Settings, directory: DirectoryView) -> int:
-    """Apply every team and rep upsert first, in one batch per partition."""
+async def directory_events(settings: Settings) -> list[Event]:
+    """Every team and rep upsert of the events topic."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
     await consumer.start()
-    found: list[Positioned] = []
+    found: list[Event] = []
     try:
         tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
         consumer.assign(tps)
@@ -125,15 +147,111 @@ async def learn_directory(settings: Settings, directory: DirectoryView) -> int:
                     if m.value and b'.upserted"' in m.value:
                         event = parse_event(m.value, now_ms=now_ms, limits=settings.limits)
                         if not isinstance(event, Rejection):
-                            found.append(Positioned("directory", 0, 0, event))
+                            found.append(event)
     finally:
         await consumer.stop()
-    # Learned into the view only: the replay applies the same events again, in order.
-    plan_batch({}, [p.item for p in found], directory, settings.rules)
-    return len(found)
+    return found
 
 
-async def rebuild(settings: Settings) -> RebuildReport:
+def learn(directory: DirectoryView, events: Sequence[Event], settings: Settings) -> None:
+    """Learn directory events into the view only: the replay applies them again, in order."""
+    plan_batch({}, list(events), directory, settings.rules)
+
+
+async def learn_directory(settings: Settings, directory: DirectoryView) -> int:
+    """Apply every team and rep upsert first, into the view."""
+    events = await directory_events(settings)
+    learn(directory, events, settings)
+    return len(events)
+
+
+async def _replay_partitions(
+    settings: Settings, namespace: str, partitions: list[int], directory: list[Event]
+) -> int:
+    """One child's share of the replay: some partitions of both topics, to their end."""
+    client = connect(settings.redis)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+    await producer.start()
+    try:
+        view = DirectoryView({}, settings.rules)
+        learn(view, directory, settings)
+        projector = Projector(
+            Store(client, namespace), view, settings.rules, _publisher(settings, producer)
+        )
+        replay = _Replay(settings, projector, partitions)
+        await replay.start()
+        try:
+            await replay.run_to_end()
+        finally:
+            await replay.stop()
+        return replay.records
+    finally:
+        await producer.stop()
+        await client.aclose()
+
+
+def _child(
+    settings: Settings,
+    namespace: str,
+    partitions: list[int],
+    directory: list[Event],
+    counts: multiprocessing.queues.Queue[int],
+) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s[replay %(process)d]: %(message)s",
+    )
+    counts.put(asyncio.run(_replay_partitions(settings, namespace, partitions, directory)))
+
+
+async def _replay_in_processes(
+    settings: Settings, namespace: str, processes: int, directory: list[Event]
+) -> int:
+    """Replay partition ranges in child processes at once; the records they replayed."""
+    context = multiprocessing.get_context("spawn")
+    counts: multiprocessing.queues.Queue[int] = context.Queue()
+    every = list(range(settings.partitions))
+    shares = [share for i in range(processes) if (share := every[i::processes])]
+    children = [
+        context.Process(
+            target=_child, args=(settings, namespace, share, directory, counts), daemon=True
+        )
+        for share in shares
+    ]
+    for child in children:
+        child.start()
+    try:
+        for child in children:
+            await asyncio.to_thread(child.join)
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.kill()
+    failed = [
+        (share, c.exitcode) for share, c in zip(shares, children, strict=True) if c.exitcode != 0
+    ]
+    if failed:
+        raise RebuildFailed(
+            "the replay of partitions "
+            + "; ".join(f"{share} exited with {code}" for share, code in failed)
+        )
+    return sum(counts.get(timeout=5) for _ in children)
+
+
+def _publisher(settings: Settings, producer: AIOKafkaProducer) -> PublishFacts:
+    async def publish_facts(facts: Sequence[LeadFact]) -> None:
+        sends = [
+            await producer.send(settings.facts_topic, f.encode(), key=f.lead_id.encode())
+            for f in facts
+        ]
+        await asyncio.gather(*sends)
+
+    return publish_facts
+
+
+async def rebuild(settings: Settings, processes: int = 1) -> RebuildReport:
     client = connect(settings.redis)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
@@ -146,23 +264,18 @@ async def rebuild(settings: Settings) -> RebuildReport:
         await drop(client, new)  # what an interrupted rebuild left behind
         store = Store(client, new)
         directory = DirectoryView({}, settings.rules)
-
-        async def publish_facts(facts: Sequence[LeadFact]) -> None:
-            sends = [
-                await producer.send(settings.facts_topic, f.encode(), key=f.lead_id.encode())
-                for f in facts
-            ]
-            await asyncio.gather(*sends)
-
-        known = await learn_directory(settings, directory)
-        log.info("rebuild %s -> %s: %d directory events known", old, new, known)
-        replay = _Replay(settings, Projector(store, directory, settings.rules, publish_facts))
-        await replay.start()
+        known = await directory_events(settings)
+        learn(directory, known, settings)
+        log.info("rebuild %s -> %s: %d directory events known", old, new, len(known))
         replay_started = time.monotonic()
+        replayed = 0
+        if processes > 1:
+            replayed = await _replay_in_processes(settings, new, processes, known)
+        projector = Projector(store, directory, settings.rules, _publisher(settings, producer))
+        replay = _Replay(settings, projector)
+        await replay.start()
         try:
-            # The end offsets are asked for only when a read comes back empty: not once per batch.
-            while await replay.step() or not await replay.at_end():
-                pass
+            await replay.run_to_end()
             replay_seconds = time.monotonic() - replay_started
             await freeze(client, old, range(settings.partitions))
             frozen = {
@@ -182,7 +295,12 @@ async def rebuild(settings: Settings) -> RebuildReport:
             await replay.stop()
         dropped = await drop(client, old)
         return RebuildReport(
-            old, new, replay.records, time.monotonic() - started, dropped, replay_seconds
+            old,
+            new,
+            replayed + replay.records,
+            time.monotonic() - started,
+            dropped,
+            replay_seconds,
         )
     finally:
         await producer.stop()

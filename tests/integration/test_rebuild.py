@@ -27,7 +27,12 @@ from tests.support import assert_matches_oracle, directory_first, write_valid_lo
 pytestmark = pytest.mark.integration
 
 
-async def test_rebuild_during_live_traffic(stack_env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 3])
+async def test_rebuild_during_live_traffic(
+    stack_env: dict[str, str], tmp_path: Path, processes: int
+) -> None:
+    """With 3 replay processes, each replays 4 of the 12 partitions, and the lead facts one
+    derives for another's partitions after that one finished are replayed at the end."""
     env = {**stack_env, "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}"}
     settings = Settings.from_env(env)
     end_ms = time.time_ns() // 1_000_000
@@ -76,7 +81,7 @@ async def test_rebuild_during_live_traffic(stack_env: dict[str, str], tmp_path: 
             publish(settings.bootstrap, settings.raw_topic, new_half, rate=2_000)
         )
         await asyncio.sleep(2)
-        report = await rebuild(settings)
+        report = await rebuild(settings, processes)
         await producing
         live = await current_namespace(client, settings.topic_prefix)
         assert report.old == f"{settings.topic_prefix}:g1"
@@ -162,3 +167,23 @@ async def test_a_writer_left_on_a_dropped_generation_is_turned_away(
         await drop(client, old)
         await client.delete(f"{{{old}:p0}}:ckpt", f"{prefix}:current")
         await client.aclose()
+
+
+async def test_a_replay_process_that_fails_fails_the_rebuild(stack_env: dict[str, str]) -> None:
+    """Children that cannot reach Redis exit non-zero, and the rebuild says which
+    partitions' replay failed instead of switching readers to a half-built generation."""
+    from streams.rebuild import RebuildFailed, _replay_in_processes
+
+    settings = Settings.from_env(
+        {
+            **stack_env,
+            "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
+            "SALESPULSE_REDIS_PORT": "1",
+        }
+    )
+    evens, odds = (list(range(settings.partitions))[i::2] for i in (0, 1))
+    with pytest.raises(RebuildFailed) as failed:
+        await _replay_in_processes(settings, f"{settings.topic_prefix}:g2", 2, [])
+    assert str(failed.value) == (
+        f"the replay of partitions {evens} exited with 1; {odds} exited with 1"
+    )

@@ -42,6 +42,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         (["stack", "sideways"], "invalid choice"),
         (["produce", "/no/such/file.jsonl"], "no such file"),
         (["frobnicate"], "invalid choice"),
+        (["rebuild", "--processes", "0"], "must be greater than 0"),
         (
             ["kpis", "--window", "1h", "--as-of", "2026-01-01T00:00:00Z"],
             "--as-of: the 1h window as of that instant is no longer kept",
