@@ -38,7 +38,7 @@ integration: $(STAMP)
 faults: $(STAMP)
 	$(BIN)/pytest -m faults
 
-## bench: every benchmark of benchmarks/RESULTS.md on the local stack (about 10 minutes)
+## bench: every benchmark of benchmarks/RESULTS.md on the local stack (about 15 minutes)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput
 	$(BIN)/python -m benchmarks.freshness

@@ -44,7 +44,8 @@ def test_throughput_benchmark(stack_env: dict[str, str]) -> None:
     out = _run(
         stack_env,
         "benchmarks.throughput",
-        *("--count", "2000", "--workers", "1,2", "--baseline-seconds", "3", "--timeout", "300"),
+        *("--count", "2000", "--workers", "1,2", "--rebuild-processes", "1,2"),
+        *("--baseline-seconds", "3", "--timeout", "300"),
     )
     assert _number("events", out) == 2000
     for row in (
@@ -53,7 +54,8 @@ def test_throughput_benchmark(stack_env: dict[str, str]) -> None:
         "Faust stream alone: take_events(10000)",
         "salespulse, 1 worker, whole catalogue",
         "salespulse, 2 workers, whole catalogue",
-        "salespulse rebuild, whole log",
+        "salespulse rebuild, 1 process, whole",
+        "salespulse rebuild, 2 processes, whole",
     ):
         assert _number(row, out) > 0, row
     assert _number("worker peak RSS (2 workers)", out) > 0
