@@ -4,9 +4,9 @@
    the replay credits every event with its rep's team at the event's time.
 2. Replay the events and lead-facts topics from the beginning into
    ``<prefix>:g<N+1>`` (its own checkpoints; readers still use ``g<N>``). With
-   ``processes`` > 1, child processes replay disjoint ranges of partitions at
-   the same time (partition N's keys are its own, so they never write the same
-   key), then this process replays what they left: the lead facts one child
+   ``processes`` > 1, child processes each replay every ``processes``-th
+   partition at the same time (a partition's keys are its own, so they never
+   write the same key), then this process replays what they left: the lead facts one child
    derived for another's partitions after that one had reached its end.
 3. When the replay has reached the end of both topics, freeze ``g<N>``: live
    workers finish no more batches there and wait.
@@ -170,9 +170,7 @@ async def _replay_partitions(
 ) -> int:
     """One child's share of the replay: some partitions of both topics, to their end."""
     client = connect(settings.redis)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
-    )
+    producer = _facts_producer(settings)
     await producer.start()
     try:
         view = DirectoryView({}, settings.rules)
@@ -209,7 +207,8 @@ def _child(
 async def _replay_in_processes(
     settings: Settings, namespace: str, processes: int, directory: list[Event]
 ) -> int:
-    """Replay partition ranges in child processes at once; the records they replayed."""
+    """Replay in child processes at once, each taking every ``processes``-th partition;
+    returns the records they replayed."""
     context = multiprocessing.get_context("spawn")
     counts: multiprocessing.queues.Queue[int] = context.Queue()
     every = list(range(settings.partitions))
@@ -240,6 +239,13 @@ async def _replay_in_processes(
     return sum(counts.get(timeout=5) for _ in children)
 
 
+def _facts_producer(settings: Settings) -> AIOKafkaProducer:
+    """The producer a replay republishes lead facts with (acks=all, idempotent)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+
+
 def _publisher(settings: Settings, producer: AIOKafkaProducer) -> PublishFacts:
     async def publish_facts(facts: Sequence[LeadFact]) -> None:
         sends = [
@@ -253,9 +259,7 @@ def _publisher(settings: Settings, producer: AIOKafkaProducer) -> PublishFacts:
 
 async def rebuild(settings: Settings, processes: int = 1) -> RebuildReport:
     client = connect(settings.redis)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
-    )
+    producer = _facts_producer(settings)
     await producer.start()
     started = time.monotonic()
     try:
