@@ -38,7 +38,11 @@ async def latest_values(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]
     """Every key's latest record, from the beginning of the topic to its current end."""
     # Subscribed without a group: this consumer gets every partition, and keeps no offsets.
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        topic,
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:
@@ -61,7 +65,12 @@ async def follow(bootstrap: str, topic: str) -> None:
     """Print every change as it arrives (after the view is built)."""
     view = await latest_values(bootstrap, topic)
     print(f"{len(view):,} KPI keys; following {topic} ...", flush=True)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        isolation_level="read_committed",
+    )
     await consumer.start()
     try:
         async for message in consumer:

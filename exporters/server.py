@@ -51,7 +51,11 @@ class Exporter:
         s = self.settings
         try:
             if self._kafka is None:
-                consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, request_timeout_ms=5_000)
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=s.bootstrap,
+                    request_timeout_ms=5_000,
+                    isolation_level="read_committed",
+                )
                 await consumer.start()
                 self._kafka = consumer
             topics = (s.events_topic, s.facts_topic)

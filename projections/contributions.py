@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from projections.entities import SEEN, SEP, UNASSIGNED, Record
+from projections.entities import SEEN, SEP, UNASSIGNED, Record, unescape, unpack
 
 GAUGE = -1
 CLOSED_STAGES = frozenset({"converted", "unqualified"})
@@ -46,10 +46,11 @@ def histogram_label(value_s: float, bounds: tuple[int, ...]) -> str:
 
 
 def _split(team_zone: str, rules: Rules) -> tuple[str, str]:
+    """A record's packed ``team|zone`` (entities.pack): the zone, an IANA name, is last."""
     if not team_zone:
         return UNASSIGNED, rules.org_zone
-    team, _, zone = team_zone.partition(SEP)
-    return team, zone
+    team, _, zone = team_zone.rpartition(SEP)
+    return unescape(team), zone
 
 
 @dataclass
@@ -62,9 +63,14 @@ class _Items:
             self.found[item] = self.found.get(item, 0) + value
 
     def credit(self, rep: str, team_zone: str, at: int, name: str, value: int = 1) -> None:
-        """One field, credited to the org, the rep's team and the rep (written out: this
-        runs for every field of every record a batch changes, twice)."""
+        """One field, credited to the org, the rep's team (a record's packed ``team|zone``)
+        and the rep."""
         team, zone = _split(team_zone, self.rules)
+        self.credit_in(rep, team, zone, at, name, value)
+
+    def credit_in(self, rep: str, team: str, zone: str, at: int, name: str, value: int = 1) -> None:
+        """One field, credited to the org, a team (in its zone) and the rep (written out: this
+        runs for every field of every record a batch changes, twice)."""
         found = self.found
         item: Item = ("org", "", self.rules.org_zone, at, name)
         found[item] = found.get(item, 0) + value
@@ -137,7 +143,7 @@ def contributions(kind: str, entity: str, record: Record, rules: Rules) -> dict[
         _call(record, out)
     for key, counted in record.items():
         if key.startswith(SEEN) and counted:
-            _counted(entity, counted.split(SEP), out)
+            _counted(entity, unpack(counted), out)
     return out.found
 
 
@@ -191,14 +197,14 @@ def _counted(entity: str, parts: list[str], out: _Items) -> None:
     """Contributions of events counted one by one (kept in ``!event_id`` fields)."""
     what, at = parts[0], int(parts[1])
     if what == "resp":
-        rep, sentiment, team = parts[2], parts[3], SEP.join(parts[4:6])
-        out.credit(rep, team, at, "responses")
-        out.credit(rep, team, at, f"responses|sentiment={sentiment}")
+        rep, sentiment, team, zone = parts[2:6]
+        out.credit_in(rep, team, zone, at, "responses")
+        out.credit_in(rep, team, zone, at, f"responses|sentiment={sentiment}")
     elif what in ("held", "no_show"):
-        rep, team = parts[2], SEP.join(parts[3:5])
-        out.credit(rep, team, at, "meetings_held" if what == "held" else "no_shows")
+        rep, team, zone = parts[2:5]
+        out.credit_in(rep, team, zone, at, "meetings_held" if what == "held" else "no_shows")
         if what == "held":
-            out.credit(rep, team, at, "activity|kind=meeting")
+            out.credit_in(rep, team, zone, at, "activity|kind=meeting")
     elif what == "spend":
         zone = out.rules.org_zone
         out.add(

@@ -10,11 +10,12 @@ follows the number of distinct buckets touched, not the number of events.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from projections.contributions import GAUGE, Item, Rules, contributions, untouched_since
-from projections.entities import SEEN, SEP, UNASSIGNED, Record, apply, apply_fact, entity_id
+from projections.entities import SEEN, UNASSIGNED, Record, apply, apply_fact, entity_id, unpack
 from projections.events import Event, RepUpserted, TeamUpserted
 from projections.facts import LeadFact, lead_fact
 from projections.windows import buckets, live_buckets
@@ -30,36 +31,56 @@ class DirectoryView:
     def __init__(self, records: Mapping[EntityKey, Record], rules: Rules) -> None:
         self.org_zone = rules.org_zone
         self.queue_teams = dict(rules.queue_teams)
-        self._reps: dict[str, list[tuple[int, str, str]]] = {}
+        # rep -> its upserts as sorted (at, event id) and, in the same order, their teams
+        self._reps: dict[str, tuple[list[tuple[int, str]], list[str]]] = {}
         self._zones: dict[str, str] = {}
         for key, record in records.items():
             self.update(key, record)
 
     def update(self, key: EntityKey, record: Record) -> None:
+        """Take what a rep or team record says, replacing what was known of it."""
         kind, ident = key
-        if kind == "team" and "timezone" in record:
-            self._zones[ident] = record["timezone"]
+        if kind == "team":
+            if "timezone" in record:
+                self._zones[ident] = record["timezone"]
+            else:
+                self._zones.pop(ident, None)
         elif kind == "rep":
             upserts = []
             for name, value in record.items():
-                if name.startswith(SEEN) and value.startswith("rep" + SEP):
-                    _, at, team, _active = value.split(SEP)
+                if name.startswith(SEEN) and value.startswith("rep|"):
+                    _, at, team, _active = unpack(value)
                     upserts.append((int(at), name[len(SEEN) :], team))
-            self._reps[ident] = sorted(upserts)
+            upserts.sort()
+            self._reps[ident] = ([(at, e) for at, e, _ in upserts], [t for _, _, t in upserts])
+
+    def add_upsert(self, rep_id: str, at_ms: int, event_id: str, team_id: str) -> None:
+        """One more upsert of a rep (a batch learns them one by one: no re-read of the record,
+        which can hold thousands)."""
+        order, teams = self._reps.setdefault(rep_id, ([], []))
+        position = bisect_right(order, (at_ms, event_id))
+        order.insert(position, (at_ms, event_id))
+        teams.insert(position, team_id)
 
     def team_of(self, rep_id: str, at_ms: int) -> str:
-        team = UNASSIGNED
-        for at, _event_id, upserted_team in self._reps.get(rep_id, ()):
-            if at > at_ms:
-                break
-            team = upserted_team
-        return team
+        """The team of the rep's latest upsert (by time, then event id) not after ``at_ms``."""
+        found = self._reps.get(rep_id)
+        if found is None:
+            return UNASSIGNED
+        order, teams = found
+        # Every (at, event id) with at <= at_ms sorts before (at_ms, chr(0x10FFFF) * 129).
+        position = bisect_right(order, (at_ms, _AFTER_EVERY_ID))
+        return teams[position - 1] if position else UNASSIGNED
 
     def zone_of(self, team_id: str) -> str:
         return self._zones.get(team_id, self.org_zone)
 
     def team_of_queue(self, queue_id: str) -> str | None:
         return self.queue_teams.get(queue_id)
+
+
+# Sorts after every event id of the contract (at most 128 characters, each at most U+10FFFF).
+_AFTER_EVERY_ID = chr(0x10FFFF) * 129
 
 
 @dataclass
@@ -114,7 +135,9 @@ def plan_batch(
             fact = lead_fact(item) if fresh else None
             if fact is not None:
                 plan.facts.append(fact)
-            if fresh and key[0] in ("rep", "team"):
+            if fresh and isinstance(item, RepUpserted):
+                directory.add_upsert(item.rep_id, item.occurred_at_ms, item.event_id, item.team_id)
+            elif fresh and isinstance(item, TeamUpserted):
                 directory.update(key, record)
         if isinstance(item, LeadFact):
             plan.facts_applied += fresh

@@ -14,6 +14,7 @@ update is order-independent:
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 from projections.events import (
@@ -63,7 +64,29 @@ class Directory(Protocol):
 
 
 SEEN = "!"  # prefix of per-event fields
+FACT_SEEN = "#"  # prefix of per-fact fields: a fact id can never collide with an event id
 SEP = "|"
+_ESCAPES = str.maketrans({"%": "%25", SEP: "%7C"})
+_ESCAPED = re.compile("%(?:25|7C)")
+_UNESCAPES = {"%25": "%", "%7C": SEP}
+
+
+def pack(*parts: str) -> str:
+    """Parts joined by ``|`` into one field value. ``%`` and ``|`` inside a part are
+    percent-escaped, so every id of the contract round-trips through ``unpack``."""
+    return SEP.join(p.translate(_ESCAPES) if SEP in p or "%" in p else p for p in parts)
+
+
+def unescape(part: str) -> str:
+    """One part of a ``pack``ed value as it was given."""
+    return _ESCAPED.sub(lambda m: _UNESCAPES[m.group(0)], part) if "%" in part else part
+
+
+def unpack(value: str) -> list[str]:
+    """The parts of a ``pack``ed value."""
+    parts = value.split(SEP)
+    return [unescape(p) for p in parts] if "%" in value else parts
+
 
 # Event type -> the entity kind it belongs to (its record is keyed by the subject id).
 KIND_OF: dict[str, str] = {
@@ -114,9 +137,9 @@ def _opt(value: str | None) -> str:
 
 
 def _team(directory: Directory, rep_id: str | None, at: int) -> str:
-    """``team`` and ``zone`` of a rep at an instant, joined for storing in one field."""
+    """``team`` and ``zone`` of a rep at an instant, packed for storing in one field."""
     team = directory.team_of(rep_id, at) if rep_id else UNASSIGNED
-    return team + SEP + directory.zone_of(team)
+    return pack(team, directory.zone_of(team))
 
 
 def apply(record: Record, event: Event, directory: Directory) -> bool:
@@ -149,14 +172,9 @@ def apply(record: Record, event: Event, directory: Directory) -> bool:
         if _newer(record, "st", event):
             record["stage"] = event.stage
     elif isinstance(event, LeadResponded):
-        counted = SEP.join(
-            (
-                "resp",
-                str(at),
-                _opt(event.rep_id),
-                event.sentiment,
-                _team(directory, event.rep_id, at),
-            )
+        team = directory.team_of(event.rep_id, at) if event.rep_id else UNASSIGNED
+        counted = pack(
+            "resp", str(at), _opt(event.rep_id), event.sentiment, team, directory.zone_of(team)
         )
     elif isinstance(event, OpportunityCreated):
         if _newer(record, "c", event):
@@ -186,8 +204,9 @@ def apply(record: Record, event: Event, directory: Directory) -> bool:
     elif isinstance(event, EmailOpened | EmailClicked | EmailReplied):
         record[event.TYPE.split(".")[1]] = "1"
     elif isinstance(event, MeetingHeld | MeetingNoShow):
-        counted = SEP.join(
-            (event.TYPE.split(".")[1], str(at), event.rep_id, _team(directory, event.rep_id, at))
+        team = directory.team_of(event.rep_id, at)
+        counted = pack(
+            event.TYPE.split(".")[1], str(at), event.rep_id, team, directory.zone_of(team)
         )
     elif isinstance(event, CallStarted):
         if _newer(record, "s", event):
@@ -199,7 +218,7 @@ def apply(record: Record, event: Event, directory: Directory) -> bool:
                 s_rep=_opt(event.rep_id),
                 lead=_opt(event.lead_id),
                 s_team=_team(directory, event.rep_id, at),
-                q_team=queue_team + SEP + directory.zone_of(queue_team) if queue_team else "",
+                q_team=pack(queue_team, directory.zone_of(queue_team)) if queue_team else "",
             )
     elif isinstance(event, CallAnswered):
         # The first answer counts; a later duplicate answer of the same call does not move it.
@@ -216,10 +235,10 @@ def apply(record: Record, event: Event, directory: Directory) -> bool:
                 talk=str(event.talk_ms) if event.talk_ms is not None else "",
             )
     elif isinstance(event, CampaignSpend):
-        counted = SEP.join(("spend", str(at), str(event.amount_minor)))
+        counted = pack("spend", str(at), str(event.amount_minor))
     elif isinstance(event, RepUpserted):
         # Every upsert is kept: a rep's team "at event time" is the latest one not after it.
-        counted = SEP.join(("rep", str(at), event.team_id, "1" if event.active else "0"))
+        counted = pack("rep", str(at), event.team_id, "1" if event.active else "0")
     elif isinstance(event, TeamUpserted):
         if _newer(record, "t", event):
             record.update(name=event.name, timezone=event.timezone)
@@ -231,7 +250,7 @@ def apply(record: Record, event: Event, directory: Directory) -> bool:
 
 def apply_fact(record: Record, fact: LeadFact) -> bool:
     """Apply a lead fact to the lead's record; False if it was applied before."""
-    seen = SEEN + fact.fact_id
+    seen = FACT_SEEN + fact.fact_id
     if seen in record:
         return False
     if fact.kind == TOUCH:

@@ -5,9 +5,11 @@ the validator and the published JSON Schema are both derived from them, so
 there is one place to change when the contract grows.
 
 Field conventions:
-* ``Id``: a non-empty identifier of at most 128 characters.
+* ``Id``: a non-empty identifier of at most 128 characters, none of them a control
+  character (U+0000-U+001F, U+007F-U+009F); every other character is allowed.
 * ``Text``: free text of at most 256 characters.
-* ``Count``: a non-negative integer (money in minor units, durations in ms).
+* ``Count``: an integer from 0 to 2^53 - 1 (money in minor units, durations in ms): exact
+  as a JSON number for every reader, and as a double inside Redis' Lua.
 * ``Instant``: an RFC 3339 timestamp with an offset on the wire; held as
   integer epoch milliseconds in an attribute whose name ends in ``_ms``
   (the wire name drops that suffix).
@@ -23,6 +25,7 @@ SCHEMA_VERSION = 1
 
 ID_MAX_CHARS = 128
 TEXT_MAX_CHARS = 256
+COUNT_MAX = 2**53 - 1
 
 
 class FieldKind:

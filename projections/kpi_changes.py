@@ -1,6 +1,8 @@
 """KPI change records for the ``<prefix>.kpi`` topic. Pure: KPIs and last states in, records out.
 
-A record is keyed ``{kpi}/{scope}/{id}/{window}[/{label}]``. ``window`` names one window
+A record is keyed ``{kpi}/{scope}/{id}/{window}[/{label}]``, with ``%`` and ``/`` inside the
+id and the label percent-escaped (``%25``, ``%2F``) so that no two figures share a key
+whatever their ids (``key_part``). ``window`` names one window
 instance, so that a compacted topic keeps the latest value of every one of them:
 ``all``, or a calendar period ``day@2026-11-22``, ``week@2026-W47``, ``month@2026-11``,
 ``quarter@2026-Q4``, ``year@2026`` in the scope's time zone. Rolling windows are not
@@ -61,9 +63,17 @@ def instance(bucket: str, start_ms: int | None, end_ms: int | None) -> WindowIns
     return WindowInstance(bucket, f"{unit}@{bucket[1:]}", unit, bucket[1:], start_ms, end_ms)
 
 
+_KEY_ESCAPES = str.maketrans({"%": "%25", "/": "%2F"})
+
+
+def key_part(text: str) -> str:
+    """An id or a label as it appears between the ``/`` of a record key."""
+    return text.translate(_KEY_ESCAPES) if "/" in text or "%" in text else text
+
+
 def record_key(kpi: str, scope: str, scope_id: str, window: str, label: str | None) -> str:
-    key = f"{kpi}/{scope}/{scope_id}/{window}"
-    return f"{key}/{label}" if label is not None else key
+    key = f"{kpi}/{scope}/{key_part(scope_id)}/{window}"
+    return f"{key}/{key_part(label)}" if label is not None else key
 
 
 def published_results(

@@ -15,6 +15,7 @@ import orjson
 
 from projections.events import (
     COUNT,
+    COUNT_MAX,
     EVENT_TYPES,
     ID,
     ID_MAX_CHARS,
@@ -29,6 +30,8 @@ from projections.validation import FieldSpec, field_specs
 
 SCHEMA_ID = "https://salespulse.dev/schemas/events-v1.schema.json"
 # RFC 3339 date-time with a mandatory offset.
+# Ids: any character but a control character (C0, DEL, C1).
+ID_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*$"
 RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 
 
@@ -36,7 +39,13 @@ def _property(spec: FieldSpec) -> dict[str, Any]:
     if spec.choices:
         return {"type": "string", "enum": list(spec.choices)}
     if spec.kind is ID:
-        return {"type": "string", "minLength": 1, "maxLength": ID_MAX_CHARS}
+        return {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": ID_MAX_CHARS,
+            "pattern": ID_PATTERN,
+            "description": "an id: any characters but control characters",
+        }
     if spec.kind is TEXT:
         return {"type": "string", "maxLength": TEXT_MAX_CHARS}
     if spec.kind is INSTANT:
@@ -47,7 +56,7 @@ def _property(spec: FieldSpec) -> dict[str, Any]:
             "description": "RFC 3339 with an offset",
         }
     if spec.kind is COUNT or spec.python_type is int:
-        return {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+        return {"type": "integer", "minimum": 0, "maximum": COUNT_MAX}
     if spec.kind is TIMEZONE:
         return {"type": "string", "minLength": 1, "maxLength": 64, "description": "IANA zone"}
     if spec.python_type is bool:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
@@ -50,10 +50,14 @@ from projections.windows import TIER_TTL_SECONDS
 
 log = logging.getLogger(__name__)
 
-# Atomically: check the partition's checkpoints are what the plan was made from, write the
-# records, add the deltas (dropping fields that reach 0), set TTLs of new buckets, keep the
-# untouched-lead sets, and move the checkpoints. Returns {1} or {0, topic, actual} when
-# another writer moved a checkpoint first.
+# Atomically: check the partition's checkpoints are what the plan was made from, add the
+# deltas (dropping fields that reach 0), write the records, set TTLs of new buckets, keep the
+# untouched-lead sets, and move the checkpoints. Returns {1}, or {0, topic, actual} when
+# another writer moved a checkpoint first, or {0, '!range', key, field} when a sum would leave
+# the range every reader handles exactly (|sum| < 2^53): then the increments made so far are
+# undone and nothing was written. Redis never rolls a script back, so nothing after the first
+# write may fail: the deltas (the only step that can) go first, and HSET takes records in
+# chunks (Lua's unpack stops near 8,000 values: one entity can change more fields than that).
 COMMIT_LUA = """
 if redis.call('HEXISTS', KEYS[1], '!frozen') == 1 then return {0, '!frozen', ''} end
 local p = cjson.decode(ARGV[1])
@@ -61,12 +65,29 @@ for _, c in ipairs(p.c) do
   local current = redis.call('HGET', KEYS[1], c[1]) or ''
   if current ~= c[2] then return {0, c[1], current} end
 end
-for _, h in ipairs(p.h) do redis.call('HSET', KEYS[h[1]], unpack(h, 2)) end
+local limit, added, bad = 9007199254740992, {}, nil
 for _, d in ipairs(p.d) do
   local key = KEYS[d[1]]
   for i = 2, #d, 2 do
-    if redis.call('HINCRBY', key, d[i], d[i + 1]) == 0 then redis.call('HDEL', key, d[i]) end
+    local change = d[i + 1]
+    local sum = false
+    if change > -limit and change < limit then sum = redis.pcall('HINCRBY', key, d[i], change) end
+    if type(sum) == 'number' then added[#added + 1] = {key, d[i], change} end
+    if type(sum) ~= 'number' or sum <= -limit or sum >= limit then bad = {key, d[i]}; break end
+    if sum == 0 then redis.call('HDEL', key, d[i]) end
   end
+  if bad then break end
+end
+if bad then
+  for j = #added, 1, -1 do
+    local a = added[j]
+    if redis.call('HINCRBY', a[1], a[2], -a[3]) == 0 then redis.call('HDEL', a[1], a[2]) end
+  end
+  return {0, '!range', bad[1], bad[2]}
+end
+for _, h in ipairs(p.h) do
+  local key = KEYS[h[1]]
+  for i = 2, #h, 1000 do redis.call('HSET', key, unpack(h, i, math.min(i + 999, #h))) end
 end
 for _, t in ipairs(p.t) do redis.call('EXPIRE', KEYS[t[1]], t[2], 'NX') end
 for _, s in ipairs(p.s) do redis.call('SADD', KEYS[s[1]], s[2]) end
@@ -165,6 +186,8 @@ DIRTY_SEP = "\t"
 
 # A field of the checkpoint hash: the generation is being replaced (see namespaces.py).
 FROZEN = "!frozen"
+# What the commit script answers when a sum would leave the exact range.
+OUT_OF_RANGE = "!range"
 
 
 class CheckpointMoved(RuntimeError):
@@ -173,6 +196,15 @@ class CheckpointMoved(RuntimeError):
 
 class NamespaceFrozen(RuntimeError):
     """A rebuild froze this generation: wait for the switch, then write to the new one."""
+
+
+@dataclass
+class Landed:
+    """What ``Store.commit`` did not write: partitions whose checkpoint another writer moved
+    first, and partitions whose batch would take a sum out of range (why, per partition)."""
+
+    moved: list[int] = field(default_factory=list)
+    out_of_range: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,10 +315,10 @@ class Store:
             }
         return out
 
-    async def commit(self, commits: Sequence[Commit]) -> list[int]:
+    async def commit(self, commits: Sequence[Commit]) -> Landed:
         """Write planned batches of some partitions, each atomically with the move of its
-        checkpoints (expected -> new), in one round trip. Returns the partitions whose
-        checkpoint another writer moved first (their batch was not written); raises
+        checkpoints (expected -> new), in one round trip. Says which partitions' batches were
+        not written: a checkpoint another writer moved first, or a sum out of range; raises
         NamespaceFrozen, after the other partitions' commits, when a rebuild froze this one."""
         calls = [self._commit_call(commit) for commit in commits]
 
@@ -295,24 +327,30 @@ class Store:
                 await self._commit(keys=keys, args=[payload], client=pipe)
 
         results = await self._scripts(queue)
-        moved = []
+        landed = Landed()
         frozen = False
         for commit, result in zip(commits, results, strict=True):
             if result[0]:
                 continue
-            if _str(result[1]) == FROZEN:
+            what = _str(result[1])
+            if what == FROZEN:
                 frozen = True
+            elif what == OUT_OF_RANGE:
+                landed.out_of_range[commit.partition] = (
+                    f"the sum of {_str(result[3])!r} in {_str(result[2])!r} would leave the "
+                    "exact range of -(2^53 - 1) .. 2^53 - 1"
+                )
             else:
                 log.warning(
                     "partition %d: checkpoint of %r moved to %r",
                     commit.partition,
-                    _str(result[1]),
+                    what,
                     _str(result[2]),
                 )
-                moved.append(commit.partition)
+                landed.moved.append(commit.partition)
         if frozen:
             raise NamespaceFrozen(f"{self.keys.namespace} is frozen for a rebuild")
-        return moved
+        return landed
 
     def _commit_call(self, commit: Commit) -> tuple[list[str], bytes]:
         """The keys and the JSON argument of COMMIT_LUA for one partition's batch."""
@@ -434,8 +472,10 @@ class Store:
         out = []
         for raw in found:
             marks = {}
-            for field, count in raw.items():
-                scope, scope_id, bucket = _str(field).split(DIRTY_SEP)
+            for mark, count in raw.items():
+                # Scopes and bucket ids never hold the separator; an id may, so split around it.
+                scope, rest = _str(mark).split(DIRTY_SEP, 1)
+                scope_id, bucket = rest.rsplit(DIRTY_SEP, 1)
                 marks[(scope, scope_id, bucket)] = int(count)
             out.append(marks)
         return out
@@ -490,8 +530,8 @@ class Store:
         totals: list[dict[str, int]] = [{} for _ in requests]
         for reply in replies:
             for total, part in zip(totals, orjson.loads(reply), strict=True):
-                for field, value in part.items():
-                    total[field] = total.get(field, 0) + value
+                for name, value in part.items():
+                    total[name] = total.get(name, 0) + value
         return totals
 
 

@@ -23,6 +23,7 @@ import orjson
 
 from projections.events import (
     COUNT,
+    COUNT_MAX,
     EVENT_TYPES,
     ID,
     ID_MAX_CHARS,
@@ -52,6 +53,8 @@ class Reason(StrEnum):
     TIMESTAMP_WITHOUT_OFFSET = "timestamp_without_offset"
     INVALID_TIMESTAMP = "invalid_timestamp"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+    # Valid, but the projections cannot apply it (found by the projection loop, not here).
+    UNPROCESSABLE = "unprocessable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,6 @@ class InvalidField(ValueError):
         self.detail = detail
 
 
-INT64_MAX = 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 # RFC 3339 date-time; the offset group is optional here only so that a missing
@@ -138,7 +140,13 @@ def _json_type(value: object) -> str:
 Checker = Callable[[object, str], object]
 
 
-def _check_string(max_chars: int, allow_empty: bool) -> Checker:
+# Ids may hold any character but a control character (C0, DEL, C1): nothing that can start
+# a new line in a log or move a terminal's cursor. Every separator the engine uses is
+# escaped where an id is stored (entities.pack, the KPI topic's keys), so it is allowed.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _check_string(max_chars: int, allow_empty: bool, is_id: bool = False) -> Checker:
     def check(value: object, name: str) -> object:
         if type(value) is not str:
             raise InvalidField(
@@ -148,6 +156,12 @@ def _check_string(max_chars: int, allow_empty: bool) -> Checker:
             raise InvalidField(Reason.INVALID_VALUE, f"{name}: must not be empty")
         if len(value) > max_chars:
             raise InvalidField(Reason.INVALID_VALUE, f"{name}: longer than {max_chars} characters")
+        if is_id and (control := _CONTROL.search(value)) is not None:
+            raise InvalidField(
+                Reason.INVALID_VALUE,
+                f"{name}: holds the control character U+{ord(control.group()):04X} "
+                f"at position {control.start()}",
+            )
         return value
 
     return check
@@ -158,8 +172,10 @@ def _check_count(value: object, name: str) -> object:
         raise InvalidField(Reason.WRONG_TYPE, f"{name}: expected integer, got {_json_type(value)}")
     if value < 0:
         raise InvalidField(Reason.NEGATIVE_VALUE, f"{name}: {value} is negative")
-    if value > INT64_MAX:
-        raise InvalidField(Reason.INVALID_VALUE, f"{name}: {value} does not fit in 64 bits")
+    if value > COUNT_MAX:
+        raise InvalidField(
+            Reason.INVALID_VALUE, f"{name}: {value} is over the largest allowed, 2^53 - 1"
+        )
     return value
 
 
@@ -199,7 +215,7 @@ def _check_choice(choices: tuple[str, ...]) -> Checker:
 
 
 _KIND_CHECKERS: dict[FieldKind, Checker] = {
-    ID: _check_string(ID_MAX_CHARS, allow_empty=False),
+    ID: _check_string(ID_MAX_CHARS, allow_empty=False, is_id=True),
     TEXT: _check_string(TEXT_MAX_CHARS, allow_empty=True),
     COUNT: _check_count,
     INSTANT: _check_instant,

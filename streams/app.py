@@ -7,23 +7,28 @@ Settings are read once from the environment when this module is imported.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from projections.events import Event
 from projections.facts import LeadFact
 from projections.store import connect
+from projections.validation import Reason, Rejection
+from streams import ingest as ingest_rules
 from streams import metrics
-from streams.batch_consumer import BatchLoop, Fetched
-from streams.ingest import Accepted, route
-from streams.projector import LiveProjector, Positioned, read_record
+from streams.batch_consumer import BatchLoop, Fetched, Spans
+from streams.ingest import Accepted, route, subject_key
+from streams.projector import LiveProjector, Positioned, Span, read_record
 from streams.rebuild import learn_directory
 from streams.settings import Settings
 
@@ -67,65 +72,148 @@ async def _or_exit(name: str, loop: Coroutine[Any, Any, None]) -> None:
 
 @app.task
 async def ingest() -> None:
-    """Validate raw records in batches; forward valid ones, dead-letter the rest."""
+    """Validate raw records in batches; forward valid ones, dead-letter the rest, each batch
+    in one transaction with its raw offsets."""
     metrics.AGENT_STARTS.inc()
+    forwarder = Forwarder(settings)
     loop = BatchLoop(
         settings,
-        f"{settings.topic_prefix}-ingest",
+        forwarder.group,
         [settings.raw_topic],
-        forward_batch,
+        forwarder.forward,
+        commit_seconds=None,  # the transactions commit the offsets
         max_records=settings.ingest_batch_size,
         idle_seconds=settings.ingest_batch_seconds,
     )
-    await _or_exit("ingest", loop.run())
+    forwarder.consumer = loop.consumer
+    await _or_exit("ingest", _forwarding(forwarder, loop))
 
 
-async def forward_batch(fetched: Fetched) -> None:
-    """Route every record; return once the producer has every one (acks=all), so the batch's
-    offsets are committed only after that."""
-    started = time.perf_counter()
-    now_ms = time.time_ns() // 1_000_000
-    limits = settings.limits
-    producer = app.producer
-    sends = []
-    for tp, messages in fetched.items():
-        for m in messages:
-            outcome = route(
-                m.value or b"",
-                topic=tp.topic,
-                partition=tp.partition,
-                offset=m.offset,
-                now_ms=now_ms,
-                limits=limits,
-            )
-            if isinstance(outcome, Accepted):
-                sends.append(
-                    await producer.send(
-                        settings.events_topic, outcome.key, m.value, None, None, None
+async def _forwarding(forwarder: Forwarder, loop: BatchLoop) -> None:
+    await forwarder.start()
+    try:
+        await loop.run()
+    finally:
+        await forwarder.stop()
+
+
+class Forwarder:
+    """Forwards each raw batch exactly once: its valid events to the events topic, its
+    invalid records to the dead-letter topic, and its raw offsets to the ingest group, all in
+    one Kafka transaction. A worker killed mid-batch leaves an open transaction that its
+    restart (the same transactional id) aborts; readers use read_committed, so they never
+    see it, and the restart forwards the batch again."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.group = f"{settings.topic_prefix}-ingest"
+        self.transactional_id = f"{settings.topic_prefix}-ingest-{settings.worker_name}"
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer = self._producer()
+
+    def _producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap,
+            transactional_id=self.transactional_id,
+            transaction_timeout_ms=int(self.settings.transaction_timeout_seconds * 1000),
+            enable_idempotence=True,
+            acks="all",
+            max_request_size=2 * 1024 * 1024,  # above the broker's 1 MiB record limit
+        )
+
+    async def start(self) -> None:
+        await self.producer.start()  # fences a killed predecessor, aborting its transaction
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    async def forward(self, fetched: Fetched, spans: Spans) -> None:
+        """Forward one batch; while Kafka fails, start over with a new producer (which aborts
+        the open transaction) unless the batch's offsets did commit."""
+        delay, give_up = 0.1, time.monotonic() + self.settings.redis_outage_seconds
+        while True:
+            try:
+                await self._transaction(fetched, spans)
+                return
+            except KafkaError as exc:
+                if time.monotonic() + delay > give_up:
+                    raise
+                metrics.INGEST_RETRIES.inc()
+                log.warning("ingest transaction failed (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                with contextlib.suppress(KafkaError):
+                    await self.producer.stop()
+                self.producer = self._producer()
+                await self.producer.start()
+                if await self._committed(spans):
+                    log.info("the failed transaction had committed: the batch is done")
+                    return
+
+    async def _committed(self, spans: Spans) -> bool:
+        """Whether the group's committed offsets already cover the batch."""
+        assert self.consumer is not None
+        for tp, span in spans.items():
+            if (await self.consumer.committed(tp) or 0) < span.end:
+                return False
+        return True
+
+    async def _transaction(self, fetched: Fetched, spans: Spans) -> None:
+        started = time.perf_counter()
+        now_ms = time.time_ns() // 1_000_000
+        limits = self.settings.limits
+        producer = self.producer
+        sends = []
+        events: Counter[str] = Counter()
+        dead: Counter[str] = Counter()
+        async with producer.transaction():
+            for tp, messages in fetched.items():
+                for m in messages:
+                    outcome = route(
+                        m.value or b"",
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        offset=m.offset,
+                        now_ms=now_ms,
+                        limits=limits,
                     )
-                )
-                metrics.EVENTS.labels(outcome.event.type).inc()
-            else:
-                sends.append(
-                    await producer.send(
-                        settings.dlq_topic, m.key, outcome.value, None, None, outcome.headers
-                    )
-                )
-                metrics.DEAD_LETTERS.labels(outcome.rejection.reason.value).inc()
-                log.info(
-                    "dead-lettered %s[%d]@%d: %s: %s",
-                    tp.topic,
-                    tp.partition,
-                    m.offset,
-                    outcome.rejection.reason.value,
-                    outcome.rejection.detail,
-                )
-    await asyncio.gather(*sends)
-    count = len(sends)
-    metrics.RECORDS.inc(count)
-    metrics.BATCH_SIZE.observe(count)
-    metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-    metrics.LAST_BATCH.set(time.time())
+                    if isinstance(outcome, Accepted):
+                        sends.append(
+                            await producer.send(
+                                self.settings.events_topic, m.value, key=outcome.key
+                            )
+                        )
+                        events[outcome.event.type] += 1
+                    else:
+                        sends.append(
+                            await producer.send(
+                                self.settings.dlq_topic,
+                                outcome.value,
+                                key=m.key,
+                                headers=outcome.headers,
+                            )
+                        )
+                        dead[outcome.rejection.reason.value] += 1
+                        log.info(
+                            "dead-lettered %s[%d]@%d: %s: %s",
+                            tp.topic,
+                            tp.partition,
+                            m.offset,
+                            outcome.rejection.reason.value,
+                            outcome.rejection.detail,
+                        )
+            await asyncio.gather(*sends)
+            offsets = {tp: span.end for tp, span in spans.items()}
+            await producer.send_offsets_to_transaction(offsets, self.group)
+        for kind, n in events.items():
+            metrics.EVENTS.labels(kind).inc(n)
+        for reason, n in dead.items():
+            metrics.DEAD_LETTERS.labels(reason).inc(n)
+        count = len(sends)
+        metrics.RECORDS.inc(count)
+        metrics.BATCH_SIZE.observe(count)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.LAST_BATCH.set(time.time())
 
 
 _newest_applied_ms = 0
@@ -145,10 +233,11 @@ async def project() -> None:
         fill=fill,
         learn_directory=lambda directory: learn_directory(settings, directory),
         outage_seconds=settings.redis_outage_seconds,
+        dead_letter=dead_letter,
     )
     topics = (settings.events_topic, settings.facts_topic)
 
-    async def handle(fetched: Fetched) -> None:
+    async def handle(fetched: Fetched, spans: Spans) -> None:
         now_ms = time.time_ns() // 1_000_000
         batch = [
             item
@@ -156,8 +245,9 @@ async def project() -> None:
             for m in messages
             if (item := decode(tp.topic, tp.partition, m.offset, m.value, now_ms))
         ]
-        if batch:
-            await project_batch(projector, batch)
+        await project_batch(
+            projector, batch, {(tp.partition, tp.topic): span for tp, span in spans.items()}
+        )
 
     async def resume(assigned: set[TopicPartition]) -> None:
         """Check the assignment is co-partitioned, then continue each partition after its
@@ -174,7 +264,7 @@ async def project() -> None:
             for partition, done in zip(partitions, stored, strict=True):
                 for topic in topics:
                     if topic in done:
-                        loop.consumer.seek(TopicPartition(topic, partition), done[topic] + 1)
+                        loop.seek(TopicPartition(topic, partition), done[topic] + 1)
 
     loop = BatchLoop(
         settings,
@@ -212,7 +302,11 @@ def decode(
 async def fill(topic: str, partition: int, start: int, end: int) -> AsyncIterator[list[Positioned]]:
     """Offsets ``start`` .. ``end - 1`` read again from the log (from its first offset if it
     starts later), in chunks, with a consumer of its own: the agent's consumer stays put."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)
@@ -233,6 +327,24 @@ async def fill(topic: str, partition: int, start: int, end: int) -> AsyncIterato
         await consumer.stop()
 
 
+async def dead_letter(record: Positioned, why: str) -> None:
+    """Send a record the projections cannot apply to the dead-letter topic, and wait until
+    the broker has it (before its offset is passed)."""
+    letter = ingest_rules.dead_letter(
+        Rejection(Reason.UNPROCESSABLE, why),
+        record.value,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        now_ms=time.time_ns() // 1_000_000,
+    )
+    sent = await app.producer.send(
+        settings.dlq_topic, subject_key(record.item), letter.value, None, None, letter.headers
+    )
+    await sent
+    metrics.DEAD_LETTERS.labels(Reason.UNPROCESSABLE.value).inc()
+
+
 async def publish_facts(facts: Sequence[LeadFact]) -> None:
     """Publish lead facts keyed by lead id and wait until the broker has them."""
     producer = app.producer
@@ -243,16 +355,19 @@ async def publish_facts(facts: Sequence[LeadFact]) -> None:
     await asyncio.gather(*sends)
 
 
-async def project_batch(projector: LiveProjector, positioned: Sequence[Positioned]) -> None:
+async def project_batch(
+    projector: LiveProjector, positioned: Sequence[Positioned], spans: dict[tuple[int, str], Span]
+) -> None:
     started = time.perf_counter()
     newest = max(
         (p.item.occurred_at_ms for p in positioned if isinstance(p.item, Event)), default=0
     )
-    outcome = await projector.apply(positioned)  # if it fails, _or_exit stops the worker
+    outcome = await projector.apply(positioned, spans)  # if it fails, _or_exit stops the worker
     metrics.PROJECTED.labels("applied").inc(outcome.applied)
     metrics.PROJECTED.labels("duplicate").inc(outcome.duplicates)
     metrics.PROJECTED.labels("redelivered").inc(outcome.redelivered)
     metrics.PROJECTED.labels("refilled").inc(outcome.filled)
+    metrics.PROJECTED.labels("unprocessable").inc(outcome.unprocessable)
     for gap in outcome.gaps:
         metrics.REWINDS.labels("projections_behind" if gap.stored else "projections_missing").inc()
     metrics.LEAD_FACTS.labels("published").inc(outcome.facts_published)

@@ -9,8 +9,8 @@ buffered record at once: a backlog is read in large batches, a quiet stream in
 small ones, without a fixed delay.
 
 * **Ingest** (group ``<prefix>-ingest``, the raw topic): validate, forward,
-  dead-letter; the batch's offsets are committed after the producer has every
-  record (at least once).
+  dead-letter, in one Kafka transaction per batch together with the batch's raw
+  offsets (exactly once: ``streams.app``).
 * **Projection** (group ``<prefix>-projection``, the events and lead-facts
   topics): apply to Redis. Partition N of both topics writes the keys of
   ``{ns:pN}``, so both go to the same worker: the range assignor gives every
@@ -21,6 +21,14 @@ small ones, without a fixed delay.
 
 A rebalance waits for the batch in hand, so in the normal case no two workers
 work on a partition at the same time (the checkpoint CAS covers the rest).
+
+Both read ``read_committed`` and join their groups as static members (the
+worker's ``SALESPULSE_WORKER_ID``): a worker restarted within the session
+timeout gets its partitions back at once, without a rebalance. With every
+batch goes its ``Span`` per topic partition: from where the consumer continued
+to where it stands now. Offsets in between that hold no data (transaction
+markers, aborted records) are never delivered, so a span, not the last
+record's offset, says how far a batch took a partition.
 """
 
 from __future__ import annotations
@@ -35,12 +43,14 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from streams.projector import Span
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Fetched = Mapping[TopicPartition, Sequence[ConsumerRecord]]
-Handle = Callable[[Fetched], Awaitable[None]]
+Spans = Mapping[TopicPartition, Span]
+Handle = Callable[[Fetched, Spans], Awaitable[None]]
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
 OnRevoked = Callable[[set[TopicPartition]], None]
 
@@ -54,6 +64,8 @@ class _Rebalance(ConsumerRebalanceListener):
             if self.loop.on_revoked is not None:
                 self.loop.on_revoked(revoked)
             await self.loop.commit_offsets()
+            for tp in revoked:
+                self.loop.positions.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.loop.group, _describe(assigned))
@@ -70,7 +82,8 @@ def _describe(tps: Iterable[TopicPartition]) -> str:
 
 class BatchLoop:
     """Fetch, hand each batch to ``handle``, commit; ``commit_seconds`` 0 commits after
-    every batch (and the offsets of a batch are never committed before ``handle`` returns)."""
+    every batch (and the offsets of a batch are never committed before ``handle`` returns),
+    None leaves every commit to ``handle`` (a transaction that commits the offsets)."""
 
     def __init__(
         self,
@@ -79,7 +92,7 @@ class BatchLoop:
         topics: Sequence[str],
         handle: Handle,
         *,
-        commit_seconds: float = 0.0,
+        commit_seconds: float | None = 0.0,
         max_records: int,
         idle_seconds: float,
         on_assigned: OnAssigned | None = None,
@@ -94,9 +107,13 @@ class BatchLoop:
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
         self.busy = asyncio.Lock()
+        # Where the consumer continues, per partition: set by ``seek`` and after each fetch.
+        self.positions: dict[TopicPartition, int] = {}
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap,
             group_id=group,
+            group_instance_id=settings.worker_name,
+            isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
@@ -107,18 +124,37 @@ class BatchLoop:
         self._committed_at = time.monotonic()
         self._uncommitted = False  # records handled since the last commit that succeeded
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Continue ``tp`` at ``offset`` (from a rebalance listener)."""
+        self.consumer.seek(tp, offset)
+        self.positions[tp] = offset
+
     async def commit_offsets(self) -> None:
         """Commit the positions of every record handled so far. A commit that fails (a
         rebalance, the broker away) is left to the next one, which covers the same records;
         until then a restart handles them again, as at-least-once allows."""
         self._committed_at = time.monotonic()
-        if not self.consumer.assignment():
+        if self.commit_seconds is None or not self.consumer.assignment():
             return
         try:
             await self.consumer.commit()
             self._uncommitted = False
         except KafkaError as exc:
             log.warning("%s: a commit failed, the next one covers it: %r", self.group, exc)
+
+    async def spans(self, fetched: Fetched) -> dict[TopicPartition, Span]:
+        """Per partition that delivered records or moved past offsets without data: from
+        where the consumer continued to where it stands now. Runs right after the fetch,
+        before anything can seek."""
+        out: dict[TopicPartition, Span] = {}
+        assigned = self.consumer.assignment()
+        for tp in {*fetched, *(tp for tp in self.positions if tp in assigned)}:
+            start = self.positions.get(tp)
+            end = await self.consumer.position(tp)
+            self.positions[tp] = end
+            if tp in fetched or (start is not None and end > start):
+                out[tp] = Span(start, end)
+        return out
 
     async def run(self) -> None:
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
@@ -128,14 +164,19 @@ class BatchLoop:
                 fetched = await self.consumer.getmany(
                     timeout_ms=self.idle_ms, max_records=self.max_records
                 )
+                spans = await self.spans(fetched)
                 async with self.busy:
-                    if fetched:
-                        await self.handle(fetched)
+                    if spans:
+                        await self.handle(fetched, spans)
                         self._uncommitted = True
                     # Also when nothing came: a commit that failed is retried, not left to
                     # a next batch that may never come.
                     waited = time.monotonic() - self._committed_at
-                    if self._uncommitted and waited >= self.commit_seconds:
+                    if (
+                        self._uncommitted
+                        and self.commit_seconds is not None
+                        and waited >= self.commit_seconds
+                    ):
                         await self.commit_offsets()
         finally:
             await self.consumer.stop()

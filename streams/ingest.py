@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from projections.events import Event
+from projections.facts import LeadFact
 from projections.validation import Limits, Reason, Rejection, parse_event
 
 # Header names on dead-letter records, following Kafka Connect's DLQ convention of
@@ -56,18 +57,39 @@ def route(
         else parse_event(value, now_ms=now_ms, limits=limits)
     )
     if isinstance(outcome, Rejection):
-        original = value or b""
-        return DeadLetter(
-            outcome,
-            original[:DLQ_MAX_VALUE_BYTES],
-            [
-                (HEADER_REASON, outcome.reason.value.encode()),
-                (HEADER_DETAIL, outcome.detail.encode("utf-8", "replace")),
-                (HEADER_TOPIC, topic.encode()),
-                (HEADER_PARTITION, str(partition).encode()),
-                (HEADER_OFFSET, str(offset).encode()),
-                (HEADER_FAILED_AT, str(now_ms).encode()),
-                (HEADER_ORIGINAL_BYTES, str(len(original)).encode()),
-            ],
+        return dead_letter(
+            outcome, value, topic=topic, partition=partition, offset=offset, now_ms=now_ms
         )
     return Accepted(outcome.subject_id.encode(), outcome)
+
+
+def dead_letter(
+    rejection: Rejection,
+    value: bytes | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    now_ms: int,
+) -> DeadLetter:
+    """The dead letter of one record: its bytes (cut at DLQ_MAX_VALUE_BYTES), why, and where
+    it was read."""
+    original = value or b""
+    return DeadLetter(
+        rejection,
+        original[:DLQ_MAX_VALUE_BYTES],
+        [
+            (HEADER_REASON, rejection.reason.value.encode()),
+            (HEADER_DETAIL, rejection.detail.encode("utf-8", "replace")),
+            (HEADER_TOPIC, topic.encode()),
+            (HEADER_PARTITION, str(partition).encode()),
+            (HEADER_OFFSET, str(offset).encode()),
+            (HEADER_FAILED_AT, str(now_ms).encode()),
+            (HEADER_ORIGINAL_BYTES, str(len(original)).encode()),
+        ],
+    )
+
+
+def subject_key(item: Event | LeadFact) -> bytes:
+    """The key of a record about ``item``: its subject's id (a fact's lead)."""
+    return (item.lead_id if isinstance(item, LeadFact) else item.subject_id).encode()

@@ -40,6 +40,7 @@ from projections.kpi_changes import (
     WindowInstance,
     changes,
     instance,
+    key_part,
     labelled_bases,
     published_figures,
     record_key,
@@ -177,7 +178,7 @@ class KpiPublisher:
             for kpi, label, _ in published_figures(kpis, window):
                 wanted.add((name, record_key(kpi, scope, scope_id, window.token, label)))
         for name, base in label_fields:
-            wanted |= {(name, f"{base}/{label}") for label in labels.get(base, ())}
+            wanted |= {(name, f"{base}/{key_part(label)}") for label in labels.get(base, ())}
         states: dict[str, LastState] = {}
         pairs = sorted(wanted)
         for (_, field), raw in zip(pairs, await self._hmget(pairs), strict=True):

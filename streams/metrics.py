@@ -21,6 +21,10 @@ BATCH_SECONDS = Histogram(
     "Time to validate and forward one batch",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+INGEST_RETRIES = Counter(
+    "salespulse_ingest_retries_total",
+    "Ingest batches forwarded again because their Kafka transaction failed",
+)
 AGENT_STARTS = Counter(
     "salespulse_ingest_agent_starts_total",
     "Times the ingest agent started; more than 1 per process means it crashed and restarted",
@@ -55,7 +59,8 @@ REWINDS = Counter(
     "projections_missing (Redis was emptied) or projections_behind (it lost its last writes)",
     ["reason"],
 )
-REDIS_RETRIES = Counter(
-    "salespulse_projection_redis_retries_total",
-    "Projection batches retried because Redis did not answer",
+RETRIES = Counter(
+    "salespulse_projection_retries_total",
+    "Projection batches retried because Redis or Kafka did not answer",
+    ["server"],
 )

@@ -11,11 +11,24 @@ plan again. Publishing facts before the commit means a crash in between
 only republishes facts with the same ids, which the leads ignore.
 
 The stored checkpoints, not the consumer's committed offsets, say where each
-partition continues: when the first new record of a topic is past the offset
-after its checkpoint (offset 0 when there is none), the records in between are
-read from the log (``fill``) and applied first. That is how the projections
-rebuild themselves when Redis lost its last writes or was emptied, without
-moving the consumer.
+partition continues. A checkpoint is the last offset applied *or passed*: the
+events topic is written in transactions, so some offsets hold transaction
+markers (or aborted records) that a ``read_committed`` consumer never delivers.
+The reader therefore says, per topic partition, which span of offsets a batch
+covers (``Span``: every record the consumer delivers from ``start`` up to
+``end``), and the checkpoint moves to ``end - 1``. When a span starts past the
+offset after the checkpoint (offset 0 when there is none), the records in
+between were never applied: they are read from the log (``fill``) and applied
+first. That is how the projections rebuild themselves when Redis lost its last
+writes or was emptied, without moving the consumer.
+
+No event can stop the projections. Planning is pure, so a batch whose plan
+fails, or whose commit would take a sum out of range, fails the same way
+every time: the partition's batch is then split in halves, and halves again,
+until the events responsible are found. Those are dead-lettered as
+``unprocessable`` with the error, their offsets are passed, and everything
+else is applied (``_isolate``). Only infrastructure errors (Redis, Kafka) are
+retried.
 """
 
 from __future__ import annotations
@@ -24,15 +37,17 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from projections.contributions import Rules
-from projections.engine import DirectoryView, EntityKey, key_of, plan_batch
+from projections.engine import BatchPlan, DirectoryView, EntityKey, key_of, plan_batch
+from projections.entities import Record
 from projections.events import Event
 from projections.facts import LeadFact
 from projections.namespaces import current_namespace, pointer
@@ -43,6 +58,9 @@ from streams import metrics
 log = logging.getLogger(__name__)
 
 PublishFacts = Callable[[Sequence[LeadFact]], Awaitable[None]]
+# Send one record the projections cannot apply to the dead-letter topic, with the error, and
+# wait until the broker has it.
+DeadLetter = Callable[["Positioned", str], Awaitable[None]]
 # The records of one topic partition from ``start`` up to ``end`` (exclusive), in chunks.
 Fill = Callable[[str, int, int, int], AsyncIterator[list["Positioned"]]]
 # Read every team and rep upsert of the log into a directory; returns how many.
@@ -63,6 +81,34 @@ class Positioned:
     partition: int
     offset: int
     item: Event | LeadFact
+    value: bytes | None = None  # the record's bytes, for the dead-letter topic
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """The consumer delivered every record of a topic partition from offset ``start``
+    (None: not known) up to ``end`` (exclusive); offsets it skipped in between hold no
+    data (transaction markers, aborted records)."""
+
+    start: int | None
+    end: int
+
+
+# (partition, topic) -> the span a batch covers
+Spans = Mapping[tuple[int, str], Span]
+
+
+@dataclass
+class Work:
+    """One partition's share of a batch: its new items and its checkpoint moves, topic ->
+    (the offset it was planned from, or None for none; the new offset)."""
+
+    items: list[Positioned]
+    moves: dict[str, tuple[int | None, int]]
+
+
+class Unprocessable(Exception):
+    """A batch the projections cannot apply, however often it is tried."""
 
 
 def read_record(
@@ -76,14 +122,19 @@ def read_record(
     now_ms: int,
 ) -> Positioned | None:
     """A record of the events or lead-facts topic as the projector takes it; None (logged)
-    for an invalid event, which means a writer bypassed ingest, the topic's only writer."""
+    for an invalid one, which means a writer bypassed ingest (or the projector), the
+    topic's only writer."""
     if topic == facts_topic:
-        return Positioned(topic, partition, offset, LeadFact.decode(value or b""))
+        try:
+            return Positioned(topic, partition, offset, LeadFact.decode(value or b""), value)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("skipping invalid lead fact %s[%d]@%d: %r", topic, partition, offset, exc)
+            return None
     parsed = parse_event(value or b"", now_ms=now_ms, limits=limits)
     if isinstance(parsed, Rejection):
         log.error("skipping invalid record %s[%d]@%d: %s", topic, partition, offset, parsed.detail)
         return None
-    return Positioned(topic, partition, offset, parsed)
+    return Positioned(topic, partition, offset, parsed, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +159,7 @@ class Outcome:
     facts_published: int = 0
     facts_applied: int = 0
     facts_duplicate: int = 0
+    unprocessable: int = 0  # records dead-lettered because they cannot be applied
     gaps: list[Gap] = field(default_factory=list)
 
 
@@ -133,6 +185,7 @@ class Projector:
         clock: Callable[[], int] = wall_clock_ms,
         fill: Fill = no_gaps,
         on_lost: Callable[[], Awaitable[None]] | None = None,
+        dead_letter: DeadLetter | None = None,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -141,6 +194,7 @@ class Projector:
         self.clock = clock  # "now" in epoch ms: which minute/hour/day buckets are still live
         self.fill = fill
         self.on_lost = on_lost  # before refilling a partition Redis holds nothing of
+        self.dead_letter = dead_letter  # None: an unprocessable record stops the batch
         self._checkpoints: dict[int, dict[str, int]] = {}
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -148,29 +202,44 @@ class Projector:
         for partition in partitions:
             self._checkpoints.pop(partition, None)
 
-    async def apply(self, batch: Iterable[Positioned], outcome: Outcome | None = None) -> Outcome:
-        """Apply a batch; counts add up in ``outcome`` (a new one by default)."""
+    async def apply(
+        self,
+        batch: Iterable[Positioned],
+        outcome: Outcome | None = None,
+        spans: Spans | None = None,
+    ) -> Outcome:
+        """Apply a batch; counts add up in ``outcome`` (a new one by default). ``spans`` say
+        which offsets the batch covers (a span with no records moves a checkpoint past
+        offsets that hold no data); without them a batch covers its records' offsets."""
+        spans = spans or {}
         pending: dict[int, list[Positioned]] = defaultdict(list)
         for item in batch:
             pending[item.partition].append(item)
+        for partition, _ in spans:
+            pending.setdefault(partition, [])
         outcome = outcome or Outcome()
         for attempt in range(3):
             unknown = [p for p in pending if p not in self._checkpoints]
             if unknown:
                 found = await self.store.checkpoints_of(unknown)
                 self._checkpoints.update(zip(unknown, found, strict=True))
-            fresh, moved = {}, []
+            fresh: dict[int, Work] = {}
+            moved: list[int] = []
             for partition, items in pending.items():
                 try:
-                    fresh[partition] = await self._fresh(partition, items, outcome)
+                    work = await self._fresh(partition, items, spans, outcome)
                 except CheckpointMoved as error:
                     log.warning("%s", error)
                     moved.append(partition)
-            if any(fresh.values()):
-                moved += await self._commit({p: i for p, i in fresh.items() if i}, outcome)
-            for partition, items in fresh.items():
+                    continue
+                if work.moves:
+                    fresh[partition] = work
+            if fresh:
+                moved += await self._commit(fresh, outcome)
+            for partition, items in pending.items():
                 if partition not in moved:  # else counted by the attempt that lands
-                    outcome.redelivered += len(pending[partition]) - len(items)
+                    landed = fresh[partition].items if partition in fresh else []
+                    outcome.redelivered += len(items) - len(landed)
             if not moved:
                 return outcome
             log.warning("re-reading partitions %s (attempt %d)", moved, attempt + 1)
@@ -180,17 +249,36 @@ class Projector:
         raise CheckpointMoved(f"partitions {sorted(pending)}: gave up after 3 attempts")
 
     async def _fresh(
-        self, partition: int, items: list[Positioned], outcome: Outcome
-    ) -> list[Positioned]:
-        """The items past the partition's checkpoints, once any gap before them is filled."""
+        self, partition: int, items: list[Positioned], spans: Spans, outcome: Outcome
+    ) -> Work:
+        """The items past the partition's checkpoints, and where the checkpoints move, once
+        any gap before them is filled."""
         done = self._checkpoints[partition]
-        fresh = [i for i in items if i.offset > done.get(i.topic, -1)]
-        for topic in dict.fromkeys(i.topic for i in fresh):
-            first = min(i.offset for i in fresh if i.topic == topic)
+        topics = dict.fromkeys([i.topic for i in items] + [t for p, t in spans if p == partition])
+        for topic in topics:
+            new = [i.offset for i in items if i.topic == topic and i.offset > done.get(topic, -1)]
+            span = spans.get((partition, topic))
+            if span is not None and span.end - 1 <= done.get(topic, -1):
+                continue  # nothing past the checkpoint: a redelivery
+            if span is not None and span.start is not None:
+                first = span.start
+            elif new:
+                first = min(new)
+            else:
+                continue
             start = done[topic] + 1 if topic in done else 0
             if first > start:
                 await self._fill_gap(Gap(topic, partition, start, first, topic in done), outcome)
-        return [i for i in fresh if i.offset > done.get(i.topic, -1)]
+        fresh = [i for i in items if i.offset > done.get(i.topic, -1)]
+        moves: dict[str, tuple[int | None, int]] = {}
+        for i in fresh:
+            previous = moves.get(i.topic, (done.get(i.topic), -1))
+            moves[i.topic] = (previous[0], max(previous[1], i.offset))
+        for (p, topic), span in spans.items():
+            if p == partition and span.end - 1 > done.get(topic, -1):
+                previous = moves.get(topic, (done.get(topic), -1))
+                moves[topic] = (previous[0], max(previous[1], span.end - 1))
+        return Work(fresh, moves)
 
     async def _fill_gap(self, gap: Gap, outcome: Outcome) -> None:
         log.warning(
@@ -206,12 +294,14 @@ class Projector:
         outcome.gaps.append(gap)
         if not gap.stored and self.on_lost is not None:
             await self.on_lost()
+        done = self._checkpoints[gap.partition]
         async for chunk in self.fill(gap.topic, gap.partition, gap.start, gap.end):
             outcome.filled += len(chunk)
-            if await self._commit({gap.partition: chunk}, outcome):
+            work = Work(chunk, {gap.topic: (done.get(gap.topic), max(i.offset for i in chunk))})
+            if await self._commit({gap.partition: work}, outcome):
                 raise CheckpointMoved(f"partition {gap.partition}: moved during a gap refill")
 
-    async def _commit(self, fresh: dict[int, list[Positioned]], outcome: Outcome) -> list[int]:
+    async def _commit(self, fresh: dict[int, Work], outcome: Outcome) -> list[int]:
         """Load, plan, publish the facts and commit records that continue the checkpoints of
         their partitions. Returns the partitions whose checkpoint another writer moved
         (nothing of theirs was written or counted).
@@ -221,21 +311,31 @@ class Projector:
         one round trip for its commits) while the next is planned: Redis and the broker work
         on one chunk while Python plans the next, instead of each waiting for the other.
         Chunks hold different partitions, so they write different keys. Every landing has
-        finished before this returns or raises, so a retry never overlaps a commit."""
+        finished before this returns or raises, so a retry never overlaps a commit. A
+        partition whose plan fails, or whose commit would take a sum out of range, is then
+        applied event by event where needed (``_isolate``)."""
         stored = await self.store.load(
-            {partition: {key_of(i.item) for i in items} for partition, items in fresh.items()}
+            {p: {key_of(i.item) for i in work.items} for p, work in fresh.items()}
         )
         now_ms = self.clock()
         partitions = list(fresh)
         size = -(-len(partitions) // LANDING_CHUNKS)
-        landings: list[asyncio.Future[list[int]]] = []
+        landings: list[asyncio.Future[tuple[list[int], dict[int, str]]]] = []
+        failed: dict[int, str] = {}
         try:
             for first in range(0, len(partitions), size):
-                commits = [
-                    self._plan(partition, fresh[partition], stored[partition], now_ms)
-                    for partition in partitions[first : first + size]
-                ]
-                landings.append(asyncio.ensure_future(self._land(commits, outcome)))
+                commits = []
+                for partition in partitions[first : first + size]:
+                    work = fresh[partition]
+                    try:
+                        commits.append(self._plan(partition, work, stored[partition], now_ms))
+                    except Exception as exc:
+                        if isinstance(exc, MemoryError):
+                            raise
+                        failed[partition] = _describe(exc)
+                        self._restore_directory(work.items, stored[partition])
+                if commits:
+                    landings.append(asyncio.ensure_future(self._land(commits, outcome)))
                 for _ in range(YIELDS):  # let landings move on: acks in, commits out
                     await asyncio.sleep(0)
         finally:
@@ -244,32 +344,32 @@ class Projector:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-            moved += result
+            moved += result[0]
+            failed.update(result[1])
+        for partition, why in failed.items():
+            log.warning("partition %d: the batch cannot be applied (%s); isolating", partition, why)
+            self._restore_directory(fresh[partition].items, stored[partition])
+            if not await self._isolate(partition, fresh[partition], stored[partition], outcome):
+                moved.append(partition)
         return moved
 
     def _plan(
-        self,
-        partition: int,
-        items: list[Positioned],
-        stored: dict[EntityKey, dict[str, str]],
-        now_ms: int,
+        self, partition: int, work: Work, stored: dict[EntityKey, Record], now_ms: int
     ) -> Commit:
-        plan = plan_batch(stored, [i.item for i in items], self.directory, self.rules, now_ms)
-        done = self._checkpoints[partition]
-        moves: dict[str, tuple[int | None, int]] = {}
-        for i in items:
-            previous = moves.get(i.topic, (done.get(i.topic), -1))
-            moves[i.topic] = (previous[0], max(previous[1], i.offset))
-        return Commit(partition, moves, plan)
+        plan = plan_batch(stored, [i.item for i in work.items], self.directory, self.rules, now_ms)
+        return Commit(partition, work.moves, plan)
 
-    async def _land(self, commits: list[Commit], outcome: Outcome) -> list[int]:
-        """Publish the facts of some partitions' plans, then commit them; count what landed."""
+    async def _land(
+        self, commits: list[Commit], outcome: Outcome
+    ) -> tuple[list[int], dict[int, str]]:
+        """Publish the facts of some partitions' plans, then commit them; count what landed.
+        Returns the partitions whose checkpoint moved, and those whose batch is out of range."""
         facts = [fact for commit in commits for fact in commit.plan.facts]
         if facts:
             await self.publish_facts(facts)
-        moved = await self.store.commit(commits)
+        landed = await self.store.commit(commits)
         for commit in commits:
-            if commit.partition in moved:
+            if commit.partition in landed.moved or commit.partition in landed.out_of_range:
                 continue
             done = self._checkpoints[commit.partition]
             for topic, (_, new) in commit.moves.items():
@@ -280,13 +380,89 @@ class Projector:
             outcome.facts_published += len(plan.facts)
             outcome.facts_applied += plan.facts_applied
             outcome.facts_duplicate += plan.facts_duplicate
-        return moved
+        return landed.moved, landed.out_of_range
+
+    async def _isolate(
+        self, partition: int, work: Work, stored: dict[EntityKey, Record], outcome: Outcome
+    ) -> bool:
+        """Apply one partition's batch that cannot be applied whole: halves, then halves of a
+        half that fails, in offset order, down to single records, which are dead-lettered as
+        unprocessable. False if another writer moved the checkpoint meanwhile."""
+        if self.dead_letter is None:
+            raise Unprocessable(f"partition {partition}: the batch cannot be applied")
+        done = self._checkpoints[partition]
+        records = dict(stored)  # as committed so far
+        now_ms = self.clock()
+        parts = [sorted(work.items, key=lambda i: (i.topic, i.offset))]
+        while parts:
+            part = parts.pop()
+            moves: dict[str, tuple[int | None, int]] = {}
+            for i in part:  # a prefix of each topic's items: its last offset is its greatest
+                moves[i.topic] = (done.get(i.topic), i.offset)
+            why = ""
+            try:
+                plan = plan_batch(
+                    records, [i.item for i in part], self.directory, self.rules, now_ms
+                )
+            except Exception as exc:
+                if isinstance(exc, MemoryError):
+                    raise
+                why = _describe(exc)
+            else:
+                moved, out_of_range = await self._land([Commit(partition, moves, plan)], outcome)
+                if moved:
+                    return False
+                why = out_of_range.get(partition, "")
+                if not why:
+                    records.update(plan.records)
+                    continue
+            self._restore_directory(part, records)
+            if len(part) > 1:
+                middle = len(part) // 2
+                parts += [part[middle:], part[:middle]]  # the first half is taken first
+                continue
+            (record,) = part
+            log.error(
+                "%s[%d]@%d cannot be applied, dead-lettered as unprocessable: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                why,
+            )
+            await self.dead_letter(record, why)
+            outcome.unprocessable += 1
+            moved, _ = await self._land([Commit(partition, moves, BatchPlan())], outcome)
+            if moved:
+                return False
+        rest = {
+            t: (done.get(t), new) for t, (_, new) in work.moves.items() if new > done.get(t, -1)
+        }
+        if rest:  # offsets past the last record that hold no data
+            moved, _ = await self._land([Commit(partition, rest, BatchPlan())], outcome)
+            if moved:
+                return False
+        return True
+
+    def _restore_directory(
+        self, items: Iterable[Positioned], records: Mapping[EntityKey, Record]
+    ) -> None:
+        """Forget what a plan that did not land taught the directory: the rep and team
+        records it touched are taken again as they are committed."""
+        for i in items:
+            key = key_of(i.item)
+            if key[0] in ("rep", "team"):
+                self.directory.update(key, records.get(key, {}))
+
+
+def _describe(error: BaseException) -> str:
+    """An error as the one line a dead letter carries."""
+    return f"{type(error).__name__}: {error}"[:500]
 
 
 class LiveProjector:
     """The worker's projector: writes to the live generation, follows a rebuild's switch,
-    and rides out a Redis outage of up to ``outage_seconds`` by retrying the batch (which
-    the checkpoints make safe: a commit that landed before the connection broke is
+    and rides out a Redis or Kafka outage of up to ``outage_seconds`` by retrying the batch
+    (which the checkpoints make safe: a commit that landed before the connection broke is
     recognised and not applied twice)."""
 
     def __init__(
@@ -299,8 +475,10 @@ class LiveProjector:
         fill: Fill = no_gaps,
         learn_directory: LearnDirectory | None = None,
         outage_seconds: float = 300.0,
+        dead_letter: DeadLetter | None = None,
     ) -> None:
         self.client = client
+        self.dead_letter = dead_letter
         self.prefix = prefix
         self.partitions = partitions
         self.rules = rules
@@ -329,7 +507,13 @@ class LiveProjector:
         directory = await store.directory(range(self.partitions), self.rules)
         self.namespace = namespace
         self._projector = Projector(
-            store, directory, self.rules, self.publish_facts, fill=self.fill, on_lost=self._lost
+            store,
+            directory,
+            self.rules,
+            self.publish_facts,
+            fill=self.fill,
+            on_lost=self._lost,
+            dead_letter=self.dead_letter,
         )
         log.info("projecting into %s", namespace)
         return self._projector
@@ -346,19 +530,20 @@ class LiveProjector:
         if self._projector is not None:
             self._projector.forget(partitions)
 
-    async def apply(self, batch: Sequence[Positioned]) -> Outcome:
+    async def apply(self, batch: Sequence[Positioned], spans: Spans | None = None) -> Outcome:
         outcome = Outcome()
         self._relearned = False
         delay, give_up = 0.1, time.monotonic() + self.outage_seconds
         while True:
             try:
-                await self._apply(batch, outcome)
+                await self._apply(batch, spans, outcome)
                 break
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except (RedisConnectionError, RedisTimeoutError, KafkaError) as exc:
                 if time.monotonic() + delay > give_up:
                     raise
-                metrics.REDIS_RETRIES.inc()
-                log.warning("Redis unavailable (%s); retrying the batch in %.1fs", exc, delay)
+                server = "Kafka" if isinstance(exc, KafkaError) else "Redis"
+                metrics.RETRIES.labels(server).inc()
+                log.warning("%s unavailable (%r); retrying the batch in %.1fs", server, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         return outcome
@@ -375,14 +560,16 @@ class LiveProjector:
                 projector.directory.update(key, record)
             self._directory_versions = versions
 
-    async def _apply(self, batch: Sequence[Positioned], outcome: Outcome) -> None:
+    async def _apply(
+        self, batch: Sequence[Positioned], spans: Spans | None, outcome: Outcome
+    ) -> None:
         projector = self._projector or await self._open(
             await current_namespace(self.client, self.prefix)
         )
         while True:
             try:
                 await self._refresh_directory(projector)
-                await projector.apply(batch, outcome)
+                await projector.apply(batch, outcome, spans)
                 return
             except NamespaceFrozen:
                 frozen = self.namespace

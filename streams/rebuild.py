@@ -34,8 +34,9 @@ from projections.events import Event
 from projections.facts import LeadFact
 from projections.namespaces import current_namespace, drop, freeze, next_generation, switch
 from projections.store import Store, connect
-from projections.validation import Rejection, parse_event
-from streams.projector import Positioned, Projector, PublishFacts, read_record
+from projections.validation import Reason, Rejection, parse_event
+from streams.ingest import dead_letter, subject_key
+from streams.projector import DeadLetter, Positioned, Projector, PublishFacts, Span, read_record
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,10 @@ class _Replay:
             bootstrap_servers=settings.bootstrap,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
+        self.positions: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         """Read from the beginning, or after the checkpoints the new generation already has."""
@@ -87,7 +90,8 @@ class _Replay:
             zip(partitions, await self.projector.store.checkpoints_of(partitions), strict=True)
         )
         for tp, start in (await self.consumer.beginning_offsets(self.tps)).items():
-            self.consumer.seek(tp, max(start, done[tp.partition].get(tp.topic, -1) + 1))
+            self.positions[tp] = max(start, done[tp.partition].get(tp.topic, -1) + 1)
+            self.consumer.seek(tp, self.positions[tp])
 
     async def run_to_end(self) -> None:
         # The end offsets are asked for only when a read comes back empty: not once per batch.
@@ -114,8 +118,14 @@ class _Replay:
                 )
                 if item is not None:
                     items.append(item)
-        if items:
-            await self.projector.apply(items)
+        spans: dict[tuple[int, str], Span] = {}
+        for tp in self.tps:  # offsets passed without data (transaction markers) move on too
+            end = await self.consumer.position(tp)
+            if end != self.positions[tp]:
+                spans[(tp.partition, tp.topic)] = Span(self.positions[tp], end)
+                self.positions[tp] = end
+        if spans:
+            await self.projector.apply(items, spans=spans)
             self.records += len(items)
         return sum(len(messages) for messages in batch.values())
 
@@ -129,7 +139,11 @@ class _Replay:
 
 async def directory_events(settings: Settings) -> list[Event]:
     """Every team and rep upsert of the events topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     found: list[Event] = []
     try:
@@ -176,7 +190,11 @@ async def _replay_partitions(
         view = DirectoryView({}, settings.rules)
         learn(view, directory, settings)
         projector = Projector(
-            Store(client, namespace), view, settings.rules, _publisher(settings, producer)
+            Store(client, namespace),
+            view,
+            settings.rules,
+            _publisher(settings, producer),
+            dead_letter=_dead_letterer(settings, producer),
         )
         replay = _Replay(settings, projector, partitions)
         await replay.start()
@@ -257,6 +275,31 @@ def _publisher(settings: Settings, producer: AIOKafkaProducer) -> PublishFacts:
     return publish_facts
 
 
+def _dead_letterer(settings: Settings, producer: AIOKafkaProducer) -> DeadLetter:
+    """A replay meets the records the live worker dead-lettered as unprocessable and does
+    the same (a second copy, with the same source offset headers)."""
+
+    async def send(record: Positioned, why: str) -> None:
+        letter = dead_letter(
+            Rejection(Reason.UNPROCESSABLE, why),
+            record.value,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            now_ms=time.time_ns() // 1_000_000,
+        )
+        await (
+            await producer.send(
+                settings.dlq_topic,
+                letter.value,
+                key=subject_key(record.item),
+                headers=letter.headers,
+            )
+        )
+
+    return send
+
+
 async def rebuild(settings: Settings, processes: int = 1) -> RebuildReport:
     client = connect(settings.redis)
     producer = _facts_producer(settings)
@@ -275,7 +318,13 @@ async def rebuild(settings: Settings, processes: int = 1) -> RebuildReport:
         replayed = 0
         if processes > 1:
             replayed = await _replay_in_processes(settings, new, processes, known)
-        projector = Projector(store, directory, settings.rules, _publisher(settings, producer))
+        projector = Projector(
+            store,
+            directory,
+            settings.rules,
+            _publisher(settings, producer),
+            dead_letter=_dead_letterer(settings, producer),
+        )
         replay = _Replay(settings, projector)
         await replay.start()
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -39,6 +40,14 @@ class Settings:
     ingest_batch_size: int = 10_000
     ingest_batch_seconds: float = 0.2
     session_timeout_seconds: float = 10.0
+    # A worker's name in its consumer groups (static membership: a restarted worker takes its
+    # partitions back at once) and in its ingest transactions (a restarted worker aborts
+    # what its killed predecessor left open). Unique per running worker, the same across its
+    # restarts: a StatefulSet pod name, say. Default: <host name>-<worker metrics port>.
+    worker_id: str = ""
+    # An ingest transaction left open by a worker that died is aborted after this long (the
+    # projection waits for it on the partitions it wrote to, when nobody restarts the worker).
+    transaction_timeout_seconds: float = 10.0
     worker_metrics_port: int = 9466
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 inside a container
     exporter_port: int = 9467
@@ -87,6 +96,10 @@ class Settings:
     @property
     def redis(self) -> str:
         return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def worker_name(self) -> str:
+        return self.worker_id or f"{socket.gethostname()}-{self.worker_metrics_port}"
 
     @property
     def raw_topic(self) -> str:
@@ -195,6 +208,12 @@ class Settings:
             raise SettingsError(f"SALESPULSE_PARTITIONS must be at least 1, not {self.partitions}")
         if self.kpi_publish_interval_seconds <= 0:
             raise SettingsError("SALESPULSE_KPI_PUBLISH_INTERVAL_SECONDS must be above 0")
+        if self.transaction_timeout_seconds < 1:
+            raise SettingsError("SALESPULSE_TRANSACTION_TIMEOUT_SECONDS must be at least 1")
+        if any(c not in _TOPIC_CHARS for c in self.worker_id):
+            raise SettingsError(
+                f"SALESPULSE_WORKER_ID={self.worker_id!r}: use letters, digits, . _ -"
+            )
         if self.ingest_batch_size < 1:
             raise SettingsError("SALESPULSE_INGEST_BATCH_SIZE must be at least 1")
         if self.max_event_bytes < 256:

@@ -30,41 +30,48 @@ async def read_topic(
     expect: int | None = None,
     timeout: float = 60.0,
 ) -> list[Read]:
-    """All records of ``topic``; with ``expect``, wait until at least that many exist."""
+    """All committed records of ``topic``; with ``expect``, wait until at least that many
+    were read. (Offsets are not records: transaction markers take offsets too.)"""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         deadline = time.monotonic() + timeout
-        while True:
-            ends = await consumer.end_offsets(tps)
-            if expect is None or sum(ends.values()) >= expect or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
         # Explicit seeks: seek_to_beginning right after assign() was seen to leave the
         # position at the end (aiokafka 0.14 against Kafka 4.1).
         for tp, start in (await consumer.beginning_offsets(tps)).items():
             consumer.seek(tp, start)
         records: list[Read] = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=1_000)
-            for tp, messages in batch.items():
-                records.extend(
-                    Read(tp.partition, m.offset, m.key, m.value, dict(m.headers))
-                    for m in messages
-                    if m.offset < ends[tp]
-                )
-        return records
+        while True:
+            ends = await consumer.end_offsets(tps)
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                batch = await consumer.getmany(timeout_ms=1_000)
+                for tp, messages in batch.items():
+                    records.extend(
+                        Read(tp.partition, m.offset, m.key, m.value, dict(m.headers))
+                        for m in messages
+                        if m.offset < ends[tp]
+                    )
+            if expect is None or len(records) >= expect or time.monotonic() > deadline:
+                return records
+            await asyncio.sleep(0.5)
     finally:
         await consumer.stop()
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Each partition's end offset."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        request_timeout_ms=10_000,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(settings.partitions)]

@@ -29,7 +29,16 @@ def test_an_event_record_is_validated_into_its_event() -> None:
 
 def test_a_facts_record_is_a_lead_fact() -> None:
     fact = LeadFact("f1", "lead-1", "touch", 1_700_000_000_000)
-    assert _read("facts", fact.encode()) == Positioned("facts", 4, 99, fact)
+    assert _read("facts", fact.encode()) == Positioned("facts", 4, 99, fact, fact.encode())
+
+
+@pytest.mark.parametrize("value", [None, b"", b"{", b"[]", b'{"fact_id": "f1"}'])
+def test_an_invalid_facts_record_is_skipped_and_logged(
+    value: bytes | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="streams.projector"):
+        assert _read("facts", value) is None
+    assert "skipping invalid lead fact facts[4]@99" in caplog.text
 
 
 @pytest.mark.parametrize("value", [None, b"", b"{", orjson.dumps({"type": "lead.nope"})])
