@@ -278,7 +278,7 @@ class Oracle:
                 n["inbound#in_sl"] = n.get("inbound#in_sl", 0) + in_sl
         g = n.get
         leads = g("lead", 0)
-        sources = {k.split(":", 1)[1]: v for k, v in n.items() if k.startswith("lead_source:")}
+        sources = self._sources(scope, scope_id, where, params)
         won, lost = g("closed:won", 0), g("closed:lost", 0)
         revenue = self._won_revenue(scope, scope_id, where, params)
         held, no_show = g("meeting:meeting.held", 0), g("meeting:meeting.no_show", 0)
@@ -346,6 +346,15 @@ class Oracle:
         elif scope == "campaign":
             out["cost_per_lead"] = _ratio(g("spend#v", 0), leads)
         return out
+
+    def _sources(self, scope: str, scope_id: str, where: str, params: list[Any]) -> dict[str, int]:
+        """Leads per lead source: any text, the empty one and commas included."""
+        rows = self.db.execute(
+            f"SELECT label, count(*) FROM facts WHERE what = 'lead_source' "
+            f"AND scope = ? AND id = ? AND ({where}) GROUP BY label",
+            [scope, scope_id, *params],
+        ).fetchall()
+        return {label: int(count) for label, count in rows}
 
     def _won_revenue(self, scope: str, scope_id: str, where: str, params: list[Any]) -> int:
         (total,) = self.db.execute(

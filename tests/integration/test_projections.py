@@ -27,6 +27,8 @@ from simulator.org import build_org
 from streams.projector import LANDING_CHUNKS, Positioned, Projector
 from streams.settings import Settings
 from tests.oracle import Oracle
+from tests.projection_feed import drop as _drop
+from tests.projection_feed import project as _project
 from tests.support import figures
 
 pytestmark = pytest.mark.integration
@@ -43,11 +45,6 @@ async def redis_client(stack_env: dict[str, str]) -> AsyncIterator[aioredis.Redi
     client = aioredis.Redis.from_url(Settings.from_env(stack_env).redis)
     yield client
     await client.aclose()
-
-
-async def _drop(client: aioredis.Redis, namespace: str) -> None:
-    async for key in client.scan_iter(match=f"{{{namespace}:*", count=1000):
-        await client.delete(key)
 
 
 def _log(seed: int, count: int) -> tuple[list[bytes], list[Event]]:
@@ -69,46 +66,6 @@ def _log(seed: int, count: int) -> tuple[list[bytes], list[Event]]:
         assert not isinstance(event, Rejection)
         events.append(event)
     return values, events
-
-
-async def _project(
-    client: aioredis.Redis, namespace: str, events: list[Event], partitions: int, rng: random.Random
-) -> tuple[Store, DirectoryView]:
-    """Feed the events through the projector: directory first, then in the given order,
-    split over partitions by subject (as Kafka would), batches of random size interleaved.
-    Lead facts go back in on a second "topic" partitioned by lead, as the worker does."""
-    store = Store(client, namespace)
-    directory = DirectoryView({}, RULES)
-    facts: list[list[Positioned]] = [[] for _ in range(partitions)]
-    fact_offsets = [0] * partitions
-
-    async def publish(new: Sequence[LeadFact]) -> None:
-        for fact in new:
-            p = zlib.crc32(fact.lead_id.encode()) % partitions
-            facts[p].append(Positioned("facts", p, fact_offsets[p], fact))
-            fact_offsets[p] += 1
-
-    # The projector's "now" is the log's end: which minute and hour buckets it keeps.
-    projector = Projector(store, directory, RULES, publish, clock=lambda: END_MS)
-    first = [e for e in events if isinstance(e, RepUpserted | TeamUpserted)]
-    rest = [e for e in events if not isinstance(e, RepUpserted | TeamUpserted)]
-    queues: list[list[Positioned]] = [[] for _ in range(partitions)]
-    for event in first + rest:
-        p = zlib.crc32(event.subject_id.encode()) % partitions
-        queues[p].append(Positioned(TOPIC, p, len(queues[p]), event))
-    head = sum(1 for queue in queues for i in queue if i.item in first)
-    await projector.apply([i for queue in queues for i in queue if i.item in first])
-    queues = [[i for i in queue if i.item not in first] for queue in queues]
-    assert head == len(first)
-    while any(queues) or any(facts):
-        batch: list[Positioned] = []
-        for pending in (*queues, *facts):
-            take = rng.randint(0, 400)
-            batch += pending[:take]
-            del pending[:take]
-        batch.sort(key=lambda i: (i.partition, i.topic, i.offset))
-        await projector.apply(batch)
-    return store, directory
 
 
 async def _compare(store: Store, partitions: int, oracle: Oracle, as_ofs: list[int]) -> int:
@@ -147,7 +104,9 @@ async def test_projections_equal_the_oracle_on_a_shuffled_duplicated_log(
     rng.shuffle(shuffled)
     try:
         started = time.monotonic()
-        store, _ = await _project(redis_client, namespace, shuffled, 4, rng)
+        store, _ = await _project(
+            redis_client, namespace, shuffled, 4, rng, rules=RULES, end_ms=END_MS
+        )
         print(f"\nprojected {len(events)} events in {time.monotonic() - started:.2f}s")
         compared = await _compare(
             store, 4, oracle, [END_MS, END_MS - 5 * 3_600_000, END_MS - 3 * 86_400_000]
@@ -184,11 +143,15 @@ async def test_any_order_partitioning_and_replay_give_the_oracle(
     order = random.Random(order_seed)
     order.shuffle(events)
     try:
-        store, _ = await _project(redis_client, namespace, events, partitions, order)
+        store, _ = await _project(
+            redis_client, namespace, events, partitions, order, rules=RULES, end_ms=END_MS
+        )
         if replay:
             # A redelivery of everything (a crash before the consumer committed): the stored
             # checkpoints skip what is at or below them; nothing may count twice.
-            await _project(redis_client, namespace, events, partitions, order)
+            await _project(
+                redis_client, namespace, events, partitions, order, rules=RULES, end_ms=END_MS
+            )
         await _compare(store, partitions, oracle, [END_MS, END_MS - 2 * 86_400_000])
     finally:
         await _drop(redis_client, namespace)

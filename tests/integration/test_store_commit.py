@@ -1,5 +1,6 @@
 """The commit script on the real Redis: bucket sums, fields dropped at 0, the TTL of a bucket
-set once, dirty marks that move with every commit, and sums exact up to 2**53."""
+set once, dirty marks that move with every commit, sums exact up to 2**53 and a commit that
+would leave that range writing nothing, records of tens of thousands of fields, any id."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from projections.engine import GAUGE_BUCKET, AggregateKey, BatchPlan
-from projections.store import Commit, Store
+from projections.store import Commit, Landed, Store
 from projections.windows import TIER_TTL_SECONDS
 from streams.settings import Settings
 
@@ -39,12 +40,14 @@ class Commits:
         self.store = store
         self.offset: int | None = None
 
-    async def __call__(self, deltas: dict[AggregateKey, dict[str, int]]) -> None:
+    async def __call__(self, deltas: dict[AggregateKey, dict[str, int]], **plan: object) -> Landed:
         new = (self.offset if self.offset is not None else -1) + 1
-        plan = BatchPlan(deltas=deltas, applied=1)
-        moved = await self.store.commit([Commit(0, {"events": (self.offset, new)}, plan)])
-        assert moved == []
-        self.offset = new
+        batch = BatchPlan(deltas=deltas, applied=1, **plan)  # type: ignore[arg-type]
+        landed = await self.store.commit([Commit(0, {"events": (self.offset, new)}, batch)])
+        assert not landed.moved
+        if not landed.out_of_range:
+            self.offset = new
+        return landed
 
 
 async def _bucket(store: Store, key: AggregateKey) -> dict[str, int]:
@@ -112,3 +115,57 @@ async def test_many_dirty_marks_in_one_commit(store: Store) -> None:
     await commit(deltas)
     (marks,) = await store.dirty([0])
     assert marks == dict.fromkeys(deltas, 1)
+
+
+async def test_a_commit_that_would_leave_the_exact_range_writes_nothing(store: Store) -> None:
+    """Redis never rolls a script back: the increments made before the bad sum are undone,
+    and nothing else of the commit (records, marks, the checkpoint) is written."""
+    commit = Commits(store)
+    await commit({ALL: {"revenue_minor": 2**53 - 10, "won": 1}, DAY: {"won": 1}})
+    before = await store.client.hgetall(store.keys.checkpoint(0))
+    landed = await commit(
+        {DAY: {"won": 1, "lost": 3}, ALL: {"won": 1, "revenue_minor": 10}},
+        changed_fields={("opp", "o-1"): {"x_at": "1"}},
+    )
+    assert list(landed.out_of_range) == [0]
+    assert "revenue_minor" in landed.out_of_range[0]
+    assert await _bucket(store, ALL) == {"revenue_minor": 2**53 - 10, "won": 1}
+    assert await _bucket(store, DAY) == {"won": 1}  # "lost" was added and taken back
+    assert not await store.client.exists(store.keys.entity(0, ("opp", "o-1")))
+    assert await store.client.hgetall(store.keys.checkpoint(0)) == before
+    assert await store.dirty([0]) == [{DAY: 1, ALL: 1}]
+    # A negative sum out of range, and a delta out of range on its own, too.
+    assert (await commit({DAY: {"won": -(2**53)}})).out_of_range
+    assert (await commit({MINUTE: {"talk_ms": 2**60}})).out_of_range
+    assert await _bucket(store, DAY) == {"won": 1}
+    assert not await store.client.exists(store.keys.aggregate(0, MINUTE))
+    landed = await commit({ALL: {"revenue_minor": 9}})  # the next good commit lands
+    assert not landed.out_of_range
+    assert await _bucket(store, ALL) == {"revenue_minor": 2**53 - 1, "won": 1}
+
+
+async def test_a_record_with_more_fields_than_lua_can_unpack_at_once(store: Store) -> None:
+    """One lead with 30,000 responses in one batch: 60,001 HSET arguments."""
+    commit = Commits(store)
+    fields = {f"!event-{n}": f"resp|{n}|rep|positive|emea|UTC" for n in range(30_000)}
+    await commit({ALL: {"responses": 30_000}}, changed_fields={("lead", "l-1"): fields})
+    stored = await store.load({0: [("lead", "l-1")]})
+    assert stored[0][("lead", "l-1")] == fields
+    assert (await store.checkpoints(0)) == {"events": 0}
+
+
+HOSTILE_IDS = ["a|b", "a:b", "a/b", "{a}", "a\tb", "100%", "%7C", " ", "ü\u2028😀", "x" * 128]
+
+
+async def test_any_id_is_a_key_a_mark_and_a_record_of_its_own(store: Store) -> None:
+    commit = Commits(store)
+    deltas = {("rep", ident, "A"): {"calls": n + 1} for n, ident in enumerate(HOSTILE_IDS)}
+    records = {("lead", ident): {"owner": ident} for ident in HOSTILE_IDS}
+    await commit(deltas, changed_fields=records)
+    (marks,) = await store.dirty([0])
+    assert marks == dict.fromkeys(deltas, 1)
+    assert await store.scopes([0]) == {("rep", ident) for ident in HOSTILE_IDS}
+    stored = await store.load({0: list(records)})
+    assert stored[0] == records
+    for n, ident in enumerate(HOSTILE_IDS):
+        assert await store.sums([0], "rep", ident, ["A"]) == {"calls": n + 1}
