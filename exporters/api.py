@@ -182,6 +182,9 @@ class Api:
             except (RedisError, OSError) as exc:
                 log.warning("API %s: projections unreadable: %r", request.path, exc)
                 return _json({"error": {"message": "the projections cannot be read now"}}, 503)
+            except Exception:
+                log.exception("API %s failed", request.path_qs)
+                return _json({"error": {"message": "internal error (logged by the exporter)"}}, 500)
 
         return guarded
 
@@ -212,6 +215,7 @@ class Api:
         query = parse_query(request, time.time_ns() // 1_000_000)
         answer, targets = await self._answer(query)
         body = _span_json(answer, query.as_of_ms)
+        body["projections"] = await self.exporter.projections_state()
         body["kpis"] = {
             kpi: result_json(kpi, result, answer, targets) for kpi, result in answer.kpis.items()
         }
@@ -226,6 +230,7 @@ class Api:
         if kpi not in answer.kpis:
             raise ApiError(404, f"{kpi} is not defined for this scope and window", "kpi")
         body = _span_json(answer, query.as_of_ms)
+        body["projections"] = await self.exporter.projections_state()
         body["kpi"] = kpi
         body["result"] = result_json(kpi, answer.kpis[kpi], answer, targets)
         return _json(body)
@@ -304,6 +309,9 @@ class Api:
         return _json(
             {
                 "status": health.status,
+                "live": health.live,
+                "refilling": [{"topic": t, "partition": p} for t, p in health.refilling],
+                "rebuild": health.rebuild,
                 "redis": True,
                 "kafka": health.lag is not None,
                 "consumer_lag": health.total_lag,

@@ -96,6 +96,15 @@ SPAN_PROPERTIES = {
     "as_of": {"type": "string", "format": "date-time"},
 }
 SPAN_REQUIRED = list(SPAN_PROPERTIES)
+# What the numbers of an answer are: live, or partial while lost records are applied again.
+PROJECTIONS = {
+    "type": "object",
+    "required": ["status", "live"],
+    "properties": {
+        "status": {"type": "string", "enum": ["live", "rebuilding", "refilling"]},
+        "live": {"type": "boolean"},
+    },
+}
 
 
 def document() -> dict[str, Any]:
@@ -220,9 +229,10 @@ def document() -> dict[str, Any]:
                 "Result": RESULT,
                 "Kpis": {
                     "type": "object",
-                    "required": [*SPAN_REQUIRED, "kpis"],
+                    "required": [*SPAN_REQUIRED, "projections", "kpis"],
                     "properties": {
                         **SPAN_PROPERTIES,
+                        "projections": PROJECTIONS,
                         "kpis": {
                             "type": "object",
                             "additionalProperties": {"$ref": "#/components/schemas/Result"},
@@ -231,9 +241,10 @@ def document() -> dict[str, Any]:
                 },
                 "Kpi": {
                     "type": "object",
-                    "required": [*SPAN_REQUIRED, "kpi", "result"],
+                    "required": [*SPAN_REQUIRED, "projections", "kpi", "result"],
                     "properties": {
                         **SPAN_PROPERTIES,
+                        "projections": PROJECTIONS,
                         "kpi": {"type": "string"},
                         "result": {"$ref": "#/components/schemas/Result"},
                     },
@@ -286,7 +297,13 @@ def document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["status", "redis"],
                     "properties": {
-                        "status": {"type": "string", "enum": ["ok", "stale", "unknown", "down"]},
+                        "status": {
+                            "type": "string",
+                            "enum": ["ok", "rebuilding", "stale", "refilling", "unknown", "down"],
+                        },
+                        "live": {"type": "boolean"},
+                        "refilling": {"type": "array", "items": {"type": "object"}},
+                        "rebuild": _nullable({"type": "object"}),
                         "redis": {"type": "boolean"},
                         "kafka": {"type": "boolean"},
                         "consumer_lag": _nullable({"type": "integer"}),

@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from dataclasses import replace
+from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -27,7 +28,7 @@ from exporters.families import families, target_families
 from exporters.health import Health, health_families, summarise
 from exporters.targets_file import TargetsFile
 from exporters.wallboard_routes import wallboard_routes
-from projections.namespaces import current_namespace
+from projections.namespaces import current_namespace, rebuilding
 from projections.read import read_many
 from projections.store import Store, connect
 from projections.targets import QUOTA_ATTAINMENT, QUOTA_KPI, TargetsError, with_targets
@@ -45,6 +46,7 @@ class Exporter:
         self.client = connect(settings.redis, retries=1)
         self.targets = TargetsFile(settings.targets_file)
         self._kafka: AIOKafkaConsumer | None = None
+        self.skipped_scopes = 0  # in the last scrape
 
     async def _end_offsets(self) -> dict[tuple[str, int], int] | None:
         """End offsets of the events and lead-facts topics, or None if Kafka is unreachable."""
@@ -72,8 +74,21 @@ class Exporter:
         s = self.settings
         namespace = await current_namespace(self.client, s.topic_prefix, create=False)
         progress = await Store(self.client, namespace).progress(range(s.partitions))
+        running = await rebuilding(self.client, s.topic_prefix)
         ends = await self._end_offsets()
-        return summarise(progress, ends, time.time_ns() // 1_000_000, s.stale_after_seconds)
+        now_ms = time.time_ns() // 1_000_000
+        return summarise(progress, ends, now_ms, s.stale_after_seconds, running)
+
+    async def projections_state(self) -> dict[str, Any]:
+        """What a KPI answer says of the numbers it holds, from Redis alone: ``refilling``
+        (records the projections lost are applied again: partial), ``rebuilding`` (a rebuild
+        runs; these are the live generation's numbers) or ``live``."""
+        s = self.settings
+        namespace = await current_namespace(self.client, s.topic_prefix, create=False)
+        progress = await Store(self.client, namespace).progress(range(s.partitions))
+        health = summarise(progress, None, 0, rebuild=await rebuilding(self.client, s.topic_prefix))
+        status = "refilling" if health.refilling else "rebuilding" if health.rebuild else "live"
+        return {"status": status, "live": status != "refilling"}
 
     async def dead_letters(self) -> int | None:
         """Records ever written to the dead-letter topic (its end offsets), None if unknown."""
@@ -116,18 +131,41 @@ class Exporter:
                 queries += [(scope, scope_id, w) for w in WINDOWS]
         # Cardinality bound: reps export only the configured KPIs (quota needs revenue).
         wanted = s.rep_kpis | ({QUOTA_KPI} if QUOTA_ATTAINMENT in s.rep_kpis else set())
-        answers = await read_many(store, partitions, directory, queries, as_of, {"rep": wanted})
-        targets = self.targets.current()
-        with_teams = []
-        for a in answers:
-            kpis = with_targets(a.kpis, targets, a.scope, a.scope_id, a.span.window)
-            if a.scope == "rep":
-                kpis = {k: v for k, v in kpis.items() if k in s.rep_kpis}
-            with_teams.append((replace(a, kpis=kpis), rep_team.get(a.scope_id, "")))
-        return [
-            *families(with_teams, rep_histogram_buckets=s.export_rep_histogram_buckets),
-            *target_families(with_teams, targets),
-        ]
+
+        async def build(chosen: list[tuple[str, str, str]]) -> list[Metric]:
+            answers = await read_many(store, partitions, directory, chosen, as_of, {"rep": wanted})
+            targets = self.targets.current()
+            with_teams = []
+            for a in answers:
+                kpis = with_targets(a.kpis, targets, a.scope, a.scope_id, a.span.window)
+                if a.scope == "rep":
+                    kpis = {k: v for k, v in kpis.items() if k in s.rep_kpis}
+                with_teams.append((replace(a, kpis=kpis), rep_team.get(a.scope_id, "")))
+            return [
+                *families(with_teams, rep_histogram_buckets=s.export_rep_histogram_buckets),
+                *target_families(with_teams, targets),
+            ]
+
+        self.skipped_scopes = 0
+        try:
+            return await build(queries)
+        except (RedisError, OSError):
+            raise
+        except Exception:
+            log.exception("a scrape failed: reading scope by scope, to leave out the one failing")
+        by_scope: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+        for query in queries:
+            by_scope.setdefault(query[:2], []).append(query)
+        parts: list[Metric] = []
+        for (scope, scope_id), chosen in by_scope.items():
+            try:
+                parts += await build(chosen)
+            except (RedisError, OSError):
+                raise
+            except Exception:
+                log.exception("scrape: leaving out %s %r, which cannot be read", scope, scope_id)
+                self.skipped_scopes += 1
+        return merge_families(parts)
 
     async def metrics(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -141,18 +179,35 @@ class Exporter:
             "salespulse_exporter_up", "1 if the last scrape could read the projections"
         )
         exporter_up.add_metric([], up)
+        skipped = GaugeMetricFamily(
+            "salespulse_exporter_skipped_scopes",
+            "Scopes this scrape left out because reading them failed (the log names them)",
+        )
+        skipped.add_metric([], float(self.skipped_scopes))
         duration = GaugeMetricFamily(
             "salespulse_exporter_scrape_duration_seconds",
             "Time this scrape took to read the projections and build its metrics",
         )
         duration.add_metric([], time.perf_counter() - started)
-        body = render([*built, exporter_up, duration])
+        body = render([*built, exporter_up, skipped, duration])
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def close(self, _app: web.Application) -> None:
         await self.client.aclose()
         if self._kafka is not None:
             await self._kafka.stop()
+
+
+def merge_families(parts: list[Metric]) -> list[Metric]:
+    """Families of the same name (built scope by scope) as one family each."""
+    merged: dict[str, Metric] = {}
+    for family in parts:
+        into = merged.get(family.name)
+        if into is None:
+            merged[family.name] = family
+        else:
+            into.samples.extend(family.samples)
+    return list(merged.values())
 
 
 def build_app(settings: Settings) -> web.Application:

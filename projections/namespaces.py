@@ -12,15 +12,57 @@ switch and continue in the new generation from its checkpoints.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from projections.store import FROZEN, Keys
 
 
 def pointer(prefix: str) -> str:
     return f"{prefix}:current"
+
+
+def rebuild_marker(prefix: str) -> str:
+    return f"{prefix}:rebuilding"
+
+
+# A rebuild renews its marker this often; one that died leaves it for at most MARKER_SECONDS.
+MARKER_SECONDS = 30
+
+
+async def mark_rebuilding(client: aioredis.Redis, prefix: str, old: str, new: str) -> None:
+    """Tell readers a rebuild runs (``old`` stays live until the switch to ``new``)."""
+    started = await client.hget(rebuild_marker(prefix), "started_ms")
+    value: dict[FieldT, EncodableT] = {
+        "from": old,
+        "to": new,
+        "started_ms": int(started or time.time_ns() // 1_000_000),
+    }
+    async with client.pipeline(transaction=True) as tx:
+        tx.hset(rebuild_marker(prefix), mapping=value)
+        tx.expire(rebuild_marker(prefix), MARKER_SECONDS)
+        await tx.execute()
+
+
+async def rebuilding(client: aioredis.Redis, prefix: str) -> dict[str, Any] | None:
+    """The running rebuild: ``from``, ``to`` and ``started_ms``; None when none runs."""
+    found = await client.hgetall(rebuild_marker(prefix))
+    if not found:
+        return None
+    text = {_text(k): _text(v) for k, v in found.items()}
+    return {"from": text["from"], "to": text["to"], "started_ms": int(text["started_ms"])}
+
+
+async def rebuilt(client: aioredis.Redis, prefix: str) -> None:
+    await client.delete(rebuild_marker(prefix))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def current_namespace(client: aioredis.Redis, prefix: str, *, create: bool = True) -> str:

@@ -8,8 +8,9 @@ Key layout (``ns`` is the namespace generation, e.g. ``salespulse:g1``):
 * ``{ns:pN}:ckpt``: the last applied offset per topic of partition N, plus ``!newest_ms``
   and ``!committed_ms`` (freshness), ``!applied`` (distinct events applied, moved with the
   offsets, so it counts every event exactly once), ``!directory`` (a version that moves
-  whenever a rep or team record of the partition changes) and, during a rebuild,
-  ``!frozen``;
+  whenever a rep or team record of the partition changes), ``!refill:<topic>`` (while
+  offsets the projections lost are applied again: the offset that ends it; the commit that
+  reaches it removes it) and, during a rebuild, ``!frozen``;
 * ``{ns:pN}:dir``: the rep and team records of partition N (a set of ``kind:id``);
 * ``{ns:pN}:scopes``: every ``scope:id`` partition N has aggregates for (exporters list them);
 * ``{ns:pN}:u:<scope>:<id>``: partition N's open, untouched leads of a scope (a sorted
@@ -94,7 +95,13 @@ for _, s in ipairs(p.s) do redis.call('SADD', KEYS[s[1]], s[2]) end
 for _, z in ipairs(p.za) do redis.call('ZADD', KEYS[z[1]], z[2], z[3]) end
 for _, z in ipairs(p.zr) do redis.call('ZREM', KEYS[z[1]], z[2]) end
 for _, k in ipairs(p.k) do redis.call('HINCRBY', KEYS[k[1]], k[2], 1) end
-for _, c in ipairs(p.c) do redis.call('HSET', KEYS[1], c[1], c[3]) end
+for _, c in ipairs(p.c) do
+  redis.call('HSET', KEYS[1], c[1], c[3])
+  local refill = redis.call('HGET', KEYS[1], '!refill:' .. c[1])
+  if refill and tonumber(c[3]) >= tonumber(refill) - 1 then
+    redis.call('HDEL', KEYS[1], '!refill:' .. c[1])
+  end
+end
 if tonumber(p.newest) > tonumber(redis.call('HGET', KEYS[1], '!newest_ms') or '0') then
   redis.call('HSET', KEYS[1], '!newest_ms', p.newest)
 end
@@ -188,6 +195,8 @@ DIRTY_SEP = "\t"
 FROZEN = "!frozen"
 # What the commit script answers when a sum would leave the exact range.
 OUT_OF_RANGE = "!range"
+# A field of the checkpoint hash, per topic, while a gap is refilled (see mark_refilling).
+REFILL = "!refill:"
 
 
 class CheckpointMoved(RuntimeError):
@@ -415,6 +424,11 @@ class Store:
             }
         )
         return keys, payload
+
+    async def mark_refilling(self, partition: int, topic: str, end: int) -> None:
+        """Say that offsets up to ``end`` (exclusive) of a topic partition are being applied
+        again: readers show partial numbers as such until a commit reaches ``end - 1``."""
+        await self.client.hset(self.keys.checkpoint(partition), REFILL + topic, str(end))
 
     async def directory_versions(self, partitions: Sequence[int]) -> list[int]:
         """Each partition's directory version: other workers' rep and team changes show

@@ -217,6 +217,7 @@ class Forwarder:
 
 
 _newest_applied_ms = 0
+_largest_batch = 0
 FILL_CHUNK = 5_000  # records per commit while a gap is refilled from the log
 
 
@@ -266,6 +267,20 @@ async def project() -> None:
                     if topic in done:
                         loop.seek(TopicPartition(topic, partition), done[topic] + 1)
 
+    async def recheck() -> None:
+        """When nothing came: refill partitions whose checkpoints went back in Redis (emptied,
+        or its last writes lost) from where the consumer stands, records or not."""
+        assigned = sorted({tp.partition for tp in loop.consumer.assignment()})
+        behind = await projector.behind(assigned)
+        if behind:
+            projector.forget(behind)
+            spans = {
+                (tp.partition, tp.topic): Span(offset, offset)
+                for tp, offset in loop.positions.items()
+                if tp.partition in behind
+            }
+            await project_batch(projector, [], spans)
+
     loop = BatchLoop(
         settings,
         f"{settings.topic_prefix}-projection",
@@ -276,6 +291,7 @@ async def project() -> None:
         idle_seconds=settings.projection_batch_seconds,
         on_assigned=resume,
         on_revoked=lambda revoked: projector.forget({tp.partition for tp in revoked}),
+        on_idle=recheck,
     )
     await _or_exit("projection", loop.run())
 
@@ -374,7 +390,10 @@ async def project_batch(
     metrics.LEAD_FACTS.labels("applied").inc(outcome.facts_applied)
     metrics.LEAD_FACTS.labels("duplicate").inc(outcome.facts_duplicate)
     metrics.PROJECTION_BATCH_SECONDS.observe(time.perf_counter() - started)
-    global _newest_applied_ms
+    global _newest_applied_ms, _largest_batch
+    if len(positioned) > _largest_batch:
+        _largest_batch = len(positioned)
+        metrics.LARGEST_BATCH.set(_largest_batch)
     if newest > _newest_applied_ms:
         _newest_applied_ms = newest
         metrics.NEWEST_APPLIED.set(newest / 1000)

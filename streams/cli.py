@@ -23,6 +23,7 @@ from projections.catalogue import SCOPES
 from projections.windows import WINDOWS
 from stack.install import MissingPrerequisite
 from stack.servers import StackError
+from streams.preflight import PreflightError
 from streams.settings import Settings, SettingsError
 
 EXIT_USAGE = 2
@@ -185,9 +186,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         handler = HANDLERS[args.command]
         code = handler(settings, args)
-    except (UsageError, SettingsError, MissingPrerequisite, StackError) as exc:
+    except (UsageError, SettingsError, PreflightError, MissingPrerequisite, StackError) as exc:
         print(f"salespulse: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE if isinstance(exc, UsageError | SettingsError) else EXIT_FAILED)
+        usage = isinstance(exc, UsageError | SettingsError | PreflightError)
+        sys.exit(EXIT_USAGE if usage else EXIT_FAILED)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)
@@ -219,8 +221,10 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.preflight import require_topics
     from streams.topics import ensure_topics
 
+    asyncio.run(require_topics(settings.bootstrap))
     created = asyncio.run(ensure_topics(settings))
     print("created: " + (", ".join(created) if created else "nothing, all topics exist"))
     return 0
@@ -254,16 +258,23 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_publish_kpis(settings: Settings, args: argparse.Namespace) -> int:
     from streams.kpi_publisher import run_publisher
+    from streams.preflight import require_redis, require_topics
 
+    # Once running, the publisher rides out outages; a wrong address fails at start-up.
+    asyncio.run(require_topics(settings.bootstrap))
+    asyncio.run(require_redis(settings.redis))
     return run_publisher(settings)
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from simulator.log import SimConfig, simulate
+    from streams.preflight import require_topics
     from streams.producer import publish, write_jsonl
 
     if args.duration is not None and args.rate is None:
         raise UsageError("--duration needs --rate")
+    if not args.out:  # before generating the log, which can take a while
+        asyncio.run(require_topics(settings.bootstrap, [settings.raw_topic]))
     count = int(args.duration * args.rate) if args.duration else (args.count or 20_000)
     config = SimConfig(
         seed=args.seed,
@@ -370,8 +381,10 @@ async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
     from projections.namespaces import current_namespace
     from projections.store import Store, connect
     from streams.backfill import directory_ids
+    from streams.preflight import require_redis
     from streams.producer import publish
 
+    await require_redis(settings.redis)  # before the directory is sent, not after
     reps = directory_ids(events)
     directory = [e for e in events if b'.upserted"' in e]
     deals = [e for e in events if b'.upserted"' not in e]
@@ -396,8 +409,11 @@ async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.preflight import require_redis, require_topics
     from streams.rebuild import rebuild
 
+    asyncio.run(require_topics(settings.bootstrap, [settings.events_topic, settings.facts_topic]))
+    asyncio.run(require_redis(settings.redis))
     processes = args.processes or min(os.cpu_count() or 1, settings.partitions)
     report = asyncio.run(rebuild(settings, processes))
     print(

@@ -79,6 +79,7 @@ class KpiPublisher:
         self.producer: AIOKafkaProducer | None = None
         self.published = 0
         self.passes = 0
+        self.skipped = 0  # (scope, window instance) pairs left out because they failed
 
     def _state_key(self, window: WindowInstance) -> str:
         return f"{self.settings.topic_prefix}:kpi:last:{window.token}"
@@ -136,18 +137,26 @@ class KpiPublisher:
         )
         work: list[Work] = []
         for (scope, scope_id, (bucket,)), windowed in zip(requests, sums, strict=True):
-            if bucket == "A":
-                window = instance(bucket, None, None)
-            else:
-                zone = scope_zone(scope, scope_id, now_ms, directory)
-                window = instance(bucket, *calendar_range(bucket, zone))
-            kpis = evaluate(scope, windowed, gauges[(scope, scope_id)])
+            try:
+                if bucket == "A":
+                    window = instance(bucket, None, None)
+                else:
+                    zone = scope_zone(scope, scope_id, now_ms, directory)
+                    window = instance(bucket, *calendar_range(bucket, zone))
+                kpis = evaluate(scope, windowed, gauges[(scope, scope_id)])
+            except Exception:
+                self._skip(scope, scope_id, bucket)
+                continue
             work.append((scope, scope_id, window, kpis))
         last, labels_before = await self._last_states(work)
         records: list[tuple[WindowInstance, Change]] = []
         label_sets: list[tuple[WindowInstance, dict[str, frozenset[str]]]] = []
         for scope, scope_id, window, kpis in work:
-            found, labels = changes(scope, scope_id, window, kpis, last, labels_before, now_ms)
+            try:
+                found, labels = changes(scope, scope_id, window, kpis, last, labels_before, now_ms)
+            except Exception:
+                self._skip(scope, scope_id, window.bucket)
+                continue
             records += [(window, change) for change in found]
             if labels:
                 label_sets.append((window, labels))
@@ -156,6 +165,12 @@ class KpiPublisher:
         for partition, partition_marks in zip(partitions, marks, strict=True):
             await store.clear_dirty(partition, partition_marks)
         return len(records)
+
+    def _skip(self, scope: str, scope_id: str, bucket: str) -> None:
+        """One scope whose figures cannot be computed does not stop the others: it is logged,
+        counted and left out of this pass (its marks are cleared with the rest)."""
+        log.exception("KPI publisher: leaving out %s %r, bucket %s", scope, scope_id, bucket)
+        self.skipped += 1
 
     async def _last_states(
         self, work: list[Work]

@@ -13,6 +13,7 @@ from projections.catalogue import Figure, Result
 from projections.namespaces import current_namespace
 from projections.read import Answer, read_kpis
 from projections.store import Store, connect
+from streams.preflight import require_redis
 from streams.settings import Settings
 
 
@@ -23,6 +24,7 @@ def figures_json(result: Result) -> Any:
 
 
 async def _read(settings: Settings, scope: str, scope_id: str, window: str, as_of: int) -> Answer:
+    await require_redis(settings.redis)
     client = connect(settings.redis)
     try:
         store = Store(client, await current_namespace(client, settings.topic_prefix, create=False))

@@ -46,6 +46,10 @@ PROJECTION_BATCH_SECONDS = Histogram(
     "Time to load, plan and commit one projection batch",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+LARGEST_BATCH = Gauge(
+    "salespulse_projection_largest_batch_records",
+    "Records in the largest projection batch since the worker started",
+)
 NEWEST_APPLIED = Gauge(
     "salespulse_projection_newest_event_timestamp_seconds",
     "occurred_at of the newest event applied so far",

@@ -15,6 +15,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from projections.events import EVENT_TYPES
+from streams.preflight import require_topics
 
 
 def subject_key(value: bytes) -> bytes | None:
@@ -62,8 +63,10 @@ async def publish(
     """Send every value with acks=all, at most ``rate`` records/s; returns the count sent.
 
     The producer is idempotent, so its own retries never add duplicates: every copy
-    on the topic is one the caller sent.
+    on the topic is one the caller sent. Raises ``PreflightError`` at once when Kafka does
+    not answer or the topic does not exist (the producer would wait 30 s for it).
     """
+    await require_topics(bootstrap, [topic])
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -73,11 +76,11 @@ async def publish(
         max_request_size=4 * 1024 * 1024,
         request_timeout_ms=30_000,
     )
-    await producer.start()
     sent = 0
     started = time.monotonic()
     pending: list[asyncio.Future[object]] = []
     try:
+        await producer.start()
         for value in values:
             pending.append(await producer.send(topic, value, key=subject_key(value)))
             sent += 1

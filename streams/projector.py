@@ -202,6 +202,10 @@ class Projector:
         for partition in partitions:
             self._checkpoints.pop(partition, None)
 
+    def cached(self, partition: int) -> dict[str, int]:
+        """The checkpoints this projector believes a partition has (empty: not known)."""
+        return dict(self._checkpoints.get(partition, {}))
+
     async def apply(
         self,
         batch: Iterable[Positioned],
@@ -294,6 +298,7 @@ class Projector:
         outcome.gaps.append(gap)
         if not gap.stored and self.on_lost is not None:
             await self.on_lost()
+        await self.store.mark_refilling(gap.partition, gap.topic, gap.end)
         done = self._checkpoints[gap.partition]
         async for chunk in self.fill(gap.topic, gap.partition, gap.start, gap.end):
             outcome.filled += len(chunk)
@@ -529,6 +534,21 @@ class LiveProjector:
     def forget(self, partitions: Iterable[int]) -> None:
         if self._projector is not None:
             self._projector.forget(partitions)
+
+    async def behind(self, partitions: Sequence[int]) -> list[int]:
+        """Partitions whose checkpoints in Redis are behind what this worker committed there
+        (Redis lost its last writes, or was emptied): a quiet partition would otherwise wait
+        for its next record to notice."""
+        projector = self._projector
+        if projector is None or not partitions:
+            return []
+        stored = await projector.store.checkpoints_of(partitions)
+        behind = []
+        for partition, found in zip(partitions, stored, strict=True):
+            cached = projector.cached(partition)
+            if cached and any(found.get(t, -1) < offset for t, offset in cached.items()):
+                behind.append(partition)
+        return behind
 
     async def apply(self, batch: Sequence[Positioned], spans: Spans | None = None) -> Outcome:
         outcome = Outcome()

@@ -21,18 +21,30 @@ frozen ones before anyone reads or writes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from redis.exceptions import RedisError
 
 from projections.engine import DirectoryView, plan_batch
 from projections.events import Event
 from projections.facts import LeadFact
-from projections.namespaces import current_namespace, drop, freeze, next_generation, switch
+from projections.namespaces import (
+    MARKER_SECONDS,
+    current_namespace,
+    drop,
+    freeze,
+    mark_rebuilding,
+    next_generation,
+    rebuilt,
+    switch,
+)
 from projections.store import Store, connect
 from projections.validation import Reason, Rejection, parse_event
 from streams.ingest import dead_letter, subject_key
@@ -275,6 +287,13 @@ def _publisher(settings: Settings, producer: AIOKafkaProducer) -> PublishFacts:
     return publish_facts
 
 
+async def _keep_marked(client: aioredis.Redis, prefix: str, old: str, new: str) -> None:
+    """Renew the marker that tells readers a rebuild runs, until cancelled."""
+    while True:
+        await mark_rebuilding(client, prefix, old, new)
+        await asyncio.sleep(MARKER_SECONDS / 3)
+
+
 def _dead_letterer(settings: Settings, producer: AIOKafkaProducer) -> DeadLetter:
     """A replay meets the records the live worker dead-lettered as unprocessable and does
     the same (a second copy, with the same source offset headers)."""
@@ -305,9 +324,11 @@ async def rebuild(settings: Settings, processes: int = 1) -> RebuildReport:
     producer = _facts_producer(settings)
     await producer.start()
     started = time.monotonic()
+    marking: asyncio.Task[None] | None = None
     try:
         old = await current_namespace(client, settings.topic_prefix)
         new = next_generation(old)
+        marking = asyncio.create_task(_keep_marked(client, settings.topic_prefix, old, new))
         await drop(client, new)  # what an interrupted rebuild left behind
         store = Store(client, new)
         directory = DirectoryView({}, settings.rules)
@@ -356,5 +377,11 @@ async def rebuild(settings: Settings, processes: int = 1) -> RebuildReport:
             replay_seconds,
         )
     finally:
+        if marking is not None:
+            marking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await marking
+            with contextlib.suppress(RedisError):
+                await rebuilt(client, settings.topic_prefix)
         await producer.stop()
         await client.aclose()

@@ -50,8 +50,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
 
 async def list_topics(bootstrap: str, timeout_ms: int = 5_000) -> list[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
-    await admin.start()
     try:
+        await admin.start()
         return sorted(await admin.list_topics())
     finally:
         await admin.close()

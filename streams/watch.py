@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.preflight import PreflightError
 from streams.settings import Settings
 
 
@@ -25,6 +26,7 @@ class Snapshot:
     projected: Counter[str] = field(default_factory=Counter)  # by outcome
     lead_facts: Counter[str] = field(default_factory=Counter)  # by outcome
     rewinds: Counter[str] = field(default_factory=Counter)  # by reason
+    largest_batch: float = 0.0  # records in the largest projection batch
 
 
 def scrape(url: str, timeout: float = 2.0) -> Snapshot:
@@ -55,6 +57,8 @@ def scrape(url: str, timeout: float = 2.0) -> Snapshot:
                 snap.lead_facts[sample.labels["outcome"]] = int(sample.value)
             elif sample.name == "salespulse_projection_rewinds_total":
                 snap.rewinds[sample.labels["reason"]] = int(sample.value)
+            elif sample.name == "salespulse_projection_largest_batch_records":
+                snap.largest_batch = sample.value
     return snap
 
 
@@ -83,9 +87,12 @@ def watch(settings: Settings, *, interval: float, once: bool) -> int:
         try:
             snap = scrape(url)
         except OSError as exc:
-            print(f"worker metrics at {url} not reachable: {exc}", flush=True)
             if once:
-                return 1
+                raise PreflightError(
+                    f"no worker metrics at {url}: is a worker running (`salespulse worker`)? "
+                    "check SALESPULSE_WORKER_METRICS_PORT"
+                ) from None
+            print(f"worker metrics at {url} not reachable: {exc}", flush=True)
             time.sleep(interval)
             continue
         now = time.monotonic()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 
 from stack.servers import StackError
+from streams.preflight import KafkaUnreachable, quiet_kafka
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -15,7 +17,13 @@ log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings) -> int:
-    asyncio.run(ensure_topics(settings))
+    # Kafka must answer (a one-line error otherwise); Redis may be away: the projection loop
+    # rides out a Redis outage (SALESPULSE_REDIS_OUTAGE_SECONDS).
+    try:
+        with quiet_kafka():
+            asyncio.run(ensure_topics(settings))
+    except (KafkaError, OSError):
+        raise KafkaUnreachable(settings.bootstrap) from None
     try:
         start_http_server(settings.worker_metrics_port, addr=settings.metrics_host)
     except OSError as exc:

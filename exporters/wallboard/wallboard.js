@@ -130,9 +130,17 @@ async function refresh() {
     drawLeaderboard(board);
     drawFunnel(kpis.kpis);
     if (health.status !== "down") drawHealth(health);
-    if (health.status === "stale") {
+    if (health.status === "refilling" || kpis.projections.status === "refilling") {
+      const waiting = health.consumer_lag === null || health.consumer_lag === undefined
+        ? "" : ` (${health.consumer_lag.toLocaleString("en")} events to go)`;
+      banner(`Refilling: the projections lost records and are applying them again from the log${waiting}. ` +
+        "Numbers are partial, not live.");
+    } else if (health.status === "stale") {
       banner(`Engine stale: ${health.consumer_lag.toLocaleString("en")} events waiting, ` +
         `no projection commit for ${duration(health.last_commit_age_seconds)}. Numbers are not live.`);
+    } else if (health.status === "rebuilding") {
+      banner(`A rebuild is running (${health.rebuild.from} to ${health.rebuild.to}): ` +
+        "these numbers are still live; they switch to the rebuilt projections when it ends.");
     } else if (health.status === "down") {
       banner("The exporter cannot read the projections (Redis unreachable). Numbers are not live.");
     } else {

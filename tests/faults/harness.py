@@ -104,16 +104,7 @@ class Scenario:
         rate: float = 1_000.0,
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        self.name = name
-        self.folder = folder
-        self.rate = rate
-        self.env = {
-            **stack_env,
-            "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
-            **(extra_env or {}),
-        }
-        self.settings = Settings.from_env(self.env)
-        self.end_ms = time.time_ns() // 1_000_000
+        self.prepare(name, stack_env, folder, rate, extra_env)
         records, _ = simulate(
             SimConfig(
                 seed=seed,
@@ -131,6 +122,26 @@ class Scenario:
         self.directory, self.rest = directory_first(records)
         self.invalid: list[bytes] = [r.value for r in records if r.label not in (VALID, DUPLICATE)]
         self.events_in = len(records)
+
+    def prepare(
+        self,
+        name: str,
+        stack_env: dict[str, str],
+        folder: Path,
+        rate: float,
+        extra_env: dict[str, str] | None,
+    ) -> None:
+        """What every scenario has: its own topic prefix, clients and processes."""
+        self.name = name
+        self.folder = folder
+        self.rate = rate
+        self.env = {
+            **stack_env,
+            "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
+            **(extra_env or {}),
+        }
+        self.settings = Settings.from_env(self.env)
+        self.end_ms = time.time_ns() // 1_000_000
         self.recoveries: list[float] = []
         self.workers: list[WorkerProcess] = []
         self.client = connect(self.settings.redis)
@@ -252,9 +263,8 @@ class Scenario:
             expect=len(wrong),
             timeout=30,
         )
-        # Ingest is at least once: a worker killed after dead-lettering a record but before
-        # committing its raw offset dead-letters it again. The copies carry the same source
-        # offset headers, which is how a DLQ consumer tells them apart.
+        # A dead letter written twice would carry the same source offset headers, which is
+        # how a DLQ consumer would tell the copies apart (and how they are counted here).
         by_source = {
             (d.headers[HEADER_TOPIC], d.headers[HEADER_PARTITION], d.headers[HEADER_OFFSET]): d
             for d in dead
@@ -275,6 +285,9 @@ class Scenario:
         print(f"\n{table([row])}")
         assert not examples, f"{drift} figures drifted, e.g. {examples[:3]}"
         assert projected == expected, f"{projected} distinct events projected, {expected} produced"
+        # Ingest forwards each batch in one transaction with its offsets: a crash anywhere
+        # leaves no second copy of a dead letter.
+        assert row.copies == 0, f"{row.copies} dead letters were written twice"
         # Value for value: the DLQ holds each invalid record (once per source offset), and
         # nothing else.
         got_dead = Counter(d.value for d in by_source.values())

@@ -28,7 +28,11 @@ def test_lag_offsets_and_freshness_from_checkpoints() -> None:
 
 def test_without_kafka_there_is_no_lag_series() -> None:
     names = {f.name for f in health_families(summarise([{}], None, now_ms=0))}
-    assert names == {"salespulse_projection_checkpoint_offset"}
+    assert names == {
+        "salespulse_projection_checkpoint_offset",
+        "salespulse_projections_status",
+        "salespulse_projections_live",
+    }
 
 
 def test_status_is_stale_only_when_records_wait_and_nothing_was_committed_lately() -> None:
@@ -38,4 +42,28 @@ def test_status_is_stale_only_when_records_wait_and_nothing_was_committed_lately
     assert summarise(progress, {("ev", 0): 15}, now_ms=late).status == "stale"
     assert summarise(progress, {("ev", 0): 15}, now_ms=2000).status == "ok"  # busy, committing
     assert summarise(progress, None, now_ms=late).status == "unknown"
-    assert summarise([{}], {("ev", 0): 3}, now_ms=late).status == "stale"  # never committed
+
+
+def test_records_that_redis_holds_nothing_of_are_refilling() -> None:
+    """A partition with records and no checkpoint (Redis was emptied, or the engine is on
+    its first records): the numbers are partial, not live."""
+    health = summarise([{}], {("ev", 0): 3}, now_ms=5_000)
+    assert (health.status, health.live, health.refilling) == ("refilling", False, [("ev", 0)])
+    assert summarise([{}], {("ev", 0): 0}, now_ms=5_000).status == "ok"  # nothing to hold
+
+
+def test_a_partition_refilling_a_gap_says_so_even_without_kafka() -> None:
+    progress = [{"ev": "9", "!refill:ev": "40", "!committed_ms": "1000"}, {"ev": "3"}]
+    health = summarise(progress, None, now_ms=2_000)
+    assert (health.status, health.refilling) == ("refilling", [("ev", 0)])
+    got = samples(health_families(health))
+    assert got[("salespulse_projections_status", ("refilling",))] == 1
+    assert got[("salespulse_projections_status", ("ok",))] == 0
+    assert got[("salespulse_projections_live", ())] == 0
+    assert health.offsets == {("ev", 0): 9, ("ev", 1): 3}  # the flag is not an offset
+
+
+def test_a_running_rebuild_is_reported_and_the_numbers_stay_live() -> None:
+    rebuild = {"from": "p:g1", "to": "p:g2", "started_ms": 1}
+    health = summarise([{"ev": "9"}], {("ev", 0): 10}, now_ms=2_000, rebuild=rebuild)
+    assert (health.status, health.live) == ("rebuilding", True)
