@@ -149,6 +149,14 @@ def hostile_world(
             rep_id=draw(any_rep),
             **fields,
         )
+        if draw(st.integers(0, 3)) == 0:  # created again (a CRM re-sync), no optional fields
+            add(
+                "lead.created",
+                occurred_at=at(),
+                lead_id=lead,
+                origin=draw(st.sampled_from(["marketing", "sales"])),
+                lead_source=draw(hostile_text),
+            )
         if draw(st.booleans()):
             add("lead.assigned", occurred_at=at(), lead_id=lead, rep_id=draw(any_rep))
         if draw(st.booleans()):

@@ -38,6 +38,9 @@ COLUMNS = {
     "talk_ms": "BIGINT",
 }
 
+# "Latest" is the event with the greatest (occurred_at, event_id), whole: arg_max skips NULL
+# values, so each value goes in a one-element list, and a later event that omits an optional
+# field wins with its NULL.
 SETUP = """
 CREATE TABLE ev AS
 SELECT * EXCLUDE (occurred_at), epoch_ms(occurred_at::TIMESTAMPTZ) AS t_ms
@@ -48,7 +51,7 @@ CREATE TABLE rep_team AS
 SELECT rep_id, t_ms, event_id, team_id FROM ev WHERE type = 'rep.upserted';
 
 CREATE TABLE team_zone AS
-SELECT team_id, arg_max(timezone, (t_ms, event_id)) AS zone
+SELECT team_id, arg_max([timezone], (t_ms, event_id))[1] AS zone
 FROM ev WHERE type = 'team.upserted' GROUP BY team_id;
 
 -- The team (and its zone) of the rep of each event, at the event's time.
@@ -68,18 +71,18 @@ GROUP BY lead_id;
 
 CREATE TABLE leads AS
 WITH created AS (
-    SELECT lead_id, arg_max(t_ms, (t_ms, event_id)) AS t_ms,
-           arg_max(rep_id, (t_ms, event_id)) AS rep,
-           arg_max(origin, (t_ms, event_id)) AS origin,
-           arg_max(lead_source, (t_ms, event_id)) AS source,
-           arg_max(campaign_id, (t_ms, event_id)) AS campaign
+    SELECT lead_id, arg_max([t_ms], (t_ms, event_id))[1] AS t_ms,
+           arg_max([rep_id], (t_ms, event_id))[1] AS rep,
+           arg_max([origin], (t_ms, event_id))[1] AS origin,
+           arg_max([lead_source], (t_ms, event_id))[1] AS source,
+           arg_max([campaign_id], (t_ms, event_id))[1] AS campaign
     FROM ev WHERE type = 'lead.created' GROUP BY lead_id),
 owner AS (
-    SELECT lead_id, arg_max(rep_id, (t_ms, event_id)) AS rep,
-           arg_max(t_ms, (t_ms, event_id)) AS t_ms
+    SELECT lead_id, arg_max([rep_id], (t_ms, event_id))[1] AS rep,
+           arg_max([t_ms], (t_ms, event_id))[1] AS t_ms
     FROM ev WHERE type IN ('lead.created', 'lead.assigned') GROUP BY lead_id),
 stage AS (
-    SELECT lead_id, arg_max(stage, (t_ms, event_id)) AS stage
+    SELECT lead_id, arg_max([stage], (t_ms, event_id))[1] AS stage
     FROM ev WHERE type = 'lead.stage_changed' GROUP BY lead_id)
 SELECT c.*, credit_team(c.rep, c.t_ms) AS team, o.rep AS owner,
        credit_team(o.rep, o.t_ms) AS owner_team, COALESCE(s.stage, 'new') AS stage,
@@ -90,13 +93,13 @@ LEFT JOIN touches t USING (lead_id);
 
 CREATE TABLE opps AS
 WITH created AS (
-    SELECT opportunity_id, arg_max(t_ms, (t_ms, event_id)) AS c_at,
-           arg_max(rep_id, (t_ms, event_id)) AS c_rep
+    SELECT opportunity_id, arg_max([t_ms], (t_ms, event_id))[1] AS c_at,
+           arg_max([rep_id], (t_ms, event_id))[1] AS c_rep
     FROM ev WHERE type = 'opportunity.created' GROUP BY opportunity_id),
 closed AS (
-    SELECT opportunity_id, arg_max(t_ms, (t_ms, event_id)) AS x_at,
-           arg_max(rep_id, (t_ms, event_id)) AS x_rep,
-           arg_max(outcome, (t_ms, event_id)) AS outcome,
+    SELECT opportunity_id, arg_max([t_ms], (t_ms, event_id))[1] AS x_at,
+           arg_max([rep_id], (t_ms, event_id))[1] AS x_rep,
+           arg_max([outcome], (t_ms, event_id))[1] AS outcome,
            arg_max(COALESCE(amount_minor, 0), (t_ms, event_id)) AS amount
     FROM ev WHERE type = 'opportunity.closed' GROUP BY opportunity_id)
 SELECT COALESCE(c.opportunity_id, x.opportunity_id) AS opportunity_id, c.c_at, c.c_rep,
@@ -106,22 +109,23 @@ FROM created c FULL JOIN closed x USING (opportunity_id);
 
 CREATE TABLE messages AS
 SELECT message_id,
-       arg_max(t_ms, (t_ms, event_id)) FILTER (WHERE type = 'email.sent') AS t_ms,
-       arg_max(rep_id, (t_ms, event_id)) FILTER (WHERE type = 'email.sent') AS rep,
+       (arg_max([t_ms], (t_ms, event_id)) FILTER (WHERE type = 'email.sent'))[1] AS t_ms,
+       (arg_max([rep_id], (t_ms, event_id)) FILTER (WHERE type = 'email.sent'))[1] AS rep,
        bool_or(type = 'email.opened') AS opened, bool_or(type = 'email.clicked') AS clicked,
        bool_or(type = 'email.replied') AS replied
 FROM ev WHERE type LIKE 'email.%' GROUP BY message_id;
 
 CREATE TABLE calls AS
 SELECT call_id,
-       arg_max(t_ms, (t_ms, event_id)) FILTER (WHERE type = 'call.started') AS s_at,
-       arg_max(direction, (t_ms, event_id)) FILTER (WHERE type = 'call.started') AS direction,
-       arg_max(queue_id, (t_ms, event_id)) FILTER (WHERE type = 'call.started') AS queue,
-       arg_max(rep_id, (t_ms, event_id)) FILTER (WHERE type = 'call.started') AS s_rep,
-       arg_min(t_ms, (t_ms, event_id)) FILTER (WHERE type = 'call.answered') AS a_at,
-       arg_min(rep_id, (t_ms, event_id)) FILTER (WHERE type = 'call.answered') AS a_rep,
-       arg_max(t_ms, (t_ms, event_id)) FILTER (WHERE type = 'call.ended') AS e_at,
-       arg_max(talk_ms, (t_ms, event_id)) FILTER (WHERE type = 'call.ended') AS talk
+       (arg_max([t_ms], (t_ms, event_id)) FILTER (WHERE type = 'call.started'))[1] AS s_at,
+       (arg_max([direction], (t_ms, event_id)) FILTER (WHERE type = 'call.started'))[1]
+           AS direction,
+       (arg_max([queue_id], (t_ms, event_id)) FILTER (WHERE type = 'call.started'))[1] AS queue,
+       (arg_max([rep_id], (t_ms, event_id)) FILTER (WHERE type = 'call.started'))[1] AS s_rep,
+       (arg_min([t_ms], (t_ms, event_id)) FILTER (WHERE type = 'call.answered'))[1] AS a_at,
+       (arg_min([rep_id], (t_ms, event_id)) FILTER (WHERE type = 'call.answered'))[1] AS a_rep,
+       (arg_max([t_ms], (t_ms, event_id)) FILTER (WHERE type = 'call.ended'))[1] AS e_at,
+       (arg_max([talk_ms], (t_ms, event_id)) FILTER (WHERE type = 'call.ended'))[1] AS talk
 FROM ev WHERE type LIKE 'call.%' GROUP BY call_id;
 
 -- Every credited fact: one row per (thing counted, scope it is credited to).
