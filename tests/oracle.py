@@ -240,19 +240,28 @@ class Oracle:
             self.db.execute(CREDIT.format(select=select))
         self.db.execute(INBOUND)
 
-    def _window_filter(self, window: str, as_of_ms: int) -> tuple[str, list[Any]]:
+    def _window_filter(
+        self, scope: str, scope_id: str, window: str, as_of_ms: int
+    ) -> tuple[str, list[Any]]:
         if window == "all":
             return "TRUE", []
         if window in UNITS:
             size, count = UNITS[window]
             end = (as_of_ms // size + 1) * size
             return "t_ms >= ? AND t_ms < ?", [end - count * size, end]
+        # A fact is in the local period of the zone it was credited in (its team's at its
+        # time); the window is the period of the scope's zone at as_of that holds as_of. The
+        # two zones differ only for a rep who moved to a team in another zone.
         unit = CALENDAR[window]
-        local = "timezone(zone, to_timestamp({} / 1000.0))"
+        reader = {
+            "team": "zone_of(?)",
+            "rep": "zone_of(credit_team(?, ?))",
+        }.get(scope, "getvariable('org_zone')")
+        reader_params: list[Any] = {"team": [scope_id], "rep": [scope_id, as_of_ms]}.get(scope, [])
         return (
-            f"date_trunc('{unit}', {local.format('t_ms')}) = "
-            f"date_trunc('{unit}', {local.format('?')})",
-            [as_of_ms],
+            f"date_trunc('{unit}', timezone(zone, to_timestamp(t_ms / 1000.0))) = "
+            f"date_trunc('{unit}', timezone({reader}, to_timestamp(? / 1000.0)))",
+            [*reader_params, as_of_ms],
         )
 
     def distinct_events(self) -> int:
@@ -262,7 +271,7 @@ class Oracle:
         return int(row[0])
 
     def kpis(self, scope: str, scope_id: str, window: str, as_of_ms: int) -> dict[str, Any]:
-        where, params = self._window_filter(window, as_of_ms)
+        where, params = self._window_filter(scope, scope_id, window, as_of_ms)
         rows = self.db.execute(
             f"SELECT what, label, count(*), sum(v), sum(w), count(w), "
             f"count(*) FILTER (WHERE v <= {self.sl_ms}) "
