@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
@@ -41,11 +40,11 @@ faust_dir = settings.stack_path / "faust"
 faust_dir.mkdir(parents=True, exist_ok=True)
 
 # The app hosts the loops, and its producer writes their output; the loops join
-# <prefix>-ingest and <prefix>-projection with consumers of their own. Faust still joins a
-# group named after the app id (with no topics), and starts the loops only once it has: an id
-# of its own per process means that join never waits for a killed worker's member to expire.
+# <prefix>-ingest and <prefix>-projection with consumers of their own. Faust's own consumer
+# has nothing to read, so the app starts as producer only: no consumer group of its own to
+# join, and no table manager (which waits a fixed second before the loops may start).
 app = faust.App(
-    f"{settings.topic_prefix}-worker-{uuid.uuid4().hex[:8]}",
+    f"{settings.topic_prefix}-worker",
     broker=f"kafka://{settings.bootstrap}",
     store="memory://",
     datadir=str(faust_dir / f"{settings.topic_prefix}-worker"),
@@ -55,6 +54,7 @@ app = faust.App(
     producer_acks=-1,
     producer_max_request_size=2 * 1024 * 1024,  # above the broker's 1 MiB record limit
 )
+app.producer_only = True
 
 
 async def _or_exit(name: str, loop: Coroutine[Any, Any, None]) -> None:
