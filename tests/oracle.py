@@ -257,7 +257,8 @@ class Oracle:
             "team": "zone_of(?)",
             "rep": "zone_of(credit_team(?, ?))",
         }.get(scope, "getvariable('org_zone')")
-        reader_params: list[Any] = {"team": [scope_id], "rep": [scope_id, as_of_ms]}.get(scope, [])
+        by_scope: dict[str, list[Any]] = {"team": [scope_id], "rep": [scope_id, as_of_ms]}
+        reader_params = by_scope.get(scope, [])
         return (
             f"date_trunc('{unit}', timezone(zone, to_timestamp(t_ms / 1000.0))) = "
             f"date_trunc('{unit}', timezone({reader}, to_timestamp(? / 1000.0)))",
