@@ -38,7 +38,8 @@ integration: $(STAMP)
 faults: $(STAMP)
 	$(BIN)/pytest -m faults
 
-## bench: every benchmark of benchmarks/RESULTS.md on the local stack (about 15 minutes)
+## bench: every benchmark of benchmarks/RESULTS.md on the local stack (about 15 minutes);
+## the 30-minute soak is not part of it: .venv/bin/python -m benchmarks.soak
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput
 	$(BIN)/python -m benchmarks.freshness

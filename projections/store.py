@@ -162,6 +162,13 @@ end
 return 1
 """
 
+# Set a field of a checkpoint hash, unless a rebuild froze it: returns 1 if set.
+MARK_LUA = """
+if redis.call('HEXISTS', KEYS[1], '!frozen') == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 # The lowest score of each sorted set in KEYS (one partition), as a JSON array (null if empty).
 LOWEST_SCORES_LUA = """
 local out = {}
@@ -264,6 +271,7 @@ class Store:
         self._sum_groups = client.register_script(SUM_GROUPS_LUA)
         self._lowest_scores = client.register_script(LOWEST_SCORES_LUA)
         self._clear_dirty = client.register_script(CLEAR_DIRTY_LUA)
+        self._mark = client.register_script(MARK_LUA)
 
     async def _scripts(self, queue: Callable[[Pipeline], Awaitable[None]]) -> list[Any]:
         """Run script calls in one pipeline. The pipeline loads missing scripts before it
@@ -427,8 +435,11 @@ class Store:
 
     async def mark_refilling(self, partition: int, topic: str, end: int) -> None:
         """Say that offsets up to ``end`` (exclusive) of a topic partition are being applied
-        again: readers show partial numbers as such until a commit reaches ``end - 1``."""
-        await self.client.hset(self.keys.checkpoint(partition), REFILL + topic, str(end))
+        again: readers show partial numbers as such until a commit reaches ``end - 1``.
+        Raises NamespaceFrozen (and marks nothing) when a rebuild froze this generation."""
+        key = self.keys.checkpoint(partition)
+        if not await self._mark(keys=[key], args=[REFILL + topic, str(end)]):
+            raise NamespaceFrozen(f"{self.keys.namespace} is frozen for a rebuild")
 
     async def directory_versions(self, partitions: Sequence[int]) -> list[int]:
         """Each partition's directory version: other workers' rep and team changes show

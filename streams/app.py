@@ -22,11 +22,10 @@ from aiokafka.errors import KafkaError
 from projections.events import Event
 from projections.facts import LeadFact
 from projections.store import connect
-from projections.validation import Reason, Rejection
-from streams import ingest as ingest_rules
+from projections.validation import Reason
 from streams import metrics
 from streams.batch_consumer import BatchLoop, Fetched, Spans
-from streams.ingest import Accepted, route, subject_key
+from streams.ingest import Accepted, route, unprocessable
 from streams.projector import LiveProjector, Positioned, Span, read_record
 from streams.rebuild import learn_directory
 from streams.settings import Settings
@@ -346,16 +345,16 @@ async def fill(topic: str, partition: int, start: int, end: int) -> AsyncIterato
 async def dead_letter(record: Positioned, why: str) -> None:
     """Send a record the projections cannot apply to the dead-letter topic, and wait until
     the broker has it (before its offset is passed)."""
-    letter = ingest_rules.dead_letter(
-        Rejection(Reason.UNPROCESSABLE, why),
+    key, letter = unprocessable(
+        record.item,
         record.value,
+        why,
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
-        now_ms=time.time_ns() // 1_000_000,
     )
     sent = await app.producer.send(
-        settings.dlq_topic, subject_key(record.item), letter.value, None, None, letter.headers
+        settings.dlq_topic, key, letter.value, None, None, letter.headers
     )
     await sent
     metrics.DEAD_LETTERS.labels(Reason.UNPROCESSABLE.value).inc()

@@ -5,6 +5,7 @@ Pure functions; the Faust agent in streams.app does the I/O.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from projections.events import Event
@@ -93,3 +94,25 @@ def dead_letter(
 def subject_key(item: Event | LeadFact) -> bytes:
     """The key of a record about ``item``: its subject's id (a fact's lead)."""
     return (item.lead_id if isinstance(item, LeadFact) else item.subject_id).encode()
+
+
+def unprocessable(
+    item: Event | LeadFact,
+    value: bytes | None,
+    why: str,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> tuple[bytes, DeadLetter]:
+    """The key and dead letter of a record the projections cannot apply, read at ``topic``,
+    ``partition``, ``offset``."""
+    letter = dead_letter(
+        Rejection(Reason.UNPROCESSABLE, why),
+        value,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        now_ms=time.time_ns() // 1_000_000,
+    )
+    return subject_key(item), letter

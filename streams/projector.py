@@ -51,7 +51,7 @@ from projections.entities import Record
 from projections.events import Event
 from projections.facts import LeadFact
 from projections.namespaces import current_namespace, pointer
-from projections.store import CheckpointMoved, Commit, NamespaceFrozen, Store
+from projections.store import FROZEN, CheckpointMoved, Commit, NamespaceFrozen, Store
 from projections.validation import Limits, Rejection, parse_event
 from streams import metrics
 
@@ -225,8 +225,13 @@ class Projector:
         for attempt in range(3):
             unknown = [p for p in pending if p not in self._checkpoints]
             if unknown:
-                found = await self.store.checkpoints_of(unknown)
-                self._checkpoints.update(zip(unknown, found, strict=True))
+                found = await self.store.progress(unknown)
+                if any(FROZEN in hashed for hashed in found):
+                    raise NamespaceFrozen(f"{self.store.keys.namespace} is frozen for a rebuild")
+                self._checkpoints.update(
+                    (p, {t: int(o) for t, o in hashed.items() if not t.startswith("!")})
+                    for p, hashed in zip(unknown, found, strict=True)
+                )
             fresh: dict[int, Work] = {}
             moved: list[int] = []
             for partition, items in pending.items():

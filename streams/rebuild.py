@@ -46,8 +46,8 @@ from projections.namespaces import (
     switch,
 )
 from projections.store import Store, connect
-from projections.validation import Reason, Rejection, parse_event
-from streams.ingest import dead_letter, subject_key
+from projections.validation import Rejection, parse_event
+from streams.ingest import unprocessable
 from streams.projector import DeadLetter, Positioned, Projector, PublishFacts, Span, read_record
 from streams.settings import Settings
 
@@ -299,22 +299,18 @@ def _dead_letterer(settings: Settings, producer: AIOKafkaProducer) -> DeadLetter
     the same (a second copy, with the same source offset headers)."""
 
     async def send(record: Positioned, why: str) -> None:
-        letter = dead_letter(
-            Rejection(Reason.UNPROCESSABLE, why),
+        key, letter = unprocessable(
+            record.item,
             record.value,
+            why,
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            now_ms=time.time_ns() // 1_000_000,
         )
-        await (
-            await producer.send(
-                settings.dlq_topic,
-                letter.value,
-                key=subject_key(record.item),
-                headers=letter.headers,
-            )
+        sent = await producer.send(
+            settings.dlq_topic, letter.value, key=key, headers=letter.headers
         )
+        await sent
 
     return send
 

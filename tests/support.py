@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from projections.catalogue import Figure
+from projections.engine import DirectoryView
 from projections.read import read_kpis
 from projections.store import Store
 from simulator.log import DUPLICATE, VALID, Record
@@ -95,6 +96,34 @@ async def assert_matches_oracle(
             answer = await read_kpis(store, partitions, view, scope, scope_id, window, as_of_ms)
             got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
             assert got == oracle.kpis(scope, scope_id, window, as_of_ms), (scope, window)
+
+
+Difference = tuple[str, str, str, str, Any, Any]  # scope, id, window, KPI, engine, oracle
+
+
+async def differences(
+    store: Store,
+    partitions: Sequence[int],
+    view: DirectoryView,
+    oracle: Oracle,
+    scopes: Sequence[tuple[str, str]],
+    windows: Sequence[str],
+    as_of_ms: int,
+) -> tuple[list[Difference], int]:
+    """Every KPI figure of these scopes and windows that differs from the oracle's, and how
+    many figures were compared."""
+    found: list[Difference] = []
+    compared = 0
+    for scope, scope_id in scopes:
+        for window in windows:
+            answer = await read_kpis(store, partitions, view, scope, scope_id, window, as_of_ms)
+            got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
+            want = oracle.kpis(scope, scope_id, window, as_of_ms)
+            for kpi in sorted(set(got) | set(want)):
+                compared += 1
+                if got.get(kpi) != want.get(kpi):
+                    found.append((scope, scope_id, window, kpi, got.get(kpi), want.get(kpi)))
+    return found, compared
 
 
 def projections_settled(worker: WorkerProcess, expected: int) -> bool:

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from projections.namespaces import current_namespace
-from projections.read import read_kpis
 from projections.store import Store, connect
 from projections.windows import WINDOWS
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
@@ -38,7 +37,7 @@ from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import end_offsets, ingested, projected, read_topic
 from tests.oracle import Oracle
-from tests.support import directory_first, figures, write_valid_log
+from tests.support import differences, directory_first, write_valid_log
 
 CATCH_UP_TIMEOUT = 300.0
 
@@ -241,19 +240,10 @@ class Scenario:
         scopes += [("campaign", c) for c in org.campaigns]
         scopes += [("queue", t.queue_id) for t in org.teams]
         view = await store.directory(partitions, self.settings.rules)
-        drift, compared, examples = 0, 0, []
-        for scope, scope_id in scopes:
-            for window in WINDOWS:
-                answer = await read_kpis(
-                    store, partitions, view, scope, scope_id, window, self.end_ms
-                )
-                got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
-                want = oracle.kpis(scope, scope_id, window, self.end_ms)
-                for kpi in sorted(set(got) | set(want)):
-                    compared += 1
-                    if got.get(kpi) != want.get(kpi):
-                        drift += 1
-                        examples.append((scope, scope_id, window, kpi, got.get(kpi), want.get(kpi)))
+        examples, compared = await differences(
+            store, partitions, view, oracle, scopes, WINDOWS, self.end_ms
+        )
+        drift = len(examples)
 
         wrong = [*self.invalid, *poison]
         dead = await read_topic(

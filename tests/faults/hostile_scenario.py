@@ -19,7 +19,6 @@ from pathlib import Path
 
 import orjson
 
-from projections.read import read_kpis
 from projections.validation import Reason, Rejection, format_instant_ms, parse_event
 from projections.windows import WINDOWS
 from streams.ingest import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
@@ -27,7 +26,7 @@ from tests.faults.harness import REPORT, Row, Scenario, table
 from tests.hostile import hostile_world, numbered, subjects
 from tests.kafka_reader import read_topic
 from tests.oracle import Oracle
-from tests.support import figures, hypothesis_examples
+from tests.support import differences, hypothesis_examples
 
 ENTITY_EVENTS = 10_000
 LEAD = "lead|{one}:e:%7C/\u2028" + "\U0001f600" * 20  # every separator, and long
@@ -104,17 +103,10 @@ class HostileScenario(Scenario):
         scopes = [("org", "")] + [
             (sc, i) for sc, ids in subjects(kept).items() for i in sorted(ids)
         ]
-        drift, compared, examples = 0, 0, []
-        for scope, ident in scopes:
-            for window in WINDOWS:
-                answer = await read_kpis(store, partitions, view, scope, ident, window, self.end_ms)
-                got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
-                want = oracle.kpis(scope, ident, window, self.end_ms)
-                for kpi in sorted(set(got) | set(want)):
-                    compared += 1
-                    if got.get(kpi) != want.get(kpi):
-                        drift += 1
-                        examples.append((scope, ident, window, kpi, got.get(kpi), want.get(kpi)))
+        examples, compared = await differences(
+            store, partitions, view, oracle, scopes, WINDOWS, self.end_ms
+        )
+        drift = len(examples)
         row = Row(
             self.name,
             self.events_in,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +81,7 @@ def test_scrape_benchmark(stack_env: dict[str, str]) -> None:
         (("benchmarks.scrape", "--reps", "10,x"), "'10,x' is not a list of numbers"),
         (("benchmarks.throughput", "--workers", "1,0"), "'1,0': every number must be at least 1"),
         (("benchmarks.freshness", "--seconds", "0"), "--seconds must be positive, not 0.0"),
+        (("benchmarks.soak", "--minutes", "0"), "--minutes: must be positive, not 0.0"),
     ],
 )
 def test_a_bad_argument_is_refused(
@@ -101,3 +104,21 @@ def test_webhooks_benchmark(stack_env: dict[str, str]) -> None:
     out = _run(env, "benchmarks.webhooks", "--count", "300", "--concurrency", "4")
     assert _number("deliveries", out) == 300
     assert _number("latency p99", out) > 0
+
+
+def test_soak_benchmark(stack_env: dict[str, str], tmp_path: Path) -> None:
+    report = tmp_path / "soak.json"
+    out = _run(
+        stack_env,
+        "benchmarks.soak",
+        *("--minutes", "0.25", "--rate", "100", "--sample-seconds", "5", "--out", str(report)),
+    )
+    assert _number("produced", out) == 1500
+    for goal in ("worker RSS growth", "exporter RSS growth", "publisher RSS growth", "lag never"):
+        assert re.search(rf"^{goal}.*(PASS|FAIL)$", out, re.MULTILINE), goal
+    results = json.loads(report.read_text())
+    assert results["produced"] == 1500 and not results["aborted"]
+    assert [round(s["elapsed"] / 5) for s in results["samples"]] == [1, 2, 3]
+    last = results["samples"][-1]
+    assert last["ingested"] >= 1500 and last["scrapes"] >= 1
+    assert min(last["rss"].values()) > 0 and last["redis_keys"] > 0
