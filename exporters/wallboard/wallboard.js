@@ -116,25 +116,31 @@ function banner(text) {
   document.body.dataset.banner = text ? "shown" : "";
 }
 
+function refillingText(health) {
+  const waiting = health.consumer_lag === null || health.consumer_lag === undefined
+    ? "" : ` (${health.consumer_lag.toLocaleString("en")} events to go)`;
+  return `Refilling: the projections lost records and are applying them again from the log${waiting}. ` +
+    "Numbers are partial, not live.";
+}
+
 async function refresh() {
   if (!state.team) return;
   const team = encodeURIComponent(state.team);
   const win = encodeURIComponent(state.window);
+  // Health on its own: when the projections were lost, the team's KPIs may not answer at all.
+  const reading = getJson("/api/v1/health").catch((error) => ({ status: "down", error }));
   try {
-    const [kpis, board, health] = await Promise.all([
+    const [kpis, board] = await Promise.all([
       getJson(`/api/v1/kpis?scope=team&id=${team}&window=${win}`),
       getJson(`/api/v1/leaderboard?kpi=activities&team=${team}&window=${win}&limit=10`),
-      getJson("/api/v1/health").catch((error) => ({ status: "down", error })),
     ]);
+    const health = await reading;
     drawTiles(kpis.kpis);
     drawLeaderboard(board);
     drawFunnel(kpis.kpis);
     if (health.status !== "down") drawHealth(health);
     if (health.status === "refilling" || kpis.projections.status === "refilling") {
-      const waiting = health.consumer_lag === null || health.consumer_lag === undefined
-        ? "" : ` (${health.consumer_lag.toLocaleString("en")} events to go)`;
-      banner(`Refilling: the projections lost records and are applying them again from the log${waiting}. ` +
-        "Numbers are partial, not live.");
+      banner(refillingText(health));
     } else if (health.status === "stale") {
       banner(`Engine stale: ${health.consumer_lag.toLocaleString("en")} events waiting, ` +
         `no projection commit for ${duration(health.last_commit_age_seconds)}. Numbers are not live.`);
@@ -150,9 +156,15 @@ async function refresh() {
     $("updated").textContent = `updated ${at.toLocaleTimeString("en-GB")}`;
     $("updated").dataset.at = String(at.getTime());
   } catch (error) {
-    banner(error.status === 503
-      ? "The exporter cannot read the projections (Redis unreachable). Numbers are not live."
-      : `Cannot reach the exporter: ${error.message}. Numbers are not live.`);
+    const health = await reading;
+    if (health.status !== "down") drawHealth(health);
+    if (health.status === "refilling") {
+      banner(refillingText(health));
+    } else {
+      banner(error.status === 503
+        ? "The exporter cannot read the projections (Redis unreachable). Numbers are not live."
+        : `Cannot reach the exporter: ${error.message}. Numbers are not live.`);
+    }
   }
 }
 

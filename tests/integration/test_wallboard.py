@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 from playwright.sync_api import Page, sync_playwright
 
 from simulator.log import SimConfig, simulate
@@ -188,4 +189,21 @@ def _drive_the_page(
         page.wait_for_selector("#banner:not([hidden])", timeout=30_000)
         assert "Engine stale: 50 events waiting" in page.locator("#banner").inner_text()
         page.screenshot(path=str(ARTEFACTS / "wallboard-stale-1366x768.png"), full_page=False)
+
+        # Partial: Redis lost the projections (as after FLUSHALL) while records are on the log.
+        _forget_projections(settings)
+        page.wait_for_function(
+            "document.getElementById('banner').innerText.startsWith('Refilling')", timeout=30_000
+        )
+        assert "Numbers are partial, not live." in page.locator("#banner").inner_text()
+        page.screenshot(path=str(ARTEFACTS / "wallboard-refilling-1366x768.png"), full_page=False)
         browser.close()
+
+
+def _forget_projections(settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis)
+    try:
+        for key in client.scan_iter(match=f"*{settings.topic_prefix}:*", count=1_000):
+            client.delete(key)
+    finally:
+        client.close()
