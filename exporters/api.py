@@ -183,7 +183,7 @@ class Api:
                 log.warning("API %s: projections unreadable: %r", request.path, exc)
                 return _json({"error": {"message": "the projections cannot be read now"}}, 503)
             except Exception:
-                log.exception("API %s failed", request.path_qs)
+                log.exception("API %r failed", request.path_qs)
                 return _json({"error": {"message": "internal error (logged by the exporter)"}}, 500)
 
         return guarded

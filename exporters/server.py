@@ -146,7 +146,7 @@ class Exporter:
                 *target_families(with_teams, targets),
             ]
 
-        self.skipped_scopes = 0
+        self.skipped_scopes = 0  # read by this scrape's own metrics (one scrape at a time)
         try:
             return await build(queries)
         except (RedisError, OSError):

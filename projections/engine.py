@@ -59,6 +59,8 @@ class DirectoryView:
         which can hold thousands)."""
         order, teams = self._reps.setdefault(rep_id, ([], []))
         position = bisect_right(order, (at_ms, event_id))
+        if position and order[position - 1] == (at_ms, event_id):
+            return  # learnt already: a batch planned again after a Redis outage
         order.insert(position, (at_ms, event_id))
         teams.insert(position, team_id)
 

@@ -66,7 +66,7 @@ for _, c in ipairs(p.c) do
   local current = redis.call('HGET', KEYS[1], c[1]) or ''
   if current ~= c[2] then return {0, c[1], current} end
 end
-local limit, added, bad = 9007199254740992, {}, nil
+local limit, added, zeros, bad = 9007199254740992, {}, {}, nil
 for _, d in ipairs(p.d) do
   local key = KEYS[d[1]]
   for i = 2, #d, 2 do
@@ -75,7 +75,7 @@ for _, d in ipairs(p.d) do
     if change > -limit and change < limit then sum = redis.pcall('HINCRBY', key, d[i], change) end
     if type(sum) == 'number' then added[#added + 1] = {key, d[i], change} end
     if type(sum) ~= 'number' or sum <= -limit or sum >= limit then bad = {key, d[i]}; break end
-    if sum == 0 then redis.call('HDEL', key, d[i]) end
+    if sum == 0 then zeros[#zeros + 1] = {key, d[i]} end
   end
   if bad then break end
 end
@@ -86,6 +86,8 @@ if bad then
   end
   return {0, '!range', bad[1], bad[2]}
 end
+-- Only now: a bucket emptied and then undone would have come back without its TTL.
+for _, z in ipairs(zeros) do redis.call('HDEL', z[1], z[2]) end
 for _, h in ipairs(p.h) do
   local key = KEYS[h[1]]
   for i = 2, #h, 1000 do redis.call('HSET', key, unpack(h, i, math.min(i + 999, #h))) end
@@ -337,16 +339,23 @@ class Store:
         checkpoints (expected -> new), in one round trip. Says which partitions' batches were
         not written: a checkpoint another writer moved first, or a sum out of range; raises
         NamespaceFrozen, after the other partitions' commits, when a rebuild froze this one."""
-        calls = [self._commit_call(commit) for commit in commits]
+        landed = Landed()
+        for commit in commits:
+            found = _out_of_range(commit.plan)
+            if found is not None:  # JSON cannot even carry it to the script exactly
+                landed.out_of_range[commit.partition] = (
+                    f"a change of {found[1]!r} in {found[0]!r} would leave the exact range"
+                )
+        sent = [c for c in commits if c.partition not in landed.out_of_range]
+        calls = [self._commit_call(commit) for commit in sent]
 
         async def queue(pipe: Pipeline) -> None:
             for keys, payload in calls:
                 await self._commit(keys=keys, args=[payload], client=pipe)
 
-        results = await self._scripts(queue)
-        landed = Landed()
+        results = await self._scripts(queue) if calls else []
         frozen = False
-        for commit, result in zip(commits, results, strict=True):
+        for commit, result in zip(sent, results, strict=True):
             if result[0]:
                 continue
             what = _str(result[1])
@@ -558,6 +567,19 @@ class Store:
                 for name, value in part.items():
                     total[name] = total.get(name, 0) + value
         return totals
+
+
+EXACT = 2**53  # every sum, and so every change, stays strictly inside -EXACT .. EXACT
+
+
+def _out_of_range(plan: BatchPlan) -> tuple[str, str] | None:
+    """(bucket, field) of a change no sum can take and stay exact, if the plan has one: a
+    batch of many maximal amounts sums past what cjson (and orjson, past 2^64) carries."""
+    for (scope, scope_id, bucket), fields in plan.deltas.items():
+        for name, change in fields.items():
+            if not -EXACT < change < EXACT:
+                return f"{scope}:{scope_id}:{bucket}", name
+    return None
 
 
 def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dict[str, str]:

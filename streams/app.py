@@ -7,17 +7,14 @@ Settings are read once from the environment when this module is imported.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from projections.events import Event
 from projections.facts import LeadFact
@@ -25,7 +22,8 @@ from projections.store import connect
 from projections.validation import Reason
 from streams import metrics
 from streams.batch_consumer import BatchLoop, Fetched, Spans
-from streams.ingest import Accepted, route, unprocessable
+from streams.forwarder import Forwarder
+from streams.ingest import unprocessable
 from streams.projector import LiveProjector, Positioned, Span, read_record
 from streams.rebuild import learn_directory
 from streams.settings import Settings
@@ -96,125 +94,6 @@ async def _forwarding(forwarder: Forwarder, loop: BatchLoop) -> None:
         await forwarder.stop()
 
 
-class Forwarder:
-    """Forwards each raw batch exactly once: its valid events to the events topic, its
-    invalid records to the dead-letter topic, and its raw offsets to the ingest group, all in
-    one Kafka transaction. A worker killed mid-batch leaves an open transaction that its
-    restart (the same transactional id) aborts; readers use read_committed, so they never
-    see it, and the restart forwards the batch again."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.group = f"{settings.topic_prefix}-ingest"
-        self.transactional_id = f"{settings.topic_prefix}-ingest-{settings.worker_name}"
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer = self._producer()
-
-    def _producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap,
-            transactional_id=self.transactional_id,
-            transaction_timeout_ms=int(self.settings.transaction_timeout_seconds * 1000),
-            enable_idempotence=True,
-            acks="all",
-            max_request_size=2 * 1024 * 1024,  # above the broker's 1 MiB record limit
-        )
-
-    async def start(self) -> None:
-        await self.producer.start()  # fences a killed predecessor, aborting its transaction
-
-    async def stop(self) -> None:
-        await self.producer.stop()
-
-    async def forward(self, fetched: Fetched, spans: Spans) -> None:
-        """Forward one batch; while Kafka fails, start over with a new producer (which aborts
-        the open transaction) unless the batch's offsets did commit."""
-        delay, give_up = 0.1, time.monotonic() + self.settings.redis_outage_seconds
-        while True:
-            try:
-                await self._transaction(fetched, spans)
-                return
-            except KafkaError as exc:
-                if time.monotonic() + delay > give_up:
-                    raise
-                metrics.INGEST_RETRIES.inc()
-                log.warning("ingest transaction failed (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                with contextlib.suppress(KafkaError):
-                    await self.producer.stop()
-                self.producer = self._producer()
-                await self.producer.start()
-                if await self._committed(spans):
-                    log.info("the failed transaction had committed: the batch is done")
-                    return
-
-    async def _committed(self, spans: Spans) -> bool:
-        """Whether the group's committed offsets already cover the batch."""
-        assert self.consumer is not None
-        for tp, span in spans.items():
-            if (await self.consumer.committed(tp) or 0) < span.end:
-                return False
-        return True
-
-    async def _transaction(self, fetched: Fetched, spans: Spans) -> None:
-        started = time.perf_counter()
-        now_ms = time.time_ns() // 1_000_000
-        limits = self.settings.limits
-        producer = self.producer
-        sends = []
-        events: Counter[str] = Counter()
-        dead: Counter[str] = Counter()
-        async with producer.transaction():
-            for tp, messages in fetched.items():
-                for m in messages:
-                    outcome = route(
-                        m.value or b"",
-                        topic=tp.topic,
-                        partition=tp.partition,
-                        offset=m.offset,
-                        now_ms=now_ms,
-                        limits=limits,
-                    )
-                    if isinstance(outcome, Accepted):
-                        sends.append(
-                            await producer.send(
-                                self.settings.events_topic, m.value, key=outcome.key
-                            )
-                        )
-                        events[outcome.event.type] += 1
-                    else:
-                        sends.append(
-                            await producer.send(
-                                self.settings.dlq_topic,
-                                outcome.value,
-                                key=m.key,
-                                headers=outcome.headers,
-                            )
-                        )
-                        dead[outcome.rejection.reason.value] += 1
-                        log.info(
-                            "dead-lettered %s[%d]@%d: %s: %s",
-                            tp.topic,
-                            tp.partition,
-                            m.offset,
-                            outcome.rejection.reason.value,
-                            outcome.rejection.detail,
-                        )
-            await asyncio.gather(*sends)
-            offsets = {tp: span.end for tp, span in spans.items()}
-            await producer.send_offsets_to_transaction(offsets, self.group)
-        for kind, n in events.items():
-            metrics.EVENTS.labels(kind).inc(n)
-        for reason, n in dead.items():
-            metrics.DEAD_LETTERS.labels(reason).inc(n)
-        count = len(sends)
-        metrics.RECORDS.inc(count)
-        metrics.BATCH_SIZE.observe(count)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        metrics.LAST_BATCH.set(time.time())
-
-
 _newest_applied_ms = 0
 _largest_batch = 0
 FILL_CHUNK = 5_000  # records per commit while a gap is refilled from the log
@@ -263,12 +142,16 @@ async def project() -> None:
             stored = await projector.checkpoints_of(partitions)
             for partition, done in zip(partitions, stored, strict=True):
                 for topic in topics:
+                    tp = TopicPartition(topic, partition)
                     if topic in done:
-                        loop.seek(TopicPartition(topic, partition), done[topic] + 1)
+                        loop.seek(tp, done[topic] + 1)
+                    else:  # where the group left it, or the beginning: the span starts there
+                        loop.positions[tp] = await loop.consumer.position(tp)
 
     async def recheck() -> None:
-        """When nothing came: refill partitions whose checkpoints went back in Redis (emptied,
-        or its last writes lost) from where the consumer stands, records or not."""
+        """Every few seconds, busy or not: refill the partitions whose checkpoints went back in
+        Redis (emptied, or its last writes lost) from where the consumer stands, so that a
+        quiet partition does not wait for its next record to notice."""
         assigned = sorted({tp.partition for tp in loop.consumer.assignment()})
         behind = await projector.behind(assigned)
         if behind:
@@ -290,7 +173,7 @@ async def project() -> None:
         idle_seconds=settings.projection_batch_seconds,
         on_assigned=resume,
         on_revoked=lambda revoked: projector.forget({tp.partition for tp in revoked}),
-        on_idle=recheck,
+        periodic=recheck,
     )
     await _or_exit("projection", loop.run())
 

@@ -53,7 +53,7 @@ Spans = Mapping[TopicPartition, Span]
 Handle = Callable[[Fetched, Spans], Awaitable[None]]
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
 OnRevoked = Callable[[set[TopicPartition]], None]
-OnIdle = Callable[[], Awaitable[None]]
+Periodic = Callable[[], Awaitable[None]]
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -98,8 +98,8 @@ class BatchLoop:
         idle_seconds: float,
         on_assigned: OnAssigned | None = None,
         on_revoked: OnRevoked | None = None,
-        on_idle: OnIdle | None = None,
-        idle_check_seconds: float = 5.0,
+        periodic: Periodic | None = None,
+        periodic_seconds: float = 5.0,
     ) -> None:
         self.group = group
         self.topics = list(topics)
@@ -109,9 +109,9 @@ class BatchLoop:
         self.idle_ms = int(idle_seconds * 1000)
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
-        self.on_idle = on_idle  # when a fetch brought nothing, at most every idle_check_seconds
-        self.idle_check_seconds = idle_check_seconds
-        self._idle_checked = time.monotonic()
+        self.periodic = periodic  # every periodic_seconds, with or without records
+        self.periodic_seconds = periodic_seconds
+        self._periodic_at = time.monotonic()
         self.busy = asyncio.Lock()
         # Where the consumer continues, per partition: set by ``seek`` and after each fetch.
         self.positions: dict[TopicPartition, int] = {}
@@ -175,12 +175,12 @@ class BatchLoop:
                     if spans:
                         await self.handle(fetched, spans)
                         self._uncommitted = True
-                    elif (
-                        self.on_idle is not None
-                        and time.monotonic() - self._idle_checked >= self.idle_check_seconds
+                    if (
+                        self.periodic is not None
+                        and time.monotonic() - self._periodic_at >= self.periodic_seconds
                     ):
-                        self._idle_checked = time.monotonic()
-                        await self.on_idle()
+                        self._periodic_at = time.monotonic()
+                        await self.periodic()
                     # Also when nothing came: a commit that failed is retried, not left to
                     # a next batch that may never come.
                     waited = time.monotonic() - self._committed_at

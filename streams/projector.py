@@ -357,7 +357,7 @@ class Projector:
             moved += result[0]
             failed.update(result[1])
         for partition, why in failed.items():
-            log.warning("partition %d: the batch cannot be applied (%s); isolating", partition, why)
+            log.warning("partition %d: the batch cannot be applied (%r); isolating", partition, why)
             self._restore_directory(fresh[partition].items, stored[partition])
             if not await self._isolate(partition, fresh[partition], stored[partition], outcome):
                 moved.append(partition)
@@ -433,7 +433,7 @@ class Projector:
                 continue
             (record,) = part
             log.error(
-                "%s[%d]@%d cannot be applied, dead-lettered as unprocessable: %s",
+                "%s[%d]@%d cannot be applied, dead-lettered as unprocessable: %r",
                 record.topic,
                 record.partition,
                 record.offset,

@@ -169,3 +169,25 @@ async def test_any_id_is_a_key_a_mark_and_a_record_of_its_own(store: Store) -> N
     assert stored[0] == records
     for n, ident in enumerate(HOSTILE_IDS):
         assert await store.sums([0], "rep", ident, ["A"]) == {"calls": n + 1}
+
+
+async def test_a_change_past_64_bits_is_out_of_range_not_an_error(store: Store) -> None:
+    """A batch of 2,049 deals of the largest amount: a delta JSON cannot carry."""
+    commit = Commits(store)
+    landed = await commit({ALL: {"revenue_minor": 2_049 * (2**53 - 1)}})
+    assert list(landed.out_of_range) == [0]
+    assert not await store.client.exists(store.keys.aggregate(0, ALL))
+    assert not (await commit({ALL: {"revenue_minor": 5}})).out_of_range
+
+
+async def test_an_undone_commit_leaves_a_bucket_with_its_ttl(store: Store) -> None:
+    """A field that reached 0 in a commit that was then undone: its bucket keeps its TTL."""
+    commit = Commits(store)
+    await commit({MINUTE: {"calls": 1}, ALL: {"revenue_minor": 2**53 - 2}})
+    minute = store.keys.aggregate(0, MINUTE)
+    ttl = await store.client.ttl(minute)
+    assert ttl > 0
+    landed = await commit({MINUTE: {"calls": -1}, ALL: {"revenue_minor": 10}})
+    assert landed.out_of_range
+    assert await _bucket(store, MINUTE) == {"calls": 1}
+    assert 0 < await store.client.ttl(minute) <= ttl
