@@ -24,7 +24,8 @@ from streams import metrics
 from streams.batch_consumer import BatchLoop, Fetched, Spans
 from streams.forwarder import Forwarder
 from streams.ingest import unprocessable
-from streams.projector import LiveProjector, Positioned, Span, read_record
+from streams.live_projector import LiveProjector
+from streams.projector import Positioned, Span, read_record
 from streams.rebuild import learn_directory
 from streams.settings import Settings
 

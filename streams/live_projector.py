@@ -1,0 +1,172 @@
+"""The worker's projector: the live generation, a rebuild's switch, and outages ridden out.
+
+``Projector`` (streams.projector) applies batches to one generation of the projections;
+``LiveProjector`` is what the worker's projection loop holds around it: it opens the live
+generation, follows a rebuild's switch when the generation it writes is frozen, learns the
+directory changes other workers commit, and retries a batch while Redis or Kafka is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from projections.contributions import Rules
+from projections.namespaces import current_namespace, pointer
+from projections.store import NamespaceFrozen, Store
+from streams import metrics
+from streams.projector import (
+    DeadLetter,
+    Fill,
+    LearnDirectory,
+    Outcome,
+    Positioned,
+    Projector,
+    PublishFacts,
+    Spans,
+    no_gaps,
+)
+
+log = logging.getLogger(__name__)
+
+
+class LiveProjector:
+    """The worker's projector: writes to the live generation, follows a rebuild's switch,
+    and rides out a Redis or Kafka outage of up to ``outage_seconds`` by retrying the batch
+    (which the checkpoints make safe: a commit that landed before the connection broke is
+    recognised and not applied twice)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        partitions: int,
+        rules: Rules,
+        publish_facts: PublishFacts,
+        fill: Fill = no_gaps,
+        learn_directory: LearnDirectory | None = None,
+        outage_seconds: float = 300.0,
+        dead_letter: DeadLetter | None = None,
+    ) -> None:
+        self.client = client
+        self.dead_letter = dead_letter
+        self.prefix = prefix
+        self.partitions = partitions
+        self.rules = rules
+        self.publish_facts = publish_facts
+        self.fill = fill
+        self.learn_directory = learn_directory
+        self.outage_seconds = outage_seconds
+        self.namespace = ""
+        self._projector: Projector | None = None
+        self._directory_versions: list[int] = []
+        self._relearned = False  # in this batch
+
+    async def _lost(self) -> None:
+        """Redis was emptied. Readers must find this generation again (not a fresh g1), and
+        the refill must credit every event with its rep's team even if the rep's upsert sits
+        on a partition refilled later: learn the whole directory from the log first."""
+        await self.client.set(pointer(self.prefix), self.namespace, nx=True)
+        if self.learn_directory is not None and self._projector and not self._relearned:
+            learned = await self.learn_directory(self._projector.directory)
+            log.warning("relearned %d directory records from the log", learned)
+            self._relearned = True
+
+    async def _open(self, namespace: str) -> Projector:
+        store = Store(self.client, namespace)
+        self._directory_versions = await store.directory_versions(range(self.partitions))
+        directory = await store.directory(range(self.partitions), self.rules)
+        self.namespace = namespace
+        self._projector = Projector(
+            store,
+            directory,
+            self.rules,
+            self.publish_facts,
+            fill=self.fill,
+            on_lost=self._lost,
+            dead_letter=self.dead_letter,
+        )
+        log.info("projecting into %s", namespace)
+        return self._projector
+
+    async def checkpoints_of(self, partitions: Sequence[int]) -> list[dict[str, int]]:
+        """The stored checkpoints of some partitions in the generation this projector
+        writes (opened on first use)."""
+        projector = self._projector or await self._open(
+            await current_namespace(self.client, self.prefix)
+        )
+        return await projector.store.checkpoints_of(partitions)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        if self._projector is not None:
+            self._projector.forget(partitions)
+
+    async def behind(self, partitions: Sequence[int]) -> list[int]:
+        """Partitions whose checkpoints in Redis are behind what this worker committed there
+        (Redis lost its last writes, or was emptied): a quiet partition would otherwise wait
+        for its next record to notice."""
+        projector = self._projector
+        if projector is None or not partitions:
+            return []
+        stored = await projector.store.checkpoints_of(partitions)
+        behind = []
+        for partition, found in zip(partitions, stored, strict=True):
+            cached = projector.cached(partition)
+            if cached and any(found.get(t, -1) < offset for t, offset in cached.items()):
+                behind.append(partition)
+        return behind
+
+    async def apply(self, batch: Sequence[Positioned], spans: Spans | None = None) -> Outcome:
+        outcome = Outcome()
+        self._relearned = False
+        delay, give_up = 0.1, time.monotonic() + self.outage_seconds
+        while True:
+            try:
+                await self._apply(batch, spans, outcome)
+                break
+            except (RedisConnectionError, RedisTimeoutError, KafkaError) as exc:
+                if time.monotonic() + delay > give_up:
+                    raise
+                server = "Kafka" if isinstance(exc, KafkaError) else "Redis"
+                metrics.RETRIES.labels(server).inc()
+                log.warning("%s unavailable (%r); retrying the batch in %.1fs", server, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        return outcome
+
+    async def _refresh_directory(self, projector: Projector) -> None:
+        """Learn the rep and team changes other workers committed (their partitions' versions
+        moved) before planning: events are credited with the directory as Redis knows it,
+        not just as this worker's own partitions taught it."""
+        partitions = range(self.partitions)
+        versions = await projector.store.directory_versions(partitions)
+        moved = [p for p in partitions if versions[p] != self._directory_versions[p]]
+        if moved:
+            for key, record in (await projector.store.directory_records(moved)).items():
+                projector.directory.update(key, record)
+            self._directory_versions = versions
+
+    async def _apply(
+        self, batch: Sequence[Positioned], spans: Spans | None, outcome: Outcome
+    ) -> None:
+        projector = self._projector or await self._open(
+            await current_namespace(self.client, self.prefix)
+        )
+        while True:
+            try:
+                await self._refresh_directory(projector)
+                await projector.apply(batch, outcome, spans)
+                return
+            except NamespaceFrozen:
+                frozen = self.namespace
+                log.info("%s is frozen for a rebuild; waiting for the switch", frozen)
+                while (live := await current_namespace(self.client, self.prefix)) == frozen:
+                    await asyncio.sleep(0.1)
+                projector = await self._open(live)
