@@ -32,7 +32,7 @@ from stack.servers import servers
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 
 
 def signed(url: str, params: dict[str, str]) -> dict[str, str]:

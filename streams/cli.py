@@ -244,10 +244,12 @@ def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.config import MappingsError
-    from streams.webhooks import run_ingest
+    from streams.webhooks import SecretError, run_ingest
 
     try:
         return run_ingest(settings)
+    except SecretError as exc:
+        raise UsageError(str(exc)) from None
     except MappingsError as exc:
         for problem in exc.problems:
             print(f"salespulse: error: {settings.mappings_file}: {problem}", file=sys.stderr)

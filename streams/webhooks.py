@@ -76,14 +76,37 @@ SECRETS = {
 }
 
 
+# A secret shorter than this is refused: it could be guessed, or be a file cut short.
+MIN_SECRET_CHARS = 16
+
+
+class SecretError(ValueError):
+    """A configured secret cannot be used: the service must not start with it."""
+
+
 def read_secrets(environ: Mapping[str, str]) -> dict[str, str]:
-    """Each endpoint's secret from NAME or from the file NAME_FILE; absent: endpoint off."""
+    """Each endpoint's secret from NAME or from the file NAME_FILE. Neither set (or NAME set
+    to nothing): the endpoint is off. A file that cannot be read, or a secret shorter than
+    MIN_SECRET_CHARS (an empty file included), fails closed: SecretError, naming the
+    variable, never the secret."""
     found = {}
     for source, name in SECRETS.items():
         if environ.get(name):
-            found[source] = environ[name]
+            secret, where = environ[name], name
         elif environ.get(f"{name}_FILE"):
-            found[source] = Path(environ[f"{name}_FILE"]).read_text().strip()
+            where = f"{name}_FILE={environ[f'{name}_FILE']}"
+            try:
+                secret = Path(environ[f"{name}_FILE"]).read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SecretError(f"{where}: cannot read it ({exc.__class__.__name__})") from None
+        else:
+            continue
+        if len(secret) < MIN_SECRET_CHARS:
+            raise SecretError(
+                f"{where}: the secret is {len(secret)} characters long; "
+                f"use at least {MIN_SECRET_CHARS}"
+            )
+        found[source] = secret
     return found
 
 
@@ -324,7 +347,9 @@ class IngestService:
         token = envelope.get("token") if isinstance(envelope, dict) else None
         if not isinstance(token, str) or not same(token, secret):
             raise _Refused(401, "auth", "missing or wrong token")
-        return Verdict.of(aircall.map_webhook(envelope, self.mappings, body))
+        # The body carries the credential: what is kept of it (dead letters) must not.
+        scrubbed = orjson.dumps({k: v for k, v in envelope.items() if k != "token"})
+        return Verdict.of(aircall.map_webhook(envelope, self.mappings, scrubbed))
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

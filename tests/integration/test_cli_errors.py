@@ -101,3 +101,13 @@ def test_watch_once_without_a_worker(stack_env: dict[str, str]) -> None:
 def test_worker_with_an_unreachable_broker(stack_env: dict[str, str]) -> None:
     line = fails_in_one_line("worker", env={**stack_env, **DEAD_KAFKA})
     assert "SALESPULSE_KAFKA_BOOTSTRAP" in line
+
+
+def test_ingest_with_an_empty_secret_file_refuses_to_start(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    empty = tmp_path / "aircall-token"
+    empty.write_text("\n")
+    env = {**stack_env, "SALESPULSE_AIRCALL_TOKEN_FILE": str(empty)}
+    line = fails_in_one_line("ingest", env=env)
+    assert "SALESPULSE_AIRCALL_TOKEN_FILE" in line and "at least 16" in line

@@ -40,10 +40,10 @@ pytestmark = pytest.mark.integration
 PORT = 29469
 BASE = f"http://127.0.0.1:{PORT}"
 SECRETS = {
-    "SALESPULSE_INGEST_TOKEN": "ev-token",
-    "SALESPULSE_HUBSPOT_CLIENT_SECRET": "hs-secret",
-    "SALESPULSE_TWILIO_AUTH_TOKEN": "tw-token",
-    "SALESPULSE_AIRCALL_TOKEN": "ac-token",
+    "SALESPULSE_INGEST_TOKEN": "ev-token-0123456789",
+    "SALESPULSE_HUBSPOT_CLIENT_SECRET": "hs-secret-0123456789",
+    "SALESPULSE_TWILIO_AUTH_TOKEN": "tw-token-0123456789",
+    "SALESPULSE_AIRCALL_TOKEN": "ac-token-0123456789",
 }
 MAPPINGS = """
 [reps]
@@ -305,7 +305,7 @@ class Day:
                         "resource": "call",
                         "event": event,
                         "timestamp": t,
-                        "token": "ac-token",
+                        "token": SECRETS["SALESPULSE_AIRCALL_TOKEN"],
                         "data": payload,
                     }
                 )
@@ -320,7 +320,9 @@ class Day:
 def _twilio_headers(params: dict[str, str]) -> dict[str, str]:
     data = f"{BASE}/ingest/v1/twilio/voice" + "".join(k + v for k, v in sorted(params.items()))
     signature = base64.b64encode(
-        hmac.new(b"tw-token", data.encode(), hashlib.sha1).digest()
+        hmac.new(
+            SECRETS["SALESPULSE_TWILIO_AUTH_TOKEN"].encode(), data.encode(), hashlib.sha1
+        ).digest()
     ).decode()
     return {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
 
@@ -329,7 +331,9 @@ def _post(path: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
     if path == "/ingest/v1/hubspot":  # signed when sent: the timestamp must be fresh
         stamp = str(time.time_ns() // 1_000_000)
         message = b"POST" + f"{BASE}{path}".encode() + body + stamp.encode()
-        digest = hmac.new(b"hs-secret", message, hashlib.sha256).digest()
+        digest = hmac.new(
+            SECRETS["SALESPULSE_HUBSPOT_CLIENT_SECRET"].encode(), message, hashlib.sha256
+        ).digest()
         headers = {
             **headers,
             "X-HubSpot-Signature-v3": base64.b64encode(digest).decode(),
@@ -398,7 +402,7 @@ async def test_a_scripted_day_through_the_webhooks_matches_the_oracle(
             answer = _post(
                 "/ingest/v1/events",
                 orjson.dumps(day.expected[: len(directory)]),
-                {"Authorization": "Bearer ev-token"},
+                {"Authorization": f"Bearer {SECRETS['SALESPULSE_INGEST_TOKEN']}"},
             )
             assert answer["accepted"] == len(directory)
             store = Store(client, await current_namespace(client, settings.topic_prefix))

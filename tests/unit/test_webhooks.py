@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import strategies as st
 
 from streams.settings import Settings
-from streams.webhooks import IngestService, Publisher, read_secrets
+from streams.webhooks import IngestService, Publisher, SecretError, read_secrets
 from tests.support import hypothesis_examples
 from tests.unit.test_adapters import BATCH, CALL, MAPPINGS, aircall_hook
 
@@ -314,8 +314,38 @@ async def test_garbage_never_gets_a_5xx_and_nothing_is_published_when_refused(
 
 def test_secrets_come_from_the_environment_or_files(tmp_path: Path) -> None:
     token = tmp_path / "twilio-token"
-    token.write_text("from-a-file\n")
+    token.write_text("from-a-file-0123456789\n")
     found = read_secrets(
-        {"SALESPULSE_INGEST_TOKEN": "x", "SALESPULSE_TWILIO_AUTH_TOKEN_FILE": str(token)}
+        {
+            "SALESPULSE_INGEST_TOKEN": "x" * 16,
+            "SALESPULSE_TWILIO_AUTH_TOKEN_FILE": str(token),
+            "SALESPULSE_AIRCALL_TOKEN": "",  # set to nothing: the endpoint is off
+        }
     )
-    assert found == {"events": "x", "twilio": "from-a-file"}
+    assert found == {"events": "x" * 16, "twilio": "from-a-file-0123456789"}
+
+
+@pytest.mark.parametrize("content", ["", "\n", "  \n", "short-secret\n"])
+def test_an_empty_or_short_secret_file_fails_closed(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "secret"
+    path.write_text(content)
+    with pytest.raises(SecretError, match=r"SALESPULSE_AIRCALL_TOKEN_FILE=.*use at least 16"):
+        read_secrets({"SALESPULSE_AIRCALL_TOKEN_FILE": str(path)})
+
+
+def test_a_short_secret_or_a_missing_file_fails_closed(tmp_path: Path) -> None:
+    with pytest.raises(SecretError, match="SALESPULSE_INGEST_TOKEN: the secret is 5 characters"):
+        read_secrets({"SALESPULSE_INGEST_TOKEN": "abcde"})
+    missing = tmp_path / "nope"
+    with pytest.raises(SecretError, match="cannot read it"):
+        read_secrets({"SALESPULSE_HUBSPOT_CLIENT_SECRET_FILE": str(missing)})
+
+
+async def test_an_aircall_dead_letter_keeps_no_token(client: tuple[TestClient, Recorder]) -> None:
+    http, recorder = client
+    hook = aircall_hook("call.created")
+    del hook["data"]["number"]  # type: ignore[attr-defined]  # an inbound call must have one
+    assert (await http.post(AC, data=orjson.dumps(hook))).status == 200
+    [(value, _)] = recorder.dead
+    kept = orjson.loads(value)
+    assert "token" not in kept and kept["data"]["id"] == 812
