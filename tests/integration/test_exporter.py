@@ -10,7 +10,9 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -70,6 +72,28 @@ def _prometheus(settings: Settings, query: str) -> list[dict]:  # type: ignore[t
         return json.load(response)["data"]["result"]  # type: ignore[no-any-return]
 
 
+def _clear_of_midnight(zones: set[str], before: float = 200, after: float = 300) -> float:
+    """Now, once no zone in ``zones`` is within ``before`` s past or ``after`` s short of
+    its midnight: events "a minute ago" must land in the day that the checks a few
+    minutes later still call "today" (a CI run at 00:01 UTC once failed on this).
+    """
+    while True:
+        now = time.time()
+        waits = []
+        for name in zones:
+            local = datetime.fromtimestamp(now, ZoneInfo(name))
+            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            since = (local - midnight).total_seconds()
+            until = (midnight + timedelta(days=1) - local).total_seconds()
+            if since < before:
+                waits.append(before - since)
+            elif until < after:
+                waits.append(until + before)
+        if not waits:
+            return now
+        time.sleep(max(waits))
+
+
 def _just_now(records: list[Record]) -> list[bytes]:
     """Per team, a deal won and a queue call handled by one of its reps, a minute ago.
 
@@ -83,7 +107,12 @@ def _just_now(records: list[Record]) -> list[bytes]:
         if event.get("type") == "rep.upserted":
             first_rep.setdefault(event["team_id"], event["rep_id"])
     assert first_rep, "the simulated log has reps"
-    now = time.time()
+    zones = {"UTC"} | {
+        event["timezone"]
+        for event in (json.loads(r.value) for r in records if r.label == VALID)
+        if event.get("type") == "team.upserted"
+    }
+    now = _clear_of_midnight(zones)
     drafts: list[tuple[int, str, dict[str, object]]] = []
     for team, rep in sorted(first_rep.items()):
         deal = {"opportunity_id": f"opp-just-won-{team}", "rep_id": rep}
