@@ -244,7 +244,8 @@ def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.config import MappingsError
-    from streams.webhooks import SecretError, run_ingest
+    from streams.secret_files import SecretError
+    from streams.webhooks import run_ingest
 
     try:
         return run_ingest(settings)

@@ -31,9 +31,38 @@ class Settings:
     prometheus_port: int = 19090
     stack_dir: str = ".salespulse/stack"
     kafka_version: str = "4.1.1"
+    # `salespulse stack up --secure`: the local Kafka listens with SASL_SSL (SCRAM-SHA-512) and
+    # Redis with TLS and an ACL user; every process given this setting connects that way with
+    # the CA, user and passwords the stack wrote under <stack_dir>/secrets, in place of the
+    # Kafka and Redis security settings below (docs/security.md).
+    stack_secure: bool = False
+    # Kafka connection security (docs/security.md). PLAINTEXT, SSL (TLS; with a client
+    # certificate when the broker asks for one) or SASL_SSL. Passwords and keys only from files.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # or SCRAM-SHA-256, PLAIN
+    kafka_sasl_username: str = ""
+    kafka_sasl_password_file: str = ""
+    kafka_ssl_cafile: str = ""  # the CA that signed the brokers' certificates; unset: system CAs
+    kafka_ssl_certfile: str = ""  # the client certificate (PEM), for brokers that require one
+    kafka_ssl_keyfile: str = ""  # its private key (PEM)
+    kafka_ssl_key_password_file: str = ""  # if that key is encrypted
+    # Redis connection security: TLS (also implied by a rediss:// URL) and an ACL user.
+    redis_username: str = ""
+    redis_password_file: str = ""
+    redis_tls: bool = False
+    redis_ssl_cafile: str = ""
+    redis_ssl_certfile: str = ""
+    redis_ssl_keyfile: str = ""
+    # Readers of the exporter (API, /metrics, wallboard) and the worker's /metrics: a bearer
+    # token (or basic auth with the token as password) read from this file; unset: open.
+    reader_token_file: str = ""
     # Topics.
     topic_prefix: str = "salespulse"
     partitions: int = 12
+    # Created topics only (existing ones are left as they are): copies of each partition,
+    # and how many must have a write before it is acknowledged (acks=all).
+    topic_replication_factor: int = 1
+    topic_min_insync_replicas: int = 1
     # Ingest.
     max_event_bytes: int = 65_536
     max_future_seconds: int = 86_400
@@ -214,6 +243,38 @@ class Settings:
             raise SettingsError(
                 f"SALESPULSE_WORKER_ID={self.worker_id!r}: use letters, digits, . _ -"
             )
+        if self.kafka_security_protocol not in KAFKA_PROTOCOLS:
+            raise SettingsError(
+                f"SALESPULSE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: "
+                f"use {', '.join(KAFKA_PROTOCOLS)}"
+            )
+        if self.kafka_sasl_mechanism not in SASL_MECHANISMS:
+            raise SettingsError(
+                f"SALESPULSE_KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r}: "
+                f"use {', '.join(SASL_MECHANISMS)}"
+            )
+        if self.kafka_security_protocol == "SASL_SSL" and not (
+            self.kafka_sasl_username and self.kafka_sasl_password_file
+        ):
+            raise SettingsError(
+                "SALESPULSE_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs "
+                "SALESPULSE_KAFKA_SASL_USERNAME and SALESPULSE_KAFKA_SASL_PASSWORD_FILE"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise SettingsError(
+                "SALESPULSE_KAFKA_SSL_CERTFILE and SALESPULSE_KAFKA_SSL_KEYFILE go together"
+            )
+        if bool(self.redis_ssl_certfile) != bool(self.redis_ssl_keyfile):
+            raise SettingsError(
+                "SALESPULSE_REDIS_SSL_CERTFILE and SALESPULSE_REDIS_SSL_KEYFILE go together"
+            )
+        if self.topic_replication_factor < 1:
+            raise SettingsError("SALESPULSE_TOPIC_REPLICATION_FACTOR must be at least 1")
+        if not 1 <= self.topic_min_insync_replicas <= self.topic_replication_factor:
+            raise SettingsError(
+                f"SALESPULSE_TOPIC_MIN_INSYNC_REPLICAS={self.topic_min_insync_replicas}: "
+                f"use 1 to SALESPULSE_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor})"
+            )
         if self.ingest_batch_size < 1:
             raise SettingsError("SALESPULSE_INGEST_BATCH_SIZE must be at least 1")
         if self.max_event_bytes < 256:
@@ -231,5 +292,8 @@ def _known_zone(name: str) -> bool:
         return False
     return True
 
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
 _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

@@ -49,6 +49,7 @@ from adapters.signatures import twilio as twilio_signature
 from projections.validation import Rejection, parse_event
 from streams.ingest import HEADER_DETAIL, HEADER_FAILED_AT, HEADER_REASON, HEADER_TOPIC
 from streams.producer import subject_key
+from streams.secret_files import checked, read_secret_file
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,37 +77,18 @@ SECRETS = {
 }
 
 
-# A secret shorter than this is refused: it could be guessed, or be a file cut short.
-MIN_SECRET_CHARS = 16
-
-
-class SecretError(ValueError):
-    """A configured secret cannot be used: the service must not start with it."""
-
-
 def read_secrets(environ: Mapping[str, str]) -> dict[str, str]:
     """Each endpoint's secret from NAME or from the file NAME_FILE. Neither set (or NAME set
     to nothing): the endpoint is off. A file that cannot be read, or a secret shorter than
-    MIN_SECRET_CHARS (an empty file included), fails closed: SecretError, naming the
+    16 characters (an empty file included), fails closed: SecretError, naming the
     variable, never the secret."""
     found = {}
     for source, name in SECRETS.items():
         if environ.get(name):
-            secret, where = environ[name], name
+            found[source] = checked(name, environ[name])
         elif environ.get(f"{name}_FILE"):
-            where = f"{name}_FILE={environ[f'{name}_FILE']}"
-            try:
-                secret = Path(environ[f"{name}_FILE"]).read_text().strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise SecretError(f"{where}: cannot read it ({exc.__class__.__name__})") from None
-        else:
-            continue
-        if len(secret) < MIN_SECRET_CHARS:
-            raise SecretError(
-                f"{where}: the secret is {len(secret)} characters long; "
-                f"use at least {MIN_SECRET_CHARS}"
-            )
-        found[source] = secret
+            path = environ[f"{name}_FILE"]
+            found[source] = read_secret_file(f"{name}_FILE={path}", path)
     return found
 
 

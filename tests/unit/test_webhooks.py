@@ -22,8 +22,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import strategies as st
 
+from streams.secret_files import SecretError
 from streams.settings import Settings
-from streams.webhooks import IngestService, Publisher, SecretError, read_secrets
+from streams.webhooks import IngestService, Publisher, read_secrets
 from tests.support import hypothesis_examples
 from tests.unit.test_adapters import BATCH, CALL, MAPPINGS, aircall_hook
 
