@@ -54,10 +54,13 @@ down: $(STAMP)
 status: $(STAMP)
 	$(BIN)/salespulse stack status
 
-## lock: re-pin requirements.lock to what is installed in .venv
+## lock: re-pin requirements.lock to what is installed in .venv, and requirements.runtime.lock
+## (what the Docker image installs) to its runtime part
 lock: $(STAMP)
 	{ sed -n '1,2p' requirements.lock; $(BIN)/pip freeze --exclude-editable | grep -v '^salespulse'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
+	$(BIN)/python deploy/runtime_lock.py > requirements.runtime.lock.new
+	mv requirements.runtime.lock.new requirements.runtime.lock
 
 clean: down
 	rm -rf $(VENV) .salespulse

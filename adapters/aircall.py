@@ -19,6 +19,7 @@ three above carry complete data.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from adapters.canonical import Mapped, event, map_parts, need, stable_id
@@ -30,6 +31,16 @@ ABANDONED = {"short_abandoned", "abandoned_in_ivr", "abandoned_in_classic"}
 
 def call_id(aircall_id: int) -> str:
     return f"aircall-{aircall_id}"
+
+
+def timestamp_ms(value: object) -> int | None:
+    """The envelope's ``timestamp`` (Unix seconds, a JSON number) in epoch ms; None when it
+    is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float):
+        return int(value) * 1000 if math.isfinite(value) else None
+    return value * 1000
 
 
 def map_webhook(envelope: Any, mappings: Mappings, raw: bytes) -> Mapped:

@@ -1,4 +1,8 @@
-"""Vendor request signatures, computed as each vendor documents them; compared in constant time."""
+"""Vendor request signatures, computed as each vendor documents them; compared in constant time.
+
+Also the replay window: a delivery whose vendor timestamp is too old (or too far ahead of
+this server's clock) is refused, whatever its signature says.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,13 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-# HubSpot v3: a request timestamp older than this is a replay.
-HUBSPOT_MAX_AGE_MS = 5 * 60 * 1000
+# A vendor timestamp older than this is a replay (HubSpot documents 5 minutes for its v3
+# signatures; Twilio and Aircall deliveries are held to the same window).
+REPLAY_WINDOW_MS = 5 * 60 * 1000
+HUBSPOT_MAX_AGE_MS = REPLAY_WINDOW_MS
+# How far ahead of this server's clock a Twilio or Aircall timestamp may be: clock skew
+# between the vendor and us, not a second window.
+CLOCK_SKEW_MS = 60 * 1000
 
 
 def hubspot_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
@@ -35,3 +44,13 @@ def hubspot_fresh(timestamp: str | None, now_ms: int) -> bool:
     if timestamp is None or not timestamp.isdigit():
         return False
     return abs(now_ms - int(timestamp)) <= HUBSPOT_MAX_AGE_MS
+
+
+def replay_problem(at_ms: int, now_ms: int) -> str | None:
+    """Why a delivery the vendor stamped at ``at_ms`` is refused at ``now_ms``, or None when
+    the stamp is no more than REPLAY_WINDOW_MS old and no more than CLOCK_SKEW_MS ahead."""
+    if now_ms - at_ms > REPLAY_WINDOW_MS:
+        return f"is more than {REPLAY_WINDOW_MS // 60_000} minutes old: a replay"
+    if at_ms - now_ms > CLOCK_SKEW_MS:
+        return f"is more than {CLOCK_SKEW_MS // 1000} s ahead of this server's clock"
+    return None

@@ -22,6 +22,7 @@ IVR, an agent leg ringing or ending) carries nothing the engine counts: ignored.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from adapters.canonical import Incomplete, Malformed, Mapped, event, map_parts, stable_id
@@ -41,6 +42,20 @@ def call_id(sid: str) -> str:
     return f"twilio-{sid}"
 
 
+def timestamp_ms(value: object) -> int | None:
+    """A callback's ``Timestamp`` (RFC 2822) in epoch ms; None when it is not such a date.
+    A date without a zone, or with ``-0000`` (RFC 2822: UTC, local zone unknown), is UTC."""
+    if not isinstance(value, str):
+        return None
+    try:
+        at = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: a huge year
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return int(at.timestamp() * 1000)
+
+
 def map_callback(params: Mapping[str, str], mappings: Mappings, raw: bytes) -> Mapped:
     return map_parts([params], lambda part, out: _map(part, mappings, out), lambda _: raw)
 
@@ -49,10 +64,9 @@ def _map(params: Mapping[str, str], mappings: Mappings, out: Mapped) -> None:
     missing = [n for n in ("CallSid", "CallStatus", "Direction", "Timestamp") if not params.get(n)]
     if missing:
         raise Malformed(f"missing {', '.join(missing)}")
-    try:
-        at_ms = int(parsedate_to_datetime(params["Timestamp"]).timestamp() * 1000)
-    except (TypeError, ValueError, IndexError):
-        raise Malformed("Timestamp is not RFC 2822") from None
+    at_ms = timestamp_ms(params["Timestamp"])
+    if at_ms is None:
+        raise Malformed("Timestamp is not RFC 2822")
     sid, status, direction = params["CallSid"], params["CallStatus"], params["Direction"]
     parent = params.get("ParentCallSid")
     event_id = stable_id(SOURCE, sid, status)

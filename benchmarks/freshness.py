@@ -35,9 +35,10 @@ from aiokafka import AIOKafkaProducer
 from benchmarks import numbers
 from benchmarks.throughput import clean
 from projections.namespaces import current_namespace
-from projections.store import Store, connect
+from projections.store import Store
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
+from streams.connections import redis_client
 from streams.producer import subject_key
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -59,7 +60,7 @@ async def _measure(settings: Settings, values: list[bytes], rate: int, timeout: 
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=2
     )
-    client = connect(settings.redis)
+    client = redis_client(settings)
     await producer.start()
     sent: dict[bytes, float] = {}  # every value is a distinct valid event
     # Per partition of the events topic: (poll time, checkpoint) each time it moved.

@@ -62,7 +62,7 @@ def main() -> None:
         )
     )
     started = time.monotonic()
-    asyncio.run(publish(settings.bootstrap, settings.raw_topic, [r.value for r in records]))
+    asyncio.run(publish(settings, settings.raw_topic, [r.value for r in records]))
     produce_s = time.monotonic() - started
 
     worker = WorkerProcess(env, Path(settings.stack_dir) / f"{prefix}-worker.log")

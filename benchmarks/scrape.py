@@ -28,9 +28,10 @@ from exporters.server import Exporter
 from projections.engine import DirectoryView
 from projections.facts import LeadFact
 from projections.namespaces import current_namespace, drop, pointer
-from projections.store import Store, connect
+from projections.store import Store
 from projections.validation import Rejection, parse_event
 from stack.servers import servers
+from streams.connections import redis_client
 from streams.projector import Positioned, Projector
 from streams.settings import Settings
 
@@ -86,7 +87,7 @@ def _events(reps: int, now_ms: int) -> list[bytes]:
 
 async def _measure(base: Settings, reps: int) -> tuple[float, float, int, int, int]:
     settings = dataclasses.replace(base, topic_prefix=f"benchscrape{uuid.uuid4().hex[:6]}")
-    client = connect(settings.redis)
+    client = redis_client(settings)
     try:
         store = Store(client, await current_namespace(client, settings.topic_prefix))
 

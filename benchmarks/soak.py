@@ -108,10 +108,11 @@ from redis.exceptions import RedisError
 
 from benchmarks.throughput import clean
 from projections.namespaces import current_namespace
-from projections.store import Store, connect
+from projections.store import Store
 from simulator.live import Chunk, Job, LiveLog
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
+from streams.connections import redis_client
 from streams.producer import publish
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -477,7 +478,7 @@ class Soak:
         admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap, request_timeout_ms=10_000)
         await consumer.start()
         await admin.start()
-        client = connect(s.redis)
+        client = redis_client(s)
         try:
             store = Store(client, await current_namespace(client, s.topic_prefix))
             while not self.stop.is_set():
@@ -666,7 +667,7 @@ class Soak:
             print(f"soak: the worker's metrics did not answer: {exc!r}", flush=True)
             snap = Snapshot(records=previous.ingested if previous else 0)
             snap.projected["applied"] = previous.projected if previous else 0
-        client = connect(self.settings.redis)
+        client = redis_client(self.settings)
         try:
             used = int((await client.info("memory"))["used_memory"])
             keys, cursor = 0, 0
@@ -710,7 +711,7 @@ class Soak:
 
     async def run(self) -> None:
         s = self.settings
-        client = connect(s.redis)
+        client = redis_client(s)
         try:
             self.redis_before = int((await client.info("memory"))["used_memory"])
         finally:
@@ -889,8 +890,8 @@ def _read(body: bytes) -> tuple[float | None, float | None, float | None]:
 
 
 async def _load_directory(settings: Settings, directory: list[bytes]) -> None:
-    await publish(settings.bootstrap, settings.raw_topic, directory)
-    client = connect(settings.redis)
+    await publish(settings, settings.raw_topic, directory)
+    client = redis_client(settings)
     try:
         store = Store(client, await current_namespace(client, settings.topic_prefix))
         deadline = time.monotonic() + 120
@@ -903,7 +904,7 @@ async def _load_directory(settings: Settings, directory: list[bytes]) -> None:
 
 
 async def _drop_publisher_keys(settings: Settings) -> None:
-    client = connect(settings.redis)
+    client = redis_client(settings)
     try:
         keys = [k async for k in client.scan_iter(match=f"{settings.topic_prefix}:kpi:*")]
         if keys:

@@ -49,9 +49,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from benchmarks import numbers
 from benchmarks.ingest import delete_topics
 from projections.namespaces import current_namespace, drop, pointer
-from projections.store import Store, connect
+from projections.store import Store
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
+from streams.connections import redis_client
 from streams.producer import publish
 from streams.rebuild import rebuild
 from streams.settings import Settings
@@ -61,7 +62,7 @@ from tests.kafka_reader import caught_up
 
 
 async def _caught_up(settings: Settings) -> bool:
-    client = connect(settings.redis)
+    client = redis_client(settings)
     try:
         namespace = await current_namespace(client, settings.topic_prefix)
         return await caught_up(settings, Store(client, namespace))
@@ -71,7 +72,7 @@ async def _caught_up(settings: Settings) -> bool:
 
 async def clean(settings: Settings) -> None:
     """Delete a benchmark's generation, pointer and topics."""
-    client = connect(settings.redis)
+    client = redis_client(settings)
     try:
         await drop(client, await current_namespace(client, settings.topic_prefix))
         await client.delete(pointer(settings.topic_prefix))
@@ -158,7 +159,7 @@ def faust_agent(settings: Settings, mode: str, count: int, seconds: float) -> fl
 
 
 async def _applied(settings: Settings) -> int:
-    client = connect(settings.redis)
+    client = redis_client(settings)
     try:
         namespace = await current_namespace(client, settings.topic_prefix)
         progress = await Store(client, namespace).progress(range(settings.partitions))
@@ -170,7 +171,7 @@ async def _applied(settings: Settings) -> int:
 async def memory_by_kind(settings: Settings) -> dict[str, tuple[int, int]]:
     """Keys and bytes (MEMORY USAGE) of the live generation by kind: entity records by
     entity kind, aggregate buckets by tier, and the rest by role."""
-    client = connect(settings.redis)
+    client = redis_client(settings)
     try:
         namespace = await current_namespace(client, settings.topic_prefix)
         out: dict[str, tuple[int, int]] = {}
@@ -250,7 +251,7 @@ def project(settings: Settings, count: int, workers: int, timeout: float) -> Run
 def _preload(settings: Settings, values: list[bytes]) -> float:
     asyncio.run(ensure_topics(settings))
     started = time.monotonic()
-    asyncio.run(publish(settings.bootstrap, settings.events_topic, values))
+    asyncio.run(publish(settings, settings.events_topic, values))
     return len(values) / (time.monotonic() - started)
 
 

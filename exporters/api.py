@@ -189,7 +189,7 @@ class Api:
         return guarded
 
     async def openapi(self, _request: web.Request) -> web.Response:
-        return _json(document())
+        return _json(document(secured=self.exporter.auth is not None))
 
     async def _store(self) -> Store:
         client = self.exporter.client

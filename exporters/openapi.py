@@ -107,7 +107,34 @@ PROJECTIONS = {
 }
 
 
-def document() -> dict[str, Any]:
+# The exporter's reader token (exporters/auth.py): as a bearer token, or as basic auth's
+# password with any user name (what browsers send for the wallboard).
+SECURITY_SCHEMES = {
+    "readerToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The token in SALESPULSE_READER_TOKEN_FILE",
+    },
+    "readerBasic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "Any user name, the token in SALESPULSE_READER_TOKEN_FILE as password",
+    },
+}
+
+
+def document(secured: bool = False) -> dict[str, Any]:
+    """The API's OpenAPI document; ``secured``: the exporter requires the reader token."""
+    spec = _document()
+    if secured:
+        spec["security"] = [{name: []} for name in SECURITY_SCHEMES]
+        spec["components"]["securitySchemes"] = SECURITY_SCHEMES
+        for path in spec["paths"].values():
+            path["get"]["responses"]["401"] = _error("No reader token, or a wrong one")
+    return spec
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {

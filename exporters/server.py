@@ -3,7 +3,8 @@
 Nothing is cached between scrapes: every scrape resolves the live generation,
 lists the scopes, reads every (scope, window) in a few pipelines and builds
 fresh metric families. If Redis cannot be read, the scrape still answers,
-with ``salespulse_exporter_up 0`` and no KPI series (never stale values).
+with ``salespulse_exporter_up 0`` and no KPI series (never stale values). With a reader
+token configured (``exporters/auth.py``) every route answers only requests that carry it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
 from exporters.api import Api
+from exporters.auth import ReaderAuth
 from exporters.exposition import render
 from exporters.families import families, target_families
 from exporters.health import Health, health_families, summarise
@@ -30,20 +32,23 @@ from exporters.targets_file import TargetsFile
 from exporters.wallboard_routes import wallboard_routes
 from projections.namespaces import current_namespace, rebuilding
 from projections.read import read_many
-from projections.store import Store, connect
+from projections.store import Store
 from projections.targets import QUOTA_ATTAINMENT, QUOTA_KPI, TargetsError, with_targets
 from projections.windows import WINDOWS
+from streams.connections import kafka_options, redis_client
+from streams.reader_access import reader_token
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class Exporter:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, auth: ReaderAuth | None = None) -> None:
         self.settings = settings
+        self.auth = auth  # None: readers need no token
         # One retry: with Redis away a scrape answers at once with salespulse_exporter_up 0
         # instead of waiting out the worker's backoff (seconds) per scrape.
-        self.client = connect(settings.redis, retries=1)
+        self.client = redis_client(settings, retries=1)
         self.targets = TargetsFile(settings.targets_file)
         self._kafka: AIOKafkaConsumer | None = None
         self.skipped_scopes = 0  # in the last scrape
@@ -55,6 +60,7 @@ class Exporter:
             if self._kafka is None:
                 consumer = AIOKafkaConsumer(
                     bootstrap_servers=s.bootstrap,
+                    **kafka_options(s),
                     request_timeout_ms=5_000,
                     isolation_level="read_committed",
                 )
@@ -189,7 +195,8 @@ class Exporter:
             "Time this scrape took to read the projections and build its metrics",
         )
         duration.add_metric([], time.perf_counter() - started)
-        body = render([*built, exporter_up, skipped, duration])
+        refused = self.auth.families() if self.auth is not None else []
+        body = render([*built, exporter_up, skipped, duration, *refused])
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def close(self, _app: web.Application) -> None:
@@ -211,8 +218,14 @@ def merge_families(parts: list[Metric]) -> list[Metric]:
 
 
 def build_app(settings: Settings) -> web.Application:
-    exporter = Exporter(settings)
-    app = web.Application()
+    """The exporter's routes; SecretError (before anything is served) for an unusable
+    reader token file, TargetsError for a wrong targets file."""
+    token = reader_token(settings)
+    auth = ReaderAuth(token) if token is not None else None
+    exporter = Exporter(settings, auth)
+    # Every route, the wallboard's files and unknown paths included: with a token configured
+    # nothing (not even which paths exist) is answered without it.
+    app = web.Application(middlewares=[auth.middleware()] if auth is not None else [])
     app.router.add_get("/metrics", exporter.metrics)
     app.router.add_routes(Api(exporter).routes())
     app.router.add_routes(wallboard_routes())

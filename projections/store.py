@@ -182,11 +182,13 @@ return '[' .. table.concat(out, ',') .. ']'
 """
 
 
-def connect(url: str, retries: int = 6) -> aioredis.Redis:
+def connect(url: str, retries: int = 6, **options: Any) -> aioredis.Redis:
     """A client that retries connection errors with exponential backoff (redis-py's own Retry).
-    Readers that must answer fast when Redis is away (the exporter) ask for fewer retries."""
+    Readers that must answer fast when Redis is away (the exporter) ask for fewer retries.
+    ``options`` (credentials, TLS) come from ``streams.connections.redis_options``."""
     return aioredis.Redis.from_url(
         url,
+        **options,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
         retry_on_error=[ConnectionError, TimeoutError],
         socket_timeout=10,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import shutil
@@ -23,6 +24,24 @@ from pathlib import Path
 import redis
 
 from stack.install import kafka_libs, require_binary, require_java
+from stack.secure import (
+    SecretsError,
+    ensure_secrets,
+    kafka_security_properties,
+    redis_acl,
+    redis_tls_arguments,
+    scram_users,
+)
+from streams.connections import (
+    StackSecrets,
+    redacted,
+    redis_access,
+    redis_address,
+    redis_sync_client,
+    stack_secrets,
+)
+from streams.reader_access import reader_token
+from streams.secret_files import SecretError
 from streams.settings import Settings
 from streams.topics import list_topics
 
@@ -210,6 +229,10 @@ class Kafka(LocalServer):
         s = self.settings
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
+        folder = stack_secrets(s)
+        mtls = s.stack_secure and s.kafka_mtls_port > 0
+        if s.stack_secure:
+            _ensure_secrets(folder)
         config = (
             (TEMPLATES / "kafka-server.properties")
             .read_text()
@@ -218,6 +241,10 @@ class Kafka(LocalServer):
                 controller_port=s.kafka_controller_port,
                 data=data,
                 partitions=s.partitions,
+                client="SASL_SSL" if s.stack_secure else "PLAINTEXT",
+                more_listeners=f",MTLS://127.0.0.1:{s.kafka_mtls_port}" if mtls else "",
+                more_protocols=",MTLS:SSL" if mtls else "",
+                security=kafka_security_properties(folder, mtls) if s.stack_secure else "",
             )
         )
         (self.home / "server.properties").write_text(config)
@@ -235,6 +262,12 @@ class Kafka(LocalServer):
             "-cp",
             classpath,
         ]
+        secure_mark = self.home / "secure"
+        if (data / "meta.properties").exists() and secure_mark.exists() != s.stack_secure:
+            raise StackError(
+                f"{data} holds a {'secure' if secure_mark.exists() else 'plain'} Kafka; "
+                "use another SALESPULSE_STACK_DIR for the other kind, or remove this one"
+            )
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             formatted = subprocess.run(
@@ -248,6 +281,7 @@ class Kafka(LocalServer):
                     str(self.home / "server.properties"),
                     "--standalone",
                     "--ignore-formatted",
+                    *(scram_users(folder) if s.stack_secure else []),
                 ],
                 capture_output=True,
                 text=True,
@@ -255,6 +289,8 @@ class Kafka(LocalServer):
             )
             if formatted.returncode != 0:
                 raise StackError(f"kafka storage format failed: {formatted.stderr[-500:]}")
+            if s.stack_secure:
+                secure_mark.touch()
         return [*java, "kafka.Kafka", str(self.home / "server.properties")]
 
     def answering(self) -> bool:
@@ -262,7 +298,7 @@ class Kafka(LocalServer):
         level = client_log.level
         client_log.setLevel(logging.CRITICAL)  # refused connections are expected while starting
         try:
-            asyncio.run(asyncio.wait_for(list_topics(self.address, 3_000), 5))
+            asyncio.run(asyncio.wait_for(list_topics(self.settings, 3_000), 5))
         except Exception:  # any failure to list topics means "not ready yet"
             return False
         finally:
@@ -275,7 +311,7 @@ class Redis(LocalServer):
 
     @property
     def address(self) -> str:
-        return self.settings.redis
+        return redacted(redis_address(redis_access(self.settings)))
 
     @property
     def external(self) -> bool:
@@ -285,12 +321,20 @@ class Redis(LocalServer):
         require_binary("redis-server", "redis-server")
 
     def prepare(self) -> list[str]:
+        if self.settings.stack_secure:
+            folder = stack_secrets(self.settings)
+            _ensure_secrets(folder)
+            acl = self.home / "users.acl"
+            acl.write_text(redis_acl(folder))
+            acl.chmod(0o600)
+            listen = redis_tls_arguments(folder, self.settings.redis_port, acl)
+        else:
+            listen = ["--port", str(self.settings.redis_port)]
         return [
             shutil.which("redis-server") or "redis-server",
             "--bind",
             "127.0.0.1",
-            "--port",
-            str(self.settings.redis_port),
+            *listen,
             "--dir",
             str(self.home),
             "--daemonize",
@@ -306,12 +350,12 @@ class Redis(LocalServer):
 
     def answering(self) -> bool:
         try:
-            client = redis.Redis.from_url(self.address, socket_timeout=2, socket_connect_timeout=2)
+            client = redis_sync_client(self.settings)
             try:
                 return bool(client.ping())
             finally:
                 client.close()
-        except redis.RedisError:
+        except (redis.RedisError, SecretError):
             return False
 
 
@@ -327,20 +371,30 @@ class Prometheus(LocalServer):
 
     def prepare(self) -> list[str]:
         s = self.settings
+        reader_auth = ""
+        if s.reader_token_file:
+            reader_token(s)  # fails closed now (SecretError) rather than at every scrape
+            # Prometheus reads the file at each scrape: a new token needs no restart.
+            token_file = json.dumps(str(Path(s.reader_token_file).resolve()))
+            reader_auth = f"    authorization: {{type: Bearer, credentials_file: {token_file}}}"
         config = (
             (TEMPLATES / "prometheus.yml")
             .read_text()
             .format(
-                worker_port=s.worker_metrics_port, exporter_port=s.exporter_port, rules=RULES_DIR
+                worker_port=s.worker_metrics_port,
+                exporter_port=s.exporter_port,
+                rules=RULES_DIR,
+                reader_auth=reader_auth,
             )
         )
         (self.home / "prometheus.yml").write_text(config)
+        # No --web.enable-lifecycle: nothing here reloads or stops Prometheus over HTTP, and
+        # that API would let anyone on the machine do so.
         return [
             shutil.which("prometheus") or "prometheus",
             f"--config.file={self.home / 'prometheus.yml'}",
             f"--storage.tsdb.path={self.home / 'data'}",
             f"--web.listen-address=127.0.0.1:{s.prometheus_port}",
-            "--web.enable-lifecycle",
         ]
 
     def answering(self) -> bool:
@@ -349,6 +403,13 @@ class Prometheus(LocalServer):
                 return bool(response.status == 200)
         except OSError:
             return False
+
+
+def _ensure_secrets(folder: StackSecrets) -> None:
+    try:
+        ensure_secrets(folder)
+    except SecretsError as exc:
+        raise StackError(str(exc)) from None
 
 
 def servers(settings: Settings) -> list[LocalServer]:

@@ -18,10 +18,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from projections.events import Event
 from projections.facts import LeadFact
-from projections.store import connect
 from projections.validation import Reason
 from streams import metrics
 from streams.batch_consumer import BatchLoop, Fetched, Spans
+from streams.connections import faust_credentials, kafka_options, redis_client
 from streams.forwarder import Forwarder
 from streams.ingest import unprocessable
 from streams.live_projector import LiveProjector
@@ -44,6 +44,7 @@ faust_dir.mkdir(parents=True, exist_ok=True)
 app = faust.App(
     f"{settings.topic_prefix}-worker",
     broker=f"kafka://{settings.bootstrap}",
+    broker_credentials=faust_credentials(settings),
     store="memory://",
     datadir=str(faust_dir / f"{settings.topic_prefix}-worker"),
     web_enabled=False,
@@ -105,7 +106,7 @@ async def project() -> None:
     """Apply canonical events and lead facts to the Redis projections, one atomic commit per
     partition of each batch."""
     projector = LiveProjector(
-        connect(settings.redis),
+        redis_client(settings),
         settings.topic_prefix,
         settings.partitions,
         settings.rules,
@@ -203,6 +204,7 @@ async def fill(topic: str, partition: int, start: int, end: int) -> AsyncIterato
     starts later), in chunks, with a consumer of its own: the agent's consumer stays put."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
+        **kafka_options(settings),
         enable_auto_commit=False,
         isolation_level="read_committed",
     )

@@ -43,6 +43,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from streams.connections import kafka_options
 from streams.projector import Span
 from streams.settings import Settings
 
@@ -117,6 +118,7 @@ class BatchLoop:
         self.positions: dict[TopicPartition, int] = {}
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap,
+            **kafka_options(settings),
             group_id=group,
             group_instance_id=settings.worker_name,
             isolation_level="read_committed",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -23,7 +24,9 @@ from projections.catalogue import SCOPES
 from projections.windows import WINDOWS
 from stack.install import MissingPrerequisite
 from stack.servers import StackError
+from streams.connections import redis_client
 from streams.preflight import PreflightError
+from streams.secret_files import SecretError
 from streams.settings import Settings, SettingsError
 
 EXIT_USAGE = 2
@@ -85,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = commands.add_parser("stack", help="start, stop or inspect the local servers")
     stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument(
+        "--secure",
+        action="store_true",
+        help="Kafka with SASL_SSL (SCRAM-SHA-512), Redis with TLS and an ACL user, a local CA "
+        "(the same as SALESPULSE_STACK_SECURE=1, which every other command then needs)",
+    )
 
     commands.add_parser("topics", help="create the engine's topics if they are missing")
     commands.add_parser("worker", help="run the Faust worker (ingest and projection agents)")
@@ -186,9 +195,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         handler = HANDLERS[args.command]
         code = handler(settings, args)
-    except (UsageError, SettingsError, PreflightError, MissingPrerequisite, StackError) as exc:
+    except (
+        UsageError,
+        SettingsError,
+        SecretError,
+        PreflightError,
+        MissingPrerequisite,
+        StackError,
+    ) as exc:
         print(f"salespulse: error: {exc}", file=sys.stderr)
-        usage = isinstance(exc, UsageError | SettingsError | PreflightError)
+        usage = isinstance(exc, UsageError | SettingsError | SecretError | PreflightError)
         sys.exit(EXIT_USAGE if usage else EXIT_FAILED)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -197,11 +213,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     from stack.servers import servers
+    from streams.connections import stack_secrets
 
+    if args.secure:
+        settings = dataclasses.replace(settings, stack_secure=True)
     if args.action == "up":
         for server in servers(settings):
             seconds = server.up()
             print(f"{server.name:<11} up  {server.address:<28} ({seconds:.1f}s)", flush=True)
+        if settings.stack_secure:
+            print(
+                f"secure: CA, users and passwords in {stack_secrets(settings).folder}; "
+                "run every salespulse command with SALESPULSE_STACK_SECURE=1"
+            )
         return 0
     if args.action == "down":
         for server in reversed(servers(settings)):
@@ -224,7 +248,7 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     from streams.preflight import require_topics
     from streams.topics import ensure_topics
 
-    asyncio.run(require_topics(settings.bootstrap))
+    asyncio.run(require_topics(settings))
     created = asyncio.run(ensure_topics(settings))
     print("created: " + (", ".join(created) if created else "nothing, all topics exist"))
     return 0
@@ -244,13 +268,10 @@ def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.config import MappingsError
-    from streams.secret_files import SecretError
     from streams.webhooks import run_ingest
 
     try:
         return run_ingest(settings)
-    except SecretError as exc:
-        raise UsageError(str(exc)) from None
     except MappingsError as exc:
         for problem in exc.problems:
             print(f"salespulse: error: {settings.mappings_file}: {problem}", file=sys.stderr)
@@ -264,8 +285,8 @@ def cmd_publish_kpis(settings: Settings, args: argparse.Namespace) -> int:
     from streams.preflight import require_redis, require_topics
 
     # Once running, the publisher rides out outages; a wrong address fails at start-up.
-    asyncio.run(require_topics(settings.bootstrap))
-    asyncio.run(require_redis(settings.redis))
+    asyncio.run(require_topics(settings))
+    asyncio.run(require_redis(settings))
     return run_publisher(settings)
 
 
@@ -277,7 +298,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     if args.duration is not None and args.rate is None:
         raise UsageError("--duration needs --rate")
     if not args.out:  # before generating the log, which can take a while
-        asyncio.run(require_topics(settings.bootstrap, [settings.raw_topic]))
+        asyncio.run(require_topics(settings, [settings.raw_topic]))
     count = int(args.duration * args.rate) if args.duration else (args.count or 20_000)
     config = SimConfig(
         seed=args.seed,
@@ -300,7 +321,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         print(f"wrote {len(values)} records to {args.out}", file=sys.stderr)
     else:
         started = time.monotonic()
-        sent = asyncio.run(publish(settings.bootstrap, settings.raw_topic, values, rate=args.rate))
+        sent = asyncio.run(publish(settings, settings.raw_topic, values, rate=args.rate))
         took = time.monotonic() - started
         print(
             f"produced {sent} records to {settings.raw_topic} in {took:.1f}s "
@@ -320,9 +341,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise UsageError(f"{args.file}: no such file")
     started = time.monotonic()
-    sent = asyncio.run(
-        publish(settings.bootstrap, settings.raw_topic, read_jsonl(args.file), rate=args.rate)
-    )
+    sent = asyncio.run(publish(settings, settings.raw_topic, read_jsonl(args.file), rate=args.rate))
     print(
         f"produced {sent} records from {args.file} to {settings.raw_topic} "
         f"in {time.monotonic() - started:.1f}s"
@@ -382,17 +401,17 @@ def _csv_backfill(args: argparse.Namespace) -> tuple[list[bytes], Any]:
 async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
     """Directory first, and wait until the projections know it, then the deals."""
     from projections.namespaces import current_namespace
-    from projections.store import Store, connect
+    from projections.store import Store
     from streams.backfill import directory_ids
     from streams.preflight import require_redis
     from streams.producer import publish
 
-    await require_redis(settings.redis)  # before the directory is sent, not after
+    await require_redis(settings)  # before the directory is sent, not after
     reps = directory_ids(events)
     directory = [e for e in events if b'.upserted"' in e]
     deals = [e for e in events if b'.upserted"' not in e]
-    await publish(settings.bootstrap, settings.raw_topic, directory)
-    client = connect(settings.redis)
+    await publish(settings, settings.raw_topic, directory)
+    client = redis_client(settings)
     try:
         store = Store(client, await current_namespace(client, settings.topic_prefix, create=False))
         deadline = time.monotonic() + 120
@@ -408,15 +427,15 @@ async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
             await asyncio.sleep(0.5)
     finally:
         await client.aclose()
-    await publish(settings.bootstrap, settings.raw_topic, deals)
+    await publish(settings, settings.raw_topic, deals)
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from streams.preflight import require_redis, require_topics
     from streams.rebuild import rebuild
 
-    asyncio.run(require_topics(settings.bootstrap, [settings.events_topic, settings.facts_topic]))
-    asyncio.run(require_redis(settings.redis))
+    asyncio.run(require_topics(settings, [settings.events_topic, settings.facts_topic]))
+    asyncio.run(require_redis(settings))
     processes = args.processes or min(os.cpu_count() or 1, settings.partitions)
     report = asyncio.run(rebuild(settings, processes))
     print(

@@ -13,6 +13,7 @@ from simulator.log import SimConfig, simulate
 from stack.servers import StackError, servers
 from streams.kpis_command import show_kpis
 from streams.producer import publish
+from streams.reader_access import reader_headers
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.watch import render
@@ -50,9 +51,7 @@ def run_demo(settings: Settings, *, count: int, rate: float) -> int:
         print(f"== simulator: {count:,} records at {rate:,.0f}/s ==", flush=True)
         values = [r.value for r in records]
         producer = threading.Thread(
-            target=lambda: asyncio.run(
-                publish(settings.bootstrap, settings.raw_topic, values, rate=rate)
-            ),
+            target=lambda: asyncio.run(publish(settings, settings.raw_topic, values, rate=rate)),
             daemon=True,
         )
         baseline = worker.metrics().records
@@ -109,12 +108,13 @@ def _start_exporter(settings: Settings) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "streams.cli", "exporter"], stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{settings.exporter_port}/api/v1/health"
+    health = urllib.request.Request(url, headers=reader_headers(settings))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StackError(f"the exporter exited; see {settings.stack_path / 'exporter.log'}")
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with urllib.request.urlopen(health, timeout=2):
                 return process
         except OSError:
             time.sleep(0.25)

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from projections.validation import Limits
 from streams import metrics
 from streams.batch_consumer import Fetched, Spans
+from streams.connections import kafka_options
 from streams.ingest import Accepted, route
 from streams.settings import Settings
 
@@ -83,6 +84,7 @@ class Forwarder:
     def _producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap,
+            **kafka_options(self.settings),
             transactional_id=self.transactional_id,
             transaction_timeout_ms=int(self.settings.transaction_timeout_seconds * 1000),
             enable_idempotence=True,

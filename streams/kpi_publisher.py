@@ -47,8 +47,9 @@ from projections.kpi_changes import (
 )
 from projections.namespaces import current_namespace
 from projections.read import scope_zone
-from projections.store import Store, connect
+from projections.store import Store
 from projections.windows import TIER_TTL_SECONDS, calendar_range
+from streams.connections import kafka_options, redis_client
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -73,7 +74,7 @@ LABELS = "#labels/"
 class KpiPublisher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client: aioredis.Redis = connect(settings.redis)
+        self.client: aioredis.Redis = redis_client(settings)
         self.token = uuid.uuid4().hex
         self._renew = self.client.register_script(RENEW_LUA)
         self.producer: AIOKafkaProducer | None = None
@@ -88,6 +89,7 @@ class KpiPublisher:
         await ensure_topics(self.settings)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap,
+            **kafka_options(self.settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=20,

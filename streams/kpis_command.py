@@ -12,7 +12,8 @@ import orjson
 from projections.catalogue import Figure, Result
 from projections.namespaces import current_namespace
 from projections.read import Answer, read_kpis
-from projections.store import Store, connect
+from projections.store import Store
+from streams.connections import redis_client
 from streams.preflight import require_redis
 from streams.settings import Settings
 
@@ -24,8 +25,8 @@ def figures_json(result: Result) -> Any:
 
 
 async def _read(settings: Settings, scope: str, scope_id: str, window: str, as_of: int) -> Answer:
-    await require_redis(settings.redis)
-    client = connect(settings.redis)
+    await require_redis(settings)
+    client = redis_client(settings)
     try:
         store = Store(client, await current_namespace(client, settings.topic_prefix, create=False))
         partitions = range(settings.partitions)

@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
+import ssl
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 
 import redis.asyncio as aioredis
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError, SaslAuthenticationFailed
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
+from streams.connections import kafka_access, kafka_options, redacted, redis_options
+from streams.settings import Settings
 from streams.topics import list_topics
 
 TIMEOUT_SECONDS = 3.0
@@ -32,8 +35,8 @@ class PreflightError(Exception):
 class KafkaUnreachable(PreflightError):
     def __init__(self, bootstrap: str) -> None:
         super().__init__(
-            f"Kafka at {bootstrap} is not reachable: check SALESPULSE_KAFKA_BOOTSTRAP "
-            "(or start the local stack: `salespulse stack up`)"
+            f"Kafka at {bootstrap} is not reachable: check SALESPULSE_KAFKA_BOOTSTRAP and "
+            "SALESPULSE_KAFKA_SECURITY_PROTOCOL (or start the local stack: `salespulse stack up`)"
         )
         self.bootstrap = bootstrap
 
@@ -51,14 +54,19 @@ class RedisUnreachable(PreflightError):
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(
             f"Redis at {redacted(url)} is not reachable ({reason}): check SALESPULSE_REDIS_URL "
-            "(or start the local stack: `salespulse stack up`)"
+            "and SALESPULSE_REDIS_TLS (or start the local stack: `salespulse stack up`)"
         )
         self.url = url
 
 
-def redacted(url: str) -> str:
-    """The URL without its password."""
-    return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
+class KafkaRefused(PreflightError):
+    def __init__(self, bootstrap: str, what: str, check: str) -> None:
+        super().__init__(f"Kafka at {bootstrap} answered but {what}: check {check}")
+
+
+class RedisRefused(PreflightError):
+    def __init__(self, url: str, what: str, check: str) -> None:
+        super().__init__(f"Redis at {redacted(url)} answered but {what}: check {check}")
 
 
 _checking: ContextVar[bool] = ContextVar("checking", default=False)
@@ -83,35 +91,117 @@ def quiet_kafka() -> Iterator[None]:
 
 
 async def require_topics(
-    bootstrap: str, topics: Iterable[str] = (), timeout: float = TIMEOUT_SECONDS
+    settings: Settings, topics: Iterable[str] = (), timeout: float = TIMEOUT_SECONDS
 ) -> None:
-    """Kafka answers and has every topic of ``topics``."""
+    """Kafka answers (and takes our credentials) and has every topic of ``topics``."""
     try:
         with quiet_kafka():
             existing = await asyncio.wait_for(
-                list_topics(bootstrap, int(timeout * 1000)), timeout + 2
+                list_topics(settings, int(timeout * 1000)), timeout + 2
             )
     except (KafkaError, OSError, TimeoutError, ValueError):
-        raise KafkaUnreachable(bootstrap) from None
+        raise await kafka_failure(settings, timeout) from None
     for topic in topics:
         if topic not in existing:
             raise TopicMissing(topic)
 
 
-async def require_redis(url: str, timeout: float = TIMEOUT_SECONDS) -> None:
-    """Redis answers a PING, without the retries of the clients that keep running."""
+async def kafka_failure(settings: Settings, timeout: float = TIMEOUT_SECONDS) -> PreflightError:
+    """Why Kafka did not answer: one connection to the first bootstrap server tells an
+    untrusted certificate and refused credentials from a server that is not there."""
+    access = kafka_access(settings)
+    if access.protocol == "PLAINTEXT":
+        return KafkaUnreachable(settings.bootstrap)
+    host, _, port = settings.bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        with quiet_kafka():
+            conn = await asyncio.wait_for(
+                create_conn(
+                    host.strip("[]"),
+                    int(port),
+                    request_timeout_ms=int(timeout * 1000),
+                    max_idle_ms=None,
+                    **kafka_options(settings),
+                ),
+                timeout + 1,
+            )
+        conn.close()
+    except ssl.SSLCertVerificationError as exc:
+        return KafkaRefused(
+            settings.bootstrap,
+            f"its certificate is not trusted ({exc.verify_message})",
+            f"SALESPULSE_KAFKA_SSL_CAFILE={access.cafile or '(system CAs)'}",
+        )
+    except SaslAuthenticationFailed:
+        return KafkaRefused(
+            settings.bootstrap,
+            f"it refused user {access.username!r}",
+            "SALESPULSE_KAFKA_SASL_USERNAME and "
+            f"SALESPULSE_KAFKA_SASL_PASSWORD_FILE={access.password_file}",
+        )
+    except ssl.SSLError as exc:
+        return _handshake_failed(settings.bootstrap, exc)
+    except (KafkaError, OSError, TimeoutError, ValueError) as exc:
+        # A broker that requires a client certificate ends the connection after the
+        # handshake (TLS 1.3): aiokafka reports a closed connection caused by the alert.
+        if isinstance(exc.__cause__, ssl.SSLError):
+            return _handshake_failed(settings.bootstrap, exc.__cause__)
+    return KafkaUnreachable(settings.bootstrap)
+
+
+def _handshake_failed(bootstrap: str, exc: ssl.SSLError) -> PreflightError:
+    return KafkaRefused(
+        bootstrap,
+        f"the TLS handshake failed ({exc.reason or exc})",
+        "SALESPULSE_KAFKA_SECURITY_PROTOCOL and, if the broker requires a client "
+        "certificate, SALESPULSE_KAFKA_SSL_CERTFILE and SALESPULSE_KAFKA_SSL_KEYFILE",
+    )
+
+
+async def require_redis(settings: Settings, timeout: float = TIMEOUT_SECONDS) -> None:
+    """Redis answers a PING (our credentials taken), without the retries of the clients that
+    keep running."""
+    url, options = redis_options(settings)
     try:
         client = aioredis.Redis.from_url(
             url,
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
+            **options,
         )
     except ValueError as exc:
         raise RedisUnreachable(url, str(exc)) from None
     try:
         await client.ping()
+    except AuthenticationError:
+        user = options.get("username", "default")
+        raise RedisRefused(
+            url,
+            f"it refused user {user!r}",
+            "SALESPULSE_REDIS_USERNAME and SALESPULSE_REDIS_PASSWORD_FILE",
+        ) from None
     except (RedisError, OSError) as exc:
-        raise RedisUnreachable(url, " ".join(str(exc).split()) or type(exc).__name__) from None
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if "certificate verify failed" in reason:
+            raise RedisRefused(
+                url, "its certificate is not trusted", "SALESPULSE_REDIS_SSL_CAFILE"
+            ) from None
+        if "NOAUTH" in reason or "WRONGPASS" in reason:
+            raise RedisRefused(
+                url,
+                "it asks for credentials",
+                "SALESPULSE_REDIS_USERNAME and SALESPULSE_REDIS_PASSWORD_FILE",
+            ) from None
+        if url.startswith("rediss://") and (
+            "reset by peer" in reason or "CERTIFICATE_REQ" in reason
+        ):
+            raise RedisRefused(
+                url,
+                "it closed the TLS connection (as a server that requires a client certificate "
+                "does)",
+                "SALESPULSE_REDIS_SSL_CERTFILE and SALESPULSE_REDIS_SSL_KEYFILE",
+            ) from None
+        raise RedisUnreachable(url, reason) from None
     finally:
         await client.aclose()

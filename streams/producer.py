@@ -15,7 +15,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from projections.events import EVENT_TYPES
+from streams.connections import kafka_options
 from streams.preflight import require_topics
+from streams.settings import Settings
 
 
 def subject_key(value: bytes) -> bytes | None:
@@ -53,7 +55,7 @@ def write_jsonl(path: Path, values: Iterable[bytes]) -> int:
 
 
 async def publish(
-    bootstrap: str,
+    settings: Settings,
     topic: str,
     values: Iterable[bytes],
     *,
@@ -66,9 +68,10 @@ async def publish(
     on the topic is one the caller sent. Raises ``PreflightError`` at once when Kafka does
     not answer or the topic does not exist (the producer would wait 30 s for it).
     """
-    await require_topics(bootstrap, [topic])
+    await require_topics(settings, [topic])
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=settings.bootstrap,
+        **kafka_options(settings),
         acks="all",
         enable_idempotence=True,
         linger_ms=10,

@@ -45,8 +45,9 @@ from projections.namespaces import (
     rebuilt,
     switch,
 )
-from projections.store import Store, connect
+from projections.store import Store
 from projections.validation import Rejection, parse_event
+from streams.connections import kafka_options, redis_client
 from streams.ingest import unprocessable
 from streams.projector import DeadLetter, Positioned, Projector, PublishFacts, Span, read_record
 from streams.settings import Settings
@@ -86,6 +87,8 @@ class _Replay:
         ]
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap,
+            **kafka_options(settings),
+            **kafka_options(settings),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -153,6 +156,7 @@ async def directory_events(settings: Settings) -> list[Event]:
     """Every team and rep upsert of the events topic."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
+        **kafka_options(settings),
         enable_auto_commit=False,
         isolation_level="read_committed",
     )
@@ -195,7 +199,7 @@ async def _replay_partitions(
     settings: Settings, namespace: str, partitions: list[int], directory: list[Event]
 ) -> int:
     """One child's share of the replay: some partitions of both topics, to their end."""
-    client = connect(settings.redis)
+    client = redis_client(settings)
     producer = _facts_producer(settings)
     await producer.start()
     try:
@@ -272,7 +276,11 @@ async def _replay_in_processes(
 def _facts_producer(settings: Settings) -> AIOKafkaProducer:
     """The producer a replay republishes lead facts with (acks=all, idempotent)."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        bootstrap_servers=settings.bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        **kafka_options(settings),
     )
 
 
@@ -316,7 +324,7 @@ def _dead_letterer(settings: Settings, producer: AIOKafkaProducer) -> DeadLetter
 
 
 async def rebuild(settings: Settings, processes: int = 1) -> RebuildReport:
-    client = connect(settings.redis)
+    client = redis_client(settings)
     producer = _facts_producer(settings)
     await producer.start()
     started = time.monotonic()

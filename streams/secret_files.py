@@ -13,7 +13,7 @@ from pathlib import Path
 MIN_SECRET_CHARS = 16
 
 
-class SecretError(ValueError):
+class SecretError(Exception):
     """A configured secret cannot be used: the process must not start with it."""
 
 

@@ -27,6 +27,9 @@ class Settings:
     # Local stack: ports on 127.0.0.1 and the folder for data and logs.
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    # `stack up --secure` only: a second client listener with TLS and a required client
+    # certificate (SALESPULSE_KAFKA_SECURITY_PROTOCOL=SSL clients); 0: none.
+    kafka_mtls_port: int = 0
     redis_port: int = 16379
     prometheus_port: int = 19090
     stack_dir: str = ".salespulse/stack"

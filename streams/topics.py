@@ -8,6 +8,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.connections import kafka_options
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,22 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
 
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; returns the names created. Existing topics are left alone."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=15_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap, request_timeout_ms=15_000, **kafka_options(settings)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, settings.partitions, 1, topic_configs=config)
+            NewTopic(
+                name,
+                settings.partitions,
+                settings.topic_replication_factor,
+                topic_configs={
+                    **config,
+                    "min.insync.replicas": str(settings.topic_min_insync_replicas),
+                },
+            )
             for name, config in topic_configs(settings).items()
             if name not in existing
         ]
@@ -48,8 +59,12 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
-async def list_topics(bootstrap: str, timeout_ms: int = 5_000) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+async def list_topics(settings: Settings, timeout_ms: int = 5_000) -> list[str]:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap,
+        request_timeout_ms=timeout_ms,
+        **kafka_options(settings),
+    )
     try:
         await admin.start()
         return sorted(await admin.list_topics())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.preflight import PreflightError
+from streams.reader_access import reader_headers
 from streams.settings import Settings
 
 
@@ -29,7 +31,8 @@ class Snapshot:
     largest_batch: float = 0.0  # records in the largest projection batch
 
 
-def scrape(url: str, timeout: float = 2.0) -> Snapshot:
+def scrape(url: str | urllib.request.Request, timeout: float = 2.0) -> Snapshot:
+    """The worker's counters from its /metrics (a Request to send headers with it)."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
         text = response.read().decode()
     snap = Snapshot()
@@ -82,11 +85,19 @@ def render(snap: Snapshot, rate: float | None) -> str:
 
 def watch(settings: Settings, *, interval: float, once: bool) -> int:
     url = f"http://127.0.0.1:{settings.worker_metrics_port}/metrics"
+    headers = reader_headers(settings)
+    request = urllib.request.Request(url, headers=headers)
     previous: tuple[float, float] | None = None
     while True:
         try:
-            snap = scrape(url)
+            snap = scrape(request)
         except OSError as exc:
+            if isinstance(exc, urllib.error.HTTPError) and exc.code == 401:
+                # The worker requires the reader token: waiting would not change its answer.
+                raise PreflightError(
+                    f"the worker metrics at {url} refused the reader token: check "
+                    "SALESPULSE_READER_TOKEN_FILE" + ("" if headers else " (it is not set)")
+                ) from None
             if once:
                 raise PreflightError(
                     f"no worker metrics at {url}: is a worker running (`salespulse worker`)? "

@@ -9,15 +9,19 @@ Routes (docs/adapters.md):
 * ``POST /ingest/v1/salesforce``: Salesforce CDC change events as JSON (from a Pub/Sub
   API relay); ``Authorization: Bearer`` with SALESPULSE_SALESFORCE_TOKEN;
 * ``POST /ingest/v1/twilio/voice``: Twilio status callbacks, ``X-Twilio-Signature``
-  with SALESPULSE_TWILIO_AUTH_TOKEN;
+  with SALESPULSE_TWILIO_AUTH_TOKEN, the signed ``Timestamp`` parameter within 5 minutes;
 * ``POST /ingest/v1/aircall``: Aircall webhooks, the body's ``token`` compared in
-  constant time with SALESPULSE_AIRCALL_TOKEN;
+  constant time with SALESPULSE_AIRCALL_TOKEN, the body's ``timestamp`` within 5 minutes;
 * ``GET /metrics``: requests by source and status, events, rejections by reason.
 
 Mapped events go to the raw topic, the parts that cannot be mapped to the
 dead-letter topic with their reason, both with acks=all; the answer (200, with
 what was accepted, rejected and ignored) is sent only after Kafka acknowledged.
-401 bad or missing credentials, 413 body over SALESPULSE_INGEST_MAX_BODY_BYTES,
+401 bad or missing credentials, or a replay (rejection reason ``replay``): a HubSpot,
+Twilio or Aircall timestamp more than 5 minutes old, too far ahead (HubSpot 5 minutes,
+Twilio and Aircall 1 minute) or not a date. A Twilio callback or Aircall webhook without
+its timestamp is not refused for that; a replay inside the window maps to the same event
+ids, which the engine deduplicates. 413 body over SALESPULSE_INGEST_MAX_BODY_BYTES,
 400 malformed, 404 an endpoint whose secret is not configured, 503 Kafka
 unavailable (the vendor retries). Nothing is published for a request answered
 with 4xx. Errors never carry a stack trace; secrets are never logged.
@@ -44,9 +48,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from adapters import aircall, hubspot, salesforce, twilio
 from adapters.canonical import Mapped, Problem
 from adapters.config import Mappings, parse_mappings
-from adapters.signatures import hubspot_fresh, hubspot_v3, same
+from adapters.signatures import hubspot_fresh, hubspot_v3, replay_problem, same
 from adapters.signatures import twilio as twilio_signature
 from projections.validation import Rejection, parse_event
+from streams.connections import kafka_options
 from streams.ingest import HEADER_DETAIL, HEADER_FAILED_AT, HEADER_REASON, HEADER_TOPIC
 from streams.producer import subject_key
 from streams.secret_files import checked, read_secret_file
@@ -64,7 +69,8 @@ EVENTS = Counter(
 )
 REJECTIONS = Counter(
     "salespulse_webhook_rejections_total",
-    "Deliveries or parts of deliveries rejected, by reason (auth, size, malformed, mapping)",
+    "Deliveries or parts of deliveries rejected, by reason (auth, replay, too_large, malformed, "
+    "mapping)",
     ["source", "reason"],
 )
 
@@ -107,6 +113,7 @@ class Publisher:
         if self._producer is None:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.settings.bootstrap,
+                **kafka_options(self.settings),
                 acks="all",
                 enable_idempotence=True,
                 request_timeout_ms=10_000,
@@ -287,13 +294,14 @@ class IngestService:
     async def _hubspot(self, request: web.Request, body: bytes, secret: str) -> Verdict:
         timestamp = request.headers.get("X-HubSpot-Request-Timestamp")
         signature = request.headers.get("X-HubSpot-Signature-v3")
-        if not hubspot_fresh(timestamp, self.clock()):
-            raise _Refused(401, "auth", "missing or stale X-HubSpot-Request-Timestamp")
-        expected = hubspot_v3(
-            secret, request.method, self._public_url(request), body, timestamp or ""
-        )
+        if timestamp is None:
+            raise _Refused(401, "auth", "missing X-HubSpot-Request-Timestamp")
+        expected = hubspot_v3(secret, request.method, self._public_url(request), body, timestamp)
         if not same(signature, expected):
             raise _Refused(401, "auth", "missing or wrong X-HubSpot-Signature-v3")
+        # Signed, so the timestamp is HubSpot's: counted as a replay, not as bad credentials.
+        if not hubspot_fresh(timestamp, self.clock()):
+            raise _Refused(401, "replay", "X-HubSpot-Request-Timestamp is not within 5 minutes")
         batch = _json_array(body)
         if len(batch) > hubspot.MAX_EVENTS:
             raise _Refused(400, "malformed", f"more than {hubspot.MAX_EVENTS} events in one batch")
@@ -319,7 +327,12 @@ class IngestService:
         expected = twilio_signature(secret, self._public_url(request), params)
         if not same(request.headers.get("X-Twilio-Signature"), expected):
             raise _Refused(401, "auth", "missing or wrong X-Twilio-Signature")
-        return Verdict.of(twilio.map_callback(dict(params), self.mappings, body))
+        callback = dict(params)
+        # The signature covers Timestamp, so it cannot be re-stamped. A signed callback
+        # without one is not refused here: the adapter dead-letters it (it has no time).
+        if "Timestamp" in callback:
+            self._fresh(twilio.timestamp_ms(callback["Timestamp"]), "Timestamp", "an RFC 2822 date")
+        return Verdict.of(twilio.map_callback(callback, self.mappings, body))
 
     async def _aircall(self, request: web.Request, body: bytes, secret: str) -> Verdict:
         try:
@@ -329,9 +342,23 @@ class IngestService:
         token = envelope.get("token") if isinstance(envelope, dict) else None
         if not isinstance(token, str) or not same(token, secret):
             raise _Refused(401, "auth", "missing or wrong token")
+        # Aircall signs nothing: this stops a verbatim replay, not a holder of the token.
+        if "timestamp" in envelope:
+            self._fresh(
+                aircall.timestamp_ms(envelope["timestamp"]), "timestamp", "a number (Unix seconds)"
+            )
         # The body carries the credential: what is kept of it (dead letters) must not.
         scrubbed = orjson.dumps({k: v for k, v in envelope.items() if k != "token"})
         return Verdict.of(aircall.map_webhook(envelope, self.mappings, scrubbed))
+
+    def _fresh(self, at_ms: int | None, name: str, form: str) -> None:
+        """Refuse (401, reason ``replay``) a delivery whose vendor timestamp is not a date or
+        is outside the replay window, before anything is published."""
+        if at_ms is None:
+            raise _Refused(401, "replay", f"{name} is not {form}: cannot check for a replay")
+        problem = replay_problem(at_ms, self.clock())
+        if problem is not None:
+            raise _Refused(401, "replay", f"{name} {problem}")
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

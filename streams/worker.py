@@ -6,10 +6,11 @@ import asyncio
 import logging
 
 from aiokafka.errors import KafkaError
-from prometheus_client import start_http_server
 
 from stack.servers import StackError
-from streams.preflight import KafkaUnreachable, quiet_kafka
+from streams.metrics_server import serve_metrics
+from streams.preflight import kafka_failure, quiet_kafka
+from streams.reader_access import reader_token
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -22,10 +23,10 @@ def run_worker(settings: Settings) -> int:
     try:
         with quiet_kafka():
             asyncio.run(ensure_topics(settings))
-    except (KafkaError, OSError):
-        raise KafkaUnreachable(settings.bootstrap) from None
+    except (KafkaError, OSError, ValueError):  # ssl.SSLError is both OSError and ValueError
+        raise asyncio.run(kafka_failure(settings)) from None
     try:
-        start_http_server(settings.worker_metrics_port, addr=settings.metrics_host)
+        serve_metrics(settings.metrics_host, settings.worker_metrics_port, reader_token(settings))
     except OSError as exc:
         raise StackError(
             f"cannot serve worker metrics on {settings.metrics_host}:"

@@ -7,8 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+from streams.reader_access import reader_headers
+from streams.settings import Settings
 from streams.watch import Snapshot, scrape
 
 
@@ -48,7 +51,11 @@ class WorkerProcess:
         raise TimeoutError(f"the worker was not ready after {timeout:.0f}s; see {self.log_path}")
 
     def metrics(self) -> Snapshot:
-        return scrape(self.metrics_url)
+        token = self.env.get("SALESPULSE_READER_TOKEN_FILE")
+        if not token:
+            return scrape(self.metrics_url)
+        headers = reader_headers(Settings(reader_token_file=token))
+        return scrape(urllib.request.Request(self.metrics_url, headers=headers))
 
     def peak_rss_bytes(self) -> int:
         """The worker's peak resident memory (VmHWM), read from /proc."""

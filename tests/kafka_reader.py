@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from projections.store import Store
+from streams.connections import kafka_options
 from streams.settings import Settings
 
 
@@ -69,6 +70,7 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Each partition's end offset."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
+        **kafka_options(settings),
         request_timeout_ms=10_000,
         isolation_level="read_committed",
     )
@@ -82,7 +84,9 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 async def ingest_committed(settings: Settings) -> dict[int, int]:
     """The raw topic's offsets the ingest agent's group has committed, per partition."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000, **kafka_options(settings)
+    )
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(f"{settings.topic_prefix}-ingest")

@@ -24,7 +24,10 @@ const FORMATS = {
 };
 
 async function getJson(path) {
-  const response = await fetch(path, { cache: "no-store" });
+  // From the origin, not the page's address: a wallboard opened as http://user:token@host/
+  // keeps those credentials in its base URL, and fetch() refuses URLs that hold credentials.
+  // Same origin, so the browser still sends the basic auth it used for the page.
+  const response = await fetch(new URL(path, location.origin), { cache: "no-store" });
   const body = await response.json();
   if (!response.ok) {
     const error = new Error(body.error ? body.error.message : `HTTP ${response.status}`);

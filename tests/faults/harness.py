@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from projections.namespaces import current_namespace
-from projections.store import Store, connect
+from projections.store import Store
 from projections.windows import WINDOWS
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
 from simulator.org import build_org
+from streams.connections import redis_client
 from streams.ingest import DLQ_MAX_VALUE_BYTES, HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC
 from streams.producer import publish
 from streams.settings import Settings
@@ -143,7 +144,7 @@ class Scenario:
         self.end_ms = time.time_ns() // 1_000_000
         self.recoveries: list[float] = []
         self.workers: list[WorkerProcess] = []
-        self.client = connect(self.settings.redis)
+        self.client = redis_client(self.settings)
 
     def worker(self, metrics_port: int | None = None) -> WorkerProcess:
         env = dict(self.env)
@@ -158,7 +159,7 @@ class Scenario:
 
     async def load_directory(self) -> None:
         """Teams and reps first, as a deployment loads them, and wait until they are in."""
-        await publish(self.settings.bootstrap, self.settings.raw_topic, self.directory)
+        await publish(self.settings, self.settings.raw_topic, self.directory)
         await self.wait_caught_up()
 
     def produce(self, extra: Sequence[bytes] = (), extra_rate: float = 0.0) -> asyncio.Task[int]:
@@ -166,15 +167,9 @@ class Scenario:
         it at ``extra_rate``) in the background."""
 
         async def both() -> int:
-            jobs = [
-                publish(self.settings.bootstrap, self.settings.raw_topic, self.rest, rate=self.rate)
-            ]
+            jobs = [publish(self.settings, self.settings.raw_topic, self.rest, rate=self.rate)]
             if extra:
-                jobs.append(
-                    publish(
-                        self.settings.bootstrap, self.settings.raw_topic, extra, rate=extra_rate
-                    )
-                )
+                jobs.append(publish(self.settings, self.settings.raw_topic, extra, rate=extra_rate))
             return sum(await asyncio.gather(*jobs))
 
         return asyncio.create_task(both())

@@ -248,7 +248,7 @@ async def test_hostile_valid_input_never_stops_the_worker(
     worker = s.worker()
     try:
         await ensure_topics(s.settings)
-        await publish(s.settings.bootstrap, s.settings.raw_topic, s.directory + s.entity)
+        await publish(s.settings, s.settings.raw_topic, s.directory + s.entity)
         worker.start()
         pid = worker.pid
         await s.wait_caught_up()

@@ -103,9 +103,9 @@ def api(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
     worker = WorkerProcess(env, tmp / "worker.log")
     try:
         worker.start()
-        asyncio.run(publish(settings.bootstrap, settings.raw_topic, directory))
+        asyncio.run(publish(settings, settings.raw_topic, directory))
         wait_for(lambda: worker.metrics().projected["applied"] >= len(directory), 60, "directory")
-        asyncio.run(publish(settings.bootstrap, settings.raw_topic, rest))
+        asyncio.run(publish(settings, settings.raw_topic, rest))
         wait_for(lambda: projections_settled(worker, len(valid)), 120, "the projections")
     finally:
         assert worker.stop() == 0

@@ -14,10 +14,11 @@ import orjson
 import pytest
 
 from projections.namespaces import current_namespace
-from projections.store import Store, connect
+from projections.store import Store
 from projections.windows import WINDOWS
 from simulator.log import SimConfig, format_instant, simulate
 from simulator.org import build_org
+from streams.connections import redis_client
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
@@ -62,14 +63,14 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.start()
-        await publish(settings.bootstrap, settings.raw_topic, directory)
+        await publish(settings, settings.raw_topic, directory)
         wait_for(
             lambda: worker.metrics().projected["applied"] >= len(directory),
             60,
             "the directory to be projected",
         )
         started = time.monotonic()
-        await publish(settings.bootstrap, settings.raw_topic, rest)
+        await publish(settings, settings.raw_topic, rest)
 
         wait_for(
             lambda: projections_settled(worker, len(valid)),
@@ -92,7 +93,7 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
             ("campaign", org.campaigns[0]),
             ("queue", org.teams[0].queue_id),
         ]
-        client = connect(settings.redis)
+        client = redis_client(settings)
         store = Store(client, await current_namespace(client, settings.topic_prefix))
         await assert_matches_oracle(store, settings, oracle, scopes, WINDOWS, end_ms)
         await client.aclose()

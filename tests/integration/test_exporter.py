@@ -207,12 +207,12 @@ async def test_prometheus_holds_what_kpis_says(
     try:
         worker.start()
         directory = [v for v in values if b'.upserted"' in v]
-        await publish(settings.bootstrap, settings.raw_topic, directory)
+        await publish(settings, settings.raw_topic, directory)
         wait_for(
             lambda: worker.metrics().projected["applied"] >= len(directory), 60, "the directory"
         )
         await publish(
-            settings.bootstrap,
+            settings,
             settings.raw_topic,
             [v for v in values if b'.upserted"' not in v] + invalid,
         )

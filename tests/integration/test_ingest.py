@@ -85,7 +85,7 @@ async def test_20k_records_with_every_bad_input_class(
         worker.start()
         pid = worker.pid
         started = time.monotonic()
-        sent = await publish(settings.bootstrap, settings.raw_topic, [r.value for r in records])
+        sent = await publish(settings, settings.raw_topic, [r.value for r in records])
         assert sent == 20_000
         wait_for(lambda: worker.metrics().records >= 20_000, 120, "the worker to read 20,000")
         elapsed = time.monotonic() - started

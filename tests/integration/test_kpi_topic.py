@@ -23,9 +23,10 @@ from examples.kpi_consumer import latest_values
 from projections.catalogue import GAUGES
 from projections.kpi_changes import API_WINDOWS
 from projections.namespaces import current_namespace
-from projections.store import Store, connect
+from projections.store import Store
 from projections.validation import parse_instant_ms
 from simulator.log import VALID, SimConfig, simulate
+from streams.connections import redis_client
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
@@ -52,7 +53,7 @@ def _occurred_ms(value: bytes) -> int:
 
 
 async def _no_dirty_marks(settings: Settings) -> bool:
-    client = connect(settings.redis)
+    client = redis_client(settings)
     try:
         store = Store(client, await current_namespace(client, settings.topic_prefix))
         return not any(await store.dirty(range(settings.partitions)))
@@ -109,7 +110,7 @@ def test_the_topic_holds_what_the_api_and_the_oracle_say(
         try:
             worker.start()
             url = wait_for_exporter(exporter, settings.exporter_port, exporter_log)
-            asyncio.run(publish(settings.bootstrap, settings.raw_topic, directory))
+            asyncio.run(publish(settings, settings.raw_topic, directory))
             wait_for(
                 lambda: worker.metrics().projected["applied"] >= len(directory), 60, "directory"
             )
@@ -121,9 +122,9 @@ def test_the_topic_holds_what_the_api_and_the_oracle_say(
 
             # Phase 1: everything on time, published; phase 2: the late events, whose
             # windows closed (and were published) before they arrive.
-            asyncio.run(publish(settings.bootstrap, settings.raw_topic, on_time))
+            asyncio.run(publish(settings, settings.raw_topic, on_time))
             wait_for(lambda: settled(len(directory) + len(on_time)), 120, "phase 1 published")
-            asyncio.run(publish(settings.bootstrap, settings.raw_topic, late_copies))
+            asyncio.run(publish(settings, settings.raw_topic, late_copies))
             wait_for(lambda: settled(len(directory) + len(rest)), 120, "phase 2 published")
             time.sleep(2 * settings.kpi_publish_interval_seconds)
             assert asyncio.run(_no_dirty_marks(settings))

@@ -12,10 +12,11 @@ import pytest
 from projections.catalogue import Figure
 from projections.namespaces import current_namespace
 from projections.read import read_kpis
-from projections.store import Store, connect
+from projections.store import Store
 from projections.windows import WINDOWS
 from simulator.log import SimConfig, simulate
 from simulator.org import build_org
+from streams.connections import redis_client
 from streams.producer import publish
 from streams.rebuild import rebuild
 from streams.settings import Settings
@@ -53,7 +54,7 @@ async def test_rebuild_during_live_traffic(
     directory, rest = directory_first(records)
     old_half, new_half = rest[:20_000], rest[20_000:]
 
-    client = connect(settings.redis)
+    client = redis_client(settings)
     partitions = range(settings.partitions)
     seen: list[tuple[str, int]] = []  # (generation, leads created so far), as readers saw them
     reading = True
@@ -72,14 +73,12 @@ async def test_rebuild_during_live_traffic(
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.start()
-        await publish(settings.bootstrap, settings.raw_topic, directory)
-        await publish(settings.bootstrap, settings.raw_topic, old_half)
+        await publish(settings, settings.raw_topic, directory)
+        await publish(settings, settings.raw_topic, old_half)
         while not await caught_up(settings, Store(client, f"{settings.topic_prefix}:g1")):
             await asyncio.sleep(0.5)
         reading_task = asyncio.create_task(reader())
-        producing = asyncio.create_task(
-            publish(settings.bootstrap, settings.raw_topic, new_half, rate=2_000)
-        )
+        producing = asyncio.create_task(publish(settings, settings.raw_topic, new_half, rate=2_000))
         await asyncio.sleep(2)
         report = await rebuild(settings, processes)
         await producing
@@ -137,7 +136,7 @@ async def test_a_writer_left_on_a_dropped_generation_is_turned_away(
     from streams.projector import Positioned, Projector
 
     settings = Settings.from_env(stack_env)
-    client = connect(settings.redis)
+    client = redis_client(settings)
     prefix = f"t{uuid.uuid4().hex[:10]}"
     old, new = f"{prefix}:g1", f"{prefix}:g2"
 

@@ -13,9 +13,10 @@ import pytest
 
 from exporters.health import summarise
 from projections.namespaces import current_namespace
-from projections.store import Store, connect
+from projections.store import Store
 from simulator.log import SimConfig, simulate
 from simulator.org import build_org
+from streams.connections import redis_client
 from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
@@ -36,12 +37,12 @@ async def test_a_quiet_worker_refills_what_redis_lost(
     log = tmp_path / "valid.jsonl"
     write_valid_log(records, log)
     directory, rest = directory_first(records)
-    client = connect(settings.redis)
+    client = redis_client(settings)
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.start()
-        await publish(settings.bootstrap, settings.raw_topic, directory)
-        await publish(settings.bootstrap, settings.raw_topic, rest)
+        await publish(settings, settings.raw_topic, directory)
+        await publish(settings, settings.raw_topic, rest)
         deadline = time.monotonic() + 120
         while not await caught_up(settings, Store(client, f"{settings.topic_prefix}:g1")):
             assert time.monotonic() < deadline, "never caught up"

@@ -69,10 +69,10 @@ direction = "higher"
 """
 
 
-def _publish(bootstrap: str, topic: str, values: list[bytes]) -> None:
+def _publish(settings: Settings, topic: str, values: list[bytes]) -> None:
     """Publish from another thread: Playwright's sync API owns this thread's event loop."""
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, publish(bootstrap, topic, values)).result()
+        pool.submit(asyncio.run, publish(settings, topic, values)).result()
 
 
 def _api(url: str, path: str, **params: str) -> Any:
@@ -140,9 +140,9 @@ def _drive_the_page(
     rest: list[bytes],
     reps: dict[str, list[str]],
 ) -> None:
-    asyncio.run(publish(settings.bootstrap, settings.raw_topic, directory))
+    asyncio.run(publish(settings, settings.raw_topic, directory))
     wait_for(lambda: worker.metrics().projected["applied"] >= len(directory), 60, "directory")
-    asyncio.run(publish(settings.bootstrap, settings.raw_topic, rest))
+    asyncio.run(publish(settings, settings.raw_topic, rest))
     wait_for(lambda: worker.metrics().records >= len(directory) + len(rest), 60, "ingest")
     wait_for(lambda: _api(url, "/api/v1/health")["consumer_lag"] == 0, 60, "projections")
     teams = [t["id"] for t in _api(url, "/api/v1/teams")["teams"]]
@@ -171,7 +171,7 @@ def _drive_the_page(
 
         # Live: new activity shows up without a reload.
         before = float(_tiles(page)["activities"])
-        _publish(settings.bootstrap, settings.raw_topic, _events_now(reps[team], 25, "live"))
+        _publish(settings, settings.raw_topic, _events_now(reps[team], 25, "live"))
         page.wait_for_function(
             f"Number(document.querySelector('.tile[data-kpi=activities]').dataset.value)"
             f" >= {before + 25}",
@@ -185,7 +185,7 @@ def _drive_the_page(
 
         # Stale: the worker stops while events keep arriving on the log.
         assert worker.stop() == 0
-        _publish(settings.bootstrap, settings.events_topic, _events_now(reps[team], 50, "stale"))
+        _publish(settings, settings.events_topic, _events_now(reps[team], 50, "stale"))
         page.wait_for_selector("#banner:not([hidden])", timeout=30_000)
         assert "Engine stale: 50 events waiting" in page.locator("#banner").inner_text()
         page.screenshot(path=str(ARTEFACTS / "wallboard-stale-1366x768.png"), full_page=False)

@@ -4,6 +4,7 @@ the right canonical events; retries and reorderings map to the same events."""
 from __future__ import annotations
 
 import itertools
+import math
 import time
 
 import orjson
@@ -11,6 +12,7 @@ import pytest
 
 from adapters import aircall, hubspot, twilio
 from adapters.config import MappingsError, parse_mappings
+from adapters.signatures import CLOCK_SKEW_MS, REPLAY_WINDOW_MS, replay_problem
 from projections.validation import Rejection, parse_event
 
 pytestmark = pytest.mark.unit
@@ -132,6 +134,26 @@ def test_twilio_malformed_callbacks() -> None:
     assert twilio.map_callback(bad_time, MAPPINGS, b"").problems[0].reason == "malformed"
     no_duration = callback("CA1", "completed", T0, **INBOUND)
     assert twilio.map_callback(no_duration, MAPPINGS, b"").problems[0].reason == "incomplete"
+    # A year past C's long overflowed out of the date parser (an answer 500), not reported.
+    huge_year = bad_time | {"Timestamp": "Wed, 18 Nov 99999999999999999999 11:06:40 +0000"}
+    assert twilio.map_callback(huge_year, MAPPINGS, b"").problems[0].reason == "malformed"
+
+
+def test_twilio_timestamps(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert twilio.timestamp_ms(rfc2822(T0)) == T0 * 1000
+    assert twilio.timestamp_ms("Wed, 18 Nov 2026 12:06:40 +0100") == T0 * 1000
+    # RFC 2822's -0000 (UTC, local zone unknown) and a date without a zone are UTC, not
+    # whatever zone the server runs in.
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert twilio.timestamp_ms("Wed, 18 Nov 2026 11:06:40 -0000") == T0 * 1000
+        assert twilio.timestamp_ms("18 Nov 2026 11:06:40") == T0 * 1000
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    for bad in ("", "yesterday", str(T0), "Wed, 18 Nov 2026 11:06:40 +9999", None, 12, b"x"):
+        assert twilio.timestamp_ms(bad) is None, bad
 
 
 # Aircall ------------------------------------------------------------------------------
@@ -207,6 +229,28 @@ def test_aircall_unknown_user_and_malformed_data() -> None:
     assert aircall.map_webhook(stranger, MAPPINGS, b"").problems[0].reason == "unmapped_value"
     broken = aircall_hook("call.created", started_at="soon")
     assert aircall.map_webhook(broken, MAPPINGS, b"").problems[0].reason == "malformed"
+
+
+def test_aircall_timestamps() -> None:
+    assert aircall.timestamp_ms(T0) == T0 * 1000
+    assert aircall.timestamp_ms(T0 + 0.75) == T0 * 1000
+    assert aircall.timestamp_ms(-1) == -1000
+    assert aircall.timestamp_ms(10**30) == 10**33  # Python ints: no overflow, just far ahead
+    assert aircall.timestamp_ms(1e308) == int(1e308) * 1000
+    for bad in (True, False, None, str(T0), "NaN", math.nan, math.inf, -math.inf, [T0], {}):
+        assert aircall.timestamp_ms(bad) is None, bad
+
+
+def test_the_replay_window() -> None:
+    now = T0 * 1000
+    assert replay_problem(now, now) is None
+    assert replay_problem(now - REPLAY_WINDOW_MS, now) is None
+    assert replay_problem(now - REPLAY_WINDOW_MS - 1, now) == "is more than 5 minutes old: a replay"
+    assert replay_problem(now + CLOCK_SKEW_MS, now) is None
+    assert replay_problem(now + CLOCK_SKEW_MS + 1, now) == (
+        "is more than 60 s ahead of this server's clock"
+    )
+    assert replay_problem(-(10**40), now) and replay_problem(10**40, now)
 
 
 # HubSpot ------------------------------------------------------------------------------

@@ -22,10 +22,12 @@ from streams.settings import Settings
 
 pytestmark = pytest.mark.unit
 
+KAFKA = Settings(kafka_bootstrap="k:9092")
+
 
 def fake_kafka(monkeypatch: pytest.MonkeyPatch, topics: list[str] | Exception) -> None:
-    async def list_topics(bootstrap: str, timeout_ms: int) -> list[str]:
-        logging.getLogger("aiokafka").error('Unable connect to "%s"', bootstrap)
+    async def list_topics(settings: Settings, timeout_ms: int) -> list[str]:
+        logging.getLogger("aiokafka").error('Unable connect to "%s"', settings.bootstrap)
         if isinstance(topics, Exception):
             raise topics
         return topics
@@ -35,9 +37,9 @@ def fake_kafka(monkeypatch: pytest.MonkeyPatch, topics: list[str] | Exception) -
 
 async def test_a_missing_topic_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_kafka(monkeypatch, ["p.events"])
-    await require_topics("k:9092", ["p.events"])
+    await require_topics(KAFKA, ["p.events"])
     with pytest.raises(TopicMissing, match=r"^topic p\.events\.raw does not exist: .*topics"):
-        await require_topics("k:9092", ["p.events", "p.events.raw"])
+        await require_topics(KAFKA, ["p.events", "p.events.raw"])
 
 
 async def test_kafka_that_does_not_answer_names_the_setting(
@@ -45,7 +47,7 @@ async def test_kafka_that_does_not_answer_names_the_setting(
 ) -> None:
     fake_kafka(monkeypatch, KafkaConnectionError("Unable to bootstrap"))
     with pytest.raises(KafkaUnreachable, match="SALESPULSE_KAFKA_BOOTSTRAP") as caught:
-        await require_topics("k:9092", ["p.events.raw"])
+        await require_topics(KAFKA, ["p.events.raw"])
     assert caught.value.bootstrap == "k:9092"
     assert "k:9092" in str(caught.value)
     assert not [r for r in caplog.records if r.name == "aiokafka"]  # the check says it once
@@ -55,7 +57,7 @@ async def test_kafka_that_does_not_answer_names_the_setting(
 
 async def test_a_redis_url_that_cannot_be_used_names_the_setting() -> None:
     with pytest.raises(RedisUnreachable, match="SALESPULSE_REDIS_URL"):
-        await require_redis("http://127.0.0.1:6379/0")
+        await require_redis(Settings(redis_url="http://127.0.0.1:6379/0"))
 
 
 def test_a_redis_password_is_not_shown() -> None:

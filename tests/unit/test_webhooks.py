@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import time
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -21,12 +20,13 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from streams.secret_files import SecretError
 from streams.settings import Settings
 from streams.webhooks import IngestService, Publisher, read_secrets
 from tests.support import hypothesis_examples
-from tests.unit.test_adapters import BATCH, CALL, MAPPINGS, aircall_hook
+from tests.unit.test_adapters import BATCH, CALL, MAPPINGS, T0, aircall_hook, rfc2822
 
 pytestmark = pytest.mark.unit
 
@@ -38,6 +38,9 @@ SECRETS = {
     "aircall": "tok",
 }
 BASE = "https://hooks.example.com"
+# The service's clock: three minutes after the first callback of CALL and the Aircall
+# samples' ``timestamp`` (T0), so every sample delivery is inside the replay window.
+NOW_MS = (T0 + 180) * 1000
 
 
 class Recorder(Publisher):
@@ -55,14 +58,30 @@ class Recorder(Publisher):
         self.dead += dead
 
 
+class Clock:
+    """The service's clock, set by the test."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
 @pytest.fixture
-async def client() -> AsyncIterator[tuple[TestClient, Recorder]]:
+def clock() -> Clock:
+    return Clock(NOW_MS)
+
+
+@pytest.fixture
+async def client(clock: Clock) -> AsyncIterator[tuple[TestClient, Recorder]]:
     recorder = Recorder()
     service = IngestService(
         Settings(ingest_public_url=BASE, ingest_max_body_bytes=64 * 1024),
         SECRETS,
         MAPPINGS,
         recorder,
+        clock=clock,
     )
     async with TestClient(TestServer(service.app())) as test_client:
         yield test_client, recorder
@@ -71,7 +90,7 @@ async def client() -> AsyncIterator[tuple[TestClient, Recorder]]:
 def hubspot_headers(
     body: bytes, path: str, secret: str = "hs-secret", age_ms: int = 0
 ) -> dict[str, str]:
-    timestamp = str(time.time_ns() // 1_000_000 - age_ms)
+    timestamp = str(NOW_MS - age_ms)
     message = b"POST" + f"{BASE}{path}".encode() + body + timestamp.encode()
     signature = base64.b64encode(
         hmac.new(secret.encode(), message, hashlib.sha256).digest()
@@ -169,8 +188,11 @@ async def test_aircall_token(client: tuple[TestClient, Recorder]) -> None:
     assert len(recorder.events) == 1
 
 
-async def test_canonical_events_need_the_bearer_token(client: tuple[TestClient, Recorder]) -> None:
+async def test_canonical_events_need_the_bearer_token(
+    client: tuple[TestClient, Recorder], clock: Clock
+) -> None:
     http, recorder = client
+    clock.now_ms = NOW_MS + 3 * 86_400_000  # after the event below, which is not in the future
     good = {
         "event_id": "e1",
         "type": "campaign.spend",
@@ -250,12 +272,248 @@ async def test_an_endpoint_without_a_secret_is_off() -> None:
 
 async def test_kafka_unavailable_is_503_so_the_vendor_retries() -> None:
     dead_broker = Settings(kafka_port=1)  # nothing listens on port 1
-    service = IngestService(dead_broker, SECRETS, MAPPINGS, Publisher(dead_broker))
+    service = IngestService(
+        dead_broker, SECRETS, MAPPINGS, Publisher(dead_broker), clock=Clock(NOW_MS)
+    )
     async with TestClient(TestServer(service.app())) as http:
         hook = aircall_hook("call.created")
         response = await http.post(AC, data=orjson.dumps(hook))
         assert response.status == 503
         assert "retry" in (await response.json())["error"]
+
+
+# Replay window ------------------------------------------------------------------------
+#
+# Twilio signs its callback's ``Timestamp``; Aircall puts ``timestamp`` (Unix seconds) in
+# the body its token authenticates. A delivery stamped more than 5 minutes before the
+# service's clock, or more than a minute after it, or with a stamp that is not a date, is
+# refused with 401 (rejection reason ``replay``) before anything is published.
+
+
+def replay_rejections(source: str) -> float:
+    """The process-wide count of ``source`` deliveries refused as replays."""
+    value = REGISTRY.get_sample_value(
+        "salespulse_webhook_rejections_total", {"source": source, "reason": "replay"}
+    )
+    return value or 0.0
+
+
+async def post_twilio(http: TestClient, params: dict[str, str]) -> Any:
+    return await http.post(
+        TW, data=urllib.parse.urlencode(params), headers=twilio_headers(params, TW)
+    )
+
+
+async def post_aircall_stamped(http: TestClient, stamp: bytes) -> Any:
+    """An authenticated Aircall ``call.created`` whose ``timestamp`` is ``stamp``, verbatim."""
+    body = orjson.dumps({**aircall_hook("call.created"), "timestamp": "@STAMP@"})
+    return await http.post(AC, data=body.replace(b'"@STAMP@"', stamp))
+
+
+async def assert_refused_as_replay(
+    response: Any, recorder: Recorder, source: str, before: float, says: str
+) -> None:
+    assert response.status == 401, await response.text()
+    assert says in (await response.json())["error"]
+    assert replay_rejections(source) == before + 1
+    assert not recorder.events and not recorder.dead
+
+
+WINDOW = [  # (the service's clock minus the vendor's stamp in seconds, answer)
+    (0, 200),
+    (300, 200),  # exactly 5 minutes old: still inside
+    (301, 401),
+    (30 * 86_400, 401),
+    (-60, 200),  # a minute ahead of the service's clock: skew allowance
+    (-61, 401),
+    (-365 * 86_400, 401),
+]
+
+
+@pytest.mark.parametrize(("age_s", "status"), WINDOW)
+async def test_a_twilio_callback_outside_the_replay_window_is_refused(
+    client: tuple[TestClient, Recorder], clock: Clock, age_s: int, status: int
+) -> None:
+    http, recorder = client
+    clock.now_ms = (T0 + age_s) * 1000  # CALL[0] is stamped T0, and signed with it
+    before = replay_rejections("twilio")
+    response = await post_twilio(http, CALL[0])
+    if status == 200:
+        assert response.status == 200, await response.text()
+        [started] = recorder.events
+        assert orjson.loads(started)["type"] == "call.started"
+    else:
+        says = "minutes old: a replay" if age_s > 0 else "ahead of this server's clock"
+        await assert_refused_as_replay(response, recorder, "twilio", before, says)
+
+
+@pytest.mark.parametrize(("age_s", "status"), WINDOW)
+async def test_an_aircall_webhook_outside_the_replay_window_is_refused(
+    client: tuple[TestClient, Recorder], clock: Clock, age_s: int, status: int
+) -> None:
+    http, recorder = client
+    clock.now_ms = (T0 + age_s) * 1000  # the sample's timestamp is T0
+    before = replay_rejections("aircall")
+    response = await http.post(AC, data=orjson.dumps(aircall_hook("call.created")))
+    if status == 200:
+        assert response.status == 200, await response.text()
+        [started] = recorder.events
+        assert orjson.loads(started)["type"] == "call.started"
+    else:
+        says = "minutes old: a replay" if age_s > 0 else "ahead of this server's clock"
+        await assert_refused_as_replay(response, recorder, "aircall", before, says)
+
+
+async def test_a_stale_hubspot_timestamp_counts_as_a_replay(
+    client: tuple[TestClient, Recorder],
+) -> None:
+    http, recorder = client
+    body = orjson.dumps(BATCH)
+    before = replay_rejections("hubspot")
+    response = await http.post(HS, data=body, headers=hubspot_headers(body, HS, age_ms=301_000))
+    await assert_refused_as_replay(response, recorder, "hubspot", before, "within 5 minutes")
+
+
+@pytest.mark.parametrize(
+    ("stamp", "says"),
+    [
+        ("", "is not an RFC 2822 date"),
+        ("yesterday", "is not an RFC 2822 date"),
+        ("NaN", "is not an RFC 2822 date"),
+        ("-1", "is not an RFC 2822 date"),
+        (str(T0), "is not an RFC 2822 date"),  # Unix seconds are not Twilio's format
+        ("Wed, 31 Feb 2026 11:06:40 +0000", "is not an RFC 2822 date"),
+        ("Wed, 18 Nov 2026 11:06:40 +9999", "is not an RFC 2822 date"),
+        ("Wed, 18 Nov 99999999999999999999 11:06:40 +0000", "is not an RFC 2822 date"),
+        ("\x00\u202e", "is not an RFC 2822 date"),
+        ("Thu, 01 Jan 1970 00:00:00 +0000", "minutes old: a replay"),
+        ("Fri, 31 Dec 9999 23:59:59 -2359", "ahead of this server's clock"),
+    ],
+)
+async def test_a_signed_twilio_timestamp_that_is_not_a_fresh_date_is_refused(
+    client: tuple[TestClient, Recorder], stamp: str, says: str
+) -> None:
+    http, recorder = client
+    before = replay_rejections("twilio")
+    response = await post_twilio(http, {**CALL[0], "Timestamp": stamp})
+    await assert_refused_as_replay(response, recorder, "twilio", before, says)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "says"),
+    [
+        (b'"1795000000"', "is not a number (Unix seconds)"),  # a string, not a number
+        (b'"NaN"', "is not a number (Unix seconds)"),
+        (b"null", "is not a number (Unix seconds)"),
+        (b"true", "is not a number (Unix seconds)"),
+        (b"[1795000000]", "is not a number (Unix seconds)"),
+        (b'{"$numberLong": "1795000000"}', "is not a number (Unix seconds)"),
+        (b"-1", "minutes old: a replay"),
+        (b"-9223372036854775808", "minutes old: a replay"),
+        (b"1795000000000", "ahead of this server's clock"),  # milliseconds: far ahead
+        (b"18446744073709551615", "ahead of this server's clock"),
+        (b"1" + b"0" * 40, "ahead of this server's clock"),  # read as a float
+        (b"1e308", "ahead of this server's clock"),
+        (b"-1e308", "minutes old: a replay"),
+    ],
+)
+async def test_an_aircall_timestamp_that_is_not_a_fresh_number_is_refused(
+    client: tuple[TestClient, Recorder], stamp: bytes, says: str
+) -> None:
+    http, recorder = client
+    before = replay_rejections("aircall")
+    response = await post_aircall_stamped(http, stamp)
+    await assert_refused_as_replay(response, recorder, "aircall", before, says)
+
+
+async def test_an_aircall_timestamp_that_is_not_json_is_a_400(
+    client: tuple[TestClient, Recorder],
+) -> None:
+    http, recorder = client
+    for stamp in (b"NaN", b"Infinity", b"1e400", b"0x6AFB8F80"):
+        assert (await post_aircall_stamped(http, stamp)).status == 400
+    assert (await post_aircall_stamped(http, f"{T0}.5".encode())).status == 200  # a float
+    assert len(recorder.events) == 1 and not recorder.dead
+
+
+async def test_deliveries_without_a_vendor_timestamp_are_not_refused_as_replays(
+    client: tuple[TestClient, Recorder], clock: Clock
+) -> None:
+    """Aircall documents ``timestamp`` in every envelope, Twilio ``Timestamp`` in every
+    status callback; one without it is taken as the vendor sent it, not refused: Aircall
+    disables a webhook that keeps failing, and the check could not stop a replay anyway
+    (an unsigned Aircall body can be re-stamped by whoever holds the token)."""
+    http, recorder = client
+    clock.now_ms = (T0 + 30 * 86_400) * 1000  # any stamp of the samples would be stale
+    hook = aircall_hook("call.created")
+    del hook["timestamp"]
+    response = await http.post(AC, data=orjson.dumps(hook))
+    assert response.status == 200 and len(recorder.events) == 1
+    # A signed callback without Timestamp has no time for its event: dead-lettered as such.
+    unstamped = {k: v for k, v in CALL[0].items() if k != "Timestamp"}
+    response = await post_twilio(http, unstamped)
+    assert response.status == 200
+    assert (await response.json())["rejected"] == [
+        {"reason": "malformed", "detail": "missing Timestamp"}
+    ]
+    assert len(recorder.events) == 1 and len(recorder.dead) == 1
+
+
+async def test_a_replay_inside_the_window_maps_to_the_same_event_ids(
+    client: tuple[TestClient, Recorder], clock: Clock
+) -> None:
+    """Inside the window a replay is accepted, and harmless: it maps to the event ids of
+    the first delivery, and the engine applies an event id once."""
+    http, recorder = client
+    for _ in range(2):
+        assert (await post_twilio(http, CALL[0])).status == 200
+        assert (await http.post(AC, data=orjson.dumps(aircall_hook("call.created")))).status == 200
+        clock.now_ms += 100_000  # the replay comes later, still inside the window
+    first_twilio, first_aircall, *again = recorder.events
+    assert again == [first_twilio, first_aircall]  # byte for byte: same ids, same events
+    assert orjson.loads(first_twilio)["event_id"] != orjson.loads(first_aircall)["event_id"]
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+twilio_stamps = st.text(max_size=40) | st.integers(T0 - 1_000, T0 + 1_000).map(rfc2822)
+aircall_stamps = json_values | st.integers(T0 - 1_000, T0 + 1_000)
+
+
+async def test_any_vendor_timestamp_is_answered_200_or_401_and_a_refusal_publishes_nothing(
+    client: tuple[TestClient, Recorder],
+) -> None:
+    http, recorder = client
+    statuses: dict[tuple[str, int], int] = {}
+
+    async def answered(response: Any, before: tuple[int, int], stamp: object) -> int:
+        key = (response.url.path, response.status)
+        statuses[key] = statuses.get(key, 0) + 1
+        assert response.status in (200, 401), (stamp, await response.text())
+        if response.status == 401:
+            assert (len(recorder.events), len(recorder.dead)) == before, stamp
+        return int(response.status)
+
+    for text in hypothesis_examples(twilio_stamps, 150):
+        before = (len(recorder.events), len(recorder.dead))
+        await answered(await post_twilio(http, {**CALL[0], "Timestamp": text}), before, text)
+    for value in hypothesis_examples(aircall_stamps, 150):
+        before = (len(recorder.events), len(recorder.dead))
+        status = await answered(
+            await post_aircall_stamped(http, orjson.dumps(value)), before, value
+        )
+        fresh = False  # the window, computed here from the documented rule
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            fresh = -300 <= value - NOW_MS / 1000 <= 60
+        assert (status == 200) == fresh, value
+    assert all(statuses.get((path, s)) for path in (TW, AC) for s in (200, 401)), statuses
 
 
 # Fuzz ---------------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""The worker's ``/metrics``: prometheus-client's exposition, behind the reader token if set.
+
+A thread of its own (as prometheus-client's ``start_http_server``), so that a scrape never
+waits for the event loop; with SALESPULSE_READER_TOKEN_FILE set every request needs the
+token (``streams/reader_access.py``), as the exporter's do.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+
+from streams.reader_access import CHALLENGE, refusal
+
+StartResponse = Callable[..., Any]
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log: Prometheus scrapes every few seconds."""
+
+
+def serve_metrics(host: str, port: int, token: str | None) -> WSGIServer:
+    """Serve the default registry on ``host:port`` from a daemon thread; OSError if the port
+    cannot be bound."""
+    metrics = make_wsgi_app()
+    secret = token.encode() if token is not None else None
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if secret is not None and refusal(environ.get("HTTP_AUTHORIZATION"), secret):
+            start_response(
+                "401 Unauthorized",
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("WWW-Authenticate", CHALLENGE),
+                    ("Cache-Control", "no-store"),
+                ],
+            )
+            return [b"a reader token is required: Authorization: Bearer <token>, or basic auth\n"]
+        return metrics(environ, start_response)
+
+    server = make_server(host, port, app, _Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
