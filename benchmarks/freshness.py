@@ -38,7 +38,7 @@ from projections.namespaces import current_namespace
 from projections.store import Store
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
-from streams.connections import redis_client
+from streams.connections import kafka_options, redis_client
 from streams.producer import subject_key
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -58,7 +58,11 @@ class Result:
 
 async def _measure(settings: Settings, values: list[bytes], rate: int, timeout: float) -> Result:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+        bootstrap_servers=settings.bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        **kafka_options(settings),
     )
     client = redis_client(settings)
     await producer.start()

@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from simulator.log import SimConfig, simulate
 from stack.servers import servers
+from streams.connections import kafka_options
 from streams.producer import publish
 from streams.settings import Settings
 from streams.topics import ensure_topics, topic_configs
@@ -29,7 +30,7 @@ from streams.worker_process import WorkerProcess
 
 
 async def delete_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **kafka_options(settings))
     await admin.start()
     try:
         await admin.delete_topics(list(topic_configs(settings)))

@@ -112,7 +112,7 @@ from projections.store import Store
 from simulator.live import Chunk, Job, LiveLog
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
-from streams.connections import redis_client
+from streams.connections import kafka_options, redis_client
 from streams.producer import publish
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -472,10 +472,13 @@ class Soak:
         group = f"{s.topic_prefix}-ingest"  # the ingest loop's group (streams/app.py)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap,
+            **kafka_options(s),
             request_timeout_ms=10_000,
             isolation_level="read_committed",
         )
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=s.bootstrap, request_timeout_ms=10_000, **kafka_options(s)
+        )
         await consumer.start()
         await admin.start()
         client = redis_client(s)
@@ -574,6 +577,7 @@ class Soak:
         s = self.settings
         producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap,
+            **kafka_options(s),
             acks="all",
             enable_idempotence=True,
             linger_ms=10,

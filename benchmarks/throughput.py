@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks import numbers
@@ -52,7 +51,7 @@ from projections.namespaces import current_namespace, drop, pointer
 from projections.store import Store
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
-from streams.connections import redis_client
+from streams.connections import kafka_options, redis_client, redis_sync_client
 from streams.producer import publish
 from streams.rebuild import rebuild
 from streams.settings import Settings
@@ -85,6 +84,7 @@ async def raw_ceiling(settings: Settings, count: int) -> float:
     """Events/s of a consumer that fetches and decodes every record and does nothing else."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
+        **kafka_options(settings),
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
@@ -109,7 +109,7 @@ async def raw_ceiling(settings: Settings, count: int) -> float:
 def faust_agent(settings: Settings, mode: str, count: int, seconds: float) -> float:
     """Events/s of benchmarks.naive_agent in ``mode`` over at most ``seconds`` of its run."""
     key = f"{settings.topic_prefix}:{mode}"
-    client = redis.Redis.from_url(settings.redis)
+    client = redis_sync_client(settings, timeout=30)
     log_path = Path(settings.stack_dir) / f"{settings.topic_prefix}-{mode}.log"
     (settings.stack_path / "faust").mkdir(parents=True, exist_ok=True)
     env = {
@@ -215,7 +215,7 @@ class Run:
 
 def project(settings: Settings, count: int, workers: int, timeout: float) -> Run:
     """Start ``workers`` workers on a preloaded log and time them until they caught up."""
-    memory = redis.Redis.from_url(settings.redis)
+    memory = redis_sync_client(settings, timeout=30)
     before = int(memory.info("memory")["used_memory"])
     stack = Path(settings.stack_dir)
     processes = [

@@ -24,6 +24,8 @@ from pathlib import Path
 from stack.install import require_binary
 from streams.connections import STACK_USER, StackSecrets
 
+# Certificates the CA signs, with their keys: made again whenever the CA is.
+ISSUED = ("server.pem", "server-key.pem", "client.pem", "client-key.pem")
 ADMIN_USER = "admin"  # the broker's own SCRAM user, for inter-broker connections
 DAYS = 825
 
@@ -41,7 +43,12 @@ def ensure_secrets(folder: StackSecrets) -> None:
     for name in ("kafka-password", "kafka-admin-password", "redis-password", "keystore-password"):
         if not (root / name).exists():
             _write_private(root / name, secrets.token_urlsafe(24) + "\n")
-    if not folder.ca.exists():
+            if name == "keystore-password":  # the keystore it locked is of no use now
+                (root / "broker.p12").unlink(missing_ok=True)
+    if not (folder.ca.exists() and (root / "ca-key.pem").exists()):
+        # A new CA: whatever the old one signed goes with it.
+        for name in (*ISSUED, "broker.p12", "ca.srl"):
+            (root / name).unlink(missing_ok=True)
         _openssl(
             root,
             "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
@@ -54,12 +61,11 @@ def ensure_secrets(folder: StackSecrets) -> None:
            "extendedKeyUsage=serverAuth,clientAuth\n")  # fmt: skip
     _issue(root, "client", STACK_USER, "extendedKeyUsage=clientAuth\n")
     if not (root / "broker.p12").exists():
-        password = (root / "keystore-password").read_text().strip()
         _openssl(
             root,
             "pkcs12", "-export", "-in", "server.pem", "-inkey", "server-key.pem",
             "-certfile", "ca.pem", "-name", "kafka", "-out", "broker.p12",
-            "-passout", f"pass:{password}",
+            "-passout", "file:keystore-password",  # never on a command line (ps)
         )  # fmt: skip
     for path in root.iterdir():
         path.chmod(0o600)
@@ -125,8 +131,10 @@ def redis_tls_arguments(folder: StackSecrets, port: int, acl_file: Path) -> list
 
 
 def _issue(root: Path, name: str, common_name: str, extensions: str) -> None:
-    if (root / f"{name}.pem").exists():
+    if (root / f"{name}.pem").exists() and (root / f"{name}-key.pem").exists():
         return
+    if name == "server":  # the JVM's copy of the server's key and certificate
+        (root / "broker.p12").unlink(missing_ok=True)
     (root / f"{name}.ext").write_text(extensions)
     _openssl(
         root,

@@ -24,10 +24,11 @@ from projections.catalogue import SCOPES
 from projections.windows import WINDOWS
 from stack.install import MissingPrerequisite
 from stack.servers import StackError
-from streams.connections import redis_client
+from streams.connections import check_credentials, redis_client
 from streams.preflight import PreflightError
 from streams.secret_files import SecretError
 from streams.settings import Settings, SettingsError
+from streams.topics import TopicsError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -185,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that keep running: their credentials are checked before they start anything.
+SERVICES = frozenset({"worker", "exporter", "ingest", "publish-kpis"})
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
@@ -194,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         handler = HANDLERS[args.command]
+        if args.command in SERVICES:
+            check_credentials(settings)
         code = handler(settings, args)
     except (
         UsageError,
@@ -202,9 +209,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         PreflightError,
         MissingPrerequisite,
         StackError,
+        TopicsError,
     ) as exc:
         print(f"salespulse: error: {exc}", file=sys.stderr)
-        usage = isinstance(exc, UsageError | SettingsError | SecretError | PreflightError)
+        usage = isinstance(
+            exc, UsageError | SettingsError | SecretError | PreflightError | TopicsError
+        )
         sys.exit(EXIT_USAGE if usage else EXIT_FAILED)
     except KeyboardInterrupt:
         sys.exit(130)

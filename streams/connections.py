@@ -14,7 +14,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -228,13 +228,16 @@ def redis_sync_client(settings: Settings, timeout: float = 2.0) -> redis.Redis:
 
 
 def redacted(url: str) -> str:
-    """The URL without its password."""
+    """The URL without its password (in the address or as a ``password=`` parameter)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "password" for key, _ in query):
+        hidden = [(key, "***" if key == "password" else value) for key, value in query]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return urlunsplit(parts)
 
 
 def faust_credentials(settings: Settings) -> Any:
@@ -252,3 +255,10 @@ def faust_credentials(settings: Settings) -> Any:
         ssl_context=options["ssl_context"],
         mechanism=options["sasl_mechanism"],
     )
+
+
+def check_credentials(settings: Settings) -> None:
+    """Read every configured password, key and certificate once, so that a process that keeps
+    running fails at start (SecretError naming the setting), not at its first connection."""
+    kafka_options(settings)
+    redis_options(settings)

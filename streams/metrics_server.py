@@ -7,6 +7,7 @@ token (``streams/reader_access.py``), as the exporter's do.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -22,6 +23,10 @@ StartResponse = Callable[..., Any]
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6  # SALESPULSE_METRICS_HOST=:: (all IPv6 and IPv4)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -48,6 +53,7 @@ def serve_metrics(host: str, port: int, token: str | None) -> WSGIServer:
             return [b"a reader token is required: Authorization: Bearer <token>, or basic auth\n"]
         return metrics(environ, start_response)
 
-    server = make_server(host, port, app, _Server, handler_class=_QuietHandler)
+    server_class = _Server6 if ":" in host else _Server
+    server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -21,7 +21,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError
 
-from streams.connections import kafka_access, kafka_options, redacted, redis_options
+from streams.connections import (
+    kafka_access,
+    kafka_options,
+    redacted,
+    redis_options,
+    stack_secrets,
+)
 from streams.settings import Settings
 from streams.topics import list_topics
 
@@ -130,31 +136,49 @@ async def kafka_failure(settings: Settings, timeout: float = TIMEOUT_SECONDS) ->
         return KafkaRefused(
             settings.bootstrap,
             f"its certificate is not trusted ({exc.verify_message})",
-            f"SALESPULSE_KAFKA_SSL_CAFILE={access.cafile or '(system CAs)'}",
+            _check(settings, f"SALESPULSE_KAFKA_SSL_CAFILE={access.cafile or '(system CAs)'}"),
         )
     except SaslAuthenticationFailed:
         return KafkaRefused(
             settings.bootstrap,
             f"it refused user {access.username!r}",
-            "SALESPULSE_KAFKA_SASL_USERNAME and "
-            f"SALESPULSE_KAFKA_SASL_PASSWORD_FILE={access.password_file}",
+            _check(
+                settings,
+                "SALESPULSE_KAFKA_SASL_USERNAME and "
+                f"SALESPULSE_KAFKA_SASL_PASSWORD_FILE={access.password_file}",
+            ),
         )
     except ssl.SSLError as exc:
-        return _handshake_failed(settings.bootstrap, exc)
+        return _handshake_failed(settings, exc)
     except (KafkaError, OSError, TimeoutError, ValueError) as exc:
         # A broker that requires a client certificate ends the connection after the
         # handshake (TLS 1.3): aiokafka reports a closed connection caused by the alert.
         if isinstance(exc.__cause__, ssl.SSLError):
-            return _handshake_failed(settings.bootstrap, exc.__cause__)
+            return _handshake_failed(settings, exc.__cause__)
     return KafkaUnreachable(settings.bootstrap)
 
 
-def _handshake_failed(bootstrap: str, exc: ssl.SSLError) -> PreflightError:
+def _handshake_failed(settings: Settings, exc: ssl.SSLError) -> PreflightError:
     return KafkaRefused(
-        bootstrap,
+        settings.bootstrap,
         f"the TLS handshake failed ({exc.reason or exc})",
-        "SALESPULSE_KAFKA_SECURITY_PROTOCOL and, if the broker requires a client "
-        "certificate, SALESPULSE_KAFKA_SSL_CERTFILE and SALESPULSE_KAFKA_SSL_KEYFILE",
+        _check(
+            settings,
+            "SALESPULSE_KAFKA_SECURITY_PROTOCOL and, if the broker requires a client "
+            "certificate, SALESPULSE_KAFKA_SSL_CERTFILE and SALESPULSE_KAFKA_SSL_KEYFILE",
+        ),
+    )
+
+
+def _check(settings: Settings, names: str) -> str:
+    """What to check: ``names``, or, with SALESPULSE_STACK_SECURE (which uses the stack's own
+    secrets in their place), the stack's secrets."""
+    if not settings.stack_secure:
+        return names
+    folder = stack_secrets(settings).folder
+    return (
+        f"the secure stack's secrets in {folder} (SALESPULSE_STACK_SECURE=1 uses them; "
+        "`salespulse stack up --secure` made them) and SALESPULSE_STACK_DIR"
     )
 
 
@@ -179,19 +203,21 @@ async def require_redis(settings: Settings, timeout: float = TIMEOUT_SECONDS) ->
         raise RedisRefused(
             url,
             f"it refused user {user!r}",
-            "SALESPULSE_REDIS_USERNAME and SALESPULSE_REDIS_PASSWORD_FILE",
+            _check(settings, "SALESPULSE_REDIS_USERNAME and SALESPULSE_REDIS_PASSWORD_FILE"),
         ) from None
     except (RedisError, OSError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         if "certificate verify failed" in reason:
             raise RedisRefused(
-                url, "its certificate is not trusted", "SALESPULSE_REDIS_SSL_CAFILE"
+                url,
+                "its certificate is not trusted",
+                _check(settings, "SALESPULSE_REDIS_SSL_CAFILE"),
             ) from None
         if "NOAUTH" in reason or "WRONGPASS" in reason:
             raise RedisRefused(
                 url,
                 "it asks for credentials",
-                "SALESPULSE_REDIS_USERNAME and SALESPULSE_REDIS_PASSWORD_FILE",
+                _check(settings, "SALESPULSE_REDIS_USERNAME and SALESPULSE_REDIS_PASSWORD_FILE"),
             ) from None
         if url.startswith("rediss://") and (
             "reset by peer" in reason or "CERTIFICATE_REQ" in reason
@@ -200,7 +226,7 @@ async def require_redis(settings: Settings, timeout: float = TIMEOUT_SECONDS) ->
                 url,
                 "it closed the TLS connection (as a server that requires a client certificate "
                 "does)",
-                "SALESPULSE_REDIS_SSL_CERTFILE and SALESPULSE_REDIS_SSL_KEYFILE",
+                _check(settings, "SALESPULSE_REDIS_SSL_CERTFILE and SALESPULSE_REDIS_SSL_KEYFILE"),
             ) from None
         raise RedisUnreachable(url, reason) from None
     finally:

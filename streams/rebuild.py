@@ -88,7 +88,6 @@ class _Replay:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap,
             **kafka_options(settings),
-            **kafka_options(settings),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from projections.contributions import Rules
@@ -262,6 +263,50 @@ class Settings:
             raise SettingsError(
                 "SALESPULSE_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs "
                 "SALESPULSE_KAFKA_SASL_USERNAME and SALESPULSE_KAFKA_SASL_PASSWORD_FILE"
+            )
+        sasl = {
+            "SALESPULSE_KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "SALESPULSE_KAFKA_SASL_PASSWORD_FILE": self.kafka_sasl_password_file,
+        }
+        tls = {
+            "SALESPULSE_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "SALESPULSE_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "SALESPULSE_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+            "SALESPULSE_KAFKA_SSL_KEY_PASSWORD_FILE": self.kafka_ssl_key_password_file,
+        }
+        # Security that is configured but would not be used is a mistake, not a default.
+        unused = []
+        if self.kafka_security_protocol != "SASL_SSL":
+            unused += [name for name, value in sasl.items() if value]
+        if self.kafka_security_protocol == "PLAINTEXT":
+            unused += [name for name, value in tls.items() if value]
+        if unused:
+            raise SettingsError(
+                f"{unused[0]} is set but SALESPULSE_KAFKA_SECURITY_PROTOCOL="
+                f"{self.kafka_security_protocol} does not use it: set the protocol "
+                f"({', '.join(KAFKA_PROTOCOLS[1:])})"
+            )
+        redis_tls = self.redis_tls or self.redis_url.startswith("rediss://")
+        if self.redis_password_file and not redis_tls:
+            raise SettingsError(
+                "SALESPULSE_REDIS_PASSWORD_FILE without TLS would send the password in the "
+                "clear: set SALESPULSE_REDIS_TLS=1 (or use a rediss:// URL)"
+            )
+        ssl_files = (self.redis_ssl_cafile, self.redis_ssl_certfile, self.redis_ssl_keyfile)
+        if any(ssl_files) and not redis_tls:
+            raise SettingsError(
+                "SALESPULSE_REDIS_SSL_* is set but TLS is off: set SALESPULSE_REDIS_TLS=1"
+            )
+        overriding = sorted(
+            key
+            for key, _ in parse_qsl(urlsplit(self.redis_url).query)
+            if key.startswith("ssl") or key in {"password", "username"}
+        )
+        if overriding:
+            # redis-py lets URL parameters override the client's options (verification too).
+            raise SettingsError(
+                f"SALESPULSE_REDIS_URL: drop the parameter {overriding[0]!r}; TLS and "
+                "credentials come from SALESPULSE_REDIS_TLS, _USERNAME, _PASSWORD_FILE, _SSL_*"
             )
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             raise SettingsError(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import NoError, TopicAlreadyExistsError, for_code
 
 from streams.connections import kafka_options
 from streams.settings import Settings
@@ -14,6 +13,19 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
+
+
+class TopicsError(RuntimeError):
+    """Kafka refused to create a topic: the message says why and what to check."""
+
+    def __init__(self, settings: Settings, topic: str, error: str, detail: str) -> None:
+        super().__init__(
+            f"Kafka refused to create topic {topic}: {error}"
+            + (f" ({detail})" if detail else "")
+            + f"; check SALESPULSE_TOPIC_REPLICATION_FACTOR={settings.topic_replication_factor} "
+            f"and SALESPULSE_TOPIC_MIN_INSYNC_REPLICAS={settings.topic_min_insync_replicas} "
+            "against the brokers, and that the user may create topics"
+        )
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
@@ -51,8 +63,12 @@ async def ensure_topics(settings: Settings) -> list[str]:
             if name not in existing
         ]
         if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
-                await admin.create_topics(wanted, timeout_ms=15_000)
+            response = await admin.create_topics(wanted, timeout_ms=15_000)
+            for topic, code, *message in response.topic_errors:
+                error = for_code(code)
+                # Already there: another process won the race, which is as good.
+                if error not in (NoError, TopicAlreadyExistsError):
+                    raise TopicsError(settings, topic, error.__name__, "".join(map(str, message)))
             log.info("created topics %s", [t.name for t in wanted])
         return [t.name for t in wanted]
     finally:

@@ -12,7 +12,8 @@ Routes (docs/adapters.md):
   with SALESPULSE_TWILIO_AUTH_TOKEN, the signed ``Timestamp`` parameter within 5 minutes;
 * ``POST /ingest/v1/aircall``: Aircall webhooks, the body's ``token`` compared in
   constant time with SALESPULSE_AIRCALL_TOKEN, the body's ``timestamp`` within 5 minutes;
-* ``GET /metrics``: requests by source and status, events, rejections by reason.
+* ``GET /metrics``: requests by source and status, events, rejections by reason (with
+  SALESPULSE_READER_TOKEN_FILE set, only for requests that carry the reader token).
 
 Mapped events go to the raw topic, the parts that cannot be mapped to the
 dead-letter topic with their reason, both with acks=all; the answer (200, with
@@ -54,6 +55,7 @@ from projections.validation import Rejection, parse_event
 from streams.connections import kafka_options
 from streams.ingest import HEADER_DETAIL, HEADER_FAILED_AT, HEADER_REASON, HEADER_TOPIC
 from streams.producer import subject_key
+from streams.reader_access import CHALLENGE, reader_token, refusal
 from streams.secret_files import checked, read_secret_file
 from streams.settings import Settings
 
@@ -195,6 +197,8 @@ class IngestService:
         self.mappings = mappings
         self.publisher = publisher
         self.clock = clock
+        token = reader_token(settings)  # SecretError now, for an unusable file
+        self.reader_token = token.encode() if token is not None else None
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -360,7 +364,16 @@ class IngestService:
         if problem is not None:
             raise _Refused(401, "replay", f"{name} {problem}")
 
-    async def _metrics(self, _request: web.Request) -> web.Response:
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """Behind the reader token when one is set: this port faces the vendors' proxy."""
+        if self.reader_token is not None and refusal(
+            request.headers.get("Authorization"), self.reader_token
+        ):
+            return web.Response(
+                status=401,
+                text="a reader token is required: Authorization: Bearer <token>, or basic auth\n",
+                headers={"WWW-Authenticate": CHALLENGE, "Cache-Control": "no-store"},
+            )
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _health(self, _request: web.Request) -> web.Response:

@@ -111,3 +111,18 @@ def test_ingest_with_an_empty_secret_file_refuses_to_start(
     env = {**stack_env, "SALESPULSE_AIRCALL_TOKEN_FILE": str(empty)}
     line = fails_in_one_line("ingest", env=env)
     assert "SALESPULSE_AIRCALL_TOKEN_FILE" in line and "at least 16" in line
+
+
+def test_topics_that_need_more_brokers_than_there_are(fresh: dict[str, str]) -> None:
+    """Kafka answers a CreateTopics it cannot honour with an error code, not an exception:
+    the command says so instead of reporting topics as created."""
+    env = fresh | {
+        "SALESPULSE_TOPIC_REPLICATION_FACTOR": "3",
+        "SALESPULSE_TOPIC_MIN_INSYNC_REPLICAS": "2",
+    }
+    line = fails_in_one_line("topics", env=env)
+    assert "Kafka refused to create topic" in line and "InvalidReplicationFactor" in line
+    assert "SALESPULSE_TOPIC_REPLICATION_FACTOR=3" in line
+    # With what one broker can hold, the same prefix works.
+    done = cli("topics", env=fresh)
+    assert done.returncode == 0, done.stderr

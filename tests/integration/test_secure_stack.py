@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,9 @@ from tests.support import (
     cli,
     directory_first,
     projections_settled,
+    salespulse,
     wait_for,
+    wait_for_exporter,
     write_valid_log,
 )
 
@@ -51,6 +54,7 @@ SECURE_ENV = {
     "SALESPULSE_REDIS_PORT": "28379",
     "SALESPULSE_PROMETHEUS_PORT": "28090",
     "SALESPULSE_WORKER_METRICS_PORT": "28466",
+    "SALESPULSE_EXPORTER_PORT": "28467",
     "SALESPULSE_PARTITIONS": "3",
     "SALESPULSE_STACK_SECURE": "1",
 }
@@ -114,14 +118,35 @@ async def test_the_pipeline_through_sasl_ssl_and_redis_tls_matches_the_oracle(
         finally:
             await client.aclose()
 
-        done = cli(
-            "kpis", "--scope", "team", "--id", "emea", "--window", "all",
-            "--as-of", format_instant(end_ms), "--json",
-            env=secure_env,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout) == oracle.kpis("team", "emea", "all", end_ms)
+        def team_kpis() -> object:
+            done = cli(
+                "kpis", "--scope", "team", "--id", "emea", "--window", "all",
+                "--as-of", format_instant(end_ms), "--json",
+                env=secure_env,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        assert team_kpis() == oracle.kpis("team", "emea", "all", end_ms)
         assert b"Authenticated as salespulse via SCRAM-SHA-512" in worker.log()
+
+        # A rebuild replays the log through the same secured clients into a new generation.
+        done = cli("rebuild", "--processes", "2", env=secure_env)
+        assert done.returncode == 0, done.stderr
+        assert team_kpis() == oracle.kpis("team", "emea", "all", end_ms)
+
+        # The exporter reads Redis (KPIs) and Kafka (lag) through them too.
+        port = int(secure_env["SALESPULSE_EXPORTER_PORT"])
+        exporter_log = tmp_path / "exporter.log"
+        with salespulse(["exporter"], secure_env, exporter_log) as exporter:
+            url = wait_for_exporter(exporter, port, exporter_log)
+            with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+                exposition = response.read()
+        assert b"salespulse_exporter_up 1.0" in exposition
+        lags = [
+            line for line in exposition.splitlines() if line.startswith(b"salespulse_consumer_lag{")
+        ]
+        assert lags and all(line.endswith(b" 0.0") for line in lags), lags
     finally:
         assert worker.stop() == 0
 

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import ssl
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from streams.connections import kafka_options, redacted, redis_options, stack_secrets
+from streams.connections import (
+    faust_credentials,
+    kafka_options,
+    redacted,
+    redis_options,
+    stack_secrets,
+)
+from streams.metrics_server import serve_metrics
+from streams.preflight import _check
 from streams.secret_files import SecretError
 from streams.settings import Settings, SettingsError
 
@@ -169,7 +181,7 @@ def test_settings_that_cannot_go_together() -> None:
     with pytest.raises(SettingsError, match="use PLAINTEXT, SSL, SASL_SSL"):
         Settings.from_env({"SALESPULSE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"})
     with pytest.raises(SettingsError, match="go together"):
-        Settings.from_env({"SALESPULSE_REDIS_SSL_CERTFILE": "/c.pem"})
+        Settings.from_env({"SALESPULSE_REDIS_TLS": "1", "SALESPULSE_REDIS_SSL_CERTFILE": "/c.pem"})
     with pytest.raises(SettingsError, match="MIN_INSYNC_REPLICAS=3"):
         Settings.from_env({"SALESPULSE_TOPIC_MIN_INSYNC_REPLICAS": "3"})
 
@@ -178,3 +190,79 @@ def test_a_password_in_a_url_is_never_shown() -> None:
     assert redacted("rediss://svc:p%40ss@cache:6380/0") == "rediss://svc:***@cache:6380/0"
     assert redacted("redis://:pw@cache/0") == "redis://:***@cache/0"
     assert redacted("redis://cache:6379/0") == "redis://cache:6379/0"
+    assert redacted("redis://cache/0?password=pw&db=1") == "redis://cache/0?password=***&db=1"
+
+
+def test_faust_gets_the_same_security(pki: Path) -> None:
+    import faust
+
+    assert faust_credentials(Settings()) is None
+    sasl = faust_credentials(
+        Settings(
+            kafka_security_protocol="SASL_SSL",
+            kafka_sasl_mechanism="SCRAM-SHA-256",
+            kafka_sasl_username="svc",
+            kafka_sasl_password_file=str(pki / "password"),
+        )
+    )
+    assert isinstance(sasl, faust.SASLCredentials)
+    assert (sasl.username, sasl.password) == ("svc", "s3cret-password")
+    assert sasl.mechanism.value == "SCRAM-SHA-256" and sasl.protocol.value == "SASL_SSL"
+    tls = faust_credentials(Settings(kafka_security_protocol="SSL"))
+    assert isinstance(tls, faust.SSLCredentials)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SALESPULSE_KAFKA_SASL_USERNAME": "svc"}, "SALESPULSE_KAFKA_SASL_USERNAME is set but"),
+        (
+            {"SALESPULSE_KAFKA_SECURITY_PROTOCOL": "SSL", "SALESPULSE_KAFKA_SASL_USERNAME": "svc"},
+            "PROTOCOL=SSL does not use it",
+        ),
+        ({"SALESPULSE_KAFKA_SSL_CAFILE": "/ca.pem"}, "SALESPULSE_KAFKA_SSL_CAFILE is set but"),
+        ({"SALESPULSE_REDIS_PASSWORD_FILE": "/pw"}, "password in the clear"),
+        ({"SALESPULSE_REDIS_SSL_CAFILE": "/ca.pem"}, "TLS is off"),
+        (
+            {"SALESPULSE_REDIS_URL": "rediss://cache/0?ssl_cert_reqs=none"},
+            "drop the parameter 'ssl_cert_reqs'",
+        ),
+        ({"SALESPULSE_REDIS_URL": "rediss://cache/0?password=x"}, "drop the parameter 'password'"),
+    ],
+)
+def test_security_that_would_not_be_used_is_refused(env: dict[str, str], named: str) -> None:
+    """Configured but unused would mean a connection weaker than the operator asked for."""
+    with pytest.raises(SettingsError, match=re.escape(named)):
+        Settings.from_env(env)
+
+
+def test_preflight_names_the_stacks_secrets_in_secure_stack_mode(tmp_path: Path) -> None:
+    plain = _check(Settings(), "SALESPULSE_REDIS_SSL_CAFILE")
+    assert plain == "SALESPULSE_REDIS_SSL_CAFILE"
+    secure = _check(Settings(stack_secure=True, stack_dir=str(tmp_path)), "SALESPULSE_X")
+    assert str(tmp_path / "secrets") in secure and "SALESPULSE_X" not in secure
+
+
+def test_the_worker_metrics_need_the_token_when_one_is_set() -> None:
+    server = serve_metrics("127.0.0.1", 0, "reader-token-0123456789")
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 401 and refused.value.headers["WWW-Authenticate"]
+        refused.value.close()
+        basic = base64.b64encode(b"any:reader-token-0123456789").decode()
+        for header in ("Bearer reader-token-0123456789", f"Basic {basic}"):
+            request = urllib.request.Request(url, headers={"Authorization": header})
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                assert answer.status == 200 and b"python_info" in answer.read()
+    finally:
+        server.shutdown()
+        server.server_close()
+    open_server = serve_metrics("127.0.0.1", 0, None)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{open_server.server_port}/metrics") as a:
+            assert a.status == 200
+    finally:
+        open_server.shutdown()
+        open_server.server_close()

@@ -608,3 +608,27 @@ async def test_an_aircall_dead_letter_keeps_no_token(client: tuple[TestClient, R
     [(value, _)] = recorder.dead
     kept = orjson.loads(value)
     assert "token" not in kept and kept["data"]["id"] == 812
+
+
+async def test_the_ingest_metrics_need_the_reader_token_when_one_is_set(tmp_path: Path) -> None:
+    token_file = tmp_path / "reader-token"
+    token_file.write_text("reader-token-0123456789\n")
+    service = IngestService(
+        Settings(reader_token_file=str(token_file)),
+        {},
+        MAPPINGS,
+        Recorder(),  # type: ignore[arg-type]
+    )
+    async with TestClient(TestServer(service.app())) as test_client:
+        refused = await test_client.get("/metrics")
+        assert refused.status == 401 and "WWW-Authenticate" in refused.headers
+        assert b"salespulse_webhook" not in await refused.read()
+        wrong = await test_client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status == 401
+        ok = await test_client.get(
+            "/metrics", headers={"Authorization": "Bearer reader-token-0123456789"}
+        )
+        assert ok.status == 200 and b"salespulse_webhook_requests_total" in await ok.read()
+    token_file.write_text("")
+    with pytest.raises(SecretError, match="SALESPULSE_READER_TOKEN_FILE"):
+        IngestService(Settings(reader_token_file=str(token_file)), {}, MAPPINGS, Recorder())  # type: ignore[arg-type]
