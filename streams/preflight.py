@@ -99,17 +99,26 @@ def quiet_kafka() -> Iterator[None]:
 async def require_topics(
     settings: Settings, topics: Iterable[str] = (), timeout: float = TIMEOUT_SECONDS
 ) -> None:
-    """Kafka answers (and takes our credentials) and has every topic of ``topics``."""
-    try:
-        with quiet_kafka():
-            existing = await asyncio.wait_for(
-                list_topics(settings, int(timeout * 1000)), timeout + 2
-            )
-    except (KafkaError, OSError, TimeoutError, ValueError):
-        raise await kafka_failure(settings, timeout) from None
-    for topic in topics:
-        if topic not in existing:
-            raise TopicMissing(topic)
+    """Kafka answers (and takes our credentials) and has every topic of ``topics``.
+
+    A topic created a moment ago may not be in every broker's metadata yet (the demo once
+    published right after creating its topics and was told one was missing): a missing
+    topic is asked for again for up to two seconds before it is reported."""
+    wanted = list(topics)
+    for attempt in range(5):
+        try:
+            with quiet_kafka():
+                existing = await asyncio.wait_for(
+                    list_topics(settings, int(timeout * 1000)), timeout + 2
+                )
+        except (KafkaError, OSError, TimeoutError, ValueError):
+            raise await kafka_failure(settings, timeout) from None
+        missing = [topic for topic in wanted if topic not in existing]
+        if not missing:
+            return
+        if attempt < 4:
+            await asyncio.sleep(0.5)
+    raise TopicMissing(missing[0])
 
 
 async def kafka_failure(settings: Settings, timeout: float = TIMEOUT_SECONDS) -> PreflightError:

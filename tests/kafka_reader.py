@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError
 
 from projections.store import Store
 from streams.connections import kafka_options
@@ -100,8 +101,12 @@ async def ingest_committed(settings: Settings) -> dict[int, int]:
 
 
 async def ingested(settings: Settings, raw_ends: dict[int, int]) -> bool:
-    """Ingest has committed the raw topic up to ``raw_ends``."""
-    committed = await ingest_committed(settings)
+    """Ingest has committed the raw topic up to ``raw_ends`` (not yet, while the broker has no
+    coordinator for the group: it is still loading its offsets, as after a restart)."""
+    try:
+        committed = await ingest_committed(settings)
+    except (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError):
+        return False
     return all(committed.get(p, 0) >= end for p, end in raw_ends.items() if end)
 
 
