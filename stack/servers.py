@@ -141,6 +141,14 @@ class LocalServer:
             )
         if running and self.answering():
             return time.monotonic() - started
+        if not running and self.answering():
+            # Not ours: a server left behind by another run (its pid file gone) holds the
+            # port. Adopting it would make `down` and every fault test miss it.
+            raise StackError(
+                f"{self.name}: something already answers at {self.address}, but no pid file "
+                f"under {self.home} names it (left from another run?): stop it, or choose "
+                "other ports (SALESPULSE_*_PORT)"
+            )
         self.install()
         self.home.mkdir(parents=True, exist_ok=True)
         if self.settings.stack_secure:

@@ -37,14 +37,18 @@ def stack_env() -> Iterator[dict[str, str]]:
         os.environ.setdefault(name, value)
     settings = Settings.from_env()
     started = []
-    for server in servers(settings):
-        if server.pid() is None and not server.external:
-            shutil.rmtree(server.home, ignore_errors=True)  # a fresh server per session
-            started.append(server)
-        server.up()
-    yield {k: v for k, v in os.environ.items() if k.startswith("SALESPULSE_")}
-    for server in reversed(started):
-        server.down()
+    try:
+        for server in servers(settings):
+            if server.pid() is None and not server.external:
+                shutil.rmtree(server.home, ignore_errors=True)  # a fresh server per session
+                started.append(server)
+            server.up()
+        yield {k: v for k, v in os.environ.items() if k.startswith("SALESPULSE_")}
+    finally:
+        # Also when one failed to start: a server left running would hold its port for the
+        # next session (it once did, and every later run adopted a Redis it could not stop).
+        for server in reversed(started):
+            server.down()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -21,6 +21,7 @@ from projections.engine import DirectoryView
 from projections.read import read_kpis
 from projections.store import Store
 from simulator.log import DUPLICATE, VALID, Record
+from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
@@ -79,6 +80,29 @@ def directory_first(records: Sequence[Record]) -> tuple[list[bytes], list[bytes]
     directory = [r.value for r, is_first in zip(records, first, strict=True) if is_first]
     rest = [r.value for r, is_first in zip(records, first, strict=True) if not is_first]
     return directory, rest
+
+
+async def feed_directory_first(
+    worker: WorkerProcess, settings: Settings, records: Sequence[Record], expected: int
+) -> float:
+    """Publish the simulated log as a deployment loads it (the directory first, projected
+    before the rest is sent), wait until ``expected`` events and every lead fact are
+    projected, and return the seconds the rest took."""
+    directory, rest = directory_first(records)
+    await publish(settings, settings.raw_topic, directory)
+    wait_for(
+        lambda: worker.metrics().projected["applied"] >= len(directory),
+        60,
+        "the directory to be projected",
+    )
+    started = time.monotonic()
+    await publish(settings, settings.raw_topic, rest)
+    wait_for(
+        lambda: projections_settled(worker, expected),
+        180,
+        "every valid event and every lead fact to be projected",
+    )
+    return time.monotonic() - started
 
 
 async def assert_matches_oracle(

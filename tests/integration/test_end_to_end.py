@@ -19,16 +19,13 @@ from projections.windows import WINDOWS
 from simulator.log import SimConfig, format_instant, simulate
 from simulator.org import build_org
 from streams.connections import redis_client
-from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
 from tests.support import (
     assert_matches_oracle,
     cli,
-    directory_first,
-    projections_settled,
-    wait_for,
+    feed_directory_first,
     write_valid_log,
 )
 
@@ -57,28 +54,12 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
     )
     log = tmp_path / "valid.jsonl"
     valid = write_valid_log(records, log)
-    # The directory is loaded first, as in a real deployment (see docs/projections.md).
-    directory, rest = directory_first(records)
-
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.start()
-        await publish(settings, settings.raw_topic, directory)
-        wait_for(
-            lambda: worker.metrics().projected["applied"] >= len(directory),
-            60,
-            "the directory to be projected",
-        )
-        started = time.monotonic()
-        await publish(settings, settings.raw_topic, rest)
-
-        wait_for(
-            lambda: projections_settled(worker, len(valid)),
-            180,
-            "every valid event and every lead fact to be projected",
-        )
-        elapsed = time.monotonic() - started
-        print(f"\nend to end: {len(rest):,} records ingested and projected in {elapsed:.1f}s")
+        # The directory is loaded first, as in a real deployment (see docs/projections.md).
+        elapsed = await feed_directory_first(worker, settings, records, len(valid))
+        print(f"\nend to end: {len(records):,} records; all but the directory in {elapsed:.1f}s")
         snap = worker.metrics()
         distinct = len({orjson.loads(v)["event_id"] for v in valid})
         assert snap.projected["applied"] == distinct

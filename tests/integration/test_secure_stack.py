@@ -26,17 +26,14 @@ from projections.store import Store
 from simulator.log import SimConfig, format_instant, simulate
 from simulator.org import build_org
 from streams.connections import redis_client, stack_secrets
-from streams.producer import publish
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
 from tests.support import (
     assert_matches_oracle,
     cli,
-    directory_first,
-    projections_settled,
+    feed_directory_first,
     salespulse,
-    wait_for,
     wait_for_exporter,
     write_valid_log,
 )
@@ -93,17 +90,11 @@ async def test_the_pipeline_through_sasl_ssl_and_redis_tls_matches_the_oracle(
     )
     log = tmp_path / "valid.jsonl"
     valid = write_valid_log(records, log)
-    directory, rest = directory_first(records)
 
     worker = WorkerProcess(secure_env, tmp_path / "worker.log")
     try:
         worker.start()
-        await publish(settings, settings.raw_topic, directory)
-        wait_for(
-            lambda: worker.metrics().projected["applied"] >= len(directory), 60, "the directory"
-        )
-        await publish(settings, settings.raw_topic, rest)
-        wait_for(lambda: projections_settled(worker, len(valid)), 180, "the projections")
+        await feed_directory_first(worker, settings, records, len(valid))
 
         org = build_org(4, 8, 6)
         scopes = [("org", ""), ("rep", org.reps[0].rep_id), ("queue", org.teams[0].queue_id)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from stack.servers import RULES_DIR, servers
+from stack.servers import RULES_DIR, StackError, servers
 from streams.producer import read_jsonl, subject_key
 from streams.settings import Settings
 from tests.kafka_reader import read_topic
@@ -133,3 +134,17 @@ def test_a_configured_server_that_does_not_answer_is_one_line(stack_env: dict[st
         "salespulse: error: redis: the configured server redis://127.0.0.1:1/0 does not answer"
     )
     assert cli("stack", "status", env=dead).returncode == 1
+
+
+def test_a_server_this_stack_did_not_start_is_not_adopted(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A Redis left running by another run on our port: `up` says so instead of reporting
+    it as its own (which left `down` and the fault tests unable to stop it)."""
+    settings = Settings.from_env(stack_env)
+    stranger = dataclasses.replace(settings, stack_dir=str(tmp_path / "other-stack"))
+    redis_server = next(s for s in servers(stranger) if s.name == "redis")
+    assert redis_server.pid() is None  # no pid file there, yet the port answers
+    with pytest.raises(StackError, match=r"already answers at .*no pid file"):
+        redis_server.up()
+    assert redis_server.pid() is None  # nothing was started over it
