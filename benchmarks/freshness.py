@@ -114,7 +114,7 @@ async def _measure(settings: Settings, values: list[bytes], rate: int, timeout: 
         await producer.stop()
         await client.aclose()
     events = await read_topic(
-        settings.bootstrap, settings.events_topic, settings.partitions, expect=len(values)
+        settings, settings.events_topic, settings.partitions, expect=len(values)
     )
     covered = {p: [upto for _, upto in found] for p, found in moves.items()}
     latencies = []

@@ -25,7 +25,7 @@ class Read:
 
 
 async def read_topic(
-    bootstrap: str,
+    settings: Settings,
     topic: str,
     partitions: int,
     *,
@@ -35,7 +35,8 @@ async def read_topic(
     """All committed records of ``topic``; with ``expect``, wait until at least that many
     were read. (Offsets are not records: transaction markers take offsets too.)"""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=settings.bootstrap,
+        **kafka_options(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",

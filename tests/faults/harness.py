@@ -242,7 +242,7 @@ class Scenario:
 
         wrong = [*self.invalid, *poison]
         dead = await read_topic(
-            self.settings.bootstrap,
+            self.settings,
             self.settings.dlq_topic,
             self.settings.partitions,
             expect=len(wrong),

@@ -77,9 +77,9 @@ class HostileScenario(Scenario):
     async def verify(self, poison: object = ()) -> Row:
         await self.wait_caught_up()
         s = self.settings
-        events = await read_topic(s.bootstrap, s.events_topic, s.partitions, expect=len(self.valid))
+        events = await read_topic(s, s.events_topic, s.partitions, expect=len(self.valid))
         assert Counter(e.value for e in events) == Counter(self.valid), "forwarded != valid"
-        dead = await read_topic(s.bootstrap, s.dlq_topic, s.partitions, expect=len(self.invalid))
+        dead = await read_topic(s, s.dlq_topic, s.partitions, expect=len(self.invalid))
         by_source = {
             (d.headers[HEADER_TOPIC], d.headers[HEADER_PARTITION], d.headers[HEADER_OFFSET]): d
             for d in dead

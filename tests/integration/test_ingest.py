@@ -95,18 +95,16 @@ async def test_20k_records_with_every_bad_input_class(
         )
 
         forwarded = await read_topic(
-            settings.bootstrap, settings.events_topic, settings.partitions, expect=len(valid_copies)
+            settings, settings.events_topic, settings.partitions, expect=len(valid_copies)
         )
         dead = await read_topic(
-            settings.bootstrap, settings.dlq_topic, settings.partitions, expect=len(invalid)
+            settings, settings.dlq_topic, settings.partitions, expect=len(invalid)
         )
-        raw = await read_topic(
-            settings.bootstrap, settings.raw_topic, settings.partitions, expect=20_000
-        )
+        raw = await read_topic(settings, settings.raw_topic, settings.partitions, expect=20_000)
         time.sleep(2)  # anything extra would have arrived by now
-        assert len(
-            await read_topic(settings.bootstrap, settings.events_topic, settings.partitions)
-        ) == len(forwarded)
+        assert len(await read_topic(settings, settings.events_topic, settings.partitions)) == len(
+            forwarded
+        )
 
         # Every valid copy exactly once per copy produced, byte for byte.
         assert Counter(r.value for r in forwarded) == Counter(valid_copies)

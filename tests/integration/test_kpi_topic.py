@@ -190,6 +190,6 @@ def _iso(ms: int) -> str:
 
 
 async def _every_record(settings: Settings) -> list[tuple[str, dict[str, Any] | None]]:
-    found = await read_topic(settings.bootstrap, settings.kpi_topic, settings.partitions)
+    found = await read_topic(settings, settings.kpi_topic, settings.partitions)
     found.sort(key=lambda r: (r.partition, r.offset))
     return [(r.key.decode(), json.loads(r.value) if r.value else None) for r in found if r.key]

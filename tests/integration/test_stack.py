@@ -102,9 +102,7 @@ def test_simulate_to_file_then_produce_lands_every_line(
     sent = cli("produce", str(log), env=env)
     assert sent.returncode == 0, sent.stderr
     assert "produced 3000 records" in sent.stdout
-    landed = asyncio.run(
-        read_topic(settings.bootstrap, settings.raw_topic, settings.partitions, expect=3000)
-    )
+    landed = asyncio.run(read_topic(settings, settings.raw_topic, settings.partitions, expect=3000))
     lines = list(read_jsonl(log))
     assert Counter(r.value for r in landed) == Counter(lines)
     assert all(r.key == subject_key(r.value) for r in landed if r.value is not None)
