@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from streams.reader_access import CHALLENGE, MISSING, WRONG, refusal
+from streams.reader_access import MISSING, REFUSAL, REFUSAL_HEADERS, WRONG, refusal
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,11 @@ class ReaderAuth:
                 return await handler(request)
             self.refused[reason] += 1
             log.debug("refused %s %s: %s reader token", request.method, request.path, reason)
-            message = "a reader token is required: Authorization: Bearer <token>, or basic auth"
             return web.Response(
-                body=orjson.dumps({"error": {"message": message}}),
+                body=orjson.dumps({"error": {"message": REFUSAL}}),
                 status=401,
                 content_type="application/json",
-                headers={hdrs.WWW_AUTHENTICATE: CHALLENGE, hdrs.CACHE_CONTROL: "no-store"},
+                headers=REFUSAL_HEADERS,
             )
 
         return require_token

@@ -16,7 +16,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
-from streams.reader_access import CHALLENGE, refusal
+from streams.reader_access import REFUSAL, REFUSAL_HEADERS, refusal
 
 StartResponse = Callable[..., Any]
 
@@ -42,15 +42,9 @@ def serve_metrics(host: str, port: int, token: str | None) -> WSGIServer:
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if secret is not None and refusal(environ.get("HTTP_AUTHORIZATION"), secret):
-            start_response(
-                "401 Unauthorized",
-                [
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                    ("WWW-Authenticate", CHALLENGE),
-                    ("Cache-Control", "no-store"),
-                ],
-            )
-            return [b"a reader token is required: Authorization: Bearer <token>, or basic auth\n"]
+            headers = [("Content-Type", "text/plain; charset=utf-8"), *REFUSAL_HEADERS.items()]
+            start_response("401 Unauthorized", headers)
+            return [REFUSAL.encode() + b"\n"]
         return metrics(environ, start_response)
 
     server_class = _Server6 if ":" in host else _Server

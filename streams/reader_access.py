@@ -16,6 +16,9 @@ from streams.secret_files import read_secret_file
 from streams.settings import Settings
 
 CHALLENGE = 'Basic realm="salespulse", charset="UTF-8"'
+# What every refused reader gets: the challenge (a browser prompts), never a cached answer.
+REFUSAL = "a reader token is required: Authorization: Bearer <token>, or basic auth"
+REFUSAL_HEADERS = {"WWW-Authenticate": CHALLENGE, "Cache-Control": "no-store"}
 # Why a request was refused: bounded label values of the refusal counters.
 MISSING, WRONG = "missing", "wrong"
 

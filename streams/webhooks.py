@@ -55,7 +55,7 @@ from projections.validation import Rejection, parse_event
 from streams.connections import kafka_options
 from streams.ingest import HEADER_DETAIL, HEADER_FAILED_AT, HEADER_REASON, HEADER_TOPIC
 from streams.producer import subject_key
-from streams.reader_access import CHALLENGE, reader_token, refusal
+from streams.reader_access import REFUSAL, REFUSAL_HEADERS, reader_token, refusal
 from streams.secret_files import checked, read_secret_file
 from streams.settings import Settings
 
@@ -371,8 +371,8 @@ class IngestService:
         ):
             return web.Response(
                 status=401,
-                text="a reader token is required: Authorization: Bearer <token>, or basic auth\n",
-                headers={"WWW-Authenticate": CHALLENGE, "Cache-Control": "no-store"},
+                text=REFUSAL + "\n",
+                headers=REFUSAL_HEADERS,
             )
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
