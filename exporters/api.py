@@ -47,6 +47,7 @@ LOWER_IS_BETTER = {
     "average_handle_time_seconds",
     "cost_per_lead",
     "sales_cycle_seconds",
+    "deals_won_without_amount",
 }
 MIN_AS_OF_MS = 0  # 1970
 MAX_AS_OF_MS = 7_258_118_400_000  # 2200-01-01

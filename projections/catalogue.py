@@ -40,6 +40,17 @@ def ratio(numerator: str, *denominator: str, scale: float = 1.0) -> Callable[[Su
     return compute
 
 
+def ratio_of_difference(numerator: str, total: str, less: str) -> Callable[[Sums], Result]:
+    """``numerator`` ÷ (``total`` - ``less``): e.g. revenue over the won deals whose amount is
+    known."""
+
+    def compute(s: Sums) -> Figure:
+        top, bottom = s.get(numerator, 0), s.get(total, 0) - s.get(less, 0)
+        return Figure(top / bottom if bottom else None, top, bottom)
+
+    return compute
+
+
 def labelled(prefix: str, denominator: str | None) -> Callable[[Sums], Result]:
     """One figure per label value of ``prefix<value>`` fields, as a share or a count."""
 
@@ -93,7 +104,8 @@ KPIS: dict[str, Callable[[Sums], Result]] = {
     "win_rate": ratio("won", "won", "lost"),
     "win_loss_ratio": ratio("won", "lost"),
     "revenue_won": count("revenue"),
-    "average_deal_size": ratio("revenue", "won"),
+    "deals_won_without_amount": count("won_no_amount"),
+    "average_deal_size": ratio_of_difference("revenue", "won", "won_no_amount"),
     "sales_cycle_seconds": histogram_mean("cycle", SALES_CYCLE_BOUNDS),
     "email_open_rate": ratio("opened", "sent"),
     "email_click_rate": ratio("clicked", "sent"),

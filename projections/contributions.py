@@ -118,13 +118,19 @@ def contributions(kind: str, entity: str, record: Record, rules: Rules) -> dict[
             for name in names:
                 out.credit(get("owner", rep), get("o_team", team), GAUGE, name)
     elif kind == "opp":
+        owner = get("own", "")
         if "c_at" in record:
-            out.credit(record["c_rep"], record["c_team"], int(record["c_at"]), "opps_created")
+            rep = record["c_rep"] or owner
+            out.credit(rep, record["c_team"], int(record["c_at"]), "opps_created")
         if "x_at" in record:
-            at, rep, team = int(record["x_at"]), record["x_rep"], record["x_team"]
+            at, rep, team = int(record["x_at"]), record["x_rep"] or owner, record["x_team"]
             if record["outcome"] == "won":
                 out.credit(rep, team, at, "won")
-                out.credit(rep, team, at, "revenue", int(record["amount"]))
+                amount = record["amount"] or get("amt", "")
+                if amount:
+                    out.credit(rep, team, at, "revenue", int(amount))
+                else:
+                    out.credit(rep, team, at, "won_no_amount")
                 if "c_at" in record:
                     cycle_ms = max(0, at - int(record["c_at"]))
                     out.credit(rep, team, at, "cycle_ms", cycle_ms)

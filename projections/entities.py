@@ -37,6 +37,7 @@ from projections.events import (
     OpportunityClosed,
     OpportunityCreated,
     OpportunityStageChanged,
+    OpportunityUpdated,
     RepUpserted,
     TeamUpserted,
 )
@@ -97,6 +98,7 @@ KIND_OF: dict[str, str] = {
     "lead.stage_changed": "lead",
     "lead.responded": "lead",
     "opportunity.created": "opp",
+    "opportunity.updated": "opp",
     "opportunity.stage_changed": "opp",
     "opportunity.closed": "opp",
     "email.sent": "msg",
@@ -178,21 +180,24 @@ def apply(record: Record, event: Event, directory: Directory) -> bool:
         )
     elif isinstance(event, OpportunityCreated):
         if _newer(record, "c", event):
-            record.update(
-                c_at=str(at),
-                c_rep=event.rep_id,
-                lead=_opt(event.lead_id),
-                c_team=_team(directory, event.rep_id, at),
-            )
+            record.update(c_at=str(at), c_rep=_opt(event.rep_id), lead=_opt(event.lead_id))
+        _deal_owner_and_amount(record, event, event.rep_id, event.amount_minor)
+        _deal_teams(record, directory)
+    elif isinstance(event, OpportunityUpdated):
+        _deal_owner_and_amount(record, event, event.rep_id, event.amount_minor)
+        _deal_teams(record, directory)
+    elif isinstance(event, OpportunityStageChanged):
+        _deal_owner_and_amount(record, event, event.rep_id, None)
+        _deal_teams(record, directory)
     elif isinstance(event, OpportunityClosed):
         if _newer(record, "x", event):
             record.update(
                 x_at=str(at),
-                x_rep=event.rep_id,
+                x_rep=_opt(event.rep_id),
                 outcome=event.outcome,
-                amount=str(event.amount_minor or 0),
-                x_team=_team(directory, event.rep_id, at),
+                amount="" if event.amount_minor is None else str(event.amount_minor),
             )
+        _deal_teams(record, directory)
     elif isinstance(event, EmailSent):
         if _newer(record, "s", event):
             record.update(
@@ -228,12 +233,11 @@ def apply(record: Record, event: Event, directory: Directory) -> bool:
             )
     elif isinstance(event, CallEnded):
         if _newer(record, "e", event):
-            record.update(
-                e_at=str(at),
-                outcome=event.outcome,
-                e_rep=_opt(event.rep_id),
-                talk=str(event.talk_ms) if event.talk_ms is not None else "",
-            )
+            record.update(e_at=str(at), outcome=event.outcome, e_rep=_opt(event.rep_id))
+        # Talk time from the latest end that reports one: a vendor may end a call twice,
+        # once for the caller's leg (no talk time) and once for the agent's (with it).
+        if event.talk_ms is not None and _newer(record, "tk", event):
+            record["talk"] = str(event.talk_ms)
     elif isinstance(event, CampaignSpend):
         counted = pack("spend", str(at), str(event.amount_minor))
     elif isinstance(event, RepUpserted):
@@ -241,9 +245,9 @@ def apply(record: Record, event: Event, directory: Directory) -> bool:
         counted = pack("rep", str(at), event.team_id, "1" if event.active else "0")
     elif isinstance(event, TeamUpserted):
         if _newer(record, "t", event):
-            record.update(name=event.name, timezone=event.timezone)
-    elif isinstance(event, MeetingScheduled | OpportunityStageChanged):
-        pass  # no KPI of the catalogue reads these
+            record.update(name=_opt(event.name), timezone=event.timezone)
+    elif isinstance(event, MeetingScheduled):
+        pass  # no KPI of the catalogue reads it
     record[seen] = counted
     return True
 
@@ -261,6 +265,28 @@ def apply_fact(record: Record, fact: LeadFact) -> bool:
         record["converted"] = "1"
     record[seen] = ""
     return True
+
+
+def _deal_owner_and_amount(
+    record: Record, event: Event, rep_id: str | None, amount_minor: int | None
+) -> None:
+    """A deal's owner and amount: each the latest value given by its created, updated (and,
+    for the owner, stage) events, by ``(occurred_at, event_id)``, whatever order they come in."""
+    if rep_id is not None and _newer(record, "own", event):
+        record["own"] = rep_id
+    if amount_minor is not None and _newer(record, "amt", event):
+        record["amt"] = str(amount_minor)
+
+
+def _deal_teams(record: Record, directory: Directory) -> None:
+    """The team (and zone) credited for the deal's creation and close: of the rep the event
+    names, else of the deal's owner, at the event's instant. Re-resolved whenever the record
+    changes, so an owner learnt later credits the same team as one known first."""
+    owner = record.get("own", "")
+    if "c_at" in record:
+        record["c_team"] = _team(directory, record["c_rep"] or owner, int(record["c_at"]))
+    if "x_at" in record:
+        record["x_team"] = _team(directory, record["x_rep"] or owner, int(record["x_at"]))
 
 
 def _newer_min(record: Record, group: str, event: Event) -> bool:

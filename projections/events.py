@@ -1,4 +1,4 @@
-"""The canonical event contract, version 1, as typed, frozen events.
+"""The canonical event contract, version 1.1, as typed, frozen events.
 
 Every event type is a frozen dataclass. The annotations are the contract:
 the validator and the published JSON Schema are both derived from them, so
@@ -14,6 +14,12 @@ Field conventions:
   integer epoch milliseconds in an attribute whose name ends in ``_ms``
   (the wire name drops that suffix).
 * ``X | None``: optional on the wire.
+
+Version 1.1 only relaxes version 1 (``schema_version`` stays 1, every v1 event
+stays valid): a field is required only where a KPI needs it. Descriptive fields
+(names, ``product``, ``segment``, ``scheduled_for``) are optional; a deal's close
+may omit its owner and amount, which then come from the deal's record (its
+created, updated and stage events: docs/events.md).
 """
 
 from __future__ import annotations
@@ -87,8 +93,8 @@ class TeamUpserted(Event):
     TYPE = "team.upserted"
     SUBJECT = "team_id"
     team_id: Id
-    name: Text
     timezone: TimeZoneName
+    name: Text | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,9 +102,9 @@ class RepUpserted(Event):
     TYPE = "rep.upserted"
     SUBJECT = "rep_id"
     rep_id: Id
-    name: Text
     team_id: Id
     active: bool
+    name: Text | None = None
 
 
 # Leads -----------------------------------------------------------------------
@@ -148,14 +154,30 @@ class LeadResponded(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpportunityCreated(Event):
+    """``rep_id`` is the owner when the deal is created; without it, the deal's owner
+    from its record is credited (as for a close)."""
+
     TYPE = "opportunity.created"
     SUBJECT = "opportunity_id"
     opportunity_id: Id
-    rep_id: Id
-    amount_minor: Count
-    product: Text
-    segment: Text
+    rep_id: Id | None = None
+    amount_minor: Count | None = None  # the expected amount
+    product: Text | None = None
+    segment: Text | None = None
     lead_id: Id | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpportunityUpdated(Event):
+    """(1.1) What is now known of a deal: its owner, amount, expected close. Each field
+    given is the deal's latest value of that field by ``(occurred_at, event_id)``."""
+
+    TYPE = "opportunity.updated"
+    SUBJECT = "opportunity_id"
+    opportunity_id: Id
+    rep_id: Id | None = None
+    amount_minor: Count | None = None
+    expected_close_ms: Instant | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,13 +191,14 @@ class OpportunityStageChanged(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpportunityClosed(Event):
-    """``amount_minor`` is required when ``outcome`` is ``won`` (checked by the validator)."""
+    """Without ``rep_id`` or ``amount_minor`` (1.1), the deal's owner and amount from its
+    record are credited; a won deal whose amount is never known counts apart."""
 
     TYPE = "opportunity.closed"
     SUBJECT = "opportunity_id"
     opportunity_id: Id
-    rep_id: Id
     outcome: Outcome
+    rep_id: Id | None = None
     amount_minor: Count | None = None
     customer_id: Id | None = None
     new_customer: bool | None = None
@@ -218,7 +241,7 @@ class MeetingEvent(Event):
     SUBJECT = "meeting_id"
     meeting_id: Id
     rep_id: Id
-    scheduled_for_ms: Instant
+    scheduled_for_ms: Instant | None = None
     lead_id: Id | None = None
     opportunity_id: Id | None = None
 
@@ -289,6 +312,7 @@ EVENT_CLASSES: tuple[type[Event], ...] = (
     LeadStageChanged,
     LeadResponded,
     OpportunityCreated,
+    OpportunityUpdated,
     OpportunityStageChanged,
     OpportunityClosed,
     EmailSent,

@@ -24,7 +24,6 @@ from projections.events import (
     TEXT,
     TEXT_MAX_CHARS,
     TIMEZONE,
-    OpportunityClosed,
 )
 from projections.validation import FieldSpec, field_specs
 
@@ -80,14 +79,11 @@ def event_schema() -> dict[str, Any]:
             "required": ["type", "schema_version"] + [s.wire_name for s in specs if s.required],
             "additionalProperties": True,
         }
-        if cls is OpportunityClosed:
-            variant["if"] = {"properties": {"outcome": {"const": "won"}}}
-            variant["then"] = {"required": ["amount_minor"]}
         variants.append(variant)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
-        "title": "salespulse canonical event, version 1",
+        "title": "salespulse canonical event, version 1.1 (schema_version 1)",
         "description": (
             "One JSON object per Kafka record on salespulse.events.raw. Unknown extra fields "
             "are kept and ignored. Money is integer minor units, durations integer ms. "

@@ -34,7 +34,6 @@ from projections.events import (
     TIMEZONE,
     Event,
     FieldKind,
-    OpportunityClosed,
 )
 
 
@@ -327,9 +326,6 @@ def _build(document: dict[str, Any], now_ms: int, limits: Limits) -> Event:
             Reason.TIMESTAMP_OUT_OF_RANGE,
             f"occurred_at {document['occurred_at']!r} is before 1970 or too far in the future",
         )
-    won = type_name == OpportunityClosed.TYPE and values["outcome"] == "won"
-    if won and "amount_minor" not in values:
-        raise InvalidField(Reason.MISSING_FIELD, "amount_minor: required when outcome is won")
     return EVENT_TYPES[type_name](**values)  # type: ignore[arg-type]
 
 

@@ -272,20 +272,23 @@ def lead_journey(rng: random.Random, ids: Ids, org: Org, rep: Rep, at: int) -> l
 
 
 def deal(rng: random.Random, ids: Ids, rep: Rep, at: int, lead_id: str | None) -> list[Draft]:
-    """An opportunity through its stages to won or lost; now and then reopened and re-closed."""
+    """An opportunity through its stages to won or lost; now and then reopened and re-closed.
+
+    One deal in five is "thin", as webhooks report it (contract 1.1): created, staged and
+    closed without owner or amount, which come in ``opportunity.updated`` events, sometimes
+    only after the close; now and then its amount is never known."""
     team = rep.team
     opportunity_id = ids.new("opp")
     amount = int(_lognormal_ms(rng, 12_000_00, 0.9)) // 100 * 100
-    created = _event(
-        "opportunity.created",
-        at,
-        team,
-        opportunity_id=opportunity_id,
-        rep_id=rep.rep_id,
-        amount_minor=amount,
-        product=rng.choice(["core", "pro", "enterprise"]),
-        segment=rng.choice(["smb", "mid-market", "enterprise"]),
-    )
+    thin = rng.random() < 0.2
+    created = _event("opportunity.created", at, team, opportunity_id=opportunity_id)
+    if not thin:
+        created.update(
+            rep_id=rep.rep_id,
+            amount_minor=amount,
+            product=rng.choice(["core", "pro", "enterprise"]),
+            segment=rng.choice(["smb", "mid-market", "enterprise"]),
+        )
     if lead_id is not None:
         created["lead_id"] = lead_id
     drafts = [created]
@@ -293,16 +296,16 @@ def deal(rng: random.Random, ids: Ids, rep: Rep, at: int, lead_id: str | None) -
     for stage in ("discovery", "proposal", "negotiation"):
         if rng.random() < 0.7:
             stage_at += _lognormal_ms(rng, 2 * DAY, 0.6)
-            drafts.append(
-                _event(
-                    "opportunity.stage_changed",
-                    stage_at,
-                    team,
-                    opportunity_id=opportunity_id,
-                    stage=stage,
-                    rep_id=rep.rep_id,
-                )
+            staged = _event(
+                "opportunity.stage_changed",
+                stage_at,
+                team,
+                opportunity_id=opportunity_id,
+                stage=stage,
             )
+            if not thin:
+                staged["rep_id"] = rep.rep_id
+            drafts.append(staged)
     closes = 2 if rng.random() < 0.03 else 1
     closed_at = stage_at
     for _ in range(closes):
@@ -313,14 +316,41 @@ def deal(rng: random.Random, ids: Ids, rep: Rep, at: int, lead_id: str | None) -
             closed_at,
             team,
             opportunity_id=opportunity_id,
-            rep_id=rep.rep_id,
             outcome="won" if won else "lost",
         )
+        if not thin:
+            close["rep_id"] = rep.rep_id
+            if won:
+                close["amount_minor"] = int(amount * rng.uniform(0.7, 1.1)) // 100 * 100
         if won:
-            close["amount_minor"] = int(amount * rng.uniform(0.7, 1.1)) // 100 * 100
             close["customer_id"] = ids.new("cust")
             close["new_customer"] = rng.random() < 0.7
         drafts.append(close)
+    if thin:
+        drafts += _thin_deal_record(rng, opportunity_id, rep, at, closed_at, amount)
+    return drafts
+
+
+def _thin_deal_record(
+    rng: random.Random, opportunity_id: str, rep: Rep, created_at: int, closed_at: int, amount: int
+) -> list[Draft]:
+    """The owner and amount of a thin deal, each in its own update (as a CRM sends property
+    changes): soon after creation, or only after the close; one amount in ten never comes."""
+    drafts = []
+    for field, value in (("rep_id", rep.rep_id), ("amount_minor", amount)):
+        if field == "amount_minor" and rng.random() < 0.1:
+            continue
+        late = rng.random() < 0.3
+        at = closed_at + _lognormal_ms(rng, HOUR, 1.0) if late else created_at + rng.randint(0, 5)
+        drafts.append(
+            _event(
+                "opportunity.updated",
+                at,
+                rep.team,
+                opportunity_id=opportunity_id,
+                **{field: value},
+            )
+        )
     return drafts
 
 
@@ -349,6 +379,18 @@ def inbound_call(rng: random.Random, ids: Ids, team: Team, rep: Rep, at: int) ->
             _event("call.answered", at + wait, team, call_id=call_id, rep_id=rep.rep_id),
             ended,
         ]
+        if "talk_ms" in ended and rng.random() < 0.2:
+            # Ended twice, as Twilio reports it: the agent's leg with the talk time, then the
+            # caller's leg a moment later without it (its duration includes the queue).
+            drafts.append(
+                _event(
+                    "call.ended",
+                    at + wait + talk + 1_000,
+                    team,
+                    call_id=call_id,
+                    outcome="completed",
+                )
+            )
     else:
         drafts.append(_event("call.ended", at + wait, team, call_id=call_id, outcome="abandoned"))
     return drafts
@@ -360,6 +402,9 @@ def meeting(rng: random.Random, ids: Ids, rep: Rep, at: int) -> list[Draft]:
     scheduled_for = at + _lognormal_ms(rng, 2 * DAY, 0.7)
     base = {"meeting_id": meeting_id, "rep_id": rep.rep_id, "scheduled_for": scheduled_for}
     outcome = "meeting.held" if rng.random() < 0.8 else "meeting.no_show"
+    if outcome == "meeting.held" and rng.random() < 0.1:
+        # logged after the fact (contract 1.1): no booking, no schedule
+        return [_event(outcome, scheduled_for, rep.team, meeting_id=meeting_id, rep_id=rep.rep_id)]
     return [
         _event("meeting.scheduled", at, rep.team, **base),
         _event(outcome, scheduled_for, rep.team, **base),

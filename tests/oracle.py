@@ -91,6 +91,8 @@ SELECT c.*, credit_team(c.rep, c.t_ms) AS team, o.rep AS owner,
 FROM created c JOIN owner o USING (lead_id) LEFT JOIN stage s USING (lead_id)
 LEFT JOIN touches t USING (lead_id);
 
+-- A deal's owner and amount: the latest value any of its created, updated (and, for the
+-- owner, stage) events gives; a close or creation that names no rep (or no amount) uses them.
 CREATE TABLE opps AS
 WITH created AS (
     SELECT opportunity_id, arg_max([t_ms], (t_ms, event_id))[1] AS c_at,
@@ -100,12 +102,28 @@ closed AS (
     SELECT opportunity_id, arg_max([t_ms], (t_ms, event_id))[1] AS x_at,
            arg_max([rep_id], (t_ms, event_id))[1] AS x_rep,
            arg_max([outcome], (t_ms, event_id))[1] AS outcome,
-           arg_max(COALESCE(amount_minor, 0), (t_ms, event_id)) AS amount
-    FROM ev WHERE type = 'opportunity.closed' GROUP BY opportunity_id)
-SELECT COALESCE(c.opportunity_id, x.opportunity_id) AS opportunity_id, c.c_at, c.c_rep,
-       credit_team(c.c_rep, c.c_at) AS c_team, x.x_at, x.x_rep,
-       credit_team(x.x_rep, x.x_at) AS x_team, x.outcome, x.amount
-FROM created c FULL JOIN closed x USING (opportunity_id);
+           arg_max([amount_minor], (t_ms, event_id))[1] AS amount
+    FROM ev WHERE type = 'opportunity.closed' GROUP BY opportunity_id),
+owner AS (
+    SELECT opportunity_id, arg_max(rep_id, (t_ms, event_id)) AS owner
+    FROM ev WHERE type IN ('opportunity.created', 'opportunity.updated',
+                           'opportunity.stage_changed') AND rep_id IS NOT NULL
+    GROUP BY opportunity_id),
+amount AS (
+    SELECT opportunity_id, arg_max(amount_minor, (t_ms, event_id)) AS amount
+    FROM ev WHERE type IN ('opportunity.created', 'opportunity.updated')
+              AND amount_minor IS NOT NULL
+    GROUP BY opportunity_id),
+known AS (
+    SELECT COALESCE(c.opportunity_id, x.opportunity_id) AS opportunity_id, c.c_at,
+           COALESCE(c.c_rep, o.owner) AS c_rep, x.x_at, COALESCE(x.x_rep, o.owner) AS x_rep,
+           x.outcome, COALESCE(x.amount, a.amount) AS amount
+    FROM created c FULL JOIN closed x USING (opportunity_id)
+    LEFT JOIN owner o ON o.opportunity_id = COALESCE(c.opportunity_id, x.opportunity_id)
+    LEFT JOIN amount a ON a.opportunity_id = COALESCE(c.opportunity_id, x.opportunity_id))
+SELECT opportunity_id, c_at, c_rep, credit_team(c_rep, c_at) AS c_team, x_at, x_rep,
+       credit_team(x_rep, x_at) AS x_team, outcome, amount
+FROM known;
 
 CREATE TABLE messages AS
 SELECT message_id,
@@ -125,7 +143,9 @@ SELECT call_id,
        (arg_min([t_ms], (t_ms, event_id)) FILTER (WHERE type = 'call.answered'))[1] AS a_at,
        (arg_min([rep_id], (t_ms, event_id)) FILTER (WHERE type = 'call.answered'))[1] AS a_rep,
        (arg_max([t_ms], (t_ms, event_id)) FILTER (WHERE type = 'call.ended'))[1] AS e_at,
-       (arg_max([talk_ms], (t_ms, event_id)) FILTER (WHERE type = 'call.ended'))[1] AS talk
+       -- talk time: of the latest end that reports one
+       arg_max(talk_ms, (t_ms, event_id))
+           FILTER (WHERE type = 'call.ended' AND talk_ms IS NOT NULL) AS talk
 FROM ev WHERE type LIKE 'call.%' GROUP BY call_id;
 
 -- Every credited fact: one row per (thing counted, scope it is credited to).
@@ -294,7 +314,7 @@ class Oracle:
         leads = g("lead", 0)
         sources = self._sources(scope, scope_id, where, params)
         won, lost = g("closed:won", 0), g("closed:lost", 0)
-        revenue = self._won_revenue(scope, scope_id, where, params)
+        revenue, with_amount = self._won_revenue(scope, scope_id, where, params)
         held, no_show = g("meeting:meeting.held", 0), g("meeting:meeting.no_show", 0)
         sent = g("email", 0)
         outbound, offered = g("outbound", 0), g("inbound", 0)
@@ -334,7 +354,12 @@ class Oracle:
             "win_rate": _ratio(won, won + lost),
             "win_loss_ratio": _ratio(won, lost),
             "revenue_won": _figure(revenue, revenue, None),
-            "average_deal_size": _ratio(revenue, won),
+            "deals_won_without_amount": _figure(
+                won - with_amount,
+                won - with_amount,
+                None,
+            ),
+            "average_deal_size": _ratio(revenue, with_amount),
             "sales_cycle_seconds": _figure(
                 g("closed#w", 0) / 1000 / g("closed#wn", 0) if g("closed#wn", 0) else None,
                 g("closed#w", 0) // 1000,
@@ -370,13 +395,16 @@ class Oracle:
         ).fetchall()
         return {label: int(count) for label, count in rows}
 
-    def _won_revenue(self, scope: str, scope_id: str, where: str, params: list[Any]) -> int:
-        (total,) = self.db.execute(
-            f"SELECT COALESCE(sum(v), 0) FROM facts WHERE what = 'closed' AND label = 'won' "
-            f"AND scope = ? AND id = ? AND ({where})",
+    def _won_revenue(
+        self, scope: str, scope_id: str, where: str, params: list[Any]
+    ) -> tuple[int, int]:
+        """Revenue of the won deals, and how many of them have a known amount."""
+        total, known = self.db.execute(
+            f"SELECT COALESCE(sum(v), 0), count(v) FROM facts WHERE what = 'closed' "
+            f"AND label = 'won' AND scope = ? AND id = ? AND ({where})",
             [scope, scope_id, *params],
         ).fetchone()  # type: ignore[misc]
-        return int(total)
+        return int(total), int(known)
 
     def _untouched(self, scope: str, scope_id: str) -> tuple[int, int | None]:
         """Open leads without a touch, credited to their owner: how many, oldest creation."""

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.unit
 NOW_MS = calendar.timegm((2026, 11, 22, 12, 0, 0)) * 1000
 ENVELOPE = {"event_id": "e-1", "occurred_at": "2026-11-22T09:15:00Z", "schema_version": 1}
 
-# One minimal valid payload per type, written from the tables of events.md.
+# One valid payload per type, written from the tables of events.md, version 1 (every field
+# that version 1 required): each must stay valid.
 EXAMPLES: dict[str, dict[str, Any]] = {
     "team.upserted": {"team_id": "emea", "name": "EMEA", "timezone": "Europe/Berlin"},
     "rep.upserted": {"rep_id": "r1", "name": "Ann", "team_id": "emea", "active": True},
@@ -53,6 +54,32 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "call.started": {"call_id": "c1", "direction": "inbound", "queue_id": "q1"},
     "call.answered": {"call_id": "c1", "rep_id": "r1"},
     "call.ended": {"call_id": "c1", "outcome": "completed", "talk_ms": 61000},
+    "opportunity.updated": {"opportunity_id": "o1", "rep_id": "r2", "amount_minor": 700000},
+    "campaign.spend": {"campaign_id": "k1", "amount_minor": 12000},
+}
+
+# The minimal shapes of version 1.1, written from events.md: only what a KPI needs.
+MINIMAL: dict[str, dict[str, Any]] = {
+    "team.upserted": {"team_id": "emea", "timezone": "Europe/Berlin"},
+    "rep.upserted": {"rep_id": "r1", "team_id": "emea", "active": True},
+    "lead.created": {"lead_id": "l1", "origin": "marketing", "lead_source": "webinar"},
+    "lead.assigned": {"lead_id": "l1", "rep_id": "r1"},
+    "lead.stage_changed": {"lead_id": "l1", "stage": "qualified"},
+    "lead.responded": {"lead_id": "l1", "sentiment": "positive"},
+    "opportunity.created": {"opportunity_id": "o1"},
+    "opportunity.updated": {"opportunity_id": "o1"},
+    "opportunity.stage_changed": {"opportunity_id": "o1", "stage": "proposal"},
+    "opportunity.closed": {"opportunity_id": "o1", "outcome": "won"},
+    "email.sent": {"message_id": "m1", "rep_id": "r1"},
+    "email.opened": {"message_id": "m1", "rep_id": "r1"},
+    "email.clicked": {"message_id": "m1", "rep_id": "r1"},
+    "email.replied": {"message_id": "m1", "rep_id": "r1"},
+    "meeting.scheduled": {"meeting_id": "g1", "rep_id": "r1"},
+    "meeting.held": {"meeting_id": "g1", "rep_id": "r1"},
+    "meeting.no_show": {"meeting_id": "g1", "rep_id": "r1"},
+    "call.started": {"call_id": "c1", "direction": "inbound"},
+    "call.answered": {"call_id": "c1", "rep_id": "r1"},
+    "call.ended": {"call_id": "c1", "outcome": "completed"},
     "campaign.spend": {"campaign_id": "k1", "amount_minor": 12000},
 }
 
@@ -84,6 +111,30 @@ def test_each_type_is_accepted_and_typed(type_name: str) -> None:
     assert outcome.type == type_name
     assert outcome.event_id == "e-1"
     assert outcome.occurred_at_ms == calendar.timegm((2026, 11, 22, 9, 15, 0)) * 1000
+
+
+@pytest.mark.parametrize("type_name", sorted(MINIMAL))
+def test_the_minimal_shapes_of_version_1_1_are_accepted(type_name: str) -> None:
+    outcome = parse({**ENVELOPE, "type": type_name, **MINIMAL[type_name]})
+    assert isinstance(outcome, EVENT_TYPES[type_name]), outcome
+
+
+@pytest.mark.parametrize(
+    ("type_name", "field"),
+    [(t, f) for t, shape in sorted(MINIMAL.items()) for f in shape],
+)
+def test_each_field_of_a_minimal_shape_is_required(type_name: str, field: str) -> None:
+    """A KPI needs every field left in the minimal shapes: without it, ``missing_field``."""
+    shape = {k: v for k, v in MINIMAL[type_name].items() if k != field}
+    outcome = parse({**ENVELOPE, "type": type_name, **shape})
+    assert isinstance(outcome, Rejection) and outcome.reason == Reason.MISSING_FIELD, outcome
+    assert outcome.detail == f"{field}: required"
+
+
+def test_a_won_close_may_leave_owner_and_amount_to_the_deal_record() -> None:
+    outcome = parse(event("opportunity.closed", outcome="won", rep_id=...))
+    assert isinstance(outcome, EVENT_TYPES["opportunity.closed"])
+    assert (outcome.rep_id, outcome.amount_minor) == (None, None)  # type: ignore[attr-defined]
 
 
 def test_offsets_are_converted_to_the_same_instant() -> None:
@@ -136,7 +187,7 @@ BAD: list[tuple[str, object, Reason]] = [
     ("no event_id", event("lead.assigned", event_id=...), Reason.MISSING_FIELD),
     ("null required", event("lead.assigned", lead_id=None), Reason.MISSING_FIELD),
     ("no subject", event("call.answered", call_id=...), Reason.MISSING_FIELD),
-    ("won without amount", event("opportunity.closed", outcome="won"), Reason.MISSING_FIELD),
+    ("close without outcome", event("opportunity.closed", outcome=...), Reason.MISSING_FIELD),
     ("event_id number", event("lead.assigned", event_id=5), Reason.WRONG_TYPE),
     ("amount as string", event("campaign.spend", amount_minor="120"), Reason.WRONG_TYPE),
     ("amount as float", event("campaign.spend", amount_minor=1.5), Reason.WRONG_TYPE),
