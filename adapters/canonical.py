@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal, DecimalException
 from enum import StrEnum
 from typing import Any
 
 from adapters.config import Unmapped
+from projections.events import COUNT_MAX
 from projections.validation import format_instant_ms
 
 
@@ -98,3 +100,22 @@ def need(document: Any, name: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise Malformed(f"{name}: missing or not {getattr(kind, '__name__', kind)}")
     return value
+
+
+def minor_units(value: object, name: str) -> int:
+    """A money amount in the reporting currency's major units (a JSON number, or a decimal
+    string as HubSpot sends it) as integer minor units (x 100, half-even to the cent)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise Malformed(f"{name}: not a number")
+    try:
+        amount = Decimal(str(value).strip())
+        if not amount.is_finite():
+            raise Malformed(f"{name}: not a finite number")
+        minor = (amount * 100).quantize(Decimal(1))
+    except DecimalException:  # not a number, or too large to hold exactly
+        raise Malformed(f"{name}: not a number in range") from None
+    if minor < 0:
+        raise Malformed(f"{name}: negative")
+    if minor > COUNT_MAX:
+        raise Malformed(f"{name}: over {COUNT_MAX} minor units")
+    return int(minor)

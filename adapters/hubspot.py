@@ -6,13 +6,18 @@
 * ``contact.propertyChange`` of ``hubspot_owner_id`` -> ``lead.assigned`` (the
   owner's rep from ``[reps.hubspot]``); of ``hs_lead_status`` ->
   ``lead.stage_changed`` (the stage from ``[hubspot.lead_status_stages]``);
-* ``deal.propertyChange`` of ``dealstage`` -> ``opportunity.stage_changed`` with
-  the stage from ``[hubspot.deal_stages]``.
+* ``deal.creation`` -> ``opportunity.created`` (the webhook carries no property:
+  owner and amount follow as property changes);
+* ``deal.propertyChange`` of ``dealstage`` -> ``opportunity.closed`` when
+  ``[hubspot.deal_stages]`` maps the stage to ``won`` or ``lost``, else
+  ``opportunity.stage_changed``; of ``hubspot_owner_id`` -> ``opportunity.updated``
+  with the owner's rep; of ``amount`` -> ``opportunity.updated`` with the amount
+  in minor units; of ``closedate`` -> ``opportunity.updated`` with the expected close.
 
-A deal closing (a stage mapped to ``won`` or ``lost``) and ``deal.creation``
-are reported as ``incomplete``: the canonical events need the deal's owner and
-amount, which HubSpot's webhook does not carry (it would take a call to
-HubSpot's API). Other properties and subscription types are ignored.
+A close names neither owner nor amount: the engine takes both from the deal's
+record (contract 1.1), whichever order HubSpot delivers them in. A property
+cleared (an empty ``propertyValue``) leaves the last known value; other
+properties and subscription types are ignored.
 
 HubSpot says ``eventId`` is not guaranteed unique, so the event id derives from
 (``subscriptionType``, ``objectId``, ``propertyName``, ``occurredAt``,
@@ -26,8 +31,9 @@ from typing import Any
 
 import orjson
 
-from adapters.canonical import Incomplete, Mapped, event, map_parts, need, stable_id
+from adapters.canonical import Malformed, Mapped, event, map_parts, minor_units, need, stable_id
 from adapters.config import Mappings
+from projections.validation import format_instant_ms
 
 SOURCE = "hubspot"
 MAX_EVENTS = 100
@@ -84,27 +90,38 @@ def _map_one(item: Any, mappings: Mappings, out: Mapped) -> None:
                 stage=stage,
             )
         )
-    elif kind == "deal.propertyChange" and prop == "dealstage":
-        stage = mappings.get("hubspot.deal_stages", need(item, "propertyValue", str))
-        if stage in ("won", "lost"):
-            raise Incomplete(
-                f"deal {object_id} closed {stage}: opportunity.closed needs the deal's owner and "
-                "amount, which the webhook does not carry"
-            )
+    elif kind == "deal.creation":
+        out.events.append(
+            event("opportunity.created", event_id, at_ms, SOURCE, opportunity_id=deal_id(object_id))
+        )
+    elif kind == "deal.propertyChange" and prop in DEAL_PROPERTIES and value not in (None, ""):
         out.events.append(
             event(
-                "opportunity.stage_changed",
-                event_id,
-                at_ms,
-                SOURCE,
+                event_id=event_id,
+                at_ms=at_ms,
+                source=SOURCE,
                 opportunity_id=deal_id(object_id),
-                stage=stage,
+                **_deal_change(prop, need(item, "propertyValue", str), mappings),
             )
-        )
-    elif kind == "deal.creation":
-        raise Incomplete(
-            f"deal {object_id}: opportunity.created needs the deal's owner, amount, product "
-            "and segment, which the webhook does not carry"
         )
     else:
         out.ignored += 1
+
+
+DEAL_PROPERTIES = ("dealstage", "hubspot_owner_id", "amount", "closedate")
+
+
+def _deal_change(prop: str, value: str, mappings: Mappings) -> dict[str, Any]:
+    """The canonical type and fields of a change of one of ``DEAL_PROPERTIES``."""
+    if prop == "dealstage":
+        stage = mappings.get("hubspot.deal_stages", value)
+        if stage in ("won", "lost"):
+            return {"kind": "opportunity.closed", "outcome": stage}
+        return {"kind": "opportunity.stage_changed", "stage": stage}
+    if prop == "hubspot_owner_id":
+        return {"kind": "opportunity.updated", "rep_id": mappings.get("reps.hubspot", value)}
+    if prop == "amount":
+        return {"kind": "opportunity.updated", "amount_minor": minor_units(value, "amount")}
+    if not value.isdigit() or len(value) > 15:  # closedate: epoch milliseconds
+        raise Malformed(f"closedate: {value[:40]!r} is not epoch milliseconds")
+    return {"kind": "opportunity.updated", "expected_close": format_instant_ms(int(value))}

@@ -13,14 +13,17 @@ relay's redelivery maps to the same ids.
   ``[reps.salesforce]`` (a queue owner, ``00G...``, leaves it unassigned);
 * Lead ``UPDATE`` of ``Status`` -> ``lead.stage_changed`` (``[salesforce.lead_status_stages]``);
   of ``OwnerId`` -> ``lead.assigned``;
-* Opportunity ``CREATE`` -> ``opportunity.created`` (owner, ``Amount`` in the
-  reporting currency -> minor units, product and segment from the fields
-  ``[salesforce.opportunity_fields]`` names);
+* Opportunity ``CREATE`` -> ``opportunity.created`` with what it carries: the
+  owner (when a user owns it), ``Amount`` in the reporting currency -> minor
+  units, product and segment from the fields ``[salesforce.opportunity_fields]``
+  names (optional);
+* Opportunity ``UPDATE`` of ``OwnerId``, ``Amount`` or ``CloseDate`` ->
+  ``opportunity.updated`` (the owner when a user, the amount, the expected close);
 * Opportunity ``StageName`` (on create or update) -> ``opportunity.stage_changed``,
   or ``opportunity.closed`` when ``[salesforce.opportunity_stages]`` maps it to
-  ``won``/``lost``. A close needs the owner (and, when won, the amount) in the
-  same event; an ``UPDATE`` carries only changed fields, so without them it is
-  dead-lettered as ``incomplete``.
+  ``won``/``lost``, with the owner and amount when the same event carries them.
+  An ``UPDATE`` carries only the changed fields, so a thin close (``StageName``
+  alone) names neither: the engine takes them from the deal's record (contract 1.1).
 
 ``GAP_*`` events carry only the header: the records must be re-fetched, so they
 are reported (reason ``gap``), never guessed. ``DELETE``/``UNDELETE`` and other
@@ -29,12 +32,22 @@ entities are ignored.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from datetime import date
 from typing import Any
 
 import orjson
 
-from adapters.canonical import Gap, Incomplete, Malformed, Mapped, event, map_parts, need, stable_id
+from adapters.canonical import (
+    Gap,
+    Incomplete,
+    Malformed,
+    Mapped,
+    event,
+    map_parts,
+    minor_units,
+    need,
+    stable_id,
+)
 from adapters.config import Mappings
 
 SOURCE = "salesforce"
@@ -81,15 +94,11 @@ def _map_change(change: Any, mappings: Mappings, out: Mapped) -> None:
     out.events += events
 
 
-def _owner(change: dict[str, Any], mappings: Mappings, required: bool) -> str | None:
+def _owner(change: dict[str, Any], mappings: Mappings) -> str | None:
+    """The owner's rep; None when the event names no owner or a queue or group owns it
+    (nobody to credit)."""
     owner = change.get("OwnerId")
-    if not isinstance(owner, str) or not owner:
-        if required:
-            raise Incomplete("OwnerId is not in this change event")
-        return None
-    if not owner.startswith("005"):  # a queue or group owns it: nobody to credit
-        if required:
-            raise Incomplete(f"OwnerId {owner} is not a user")
+    if not isinstance(owner, str) or not owner.startswith("005"):
         return None
     return mappings.get("reps.salesforce", owner)
 
@@ -107,14 +116,14 @@ def _lead(
             lead_id=lead_id,
             origin=origin,
             lead_source=source,
-            rep_id=_owner(change, mappings, required=False),
+            rep_id=_owner(change, mappings),
         )
         return
     if "Status" in changed:
         stage = mappings.get("salesforce.lead_status_stages", need(change, "Status", str))
         new("lead.stage_changed", lead_id=lead_id, stage=stage)
     if "OwnerId" in changed:
-        rep = _owner(change, mappings, required=False)
+        rep = _owner(change, mappings)
         if rep is not None:
             new("lead.assigned", lead_id=lead_id, rep_id=rep)
 
@@ -127,28 +136,32 @@ def _opportunity(
     mappings: Mappings,
     new: Any,
 ) -> None:
+    owner = _owner(change, mappings) if "OwnerId" in changed else None
+    amount = _amount(change) if "Amount" in changed else None
     if kind == "CREATE":
         fields = mappings.tables.get("salesforce.opportunity_fields", {})
-        if "product" not in fields or "segment" not in fields:
-            raise Incomplete("set [salesforce.opportunity_fields] product and segment")
-        product, segment = change.get(fields["product"]), change.get(fields["segment"])
-        if (
-            not isinstance(product, str)
-            or not product
-            or not isinstance(segment, str)
-            or not segment
-        ):
-            raise Incomplete(
-                f"a new opportunity without {fields['product']} or {fields['segment']}"
-            )
+        described = {
+            name: value
+            for name in ("product", "segment")
+            if name in fields and isinstance(value := change.get(fields[name]), str) and value
+        }
         new(
             "opportunity.created",
             opportunity_id=opportunity_id,
-            rep_id=_owner(change, mappings, required=True),
-            amount_minor=_amount(change, required=True),
-            product=product,
-            segment=segment,
+            rep_id=owner,
+            amount_minor=amount,
+            **described,
         )
+    else:
+        expected = _close_date(change) if "CloseDate" in changed else None
+        if owner is not None or amount is not None or expected is not None:
+            new(
+                "opportunity.updated",
+                opportunity_id=opportunity_id,
+                rep_id=owner,
+                amount_minor=amount,
+                expected_close=expected,
+            )
     if "StageName" in changed:
         stage = mappings.get("salesforce.opportunity_stages", need(change, "StageName", str))
         if stage in ("won", "lost"):
@@ -156,23 +169,28 @@ def _opportunity(
                 "opportunity.closed",
                 opportunity_id=opportunity_id,
                 outcome=stage,
-                rep_id=_owner(change, mappings, required=True),
-                amount_minor=_amount(change, required=stage == "won"),
+                rep_id=owner,
+                amount_minor=amount,
             )
         else:
             new("opportunity.stage_changed", opportunity_id=opportunity_id, stage=stage)
 
 
-def _amount(change: dict[str, Any], required: bool) -> int | None:
+def _amount(change: dict[str, Any]) -> int | None:
+    """``Amount`` in minor units; None when the event carries none (or nulls it)."""
     amount = change.get("Amount")
-    if amount is None or isinstance(amount, bool):
-        if required:
-            raise Incomplete("Amount is not in this change event")
+    return None if amount is None else minor_units(amount, "Amount")
+
+
+def _close_date(change: dict[str, Any]) -> str | None:
+    """``CloseDate`` (a date, ``2026-12-31``) as midnight UTC of that day."""
+    value = change.get("CloseDate")
+    if value is None:
         return None
     try:
-        minor = (Decimal(str(amount)) * 100).quantize(Decimal(1))
-    except InvalidOperation:
-        raise Malformed("Amount: not a number") from None
-    if minor < 0:
-        raise Malformed("Amount: negative")
-    return int(minor)
+        day = date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise Malformed(f"CloseDate: {str(value)[:40]!r} is not a date (YYYY-MM-DD)")
+    return f"{day.isoformat()}T00:00:00Z"

@@ -11,12 +11,19 @@ three events by ``call_id``):
 * ``in-progress`` of an agent's leg (``Direction=outbound-dial`` with a
   ``ParentCallSid``) -> ``call.answered`` of the parent call by the rep
   ``[reps.twilio]`` names for ``To``; of an ``outbound-api`` call, by its caller;
-* a final status of a parent call -> ``call.ended``: ``completed`` (talk time
-  ``CallDuration``), ``busy``, ``no-answer`` (missed), ``failed``, ``canceled``
-  (abandoned).
+* ``completed`` of an agent's leg -> ``call.ended`` of the parent call with the
+  talk time: the leg's ``CallDuration``, from the agent's answer to hang-up;
+* a final status of a parent call -> ``call.ended``: ``completed``, ``busy``,
+  ``no-answer`` (missed), ``failed``, ``canceled`` (abandoned). An inbound
+  parent's ``CallDuration`` counts from when Twilio answered the caller, IVR and
+  queue included, so it is not talk time: only an ``outbound-api`` call (a rep's
+  own, no queue) reports its ``CallDuration`` as talk time.
 
+A call answered by an agent thus ends twice, once per leg; the engine takes the
+latest end as the call's end and the talk time from the end that reports one.
 Everything else (``queued``, ``initiated``, an inbound call answered by the
-IVR, an agent leg ringing or ending) carries nothing the engine counts: ignored.
+IVR, an agent leg ringing, busy or unanswered) carries nothing the engine
+counts: ignored.
 """
 
 from __future__ import annotations
@@ -71,7 +78,19 @@ def _map(params: Mapping[str, str], mappings: Mappings, out: Mapped) -> None:
     parent = params.get("ParentCallSid")
     event_id = stable_id(SOURCE, sid, status)
     if direction == "outbound-dial" and parent:
-        if status == "in-progress":
+        if status == "completed":
+            out.events.append(
+                event(
+                    "call.ended",
+                    event_id,
+                    at_ms,
+                    SOURCE,
+                    call_id=call_id(parent),
+                    outcome="completed",
+                    talk_ms=_duration_ms(params),
+                )
+            )
+        elif status == "in-progress":
             rep = mappings.get("reps.twilio", params.get("To", ""))
             out.events.append(
                 event(
@@ -104,11 +123,8 @@ def _map(params: Mapping[str, str], mappings: Mappings, out: Mapped) -> None:
         )
     elif status in FINAL:
         talk_ms = None
-        if status == "completed":
-            seconds = params.get("CallDuration", "")
-            if not seconds.isdigit():
-                raise Incomplete("completed without CallDuration")
-            talk_ms = int(seconds) * 1000
+        if status == "completed" and direction == "outbound-api":
+            talk_ms = _duration_ms(params)
         out.events.append(
             event(
                 "call.ended",
@@ -122,3 +138,10 @@ def _map(params: Mapping[str, str], mappings: Mappings, out: Mapped) -> None:
         )
     else:
         out.ignored += 1
+
+
+def _duration_ms(params: Mapping[str, str]) -> int:
+    seconds = params.get("CallDuration", "")
+    if not seconds.isdigit() or len(seconds) > 9:  # at most 31 years, in seconds
+        raise Incomplete("completed without a CallDuration in whole seconds")
+    return int(seconds) * 1000

@@ -41,6 +41,7 @@ from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up
 from tests.oracle import Oracle
 from tests.support import figures, salespulse, wait_for
+from tests.webhook_signing import hubspot_headers
 
 pytestmark = pytest.mark.integration
 
@@ -214,12 +215,17 @@ class Day:
                 )
                 rep = "rep-01" if agent == "client:alice" else "rep-02"
                 self.expect("call.answered", t + wait, call_id=f"twilio-{sid}", rep_id=rep)
+                # Ended once per leg: the agent's with its talk time (not the parent's
+                # duration, which includes the wait), the caller's without one.
                 self.expect(
                     "call.ended",
                     t + wait + talk,
                     call_id=f"twilio-{sid}",
                     outcome="completed",
-                    talk_ms=(wait + talk) * 1000,
+                    talk_ms=talk * 1000,
+                )
+                self.expect(
+                    "call.ended", t + wait + talk, call_id=f"twilio-{sid}", outcome="completed"
                 )
             else:
                 callbacks.append(self._tw(sid, fate, t + 40, **inbound))
@@ -347,16 +353,8 @@ def _twilio_headers(params: dict[str, str]) -> dict[str, str]:
 
 def _post(path: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
     if path == "/ingest/v1/hubspot":  # signed when sent: the timestamp must be fresh
-        stamp = str(time.time_ns() // 1_000_000)
-        message = b"POST" + f"{BASE}{path}".encode() + body + stamp.encode()
-        digest = hmac.new(
-            SECRETS["SALESPULSE_HUBSPOT_CLIENT_SECRET"].encode(), message, hashlib.sha256
-        ).digest()
-        headers = {
-            **headers,
-            "X-HubSpot-Signature-v3": base64.b64encode(digest).decode(),
-            "X-HubSpot-Request-Timestamp": stamp,
-        }
+        secret = SECRETS["SALESPULSE_HUBSPOT_CLIENT_SECRET"]
+        headers = {**headers, **hubspot_headers(f"{BASE}{path}", body, secret)}
     request = urllib.request.Request(f"{BASE}{path}", data=body, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200

@@ -89,16 +89,38 @@ def twilio_events(callbacks: list[dict[str, str]]) -> list[dict[str, object]]:
 
 
 def test_a_twilio_inbound_call_answered_by_an_agent() -> None:
-    events = {e["type"]: e for e in twilio_events(CALL)}
-    assert set(events) == {"call.started", "call.answered", "call.ended"}
-    assert {e["call_id"] for e in events.values()} == {"twilio-CA1"}
-    assert events["call.started"]["direction"] == "inbound"
-    assert events["call.started"]["queue_id"] == "q-emea"
-    assert events["call.answered"]["rep_id"] == "rep-01"
-    assert events["call.ended"]["outcome"] == "completed"
-    assert events["call.ended"]["talk_ms"] == 128_000
-    assert events["call.started"]["occurred_at"].startswith("2026-11-18T")  # T0, in UTC
-    assert events["call.answered"]["occurred_at"] != events["call.started"]["occurred_at"]
+    events = twilio_events(CALL)
+    by_type = {e["type"]: e for e in events}
+    assert set(by_type) == {"call.started", "call.answered", "call.ended"}
+    assert {e["call_id"] for e in events} == {"twilio-CA1"}
+    assert by_type["call.started"]["direction"] == "inbound"
+    assert by_type["call.started"]["queue_id"] == "q-emea"
+    assert by_type["call.answered"]["rep_id"] == "rep-01"
+    assert by_type["call.started"]["occurred_at"].startswith("2026-11-18T")  # T0, in UTC
+    assert by_type["call.answered"]["occurred_at"] != by_type["call.started"]["occurred_at"]
+    # Ended once per leg: the agent's leg with its talk time (120 s, not the parent's 128 s
+    # that include the 8 s in the queue), the caller's leg without one.
+    ends = sorted((e for e in events if e["type"] == "call.ended"), key=lambda e: "talk_ms" in e)
+    assert [(e["outcome"], e.get("talk_ms")) for e in ends] == [
+        ("completed", None),
+        ("completed", 120_000),
+    ]
+
+
+def test_an_outbound_api_call_reports_its_own_duration_as_talk_time() -> None:
+    rep_call = {"Direction": "outbound-api", "From": "+15550111", "To": "+4930999"}
+    events = twilio_events(
+        [
+            callback("CA5", "ringing", T0, **rep_call),
+            callback("CA5", "in-progress", T0 + 9, **rep_call),
+            callback("CA5", "completed", T0 + 70, CallDuration="61", **rep_call),
+        ]
+    )
+    assert [(e["type"], e.get("talk_ms"), e.get("rep_id")) for e in events] == [
+        ("call.started", None, "rep-02"),
+        ("call.answered", None, "rep-02"),
+        ("call.ended", 61_000, None),
+    ]
 
 
 def test_twilio_callbacks_in_any_order_and_retried_give_the_same_events() -> None:
@@ -132,8 +154,10 @@ def test_twilio_malformed_callbacks() -> None:
     assert twilio.map_callback({"CallSid": "CA1"}, MAPPINGS, b"").problems[0].reason == "malformed"
     bad_time = callback("CA1", "ringing", T0, **INBOUND) | {"Timestamp": "yesterday"}
     assert twilio.map_callback(bad_time, MAPPINGS, b"").problems[0].reason == "malformed"
-    no_duration = callback("CA1", "completed", T0, **INBOUND)
+    no_duration = callback("CA2", "completed", T0, **AGENT_LEG)
     assert twilio.map_callback(no_duration, MAPPINGS, b"").problems[0].reason == "incomplete"
+    hours = callback("CA2", "completed", T0, CallDuration="1" * 12, **AGENT_LEG)
+    assert twilio.map_callback(hours, MAPPINGS, b"").problems[0].reason == "incomplete"
     # A year past C's long overflowed out of the date parser (an answer 500), not reported.
     huge_year = bad_time | {"Timestamp": "Wed, 18 Nov 99999999999999999999 11:06:40 +0000"}
     assert twilio.map_callback(huge_year, MAPPINGS, b"").problems[0].reason == "malformed"
@@ -331,18 +355,65 @@ def test_a_retried_hubspot_delivery_maps_to_the_same_ids() -> None:
     assert hubspot.map_batch(other, MAPPINGS).events[0]["event_id"] != first[2]["event_id"]
 
 
+DEAL = [
+    hs("deal.creation", 7, T0 * 1000),
+    hs("deal.propertyChange", 7, T0 * 1000, propertyName="amount", propertyValue="12500.50"),
+    hs("deal.propertyChange", 7, T0 * 1000, propertyName="hubspot_owner_id", propertyValue="102"),
+    hs(
+        "deal.propertyChange",
+        7,
+        T0 * 1000,
+        propertyName="closedate",
+        propertyValue="1796083200000",  # 2026-12-01T00:00:00Z
+    ),
+    hs(
+        "deal.propertyChange",
+        7,
+        T0 * 1000 + 86_400_000,
+        propertyName="dealstage",
+        propertyValue="closedwon",
+    ),
+]
+
+
+def test_a_hubspot_deal_from_creation_to_a_won_close() -> None:
+    mapped = hubspot.map_batch(DEAL, MAPPINGS)
+    assert not mapped.problems and not mapped.ignored
+    created, amount, owner, close_date, closed = valid(mapped.events)
+    assert {e["opportunity_id"] for e in mapped.events} == {"hubspot-deal-7"}
+    assert created["type"] == "opportunity.created" and "rep_id" not in created
+    assert (amount["type"], amount["amount_minor"]) == ("opportunity.updated", 1_250_050)
+    assert (owner["type"], owner["rep_id"]) == ("opportunity.updated", "rep-02")
+    assert close_date["expected_close"] == "2026-12-01T00:00:00.000+00:00"
+    # The close names neither owner nor amount: the engine takes them from the deal's record.
+    assert (closed["type"], closed["outcome"]) == ("opportunity.closed", "won")
+    assert "rep_id" not in closed and "amount_minor" not in closed
+
+
+def test_hubspot_cleared_deal_properties_are_ignored() -> None:
+    cleared = [
+        hs("deal.propertyChange", 7, T0 * 1000, propertyName=name, propertyValue="")
+        for name in ("amount", "hubspot_owner_id", "closedate", "dealstage")
+    ]
+    mapped = hubspot.map_batch(cleared, MAPPINGS)
+    assert (mapped.events, mapped.problems, mapped.ignored) == ([], [], 4)
+
+
 def test_hubspot_what_cannot_be_mapped_is_reported_with_a_reason() -> None:
+    def change(name: str, value: object) -> dict[str, object]:
+        return hs("deal.propertyChange", 8, T0 * 1000, propertyName=name, propertyValue=value)
+
     mapped = hubspot.map_batch(
         [
             hs("contact.creation", 52, T0 * 1000, changeSource="IMPORT"),
-            hs(
-                "deal.propertyChange",
-                8,
-                T0 * 1000,
-                propertyName="dealstage",
-                propertyValue="closedwon",
-            ),
-            hs("deal.creation", 9, T0 * 1000),
+            change("dealstage", "closedwon-in-another-pipeline"),
+            change("hubspot_owner_id", "999"),
+            change("amount", "12,500"),
+            change("amount", "-5"),
+            change("amount", "NaN"),
+            change("amount", "1e400"),
+            change("closedate", "2026-12-01"),
+            change("amount", 12500),  # HubSpot sends every value as a string
             {"subscriptionType": "contact.creation", "objectId": "x"},
             "not an object",
         ],
@@ -350,8 +421,14 @@ def test_hubspot_what_cannot_be_mapped_is_reported_with_a_reason() -> None:
     )
     assert [p.reason for p in mapped.problems] == [
         "unmapped_value",
-        "incomplete",
-        "incomplete",
+        "unmapped_value",
+        "unmapped_value",
+        "malformed",
+        "malformed",
+        "malformed",
+        "malformed",
+        "malformed",
+        "malformed",
         "malformed",
         "malformed",
     ]
@@ -516,27 +593,86 @@ def test_salesforce_opportunities_and_what_is_reported() -> None:
         {"LeadSource": "Web", "OwnerId": "0055e000009NoOneAAA"},
         seq=5,
     )
-    mapped = salesforce.map_events(
-        [won_at_once, moved, closed_thin, gap, stranger, {"x": 1}], SF_MAPPINGS
+    reassigned = cdc(
+        "Opportunity",
+        "UPDATE",
+        ["0065e000001OppCCC"],
+        {"OwnerId": "0055e000001XyZaAAK", "Amount": 990, "CloseDate": "2026-12-31"},
+        changed=["OwnerId", "Amount", "CloseDate"],
+        seq=6,
     )
-    created, closed, stage = valid(mapped.events)
+    to_a_queue = cdc(
+        "Opportunity",
+        "UPDATE",
+        ["0065e000001OppCCC"],
+        {"OwnerId": "00G5e000000QueueAAA"},
+        changed=["OwnerId"],
+        seq=7,
+    )
+    bad_amount = cdc(
+        "Opportunity", "UPDATE", ["0065e000001OppEEE"], {"Amount": "lots"}, changed=["Amount"]
+    )
+    bad_date = cdc(
+        "Opportunity",
+        "UPDATE",
+        ["0065e000001OppEEE"],
+        {"CloseDate": 20261231},
+        changed=["CloseDate"],
+    )
+    mapped = salesforce.map_events(
+        [won_at_once, moved, closed_thin, reassigned, to_a_queue, gap, stranger, {"x": 1}]
+        + [bad_amount, bad_date],
+        SF_MAPPINGS,
+    )
+    created, closed, stage, thin, updated = valid(mapped.events)
     assert (created["type"], created["amount_minor"], created["product"]) == (
         "opportunity.created",
         123_450,
         "New Business",
     )
-    assert (closed["type"], closed["outcome"], closed["amount_minor"]) == (
+    assert (created["rep_id"], created["segment"]) == ("rep-01", "SMB")
+    assert (closed["type"], closed["outcome"], closed["amount_minor"], closed["rep_id"]) == (
         "opportunity.closed",
         "won",
         123_450,
+        "rep-01",
     )
     assert (stage["type"], stage["stage"]) == ("opportunity.stage_changed", "discovery")
+    # A thin UPDATE closing a deal: owner and amount are left to the deal's record.
+    assert (thin["type"], thin["outcome"]) == ("opportunity.closed", "lost")
+    assert "rep_id" not in thin and "amount_minor" not in thin
+    assert (updated["type"], updated["rep_id"], updated["amount_minor"]) == (
+        "opportunity.updated",
+        "rep-02",
+        99_000,
+    )
+    assert updated["expected_close"] == "2026-12-31T00:00:00Z"
+    # A queue taking the deal over names nobody to credit: nothing to say (ignored).
     assert [p.reason for p in mapped.problems] == [
-        "incomplete",
         "gap",
         "unmapped_value",
         "malformed",
+        "malformed",
+        "malformed",
     ]
+    assert mapped.ignored == 1
+
+
+def test_a_salesforce_opportunity_created_with_nothing_but_its_stage() -> None:
+    """A CREATE with no owner, amount or descriptive field is an opportunity all the same."""
+    from adapters import salesforce
+
+    bare = cdc("Opportunity", "CREATE", ["0065e000001OppFFF"], {"StageName": "Prospecting"})
+    created, stage = valid(salesforce.map_events(bare, SF_MAPPINGS).events)
+    assert created == {
+        "event_id": created["event_id"],
+        "type": "opportunity.created",
+        "occurred_at": created["occurred_at"],
+        "schema_version": 1,
+        "source": "salesforce",
+        "opportunity_id": "salesforce-0065e000001OppFFF",
+    }
+    assert stage["stage"] == "discovery"
 
 
 def test_the_example_mappings_file_is_valid() -> None:
