@@ -14,6 +14,7 @@ from projections.contributions import Rules
 from projections.targets import TARGETABLE
 from projections.validation import Limits
 from projections.windows import WINDOWS
+from streams.rate_limit import Limit, parse_limits
 
 
 class SettingsError(ValueError):
@@ -92,6 +93,10 @@ class Settings:
     ingest_max_body_bytes: int = 1_048_576
     # The public base URL vendors call (https://hooks.example.com); signatures cover it.
     ingest_public_url: str = ""
+    # Token buckets per endpoint and credential, checked once a delivery is authenticated:
+    # "source=rate/s:burst,..." (e.g. "hubspot=5/s:50,twilio=off"); a source not named
+    # keeps its default (streams/rate_limit.py), "off" alone lifts every limit.
+    ingest_rate_limits: str = ""
     mappings_file: str = ""
     # Cardinality bounds of the exporter: windows exported per rep, reps per team.
     export_rep_windows: str = "today,week,month"
@@ -183,6 +188,11 @@ class Settings:
         )
 
     @property
+    def rate_limits(self) -> dict[str, Limit | None]:
+        """The ingest service's limit per source (None: no limit)."""
+        return parse_limits(self.ingest_rate_limits)
+
+    @property
     def stack_path(self) -> Path:
         return Path(self.stack_dir).resolve()
 
@@ -228,6 +238,10 @@ class Settings:
                 raise SettingsError(
                     f"SALESPULSE_QUEUE_TEAMS: {item!r} is not queue=team (e.g. q-emea=emea)"
                 )
+        try:
+            parse_limits(self.ingest_rate_limits)
+        except ValueError as exc:
+            raise SettingsError(f"SALESPULSE_INGEST_RATE_LIMITS: {exc}") from None
         unknown = self.rep_kpis - set(TARGETABLE)
         if unknown:
             raise SettingsError(f"SALESPULSE_EXPORT_REP_KPIS: unknown KPI {sorted(unknown)[0]!r}")

@@ -24,8 +24,12 @@ Twilio and Aircall 1 minute) or not a date. A Twilio callback or Aircall webhook
 its timestamp is not refused for that; a replay inside the window maps to the same event
 ids, which the engine deduplicates. 413 body over SALESPULSE_INGEST_MAX_BODY_BYTES,
 400 malformed, 404 an endpoint whose secret is not configured, 503 Kafka
-unavailable (the vendor retries). Nothing is published for a request answered
-with 4xx. Errors never carry a stack trace; secrets are never logged.
+unavailable (the vendor retries). 429 with Retry-After when the sender's token bucket
+is empty (SALESPULSE_INGEST_RATE_LIMITS, streams/rate_limit.py; rejection reason
+``rate_limited``): a bucket per source and credential, spent only by deliveries that
+authenticated and passed the replay window, so a stranger cannot starve a vendor.
+Nothing is published for a request answered with 4xx. Errors never carry a stack
+trace; secrets are never logged.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from projections.validation import Rejection, parse_event
 from streams.connections import kafka_options
 from streams.ingest import HEADER_DETAIL, HEADER_FAILED_AT, HEADER_REASON, HEADER_TOPIC
 from streams.producer import subject_key
+from streams.rate_limit import RateLimiter, describe, fingerprint, retry_after
 from streams.reader_access import REFUSAL, REFUSAL_HEADERS, reader_token, refusal
 from streams.secret_files import checked, read_secret_file
 from streams.settings import Settings
@@ -71,8 +76,8 @@ EVENTS = Counter(
 )
 REJECTIONS = Counter(
     "salespulse_webhook_rejections_total",
-    "Deliveries or parts of deliveries rejected, by reason (auth, replay, too_large, malformed, "
-    "mapping)",
+    "Deliveries or parts of deliveries rejected, by reason (auth, replay, rate_limited, "
+    "too_large, malformed, mapping)",
     ["source", "reason"],
 )
 
@@ -179,8 +184,14 @@ class Verdict:
         }
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+# Called by an endpoint with the credential that authenticated the delivery, once the
+# delivery is authenticated and fresh: it spends a token or refuses with 429.
+Admit = Callable[[str], None]
+Endpoint = Callable[[web.Request, bytes, str, Admit], Awaitable[Verdict]]
 
 
 class IngestService:
@@ -191,12 +202,17 @@ class IngestService:
         mappings: Mappings,
         publisher: Publisher,
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.secrets = secrets
         self.mappings = mappings
         self.publisher = publisher
         self.clock = clock
+        # Monotonic, not ``clock``: a wall clock stepped by NTP must not refill or drain.
+        self.limiter = (
+            limiter if limiter is not None else RateLimiter(settings.rate_limits, time.monotonic)
+        )
         token = reader_token(settings)  # SecretError now, for an unusable file
         self.reader_token = token.encode() if token is not None else None
 
@@ -228,7 +244,7 @@ class IngestService:
             return _error(500, "internal error")
 
     def _route(
-        self, source: str, handle: Callable[[web.Request, bytes, str], Awaitable[Verdict]]
+        self, source: str, handle: Endpoint
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def route(request: web.Request) -> web.Response:
             response = await self._deliver(request, source, handle)
@@ -237,12 +253,7 @@ class IngestService:
 
         return route
 
-    async def _deliver(
-        self,
-        request: web.Request,
-        source: str,
-        handle: Callable[[web.Request, bytes, str], Awaitable[Verdict]],
-    ) -> web.Response:
+    async def _deliver(self, request: web.Request, source: str, handle: Endpoint) -> web.Response:
         secret = self.secrets.get(source)
         if secret is None:
             return _error(404, f"the {source} endpoint is off: set {SECRETS[source]}")
@@ -252,10 +263,10 @@ class IngestService:
             REJECTIONS.labels(source, "too_large").inc()
             return _error(413, f"body over {self.settings.ingest_max_body_bytes} bytes")
         try:
-            verdict = await handle(request, body, secret)
+            verdict = await handle(request, body, secret, lambda used: self._admit(source, used))
         except _Refused as refused:
             REJECTIONS.labels(source, refused.reason).inc()
-            return _error(refused.status, refused.message)
+            return _error(refused.status, refused.message, refused.headers)
         dead = [(p.part, self._headers(source, p)) for p in verdict.dead]
         try:
             await self.publisher.publish(verdict.events, dead)
@@ -266,6 +277,20 @@ class IngestService:
         for problem in verdict.rejected:
             REJECTIONS.labels(source, str(problem.reason)).inc()
         return web.json_response(verdict.body())
+
+    def _admit(self, source: str, credential: str) -> None:
+        """Spend a token of the bucket of (source, credential), or refuse with 429 and when
+        to come back. Keyed by a fingerprint, so a second credential of a source would get
+        a bucket of its own; the metrics and the answer name the source only."""
+        wait = self.limiter.take(source, fingerprint(credential))
+        if wait > 0:
+            seconds = retry_after(wait)
+            raise _Refused(
+                429,
+                "rate_limited",
+                f"over the {source} rate limit: retry after {seconds} s",
+                {"Retry-After": str(seconds)},
+            )
 
     def _headers(self, source: str, problem: Problem) -> list[tuple[str, bytes]]:
         return [
@@ -282,8 +307,11 @@ class IngestService:
 
     # Endpoints -------------------------------------------------------------------------
 
-    async def _events(self, request: web.Request, body: bytes, secret: str) -> Verdict:
+    async def _events(
+        self, request: web.Request, body: bytes, secret: str, admit: Admit
+    ) -> Verdict:
         _bearer(request, secret)
+        admit(secret)
         values = [orjson.dumps(item) for item in _json_array(body)]
         invalid = []
         now_ms = self.clock()
@@ -295,7 +323,9 @@ class IngestService:
         # the same reasons: one path for bad input, whatever the source.
         return Verdict(values, len(values) - len(invalid), invalid, [])
 
-    async def _hubspot(self, request: web.Request, body: bytes, secret: str) -> Verdict:
+    async def _hubspot(
+        self, request: web.Request, body: bytes, secret: str, admit: Admit
+    ) -> Verdict:
         timestamp = request.headers.get("X-HubSpot-Request-Timestamp")
         signature = request.headers.get("X-HubSpot-Signature-v3")
         if timestamp is None:
@@ -306,13 +336,17 @@ class IngestService:
         # Signed, so the timestamp is HubSpot's: counted as a replay, not as bad credentials.
         if not hubspot_fresh(timestamp, self.clock()):
             raise _Refused(401, "replay", "X-HubSpot-Request-Timestamp is not within 5 minutes")
+        admit(secret)
         batch = _json_array(body)
         if len(batch) > hubspot.MAX_EVENTS:
             raise _Refused(400, "malformed", f"more than {hubspot.MAX_EVENTS} events in one batch")
         return Verdict.of(hubspot.map_batch(batch, self.mappings))
 
-    async def _salesforce(self, request: web.Request, body: bytes, secret: str) -> Verdict:
+    async def _salesforce(
+        self, request: web.Request, body: bytes, secret: str, admit: Admit
+    ) -> Verdict:
         _bearer(request, secret)
+        admit(secret)
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -321,7 +355,9 @@ class IngestService:
             raise _Refused(400, "malformed", "expected a change event or an array of them")
         return Verdict.of(salesforce.map_events(document, self.mappings))
 
-    async def _twilio(self, request: web.Request, body: bytes, secret: str) -> Verdict:
+    async def _twilio(
+        self, request: web.Request, body: bytes, secret: str, admit: Admit
+    ) -> Verdict:
         try:
             params = urllib.parse.parse_qsl(
                 body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body)
@@ -336,9 +372,12 @@ class IngestService:
         # without one is not refused here: the adapter dead-letters it (it has no time).
         if "Timestamp" in callback:
             self._fresh(twilio.timestamp_ms(callback["Timestamp"]), "Timestamp", "an RFC 2822 date")
+        admit(secret)
         return Verdict.of(twilio.map_callback(callback, self.mappings, body))
 
-    async def _aircall(self, request: web.Request, body: bytes, secret: str) -> Verdict:
+    async def _aircall(
+        self, request: web.Request, body: bytes, secret: str, admit: Admit
+    ) -> Verdict:
         try:
             envelope = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -351,6 +390,7 @@ class IngestService:
             self._fresh(
                 aircall.timestamp_ms(envelope["timestamp"]), "timestamp", "a number (Unix seconds)"
             )
+        admit(secret)
         # The body carries the credential: what is kept of it (dead letters) must not.
         scrubbed = orjson.dumps({k: v for k, v in envelope.items() if k != "token"})
         return Verdict.of(aircall.map_webhook(envelope, self.mappings, scrubbed))
@@ -381,9 +421,12 @@ class IngestService:
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
+        self.headers = headers
 
 
 def _bearer(request: web.Request, secret: str) -> None:
@@ -415,5 +458,6 @@ def run_ingest(settings: Settings) -> int:
         log.warning("no endpoint is enabled: set one of %s", ", ".join(SECRETS.values()))
     service = IngestService(settings, secrets, mappings, Publisher(settings))
     log.info("ingest endpoints on for: %s", ", ".join(sorted(secrets)) or "none")
+    log.info("ingest rate limits per credential: %s", describe(settings.rate_limits))
     web.run_app(service.app(), host=settings.metrics_host, port=settings.ingest_port, print=None)
     return 0

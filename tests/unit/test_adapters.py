@@ -620,8 +620,10 @@ def test_salesforce_opportunities_and_what_is_reported() -> None:
         changed=["CloseDate"],
     )
     mapped = salesforce.map_events(
-        [won_at_once, moved, closed_thin, reassigned, to_a_queue, gap, stranger, {"x": 1}]
-        + [bad_amount, bad_date],
+        [
+            *(won_at_once, moved, closed_thin, reassigned, to_a_queue),
+            *(gap, stranger, {"x": 1}, bad_amount, bad_date),
+        ],
         SF_MAPPINGS,
     )
     created, closed, stage, thin, updated = valid(mapped.events)

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
+from streams.rate_limit import DEFAULT_LIMITS, Limit
 from streams.settings import Settings, SettingsError
+from tests.support import ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -49,8 +55,42 @@ def test_environment_overrides_and_prefix() -> None:
         ({"SALESPULSE_EXPORT_REP_WINDOWS": " , "}, "use windows of 15m"),
         ({"SALESPULSE_EXPORT_REP_KPIS": "activities,calls"}, "unknown KPI 'calls'"),
         ({"SALESPULSE_EXPORT_REP_HISTOGRAM_BUCKETS": "maybe"}, "not a valid bool"),
+        (
+            {"SALESPULSE_INGEST_RATE_LIMITS": "twilio=fast"},
+            "SALESPULSE_INGEST_RATE_LIMITS: 'twilio=fast' is not source=rate/s:burst",
+        ),
+        ({"SALESPULSE_INGEST_RATE_LIMITS": "skype=1/s:1"}, "unknown source 'skype'"),
+        ({"SALESPULSE_INGEST_RATE_LIMITS": "hubspot=0/s:5"}, "use hubspot=off"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_ingest_rate_limits_override_the_named_sources_only() -> None:
+    settings = Settings.from_env({"SALESPULSE_INGEST_RATE_LIMITS": "hubspot=5/s:50,twilio=off"})
+    assert settings.rate_limits["hubspot"] == Limit(5, 50)
+    assert settings.rate_limits["twilio"] is None
+    assert settings.rate_limits["aircall"] == DEFAULT_LIMITS["aircall"]
+    assert Settings().rate_limits == DEFAULT_LIMITS
+    assert set(
+        Settings.from_env({"SALESPULSE_INGEST_RATE_LIMITS": "off"}).rate_limits.values()
+    ) == {None}
+
+
+def test_a_bad_rate_limit_stops_the_ingest_service_with_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "ingest"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "SALESPULSE_INGEST_RATE_LIMITS": "twilio=500/s"},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        "salespulse: error: SALESPULSE_INGEST_RATE_LIMITS: 'twilio=500/s' is not "
+        "source=rate/s:burst (e.g. twilio=500/s:5000 or twilio=off)\n"
+    )

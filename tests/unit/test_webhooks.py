@@ -9,10 +9,11 @@ publishes nothing. The real broker path is tests/integration/test_webhooks_e2e.p
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from streams.rate_limit import DEFAULT_LIMITS, Limit, RateLimiter, fingerprint
 from streams.secret_files import SecretError
 from streams.settings import Settings
+from streams.webhooks import SECRETS as SECRET_NAMES
 from streams.webhooks import IngestService, Publisher, read_secrets
 from tests.support import hypothesis_examples
 from tests.unit.test_adapters import BATCH, CALL, MAPPINGS, T0, aircall_hook, rfc2822
@@ -155,8 +158,10 @@ async def test_signed_twilio_callbacks_are_published(client: tuple[TestClient, R
             TW, data=urllib.parse.urlencode(params), headers=twilio_headers(params, TW)
         )
         assert response.status == 200, await response.text()
+    # The call ends once per leg: the agent's (with the talk time) and the caller's.
     assert sorted(orjson.loads(e)["type"] for e in recorder.events) == [
         "call.answered",
+        "call.ended",
         "call.ended",
         "call.started",
     ]
@@ -632,3 +637,190 @@ async def test_the_ingest_metrics_need_the_reader_token_when_one_is_set(tmp_path
     token_file.write_text("")
     with pytest.raises(SecretError, match="SALESPULSE_READER_TOKEN_FILE"):
         IngestService(Settings(reader_token_file=str(token_file)), {}, MAPPINGS, Recorder())  # type: ignore[arg-type]
+
+
+# Rate limits ----------------------------------------------------------------------------
+#
+# A token bucket per source and credential, spent once a delivery is authenticated and
+# inside the replay window; an empty one is a 429 with Retry-After that publishes nothing.
+# The buckets run on a fake monotonic clock the test moves (the replay window keeps the
+# service's wall clock, NOW_MS).
+
+
+class Ticks:
+    """The rate limiter's monotonic clock, in seconds, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 50_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.asynccontextmanager
+async def limited(
+    limits: Mapping[str, Limit | None], ticks: Ticks
+) -> AsyncIterator[tuple[TestClient, Recorder]]:
+    recorder = Recorder()
+    service = IngestService(
+        Settings(ingest_public_url=BASE),
+        SECRETS,
+        MAPPINGS,
+        recorder,
+        clock=Clock(NOW_MS),
+        limiter=RateLimiter(limits, ticks),
+    )
+    async with TestClient(TestServer(service.app())) as test_client:
+        yield test_client, recorder
+
+
+def counted(source: str, reason: str = "rate_limited") -> float:
+    value = REGISTRY.get_sample_value(
+        "salespulse_webhook_rejections_total", {"source": source, "reason": reason}
+    )
+    return value or 0.0
+
+
+def answered(source: str, status: int) -> float:
+    value = REGISTRY.get_sample_value(
+        "salespulse_webhook_requests_total", {"source": source, "status": str(status)}
+    )
+    return value or 0.0
+
+
+async def post_hubspot(http: TestClient, batch: list[Any]) -> Any:
+    body = orjson.dumps(batch)
+    return await http.post(HS, data=body, headers=hubspot_headers(body, HS))
+
+
+async def post_aircall(http: TestClient) -> Any:
+    return await http.post(AC, data=orjson.dumps(aircall_hook("call.created")))
+
+
+def test_every_endpoint_has_a_default_limit() -> None:
+    assert set(DEFAULT_LIMITS) == set(SECRET_NAMES)
+    assert all(limit is not None for limit in Settings().rate_limits.values())
+
+
+async def test_a_burst_beyond_the_bucket_is_a_429_with_retry_after_that_publishes_nothing() -> None:
+    ticks = Ticks()
+    before = (counted("aircall"), answered("aircall", 429), answered("aircall", 200))
+    async with limited({"aircall": Limit(0.5, 3)}, ticks) as (http, recorder):
+        responses = [await post_aircall(http) for _ in range(5)]
+        assert [r.status for r in responses] == [200, 200, 200, 429, 429]
+        for refused in responses[3:]:
+            assert refused.headers["Retry-After"] == "2"  # one token at 0.5/s
+            assert await refused.json() == {"error": "over the aircall rate limit: retry after 2 s"}
+        assert len(recorder.events) == 3 and not recorder.dead  # the accepted three only
+        assert (counted("aircall"), answered("aircall", 429), answered("aircall", 200)) == (
+            before[0] + 2,
+            before[1] + 2,
+            before[2] + 3,
+        )
+        scraped = await (await http.get("/metrics")).text()
+    assert 'salespulse_webhook_rejections_total{reason="rate_limited",source="aircall"}' in (
+        scraped
+    )
+    # Labelled by source only: neither a secret nor a bucket's fingerprint is exposed.
+    for secret in SECRETS.values():
+        assert secret not in scraped and fingerprint(secret) not in scraped
+        for refused in responses[3:]:
+            assert secret not in await refused.text()
+            assert fingerprint(secret) not in str(refused.headers)
+
+
+async def test_a_batch_refused_with_429_is_published_whole_when_the_vendor_retries() -> None:
+    """Nothing accepted is lost: a 200 published its events, a 429 none, and the vendor's
+    retry after Retry-After publishes exactly what the first delivery would have."""
+    ticks = Ticks()
+    async with limited({"hubspot": Limit(0.2, 1)}, ticks) as (http, recorder):
+        assert (await post_hubspot(http, BATCH)).status == 200
+        published = list(recorder.events)
+        assert len(published) == 4
+        second = BATCH[::-1]  # another delivery, whose events are known: the same ones
+        refused = await post_hubspot(http, second)
+        assert refused.status == 429 and refused.headers["Retry-After"] == "5"
+        assert recorder.events == published and not recorder.dead
+        ticks.now += 5
+        retried = await post_hubspot(http, second)
+        assert retried.status == 200
+        assert await retried.json() == {"accepted": 4, "rejected": [], "ignored": 1}
+        assert sorted(recorder.events[4:]) == sorted(published)  # the same events, all of them
+
+
+async def test_deliveries_refused_before_the_bucket_never_spend_its_tokens() -> None:
+    """Bad signatures and tokens, and replays outside the window, are refused without
+    touching the bucket: a stranger flooding the endpoint cannot starve the vendor."""
+    ticks = Ticks()
+    one_each = dict.fromkeys(SECRETS, Limit(0.001, 1))
+    async with limited(one_each, ticks) as (http, recorder):
+        body = orjson.dumps(BATCH)
+        stale = orjson.dumps({**aircall_hook("call.created"), "timestamp": T0 - 3_600})
+        for _ in range(20):
+            junk = [
+                await http.post(HS, data=body, headers=hubspot_headers(body, HS, "wrong")),
+                await http.post(HS, data=body, headers=hubspot_headers(body, HS, age_ms=400_000)),
+                await http.post(TW, data=urllib.parse.urlencode(CALL[0]), headers={}),
+                await post_twilio(http, {**CALL[0], "Timestamp": rfc2822(T0 - 3_600)}),
+                await http.post(
+                    AC, data=orjson.dumps({**aircall_hook("call.created"), "token": "x"})
+                ),
+                await http.post(AC, data=stale),
+                await http.post(EV, data=b"[]", headers={"Authorization": "Bearer wrong"}),
+                await http.post(SF, data=b"{}", headers={"Authorization": "Bearer ev-token"}),
+            ]
+            assert {r.status for r in junk} == {401}
+        assert not recorder.events and not recorder.dead
+
+        async def one_good_delivery_each() -> list[int]:
+            return [
+                (await post_hubspot(http, BATCH)).status,
+                (await post_twilio(http, CALL[0])).status,
+                (await post_aircall(http)).status,
+                (
+                    await http.post(EV, data=b"[]", headers={"Authorization": "Bearer ev-token"})
+                ).status,
+                (
+                    await http.post(SF, data=b"[]", headers={"Authorization": "Bearer sf-token"})
+                ).status,
+            ]
+
+        # Each source's single token is still there, and then it is spent.
+        assert await one_good_delivery_each() == [200] * 5
+        assert await one_good_delivery_each() == [429] * 5
+
+
+async def test_after_retry_after_the_sender_is_admitted_again() -> None:
+    ticks = Ticks()
+    async with limited({"twilio": Limit(0.25, 1)}, ticks) as (http, recorder):
+        assert (await post_twilio(http, CALL[0])).status == 200
+        published = list(recorder.events)
+        refused = await post_twilio(http, CALL[4])
+        assert refused.status == 429 and refused.headers["Retry-After"] == "4"
+        ticks.now += 3  # too early: told to wait the rest
+        early = await post_twilio(http, CALL[4])
+        assert early.status == 429 and early.headers["Retry-After"] == "1"
+        assert recorder.events == published
+        ticks.now += 1
+        assert (await post_twilio(http, CALL[4])).status == 200
+        assert [orjson.loads(e)["type"] for e in recorder.events] == ["call.started", "call.ended"]
+
+
+async def test_each_source_has_its_own_bucket() -> None:
+    ticks = Ticks()
+    async with limited(dict.fromkeys(SECRETS, Limit(1, 2)), ticks) as (http, recorder):
+        assert [(await post_aircall(http)).status for _ in range(3)] == [200, 200, 429]
+        assert (await post_twilio(http, CALL[0])).status == 200
+        assert (await post_hubspot(http, BATCH)).status == 200
+        assert len(recorder.events) == 2 + 1 + 4  # two Aircall webhooks, a callback, a batch
+
+
+async def test_limits_come_from_the_settings_and_off_lifts_one() -> None:
+    settings = Settings(ingest_rate_limits="aircall=off,events=0.001/s:1")
+    service = IngestService(settings, SECRETS, MAPPINGS, Recorder(), clock=Clock(NOW_MS))
+    async with TestClient(TestServer(service.app())) as http:
+        assert {(await post_aircall(http)).status for _ in range(50)} == {200}
+        auth = {"Authorization": "Bearer ev-token"}
+        assert (await http.post(EV, data=b"[]", headers=auth)).status == 200
+        refused = await http.post(EV, data=b"[]", headers=auth)
+        assert refused.status == 429 and refused.headers["Retry-After"] == "1000"
