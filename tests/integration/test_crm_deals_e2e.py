@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
@@ -60,15 +61,23 @@ REPS = {"rep-01": "emea", "rep-02": "emea", "rep-03": "amer", "rep-04": "amer"}
 DAY_MS = 86_400_000
 
 
-def _post(path: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+def _send(path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     if path == "/ingest/v1/hubspot":  # signed when sent: the stamp must be fresh
         headers = hubspot_headers(
             f"{BASE}{path}", body, SECRETS["SALESPULSE_HUBSPOT_CLIENT_SECRET"]
         )
     request = urllib.request.Request(f"{BASE}{path}", data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200
-        answer: dict[str, Any] = orjson.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, dict(refused.headers), refused.read()
+
+
+def _post(path: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    status, _, content = _send(path, body, headers)
+    assert status == 200, (status, content)
+    answer: dict[str, Any] = orjson.loads(content)
     assert not answer["rejected"], (path, answer)
     return answer
 
@@ -107,12 +116,16 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(stack_env: dict[str, str], tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(
+    stack_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
+    """``indirect`` parametrization adds settings (a dict of environment variables)."""
     mappings = tmp_path / "mappings.toml"
     mappings.write_text(MAPPINGS)
     env = {
         **stack_env,
         **SECRETS,
+        **getattr(request, "param", {}),
         "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
         "SALESPULSE_INGEST_PORT": str(PORT),
         "SALESPULSE_INGEST_PUBLIC_URL": BASE,
@@ -373,3 +386,35 @@ async def test_the_minimal_shapes_of_contract_1_1_are_not_dead_lettered(stack: S
     assert org["win_rate"]["numerator"] == 1
     assert org["deals_won_without_amount"]["value"] == 1
     assert org["activities"]["meeting"]["value"] == 1
+
+
+# Rate limits ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stack", [{"SALESPULSE_INGEST_RATE_LIMITS": "hubspot=2/s:3"}], indirect=True
+)
+async def test_a_hubspot_burst_over_its_limit_loses_nothing(stack: Stack) -> None:
+    """Twelve batches at once against 3 tokens and 2 more a second: the refused ones get 429
+    with Retry-After and are sent again after it, as HubSpot retries; in the end every deal
+    is there once, and the raw topic holds the events of accepted deliveries only."""
+    at = time.time_ns() // 1_000_000 - DAY_MS
+    batches = [orjson.dumps([_hs("deal.creation", 8000 + n, at)]) for n in range(12)]
+    pending, refused, waits = list(batches), 0, set()
+    while pending:
+        answers = [_send("/ingest/v1/hubspot", body, {}) for body in pending]
+        retry = [
+            body for body, (status, _, _) in zip(pending, answers, strict=True) if status == 429
+        ]
+        assert {status for status, _, _ in answers} <= {200, 429}
+        waits |= {int(headers["Retry-After"]) for status, headers, _ in answers if status == 429}
+        refused += len(retry)
+        pending = retry
+        if pending:
+            await asyncio.sleep(max(waits))
+    assert refused >= 9 - 2  # 3 in the bucket, and what refilled while posting
+    assert waits and min(waits) >= 1
+    await stack.settled()
+    assert await stack.value("org", "", "opportunities_created") == 12
+    raw = await read_topic(stack.settings, stack.settings.raw_topic, stack.settings.partitions)
+    assert len(raw) == 6 + 12  # the directory (6 events) and one creation per deal, once
