@@ -209,9 +209,12 @@ class OpportunityClosed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmailEvent(Event):
+    """What happened to a message. Only a send credits a rep (an open, click or reply counts
+    for the send), so only ``email.sent`` requires ``rep_id``."""
+
     SUBJECT = "message_id"
     message_id: Id
-    rep_id: Id
+    rep_id: Id | None = None
     lead_id: Id | None = None
     opportunity_id: Id | None = None
 
@@ -219,6 +222,7 @@ class EmailEvent(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmailSent(EmailEvent):
     TYPE = "email.sent"
+    rep_id: Id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,9 +242,12 @@ class EmailReplied(EmailEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeetingEvent(Event):
+    """A meeting booked, held or missed. Held and missed meetings credit their rep, so they
+    require ``rep_id``; no KPI reads a booking."""
+
     SUBJECT = "meeting_id"
     meeting_id: Id
-    rep_id: Id
+    rep_id: Id | None = None
     scheduled_for_ms: Instant | None = None
     lead_id: Id | None = None
     opportunity_id: Id | None = None
@@ -254,11 +261,13 @@ class MeetingScheduled(MeetingEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeetingHeld(MeetingEvent):
     TYPE = "meeting.held"
+    rep_id: Id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeetingNoShow(MeetingEvent):
     TYPE = "meeting.no_show"
+    rep_id: Id
 
 
 # Telephony -------------------------------------------------------------------
