@@ -57,6 +57,9 @@ function drawTiles(kpis) {
   $("oldest").textContent = oldest && oldest.value !== null ? `oldest ${duration(oldest.value)}` : "none waiting";
   const quota = kpis.quota_attainment_ratio;
   $("quota").textContent = quota && quota.value !== null ? `${(quota.value * 100).toFixed(0)}% of target` : "no target";
+  // Won deals whose amount no source has told: in the win rate, not in this sum.
+  const unpriced = kpis.deals_won_without_amount;
+  if (unpriced && unpriced.value) $("quota").textContent += ` · ${FORMATS.count(unpriced.value)} won without amount`;
   const revenue = document.querySelector('.tile[data-kpi="revenue_won"]');
   if (quota && quota.target) {
     revenue.classList.remove("met", "missed", "warning", "critical");
