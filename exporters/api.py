@@ -23,7 +23,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from exporters.openapi import document
-from projections.catalogue import SCOPES, Figure, Result
+from projections.catalogue import BY_ID, SCOPES, Figure, Result
 from projections.namespaces import current_namespace
 from projections.read import Answer, read_many
 from projections.store import Store
@@ -36,19 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Lower is better for these KPIs (leaderboards rank ascending) unless a target says otherwise.
-LOWER_IS_BETTER = {
-    "speed_to_lead_seconds",
-    "untouched_leads",
-    "oldest_untouched_lead_age_seconds",
-    "abandonment_rate",
-    "calls_abandoned",
-    "average_speed_of_answer_seconds",
-    "average_handle_time_seconds",
-    "cost_per_lead",
-    "sales_cycle_seconds",
-    "deals_won_without_amount",
-}
 MIN_AS_OF_MS = 0  # 1970
 MAX_AS_OF_MS = 7_258_118_400_000  # 2200-01-01
 MAX_LIMIT = 1_000
@@ -280,7 +267,7 @@ class Api:
             rows.append((answer.scope_id, figure))
         target = targets.find(kpi, "team", team, window, label)
         direction = (
-            target.direction if target else ("lower" if kpi in LOWER_IS_BETTER else "higher")
+            target.direction if target else ("lower" if BY_ID[kpi].lower_is_better else "higher")
         )
         sign = 1 if direction == "lower" else -1
         rows.sort(key=lambda row: (row[1].value is None, sign * (row[1].value or 0), row[0]))

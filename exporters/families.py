@@ -15,66 +15,20 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from projections.catalogue import Figure
-from projections.contributions import SALES_CYCLE_BOUNDS, SPEED_TO_LEAD_BOUNDS
+from projections.catalogue import BY_ID, Figure, Kpi, Unit
 from projections.read import Answer
-from projections.targets import TARGETABLE, Targets
+from projections.targets import Targets
 
 SCOPE_LABELS = ("team", "rep", "queue", "campaign", "window")
-KPI_LABEL = {
-    "lead_origin_share": "origin",
-    "lead_source_share": "source",
-    "lead_stage_share": "stage",
-    "response_sentiment_ratio": "sentiment",
-    "activities": "kind",
-}
-RATIOS = {
-    "lead_origin_share",
-    "lead_source_share",
-    "lead_stage_share",
-    "response_sentiment_ratio",
-    "leads_followed_up_ratio",
-    "lead_to_opportunity_ratio",
-    "win_rate",
-    "email_open_rate",
-    "email_click_rate",
-    "email_reply_rate",
-    "meeting_attendance_ratio",
-    "abandonment_rate",
-    "service_level_ratio",
-    "connect_rate",
-    "quota_attainment_ratio",
-}
-# Quotients that are not 0-1 shares: exported as they are, with their parts.
-QUOTIENTS = {
-    "win_loss_ratio",
-    "average_deal_size",
-    "cost_per_lead",
-    "average_speed_of_answer_seconds",
-    "average_handle_time_seconds",
-}
-HISTOGRAMS = {
-    "speed_to_lead_seconds": ("stl", SPEED_TO_LEAD_BOUNDS),
-    "sales_cycle_seconds": ("cycle", SALES_CYCLE_BOUNDS),
-}
-UNITS = {
-    "revenue_won": "minor currency units",
-    "average_deal_size": "minor currency units",
-    "cost_per_lead": "minor currency units",
-}
 
 
 def metric_name(kpi: str) -> str:
-    if kpi in RATIOS and not kpi.endswith("_ratio"):
-        return f"salespulse_{kpi}_ratio"
-    return f"salespulse_{kpi}"
+    return BY_ID[kpi].metric
 
 
-# Metric name and help text of every KPI.
-_NAMES = {
-    kpi: (metric_name(kpi), f"salespulse KPI {kpi}" + (f" ({UNITS[kpi]})" if kpi in UNITS else ""))
-    for kpi in TARGETABLE
-}
+def _help(kpi: Kpi) -> str:
+    unit = f" ({kpi.unit})" if kpi.unit is Unit.MONEY else ""
+    return f"salespulse KPI {kpi.id}: {kpi.title.lower()}{unit}"
 
 
 def scope_labels(answer: Answer, rep_team: str) -> list[str]:
@@ -110,15 +64,16 @@ def families(
         # One label dict per (answer, KPI label), shared by its samples: building a dict per
         # sample was a third of a large scrape, and the renderer formats each dict once.
         scope_dict = dict(zip(SCOPE_LABELS, labels, strict=True))
-        for kpi, result in answer.kpis.items():
-            if kpi in HISTOGRAMS:
+        for kpi_id, result in answer.kpis.items():
+            kpi = BY_ID[kpi_id]
+            if kpi.histogram is not None:
                 buckets = rep_histogram_buckets or answer.scope != "rep"
                 _histogram(histograms, kpi, answer.sums, labels, buckets)
                 continue
-            extra = KPI_LABEL.get(kpi)
-            name, doc = _NAMES[kpi]
+            extra = kpi.label
+            name, doc = kpi.metric, _help(kpi)
             rows = [(None, result)] if isinstance(result, Figure) else list(result.items())
-            parts = kpi in RATIOS or kpi in QUOTIENTS
+            parts = kpi.has_parts
             for label, figure in rows:
                 sample_labels = (
                     {**scope_dict, extra: label} if extra and label is not None else scope_dict
@@ -127,10 +82,10 @@ def families(
                     gauge(name, doc, extra).add_sample(name, sample_labels, float(figure.value))
                 if parts:
                     top, bottom = f"{name}_numerator", f"{name}_denominator"
-                    gauge(top, f"numerator of {kpi}", extra).add_sample(
+                    gauge(top, f"numerator of {kpi.id}", extra).add_sample(
                         top, sample_labels, float(figure.numerator)
                     )
-                    gauge(bottom, f"denominator of {kpi}", extra).add_sample(
+                    gauge(bottom, f"denominator of {kpi.id}", extra).add_sample(
                         bottom, sample_labels, float(figure.denominator or 0)
                     )
     return [*gauges.values(), *histograms.values()]
@@ -138,15 +93,16 @@ def families(
 
 def _histogram(
     out: dict[str, HistogramMetricFamily],
-    kpi: str,
+    kpi: Kpi,
     sums: Mapping[str, int],
     labels: list[str],
     with_buckets: bool,
 ) -> None:
-    prefix, bounds = HISTOGRAMS[kpi]
-    name = f"salespulse_{kpi}"
+    assert kpi.histogram is not None
+    prefix, bounds = kpi.histogram
+    name = kpi.metric
     if name not in out:
-        out[name] = HistogramMetricFamily(name, f"salespulse KPI {kpi}", labels=list(SCOPE_LABELS))
+        out[name] = HistogramMetricFamily(name, _help(kpi), labels=list(SCOPE_LABELS))
     cumulative = 0
     buckets = []
     for bound in (*map(str, bounds), "+Inf"):

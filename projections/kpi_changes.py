@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from projections.catalogue import GAUGES, Figure, Result
+from projections.catalogue import CATALOGUE, GAUGES, Figure, Result
 from projections.validation import format_instant_ms
 
 SCHEMA_VERSION = 1
@@ -30,7 +30,7 @@ API_WINDOWS = {
     "quarter": "quarter",
     "year": "year",
 }
-NOT_PUBLISHED = frozenset({"oldest_untouched_lead_age_seconds"})
+NOT_PUBLISHED = frozenset(kpi.id for kpi in CATALOGUE if not kpi.published)
 
 
 @dataclass(frozen=True)

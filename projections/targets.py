@@ -26,20 +26,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from projections.catalogue import KPI_IDS, SCOPES, Figure, Result
+from projections.catalogue import CATALOGUE, SCOPES, Figure, Result
 from projections.windows import WINDOWS
 
-LABELLED = {
-    "activities",
-    "lead_origin_share",
-    "lead_source_share",
-    "lead_stage_share",
-    "response_sentiment_ratio",
-}
+LABELLED = frozenset(kpi.id for kpi in CATALOGUE if kpi.label)
 # The revenue target a scope's quota attainment is measured against.
 QUOTA_KPI = "revenue_won"
-QUOTA_ATTAINMENT = "quota_attainment_ratio"
-TARGETABLE = (*KPI_IDS, QUOTA_ATTAINMENT)
+(QUOTA_ATTAINMENT,) = (kpi.id for kpi in CATALOGUE if kpi.source == "target")
+TARGETABLE = tuple(kpi.id for kpi in CATALOGUE)
 FIELDS = {"kpi", "scope", "id", "window", "label", "target", "direction", "warning", "critical"}
 ANY_ID = "*"
 

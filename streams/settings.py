@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from projections.catalogue import CATALOGUE
 from projections.contributions import Rules
 from projections.targets import TARGETABLE
 from projections.validation import Limits
@@ -104,10 +105,7 @@ class Settings:
     # Per-rep histograms keep only the +Inf bucket, _sum and _count (mean and count) unless
     # this is set; team, queue, campaign and org histograms always have every bucket.
     export_rep_histogram_buckets: bool = False
-    export_rep_kpis: str = (
-        "activities,leads_created,speed_to_lead_seconds,untouched_leads,win_rate,revenue_won,"
-        "calls_answered,average_handle_time_seconds,quota_attainment_ratio"
-    )
+    export_rep_kpis: str = ",".join(kpi.id for kpi in CATALOGUE if kpi.per_rep)
     # The engine is stale (API health, wallboard banner) when records wait and nothing was
     # committed for this long.
     stale_after_seconds: float = 60.0

@@ -12,8 +12,7 @@ from prometheus_client import REGISTRY
 
 import streams.metrics  # noqa: F401  (registers the worker's metrics)
 from exporters.dashboards import DASHBOARDS, OUT_DIR, main, rendered
-from exporters.families import HISTOGRAMS, QUOTIENTS, RATIOS, metric_name
-from projections.targets import TARGETABLE
+from projections.catalogue import CATALOGUE
 
 pytestmark = pytest.mark.unit
 
@@ -24,13 +23,13 @@ VARIABLE = re.compile(r"\$(\w+)")
 
 def _exported_names() -> set[str]:
     names = set()
-    for kpi in TARGETABLE:
-        name = metric_name(kpi)
-        if kpi in HISTOGRAMS:
+    for kpi in CATALOGUE:
+        name = kpi.metric
+        if kpi.histogram is not None:
             names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
             continue
         names.add(name)
-        if kpi in RATIOS or kpi in QUOTIENTS:
+        if kpi.has_parts:
             names |= {f"{name}_numerator", f"{name}_denominator"}
     sources = "".join(
         (ROOT / "exporters" / name).read_text()

@@ -1,0 +1,2 @@
+"""Build-time tools: they write files that are committed (docs tables, dashboards); not part
+of the installed package."""
