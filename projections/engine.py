@@ -34,6 +34,7 @@ class DirectoryView:
         # rep -> its upserts as sorted (at, event id) and, in the same order, their teams
         self._reps: dict[str, tuple[list[tuple[int, str]], list[str]]] = {}
         self._zones: dict[str, str] = {}
+        self._names: dict[str, str] = {}  # rep -> the latest name its upserts gave
         for key, record in records.items():
             self.update(key, record)
 
@@ -53,6 +54,8 @@ class DirectoryView:
                     upserts.append((int(at), name[len(SEEN) :], team))
             upserts.sort()
             self._reps[ident] = ([(at, e) for at, e, _ in upserts], [t for _, _, t in upserts])
+            if record.get("name"):
+                self._names[ident] = record["name"]
 
     def add_upsert(self, rep_id: str, at_ms: int, event_id: str, team_id: str) -> None:
         """One more upsert of a rep (a batch learns them one by one: no re-read of the record,
@@ -76,6 +79,10 @@ class DirectoryView:
 
     def zone_of(self, team_id: str) -> str:
         return self._zones.get(team_id, self.org_zone)
+
+    def name_of(self, rep_id: str) -> str | None:
+        """The rep's name from its latest ``rep.upserted`` that gave one (None: never named)."""
+        return self._names.get(rep_id)
 
     def team_of_queue(self, queue_id: str) -> str | None:
         return self.queue_teams.get(queue_id)

@@ -243,6 +243,8 @@ def apply(record: Record, event: Event, directory: Directory) -> bool:
     elif isinstance(event, RepUpserted):
         # Every upsert is kept: a rep's team "at event time" is the latest one not after it.
         counted = pack("rep", str(at), event.team_id, "1" if event.active else "0")
+        if event.name is not None and _newer(record, "n", event):
+            record["name"] = event.name  # the latest name given, for people to read
     elif isinstance(event, TeamUpserted):
         if _newer(record, "t", event):
             record.update(name=_opt(event.name), timezone=event.timezone)

@@ -173,3 +173,37 @@ def test_touches_and_deals_become_lead_facts() -> None:
     assert lead_fact(call) == LeadFact("touch:c1", "L", "touch", call.occurred_at_ms)
     assert lead_fact(inbound) is None
     assert lead_fact(CLOSES[0]) is None  # no lead_id
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+def test_a_reps_name_is_the_latest_one_given_in_any_order(order: tuple[int, ...]) -> None:
+    upserts = [
+        event(
+            "rep.upserted",
+            "2026-01-01T00:00:00Z",
+            "u1",
+            rep_id="r9",
+            team_id="emea",
+            active=True,
+            name="Ana",
+        ),
+        event(
+            "rep.upserted",
+            "2026-02-01T00:00:00Z",
+            "u2",
+            rep_id="r9",
+            team_id="emea",
+            active=True,
+            name="Ana Lima",
+        ),
+        event(
+            "rep.upserted", "2026-03-01T00:00:00Z", "u3", rep_id="r9", team_id="apac", active=True
+        ),  # no name: the last one given stays
+    ]
+    record: dict[str, str] = {}
+    for i in order:
+        apply(record, upserts[i], DirectoryView({}, Rules()))
+    view = DirectoryView({("rep", "r9"): record}, Rules())
+    assert view.name_of("r9") == "Ana Lima"
+    assert view.team_of("r9", NOW) == "apac"
+    assert view.name_of("nobody") is None
