@@ -261,7 +261,9 @@ CATALOGUE: tuple[Kpi, ...] = (
         lower_is_better=True,
         **_histogram("cycle", SALES_CYCLE_BOUNDS),
     ),
-    Kpi("quota_attainment_ratio", R, SHARE, "Quota attained", None, per_rep=True, source="target"),
+    Kpi(
+        "quota_attainment_ratio", R, SHARE, "Quota attainment", None, per_rep=True, source="target"
+    ),
     Kpi("email_open_rate", R, SHARE, "Email open rate", ratio("opened", "sent")),
     Kpi("email_click_rate", R, SHARE, "Email click rate", ratio("clicked", "sent")),
     Kpi("email_reply_rate", R, SHARE, "Email reply rate", ratio("replied", "sent")),
@@ -286,7 +288,7 @@ CATALOGUE: tuple[Kpi, ...] = (
         "abandonment_rate",
         R,
         SHARE,
-        "Abandoned",
+        "Abandonment rate",
         ratio("abandoned", "offered"),
         lower_is_better=True,
     ),

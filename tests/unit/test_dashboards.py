@@ -1,18 +1,20 @@
-"""The Grafana dashboards: current with their builder, and every query names real metrics."""
+"""The Grafana dashboards: current with their builder (tools/dashboards.py), every query names
+real metrics, and a panel showing a KPI says what the registry says about it."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import REGISTRY
 
 import streams.metrics  # noqa: F401  (registers the worker's metrics)
-from exporters.dashboards import DASHBOARDS, OUT_DIR, main, rendered
-from projections.catalogue import CATALOGUE
+from projections.catalogue import BY_ID, CATALOGUE, Kpi, Unit
+from tools.dashboards import DASHBOARDS, OUT_DIR, UNITS, main, rendered
 
 pytestmark = pytest.mark.unit
 
@@ -48,13 +50,13 @@ def _exported_names() -> set[str]:
     return names
 
 
-def _dashboards() -> dict[str, dict]:  # type: ignore[type-arg]
+def _dashboards() -> dict[str, dict[str, Any]]:
     return {name: json.loads((OUT_DIR / f"{name}.json").read_text()) for name in DASHBOARDS}
 
 
 def test_the_files_are_what_the_builder_makes() -> None:
     for name, text in rendered().items():
-        assert (OUT_DIR / name).read_text() == text, f"{name}: run python -m exporters.dashboards"
+        assert (OUT_DIR / name).read_text() == text, f"{name}: run python -m tools.dashboards"
     assert main(["--check"]) == 0
 
 
@@ -104,3 +106,53 @@ def test_compose_provisions_every_dashboard_file() -> None:
     )
     assert provider["providers"][0]["options"]["path"] == "/etc/grafana/dashboards/salespulse"
     assert sorted(p.name for p in OUT_DIR.glob("*.json")) == sorted(rendered())
+
+
+def _kpi_of_series() -> dict[str, Kpi]:
+    """Each series name a KPI is exported as (a histogram's mean is its sum over its count)."""
+    out: dict[str, Kpi] = {}
+    for kpi in CATALOGUE:
+        names = [kpi.metric]
+        if kpi.histogram is not None:
+            names = [f"{kpi.metric}_sum", f"{kpi.metric}_count"]
+        out |= dict.fromkeys(names, kpi)
+    return out
+
+
+def _kpi_panels() -> list[tuple[str, dict[str, Any], Kpi]]:
+    """(dashboard, panel, KPI) of every panel whose queries show one KPI."""
+    by_series = _kpi_of_series()
+    out = []
+    for name, board in _dashboards().items():
+        for panel in board["panels"]:
+            shown = {
+                by_series[used].id
+                for target in panel["targets"]
+                for used in NAME.findall(target["expr"])
+                if used in by_series
+            }
+            if shown:
+                assert len(shown) == 1, f"{name}/{panel['title']}: {shown}"
+                out.append((name, panel, BY_ID[shown.pop()]))
+    return out
+
+
+def test_every_registry_unit_has_a_grafana_unit() -> None:
+    assert set(UNITS) == set(Unit)
+    assert UNITS[Unit.RATIO] == "percentunit" and UNITS[Unit.SECONDS] == "s"
+
+
+def test_a_kpi_panel_takes_its_title_unit_and_direction_from_the_registry() -> None:
+    panels = _kpi_panels()
+    assert len(panels) >= 20
+    for name, panel, kpi in panels:
+        where = f"{name}/{panel['title']}"
+        assert panel["title"].startswith(kpi.title), where
+        assert panel["fieldConfig"]["defaults"]["unit"] == UNITS[kpi.unit], where
+        steps = [s["color"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+        if len(steps) > 1:
+            assert steps[-1] == ("red" if kpi.lower_is_better else "green"), where
+        for target in panel["targets"]:
+            if target["expr"].startswith(("topk", "bottomk")):
+                best = "bottomk" if kpi.lower_is_better else "topk"
+                assert target["expr"].startswith(f"{best}("), where
