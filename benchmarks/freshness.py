@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaProducer
 from benchmarks import numbers
 from benchmarks.throughput import clean
 from projections.namespaces import current_namespace
-from projections.store import Store
+from projections.store import RedisStore
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
 from streams.connections import kafka_options, redis_client
@@ -89,7 +89,7 @@ async def _measure(settings: Settings, values: list[bytes], rate: int, timeout: 
 
     async def poll() -> float:
         namespace = await current_namespace(client, settings.topic_prefix)
-        store = Store(client, namespace)
+        store = RedisStore(client, namespace)
         topic = settings.events_topic
         partitions = range(settings.partitions)
         last_send = 0.0

@@ -28,7 +28,7 @@ from exporters.server import Exporter
 from projections.engine import DirectoryView
 from projections.facts import LeadFact
 from projections.namespaces import current_namespace, drop, pointer
-from projections.store import Store
+from projections.store import RedisStore
 from projections.validation import Rejection, parse_event
 from stack.servers import servers
 from streams.connections import redis_client
@@ -89,7 +89,7 @@ async def _measure(base: Settings, reps: int) -> tuple[float, float, int, int, i
     settings = dataclasses.replace(base, topic_prefix=f"benchscrape{uuid.uuid4().hex[:6]}")
     client = redis_client(settings)
     try:
-        store = Store(client, await current_namespace(client, settings.topic_prefix))
+        store = RedisStore(client, await current_namespace(client, settings.topic_prefix))
 
         async def no_facts(_facts: Sequence[LeadFact]) -> None:
             return None

@@ -108,7 +108,7 @@ from redis.exceptions import RedisError
 
 from benchmarks.throughput import clean
 from projections.namespaces import current_namespace
-from projections.store import Store
+from projections.store import RedisStore
 from simulator.live import Chunk, Job, LiveLog
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
@@ -483,7 +483,7 @@ class Soak:
         await admin.start()
         client = redis_client(s)
         try:
-            store = Store(client, await current_namespace(client, s.topic_prefix))
+            store = RedisStore(client, await current_namespace(client, s.topic_prefix))
             while not self.stop.is_set():
                 for name, child in (("exporter", self.exporter), ("publisher", self.publisher)):
                     if child.exit_code() is not None:
@@ -872,7 +872,7 @@ class Soak:
 
 
 def _checkpoints(progress: list[dict[str, str]], topic: str) -> Offsets:
-    """The next offset to apply of each partition of ``topic``, from Store.progress."""
+    """The next offset to apply of each partition of ``topic``, from RedisStore.progress."""
     return {p: int(fields[topic]) + 1 for p, fields in enumerate(progress) if topic in fields}
 
 
@@ -897,7 +897,7 @@ async def _load_directory(settings: Settings, directory: list[bytes]) -> None:
     await publish(settings, settings.raw_topic, directory)
     client = redis_client(settings)
     try:
-        store = Store(client, await current_namespace(client, settings.topic_prefix))
+        store = RedisStore(client, await current_namespace(client, settings.topic_prefix))
         deadline = time.monotonic() + 120
         while not await caught_up(settings, store):
             if time.monotonic() > deadline:

@@ -48,7 +48,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from benchmarks import numbers
 from benchmarks.ingest import delete_topics
 from projections.namespaces import current_namespace, drop, pointer
-from projections.store import Store
+from projections.store import RedisStore
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
 from streams.connections import kafka_options, redis_client, redis_sync_client
@@ -64,7 +64,7 @@ async def _caught_up(settings: Settings) -> bool:
     client = redis_client(settings)
     try:
         namespace = await current_namespace(client, settings.topic_prefix)
-        return await caught_up(settings, Store(client, namespace))
+        return await caught_up(settings, RedisStore(client, namespace))
     finally:
         await client.aclose()
 
@@ -162,7 +162,7 @@ async def _applied(settings: Settings) -> int:
     client = redis_client(settings)
     try:
         namespace = await current_namespace(client, settings.topic_prefix)
-        progress = await Store(client, namespace).progress(range(settings.partitions))
+        progress = await RedisStore(client, namespace).progress(range(settings.partitions))
         return sum(int(p.get("!applied", 0)) for p in progress)
     finally:
         await client.aclose()

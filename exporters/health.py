@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from projections.store import REFILL
+from projections.stores import REFILL
 
 # Projections are stale when records wait and nothing was committed for this long (the
 # default of SALESPULSE_STALE_AFTER_SECONDS).

@@ -32,7 +32,7 @@ from exporters.targets_file import TargetsFile
 from exporters.wallboard_routes import wallboard_routes
 from projections.namespaces import current_namespace, rebuilding
 from projections.read import read_many
-from projections.store import Store
+from projections.store import RedisStore
 from projections.targets import QUOTA_ATTAINMENT, QUOTA_KPI, TargetsError, with_targets
 from projections.windows import WINDOWS
 from streams.connections import kafka_options, redis_client
@@ -79,7 +79,7 @@ class Exporter:
     async def health_summary(self) -> Health:
         s = self.settings
         namespace = await current_namespace(self.client, s.topic_prefix, create=False)
-        progress = await Store(self.client, namespace).progress(range(s.partitions))
+        progress = await RedisStore(self.client, namespace).progress(range(s.partitions))
         running = await rebuilding(self.client, s.topic_prefix)
         ends = await self._end_offsets()
         now_ms = time.time_ns() // 1_000_000
@@ -91,7 +91,7 @@ class Exporter:
         runs; these are the live generation's numbers) or ``live``."""
         s = self.settings
         namespace = await current_namespace(self.client, s.topic_prefix, create=False)
-        progress = await Store(self.client, namespace).progress(range(s.partitions))
+        progress = await RedisStore(self.client, namespace).progress(range(s.partitions))
         health = summarise(progress, None, 0, rebuild=await rebuilding(self.client, s.topic_prefix))
         status = "refilling" if health.refilling else "rebuilding" if health.rebuild else "live"
         return {"status": status, "live": status != "refilling"}
@@ -117,7 +117,7 @@ class Exporter:
     async def kpi_families(self) -> list[Metric]:
         s = self.settings
         namespace = await current_namespace(self.client, s.topic_prefix, create=False)
-        store = Store(self.client, namespace)
+        store = RedisStore(self.client, namespace)
         partitions = range(s.partitions)
         directory = await store.directory(partitions, s.rules)
         scopes = sorted(await store.scopes(partitions))

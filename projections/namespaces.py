@@ -19,7 +19,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
-from projections.store import FROZEN, Keys
+from projections.store import RedisStore
+from projections.stores import FROZEN
 
 
 def pointer(prefix: str) -> str:
@@ -84,11 +85,7 @@ def next_generation(namespace: str) -> str:
 
 
 async def freeze(client: aioredis.Redis, namespace: str, partitions: Iterable[int]) -> None:
-    keys = Keys(namespace)
-    async with client.pipeline(transaction=False) as pipe:
-        for partition in partitions:
-            pipe.hset(keys.checkpoint(partition), FROZEN, "1")
-        await pipe.execute()
+    await RedisStore(client, namespace).freeze(partitions)
 
 
 async def switch(client: aioredis.Redis, prefix: str, namespace: str) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from projections.catalogue import SCOPES, Figure, Result, evaluate
 from projections.engine import GAUGE_BUCKET, DirectoryView
-from projections.store import Store
+from projections.stores import ProjectionStore
 from projections.windows import WindowSpan, window_span
 
 OLDEST_UNTOUCHED = "oldest_untouched_lead_age_seconds"
@@ -37,7 +37,7 @@ def scope_zone(scope: str, scope_id: str, as_of_ms: int, directory: DirectoryVie
 
 
 async def read_kpis(
-    store: Store,
+    store: ProjectionStore,
     partitions: Sequence[int],
     directory: DirectoryView,
     scope: str,
@@ -50,7 +50,7 @@ async def read_kpis(
 
 
 async def read_many(
-    store: Store,
+    store: ProjectionStore,
     partitions: Sequence[int],
     directory: DirectoryView,
     queries: Sequence[tuple[str, str, str]],

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -40,12 +40,18 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
 from projections.contributions import Rules
-from projections.engine import (
-    GAUGE_BUCKET,
-    AggregateKey,
-    BatchPlan,
-    DirectoryView,
-    EntityKey,
+from projections.engine import GAUGE_BUCKET, AggregateKey, DirectoryView, EntityKey
+from projections.stores import (
+    DIRTY_SEP,
+    DIRTY_TIERS,
+    FROZEN,
+    REFILL,
+    Commit,
+    DirtyMark,
+    Landed,
+    NamespaceFrozen,
+    change_out_of_range,
+    offsets,
 )
 from projections.windows import TIER_TTL_SECONDS
 
@@ -197,44 +203,8 @@ def connect(url: str, retries: int = 6, **options: Any) -> aioredis.Redis:
     )
 
 
-# Buckets whose changes the KPI publisher announces (calendar, all-time, gauges), marked
-# dirty by each commit in a hash per partition, field "scope<TAB>id<TAB>bucket" -> count.
-DIRTY_TIERS = frozenset("DWMQYA" + GAUGE_BUCKET)
-DIRTY_SEP = "\t"
-
-# A field of the checkpoint hash: the generation is being replaced (see namespaces.py).
-FROZEN = "!frozen"
 # What the commit script answers when a sum would leave the exact range.
 OUT_OF_RANGE = "!range"
-# A field of the checkpoint hash, per topic, while a gap is refilled (see mark_refilling).
-REFILL = "!refill:"
-
-
-class CheckpointMoved(RuntimeError):
-    """Another writer committed this partition since the batch was planned."""
-
-
-class NamespaceFrozen(RuntimeError):
-    """A rebuild froze this generation: wait for the switch, then write to the new one."""
-
-
-@dataclass
-class Landed:
-    """What ``Store.commit`` did not write: partitions whose checkpoint another writer moved
-    first, and partitions whose batch would take a sum out of range (why, per partition)."""
-
-    moved: list[int] = field(default_factory=list)
-    out_of_range: dict[int, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Commit:
-    """One partition's planned batch and the checkpoint moves it makes, topic -> (the
-    offset it was planned from, or None for none; the new offset)."""
-
-    partition: int
-    moves: Mapping[str, tuple[int | None, int]]
-    plan: BatchPlan
 
 
 @dataclass(frozen=True)
@@ -266,7 +236,9 @@ class Keys:
         return f"{self.tag(partition)}:u:{scope[0]}:{scope[1]}"
 
 
-class Store:
+class RedisStore:
+    """``ProjectionStore`` (projections/stores.py) on Redis or Redis Cluster."""
+
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
         self.client = client
         self.keys = Keys(namespace)
@@ -293,6 +265,10 @@ class Store:
             log.warning("Redis forgot the scripts (restarted?); running them again")
             return await run()
 
+    @property
+    def namespace(self) -> str:
+        return self.keys.namespace
+
     async def checkpoints(self, partition: int) -> dict[str, int]:
         """The last applied offset of each topic of a partition."""
         (found,) = await self.checkpoints_of([partition])
@@ -300,10 +276,7 @@ class Store:
 
     async def checkpoints_of(self, partitions: Sequence[int]) -> list[dict[str, int]]:
         """``checkpoints`` of some partitions, in one round trip."""
-        return [
-            {t: int(offset) for t, offset in stored.items() if not t.startswith("!")}
-            for stored in await self.progress(partitions)
-        ]
+        return [offsets(stored) for stored in await self.progress(partitions)]
 
     async def progress(self, partitions: Sequence[int]) -> list[dict[str, str]]:
         """Each partition's checkpoint hash: offsets per topic, ``!newest_ms`` (occurred_at
@@ -343,7 +316,7 @@ class Store:
         NamespaceFrozen, after the other partitions' commits, when a rebuild froze this one."""
         landed = Landed()
         for commit in commits:
-            found = _out_of_range(commit.plan)
+            found = change_out_of_range(commit.plan)
             if found is not None:  # JSON cannot even carry it to the script exactly
                 landed.out_of_range[commit.partition] = (
                     f"a change of {found[1]!r} in {found[0]!r} would leave the exact range"
@@ -452,6 +425,13 @@ class Store:
         if not await self._mark(keys=[key], args=[REFILL + topic, str(end)]):
             raise NamespaceFrozen(f"{self.keys.namespace} is frozen for a rebuild")
 
+    async def freeze(self, partitions: Iterable[int]) -> None:
+        """Refuse every later commit and mark of these partitions (a rebuild replaces them)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.hset(self.keys.checkpoint(partition), FROZEN, "1")
+            await pipe.execute()
+
     async def directory_versions(self, partitions: Sequence[int]) -> list[int]:
         """Each partition's directory version: other workers' rep and team changes show
         here, so a worker reloads just the partitions whose version moved."""
@@ -499,7 +479,7 @@ class Store:
             out.append(min(scores) if scores else None)
         return out
 
-    async def dirty(self, partitions: Sequence[int]) -> list[dict[tuple[str, str, str], int]]:
+    async def dirty(self, partitions: Sequence[int]) -> list[dict[DirtyMark, int]]:
         """Per partition: (scope, id, bucket) changed since the publisher last cleared it."""
         async with self.client.pipeline(transaction=False) as pipe:
             for partition in partitions:
@@ -516,7 +496,7 @@ class Store:
             out.append(marks)
         return out
 
-    async def clear_dirty(self, partition: int, seen: Mapping[tuple[str, str, str], int]) -> None:
+    async def clear_dirty(self, partition: int, seen: Mapping[DirtyMark, int]) -> None:
         """Forget marks still at the count they were read with."""
         if not seen:
             return
@@ -571,19 +551,6 @@ class Store:
         return totals
 
 
-EXACT = 2**53  # every sum, and so every change, stays strictly inside -EXACT .. EXACT
-
-
-def _out_of_range(plan: BatchPlan) -> tuple[str, str] | None:
-    """(bucket, field) of a change no sum can take and stay exact, if the plan has one: a
-    batch of many maximal amounts sums past what cjson (and orjson, past 2^64) carries."""
-    for (scope, scope_id, bucket), fields in plan.deltas.items():
-        for name, change in fields.items():
-            if not -EXACT < change < EXACT:
-                return f"{scope}:{scope_id}:{bucket}", name
-    return None
-
-
 def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dict[str, str]:
     """Redis replies are bytes (the client does not decode): keys and values as text."""
     return {_str(k): _str(v) for k, v in raw.items()}
@@ -591,3 +558,6 @@ def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dic
 
 def _str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+Store = RedisStore  # the name the modules being moved to the interface still use

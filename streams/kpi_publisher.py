@@ -47,7 +47,7 @@ from projections.kpi_changes import (
 )
 from projections.namespaces import current_namespace
 from projections.read import scope_zone
-from projections.store import Store
+from projections.store import RedisStore
 from projections.windows import TIER_TTL_SECONDS, calendar_range
 from streams.connections import kafka_options, redis_client
 from streams.settings import Settings
@@ -110,7 +110,7 @@ class KpiPublisher:
         """One pass; returns the records sent."""
         s = self.settings
         now_ms = time.time_ns() // 1_000_000
-        store = Store(
+        store = RedisStore(
             self.client, await current_namespace(self.client, s.topic_prefix, create=False)
         )
         partitions = range(s.partitions)

@@ -20,7 +20,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from projections.contributions import Rules
 from projections.namespaces import current_namespace, pointer
-from projections.store import NamespaceFrozen, Store
+from projections.store import RedisStore
+from projections.stores import NamespaceFrozen
 from streams import metrics
 from streams.projector import (
     DeadLetter,
@@ -80,7 +81,7 @@ class LiveProjector:
             self._relearned = True
 
     async def _open(self, namespace: str) -> Projector:
-        store = Store(self.client, namespace)
+        store = RedisStore(self.client, namespace)
         self._directory_versions = await store.directory_versions(range(self.partitions))
         directory = await store.directory(range(self.partitions), self.rules)
         self.namespace = namespace

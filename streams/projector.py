@@ -45,7 +45,14 @@ from projections.engine import BatchPlan, DirectoryView, EntityKey, key_of, plan
 from projections.entities import Record
 from projections.events import Event
 from projections.facts import LeadFact
-from projections.store import FROZEN, CheckpointMoved, Commit, NamespaceFrozen, Store
+from projections.stores import (
+    FROZEN,
+    CheckpointMoved,
+    Commit,
+    NamespaceFrozen,
+    ProjectionStore,
+    offsets,
+)
 from projections.validation import Limits, Rejection, parse_event
 
 log = logging.getLogger(__name__)
@@ -171,7 +178,7 @@ def wall_clock_ms() -> int:
 class Projector:
     def __init__(
         self,
-        store: Store,
+        store: ProjectionStore,
         directory: DirectoryView,
         rules: Rules,
         publish_facts: PublishFacts,
@@ -220,10 +227,9 @@ class Projector:
             if unknown:
                 found = await self.store.progress(unknown)
                 if any(FROZEN in hashed for hashed in found):
-                    raise NamespaceFrozen(f"{self.store.keys.namespace} is frozen for a rebuild")
+                    raise NamespaceFrozen(f"{self.store.namespace} is frozen for a rebuild")
                 self._checkpoints.update(
-                    (p, {t: int(o) for t, o in hashed.items() if not t.startswith("!")})
-                    for p, hashed in zip(unknown, found, strict=True)
+                    (p, offsets(hashed)) for p, hashed in zip(unknown, found, strict=True)
                 )
             fresh: dict[int, Work] = {}
             moved: list[int] = []

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError
 
-from projections.store import Store
+from projections.store import RedisStore
 from streams.connections import kafka_options
 from streams.settings import Settings
 
@@ -111,7 +111,7 @@ async def ingested(settings: Settings, raw_ends: dict[int, int]) -> bool:
     return all(committed.get(p, 0) >= end for p, end in raw_ends.items() if end)
 
 
-async def projected(store: Store, topic: str, ends: dict[int, int]) -> bool:
+async def projected(store: RedisStore, topic: str, ends: dict[int, int]) -> bool:
     """The projections have checkpointed ``topic`` up to ``ends``."""
     for partition, end in ends.items():
         if end and (await store.checkpoints(partition)).get(topic, -1) < end - 1:
@@ -119,7 +119,7 @@ async def projected(store: Store, topic: str, ends: dict[int, int]) -> bool:
     return True
 
 
-async def caught_up(settings: Settings, store: Store) -> bool:
+async def caught_up(settings: Settings, store: RedisStore) -> bool:
     """Ingest has committed the whole raw topic; projections have checkpointed both topics."""
     if not await ingested(settings, await end_offsets(settings, settings.raw_topic)):
         return False

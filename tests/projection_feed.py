@@ -1,4 +1,4 @@
-"""Feed events straight to a Projector on the real Redis, as the worker's loop would: split
+"""Feed events straight to a Projector on a store, as the worker's loop would: split
 over partitions by subject, directory first, then in random batches, with the lead facts
 the projector publishes fed back on a second "topic" partitioned by lead."""
 
@@ -14,7 +14,7 @@ from projections.contributions import Rules
 from projections.engine import DirectoryView
 from projections.events import Event, RepUpserted, TeamUpserted
 from projections.facts import LeadFact
-from projections.store import Store
+from projections.stores import ProjectionStore
 from streams.projector import DeadLetter, Positioned, Projector
 
 TOPIC = "events"
@@ -26,8 +26,7 @@ async def drop(client: aioredis.Redis, namespace: str) -> None:
 
 
 async def project(
-    client: aioredis.Redis,
-    namespace: str,
+    store: ProjectionStore,
     events: list[Event],
     partitions: int,
     rng: random.Random,
@@ -37,11 +36,10 @@ async def project(
     dead_letter: DeadLetter | None = None,
     directory: DirectoryView | None = None,
     batch: int | None = None,
-) -> tuple[Store, list[list[Positioned]]]:
+) -> tuple[ProjectionStore, list[list[Positioned]]]:
     """Project ``events`` in the given order, in batches of 0 to 400 records of each
     partition (or exactly ``batch``); returns the store and each partition's records of the
     events topic as they were delivered."""
-    store = Store(client, namespace)
     facts: list[list[Positioned]] = [[] for _ in range(partitions)]
     fact_offsets = [0] * partitions
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from projections.catalogue import Figure
 from projections.engine import DirectoryView
 from projections.read import read_kpis
-from projections.store import Store
+from projections.store import RedisStore
 from simulator.log import DUPLICATE, VALID, Record
 from streams.producer import publish
 from streams.settings import Settings
@@ -106,7 +106,7 @@ async def feed_directory_first(
 
 
 async def assert_matches_oracle(
-    store: Store,
+    store: RedisStore,
     settings: Settings,
     oracle: Oracle,
     scopes: Sequence[tuple[str, str]],
@@ -126,7 +126,7 @@ Difference = tuple[str, str, str, str, Any, Any]  # scope, id, window, KPI, engi
 
 
 async def differences(
-    store: Store,
+    store: RedisStore,
     partitions: Sequence[int],
     view: DirectoryView,
     oracle: Oracle,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from projections.namespaces import current_namespace
-from projections.store import Store
+from projections.store import RedisStore
 from projections.windows import WINDOWS
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
 from simulator.org import build_org
@@ -154,8 +154,10 @@ class Scenario:
         self.workers.append(worker)
         return worker
 
-    async def store(self) -> Store:
-        return Store(self.client, await current_namespace(self.client, self.settings.topic_prefix))
+    async def store(self) -> RedisStore:
+        return RedisStore(
+            self.client, await current_namespace(self.client, self.settings.topic_prefix)
+        )
 
     async def load_directory(self) -> None:
         """Teams and reps first, as a deployment loads them, and wait until they are in."""

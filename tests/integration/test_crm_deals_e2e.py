@@ -27,7 +27,7 @@ import pytest
 
 from projections.namespaces import current_namespace
 from projections.read import read_kpis
-from projections.store import Store, connect
+from projections.store import RedisStore, connect
 from projections.validation import format_instant_ms
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
@@ -91,7 +91,7 @@ def _canonical(events: list[dict[str, Any]]) -> dict[str, Any]:
 class Stack:
     """The ingest service and a worker on a fresh topic prefix, the directory loaded."""
 
-    def __init__(self, env: dict[str, str], settings: Settings, store: Store) -> None:
+    def __init__(self, env: dict[str, str], settings: Settings, store: RedisStore) -> None:
         self.env, self.settings, self.store = env, settings, store
 
     async def settled(self) -> None:
@@ -153,7 +153,7 @@ async def stack(
                     for n, e in enumerate(directory)
                 ]
             )
-            store = Store(client, await current_namespace(client, settings.topic_prefix))
+            store = RedisStore(client, await current_namespace(client, settings.topic_prefix))
             stack = Stack(env, settings, store)
             await stack.settled()  # the directory first, as a deployment loads it
             yield stack

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from projections.namespaces import current_namespace
-from projections.store import Store
+from projections.store import RedisStore
 from projections.windows import WINDOWS
 from simulator.log import SimConfig, format_instant, simulate
 from simulator.org import build_org
@@ -75,7 +75,7 @@ async def test_simulated_traffic_ends_with_the_oracle_kpis(
             ("queue", org.teams[0].queue_id),
         ]
         client = redis_client(settings)
-        store = Store(client, await current_namespace(client, settings.topic_prefix))
+        store = RedisStore(client, await current_namespace(client, settings.topic_prefix))
         await assert_matches_oracle(store, settings, oracle, scopes, WINDOWS, end_ms)
         await client.aclose()
 

@@ -28,6 +28,7 @@ from projections.catalogue import KPI_IDS
 from projections.contributions import Rules
 from projections.engine import DirectoryView
 from projections.events import COUNT_MAX, Event
+from projections.store import RedisStore
 from projections.validation import Rejection, format_instant_ms, parse_event
 from projections.windows import WINDOWS
 from streams.projector import Positioned
@@ -84,8 +85,7 @@ async def _run(
     namespace = f"t{uuid.uuid4().hex[:8]}"
     try:
         store, _ = await project(
-            client,
-            namespace,
+            RedisStore(client, namespace),
             events,
             partitions,
             random.Random(seed),

@@ -23,7 +23,7 @@ from examples.kpi_consumer import latest_values
 from projections.catalogue import GAUGES
 from projections.kpi_changes import API_WINDOWS
 from projections.namespaces import current_namespace
-from projections.store import Store
+from projections.store import RedisStore
 from projections.validation import parse_instant_ms
 from simulator.log import VALID, SimConfig, simulate
 from streams.connections import redis_client
@@ -55,7 +55,7 @@ def _occurred_ms(value: bytes) -> int:
 async def _no_dirty_marks(settings: Settings) -> bool:
     client = redis_client(settings)
     try:
-        store = Store(client, await current_namespace(client, settings.topic_prefix))
+        store = RedisStore(client, await current_namespace(client, settings.topic_prefix))
         return not any(await store.dirty(range(settings.partitions)))
     finally:
         await client.aclose()

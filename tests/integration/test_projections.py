@@ -19,7 +19,7 @@ from projections.engine import DirectoryView
 from projections.events import Event, RepUpserted, TeamUpserted
 from projections.facts import LeadFact
 from projections.read import read_kpis
-from projections.store import Store
+from projections.store import RedisStore
 from projections.validation import Rejection, parse_event
 from projections.windows import WINDOWS, answerable
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
@@ -68,7 +68,7 @@ def _log(seed: int, count: int) -> tuple[list[bytes], list[Event]]:
     return values, events
 
 
-async def _compare(store: Store, partitions: int, oracle: Oracle, as_ofs: list[int]) -> int:
+async def _compare(store: RedisStore, partitions: int, oracle: Oracle, as_ofs: list[int]) -> int:
     org = build_org(4, 8, 6)
     scopes = [("org", "")] + [("team", t.team_id) for t in org.teams] + [("team", "unassigned")]
     scopes += [("rep", r.rep_id) for r in org.reps[::7]]
@@ -105,7 +105,7 @@ async def test_projections_equal_the_oracle_on_a_shuffled_duplicated_log(
     try:
         started = time.monotonic()
         store, _ = await _project(
-            redis_client, namespace, shuffled, 4, rng, rules=RULES, end_ms=END_MS
+            RedisStore(redis_client, namespace), shuffled, 4, rng, rules=RULES, end_ms=END_MS
         )
         print(f"\nprojected {len(events)} events in {time.monotonic() - started:.2f}s")
         compared = await _compare(
@@ -144,13 +144,23 @@ async def test_any_order_partitioning_and_replay_give_the_oracle(
     order.shuffle(events)
     try:
         store, _ = await _project(
-            redis_client, namespace, events, partitions, order, rules=RULES, end_ms=END_MS
+            RedisStore(redis_client, namespace),
+            events,
+            partitions,
+            order,
+            rules=RULES,
+            end_ms=END_MS,
         )
         if replay:
             # A redelivery of everything (a crash before the consumer committed): the stored
             # checkpoints skip what is at or below them; nothing may count twice.
             await _project(
-                redis_client, namespace, events, partitions, order, rules=RULES, end_ms=END_MS
+                RedisStore(redis_client, namespace),
+                events,
+                partitions,
+                order,
+                rules=RULES,
+                end_ms=END_MS,
             )
         await _compare(store, partitions, oracle, [END_MS, END_MS - 2 * 86_400_000])
     finally:
@@ -171,7 +181,7 @@ async def test_a_chunk_that_fails_to_land_commits_nothing_and_the_retry_gives_th
     namespace = f"t{uuid.uuid4().hex[:8]}"
     partitions = 12
     chunk = -(-partitions // LANDING_CHUNKS)
-    store = Store(redis_client, namespace)
+    store = RedisStore(redis_client, namespace)
     facts: list[list[Positioned]] = [[] for _ in range(partitions)]
     fact_offsets = [0] * partitions
     calls, fail_on = 0, 0

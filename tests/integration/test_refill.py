@@ -13,7 +13,7 @@ import pytest
 
 from exporters.health import summarise
 from projections.namespaces import current_namespace
-from projections.store import Store
+from projections.store import RedisStore
 from simulator.log import SimConfig, simulate
 from simulator.org import build_org
 from streams.connections import redis_client
@@ -44,14 +44,14 @@ async def test_a_quiet_worker_refills_what_redis_lost(
         await publish(settings, settings.raw_topic, directory)
         await publish(settings, settings.raw_topic, rest)
         deadline = time.monotonic() + 120
-        while not await caught_up(settings, Store(client, f"{settings.topic_prefix}:g1")):
+        while not await caught_up(settings, RedisStore(client, f"{settings.topic_prefix}:g1")):
             assert time.monotonic() < deadline, "never caught up"
             await asyncio.sleep(0.5)
 
         # Redis loses everything of this prefix, and no record comes after.
         async for key in client.scan_iter(match=f"*{settings.topic_prefix}:*", count=1_000):
             await client.delete(key)
-        store = Store(client, f"{settings.topic_prefix}:g1")
+        store = RedisStore(client, f"{settings.topic_prefix}:g1")
         ends = {
             (topic, p): end
             for topic in (settings.events_topic, settings.facts_topic)

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from projections.namespaces import current_namespace
-from projections.store import Store
+from projections.store import RedisStore
 from simulator.log import SimConfig, format_instant, simulate
 from simulator.org import build_org
 from streams.connections import redis_client, stack_secrets
@@ -101,7 +101,7 @@ async def test_the_pipeline_through_sasl_ssl_and_redis_tls_matches_the_oracle(
         scopes += [("team", t.team_id) for t in org.teams]
         client = redis_client(settings)
         try:
-            store = Store(client, await current_namespace(client, settings.topic_prefix))
+            store = RedisStore(client, await current_namespace(client, settings.topic_prefix))
             oracle = Oracle(log)
             await assert_matches_oracle(
                 store, settings, oracle, scopes, ("today", "week", "all"), end_ms

@@ -11,7 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from projections.engine import GAUGE_BUCKET, AggregateKey, BatchPlan
-from projections.store import Commit, Landed, Store
+from projections.store import RedisStore
+from projections.stores import Commit, Landed
 from projections.windows import TIER_TTL_SECONDS
 from streams.settings import Settings
 
@@ -24,10 +25,10 @@ GAUGE: AggregateKey = ("team", "emea", GAUGE_BUCKET)
 
 
 @pytest.fixture
-async def store(stack_env: dict[str, str]) -> AsyncIterator[Store]:
+async def store(stack_env: dict[str, str]) -> AsyncIterator[RedisStore]:
     client = aioredis.Redis.from_url(Settings.from_env(stack_env).redis)
     namespace = f"storetest{uuid.uuid4().hex[:8]}"
-    yield Store(client, namespace)
+    yield RedisStore(client, namespace)
     async for key in client.scan_iter(match=f"{{{namespace}:*", count=1000):
         await client.delete(key)
     await client.aclose()
@@ -36,7 +37,7 @@ async def store(stack_env: dict[str, str]) -> AsyncIterator[Store]:
 class Commits:
     """Successive commits of partition 0, each continuing the checkpoint of the last."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: RedisStore) -> None:
         self.store = store
         self.offset: int | None = None
 
@@ -50,12 +51,12 @@ class Commits:
         return landed
 
 
-async def _bucket(store: Store, key: AggregateKey) -> dict[str, int]:
+async def _bucket(store: RedisStore, key: AggregateKey) -> dict[str, int]:
     raw = await store.client.hgetall(store.keys.aggregate(0, key))
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
-async def test_deltas_add_up_and_a_field_at_zero_is_dropped(store: Store) -> None:
+async def test_deltas_add_up_and_a_field_at_zero_is_dropped(store: RedisStore) -> None:
     commit = Commits(store)
     await commit({MINUTE: {"calls": 2, "talk_ms": 90_000}, GAUGE: {"open": 3}})
     await commit({MINUTE: {"calls": 1, "talk_ms": -90_000, "emails": 4}, GAUGE: {"open": -1}})
@@ -68,7 +69,7 @@ async def test_deltas_add_up_and_a_field_at_zero_is_dropped(store: Store) -> Non
 
 
 async def test_a_new_bucket_gets_its_tier_ttl_and_later_commits_do_not_extend_it(
-    store: Store,
+    store: RedisStore,
 ) -> None:
     commit = Commits(store)
     await commit({MINUTE: {"calls": 1}, DAY: {"calls": 1}, ALL: {"calls": 1}, GAUGE: {"open": 1}})
@@ -87,7 +88,7 @@ async def test_a_new_bucket_gets_its_tier_ttl_and_later_commits_do_not_extend_it
     assert await _bucket(store, MINUTE) == {"calls": 2, "emails": 1, "meetings": 1}
 
 
-async def test_sums_are_exact_up_to_2_to_the_53(store: Store) -> None:
+async def test_sums_are_exact_up_to_2_to_the_53(store: RedisStore) -> None:
     commit = Commits(store)
     await commit({ALL: {"revenue_minor": 2**53 - 10}})
     await commit({ALL: {"revenue_minor": 9}})
@@ -95,7 +96,7 @@ async def test_sums_are_exact_up_to_2_to_the_53(store: Store) -> None:
     assert await store.sums([0], "team", "emea", ["A"]) == {"revenue_minor": 2**53 - 1}
 
 
-async def test_a_dirty_mark_changed_after_it_was_read_is_not_cleared(store: Store) -> None:
+async def test_a_dirty_mark_changed_after_it_was_read_is_not_cleared(store: RedisStore) -> None:
     commit = Commits(store)
     await commit({DAY: {"calls": 1}, ALL: {"calls": 1}, MINUTE: {"calls": 1}})
     (marks,) = await store.dirty([0])
@@ -108,7 +109,7 @@ async def test_a_dirty_mark_changed_after_it_was_read_is_not_cleared(store: Stor
     assert await store.dirty([0]) == [{}]
 
 
-async def test_many_dirty_marks_in_one_commit(store: Store) -> None:
+async def test_many_dirty_marks_in_one_commit(store: RedisStore) -> None:
     """Thousands of buckets changed by one commit (a large batch of a backlog) all get a mark."""
     commit = Commits(store)
     deltas = {("rep", f"r{n}", "A"): {"calls": 1} for n in range(5_000)}
@@ -117,7 +118,7 @@ async def test_many_dirty_marks_in_one_commit(store: Store) -> None:
     assert marks == dict.fromkeys(deltas, 1)
 
 
-async def test_a_commit_that_would_leave_the_exact_range_writes_nothing(store: Store) -> None:
+async def test_a_commit_that_would_leave_the_exact_range_writes_nothing(store: RedisStore) -> None:
     """Redis never rolls a script back: the increments made before the bad sum are undone,
     and nothing else of the commit (records, marks, the checkpoint) is written."""
     commit = Commits(store)
@@ -144,7 +145,7 @@ async def test_a_commit_that_would_leave_the_exact_range_writes_nothing(store: S
     assert await _bucket(store, ALL) == {"revenue_minor": 2**53 - 1, "won": 1}
 
 
-async def test_a_record_with_more_fields_than_lua_can_unpack_at_once(store: Store) -> None:
+async def test_a_record_with_more_fields_than_lua_can_unpack_at_once(store: RedisStore) -> None:
     """One lead with 30,000 responses in one batch: 60,001 HSET arguments."""
     commit = Commits(store)
     fields = {f"!event-{n}": f"resp|{n}|rep|positive|emea|UTC" for n in range(30_000)}
@@ -157,7 +158,7 @@ async def test_a_record_with_more_fields_than_lua_can_unpack_at_once(store: Stor
 HOSTILE_IDS = ["a|b", "a:b", "a/b", "{a}", "a\tb", "100%", "%7C", " ", "ü\u2028😀", "x" * 128]
 
 
-async def test_any_id_is_a_key_a_mark_and_a_record_of_its_own(store: Store) -> None:
+async def test_any_id_is_a_key_a_mark_and_a_record_of_its_own(store: RedisStore) -> None:
     commit = Commits(store)
     deltas = {("rep", ident, "A"): {"calls": n + 1} for n, ident in enumerate(HOSTILE_IDS)}
     records = {("lead", ident): {"owner": ident} for ident in HOSTILE_IDS}
@@ -171,7 +172,7 @@ async def test_any_id_is_a_key_a_mark_and_a_record_of_its_own(store: Store) -> N
         assert await store.sums([0], "rep", ident, ["A"]) == {"calls": n + 1}
 
 
-async def test_a_change_past_64_bits_is_out_of_range_not_an_error(store: Store) -> None:
+async def test_a_change_past_64_bits_is_out_of_range_not_an_error(store: RedisStore) -> None:
     """A batch of 2,049 deals of the largest amount: a delta JSON cannot carry."""
     commit = Commits(store)
     landed = await commit({ALL: {"revenue_minor": 2_049 * (2**53 - 1)}})
@@ -180,7 +181,7 @@ async def test_a_change_past_64_bits_is_out_of_range_not_an_error(store: Store) 
     assert not (await commit({ALL: {"revenue_minor": 5}})).out_of_range
 
 
-async def test_an_undone_commit_leaves_a_bucket_with_its_ttl(store: Store) -> None:
+async def test_an_undone_commit_leaves_a_bucket_with_its_ttl(store: RedisStore) -> None:
     """A field that reached 0 in a commit that was then undone: its bucket keeps its TTL."""
     commit = Commits(store)
     await commit({MINUTE: {"calls": 1}, ALL: {"revenue_minor": 2**53 - 2}})

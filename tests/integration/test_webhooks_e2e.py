@@ -34,7 +34,7 @@ import pytest
 
 from projections.namespaces import current_namespace
 from projections.read import read_kpis
-from projections.store import Store, connect
+from projections.store import RedisStore, connect
 from projections.validation import format_instant_ms
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
@@ -416,7 +416,7 @@ async def test_a_scripted_day_through_the_webhooks_matches_the_oracle(
                 {"Authorization": f"Bearer {SECRETS['SALESPULSE_INGEST_TOKEN']}"},
             )
             assert answer["accepted"] == len(directory)
-            store = Store(client, await current_namespace(client, settings.topic_prefix))
+            store = RedisStore(client, await current_namespace(client, settings.topic_prefix))
             while not await caught_up(settings, store):
                 await asyncio.sleep(0.5)
             # Each vendor's deliveries are made just before they are posted: the Twilio and

@@ -1,0 +1,247 @@
+"""The in-memory twin of the Redis store: the same contract (``projections.stores``), kept in
+dicts, for tests that run the projector, the readers and the publisher without a server.
+
+A ``MemoryBackend`` plays the Redis server: stores made on the same backend and namespace
+see the same data, as processes sharing one Redis do. What it does not model: bucket TTLs
+(minute and hour buckets are never expired here), and persistence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from projections.contributions import Rules
+from projections.engine import AggregateKey, DirectoryView, EntityKey
+from projections.stores import (
+    APPLIED,
+    COMMITTED,
+    DIRECTORY_VERSION,
+    DIRTY_TIERS,
+    EXACT,
+    FROZEN,
+    NEWEST,
+    REFILL,
+    Commit,
+    DirtyMark,
+    Landed,
+    NamespaceFrozen,
+    change_out_of_range,
+    offsets,
+)
+
+
+@dataclass
+class _Partition:
+    checkpoint: dict[str, str] = field(default_factory=dict)
+    records: dict[EntityKey, dict[str, str]] = field(default_factory=dict)
+    buckets: dict[AggregateKey, dict[str, int]] = field(default_factory=dict)
+    members: set[EntityKey] = field(default_factory=set)  # rep and team records
+    scopes: set[tuple[str, str]] = field(default_factory=set)
+    untouched: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    dirty: dict[DirtyMark, int] = field(default_factory=dict)
+
+
+class MemoryBackend:
+    """The shared "server": namespace -> partition -> its data."""
+
+    def __init__(self) -> None:
+        self.namespaces: dict[str, dict[int, _Partition]] = {}
+
+    def partition(self, namespace: str, partition: int) -> _Partition:
+        return self.namespaces.setdefault(namespace, {}).setdefault(partition, _Partition())
+
+
+class MemoryStore:
+    """``ProjectionStore`` in memory. Every call is atomic (nothing else runs in between)."""
+
+    def __init__(self, backend: MemoryBackend, namespace: str) -> None:
+        self.backend = backend
+        self._namespace = namespace
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    def _p(self, partition: int) -> _Partition:
+        return self.backend.partition(self._namespace, partition)
+
+    async def commit(self, commits: Sequence[Commit]) -> Landed:
+        landed = Landed()
+        frozen = False
+        for commit in commits:
+            found = change_out_of_range(commit.plan)
+            if found is not None:
+                landed.out_of_range[commit.partition] = (
+                    f"a change of {found[1]!r} in {found[0]!r} would leave the exact range"
+                )
+                continue
+            part = self._p(commit.partition)
+            if FROZEN in part.checkpoint:
+                frozen = True
+                continue
+            if any(
+                part.checkpoint.get(topic, "") != ("" if expected is None else str(expected))
+                for topic, (expected, _) in commit.moves.items()
+            ):
+                landed.moved.append(commit.partition)
+                continue
+            bad = _apply_deltas(part, commit)
+            if bad is not None:
+                landed.out_of_range[commit.partition] = bad
+                continue
+            _write(part, commit)
+        if frozen:
+            raise NamespaceFrozen(f"{self._namespace} is frozen for a rebuild")
+        return landed
+
+    async def load(
+        self, wanted: Mapping[int, Iterable[EntityKey]]
+    ) -> dict[int, dict[EntityKey, dict[str, str]]]:
+        out: dict[int, dict[EntityKey, dict[str, str]]] = {}
+        for partition, keys in wanted.items():
+            records = self._p(partition).records
+            out[partition] = {key: dict(records[key]) for key in keys if records.get(key)}
+        return out
+
+    async def checkpoints(self, partition: int) -> dict[str, int]:
+        (found,) = await self.checkpoints_of([partition])
+        return found
+
+    async def checkpoints_of(self, partitions: Sequence[int]) -> list[dict[str, int]]:
+        return [offsets(stored) for stored in await self.progress(partitions)]
+
+    async def progress(self, partitions: Sequence[int]) -> list[dict[str, str]]:
+        return [dict(self._p(p).checkpoint) for p in partitions]
+
+    async def mark_refilling(self, partition: int, topic: str, end: int) -> None:
+        checkpoint = self._p(partition).checkpoint
+        if FROZEN in checkpoint:
+            raise NamespaceFrozen(f"{self._namespace} is frozen for a rebuild")
+        checkpoint[REFILL + topic] = str(end)
+
+    async def freeze(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self._p(partition).checkpoint[FROZEN] = "1"
+
+    async def directory_versions(self, partitions: Sequence[int]) -> list[int]:
+        return [int(self._p(p).checkpoint.get(DIRECTORY_VERSION, 0)) for p in partitions]
+
+    async def directory_records(self, partitions: Sequence[int]) -> dict[EntityKey, dict[str, str]]:
+        out = {}
+        for partition in partitions:
+            part = self._p(partition)
+            for key in part.members:
+                out[key] = dict(part.records.get(key, {}))
+        return out
+
+    async def directory(self, partitions: Sequence[int], rules: Rules) -> DirectoryView:
+        return DirectoryView(await self.directory_records(partitions), rules)
+
+    async def oldest_untouched(
+        self, partitions: Sequence[int], scopes: Sequence[tuple[str, str]]
+    ) -> list[int | None]:
+        out: list[int | None] = []
+        for scope in scopes:
+            found = [
+                min(leads.values())
+                for p in partitions
+                if (leads := self._p(p).untouched.get(scope))
+            ]
+            out.append(min(found) if found else None)
+        return out
+
+    async def dirty(self, partitions: Sequence[int]) -> list[dict[DirtyMark, int]]:
+        return [dict(self._p(p).dirty) for p in partitions]
+
+    async def clear_dirty(self, partition: int, seen: Mapping[DirtyMark, int]) -> None:
+        marks = self._p(partition).dirty
+        for mark, count in seen.items():
+            if marks.get(mark) == count:
+                del marks[mark]
+
+    async def scopes(self, partitions: Sequence[int]) -> set[tuple[str, str]]:
+        return {scope for p in partitions for scope in self._p(p).scopes}
+
+    async def sums(
+        self, partitions: Sequence[int], scope: str, scope_id: str, bucket_ids: Sequence[str]
+    ) -> dict[str, int]:
+        (total,) = await self.sums_many(partitions, [(scope, scope_id, tuple(bucket_ids))])
+        return total
+
+    async def sums_many(
+        self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]
+    ) -> list[dict[str, int]]:
+        totals = []
+        for scope, scope_id, bucket_ids in requests:
+            total: dict[str, int] = {}
+            for partition in partitions:
+                buckets = self._p(partition).buckets
+                for bucket in bucket_ids:
+                    for name, value in buckets.get((scope, scope_id, bucket), {}).items():
+                        total[name] = total.get(name, 0) + value
+            totals.append(total)
+        return totals
+
+
+def _apply_deltas(part: _Partition, commit: Commit) -> str | None:
+    """Add the plan's deltas, all or none: why not, when a sum would leave the exact range."""
+    sums: dict[tuple[AggregateKey, str], int] = {}
+    for aggregate, fields in commit.plan.deltas.items():
+        bucket = part.buckets.get(aggregate, {})
+        for name, change in fields.items():
+            total = bucket.get(name, 0) + change
+            if not -EXACT < total < EXACT:
+                where = ":".join(aggregate)
+                return (
+                    f"the sum of {name!r} in {where!r} would leave the exact range of "
+                    "-(2^53 - 1) .. 2^53 - 1"
+                )
+            sums[(aggregate, name)] = total
+    for (aggregate, name), total in sums.items():
+        bucket = part.buckets.setdefault(aggregate, {})
+        if total:
+            bucket[name] = total
+        else:
+            bucket.pop(name, None)
+            if not bucket:
+                del part.buckets[aggregate]
+    return None
+
+
+def _write(part: _Partition, commit: Commit) -> None:
+    """Everything but the deltas, once they are in."""
+    plan = commit.plan
+    directory_changed = False
+    for entity, changed in plan.changed_fields.items():
+        part.records.setdefault(entity, {}).update(changed)
+        if entity[0] in ("rep", "team"):
+            part.members.add(entity)
+            directory_changed = True
+    part.scopes |= {(a[0], a[1]) for a in plan.deltas if a[0] != "org"}
+    for aggregate in plan.deltas:
+        if aggregate[2][0] in DIRTY_TIERS:
+            mark = (aggregate[0], aggregate[1], aggregate[2])
+            part.dirty[mark] = part.dirty.get(mark, 0) + 1
+    for scope, leads in plan.untouched_add.items():
+        part.untouched.setdefault(scope, {}).update(leads)
+    for scope, gone in plan.untouched_remove.items():
+        kept = part.untouched.get(scope, {})
+        for lead in gone:
+            kept.pop(lead, None)
+        if not kept:
+            part.untouched.pop(scope, None)
+    checkpoint = part.checkpoint
+    for topic, (_, new) in commit.moves.items():
+        checkpoint[topic] = str(new)
+        refill = checkpoint.get(REFILL + topic)
+        if refill is not None and new >= int(refill) - 1:
+            del checkpoint[REFILL + topic]
+    if plan.newest_ms > int(checkpoint.get(NEWEST, "0")):
+        checkpoint[NEWEST] = str(plan.newest_ms)
+    checkpoint[COMMITTED] = str(time.time_ns() // 1_000_000)
+    if plan.applied > 0:
+        checkpoint[APPLIED] = str(int(checkpoint.get(APPLIED, "0")) + plan.applied)
+    if directory_changed:
+        checkpoint[DIRECTORY_VERSION] = str(int(checkpoint.get(DIRECTORY_VERSION, "0")) + 1)

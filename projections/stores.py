@@ -1,0 +1,158 @@
+"""What the projector, the readers and the KPI publisher need of a projection store.
+
+``ProjectionStore`` is the interface; ``projections.store.RedisStore`` is the store the
+engine runs on and ``projections.memory_store.MemoryStore`` its in-memory twin, for tests
+that exercise the projector's logic without a server. One contract test suite
+(``tests/contract/test_store_contract.py``) runs against both.
+
+A store holds one namespace generation (``salespulse:g1``...) of projections, split by
+partition: per partition, entity records, aggregate buckets (integers), a checkpoint hash
+(offsets per topic and bookkeeping fields, below), the directory's members, the scopes
+seen, the open untouched leads of each scope and the dirty marks the KPI publisher reads.
+Pure: the types, errors and rules every implementation shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from projections.contributions import Rules
+from projections.engine import GAUGE_BUCKET, BatchPlan, DirectoryView, EntityKey
+
+# Fields of a partition's checkpoint hash beside the topics' offsets.
+FROZEN = "!frozen"  # the generation is being replaced by a rebuild (namespaces.py)
+REFILL = "!refill:"  # per topic, while a gap is refilled: the offset that ends it
+NEWEST = "!newest_ms"  # occurred_at of the newest event applied
+COMMITTED = "!committed_ms"  # wall time of the last commit
+APPLIED = "!applied"  # distinct events applied
+DIRECTORY_VERSION = "!directory"  # moves whenever a rep or team record of the partition does
+
+# Buckets whose changes the KPI publisher announces (calendar, all-time, gauges): each commit
+# counts a mark per changed bucket, "scope<TAB>id<TAB>bucket" -> commits.
+DIRTY_TIERS = frozenset("DWMQYA" + GAUGE_BUCKET)
+DIRTY_SEP = "\t"
+
+EXACT = 2**53  # every sum, and so every change, stays strictly inside -EXACT .. EXACT
+
+
+class CheckpointMoved(RuntimeError):
+    """Another writer committed this partition since the batch was planned."""
+
+
+class NamespaceFrozen(RuntimeError):
+    """A rebuild froze this generation: wait for the switch, then write to the new one."""
+
+
+@dataclass
+class Landed:
+    """What ``commit`` did not write: partitions whose checkpoint another writer moved
+    first, and partitions whose batch would take a sum out of range (why, per partition)."""
+
+    moved: list[int] = field(default_factory=list)
+    out_of_range: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One partition's planned batch and the checkpoint moves it makes, topic -> (the
+    offset it was planned from, or None for none; the new offset)."""
+
+    partition: int
+    moves: Mapping[str, tuple[int | None, int]]
+    plan: BatchPlan
+
+
+DirtyMark = tuple[str, str, str]  # scope, id, bucket
+
+
+class ProjectionStore(Protocol):
+    """One namespace generation of the projections. Every method takes the partitions it
+    concerns; a multi-partition call is one round trip where the store has round trips."""
+
+    @property
+    def namespace(self) -> str: ...
+
+    async def commit(self, commits: Sequence[Commit]) -> Landed:
+        """Write planned batches, each atomically with the move of its checkpoints (expected
+        -> new): records, bucket deltas (a field reaching 0 is dropped), directory members,
+        scopes, untouched leads, dirty marks and the bookkeeping fields. A partition whose
+        checkpoint moved, or whose sums would leave -(2^53 - 1) .. 2^53 - 1, writes nothing
+        and is named in the answer; NamespaceFrozen, after the other partitions, when a
+        rebuild froze one."""
+        ...
+
+    async def load(
+        self, wanted: Mapping[int, Iterable[EntityKey]]
+    ) -> dict[int, dict[EntityKey, dict[str, str]]]:
+        """The stored records of some entities per partition (a missing one is left out)."""
+        ...
+
+    async def checkpoints(self, partition: int) -> dict[str, int]:
+        """The last applied offset of each topic of a partition."""
+        ...
+
+    async def checkpoints_of(self, partitions: Sequence[int]) -> list[dict[str, int]]: ...
+
+    async def progress(self, partitions: Sequence[int]) -> list[dict[str, str]]:
+        """Each partition's whole checkpoint hash, offsets and bookkeeping fields, as text."""
+        ...
+
+    async def mark_refilling(self, partition: int, topic: str, end: int) -> None:
+        """Offsets up to ``end`` (exclusive) are being applied again; the commit that reaches
+        ``end - 1`` clears the mark. NamespaceFrozen when a rebuild froze the generation."""
+        ...
+
+    async def freeze(self, partitions: Iterable[int]) -> None:
+        """Refuse every later commit and mark of these partitions (a rebuild replaces them)."""
+        ...
+
+    async def directory_versions(self, partitions: Sequence[int]) -> list[int]: ...
+
+    async def directory_records(
+        self, partitions: Sequence[int]
+    ) -> dict[EntityKey, dict[str, str]]: ...
+
+    async def directory(self, partitions: Sequence[int], rules: Rules) -> DirectoryView: ...
+
+    async def oldest_untouched(
+        self, partitions: Sequence[int], scopes: Sequence[tuple[str, str]]
+    ) -> list[int | None]:
+        """Creation time (ms) of each scope's oldest open, untouched lead, if any."""
+        ...
+
+    async def dirty(self, partitions: Sequence[int]) -> list[dict[DirtyMark, int]]: ...
+
+    async def clear_dirty(self, partition: int, seen: Mapping[DirtyMark, int]) -> None:
+        """Forget the marks still at the count they were read with."""
+        ...
+
+    async def scopes(self, partitions: Sequence[int]) -> set[tuple[str, str]]:
+        """Every (scope, id) with aggregates, beside the org."""
+        ...
+
+    async def sums(
+        self, partitions: Sequence[int], scope: str, scope_id: str, bucket_ids: Sequence[str]
+    ) -> dict[str, int]: ...
+
+    async def sums_many(
+        self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]
+    ) -> list[dict[str, int]]:
+        """Base fields of each (scope, id, buckets), summed over buckets and partitions."""
+        ...
+
+
+def change_out_of_range(plan: BatchPlan) -> tuple[str, str] | None:
+    """(bucket, field) of a change no sum can take and stay exact, if the plan has one: a
+    batch of many maximal amounts sums past what a reader carries exactly."""
+    for (scope, scope_id, bucket), fields in plan.deltas.items():
+        for name, change in fields.items():
+            if not -EXACT < change < EXACT:
+                return f"{scope}:{scope_id}:{bucket}", name
+    return None
+
+
+def offsets(stored: Mapping[str, str]) -> dict[str, int]:
+    """The topics' offsets of a checkpoint hash (its other fields start with ``!``)."""
+    return {topic: int(offset) for topic, offset in stored.items() if not topic.startswith("!")}

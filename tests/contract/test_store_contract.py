@@ -1,0 +1,270 @@
+"""One contract for every projection store (projections/stores.py): the same tests run on the
+in-memory twin (unit tier, no server) and on the real Redis (integration tier, the server the
+test run starts). What only Redis does (bucket TTLs, the Lua limits) stays in
+tests/integration/test_store_commit.py."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from projections.contributions import Rules
+from projections.engine import GAUGE_BUCKET, AggregateKey, BatchPlan
+from projections.memory_store import MemoryBackend, MemoryStore
+from projections.store import RedisStore
+from projections.stores import (
+    APPLIED,
+    COMMITTED,
+    NEWEST,
+    REFILL,
+    Commit,
+    Landed,
+    NamespaceFrozen,
+    ProjectionStore,
+)
+from streams.settings import Settings
+
+DAY: AggregateKey = ("team", "emea", "D2026-11-23")
+ALL: AggregateKey = ("team", "emea", "A")
+MINUTE: AggregateKey = ("team", "emea", "m29400000")
+ORG_DAY: AggregateKey = ("org", "", "D2026-11-23")
+GAUGE: AggregateKey = ("team", "emea", GAUGE_BUCKET)
+LIMIT = 2**53
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("memory", marks=pytest.mark.unit),
+        pytest.param("redis", marks=pytest.mark.integration),
+    ]
+)
+def redis_url(request: pytest.FixtureRequest) -> str | None:
+    """None for the in-memory store; for Redis, the URL of the server the run starts (asked
+    for here, outside the event loop: starting the servers runs loops of its own)."""
+    if request.param == "memory":
+        return None
+    return Settings.from_env(request.getfixturevalue("stack_env")).redis
+
+
+@pytest.fixture
+async def store(redis_url: str | None) -> AsyncIterator[ProjectionStore]:
+    namespace = f"contract{uuid.uuid4().hex[:8]}"
+    if redis_url is None:
+        yield MemoryStore(MemoryBackend(), namespace)
+        return
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield RedisStore(client, namespace)
+    finally:
+        async for key in client.scan_iter(match=f"{{{namespace}:*", count=1000):
+            await client.delete(key)
+        await client.aclose()
+
+
+class Writer:
+    """Successive commits of one partition, each continuing the checkpoint of the last."""
+
+    def __init__(self, store: ProjectionStore, partition: int = 0) -> None:
+        self.store, self.partition = store, partition
+        self.offset: int | None = None
+
+    async def __call__(self, **plan: object) -> Landed:
+        new = (self.offset if self.offset is not None else -1) + 1
+        batch = BatchPlan(applied=1, **plan)  # type: ignore[arg-type]
+        landed = await self.store.commit(
+            [Commit(self.partition, {"events": (self.offset, new)}, batch)]
+        )
+        if not landed.moved and not landed.out_of_range:
+            self.offset = new
+        return landed
+
+
+async def test_deltas_add_up_over_commits_buckets_and_partitions(store: ProjectionStore) -> None:
+    first, second = Writer(store, 0), Writer(store, 1)
+    await first(deltas={DAY: {"calls": 2, "talk_ms": 90_000}, ALL: {"calls": 2}})
+    await first(deltas={DAY: {"calls": 1}})
+    await second(deltas={DAY: {"calls": 4}, MINUTE: {"calls": 1}})
+    day, both, org = await store.sums_many(
+        [0, 1],
+        [
+            ("team", "emea", ("D2026-11-23",)),
+            ("team", "emea", ("D2026-11-23", "A")),
+            ("org", "", ("D2026-11-23",)),
+        ],
+    )
+    assert day == {"calls": 7, "talk_ms": 90_000}
+    assert both == {"calls": 9, "talk_ms": 90_000}
+    assert org == {}
+    assert await store.sums([0], "team", "emea", ["m29400000"]) == {}
+    assert await store.sums([1], "team", "emea", ["m29400000"]) == {"calls": 1}
+
+
+async def test_a_field_that_comes_back_to_zero_is_gone(store: ProjectionStore) -> None:
+    write = Writer(store)
+    await write(deltas={GAUGE: {"open": 3, "untouched": 1}})
+    await write(deltas={GAUGE: {"open": -3}})
+    assert await store.sums([0], "team", "emea", [GAUGE_BUCKET]) == {"untouched": 1}
+    await write(deltas={GAUGE: {"untouched": -1}})
+    assert await store.sums([0], "team", "emea", [GAUGE_BUCKET]) == {}
+
+
+async def test_checkpoints_move_with_the_commit_and_a_stale_plan_writes_nothing(
+    store: ProjectionStore,
+) -> None:
+    write = Writer(store)
+    await write(deltas={DAY: {"calls": 1}})
+    await write(deltas={DAY: {"calls": 1}})
+    assert await store.checkpoints(0) == {"events": 1}
+    stale = Commit(0, {"events": (0, 5)}, BatchPlan(deltas={DAY: {"calls": 100}}, applied=1))
+    fresh = Commit(1, {"events": (None, 0)}, BatchPlan(deltas={DAY: {"calls": 1}}, applied=1))
+    landed = await store.commit([stale, fresh])
+    assert landed.moved == [0] and not landed.out_of_range
+    assert await store.checkpoints_of([0, 1]) == [{"events": 1}, {"events": 0}]
+    assert await store.sums([0], "team", "emea", ["D2026-11-23"]) == {"calls": 2}
+
+
+async def test_a_sum_that_would_leave_the_exact_range_writes_nothing(
+    store: ProjectionStore,
+) -> None:
+    write = Writer(store)
+    await write(deltas={DAY: {"revenue": LIMIT - 2}}, changed_fields={("opp", "o-1"): {"a": "1"}})
+    assert await store.sums([0], "team", "emea", ["D2026-11-23"]) == {"revenue": LIMIT - 2}
+    before = await store.progress([0])
+    landed = await write(
+        deltas={ALL: {"revenue": 5}, DAY: {"revenue": 2, "won": 1}, ORG_DAY: {"revenue": 2}},
+        changed_fields={("opp", "o-2"): {"a": "2"}},
+    )
+    assert 0 in landed.out_of_range and "revenue" in landed.out_of_range[0]
+    landed = await write(deltas={DAY: {"won": 1, "revenue": 2}})  # the other order of fields
+    assert 0 in landed.out_of_range
+    assert await store.sums([0], "team", "emea", ["D2026-11-23", "A"]) == {"revenue": LIMIT - 2}
+    assert await store.sums([0], "org", "", ["D2026-11-23"]) == {}
+    assert await store.load({0: [("opp", "o-2")]}) == {0: {}}
+    assert await store.progress([0]) == before
+    landed = await write(deltas={DAY: {"revenue": -(2**70)}})  # past 64 bits: no error either
+    assert 0 in landed.out_of_range
+    assert await store.sums([0], "team", "emea", ["D2026-11-23"]) == {"revenue": LIMIT - 2}
+    assert not (await write(deltas={DAY: {"revenue": 1}})).out_of_range  # exactly 2^53 - 1
+
+
+async def test_records_are_written_field_by_field_and_loaded_by_partition(
+    store: ProjectionStore,
+) -> None:
+    write = Writer(store, 3)
+    odd = "Acme / EMEA: {x} | 100% ünïcødé 🙂"
+    await write(changed_fields={("lead", odd): {"c_at": "1", "stage": "new"}})
+    await write(changed_fields={("lead", odd): {"stage": "qualified", "t_at": "5"}})
+    big = {f"!e{i}": "" for i in range(20_000)}
+    await write(changed_fields={("rep", "r1"): big})
+    found = await store.load({3: [("lead", odd), ("lead", "nobody"), ("rep", "r1")], 0: []})
+    assert found[0] == {}
+    assert found[3][("lead", odd)] == {"c_at": "1", "stage": "qualified", "t_at": "5"}
+    assert ("lead", "nobody") not in found[3]
+    assert found[3][("rep", "r1")] == big
+
+
+async def test_the_directory_lists_rep_and_team_records_and_versions_their_changes(
+    store: ProjectionStore,
+) -> None:
+    write = Writer(store, 1)
+    assert await store.directory_versions([0, 1]) == [0, 0]
+    await write(
+        changed_fields={
+            ("team", "emea"): {"timezone": "Europe/Berlin"},
+            ("rep", "r1"): {"!u1": "rep|5|emea|1", "name": "Ana"},
+            ("lead", "l1"): {"c_at": "1"},
+        }
+    )
+    await write(changed_fields={("lead", "l1"): {"stage": "new"}})
+    assert await store.directory_versions([0, 1]) == [0, 1]
+    records = await store.directory_records([0, 1])
+    assert records == {
+        ("team", "emea"): {"timezone": "Europe/Berlin"},
+        ("rep", "r1"): {"!u1": "rep|5|emea|1", "name": "Ana"},
+    }
+    view = await store.directory([1], Rules())
+    assert (view.team_of("r1", 10), view.zone_of("emea"), view.name_of("r1")) == (
+        "emea",
+        "Europe/Berlin",
+        "Ana",
+    )
+
+
+async def test_scopes_are_every_scope_with_aggregates_beside_the_org(
+    store: ProjectionStore,
+) -> None:
+    await Writer(store, 0)(deltas={DAY: {"calls": 1}, ORG_DAY: {"calls": 1}})
+    await Writer(store, 2)(deltas={("queue", "q:1|x", "A"): {"offered": 1}})
+    assert await store.scopes([0, 1, 2]) == {("team", "emea"), ("queue", "q:1|x")}
+    assert await store.scopes([1]) == set()
+
+
+async def test_the_oldest_untouched_lead_of_each_scope_over_partitions(
+    store: ProjectionStore,
+) -> None:
+    team, rep = ("team", "emea"), ("rep", "r1")
+    await Writer(store, 0)(untouched_add={team: {"l1": 500, "l2": 300}, rep: {"l1": 500}})
+    second = Writer(store, 1)
+    await second(untouched_add={team: {"l3": 400}})
+    assert await store.oldest_untouched([0, 1], [team, rep, ("team", "apac")]) == [300, 500, None]
+    await second(untouched_remove={team: {"l3"}})
+    assert await store.oldest_untouched([1], [team]) == [None]
+    assert await store.oldest_untouched([0, 1], []) == []
+
+
+async def test_dirty_marks_count_commits_and_clear_only_if_unchanged(
+    store: ProjectionStore,
+) -> None:
+    write = Writer(store)
+    await write(deltas={DAY: {"calls": 1}, MINUTE: {"calls": 1}, GAUGE: {"open": 1}})
+    await write(deltas={DAY: {"calls": 1}})
+    (marks,) = await store.dirty([0])
+    # Minute buckets are not announced; calendar, all-time and gauge buckets are.
+    assert marks == {("team", "emea", "D2026-11-23"): 2, ("team", "emea", GAUGE_BUCKET): 1}
+    await write(deltas={DAY: {"calls": 1}})  # changed again after it was read
+    await store.clear_dirty(0, marks)
+    assert await store.dirty([0]) == [{("team", "emea", "D2026-11-23"): 3}]
+    odd = ("rep", "a\tb:c", "A")  # an id may hold the separator
+    await write(deltas={odd: {"calls": 1}})
+    assert odd in (await store.dirty([0]))[0]
+
+
+async def test_progress_keeps_the_newest_event_the_count_and_the_commit_time(
+    store: ProjectionStore,
+) -> None:
+    write = Writer(store)
+    await write(deltas={DAY: {"calls": 1}}, newest_ms=2_000)
+    await write(deltas={DAY: {"calls": 1}}, newest_ms=1_000)  # older: newest stays
+    (found,) = await store.progress([0])
+    assert (found["events"], found[NEWEST], found[APPLIED]) == ("1", "2000", "2")
+    assert int(found[COMMITTED]) > 1_700_000_000_000
+
+
+async def test_a_refill_mark_stays_until_a_commit_reaches_its_end(store: ProjectionStore) -> None:
+    write = Writer(store)
+    await store.mark_refilling(0, "events", 3)
+    await write(deltas={DAY: {"calls": 1}})  # offset 0
+    assert (await store.progress([0]))[0][REFILL + "events"] == "3"
+    await write(deltas={DAY: {"calls": 1}})  # offset 1
+    await write(deltas={DAY: {"calls": 1}})  # offset 2 = end - 1
+    assert REFILL + "events" not in (await store.progress([0]))[0]
+
+
+async def test_a_frozen_partition_refuses_commits_and_marks_the_others_land(
+    store: ProjectionStore,
+) -> None:
+    await Writer(store, 0)(deltas={DAY: {"calls": 1}})
+    await store.freeze([0])
+    commits = [
+        Commit(0, {"events": (0, 1)}, BatchPlan(deltas={DAY: {"calls": 1}}, applied=1)),
+        Commit(1, {"events": (None, 0)}, BatchPlan(deltas={DAY: {"calls": 5}}, applied=1)),
+    ]
+    with pytest.raises(NamespaceFrozen):
+        await store.commit(commits)
+    with pytest.raises(NamespaceFrozen):
+        await store.mark_refilling(0, "events", 9)
+    assert await store.sums([0, 1], "team", "emea", ["D2026-11-23"]) == {"calls": 6}
+    assert await store.checkpoints_of([0, 1]) == [{"events": 0}, {"events": 0}]
