@@ -32,7 +32,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -m unit
 
 integration: $(STAMP)
-	$(BIN)/pytest -m "integration or e2e"
+	$(BIN)/pytest -m integration
 
 ## faults: crashes, restarts, stalls and poison on the real stack; prints the results table
 faults: $(STAMP)
