@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from adapters.canonical import Incomplete, Malformed, Mapped, event, map_parts, stable_id
 from adapters.config import Mappings
@@ -77,64 +78,33 @@ def _map(params: Mapping[str, str], mappings: Mappings, out: Mapped) -> None:
     sid, status, direction = params["CallSid"], params["CallStatus"], params["Direction"]
     parent = params.get("ParentCallSid")
     event_id = stable_id(SOURCE, sid, status)
+
+    def emit(kind: str, call: str, **fields: Any) -> None:
+        out.events.append(event(kind, event_id, at_ms, SOURCE, call_id=call_id(call), **fields))
+
     if direction == "outbound-dial" and parent:
         if status == "completed":
-            out.events.append(
-                event(
-                    "call.ended",
-                    event_id,
-                    at_ms,
-                    SOURCE,
-                    call_id=call_id(parent),
-                    outcome="completed",
-                    talk_ms=_duration_ms(params),
-                )
-            )
+            emit("call.ended", parent, outcome="completed", talk_ms=_duration_ms(params))
         elif status == "in-progress":
-            rep = mappings.get("reps.twilio", params.get("To", ""))
-            out.events.append(
-                event(
-                    "call.answered",
-                    event_id,
-                    at_ms,
-                    SOURCE,
-                    call_id=call_id(parent),
-                    rep_id=rep,
-                )
-            )
+            emit("call.answered", parent, rep_id=mappings.get("reps.twilio", params.get("To", "")))
         else:
             out.ignored += 1
     elif status == "ringing":
         if direction == "inbound":
             queue = mappings.get("queues.twilio", params.get("To", ""))
-            fields = {"direction": "inbound", "queue_id": queue}
+            emit("call.started", sid, direction="inbound", queue_id=queue)
         else:
-            fields = {
-                "direction": "outbound",
-                "rep_id": mappings.get("reps.twilio", params.get("From", "")),
-            }
-        out.events.append(
-            event("call.started", event_id, at_ms, SOURCE, call_id=call_id(sid), **fields)
-        )
+            rep = mappings.get("reps.twilio", params.get("From", ""))
+            emit("call.started", sid, direction="outbound", rep_id=rep)
     elif status == "in-progress" and direction == "outbound-api":
-        rep = mappings.get("reps.twilio", params.get("From", ""))
-        out.events.append(
-            event("call.answered", event_id, at_ms, SOURCE, call_id=call_id(sid), rep_id=rep)
-        )
+        emit("call.answered", sid, rep_id=mappings.get("reps.twilio", params.get("From", "")))
     elif status in FINAL:
-        talk_ms = None
-        if status == "completed" and direction == "outbound-api":
-            talk_ms = _duration_ms(params)
-        out.events.append(
-            event(
-                "call.ended",
-                event_id,
-                at_ms,
-                SOURCE,
-                call_id=call_id(sid),
-                outcome=FINAL[status],
-                talk_ms=talk_ms,
-            )
+        own_talk = status == "completed" and direction == "outbound-api"
+        emit(
+            "call.ended",
+            sid,
+            outcome=FINAL[status],
+            talk_ms=_duration_ms(params) if own_talk else None,
         )
     else:
         out.ignored += 1

@@ -12,8 +12,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from projections.contributions import Rules
-from projections.engine import AggregateKey, DirectoryView, EntityKey
+from projections.engine import AggregateKey, EntityKey
 from projections.stores import (
     APPLIED,
     COMMITTED,
@@ -24,11 +23,11 @@ from projections.stores import (
     NEWEST,
     REFILL,
     Commit,
+    DerivedReads,
     DirtyMark,
     Landed,
     NamespaceFrozen,
     change_out_of_range,
-    offsets,
 )
 
 
@@ -53,7 +52,7 @@ class MemoryBackend:
         return self.namespaces.setdefault(namespace, {}).setdefault(partition, _Partition())
 
 
-class MemoryStore:
+class MemoryStore(DerivedReads):
     """``ProjectionStore`` in memory. Every call is atomic (nothing else runs in between)."""
 
     def __init__(self, backend: MemoryBackend, namespace: str) -> None:
@@ -105,13 +104,6 @@ class MemoryStore:
             out[partition] = {key: dict(records[key]) for key in keys if records.get(key)}
         return out
 
-    async def checkpoints(self, partition: int) -> dict[str, int]:
-        (found,) = await self.checkpoints_of([partition])
-        return found
-
-    async def checkpoints_of(self, partitions: Sequence[int]) -> list[dict[str, int]]:
-        return [offsets(stored) for stored in await self.progress(partitions)]
-
     async def progress(self, partitions: Sequence[int]) -> list[dict[str, str]]:
         return [dict(self._p(p).checkpoint) for p in partitions]
 
@@ -135,9 +127,6 @@ class MemoryStore:
             for key in part.members:
                 out[key] = dict(part.records.get(key, {}))
         return out
-
-    async def directory(self, partitions: Sequence[int], rules: Rules) -> DirectoryView:
-        return DirectoryView(await self.directory_records(partitions), rules)
 
     async def oldest_untouched(
         self, partitions: Sequence[int], scopes: Sequence[tuple[str, str]]
@@ -163,12 +152,6 @@ class MemoryStore:
 
     async def scopes(self, partitions: Sequence[int]) -> set[tuple[str, str]]:
         return {scope for p in partitions for scope in self._p(p).scopes}
-
-    async def sums(
-        self, partitions: Sequence[int], scope: str, scope_id: str, bucket_ids: Sequence[str]
-    ) -> dict[str, int]:
-        (total,) = await self.sums_many(partitions, [(scope, scope_id, tuple(bucket_ids))])
-        return total
 
     async def sums_many(
         self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]

@@ -39,19 +39,18 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
-from projections.contributions import Rules
-from projections.engine import GAUGE_BUCKET, AggregateKey, DirectoryView, EntityKey
+from projections.engine import GAUGE_BUCKET, AggregateKey, EntityKey
 from projections.stores import (
     DIRTY_SEP,
     DIRTY_TIERS,
     FROZEN,
     REFILL,
     Commit,
+    DerivedReads,
     DirtyMark,
     Landed,
     NamespaceFrozen,
     change_out_of_range,
-    offsets,
 )
 from projections.windows import TIER_TTL_SECONDS
 
@@ -236,7 +235,7 @@ class Keys:
         return f"{self.tag(partition)}:u:{scope[0]}:{scope[1]}"
 
 
-class RedisStore:
+class RedisStore(DerivedReads):
     """``ProjectionStore`` (projections/stores.py) on Redis or Redis Cluster."""
 
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
@@ -268,15 +267,6 @@ class RedisStore:
     @property
     def namespace(self) -> str:
         return self.keys.namespace
-
-    async def checkpoints(self, partition: int) -> dict[str, int]:
-        """The last applied offset of each topic of a partition."""
-        (found,) = await self.checkpoints_of([partition])
-        return found
-
-    async def checkpoints_of(self, partitions: Sequence[int]) -> list[dict[str, int]]:
-        """``checkpoints`` of some partitions, in one round trip."""
-        return [offsets(stored) for stored in await self.progress(partitions)]
 
     async def progress(self, partitions: Sequence[int]) -> list[dict[str, str]]:
         """Each partition's checkpoint hash: offsets per topic, ``!newest_ms`` (occurred_at
@@ -457,9 +447,6 @@ class RedisStore:
             found = await pipe.execute()
         return {key: _text(raw) for (_, key), raw in zip(wanted, found, strict=True)}
 
-    async def directory(self, partitions: Sequence[int], rules: Rules) -> DirectoryView:
-        return DirectoryView(await self.directory_records(partitions), rules)
-
     async def oldest_untouched(
         self, partitions: Sequence[int], scopes: Sequence[tuple[str, str]]
     ) -> list[int | None]:
@@ -515,13 +502,6 @@ class RedisStore:
                 scope, _, ident = _str(member).partition(":")
                 out.add((scope, ident))
         return out
-
-    async def sums(
-        self, partitions: Sequence[int], scope: str, scope_id: str, bucket_ids: Sequence[str]
-    ) -> dict[str, int]:
-        """Base fields of one scope summed over buckets and partitions."""
-        (total,) = await self.sums_many(partitions, [(scope, scope_id, tuple(bucket_ids))])
-        return total
 
     async def sums_many(
         self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]

@@ -14,6 +14,7 @@ Pure: the types, errors and rules every implementation shares.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -141,6 +142,39 @@ class ProjectionStore(Protocol):
     ) -> list[dict[str, int]]:
         """Base fields of each (scope, id, buckets), summed over buckets and partitions."""
         ...
+
+
+class DerivedReads(ABC):
+    """The reads every store answers the same way from its own primitives."""
+
+    @abstractmethod
+    async def progress(self, partitions: Sequence[int]) -> list[dict[str, str]]: ...
+
+    @abstractmethod
+    async def sums_many(
+        self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]
+    ) -> list[dict[str, int]]: ...
+
+    @abstractmethod
+    async def directory_records(
+        self, partitions: Sequence[int]
+    ) -> dict[EntityKey, dict[str, str]]: ...
+
+    async def checkpoints(self, partition: int) -> dict[str, int]:
+        (found,) = await self.checkpoints_of([partition])
+        return found
+
+    async def checkpoints_of(self, partitions: Sequence[int]) -> list[dict[str, int]]:
+        return [offsets(stored) for stored in await self.progress(partitions)]
+
+    async def sums(
+        self, partitions: Sequence[int], scope: str, scope_id: str, bucket_ids: Sequence[str]
+    ) -> dict[str, int]:
+        (total,) = await self.sums_many(partitions, [(scope, scope_id, tuple(bucket_ids))])
+        return total
+
+    async def directory(self, partitions: Sequence[int], rules: Rules) -> DirectoryView:
+        return DirectoryView(await self.directory_records(partitions), rules)
 
 
 def change_out_of_range(plan: BatchPlan) -> tuple[str, str] | None:

@@ -15,9 +15,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,17 +31,11 @@ from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up, read_topic
 from tests.support import figures, salespulse, wait_for
 from tests.unit.test_validation import MINIMAL
-from tests.webhook_signing import hubspot_headers
+from tests.webhook_client import SECRETS, IngestClient
 
 pytestmark = pytest.mark.integration
 
 PORT = 29479
-BASE = f"http://127.0.0.1:{PORT}"
-SECRETS = {
-    "SALESPULSE_INGEST_TOKEN": "ev-token-0123456789",
-    "SALESPULSE_HUBSPOT_CLIENT_SECRET": "hs-secret-0123456789",
-    "SALESPULSE_SALESFORCE_TOKEN": "sf-token-0123456789",
-}
 MAPPINGS = """
 [reps]
 hubspot = { "101" = "rep-01", "102" = "rep-02", "103" = "rep-03", "104" = "rep-04" }
@@ -61,31 +52,8 @@ REPS = {"rep-01": "emea", "rep-02": "emea", "rep-03": "amer", "rep-04": "amer"}
 DAY_MS = 86_400_000
 
 
-def _send(path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-    if path == "/ingest/v1/hubspot":  # signed when sent: the stamp must be fresh
-        headers = hubspot_headers(
-            f"{BASE}{path}", body, SECRETS["SALESPULSE_HUBSPOT_CLIENT_SECRET"]
-        )
-    request = urllib.request.Request(f"{BASE}{path}", data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as refused:
-        return refused.code, dict(refused.headers), refused.read()
-
-
-def _post(path: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-    status, _, content = _send(path, body, headers)
-    assert status == 200, (status, content)
-    answer: dict[str, Any] = orjson.loads(content)
-    assert not answer["rejected"], (path, answer)
-    return answer
-
-
-def _canonical(events: list[dict[str, Any]]) -> dict[str, Any]:
-    body = orjson.dumps(events)
-    bearer = {"Authorization": f"Bearer {SECRETS['SALESPULSE_INGEST_TOKEN']}"}
-    return _post("/ingest/v1/events", body, {**bearer, "Content-Type": "application/json"})
+INGEST = IngestClient(PORT)
+_send, _post, _canonical = INGEST.send, INGEST.post, INGEST.canonical
 
 
 class Stack:
@@ -122,22 +90,14 @@ async def stack(
     """``indirect`` parametrization adds settings (a dict of environment variables)."""
     mappings = tmp_path / "mappings.toml"
     mappings.write_text(MAPPINGS)
-    env = {
-        **stack_env,
-        **SECRETS,
-        **getattr(request, "param", {}),
-        "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
-        "SALESPULSE_INGEST_PORT": str(PORT),
-        "SALESPULSE_INGEST_PUBLIC_URL": BASE,
-        "SALESPULSE_MAPPINGS_FILE": str(mappings),
-    }
+    env = {**INGEST.service_env(stack_env, mappings), **getattr(request, "param", {})}
     settings = Settings.from_env(env)
     worker = WorkerProcess(env, tmp_path / "worker.log")
     client = connect(settings.redis)
     try:
         worker.start()
         with salespulse(["ingest"], env, tmp_path / "ingest.log") as ingest:
-            wait_for(lambda: ingest.poll() is None and _health(), 30, "the ingest service")
+            wait_for(lambda: ingest.poll() is None and INGEST.healthy(), 30, "the ingest service")
             long_ago = format_instant_ms(time.time_ns() // 1_000_000 - 400 * DAY_MS)
             directory = [
                 {"type": "team.upserted", "team_id": "emea", "timezone": "Europe/Berlin"},
@@ -160,11 +120,6 @@ async def stack(
     finally:
         worker.stop()
         await client.aclose()
-
-
-def _health() -> bool:
-    with urllib.request.urlopen(f"{BASE}/health", timeout=2) as response:
-        return bool(response.status == 200)
 
 
 # HubSpot --------------------------------------------------------------------------------

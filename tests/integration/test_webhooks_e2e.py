@@ -25,7 +25,6 @@ import random
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +40,11 @@ from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up
 from tests.oracle import Oracle
 from tests.support import figures, salespulse, wait_for
-from tests.webhook_signing import hubspot_headers
+from tests.webhook_client import SECRETS, IngestClient
 
 pytestmark = pytest.mark.integration
 
 PORT = 29469
-BASE = f"http://127.0.0.1:{PORT}"
-SECRETS = {
-    "SALESPULSE_INGEST_TOKEN": "ev-token-0123456789",
-    "SALESPULSE_HUBSPOT_CLIENT_SECRET": "hs-secret-0123456789",
-    "SALESPULSE_TWILIO_AUTH_TOKEN": "tw-token-0123456789",
-    "SALESPULSE_AIRCALL_TOKEN": "ac-token-0123456789",
-}
 MAPPINGS = """
 [reps]
 hubspot = { "101" = "rep-01", "102" = "rep-02", "103" = "rep-03", "104" = "rep-04" }
@@ -342,7 +334,8 @@ class Day:
 
 
 def _twilio_headers(params: dict[str, str]) -> dict[str, str]:
-    data = f"{BASE}/ingest/v1/twilio/voice" + "".join(k + v for k, v in sorted(params.items()))
+    signed = "".join(k + v for k, v in sorted(params.items()))
+    data = f"{INGEST.base}/ingest/v1/twilio/voice" + signed
     signature = base64.b64encode(
         hmac.new(
             SECRETS["SALESPULSE_TWILIO_AUTH_TOKEN"].encode(), data.encode(), hashlib.sha1
@@ -351,16 +344,8 @@ def _twilio_headers(params: dict[str, str]) -> dict[str, str]:
     return {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
 
 
-def _post(path: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-    if path == "/ingest/v1/hubspot":  # signed when sent: the timestamp must be fresh
-        secret = SECRETS["SALESPULSE_HUBSPOT_CLIENT_SECRET"]
-        headers = {**headers, **hubspot_headers(f"{BASE}{path}", body, secret)}
-    request = urllib.request.Request(f"{BASE}{path}", data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200
-        answer: dict[str, Any] = orjson.loads(response.read())
-    assert not answer["rejected"], (path, answer)
-    return answer
+INGEST = IngestClient(PORT)
+_post = INGEST.post
 
 
 async def test_a_scripted_day_through_the_webhooks_matches_the_oracle(
@@ -369,12 +354,7 @@ async def test_a_scripted_day_through_the_webhooks_matches_the_oracle(
     mappings = tmp_path / "mappings.toml"
     mappings.write_text(MAPPINGS)
     env = {
-        **stack_env,
-        **SECRETS,
-        "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
-        "SALESPULSE_INGEST_PORT": str(PORT),
-        "SALESPULSE_INGEST_PUBLIC_URL": BASE,
-        "SALESPULSE_MAPPINGS_FILE": str(mappings),
+        **INGEST.service_env(stack_env, mappings),
         "SALESPULSE_QUEUE_TEAMS": "q-emea=emea,q-amer=amer",
     }
     settings = Settings.from_env(env)
@@ -408,7 +388,7 @@ async def test_a_scripted_day_through_the_webhooks_matches_the_oracle(
     try:
         worker.start()
         with salespulse(["ingest"], env, tmp_path / "ingest.log") as ingest:
-            wait_for(lambda: ingest.poll() is None and _health(), 30, "the ingest service")
+            wait_for(lambda: ingest.poll() is None and INGEST.healthy(), 30, "the ingest service")
             # The directory through the canonical endpoint, first, as a deployment loads it.
             answer = _post(
                 "/ingest/v1/events",
@@ -465,8 +445,3 @@ async def test_a_scripted_day_through_the_webhooks_matches_the_oracle(
     finally:
         worker.stop()
         await client.aclose()
-
-
-def _health() -> bool:
-    with urllib.request.urlopen(f"{BASE}/health", timeout=2) as response:
-        return bool(response.status == 200)
