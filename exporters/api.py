@@ -4,10 +4,12 @@
     GET /api/v1/kpis/{kpi}?scope=&id=&window=&as_of=    one KPI
     GET /api/v1/leaderboard?kpi=&team=&window=&limit=   a team's reps ranked by one KPI
     GET /api/v1/health                                  can the projections be read, how fresh
-    GET /api/v1/teams                                   the teams with data, and their zones
+    GET /api/v1/teams                                   the teams with data, zones, queues
 
 A bad parameter is a 400 whose JSON error names it; an unknown scope id or KPI a 404;
 unreadable projections a 503. ``as_of`` picks the window that contains that instant.
+Figures are exact: money in minor units, durations in seconds, ratios 0-1; answers name
+each KPI's unit and the currency (code and minor-unit exponent) of the money.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from exporters.openapi import document
-from projections.catalogue import BY_ID, SCOPES, Figure, Result
+from projections.catalogue import BY_ID, SCOPES, Figure, Result, Unit
+from projections.display import Currency, unit_name
 from projections.namespaces import current_namespace
 from projections.read import Answer, read_many
-from projections.store import Store
+from projections.store import RedisStore
 from projections.targets import LABELLED, TARGETABLE, Target, Targets, with_targets
 from projections.validation import InvalidField, format_instant_ms, parse_instant_ms
 from projections.windows import WINDOWS, answerable, too_old
@@ -145,6 +148,7 @@ class Api:
     def __init__(self, exporter: Exporter) -> None:
         self.exporter = exporter
         self.settings = exporter.settings
+        self.currency = Currency.of(self.settings.currency)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -179,9 +183,9 @@ class Api:
     async def openapi(self, _request: web.Request) -> web.Response:
         return _json(document(secured=self.exporter.auth is not None))
 
-    async def _store(self) -> Store:
+    async def _store(self) -> RedisStore:
         client = self.exporter.client
-        return Store(
+        return RedisStore(
             client, await current_namespace(client, self.settings.topic_prefix, create=False)
         )
 
@@ -204,6 +208,9 @@ class Api:
         answer, targets = await self._answer(query)
         body = _span_json(answer, query.as_of_ms)
         body["projections"] = await self.exporter.projections_state()
+        # Money is in minor units of this currency; "units" says which KPIs are money.
+        body["currency"] = self.currency.json()
+        body["units"] = {kpi: unit_name(kpi) for kpi in answer.kpis}
         body["kpis"] = {
             kpi: result_json(kpi, result, answer, targets) for kpi, result in answer.kpis.items()
         }
@@ -220,8 +227,16 @@ class Api:
         body = _span_json(answer, query.as_of_ms)
         body["projections"] = await self.exporter.projections_state()
         body["kpi"] = kpi
+        body.update(self._unit(kpi))
         body["result"] = result_json(kpi, answer.kpis[kpi], answer, targets)
         return _json(body)
+
+    def _unit(self, kpi: str) -> dict[str, Any]:
+        """A KPI's unit and, for money (in minor units), the currency."""
+        out: dict[str, Any] = {"unit": unit_name(kpi)}
+        if BY_ID[kpi].unit is Unit.MONEY:
+            out["currency"] = self.currency.json()
+        return out
 
     async def leaderboard(self, request: web.Request) -> web.Response:
         now_ms = time.time_ns() // 1_000_000
@@ -265,6 +280,7 @@ class Api:
             if figure is None:
                 figure = Figure(None, 0, None)
             rows.append((answer.scope_id, figure))
+        names = {rep: directory.name_of(rep) for rep in reps}
         target = targets.find(kpi, "team", team, window, label)
         direction = (
             target.direction if target else ("lower" if BY_ID[kpi].lower_is_better else "higher")
@@ -279,9 +295,10 @@ class Api:
                 "window": window,
                 "direction": direction,
                 "as_of": format_instant_ms(now_ms),
+                **self._unit(kpi),
                 "reps": len(rows),
                 "rows": [
-                    {"rank": rank, "rep": rep, **_figure(figure, None)}
+                    {"rank": rank, "rep": rep, "name": names[rep], **_figure(figure, None)}
                     for rank, (rep, figure) in enumerate(rows[:limit], start=1)
                 ],
             }
@@ -325,4 +342,19 @@ class Api:
         known = await store.scopes(partitions)
         directory = await store.directory(partitions, self.settings.rules)
         teams = sorted(i for s, i in known if s == "team")
-        return _json({"teams": [{"id": team, "zone": directory.zone_of(team)} for team in teams]})
+        queues: dict[str, list[str]] = {}
+        for queue, team in self.settings.queue_team_pairs:
+            queues.setdefault(team, []).append(queue)
+        return _json(
+            {
+                "teams": [
+                    {
+                        "id": team,
+                        "zone": directory.zone_of(team),
+                        # SALESPULSE_QUEUE_TEAMS: without a queue, abandoned calls reach no team.
+                        "queues": sorted(queues.get(team, [])),
+                    }
+                    for team in teams
+                ]
+            }
+        )

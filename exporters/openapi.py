@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from projections.catalogue import SCOPES
+from projections.display import UNIT_NAMES
 from projections.windows import WINDOWS
 
 
@@ -84,6 +85,24 @@ RESULT = {
         {"$ref": "#/components/schemas/Figure"},
         {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Figure"}},
     ],
+}
+
+UNIT = {
+    "type": "string",
+    "enum": list(UNIT_NAMES.values()),
+    "description": "count; ratio (0-1); seconds; money: minor units of the currency (cents), "
+    "value / 10^exponent in major units",
+}
+CURRENCY = {
+    "type": "object",
+    "description": "The ISO 4217 currency of money figures (SALESPULSE_CURRENCY), and the "
+    "number of digits of its minor unit (2: cents, 0: yen)",
+    "required": ["code", "exponent"],
+    "additionalProperties": False,
+    "properties": {
+        "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "exponent": {"type": "integer", "minimum": 0, "maximum": 4},
+    },
 }
 
 SPAN_PROPERTIES = {
@@ -254,12 +273,20 @@ def _document() -> dict[str, Any]:
                 "Figure": FIGURE,
                 "Target": TARGET,
                 "Result": RESULT,
+                "Unit": UNIT,
+                "Currency": CURRENCY,
                 "Kpis": {
                     "type": "object",
-                    "required": [*SPAN_REQUIRED, "projections", "kpis"],
+                    "required": [*SPAN_REQUIRED, "projections", "currency", "units", "kpis"],
                     "properties": {
                         **SPAN_PROPERTIES,
                         "projections": PROJECTIONS,
+                        "currency": {"$ref": "#/components/schemas/Currency"},
+                        "units": {
+                            "type": "object",
+                            "description": "Each KPI's unit",
+                            "additionalProperties": {"$ref": "#/components/schemas/Unit"},
+                        },
                         "kpis": {
                             "type": "object",
                             "additionalProperties": {"$ref": "#/components/schemas/Result"},
@@ -268,17 +295,31 @@ def _document() -> dict[str, Any]:
                 },
                 "Kpi": {
                     "type": "object",
-                    "required": [*SPAN_REQUIRED, "projections", "kpi", "result"],
+                    "required": [*SPAN_REQUIRED, "projections", "kpi", "unit", "result"],
                     "properties": {
                         **SPAN_PROPERTIES,
                         "projections": PROJECTIONS,
                         "kpi": {"type": "string"},
+                        "unit": {"$ref": "#/components/schemas/Unit"},
+                        "currency": {
+                            "description": "For money only",
+                            "allOf": [{"$ref": "#/components/schemas/Currency"}],
+                        },
                         "result": {"$ref": "#/components/schemas/Result"},
                     },
                 },
                 "Leaderboard": {
                     "type": "object",
-                    "required": ["kpi", "team", "window", "direction", "as_of", "reps", "rows"],
+                    "required": [
+                        "kpi",
+                        "team",
+                        "window",
+                        "direction",
+                        "as_of",
+                        "unit",
+                        "reps",
+                        "rows",
+                    ],
                     "properties": {
                         "kpi": {"type": "string"},
                         "label": _nullable({"type": "string"}),
@@ -286,15 +327,34 @@ def _document() -> dict[str, Any]:
                         "window": {"type": "string", "enum": list(WINDOWS)},
                         "direction": {"type": "string", "enum": ["higher", "lower"]},
                         "as_of": {"type": "string", "format": "date-time"},
+                        "unit": {"$ref": "#/components/schemas/Unit"},
+                        "currency": {
+                            "description": "For money only",
+                            "allOf": [{"$ref": "#/components/schemas/Currency"}],
+                        },
                         "reps": {"type": "integer", "minimum": 0},
                         "rows": {
                             "type": "array",
                             "items": {
                                 "type": "object",
-                                "required": ["rank", "rep", "value", "numerator", "denominator"],
+                                "required": [
+                                    "rank",
+                                    "rep",
+                                    "name",
+                                    "value",
+                                    "numerator",
+                                    "denominator",
+                                ],
                                 "properties": {
                                     "rank": {"type": "integer", "minimum": 1},
                                     "rep": {"type": "string"},
+                                    "name": _nullable(
+                                        {
+                                            "type": "string",
+                                            "description": "From the rep's latest "
+                                            "rep.upserted that named it",
+                                        }
+                                    ),
                                     "value": _nullable({"type": "number"}),
                                     "numerator": {"type": "integer"},
                                     "denominator": _nullable({"type": "integer"}),
@@ -311,10 +371,16 @@ def _document() -> dict[str, Any]:
                             "type": "array",
                             "items": {
                                 "type": "object",
-                                "required": ["id", "zone"],
+                                "required": ["id", "zone", "queues"],
                                 "properties": {
                                     "id": {"type": "string"},
                                     "zone": {"type": "string"},
+                                    "queues": {
+                                        "type": "array",
+                                        "description": "The contact-centre queues mapped to "
+                                        "the team (SALESPULSE_QUEUE_TEAMS)",
+                                        "items": {"type": "string"},
+                                    },
                                 },
                             },
                         }

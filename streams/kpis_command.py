@@ -1,4 +1,4 @@
-"""``salespulse kpis``: one scope's KPIs for one window, as a table or as JSON."""
+"""``salespulse kpis``: one scope's KPIs for one window, as a table for people or as JSON."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ from typing import Any
 
 import orjson
 
-from projections.catalogue import Figure, Result
+from projections.catalogue import BY_ID, Figure, Kind, Result
+from projections.display import Currency, count, kpi_text, unit_name
 from projections.namespaces import current_namespace
 from projections.read import Answer, read_kpis
-from projections.store import Store
+from projections.store import RedisStore
+from projections.validation import format_instant_ms
 from streams.connections import redis_client
 from streams.preflight import require_redis
 from streams.settings import Settings
+
+OPEN_END_MS = 2**62  # an "all" window's end: no instant to print
 
 
 def figures_json(result: Result) -> Any:
@@ -24,11 +28,31 @@ def figures_json(result: Result) -> Any:
     return {label: asdict(figure) for label, figure in result.items()}
 
 
+def answer_json(answer: Answer, as_of_ms: int, currency: Currency) -> dict[str, Any]:
+    """The ``--json`` document: the figures as stored (money in minor units, durations in
+    seconds, ratios 0-1), each KPI's unit, and the currency of the money."""
+    span = answer.span
+    return {
+        "scope": answer.scope,
+        "id": answer.scope_id,
+        "window": span.window,
+        "window_start": format_instant_ms(span.start_ms) if span.start_ms > 0 else None,
+        "window_end": format_instant_ms(span.end_ms) if span.end_ms < OPEN_END_MS else None,
+        "zone": answer.zone,
+        "as_of": format_instant_ms(as_of_ms),
+        "currency": currency.json(),
+        "units": {kpi: unit_name(kpi) for kpi in answer.kpis},
+        "kpis": {kpi: figures_json(result) for kpi, result in answer.kpis.items()},
+    }
+
+
 async def _read(settings: Settings, scope: str, scope_id: str, window: str, as_of: int) -> Answer:
     await require_redis(settings)
     client = redis_client(settings)
     try:
-        store = Store(client, await current_namespace(client, settings.topic_prefix, create=False))
+        store = RedisStore(
+            client, await current_namespace(client, settings.topic_prefix, create=False)
+        )
         partitions = range(settings.partitions)
         directory = await store.directory(partitions, settings.rules)
         return await read_kpis(store, partitions, directory, scope, scope_id, window, as_of)
@@ -37,38 +61,46 @@ async def _read(settings: Settings, scope: str, scope_id: str, window: str, as_o
 
 
 def _instant(ms: int) -> str:
-    if ms >= 2**62:
+    if ms >= OPEN_END_MS:
         return "..."
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
-def _format(value: float | int | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.4f}"
+def _basis(kpi: str, figure: Figure) -> str:
+    """What a division is taken over: ``6 of 9`` for a share, ``over 45`` for an average (its
+    numerator is in units of its own, milliseconds or minor units, not worth reading)."""
+    if figure.denominator is None:
+        return ""
+    if BY_ID[kpi].kind is Kind.RATIO:
+        return f"{count(figure.numerator)} of {count(figure.denominator)}"
+    return f"over {count(figure.denominator)}"
+
+
+def table(answer: Answer, currency: Currency) -> list[str]:
+    """The KPIs as lines for people: values by their unit, money in major units."""
+    span = answer.span
+    scope = f"{answer.scope} {answer.scope_id}" if answer.scope_id else answer.scope
+    lines = [
+        f"{scope}  window {span.window}: [{_instant(span.start_ms)}, "
+        f"{_instant(span.end_ms)}) in {answer.zone}",
+        f"{'kpi':<34}{'label':<14}{'value':>20}  {'basis'}",
+    ]
+    for kpi, result in answer.kpis.items():
+        rows = [("", result)] if isinstance(result, Figure) else list(result.items())
+        for label, figure in rows:
+            value = kpi_text(kpi, figure.value, currency)
+            lines.append(f"{kpi:<34}{label:<14}{value:>20}  {_basis(kpi, figure)}".rstrip())
+    return lines
 
 
 def show_kpis(
     settings: Settings, scope: str, scope_id: str, window: str, as_of: int, *, as_json: bool
 ) -> int:
     answer = asyncio.run(_read(settings, scope, scope_id, window, as_of))
+    currency = Currency.of(settings.currency)
     if as_json:
-        document = {kpi: figures_json(result) for kpi, result in answer.kpis.items()}
+        document = answer_json(answer, as_of, currency)
         print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
         return 0
-    span = answer.span
-    print(
-        f"{scope} {scope_id}  window {window}: [{_instant(span.start_ms)}, "
-        f"{_instant(span.end_ms)}) in {answer.zone}"
-    )
-    print(f"{'kpi':<34}{'label':<14}{'value':>16}{'numerator':>16}{'denominator':>14}")
-    for kpi, result in answer.kpis.items():
-        rows = [("", result)] if isinstance(result, Figure) else list(result.items())
-        for label, figure in rows:
-            print(
-                f"{kpi:<34}{label:<14}{_format(figure.value):>16}"
-                f"{_format(figure.numerator):>16}{_format(figure.denominator):>14}"
-            )
+    print("\n".join(table(answer, currency)))
     return 0

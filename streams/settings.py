@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from projections.catalogue import CATALOGUE
 from projections.contributions import Rules
+from projections.display import CURRENCIES, UnknownCurrency
 from projections.targets import TARGETABLE
 from projections.validation import Limits
 from projections.windows import WINDOWS
@@ -113,6 +114,9 @@ class Settings:
     kpi_publish_interval_seconds: float = 1.0
     # TOML file of KPI targets (docs/targets.md); reloaded by the exporter when it changes.
     targets_file: str = ""
+    # The ISO 4217 currency of every amount (kept in its minor units): people read major units
+    # with this code (`salespulse kpis`, the wallboard); the API names it and its exponent.
+    currency: str = "USD"
     log_level: str = "info"
     # Projections. Changing a rule changes what a KPI means: rebuild after changing it.
     org_timezone: str = "UTC"
@@ -226,6 +230,8 @@ class Settings:
             raise SettingsError(
                 f"SALESPULSE_LOG_LEVEL={self.log_level!r}: use debug, info, warning or error"
             )
+        if self.currency not in CURRENCIES:
+            raise SettingsError(f"SALESPULSE_CURRENCY={UnknownCurrency(self.currency)}")
         if not _known_zone(self.org_timezone):
             raise SettingsError(
                 f"SALESPULSE_ORG_TIMEZONE={self.org_timezone!r} is not an IANA time zone"

@@ -4,24 +4,79 @@
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const state = { team: params.get("team"), window: params.get("window") || "today", dlq: null };
+const state = {
+  team: params.get("team"),
+  window: params.get("window") || "today",
+  dlq: null,
+  queues: null, // team -> its mapped contact-centre queues (/api/v1/teams)
+};
 window.salespulseLoadedAt = Date.now(); // the test checks the page is never reloaded
 
+const MISSING = "–";
+const NBSP = "\u00a0";
+const shown = (v) => typeof v === "number" && Number.isFinite(v);
+
+// Formats by the unit the API gives each KPI (the same rules as projections/display.py).
 function duration(seconds) {
-  if (seconds === null || seconds === undefined) return "–";
-  const s = Math.round(seconds);
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
-  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+  if (!shown(seconds)) return MISSING;
+  const sign = seconds < 0 ? "-" : "";
+  const left = Math.abs(seconds);
+  if (left < 0.95) {
+    const tenths = Math.round(left * 10) / 10;
+    return tenths === 0 ? "0s" : `${sign}${tenths.toFixed(1)}s`;
+  }
+  const s = Math.floor(left + 0.5);
+  if (s < 60) return `${sign}${s}s`;
+  if (s < 3600) return `${sign}${Math.floor(s / 60)}m ${s % 60}s`;
+  if (s < 86400) return `${sign}${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return `${sign}${Math.floor(s / 86400).toLocaleString("en")}d ${Math.floor((s % 86400) / 3600)}h`;
 }
 
-const FORMATS = {
-  duration,
-  count: (v) => (v === null ? "–" : Math.round(v).toLocaleString("en")),
-  percent: (v) => (v === null ? "–" : `${(v * 100).toFixed(1)}%`),
-  money: (v) => (v === null ? "–" : (v / 100).toLocaleString("en", { maximumFractionDigits: 0 })),
-};
+function count(v) {
+  if (!shown(v)) return MISSING;
+  const digits = Number.isInteger(v) ? 0 : 2;
+  return v.toLocaleString("en", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function percent(v) {
+  return shown(v) ? `${(v * 100).toLocaleString("en", { minimumFractionDigits: 1, maximumFractionDigits: 1 })}${NBSP}%` : MISSING;
+}
+
+// Money arrives in minor units: major units, whole ones from 1,000 up (a tile, not a ledger).
+function amount(minor, currency) {
+  const major = minor / 10 ** currency.exponent;
+  const digits = Math.abs(major) >= 1000 ? 0 : currency.exponent;
+  return major.toLocaleString("en", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+const FORMATS = { count, ratio: percent, seconds: duration };
+
+// A value into an element: text, and for money a smaller currency code before the amount.
+function render(element, value, unit, currency) {
+  if (unit === "money" && currency && shown(value)) {
+    const code = document.createElement("span");
+    code.className = "currency";
+    code.textContent = currency.code;
+    element.replaceChildren(code, NBSP + amount(value, currency));
+  } else {
+    element.textContent = (FORMATS[unit] || count)(value);
+  }
+}
+
+// A value never wraps: it shrinks to the width of its tile (down to 40 %), then ellipsizes.
+function fit(element) {
+  element.style.fontSize = "";
+  const full = parseFloat(getComputedStyle(element).fontSize);
+  let size = full;
+  while (element.scrollWidth > element.clientWidth && size > full * 0.4) {
+    size = Math.max(full * 0.4, size * 0.9);
+    element.style.fontSize = `${size}px`;
+  }
+}
+
+function fitAll() {
+  for (const element of document.querySelectorAll(".tile .value")) fit(element);
+}
 
 async function getJson(path) {
   // From the origin, not the page's address: a wallboard opened as http://user:token@host/
@@ -43,23 +98,38 @@ function figureOf(kpis, kpi, label) {
   return label ? result[label] || null : result;
 }
 
-function drawTiles(kpis) {
+// A team none of whose calls were offered and to which SALESPULSE_QUEUE_TEAMS maps no queue:
+// its contact-centre figures are not zero, they are unknown.
+function queueUnmapped(kpis) {
+  if (!state.queues || !(state.team in state.queues)) return false;
+  const offered = kpis.calls_offered;
+  return state.queues[state.team].length === 0 && !(offered && offered.value);
+}
+
+function drawTiles(answer) {
+  const { kpis, units, currency } = answer;
+  const unmapped = queueUnmapped(kpis);
   for (const tile of document.querySelectorAll(".tile")) {
     const figure = figureOf(kpis, tile.dataset.kpi, tile.dataset.label);
     const value = figure ? figure.value : null;
     tile.dataset.value = value === null ? "" : String(value);
-    tile.querySelector(".value").textContent = FORMATS[tile.dataset.format](value);
+    const element = tile.querySelector(".value");
+    const noQueue = unmapped && tile.hasAttribute("data-contact-centre");
+    element.classList.toggle("unmapped", noQueue);
+    if (noQueue) element.textContent = "no queue mapped";
+    else render(element, value, (units || {})[tile.dataset.kpi], currency);
     tile.classList.remove("met", "missed", "warning", "critical");
     const status = figure && figure.target ? figure.target.status : null;
     if (status) tile.classList.add(status);
   }
+  fitAll();
   const oldest = kpis.oldest_untouched_lead_age_seconds;
   $("oldest").textContent = oldest && oldest.value !== null ? `oldest ${duration(oldest.value)}` : "none waiting";
   const quota = kpis.quota_attainment_ratio;
-  $("quota").textContent = quota && quota.value !== null ? `${(quota.value * 100).toFixed(0)}% of target` : "no target";
+  $("quota").textContent = quota && quota.value !== null ? `${(quota.value * 100).toFixed(0)}${NBSP}% of target` : "no target";
   // Won deals whose amount no source has told: in the win rate, not in this sum.
   const unpriced = kpis.deals_won_without_amount;
-  if (unpriced && unpriced.value) $("quota").textContent += ` · ${FORMATS.count(unpriced.value)} won without amount`;
+  if (unpriced && unpriced.value) $("quota").textContent += ` · ${count(unpriced.value)} won without amount`;
   const revenue = document.querySelector('.tile[data-kpi="revenue_won"]');
   if (quota && quota.target) {
     revenue.classList.remove("met", "missed", "warning", "critical");
@@ -72,12 +142,16 @@ function drawLeaderboard(board) {
   body.replaceChildren(
     ...board.rows.map((row) => {
       const tr = document.createElement("tr");
-      for (const [text, cls] of [[row.rank, ""], [row.rep, ""], [FORMATS.count(row.value), "num"]]) {
+      tr.dataset.rep = row.rep;
+      const cells = [[row.rank, "rank"], [row.name || row.rep, "name"], [null, "num"]];
+      for (const [text, cls] of cells) {
         const td = document.createElement("td");
-        td.textContent = text;
-        if (cls) td.className = cls;
+        td.className = cls;
+        if (cls === "num") render(td, row.value, board.unit, board.currency);
+        else td.textContent = text;
         tr.append(td);
       }
+      tr.querySelector(".name").title = row.name ? `${row.name} (${row.rep})` : row.rep;
       return tr;
     }),
   );
@@ -141,7 +215,7 @@ async function refresh() {
       getJson(`/api/v1/leaderboard?kpi=activities&team=${team}&window=${win}&limit=10`),
     ]);
     const health = await reading;
-    drawTiles(kpis.kpis);
+    drawTiles(kpis);
     drawLeaderboard(board);
     drawFunnel(kpis.kpis);
     if (health.status !== "down") drawHealth(health);
@@ -184,6 +258,7 @@ async function start() {
   $("window").value = state.window;
   try {
     const { teams } = await getJson("/api/v1/teams");
+    state.queues = Object.fromEntries(teams.filter((t) => Array.isArray(t.queues)).map((t) => [t.id, t.queues]));
     $("team").replaceChildren(
       ...teams.map((t) => {
         const option = document.createElement("option");
@@ -205,6 +280,7 @@ async function start() {
       refresh();
     });
   }
+  window.addEventListener("resize", fitAll);
   loop();
 }
 

@@ -1,6 +1,6 @@
-"""The query API on the real stack: example tests per endpoint against the oracle, targets
-(reloaded on change, a bad reload keeps the last good ones), and schemathesis against the
-API's own OpenAPI document."""
+"""The query API on the real stack: example tests per endpoint against the oracle, units and
+the currency, rep names, teams' queues, targets (reloaded on change, a bad reload keeps the
+last good ones), and schemathesis against the API's own OpenAPI document."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ import pytest
 import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from projections.catalogue import BY_ID
+from projections.display import UNIT_NAMES
 from simulator.log import SimConfig, simulate
 from streams.producer import publish
 from streams.settings import Settings
@@ -41,6 +43,10 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.integration
+
+# emea's queue is mapped, the other teams' are not; amounts are yen (no minor unit).
+QUEUE_TEAMS = {"q-emea": "emea"}
+CURRENCY = "JPY"
 
 TARGETS = """
 [[target]]
@@ -89,7 +95,13 @@ def _instant(ms: int) -> str:
 def api(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     tmp = tmp_path_factory.mktemp("api")
     targets = tmp / "targets.toml"
-    env = own_env(stack_env, targets, TARGETS)
+    env = own_env(
+        stack_env,
+        targets,
+        TARGETS,
+        SALESPULSE_QUEUE_TEAMS=",".join(f"{q}={t}" for q, t in QUEUE_TEAMS.items()),
+        SALESPULSE_CURRENCY=CURRENCY,
+    )
     settings = Settings.from_env(env)
     end_ms = time.time_ns() // 1_000_000
     records, _ = simulate(
@@ -112,7 +124,9 @@ def api(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
     exporter_log = tmp / "exporter.log"
     with salespulse(["exporter"], env, exporter_log) as process:
         url = wait_for_exporter(process, settings.exporter_port, exporter_log)
-        yield Api(url, env, Oracle(log_path), end_ms, targets, exporter_log)
+        yield Api(
+            url, env, Oracle(log_path, queue_teams=QUEUE_TEAMS), end_ms, targets, exporter_log
+        )
 
 
 def _without_targets(kpis: dict[str, Any]) -> dict[str, Any]:
@@ -233,6 +247,48 @@ def test_teams_lists_the_teams_with_data_and_their_zones(api: Api) -> None:
     zones = {team["id"]: team["zone"] for team in body["teams"]}
     assert zones["emea"] == "Europe/Berlin" and zones["apac"] == "Asia/Singapore"
     assert list(zones) == sorted(zones)
+
+
+def test_teams_list_their_mapped_queues(api: Api) -> None:
+    _, body = api.get("/api/v1/teams")
+    queues = {team["id"]: team["queues"] for team in body["teams"]}
+    assert queues["emea"] == ["q-emea"]
+    assert queues["apac"] == queues["amer-east"] == []
+
+
+def test_answers_name_each_kpis_unit_and_the_currency(api: Api) -> None:
+    yen = {"code": "JPY", "exponent": 0}
+    status, body = api.get("/api/v1/kpis", scope="team", id="emea", window="all")
+    assert status == 200, body
+    assert body["currency"] == yen
+    assert body["units"] == {kpi: UNIT_NAMES[BY_ID[kpi].unit] for kpi in body["kpis"]}
+    assert (body["units"]["revenue_won"], body["units"]["win_rate"]) == ("money", "ratio")
+    assert body["units"]["average_handle_time_seconds"] == "seconds"
+    # Exact integers in minor units, whatever the currency: nothing is converted.
+    expected = api.oracle.kpis("org", "", "all", api.as_of_ms)["revenue_won"]
+    assert isinstance(expected["value"], int) and expected["value"] > 0
+    status, one = api.get("/api/v1/kpis/revenue_won", window="all")
+    assert status == 200, one
+    assert (one["kpi"], one["unit"], one["currency"]) == ("revenue_won", "money", yen)
+    assert one["result"] == expected
+    _, share = api.get("/api/v1/kpis/win_rate", scope="team", id="emea", window="all")
+    assert share["unit"] == "ratio" and "currency" not in share
+
+    _, board = api.get("/api/v1/leaderboard", kpi="revenue_won", team="emea", window="all")
+    assert (board["unit"], board["currency"]) == ("money", yen)
+    _, board = api.get("/api/v1/leaderboard", kpi="speed_to_lead_seconds", team="emea")
+    assert board["unit"] == "seconds" and "currency" not in board
+
+
+def test_leaderboard_rows_name_their_reps(api: Api) -> None:
+    """The name of each rep's latest rep.upserted (the simulator's "Rep 3 (EMEA)")."""
+    status, body = api.get(
+        "/api/v1/leaderboard", kpi="activities", team="emea", window="all", limit="1000"
+    )
+    assert status == 200, body
+    names = {row["rep"]: row["name"] for row in body["rows"]}
+    assert len(names) == body["reps"] > 0
+    assert names == {rep: f"Rep {int(rep.rsplit('-', 1)[1])} (EMEA)" for rep in names}
 
 
 def test_health_reports_caught_up_projections(api: Api) -> None:

@@ -32,7 +32,7 @@ def kpis(scope: str, scope_id: str, env: dict[str, str]) -> dict[str, dict]:  # 
     args = ["kpis", "--scope", scope, "--window", "all", "--json"]
     done = cli(*args, *(["--id", scope_id] if scope_id else []), env=env)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
+    return json.loads(done.stdout)["kpis"]  # type: ignore[no-any-return]
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="the shared data set is not beside the checkout")

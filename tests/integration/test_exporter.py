@@ -289,7 +289,7 @@ async def test_prometheus_holds_what_kpis_says(
             env=env,
         )
         assert done.returncode == 0, done.stderr
-        expected = json.loads(done.stdout)[kpi]["value"]
+        expected = json.loads(done.stdout)["kpis"][kpi]["value"]
 
         def scraped(q: str = query, want: float = expected) -> bool:
             # Scrapes taken while events were still arriving hold older values; the first

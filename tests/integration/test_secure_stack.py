@@ -116,7 +116,7 @@ async def test_the_pipeline_through_sasl_ssl_and_redis_tls_matches_the_oracle(
                 env=secure_env,
             )  # fmt: skip
             assert done.returncode == 0, done.stderr
-            return json.loads(done.stdout)
+            return json.loads(done.stdout)["kpis"]
 
         assert team_kpis() == oracle.kpis("team", "emea", "all", end_ms)
         assert b"Authenticated as salespulse via SCRAM-SHA-512" in worker.log()

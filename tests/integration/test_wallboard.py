@@ -1,6 +1,8 @@
 """The wallboard page in a real browser (Debian's chromium, driven by Playwright) against the
-real stack: the tiles show what /api/v1/kpis says, they change without a reload, and the
-stale banner appears when the worker stops. Screenshots go to .salespulse/artefacts/."""
+real stack: the tiles show what /api/v1/kpis says, in the units it names (money with its
+currency), reps by name, values on one line from a phone to a wall screen, "no queue mapped"
+for a team without a queue; they change without a reload, and the stale banner appears when
+the worker stops. Screenshots go to .salespulse/artefacts/."""
 
 from __future__ import annotations
 
@@ -28,6 +30,23 @@ from tests.support import ROOT, directory_first, own_env, salespulse, wait_for, 
 pytestmark = pytest.mark.integration
 
 ARTEFACTS = ROOT / ".salespulse" / "artefacts"
+# Every simulated team has its queue mapped; LATAM, published by the test, has no queue.
+QUEUE_TEAMS = "q-emea=emea,q-amer-east=amer-east,q-amer-west=amer-west,q-apac=apac"
+NO_QUEUE_TEAM = "latam"
+LONG_NAME = "Maria Fernanda de Albuquerque e Silva Cavalcanti"
+# Values that wrap onto a second line, or (fits=true) do not fit their box even shrunk.
+WRAPPED = """([selector, fits]) => [...document.querySelectorAll(selector)].filter((e) => {
+  const range = document.createRange();
+  range.selectNodeContents(e);
+  const rects = [...range.getClientRects()].filter((r) => r.width > 0);
+  rects.sort((a, b) => a.top - b.top);
+  let lines = 0, bottom = -Infinity;
+  for (const r of rects) if (r.top >= bottom - 1) { lines += 1; bottom = r.bottom; }
+  return lines > 1 || (fits && e.scrollWidth > e.clientWidth + 1);
+}).map((e) => {
+  const tile = e.closest("[data-kpi]");
+  return `${tile ? tile.dataset.kpi : e.className}: ${e.innerText}`;
+})"""
 TARGETS = """
 [[target]]
 kpi = "speed_to_lead_seconds"
@@ -87,6 +106,31 @@ def _tiles(page: Page) -> dict[str, str]:
     )
 
 
+def _wrapped(page: Page, selector: str, fits: bool = False) -> list[str]:
+    return page.evaluate(WRAPPED, [selector, fits])
+
+
+def _team_without_queue() -> tuple[list[bytes], list[bytes]]:
+    """A team with a rep (named at length) who sends emails, and no calls and no queue."""
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    common = {"occurred_at": at, "schema_version": 1}
+    rep = "rep-latam-001"
+    directory: list[dict[str, object]] = [
+        {"event_id": "latam-team", "type": "team.upserted", "team_id": NO_QUEUE_TEAM,
+         "name": "LATAM", "timezone": "America/Sao_Paulo"},
+        {"event_id": "latam-rep", "type": "rep.upserted", "rep_id": rep,
+         "team_id": NO_QUEUE_TEAM, "active": True, "name": LONG_NAME},
+    ]  # fmt: skip
+    emails = [
+        {"event_id": f"latam-{n}", "type": "email.sent", "message_id": f"latam-m{n}", "rep_id": rep}
+        for n in range(7)
+    ]
+    return (
+        [orjson.dumps({**event, **common}) for event in directory],
+        [orjson.dumps({**event, **common}) for event in emails],
+    )
+
+
 def _events_now(team_reps: list[str], count: int, tag: str) -> list[bytes]:
     at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return [
@@ -108,7 +152,14 @@ def test_the_wallboard_shows_the_api_live_and_says_when_it_is_stale(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     chromium = require_binary("chromium", "chromium")
-    env = own_env(stack_env, tmp_path / "targets.toml", TARGETS, SALESPULSE_STALE_AFTER_SECONDS="5")
+    env = own_env(
+        stack_env,
+        tmp_path / "targets.toml",
+        TARGETS,
+        SALESPULSE_STALE_AFTER_SECONDS="5",
+        SALESPULSE_CURRENCY="EUR",
+        SALESPULSE_QUEUE_TEAMS=QUEUE_TEAMS,
+    )
     settings = Settings.from_env(env)
     records, _ = simulate(
         SimConfig(seed=41, count=6_000, end_ms=time.time_ns() // 1_000_000, history_ms=86_400_000)
@@ -140,6 +191,8 @@ def _drive_the_page(
     rest: list[bytes],
     reps: dict[str, list[str]],
 ) -> None:
+    latam_directory, latam_emails = _team_without_queue()
+    directory, rest = directory + latam_directory, rest + latam_emails
     asyncio.run(publish(settings, settings.raw_topic, directory))
     wait_for(lambda: worker.metrics().projected["applied"] >= len(directory), 60, "directory")
     asyncio.run(publish(settings, settings.raw_topic, rest))
@@ -167,6 +220,8 @@ def _drive_the_page(
         assert page.locator("#team").input_value() == team
         assert page.locator("#banner").is_hidden()
         assert page.locator("#leaderboard tbody tr").count() > 0
+        _units_and_names(page, url, team)
+        assert _wrapped(page, ".tile .value", fits=True) == []
         page.screenshot(path=str(ARTEFACTS / "wallboard-1920x1080.png"), full_page=False)
 
         # Live: new activity shows up without a reload.
@@ -183,6 +238,15 @@ def _drive_the_page(
         page.wait_for_timeout(1_500)
         page.screenshot(path=str(ARTEFACTS / "wallboard-1366x768.png"), full_page=False)
 
+        # Narrow: values shrink to their tile, names and cells ellipsize; nothing wraps.
+        page.set_viewport_size({"width": 360, "height": 780})
+        page.wait_for_timeout(1_500)
+        assert _wrapped(page, ".tile .value", fits=True) == []
+        assert _wrapped(page, "#leaderboard td") == []
+        page.screenshot(path=str(ARTEFACTS / "wallboard-360.png"), full_page=True)
+        _no_queue_mapped(browser.new_page(viewport={"width": 360, "height": 780}), url)
+        page.set_viewport_size({"width": 1366, "height": 768})
+
         # Stale: the worker stops while events keep arriving on the log.
         assert worker.stop() == 0
         _publish(settings, settings.events_topic, _events_now(reps[team], 50, "stale"))
@@ -198,6 +262,42 @@ def _drive_the_page(
         assert "Numbers are partial, not live." in page.locator("#banner").inner_text()
         page.screenshot(path=str(ARTEFACTS / "wallboard-refilling-1366x768.png"), full_page=False)
         browser.close()
+
+
+def _units_and_names(page: Page, url: str, team: str) -> None:
+    """Money with the currency the API names (EUR here, in major units), reps by name."""
+    answer = _api(url, "/api/v1/kpis", scope="team", id=team, window="today")
+    assert answer["currency"] == {"code": "EUR", "exponent": 2}
+    assert answer["units"]["revenue_won"] == "money"
+    revenue = page.locator(".tile[data-kpi=revenue_won] .value").inner_text()
+    assert revenue.startswith("EUR"), revenue
+    minor = float(page.locator(".tile[data-kpi=revenue_won]").get_attribute("data-value") or 0)
+    amount = float(revenue.removeprefix("EUR").replace(",", "").strip())
+    assert amount == pytest.approx(minor / 100, abs=0.5), (revenue, minor)
+    board = _api(url, "/api/v1/leaderboard", kpi="activities", team=team, window="today")
+    shown = page.eval_on_selector_all(
+        "#leaderboard tbody tr", "rows => rows.map(r => [r.dataset.rep, r.cells[1].innerText])"
+    )
+    expected = [[row["rep"], row["name"] or row["rep"]] for row in board["rows"]]
+    assert shown == expected
+    assert all(name.startswith("Rep ") for _, name in shown), shown  # the simulator's names
+
+
+def _no_queue_mapped(page: Page, url: str) -> None:
+    """A team whose calls no queue brings (none offered, none mapped): its contact-centre
+    tiles say so rather than show 0.0 % abandoned."""
+    (latam,) = [t for t in _api(url, "/api/v1/teams")["teams"] if t["id"] == NO_QUEUE_TEAM]
+    assert latam["queues"] == []
+    page.goto(f"{url}/?team={NO_QUEUE_TEAM}&window=today")
+    page.wait_for_function("document.getElementById('updated').dataset.at")
+    for kpi in ("service_level_ratio", "abandonment_rate"):
+        assert page.locator(f".tile[data-kpi={kpi}] .value").inner_text() == "no queue mapped"
+    assert page.locator(".tile[data-kpi=activities] .value").inner_text() == "7"
+    assert page.locator("#leaderboard tbody td.name").inner_text() == LONG_NAME
+    assert _wrapped(page, ".tile .value", fits=True) == []
+    assert _wrapped(page, "#leaderboard td") == []
+    page.screenshot(path=str(ARTEFACTS / "wallboard-no-queue-360.png"), full_page=True)
+    page.close()
 
 
 def _forget_projections(settings: Settings) -> None:

@@ -94,3 +94,45 @@ def test_a_bad_rate_limit_stops_the_ingest_service_with_one_line() -> None:
         "salespulse: error: SALESPULSE_INGEST_RATE_LIMITS: 'twilio=500/s' is not "
         "source=rate/s:burst (e.g. twilio=500/s:5000 or twilio=off)\n"
     )
+
+
+def test_the_currency_is_an_iso_4217_code_of_the_table() -> None:
+    assert Settings.from_env({}).currency == "USD"
+    assert Settings.from_env({"SALESPULSE_CURRENCY": "JPY"}).currency == "JPY"
+    assert Settings.from_env({"SALESPULSE_CURRENCY": "KWD"}).currency == "KWD"
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("usd", "SALESPULSE_CURRENCY='usd' is not an ISO 4217 currency code: write it in capitals"),
+        ("XYZ", "SALESPULSE_CURRENCY='XYZ' is not an ISO 4217 currency code (e.g. USD, EUR, JPY)"),
+        ("US", "'US' is not an ISO 4217"),
+        ("", "'' is not an ISO 4217"),
+        ("USD ", "'USD ' is not an ISO 4217"),
+        ("XAU", "'XAU' is not"),  # gold: a code of the standard, not money people are paid in
+        ("€", "'€' is not"),
+    ],
+)
+def test_an_unknown_currency_is_refused_in_one_line(code: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"SALESPULSE_CURRENCY": code})
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_unknown_currency_stops_a_command_with_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "kpis"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "SALESPULSE_CURRENCY": "usd"},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        "salespulse: error: SALESPULSE_CURRENCY='usd' is not an ISO 4217 currency code: "
+        "write it in capitals, 'USD'\n"
+    )
