@@ -1,4 +1,7 @@
-"""Backfill of a CRM export: the Maven Analytics "CRM + Sales Opportunities" files as events.
+"""Backfills of CRM exports: the Maven Analytics "CRM + Sales Opportunities" files, and any
+CSV export with a mapping file (``csv_export``, ``adapters/csv_mapping.py``).
+
+The "CRM + Sales Opportunities" files become:
 
 * ``team.upserted`` per regional office and ``rep.upserted`` per agent, dated
   a day before the first engagement, so the directory precedes every deal;
@@ -16,14 +19,20 @@ opportunity id, so a second backfill of the same files deduplicates.
 from __future__ import annotations
 
 import csv
+import io
+import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import orjson
+
+from adapters.csv_mapping import CsvMapping, CsvReport, map_rows
+from streams.progress import NoProgress, Progress, reporting
 
 FILES = ("sales_pipeline.csv", "sales_teams.csv", "accounts.csv", "products.csv")
 
@@ -80,8 +89,12 @@ def _event(event_id: str, type_name: str, at: str, **fields: object) -> bytes:
     )
 
 
-def crm_opportunities(folder: Path, zone_name: str) -> tuple[list[bytes], Report]:
-    """Read the four files; return canonical events (directory first) and a report."""
+def crm_opportunities(
+    folder: Path, zone_name: str, progress: Progress | None = None
+) -> tuple[list[bytes], Report]:
+    """Read the four files; return canonical events (directory first) and a report.
+    ``progress`` counts the deals mapped, of the pipeline's rows."""
+    progress = progress or NoProgress()
     zone = ZoneInfo(zone_name)
     pipeline = _rows(
         folder,
@@ -136,7 +149,8 @@ def crm_opportunities(folder: Path, zone_name: str) -> tuple[list[bytes], Report
         )
     report.events["directory"] = len(events)
 
-    for row in pipeline:
+    for n, row in enumerate(pipeline, 1):
+        progress.update(n, n, len(pipeline))
         opp, agent, stage = row["opportunity_id"], row["sales_agent"], row["deal_stage"]
         if agent not in team_of:
             report.skipped["agent not in sales_teams.csv"] += 1
@@ -182,7 +196,46 @@ def crm_opportunities(folder: Path, zone_name: str) -> tuple[list[bytes], Report
             )
         )
         report.events["opportunity.closed"] += 1
+    progress.finish()
     return events, report
+
+
+def csv_export(
+    path: Path, mapping: CsvMapping, zone: str, now_ms: int, progress: Progress | None = None
+) -> tuple[list[bytes], CsvReport]:
+    """Map a CSV export's rows as ``mapping`` says, reading the file as a stream.
+
+    ``progress`` counts rows, and tells the time left from the bytes read of the
+    file's size. A missing column, a file that is not UTF-8 or not CSV is a
+    ``BackfillError``.
+    """
+    with (
+        reporting(progress or NoProgress()) as shown,
+        path.open("rb") as raw,
+        io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text,
+    ):
+        size = os.fstat(raw.fileno()).st_size or None  # none: a pipe, no time left to tell
+        reader = csv.DictReader(text)
+
+        def rows() -> Iterator[dict[str, str | None]]:
+            for n, row in enumerate(reader, 1):
+                yield row
+                shown.update(n, raw.tell(), size)
+
+        try:
+            missing = mapping.columns() - set(reader.fieldnames or ())
+            if missing:
+                raise BackfillError(
+                    f"{path}: no column {sorted(missing)[0]!r} (the mapping uses it)"
+                )
+            found = map_rows(rows(), mapping, zone, now_ms)
+        except UnicodeDecodeError:
+            raise BackfillError(
+                f"{path}, near line {reader.line_num + 1}: not UTF-8 text (export it as UTF-8)"
+            ) from None
+        except csv.Error as exc:
+            raise BackfillError(f"{path}, line {reader.line_num}: not CSV: {exc}") from None
+    return found
 
 
 def directory_ids(events: list[bytes]) -> set[str]:

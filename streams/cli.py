@@ -26,6 +26,7 @@ from stack.install import MissingPrerequisite
 from stack.servers import StackError
 from streams.connections import check_credentials, redis_client
 from streams.preflight import PreflightError
+from streams.progress import Progress, reporting
 from streams.secret_files import SecretError
 from streams.settings import Settings, SettingsError
 from streams.topics import TopicsError
@@ -362,33 +363,36 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from streams.backfill import BackfillError, crm_opportunities
     from streams.producer import write_jsonl
+    from streams.progress_display import stderr_progress
 
     try:
         ZoneInfo(args.zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise UsageError(f"--zone {args.zone!r} is not an IANA time zone") from None
-    if args.format == "csv":
-        events, report = _csv_backfill(args)
-    else:
-        if not args.path.is_dir():
-            raise UsageError(f"{args.path}: no such folder")
-        try:
-            events, report = crm_opportunities(args.path, args.zone)
-        except BackfillError as exc:
-            raise UsageError(str(exc)) from None
+    label = f"backfill {args.path.name}"
+    try:
+        if args.format == "csv":
+            events, report = _csv_backfill(args, stderr_progress(label, "rows"))
+        else:
+            if not args.path.is_dir():
+                raise UsageError(f"{args.path}: no such folder")
+            progress = stderr_progress(label, "rows")
+            events, report = crm_opportunities(args.path, args.zone, progress)
+    except BackfillError as exc:
+        raise UsageError(str(exc)) from None
     if args.out:
         write_jsonl(args.out, events)
     else:
-        asyncio.run(_publish_backfill(settings, events))
+        sending = stderr_progress(f"{label}: publish to {settings.raw_topic}", "events")
+        asyncio.run(_publish_backfill(settings, events, sending))
     for line in report.lines():
         print(line)
     return 0
 
 
-def _csv_backfill(args: argparse.Namespace) -> tuple[list[bytes], Any]:
-    import csv
-
-    from adapters.csv_mapping import CsvMappingError, map_rows, parse_csv_mapping
+def _csv_backfill(args: argparse.Namespace, progress: Progress) -> tuple[list[bytes], Any]:
+    from adapters.csv_mapping import CsvMappingError, parse_csv_mapping
+    from streams.backfill import csv_export
 
     if args.mapping is None:
         raise UsageError("backfill csv needs --mapping FILE.toml (docs/adapters.md)")
@@ -400,18 +404,11 @@ def _csv_backfill(args: argparse.Namespace) -> tuple[list[bytes], Any]:
         mapping = parse_csv_mapping(args.mapping.read_text())
     except CsvMappingError as exc:
         raise UsageError(f"{args.mapping}: {'; '.join(exc.problems)}") from None
-    with args.path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        missing = mapping.columns() - set(reader.fieldnames or ())
-        if missing:
-            raise UsageError(f"{args.path}: no column {sorted(missing)[0]!r} (the mapping uses it)")
-        return map_rows(reader, mapping, args.zone, time.time_ns() // 1_000_000)
+    return csv_export(args.path, mapping, args.zone, time.time_ns() // 1_000_000, progress)
 
 
-async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
+async def _publish_backfill(settings: Settings, events: list[bytes], progress: Progress) -> None:
     """Directory first, and wait until the projections know it, then the deals."""
-    from projections.namespaces import current_namespace
-    from projections.store import Store
     from streams.backfill import directory_ids
     from streams.preflight import require_redis
     from streams.producer import publish
@@ -420,7 +417,29 @@ async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
     reps = directory_ids(events)
     directory = [e for e in events if b'.upserted"' in e]
     deals = [e for e in events if b'.upserted"' not in e]
-    await publish(settings, settings.raw_topic, directory)
+    with reporting(progress):
+        await publish(
+            settings,
+            settings.raw_topic,
+            directory,
+            on_progress=lambda sent: progress.update(sent, sent, len(events)),
+        )
+        await _directory_projected(settings, reps)
+        await publish(
+            settings,
+            settings.raw_topic,
+            deals,
+            on_progress=lambda sent: progress.update(
+                len(directory) + sent, len(directory) + sent, len(events)
+            ),
+        )
+
+
+async def _directory_projected(settings: Settings, reps: set[str]) -> None:
+    """Wait until the projections know every rep of the directory just sent."""
+    from projections.namespaces import current_namespace
+    from projections.store import Store
+
     client = redis_client(settings)
     try:
         store = Store(client, await current_namespace(client, settings.topic_prefix, create=False))
@@ -437,17 +456,17 @@ async def _publish_backfill(settings: Settings, events: list[bytes]) -> None:
             await asyncio.sleep(0.5)
     finally:
         await client.aclose()
-    await publish(settings, settings.raw_topic, deals)
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from streams.preflight import require_redis, require_topics
+    from streams.progress_display import stderr_progress
     from streams.rebuild import rebuild
 
     asyncio.run(require_topics(settings, [settings.events_topic, settings.facts_topic]))
     asyncio.run(require_redis(settings))
     processes = args.processes or min(os.cpu_count() or 1, settings.partitions)
-    report = asyncio.run(rebuild(settings, processes))
+    report = asyncio.run(rebuild(settings, processes, stderr_progress))
     print(
         f"rebuilt {report.old} -> {report.new}: {report.records:,} records replayed in "
         f"{report.seconds:.1f}s ({report.rate:,.0f}/s, {processes} replay "

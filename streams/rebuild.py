@@ -16,6 +16,10 @@
 Readers never see a half-built generation, and no event is lost or counted
 twice across the switch: the new generation's checkpoints are at least the
 frozen ones before anyone reads or writes it.
+
+Progress (``salespulse rebuild`` shows it) is measured in offsets: those the
+pre-pass read, then those the new generation's checkpoints reached, whichever
+process replays them, against the end offsets of the topics.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import contextlib
 import logging
 import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from projections.engine import DirectoryView, plan_batch
@@ -49,10 +54,21 @@ from projections.store import Store
 from projections.validation import Rejection, parse_event
 from streams.connections import kafka_options, redis_client
 from streams.ingest import unprocessable
+from streams.progress import (
+    NoProgress,
+    Progress,
+    ProgressFactory,
+    no_progress,
+    offsets_progress,
+    reporting,
+)
 from streams.projector import DeadLetter, Positioned, Projector, PublishFacts, Span, read_record
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 0.5  # how often the replay's progress is read from its checkpoints
+ENDS_SECONDS = 5.0  # how often the end offsets it is measured against are asked for again
 
 
 @dataclass
@@ -151,8 +167,9 @@ class _Replay:
         await self.consumer.stop()
 
 
-async def directory_events(settings: Settings) -> list[Event]:
-    """Every team and rep upsert of the events topic."""
+async def directory_events(settings: Settings, progress: Progress | None = None) -> list[Event]:
+    """Every team and rep upsert of the events topic (``progress``: offsets read of them all)."""
+    progress = progress or NoProgress()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
         **kafka_options(settings),
@@ -165,10 +182,11 @@ async def directory_events(settings: Settings) -> list[Event]:
         tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        for tp, start in (await consumer.beginning_offsets(tps)).items():
+        begin = await consumer.beginning_offsets(tps)
+        for tp, start in begin.items():
             consumer.seek(tp, start)
         now_ms = time.time_ns() // 1_000_000
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+        while not await _reached(consumer, begin, ends, progress):
             for _tp, messages in (
                 await consumer.getmany(timeout_ms=500, max_records=20_000)
             ).items():
@@ -177,9 +195,23 @@ async def directory_events(settings: Settings) -> list[Event]:
                         event = parse_event(m.value, now_ms=now_ms, limits=settings.limits)
                         if not isinstance(event, Rejection):
                             found.append(event)
+        progress.finish()
     finally:
         await consumer.stop()
     return found
+
+
+async def _reached(
+    consumer: AIOKafkaConsumer,
+    begin: dict[TopicPartition, int],
+    ends: dict[TopicPartition, int],
+    progress: Progress,
+) -> bool:
+    """Whether the consumer reached the end offsets; reports how far it is."""
+    positions = {tp: await consumer.position(tp) for tp in begin}
+    done, total = offsets_progress(begin, ends, positions)
+    progress.update(done, done, total)
+    return all(positions[tp] >= ends[tp] for tp in begin)
 
 
 def learn(directory: DirectoryView, events: Sequence[Event], settings: Settings) -> None:
@@ -234,6 +266,10 @@ def _child(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[replay %(process)d]: %(message)s",
     )
+    if settings.log_level.lower() != "debug":
+        # Its consumer's notices (topics assigned) would cut into the parent's progress line
+        # on the terminal both share; warnings and errors still show.
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
     counts.put(asyncio.run(_replay_partitions(settings, namespace, partitions, directory)))
 
 
@@ -270,6 +306,65 @@ async def _replay_in_processes(
             + "; ".join(f"{share} exited with {code}" for share, code in failed)
         )
     return sum(counts.get(timeout=5) for _ in children)
+
+
+@contextlib.asynccontextmanager
+async def _watched(settings: Settings, store: Store, progress: Progress) -> AsyncIterator[None]:
+    """Report the replay's progress while the block runs, and its summary at the end."""
+    stopping = asyncio.Event()
+    with reporting(progress) as shown:
+        watching = asyncio.create_task(_watch_replay(settings, store, shown, stopping))
+        try:
+            yield
+        finally:
+            stopping.set()
+            await watching
+
+
+async def _watch_replay(
+    settings: Settings, store: Store, progress: Progress, stopping: asyncio.Event
+) -> None:
+    """Report the replay's progress until ``stopping`` is set: the offsets the new
+    generation's checkpoints reached (whichever process replays a partition) against the
+    end offsets of both topics, asked for again every few seconds as the log grows. A
+    failure here ends the reports, never the rebuild."""
+    try:
+        await _watch(settings, store, progress, stopping)
+    except (KafkaError, RedisError, OSError) as exc:
+        log.warning("rebuild: no more progress reports (%s)", exc)
+
+
+async def _watch(
+    settings: Settings, store: Store, progress: Progress, stopping: asyncio.Event
+) -> None:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        **kafka_options(settings),
+        enable_auto_commit=False,
+        isolation_level="read_committed",  # the end offsets a replay reads up to
+    )
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (settings.events_topic, settings.facts_topic)
+            for p in range(settings.partitions)
+        ]
+        begin = await consumer.beginning_offsets(tps)
+        ends, asked = await consumer.end_offsets(tps), time.monotonic()
+        while True:
+            reached = await store.checkpoints_of(range(settings.partitions))
+            positions = {tp: reached[tp.partition].get(tp.topic, -1) + 1 for tp in tps}
+            done, total = offsets_progress(begin, ends, positions)
+            progress.update(done, done, total)
+            if stopping.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), WATCH_SECONDS)
+            if time.monotonic() - asked >= ENDS_SECONDS:
+                ends, asked = await consumer.end_offsets(tps), time.monotonic()
+    finally:
+        await consumer.stop()
 
 
 def _facts_producer(settings: Settings) -> AIOKafkaProducer:
@@ -322,7 +417,11 @@ def _dead_letterer(settings: Settings, producer: AIOKafkaProducer) -> DeadLetter
     return send
 
 
-async def rebuild(settings: Settings, processes: int = 1) -> RebuildReport:
+async def rebuild(
+    settings: Settings, processes: int = 1, progress: ProgressFactory = no_progress
+) -> RebuildReport:
+    """Replay the log into the next generation and switch readers to it. ``progress``
+    makes what the directory pre-pass and the replay report to (offsets read)."""
     client = redis_client(settings)
     producer = _facts_producer(settings)
     await producer.start()
@@ -335,24 +434,31 @@ async def rebuild(settings: Settings, processes: int = 1) -> RebuildReport:
         await drop(client, new)  # what an interrupted rebuild left behind
         store = Store(client, new)
         directory = DirectoryView({}, settings.rules)
-        known = await directory_events(settings)
+        known = await directory_events(
+            settings, progress(f"rebuild {new}: directory pre-pass", "records")
+        )
         learn(directory, known, settings)
         log.info("rebuild %s -> %s: %d directory events known", old, new, len(known))
         replay_started = time.monotonic()
         replayed = 0
-        if processes > 1:
-            replayed = await _replay_in_processes(settings, new, processes, known)
-        projector = Projector(
-            store,
-            directory,
-            settings.rules,
-            _publisher(settings, producer),
-            dead_letter=_dead_letterer(settings, producer),
-        )
-        replay = _Replay(settings, projector)
-        await replay.start()
+        async with _watched(settings, store, progress(f"rebuild {old} -> {new}", "records")):
+            if processes > 1:
+                replayed = await _replay_in_processes(settings, new, processes, known)
+            projector = Projector(
+                store,
+                directory,
+                settings.rules,
+                _publisher(settings, producer),
+                dead_letter=_dead_letterer(settings, producer),
+            )
+            replay = _Replay(settings, projector)
+            await replay.start()
+            try:
+                await replay.run_to_end()
+            except BaseException:
+                await replay.stop()
+                raise
         try:
-            await replay.run_to_end()
             replay_seconds = time.monotonic() - replay_started
             await freeze(client, old, range(settings.partitions))
             frozen = {

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from projections.catalogue import Figure
-from projections.namespaces import current_namespace
+from projections.namespaces import current_namespace, drop
 from projections.read import read_kpis
 from projections.store import Store
 from projections.windows import WINDOWS
@@ -186,3 +186,75 @@ async def test_a_replay_process_that_fails_fails_the_rebuild(stack_env: dict[str
     assert str(failed.value) == (
         f"the replay of partitions {evens} exited with 1; {odds} exited with 1"
     )
+
+
+class Recorder:
+    """A ProgressFactory that keeps what each report was told."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, Recorded] = {}
+
+    def __call__(self, label: str, unit: str) -> Recorded:
+        self.reports[label] = Recorded()
+        return self.reports[label]
+
+
+class Recorded:
+    def __init__(self) -> None:
+        self.updates: list[tuple[int, int | None, int | None]] = []
+        self.finished: list[bool] = []
+
+    def update(self, done: int, position: int | None = None, total: int | None = None) -> None:
+        self.updates.append((done, position, total))
+
+    def finish(self, failed: bool = False) -> None:
+        self.finished.append(failed)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_a_rebuild_reports_its_progress(stack_env: dict[str, str], processes: int) -> None:
+    """The directory pre-pass and the replay report offsets done against the end offsets,
+    whichever process replays; `salespulse rebuild` logs them when stderr is not a terminal."""
+    from streams.topics import ensure_topics
+    from tests.support import cli
+
+    env = {**stack_env, "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}"}
+    settings = Settings.from_env(env)
+    await ensure_topics(settings)
+    spends = [
+        b'{"event_id":"s%d","type":"campaign.spend","occurred_at":"2026-11-20T10:00:00Z",'
+        b'"schema_version":1,"campaign_id":"c%d","amount_minor":100}' % (n, n % 7)
+        for n in range(3_000)
+    ]
+    await publish(settings, settings.events_topic, spends)
+    recorder = Recorder()
+    client = redis_client(settings)
+    try:
+        report = await rebuild(settings, processes, recorder)
+        prefix = settings.topic_prefix
+        assert set(recorder.reports) == {
+            f"rebuild {prefix}:g2: directory pre-pass",
+            f"rebuild {prefix}:g1 -> {prefix}:g2",
+        }
+        for label, recorded in recorder.reports.items():
+            assert recorded.finished == [False], label
+            done = [d for d, _, _ in recorded.updates]
+            assert done == sorted(done), label
+            # The log's 3,000 events; the replay derives no lead facts from spend.
+            assert recorded.updates[-1] == (3_000, 3_000, 3_000), (label, recorded.updates)
+        assert report.records == 3_000
+
+        done = cli("rebuild", "--processes", str(processes), env=env)
+        assert done.returncode == 0, done.stderr
+        assert "\r" not in done.stderr
+        logged = [line for line in done.stderr.splitlines() if "streams.progress_display" in line]
+        assert len(logged) >= 2, done.stderr  # the summaries, and lines every 5 s if slow
+        assert (
+            logged[-1]
+            .split(": ", 1)[1]
+            .startswith(f"rebuild {prefix}:g2 -> {prefix}:g3: 3,000 records in ")
+        ), logged
+    finally:
+        for generation in ("g1", "g2", "g3"):
+            await drop(client, f"{settings.topic_prefix}:{generation}")
+        await client.aclose()

@@ -39,3 +39,35 @@ def test_a_missing_file_or_column_is_named(tmp_path: Path) -> None:
     (tmp_path / "sales_pipeline.csv").write_text("opportunity_id,sales_agent\nX,Y\n")
     with pytest.raises(BackfillError, match="missing column"):
         crm_opportunities(tmp_path, "UTC")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.updates: list[tuple[int, int | None, int | None]] = []
+        self.finished: list[bool] = []
+
+    def update(self, done: int, position: int | None = None, total: int | None = None) -> None:
+        self.updates.append((done, position, total))
+
+    def finish(self, failed: bool = False) -> None:
+        self.finished.append(failed)
+
+
+def test_progress_counts_the_deals_of_the_pipeline(tmp_path: Path) -> None:
+    (tmp_path / "sales_pipeline.csv").write_text(
+        "opportunity_id,sales_agent,product,account,deal_stage,engage_date,close_date,close_value\n"
+        "A1,Ada Lovelace,GTX Basic,Acme,Won,2017-01-02,2017-02-03,550\n"
+        "A2,Ada Lovelace,GTX Basic,Acme,Prospecting,,,\n"
+        "A3,Alan Turing,GTX Basic,Acme,Engaging,2017-01-05,,\n"
+    )
+    (tmp_path / "sales_teams.csv").write_text(
+        "sales_agent,manager,regional_office\nAda Lovelace,M,West\nAlan Turing,M,East\n"
+    )
+    (tmp_path / "accounts.csv").write_text("account,sector\nAcme,retail\n")
+    (tmp_path / "products.csv").write_text("product,sales_price\nGTX Basic,550\n")
+    progress = Recorder()
+    events, report = crm_opportunities(tmp_path, "UTC", progress)
+    assert progress.updates == [(1, 1, 3), (2, 2, 3), (3, 3, 3)]
+    assert progress.finished == [False]
+    # two teams, two reps, two deals created, one closed
+    assert report.events["opportunity.created"] == 2 and len(events) == 2 + 2 + 2 + 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +120,79 @@ def test_subject_key_is_the_entity_id() -> None:
     assert subject_key(b'{"type":"nope","call_id":"c"}') is None
     assert subject_key(b"\xff garbage") is None
     assert subject_key(b"[1]") is None
+
+
+EXPORT = ROOT / "tests" / "data" / "exports" / "hubspot-crm-exports-all-deals-2024-04-01.csv"
+HUBSPOT_MAPPING = ROOT / "deploy" / "csv" / "hubspot-deals.toml"
+BACKFILL = ["backfill", "csv", str(EXPORT), "--mapping", str(HUBSPOT_MAPPING)]
+SUMMARY = re.compile(
+    r"backfill hubspot-crm-exports-all-deals-2024-04-01\.csv: 14 rows in [0-9.]+s"
+    r"( \([0-9,.]+ rows/s\))?"
+)
+
+
+def test_a_backfill_logs_one_final_line_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    """A short backfill with stderr to a pipe: no carriage returns, only the summary."""
+    done = run(*BACKFILL, "--zone", "America/New_York", "--out", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert " INFO streams.progress_display: " in lines[0] and SUMMARY.search(lines[0]), lines
+    assert "events opportunity.created: 11" in done.stdout
+
+
+def test_a_backfill_logs_a_progress_line_every_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same, with the log interval at 0: a line per row (rows, rate, share of the file's
+    bytes, time left) and the summary."""
+    from streams import cli, progress_display
+
+    monkeypatch.setattr(progress_display, "LOG_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal, even under pytest -s
+    caplog.set_level(logging.INFO)
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*BACKFILL, "--zone", "America/New_York", "--out", str(tmp_path / "o.jsonl")])
+    assert exited.value.code == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "streams.progress_display"]
+    assert len(lines) == 14 + 1, lines
+    first = "backfill hubspot-crm-exports-all-deals-2024-04-01.csv: 1 rows, "
+    assert lines[0].startswith(first) and "%, ETA " in lines[0], lines[0]
+    assert lines[13].startswith(first.replace(" 1 rows", " 14 rows"))
+    assert ", 100%, ETA 0.0s" in lines[13], lines[13]  # the whole file read
+    assert SUMMARY.fullmatch(lines[14]), lines[14]
+
+
+def test_a_backfill_redraws_one_line_on_a_terminal(tmp_path: Path) -> None:
+    """stderr is a terminal (a pseudo-terminal here): the line is drawn with a carriage
+    return and ends with the summary and a newline; nothing is logged."""
+    import pty
+    import termios
+
+    controller, terminal = pty.openpty()
+    termios.tcsetwinsize(terminal, (24, 160))
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *BACKFILL, "--out", str(tmp_path / "o.jsonl")],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=terminal,
+        )
+        os.close(terminal)
+        assert process.wait(timeout=60) == 0
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    text = shown.decode()
+    assert "INFO" not in text, text
+    assert text.startswith("\r") and text.endswith("\r\n"), repr(text)  # the tty adds \r to \n
+    assert SUMMARY.fullmatch(text.strip()), repr(text)
