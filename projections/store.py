@@ -538,6 +538,3 @@ def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dic
 
 def _str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-Store = RedisStore  # the name the modules being moved to the interface still use

@@ -438,11 +438,13 @@ async def _publish_backfill(settings: Settings, events: list[bytes], progress: P
 async def _directory_projected(settings: Settings, reps: set[str]) -> None:
     """Wait until the projections know every rep of the directory just sent."""
     from projections.namespaces import current_namespace
-    from projections.store import Store
+    from projections.store import RedisStore
 
     client = redis_client(settings)
     try:
-        store = Store(client, await current_namespace(client, settings.topic_prefix, create=False))
+        store = RedisStore(
+            client, await current_namespace(client, settings.topic_prefix, create=False)
+        )
         deadline = time.monotonic() + 120
         while True:
             view = await store.directory(range(settings.partitions), settings.rules)

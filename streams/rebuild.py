@@ -50,7 +50,7 @@ from projections.namespaces import (
     rebuilt,
     switch,
 )
-from projections.store import Store
+from projections.store import RedisStore
 from projections.validation import Rejection, parse_event
 from streams.connections import kafka_options, redis_client
 from streams.ingest import unprocessable
@@ -237,7 +237,7 @@ async def _replay_partitions(
         view = DirectoryView({}, settings.rules)
         learn(view, directory, settings)
         projector = Projector(
-            Store(client, namespace),
+            RedisStore(client, namespace),
             view,
             settings.rules,
             _publisher(settings, producer),
@@ -309,7 +309,9 @@ async def _replay_in_processes(
 
 
 @contextlib.asynccontextmanager
-async def _watched(settings: Settings, store: Store, progress: Progress) -> AsyncIterator[None]:
+async def _watched(
+    settings: Settings, store: RedisStore, progress: Progress
+) -> AsyncIterator[None]:
     """Report the replay's progress while the block runs, and its summary at the end."""
     stopping = asyncio.Event()
     with reporting(progress) as shown:
@@ -322,7 +324,7 @@ async def _watched(settings: Settings, store: Store, progress: Progress) -> Asyn
 
 
 async def _watch_replay(
-    settings: Settings, store: Store, progress: Progress, stopping: asyncio.Event
+    settings: Settings, store: RedisStore, progress: Progress, stopping: asyncio.Event
 ) -> None:
     """Report the replay's progress until ``stopping`` is set: the offsets the new
     generation's checkpoints reached (whichever process replays a partition) against the
@@ -335,7 +337,7 @@ async def _watch_replay(
 
 
 async def _watch(
-    settings: Settings, store: Store, progress: Progress, stopping: asyncio.Event
+    settings: Settings, store: RedisStore, progress: Progress, stopping: asyncio.Event
 ) -> None:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
@@ -432,7 +434,7 @@ async def rebuild(
         new = next_generation(old)
         marking = asyncio.create_task(_keep_marked(client, settings.topic_prefix, old, new))
         await drop(client, new)  # what an interrupted rebuild left behind
-        store = Store(client, new)
+        store = RedisStore(client, new)
         directory = DirectoryView({}, settings.rules)
         known = await directory_events(
             settings, progress(f"rebuild {new}: directory pre-pass", "records")
@@ -462,7 +464,7 @@ async def rebuild(
             replay_seconds = time.monotonic() - replay_started
             await freeze(client, old, range(settings.partitions))
             frozen = {
-                p: await Store(client, old).checkpoints(p) for p in range(settings.partitions)
+                p: await RedisStore(client, old).checkpoints(p) for p in range(settings.partitions)
             }
             while True:
                 done = {p: await store.checkpoints(p) for p in range(settings.partitions)}

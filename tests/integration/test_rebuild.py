@@ -12,7 +12,7 @@ import pytest
 from projections.catalogue import Figure
 from projections.namespaces import current_namespace, drop
 from projections.read import read_kpis
-from projections.store import Store
+from projections.store import RedisStore
 from projections.windows import WINDOWS
 from simulator.log import SimConfig, simulate
 from simulator.org import build_org
@@ -62,7 +62,7 @@ async def test_rebuild_during_live_traffic(
     async def reader() -> None:
         while reading:
             namespace = await current_namespace(client, settings.topic_prefix)
-            store = Store(client, namespace)
+            store = RedisStore(client, namespace)
             view = await store.directory(partitions, settings.rules)
             answer = await read_kpis(store, partitions, view, "org", "", "all", end_ms)
             leads = answer.kpis["leads_created"]
@@ -75,7 +75,7 @@ async def test_rebuild_during_live_traffic(
         worker.start()
         await publish(settings, settings.raw_topic, directory)
         await publish(settings, settings.raw_topic, old_half)
-        while not await caught_up(settings, Store(client, f"{settings.topic_prefix}:g1")):
+        while not await caught_up(settings, RedisStore(client, f"{settings.topic_prefix}:g1")):
             await asyncio.sleep(0.5)
         reading_task = asyncio.create_task(reader())
         producing = asyncio.create_task(publish(settings, settings.raw_topic, new_half, rate=2_000))
@@ -85,7 +85,7 @@ async def test_rebuild_during_live_traffic(
         live = await current_namespace(client, settings.topic_prefix)
         assert report.old == f"{settings.topic_prefix}:g1"
         assert report.new == live == f"{settings.topic_prefix}:g2"
-        while not await caught_up(settings, Store(client, live)):
+        while not await caught_up(settings, RedisStore(client, live)):
             await asyncio.sleep(0.5)
         await asyncio.sleep(1)
         reading = False
@@ -117,7 +117,9 @@ async def test_rebuild_during_live_traffic(
             ("rep", org.reps[5].rep_id),
             ("queue", org.teams[0].queue_id),
         ]
-        await assert_matches_oracle(Store(client, live), settings, oracle, scopes, WINDOWS, end_ms)
+        await assert_matches_oracle(
+            RedisStore(client, live), settings, oracle, scopes, WINDOWS, end_ms
+        )
     finally:
         reading = False
         worker.stop()
@@ -153,7 +155,9 @@ async def test_a_writer_left_on_a_dropped_generation_is_turned_away(
         return Positioned("events", 0, n, event)
 
     try:
-        projector = Projector(Store(client, old), DirectoryView({}, Rules()), Rules(), no_facts)
+        projector = Projector(
+            RedisStore(client, old), DirectoryView({}, Rules()), Rules(), no_facts
+        )
         await projector.apply([spend(0)])
         await freeze(client, old, [0])
         await switch(client, prefix, new)
