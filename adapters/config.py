@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from projections.errors import ProblemsError
+
 ORIGINS = ("marketing", "sales")
 TABLES: dict[str, tuple[str, ...]] = {
     "reps": ("hubspot", "salesforce", "aircall", "twilio"),
@@ -50,10 +52,8 @@ TABLES: dict[str, tuple[str, ...]] = {
 ORIGIN_TABLES = ("hubspot.origin_by_change_source", "salesforce.lead_source_origins")
 
 
-class MappingsError(ValueError):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+class MappingsError(ProblemsError, ValueError):
+    """A mappings file with problems (one line each)."""
 
 
 class Unmapped(LookupError):

@@ -55,6 +55,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from adapters.canonical import event, stable_id
+from projections.errors import ProblemsError
 from projections.events import EVENT_TYPES
 from projections.validation import Rejection, parse_event
 
@@ -71,10 +72,8 @@ _MONEY = re.compile(
 _CASE_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 
 
-class CsvMappingError(ValueError):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+class CsvMappingError(ProblemsError, ValueError):
+    """A CSV mapping file with problems (one line each)."""
 
 
 @dataclass(frozen=True)

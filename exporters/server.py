@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -30,6 +29,7 @@ from exporters.families import families, target_families
 from exporters.health import Health, health_families, summarise
 from exporters.targets_file import TargetsFile
 from exporters.wallboard_routes import wallboard_routes
+from projections.errors import SalespulseError
 from projections.namespaces import current_namespace, rebuilding
 from projections.read import read_many
 from projections.store import RedisStore
@@ -237,9 +237,7 @@ def run_exporter(settings: Settings) -> int:
     try:
         app = build_app(settings)
     except TargetsError as exc:
-        for problem in exc.problems:
-            print(f"salespulse: error: {settings.targets_file}: {problem}", file=sys.stderr)
-        return 2
+        raise exc.about(settings.targets_file) from None
     try:
         web.run_app(
             app,
@@ -250,6 +248,5 @@ def run_exporter(settings: Settings) -> int:
         )
     except OSError as exc:
         where = f"{settings.metrics_host}:{settings.exporter_port}"
-        print(f"salespulse: error: cannot serve on {where}: {exc.strerror}", file=sys.stderr)
-        return 1
+        raise SalespulseError(f"cannot serve on {where}: {exc.strerror}") from None
     return 0

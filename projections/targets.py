@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from projections.catalogue import CATALOGUE, SCOPES, Figure, Result
+from projections.errors import ProblemsError
 from projections.windows import WINDOWS
 
 LABELLED = frozenset(kpi.id for kpi in CATALOGUE if kpi.label)
@@ -38,12 +39,8 @@ FIELDS = {"kpi", "scope", "id", "window", "label", "target", "direction", "warni
 ANY_ID = "*"
 
 
-class TargetsError(ValueError):
+class TargetsError(ProblemsError, ValueError):
     """A targets file with problems; ``problems`` has one line per problem."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from projections.errors import SalespulseError
+
 LOG4J_VERSION = "2.24.3"
 
 
-class MissingPrerequisite(RuntimeError):
+class MissingPrerequisite(SalespulseError):
     """Something the stack needs is not installed and cannot be installed from here."""
 
 

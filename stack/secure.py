@@ -21,6 +21,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from projections.errors import SalespulseError
 from stack.install import require_binary
 from streams.connections import STACK_USER, StackSecrets
 
@@ -30,7 +31,7 @@ ADMIN_USER = "admin"  # the broker's own SCRAM user, for inter-broker connection
 DAYS = 825
 
 
-class SecretsError(RuntimeError):
+class SecretsError(SalespulseError):
     """openssl failed to make a key or certificate."""
 
 

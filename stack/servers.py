@@ -23,6 +23,7 @@ from pathlib import Path
 
 import redis
 
+from projections.errors import SalespulseError
 from stack.install import kafka_libs, require_binary, require_java
 from stack.secure import (
     SecretsError,
@@ -56,7 +57,7 @@ RULES_DIR = Path(__file__).resolve().parent.parent / "exporters" / "rules"
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class StackError(RuntimeError):
+class StackError(SalespulseError):
     """A server could not be started, or did not answer in time."""
 
 

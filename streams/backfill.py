@@ -32,12 +32,13 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from adapters.csv_mapping import CsvMapping, CsvReport, map_rows
+from projections.errors import UsageError
 from streams.progress import NoProgress, Progress, reporting
 
 FILES = ("sales_pipeline.csv", "sales_teams.csv", "accounts.csv", "products.csv")
 
 
-class BackfillError(ValueError):
+class BackfillError(UsageError, ValueError):
     """The export cannot be read at all (missing file or column)."""
 
 

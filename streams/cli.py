@@ -21,22 +21,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from projections.catalogue import SCOPES
+from projections.errors import EXIT_FAILED, EXIT_USAGE, SalespulseError, UsageError
 from projections.windows import WINDOWS
-from stack.install import MissingPrerequisite
-from stack.servers import StackError
 from streams.connections import check_credentials, redis_client
-from streams.preflight import PreflightError
 from streams.progress import Progress, reporting
-from streams.secret_files import SecretError
-from streams.settings import Settings, SettingsError
-from streams.topics import TopicsError
-
-EXIT_USAGE = 2
-EXIT_FAILED = 1
-
-
-class UsageError(Exception):
-    """A bad argument, reported in one line."""
+from streams.settings import Settings
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -203,20 +192,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command in SERVICES:
             check_credentials(settings)
         code = handler(settings, args)
-    except (
-        UsageError,
-        SettingsError,
-        SecretError,
-        PreflightError,
-        MissingPrerequisite,
-        StackError,
-        TopicsError,
-    ) as exc:
-        print(f"salespulse: error: {exc}", file=sys.stderr)
-        usage = isinstance(
-            exc, UsageError | SettingsError | SecretError | PreflightError | TopicsError
-        )
-        sys.exit(EXIT_USAGE if usage else EXIT_FAILED)
+    except SalespulseError as exc:  # the one place an error becomes what the user reads
+        for line in exc.lines():
+            print(f"salespulse: error: {line}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)
@@ -284,9 +263,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     try:
         return run_ingest(settings)
     except MappingsError as exc:
-        for problem in exc.problems:
-            print(f"salespulse: error: {settings.mappings_file}: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        raise exc.about(settings.mappings_file) from None
     except OSError as exc:
         raise UsageError(f"cannot start the ingest service: {exc}") from None
 
@@ -361,7 +338,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.backfill import BackfillError, crm_opportunities
+    from streams.backfill import crm_opportunities
     from streams.producer import write_jsonl
     from streams.progress_display import stderr_progress
 
@@ -370,16 +347,13 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     except (ZoneInfoNotFoundError, ValueError):
         raise UsageError(f"--zone {args.zone!r} is not an IANA time zone") from None
     label = f"backfill {args.path.name}"
-    try:
-        if args.format == "csv":
-            events, report = _csv_backfill(args, stderr_progress(label, "rows"))
-        else:
-            if not args.path.is_dir():
-                raise UsageError(f"{args.path}: no such folder")
-            progress = stderr_progress(label, "rows")
-            events, report = crm_opportunities(args.path, args.zone, progress)
-    except BackfillError as exc:
-        raise UsageError(str(exc)) from None
+    if args.format == "csv":
+        events, report = _csv_backfill(args, stderr_progress(label, "rows"))
+    else:
+        if not args.path.is_dir():
+            raise UsageError(f"{args.path}: no such folder")
+        progress = stderr_progress(label, "rows")
+        events, report = crm_opportunities(args.path, args.zone, progress)
     if args.out:
         write_jsonl(args.out, events)
     else:
@@ -403,7 +377,7 @@ def _csv_backfill(args: argparse.Namespace, progress: Progress) -> tuple[list[by
     try:
         mapping = parse_csv_mapping(args.mapping.read_text())
     except CsvMappingError as exc:
-        raise UsageError(f"{args.mapping}: {'; '.join(exc.problems)}") from None
+        raise exc.about(args.mapping) from None
     return csv_export(args.path, mapping, args.zone, time.time_ns() // 1_000_000, progress)
 
 

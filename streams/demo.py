@@ -9,8 +9,9 @@ import threading
 import time
 import urllib.request
 
+from projections.errors import SalespulseError
 from simulator.log import SimConfig, simulate
-from stack.servers import StackError, servers
+from stack.servers import servers
 from streams.kpis_command import show_kpis
 from streams.producer import publish
 from streams.reader_access import reader_headers
@@ -32,7 +33,7 @@ def run_demo(settings: Settings, *, count: int, rate: float) -> int:
         try:
             worker.start(timeout=90)
         except (RuntimeError, TimeoutError) as exc:
-            raise StackError(str(exc)) from None
+            raise SalespulseError(str(exc)) from None
         exporter = _start_exporter(settings)
         wallboard = f"http://127.0.0.1:{settings.exporter_port}/"
         print(f"wallboard: {wallboard}   (open it now: it updates every second)", flush=True)
@@ -112,11 +113,13 @@ def _start_exporter(settings: Settings) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise StackError(f"the exporter exited; see {settings.stack_path / 'exporter.log'}")
+            raise SalespulseError(
+                f"the exporter exited; see {settings.stack_path / 'exporter.log'}"
+            )
         try:
             with urllib.request.urlopen(health, timeout=2):
                 return process
         except OSError:
             time.sleep(0.25)
     process.terminate()
-    raise StackError(f"the exporter did not answer on {url} within 30 s")
+    raise SalespulseError(f"the exporter did not answer on {url} within 30 s")

@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError
 
+from projections.errors import UsageError
 from streams.connections import (
     kafka_access,
     kafka_options,
@@ -34,7 +35,7 @@ from streams.topics import list_topics
 TIMEOUT_SECONDS = 3.0
 
 
-class PreflightError(Exception):
+class PreflightError(UsageError):
     """A server or topic a command needs is not there; the message says what to check."""
 
 

@@ -38,6 +38,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from projections.engine import DirectoryView, plan_batch
+from projections.errors import SalespulseError
 from projections.events import Event
 from projections.facts import LeadFact
 from projections.namespaces import (
@@ -85,7 +86,7 @@ class RebuildReport:
         return self.records / self.seconds if self.seconds else 0.0
 
 
-class RebuildFailed(RuntimeError):
+class RebuildFailed(SalespulseError):
     """A replay process failed: nothing was switched; the next rebuild starts over."""
 
 

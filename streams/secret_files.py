@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from projections.errors import UsageError
+
 # A secret shorter than this is refused: it could be guessed, or be a file cut short.
 MIN_SECRET_CHARS = 16
 
 
-class SecretError(Exception):
+class SecretError(UsageError):
     """A configured secret cannot be used: the process must not start with it."""
 
 

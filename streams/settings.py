@@ -13,13 +13,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from projections.catalogue import CATALOGUE
 from projections.contributions import Rules
 from projections.display import CURRENCIES, UnknownCurrency
+from projections.errors import UsageError
 from projections.targets import TARGETABLE
 from projections.validation import Limits
 from projections.windows import WINDOWS
 from streams.rate_limit import Limit, parse_limits
 
 
-class SettingsError(ValueError):
+class SettingsError(UsageError, ValueError):
     """A setting has a value that cannot be used."""
 
 

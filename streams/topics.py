@@ -7,6 +7,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import NoError, TopicAlreadyExistsError, for_code
 
+from projections.errors import UsageError
 from streams.connections import kafka_options
 from streams.settings import Settings
 
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
 
 
-class TopicsError(RuntimeError):
+class TopicsError(UsageError):
     """Kafka refused to create a topic: the message says why and what to check."""
 
     def __init__(self, settings: Settings, topic: str, error: str, detail: str) -> None:

@@ -7,7 +7,7 @@ import logging
 
 from aiokafka.errors import KafkaError
 
-from stack.servers import StackError
+from projections.errors import SalespulseError
 from streams.metrics_server import serve_metrics
 from streams.preflight import kafka_failure, quiet_kafka
 from streams.reader_access import reader_token
@@ -28,7 +28,7 @@ def run_worker(settings: Settings) -> int:
     try:
         serve_metrics(settings.metrics_host, settings.worker_metrics_port, reader_token(settings))
     except OSError as exc:
-        raise StackError(
+        raise SalespulseError(
             f"cannot serve worker metrics on {settings.metrics_host}:"
             f"{settings.worker_metrics_port}: {exc.strerror} "
             "(set SALESPULSE_WORKER_METRICS_PORT)"

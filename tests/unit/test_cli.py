@@ -139,7 +139,7 @@ def test_a_backfill_logs_one_final_line_when_stderr_is_not_a_terminal(tmp_path: 
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert " INFO streams.progress_display: " in lines[0] and SUMMARY.search(lines[0]), lines
-    assert "events opportunity.created: 11" in done.stdout
+    assert "events opportunity.created: 13" in done.stdout
 
 
 def test_a_backfill_logs_a_progress_line_every_interval(
@@ -196,3 +196,37 @@ def test_a_backfill_redraws_one_line_on_a_terminal(tmp_path: Path) -> None:
     assert "INFO" not in text, text
     assert text.startswith("\r") and text.endswith("\r\n"), repr(text)  # the tty adds \r to \n
     assert SUMMARY.fullmatch(text.strip()), repr(text)
+
+
+def test_every_error_a_user_can_fix_is_one_line_per_problem_with_its_exit_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """One place (cli.main) turns every SalespulseError into its lines and exit code: a
+    failed rebuild (it used to escape as a traceback), a file with problems (mappings,
+    targets and CSV mappings say them the same way), a usage error."""
+    from adapters.csv_mapping import CsvMappingError
+    from projections.errors import SalespulseError
+    from projections.targets import TargetsError
+    from streams import cli
+    from streams.rebuild import RebuildFailed
+
+    def failing(error: Exception) -> object:
+        def handler(settings: object, args: object) -> int:
+            raise error
+
+        return handler
+
+    cases: list[tuple[SalespulseError, int]] = [
+        (RebuildFailed("replay process 2 exited with 1"), 1),
+        (TargetsError(["line 3: unknown kpi 'calls'", "line 9: no window"]).about("t.toml"), 2),
+        (CsvMappingError(["[[event]] 1: no type"]).about(tmp_path / "m.toml"), 2),
+    ]
+    for error, code in cases:
+        monkeypatch.setitem(cli.HANDLERS, "watch", failing(error))
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["watch", "--once"])
+        assert exited.value.code == code
+        printed = capsys.readouterr().err.splitlines()
+        assert printed == [f"salespulse: error: {line}" for line in error.lines()]
+        assert "Traceback" not in "".join(printed)
+    assert capsys.readouterr().err == ""
