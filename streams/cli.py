@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ from projections.catalogue import SCOPES
 from projections.errors import EXIT_FAILED, EXIT_USAGE, SalespulseError, UsageError
 from projections.windows import WINDOWS
 from streams.connections import check_credentials, redis_client
+from streams.logs import configure_logging
 from streams.progress import Progress, reporting
 from streams.settings import Settings
 
@@ -184,10 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging(settings)
         handler = HANDLERS[args.command]
         if args.command in SERVICES:
             check_credentials(settings)

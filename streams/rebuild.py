@@ -55,6 +55,7 @@ from projections.store import RedisStore
 from projections.validation import Rejection, parse_event
 from streams.connections import kafka_options, redis_client
 from streams.ingest import unprocessable
+from streams.logs import configure_logging
 from streams.progress import (
     NoProgress,
     Progress,
@@ -263,9 +264,8 @@ def _child(
     directory: list[Event],
     counts: multiprocessing.queues.Queue[int],
 ) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s[replay %(process)d]: %(message)s",
+    configure_logging(
+        settings, "%(asctime)s %(levelname)s %(name)s[replay %(process)d]: %(message)s"
     )
     if settings.log_level.lower() != "debug":
         # Its consumer's notices (topics assigned) would cut into the parent's progress line

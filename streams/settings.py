@@ -119,6 +119,7 @@ class Settings:
     # with this code (`salespulse kpis`, the wallboard); the API names it and its exponent.
     currency: str = "USD"
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one JSON object per line (streams/logs.py)
     # Projections. Changing a rule changes what a KPI means: rebuild after changing it.
     org_timezone: str = "UTC"
     service_level_seconds: int = 20
@@ -231,6 +232,8 @@ class Settings:
             raise SettingsError(
                 f"SALESPULSE_LOG_LEVEL={self.log_level!r}: use debug, info, warning or error"
             )
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"SALESPULSE_LOG_FORMAT={self.log_format!r}: use text or json")
         if self.currency not in CURRENCIES:
             raise SettingsError(f"SALESPULSE_CURRENCY={UnknownCurrency(self.currency)}")
         if not _known_zone(self.org_timezone):

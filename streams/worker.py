@@ -38,6 +38,9 @@ def run_worker(settings: Settings) -> int:
 
     from streams.app import app
 
-    worker = Worker(app, loglevel=settings.log_level)
+    # Faust sets up its own (text) logging unless told not to; JSON logs keep the root's.
+    worker = Worker(
+        app, loglevel=settings.log_level, override_logging=settings.log_format != "json"
+    )
     worker.execute_from_commandline()
     return 0

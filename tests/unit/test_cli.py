@@ -142,6 +142,36 @@ def test_a_backfill_logs_one_final_line_when_stderr_is_not_a_terminal(tmp_path: 
     assert "events opportunity.created: 13" in done.stdout
 
 
+def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
+    """SALESPULSE_LOG_FORMAT=json: every log line is a JSON object with time, level, logger,
+    process and message (python-json-logger); the report on stdout is unchanged."""
+    out = str(tmp_path / "out.jsonl")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            *BACKFILL,
+            "--zone",
+            "America/New_York",
+            "--out",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SALESPULSE_LOG_FORMAT": "json"},
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stderr.splitlines()
+    record = json.loads(line)
+    assert set(record) >= {"time", "level", "name", "process", "message"}
+    assert (record["level"], record["name"]) == ("INFO", "streams.progress_display")
+    assert SUMMARY.search(record["message"]), record
+    assert "events opportunity.created: 13" in done.stdout
+
+
 def test_a_backfill_logs_a_progress_line_every_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -50,6 +50,7 @@ def test_environment_overrides_and_prefix() -> None:
         ({"SALESPULSE_MAX_EVENT_BYTES": "10"}, "at least 256"),
         ({"SALESPULSE_INGEST_BATCH_SECONDS": "soon"}, "not a valid float"),
         ({"SALESPULSE_LOG_LEVEL": "loud"}, "use debug, info"),
+        ({"SALESPULSE_LOG_FORMAT": "xml"}, "SALESPULSE_LOG_FORMAT='xml': use text or json"),
         ({"SALESPULSE_QUEUE_TEAMS": "q1=emea,q2"}, "'q2' is not queue=team"),
         ({"SALESPULSE_EXPORT_REP_WINDOWS": "today,fortnight"}, "use windows of 15m"),
         ({"SALESPULSE_EXPORT_REP_WINDOWS": " , "}, "use windows of 15m"),
