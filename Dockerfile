@@ -13,6 +13,7 @@ COPY streams ./streams
 COPY exporters ./exporters
 COPY simulator ./simulator
 COPY stack ./stack
+COPY config ./config
 # --no-deps: everything the package needs is already installed from the lock, pinned.
 RUN pip install --no-cache-dir --no-deps . && useradd --system --uid 10001 salespulse
 USER salespulse

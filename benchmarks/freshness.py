@@ -34,13 +34,12 @@ from aiokafka import AIOKafkaProducer
 
 from benchmarks import numbers
 from benchmarks.throughput import clean
-from projections.namespaces import current_namespace
-from projections.store import RedisStore
+from config.connections import kafka_options, redis_client
+from config.settings import Settings
+from projections.store import RedisStore, current_namespace
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
-from streams.connections import kafka_options, redis_client
 from streams.producer import subject_key
-from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import read_topic

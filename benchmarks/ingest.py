@@ -20,11 +20,11 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from config.connections import kafka_options
+from config.settings import Settings
 from simulator.log import SimConfig, simulate
 from stack.servers import servers
-from streams.connections import kafka_options
 from streams.producer import publish
-from streams.settings import Settings
 from streams.topics import ensure_topics, topic_configs
 from streams.worker_process import WorkerProcess
 

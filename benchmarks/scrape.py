@@ -23,17 +23,17 @@ from collections.abc import Sequence
 import orjson
 
 from benchmarks import numbers
+from config.connections import redis_client
+from config.settings import Settings
 from exporters.exposition import render
 from exporters.server import Exporter
 from projections.engine import DirectoryView
 from projections.facts import LeadFact
-from projections.namespaces import current_namespace, drop, pointer
-from projections.store import RedisStore
+from projections.namespaces import pointer
+from projections.store import RedisStore, current_namespace, drop
 from projections.validation import Rejection, parse_event
 from stack.servers import servers
-from streams.connections import redis_client
 from streams.projector import Positioned, Projector
-from streams.settings import Settings
 
 TEAMS = 20
 

@@ -107,14 +107,13 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from benchmarks.throughput import clean
-from projections.namespaces import current_namespace
-from projections.store import RedisStore
+from config.connections import kafka_options, redis_client
+from config.settings import Settings
+from projections.store import RedisStore, current_namespace
 from simulator.live import Chunk, Job, LiveLog
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
-from streams.connections import kafka_options, redis_client
 from streams.producer import publish
-from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.watch import Snapshot, scrape
 from streams.worker_process import WorkerProcess

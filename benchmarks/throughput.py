@@ -47,14 +47,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks import numbers
 from benchmarks.ingest import delete_topics
-from projections.namespaces import current_namespace, drop, pointer
-from projections.store import RedisStore
+from config.connections import kafka_options, redis_client, redis_sync_client
+from config.settings import Settings
+from projections.namespaces import pointer
+from projections.store import RedisStore, current_namespace, drop
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
-from streams.connections import kafka_options, redis_client, redis_sync_client
 from streams.producer import publish
 from streams.rebuild import rebuild
-from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up

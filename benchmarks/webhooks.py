@@ -28,9 +28,10 @@ from pathlib import Path
 
 import aiohttp
 
+from config.rate_limits import Limit
+from config.settings import Settings
 from stack.servers import servers
-from streams.rate_limit import Limit, RateLimiter, fingerprint
-from streams.settings import Settings
+from streams.rate_limit import RateLimiter, fingerprint
 from streams.topics import ensure_topics
 
 TOKEN = "bench-token-0123456789"

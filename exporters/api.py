@@ -27,9 +27,8 @@ from redis.exceptions import RedisError
 from exporters.openapi import document
 from projections.catalogue import BY_ID, SCOPES, Figure, Result, Unit
 from projections.display import Currency, unit_name
-from projections.namespaces import current_namespace
 from projections.read import Answer, read_many
-from projections.store import RedisStore
+from projections.store import RedisStore, current_namespace
 from projections.targets import LABELLED, TARGETABLE, Target, Targets, with_targets
 from projections.validation import InvalidField, format_instant_ms, parse_instant_ms
 from projections.windows import WINDOWS, answerable, too_old

@@ -1,4 +1,4 @@
-"""Readers' access to the exporter (``streams/reader_access.py`` has the token rules).
+"""Readers' access to the exporter (``config/reader_access.py`` has the token rules).
 
 With ``SALESPULSE_READER_TOKEN_FILE`` set, every route of the exporter (``/metrics``, the
 API, ``/openapi.json``, the wallboard and its files) answers 401 without the token; unset,
@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from streams.reader_access import MISSING, REFUSAL, REFUSAL_HEADERS, WRONG, refusal
+from config.reader_access import MISSING, REFUSAL, REFUSAL_HEADERS, WRONG, refusal
 
 log = logging.getLogger(__name__)
 

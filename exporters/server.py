@@ -22,6 +22,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
+from config.connections import kafka_options, redis_client
+from config.reader_access import reader_token
+from config.settings import Settings
 from exporters.api import Api
 from exporters.auth import ReaderAuth
 from exporters.exposition import render
@@ -30,14 +33,10 @@ from exporters.health import Health, health_families, summarise
 from exporters.targets_file import TargetsFile
 from exporters.wallboard_routes import wallboard_routes
 from projections.errors import SalespulseError
-from projections.namespaces import current_namespace, rebuilding
 from projections.read import read_many
-from projections.store import RedisStore
+from projections.store import RedisStore, current_namespace, rebuilding
 from projections.targets import QUOTA_ATTAINMENT, QUOTA_KPI, TargetsError, with_targets
 from projections.windows import WINDOWS
-from streams.connections import kafka_options, redis_client
-from streams.reader_access import reader_token
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

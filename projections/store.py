@@ -38,8 +38,10 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
+from redis.typing import EncodableT, FieldT
 
 from projections.engine import GAUGE_BUCKET, AggregateKey, EntityKey
+from projections.namespaces import MARKER_SECONDS, TOMBSTONE_SECONDS, pointer, rebuild_marker
 from projections.stores import (
     DIRTY_SEP,
     DIRTY_TIERS,
@@ -190,7 +192,7 @@ return '[' .. table.concat(out, ',') .. ']'
 def connect(url: str, retries: int = 6, **options: Any) -> aioredis.Redis:
     """A client that retries connection errors with exponential backoff (redis-py's own Retry).
     Readers that must answer fast when Redis is away (the exporter) ask for fewer retries.
-    ``options`` (credentials, TLS) come from ``streams.connections.redis_options``."""
+    ``options`` (credentials, TLS) come from ``config.connections.redis_options``."""
     return aioredis.Redis.from_url(
         url,
         **options,
@@ -538,3 +540,81 @@ def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dic
 
 def _str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+# Namespace generations (projections/namespaces.py): the pointer to the live one, the marker of
+# a running rebuild, the freeze, the switch and the drop of an old generation.
+
+
+async def mark_rebuilding(client: aioredis.Redis, prefix: str, old: str, new: str) -> None:
+    """Tell readers a rebuild runs (``old`` stays live until the switch to ``new``)."""
+    started = await client.hget(rebuild_marker(prefix), "started_ms")
+    value: dict[FieldT, EncodableT] = {
+        "from": old,
+        "to": new,
+        "started_ms": int(started or time.time_ns() // 1_000_000),
+    }
+    async with client.pipeline(transaction=True) as tx:
+        tx.hset(rebuild_marker(prefix), mapping=value)
+        tx.expire(rebuild_marker(prefix), MARKER_SECONDS)
+        await tx.execute()
+
+
+async def rebuilding(client: aioredis.Redis, prefix: str) -> dict[str, Any] | None:
+    """The running rebuild: ``from``, ``to`` and ``started_ms``; None when none runs."""
+    found = await client.hgetall(rebuild_marker(prefix))
+    if not found:
+        return None
+    text = _text(found)
+    return {"from": text["from"], "to": text["to"], "started_ms": int(text["started_ms"])}
+
+
+async def rebuilt(client: aioredis.Redis, prefix: str) -> None:
+    await client.delete(rebuild_marker(prefix))
+
+
+async def current_namespace(client: aioredis.Redis, prefix: str, *, create: bool = True) -> str:
+    """The live generation. Writers (``create``) record the first one on first use; readers
+    do not, so that after Redis was emptied the worker re-records the generation it writes."""
+    if create:
+        await client.set(pointer(prefix), f"{prefix}:g1", nx=True)
+    value = await client.get(pointer(prefix))
+    if value is None:
+        return f"{prefix}:g1"
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def freeze(client: aioredis.Redis, namespace: str, partitions: Iterable[int]) -> None:
+    await RedisStore(client, namespace).freeze(partitions)
+
+
+async def switch(client: aioredis.Redis, prefix: str, namespace: str) -> None:
+    await client.set(pointer(prefix), namespace)
+
+
+async def drop(client: aioredis.Redis, namespace: str) -> int:
+    """Delete every key of a generation; returns how many.
+
+    Each partition's checkpoint hash is replaced, in one transaction, by a frozen
+    tombstone that lives a day: a writer that still holds the old generation then
+    meets the freeze and moves to the live one, instead of seeing no checkpoint and
+    writing a fresh, orphaned copy.
+    """
+    deleted = 0
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=f"{{{namespace}:p*", count=1_000):
+        if key.endswith(b":ckpt"):
+            async with client.pipeline(transaction=True) as tx:
+                tx.delete(key)
+                tx.hset(key, FROZEN, "1")
+                tx.expire(key, TOMBSTONE_SECONDS)
+                await tx.execute()
+            deleted += 1
+            continue
+        batch.append(key)
+        if len(batch) >= 1_000:
+            deleted += await client.unlink(*batch)
+            batch.clear()
+    if batch:
+        deleted += await client.unlink(*batch)
+    return deleted

@@ -21,9 +21,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from config.connections import STACK_USER, StackSecrets
 from projections.errors import SalespulseError
 from stack.install import require_binary
-from streams.connections import STACK_USER, StackSecrets
 
 # Certificates the CA signs, with their keys: made again whenever the CA is.
 ISSUED = ("server.pem", "server-key.pem", "client.pem", "client-key.pem")

@@ -23,6 +23,18 @@ from pathlib import Path
 
 import redis
 
+from config.connections import (
+    StackSecrets,
+    list_topics,
+    redacted,
+    redis_access,
+    redis_address,
+    redis_sync_client,
+    stack_secrets,
+)
+from config.reader_access import reader_token
+from config.secret_files import SecretError
+from config.settings import Settings
 from projections.errors import SalespulseError
 from stack.install import kafka_libs, require_binary, require_java
 from stack.secure import (
@@ -33,18 +45,6 @@ from stack.secure import (
     redis_tls_arguments,
     scram_users,
 )
-from streams.connections import (
-    StackSecrets,
-    redacted,
-    redis_access,
-    redis_address,
-    redis_sync_client,
-    stack_secrets,
-)
-from streams.reader_access import reader_token
-from streams.secret_files import SecretError
-from streams.settings import Settings
-from streams.topics import list_topics
 
 log = logging.getLogger(__name__)
 

@@ -16,18 +16,18 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from config.connections import faust_credentials, kafka_options, redis_client
+from config.settings import Settings
 from projections.events import Event
 from projections.facts import LeadFact
 from projections.validation import Reason
 from streams import metrics
 from streams.batch_consumer import BatchLoop, Fetched, Spans
-from streams.connections import faust_credentials, kafka_options, redis_client
 from streams.forwarder import Forwarder
 from streams.ingest import unprocessable
 from streams.live_projector import LiveProjector
 from streams.projector import Positioned, Span, read_record
 from streams.rebuild import learn_directory
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -43,9 +43,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from streams.connections import kafka_options
+from config.connections import kafka_options
+from config.settings import Settings
 from streams.projector import Span
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from config.connections import check_credentials, redis_client
+from config.settings import Settings
 from projections.catalogue import SCOPES
 from projections.errors import EXIT_FAILED, EXIT_USAGE, SalespulseError, UsageError
 from projections.windows import WINDOWS
-from streams.connections import check_credentials, redis_client
 from streams.logs import configure_logging
 from streams.progress import Progress, reporting
-from streams.settings import Settings
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -199,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    from config.connections import stack_secrets
     from stack.servers import servers
-    from streams.connections import stack_secrets
 
     if args.secure:
         settings = dataclasses.replace(settings, stack_secure=True)
@@ -408,8 +408,7 @@ async def _publish_backfill(settings: Settings, events: list[bytes], progress: P
 
 async def _directory_projected(settings: Settings, reps: set[str]) -> None:
     """Wait until the projections know every rep of the directory just sent."""
-    from projections.namespaces import current_namespace
-    from projections.store import RedisStore
+    from projections.store import RedisStore, current_namespace
 
     client = redis_client(settings)
     try:

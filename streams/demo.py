@@ -9,13 +9,13 @@ import threading
 import time
 import urllib.request
 
+from config.reader_access import reader_headers
+from config.settings import Settings
 from projections.errors import SalespulseError
 from simulator.log import SimConfig, simulate
 from stack.servers import servers
 from streams.kpis_command import show_kpis
 from streams.producer import publish
-from streams.reader_access import reader_headers
-from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.watch import render
 from streams.worker_process import WorkerProcess

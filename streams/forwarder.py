@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from config.connections import kafka_options
+from config.settings import Settings
 from projections.validation import Limits
 from streams import metrics
 from streams.batch_consumer import Fetched, Spans
-from streams.connections import kafka_options
 from streams.ingest import Accepted, route
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,8 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
+from config.connections import kafka_options, redis_client
+from config.settings import Settings
 from projections.catalogue import Result, evaluate
 from projections.engine import GAUGE_BUCKET
 from projections.kpi_changes import (
@@ -45,12 +47,9 @@ from projections.kpi_changes import (
     published_figures,
     record_key,
 )
-from projections.namespaces import current_namespace
 from projections.read import scope_zone
-from projections.store import RedisStore
+from projections.store import RedisStore, current_namespace
 from projections.windows import TIER_TTL_SECONDS, calendar_range
-from streams.connections import kafka_options, redis_client
-from streams.settings import Settings
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)

@@ -9,15 +9,14 @@ from typing import Any
 
 import orjson
 
+from config.connections import redis_client
+from config.settings import Settings
 from projections.catalogue import BY_ID, Figure, Kind, Result
 from projections.display import Currency, count, kpi_text, unit_name
-from projections.namespaces import current_namespace
 from projections.read import Answer, read_kpis
-from projections.store import RedisStore
+from projections.store import RedisStore, current_namespace
 from projections.validation import format_instant_ms
-from streams.connections import redis_client
 from streams.preflight import require_redis
-from streams.settings import Settings
 
 OPEN_END_MS = 2**62  # an "all" window's end: no instant to print
 

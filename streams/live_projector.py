@@ -19,8 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from projections.contributions import Rules
-from projections.namespaces import current_namespace, pointer
-from projections.store import RedisStore
+from projections.namespaces import pointer
+from projections.store import RedisStore, current_namespace
 from projections.stores import NamespaceFrozen
 from streams import metrics
 from streams.projector import (

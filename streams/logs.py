@@ -7,7 +7,7 @@ import logging
 
 from pythonjsonlogger.json import JsonFormatter
 
-from streams.settings import Settings
+from config.settings import Settings
 
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Fields of every JSON record; ``extra`` values of a call are added to it.

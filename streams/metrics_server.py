@@ -2,7 +2,7 @@
 
 A thread of its own (as prometheus-client's ``start_http_server``), so that a scrape never
 waits for the event loop; with SALESPULSE_READER_TOKEN_FILE set every request needs the
-token (``streams/reader_access.py``), as the exporter's do.
+token (``config/reader_access.py``), as the exporter's do.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
-from streams.reader_access import REFUSAL, REFUSAL_HEADERS, refusal
+from config.reader_access import REFUSAL, REFUSAL_HEADERS, refusal
 
 StartResponse = Callable[..., Any]
 

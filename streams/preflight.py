@@ -21,16 +21,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError
 
-from projections.errors import UsageError
-from streams.connections import (
+from config.connections import (
     kafka_access,
     kafka_options,
+    list_topics,
     redacted,
     redis_options,
     stack_secrets,
 )
-from streams.settings import Settings
-from streams.topics import list_topics
+from config.settings import Settings
+from projections.errors import UsageError
 
 TIMEOUT_SECONDS = 3.0
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from config.connections import kafka_options
+from config.settings import Settings
 from projections.events import EVENT_TYPES
-from streams.connections import kafka_options
 from streams.preflight import require_topics
-from streams.settings import Settings
 
 
 def subject_key(value: bytes) -> bytes | None:

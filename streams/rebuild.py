@@ -37,23 +37,23 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from config.connections import kafka_options, redis_client
+from config.settings import Settings
 from projections.engine import DirectoryView, plan_batch
 from projections.errors import SalespulseError
 from projections.events import Event
 from projections.facts import LeadFact
-from projections.namespaces import (
-    MARKER_SECONDS,
+from projections.namespaces import MARKER_SECONDS, next_generation
+from projections.store import (
+    RedisStore,
     current_namespace,
     drop,
     freeze,
     mark_rebuilding,
-    next_generation,
     rebuilt,
     switch,
 )
-from projections.store import RedisStore
 from projections.validation import Rejection, parse_event
-from streams.connections import kafka_options, redis_client
 from streams.ingest import unprocessable
 from streams.logs import configure_logging
 from streams.progress import (
@@ -65,7 +65,6 @@ from streams.progress import (
     reporting,
 )
 from streams.projector import DeadLetter, Positioned, Projector, PublishFacts, Span, read_record
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

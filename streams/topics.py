@@ -7,9 +7,9 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import NoError, TopicAlreadyExistsError, for_code
 
+from config.connections import kafka_options
+from config.settings import Settings
 from projections.errors import UsageError
-from streams.connections import kafka_options
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +72,5 @@ async def ensure_topics(settings: Settings) -> list[str]:
                     raise TopicsError(settings, topic, error.__name__, "".join(map(str, message)))
             log.info("created topics %s", [t.name for t in wanted])
         return [t.name for t in wanted]
-    finally:
-        await admin.close()
-
-
-async def list_topics(settings: Settings, timeout_ms: int = 5_000) -> list[str]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap,
-        request_timeout_ms=timeout_ms,
-        **kafka_options(settings),
-    )
-    try:
-        await admin.start()
-        return sorted(await admin.list_topics())
     finally:
         await admin.close()

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from config.reader_access import reader_headers
+from config.settings import Settings
 from streams.preflight import PreflightError
-from streams.reader_access import reader_headers
-from streams.settings import Settings
 
 
 @dataclass

@@ -55,14 +55,15 @@ from adapters.canonical import Mapped, Problem
 from adapters.config import Mappings, parse_mappings
 from adapters.signatures import hubspot_fresh, hubspot_v3, replay_problem, same
 from adapters.signatures import twilio as twilio_signature
+from config.connections import kafka_options
+from config.rate_limits import describe
+from config.reader_access import REFUSAL, REFUSAL_HEADERS, reader_token, refusal
+from config.secret_files import checked, read_secret_file
+from config.settings import Settings
 from projections.validation import Rejection, parse_event
-from streams.connections import kafka_options
 from streams.ingest import HEADER_DETAIL, HEADER_FAILED_AT, HEADER_REASON, HEADER_TOPIC
 from streams.producer import subject_key
-from streams.rate_limit import RateLimiter, describe, fingerprint, retry_after
-from streams.reader_access import REFUSAL, REFUSAL_HEADERS, reader_token, refusal
-from streams.secret_files import checked, read_secret_file
-from streams.settings import Settings
+from streams.rate_limit import RateLimiter, fingerprint, retry_after
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ import logging
 
 from aiokafka.errors import KafkaError
 
+from config.reader_access import reader_token
+from config.settings import Settings
 from projections.errors import SalespulseError
 from streams.metrics_server import serve_metrics
 from streams.preflight import kafka_failure, quiet_kafka
-from streams.reader_access import reader_token
-from streams.settings import Settings
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from streams.reader_access import reader_headers
-from streams.settings import Settings
+from config.reader_access import reader_headers
+from config.settings import Settings
 from streams.watch import Snapshot, scrape
 
 

@@ -30,8 +30,8 @@ TEST_ENV = {
 @pytest.fixture(scope="session")
 def stack_env() -> Iterator[dict[str, str]]:
     """Start Redis, Kafka and Prometheus for the session; stop them at the end."""
+    from config.settings import Settings
     from stack.servers import servers
-    from streams.settings import Settings
 
     for name, value in TEST_ENV.items():
         os.environ.setdefault(name, value)

@@ -10,9 +10,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError
 
+from config.connections import kafka_options
+from config.settings import Settings
 from projections.store import RedisStore
-from streams.connections import kafka_options
-from streams.settings import Settings
 
 
 @dataclass(frozen=True)

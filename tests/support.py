@@ -16,13 +16,13 @@ from typing import Any, TypeVar
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from config.settings import Settings
 from projections.catalogue import Figure
 from projections.engine import DirectoryView
 from projections.read import read_kpis
 from projections.store import RedisStore
 from simulator.log import DUPLICATE, VALID, Record
 from streams.producer import publish
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from config.settings import Settings
 from projections.contributions import Rules
 from projections.engine import GAUGE_BUCKET, AggregateKey, BatchPlan
 from projections.memory_store import MemoryBackend, MemoryStore
@@ -25,7 +26,6 @@ from projections.stores import (
     NamespaceFrozen,
     ProjectionStore,
 )
-from streams.settings import Settings
 
 DAY: AggregateKey = ("team", "emea", "D2026-11-23")
 ALL: AggregateKey = ("team", "emea", "A")

@@ -26,15 +26,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from projections.namespaces import current_namespace
-from projections.store import RedisStore
+from config.connections import redis_client
+from config.settings import Settings
+from projections.store import RedisStore, current_namespace
 from projections.windows import WINDOWS
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
 from simulator.org import build_org
-from streams.connections import redis_client
 from streams.ingest import DLQ_MAX_VALUE_BYTES, HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC
 from streams.producer import publish
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import end_offsets, ingested, projected, read_topic
 from tests.oracle import Oracle

@@ -24,11 +24,11 @@ import pytest
 import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from config.settings import Settings
 from projections.catalogue import BY_ID
 from projections.display import UNIT_NAMES
 from simulator.log import SimConfig, simulate
 from streams.producer import publish
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
 from tests.support import (

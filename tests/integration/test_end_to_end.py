@@ -13,13 +13,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from projections.namespaces import current_namespace
-from projections.store import RedisStore
+from config.connections import redis_client
+from config.settings import Settings
+from projections.store import RedisStore, current_namespace
 from projections.windows import WINDOWS
 from simulator.log import SimConfig, format_instant, simulate
 from simulator.org import build_org
-from streams.connections import redis_client
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
 from tests.support import (

@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from config.settings import Settings
 from simulator.log import DUPLICATE, VALID, Record, SimConfig, simulate
 from streams.producer import publish
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.support import cli, own_env, projections_settled, salespulse, wait_for, wait_for_exporter
 from tools.dashboards import OUT_DIR

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from config.settings import Settings
 from projections.catalogue import KPI_IDS
 from projections.contributions import Rules
 from projections.engine import DirectoryView
@@ -32,7 +33,6 @@ from projections.store import RedisStore
 from projections.validation import Rejection, format_instant_ms, parse_event
 from projections.windows import WINDOWS
 from streams.projector import Positioned
-from streams.settings import Settings
 from tests.hostile import hostile_world, numbered, subjects
 from tests.oracle import Oracle
 from tests.projection_feed import drop, project

@@ -13,10 +13,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from config.settings import Settings
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
 from streams.ingest import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
 from streams.producer import publish
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import read_topic
 from tests.support import wait_for

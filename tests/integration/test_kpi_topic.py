@@ -19,16 +19,15 @@ from typing import Any
 import jsonschema
 import pytest
 
+from config.connections import redis_client
+from config.settings import Settings
 from examples.kpi_consumer import latest_values
 from projections.catalogue import GAUGES
 from projections.kpi_changes import API_WINDOWS
-from projections.namespaces import current_namespace
-from projections.store import RedisStore
+from projections.store import RedisStore, current_namespace
 from projections.validation import parse_instant_ms
 from simulator.log import VALID, SimConfig, simulate
-from streams.connections import redis_client
 from streams.producer import publish
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import read_topic
 from tests.oracle import Oracle

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from config.settings import Settings
 from projections.contributions import Rules
 from projections.engine import DirectoryView
 from projections.events import Event, RepUpserted, TeamUpserted
@@ -25,7 +26,6 @@ from projections.windows import WINDOWS, answerable
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
 from simulator.org import build_org
 from streams.projector import LANDING_CHUNKS, Positioned, Projector
-from streams.settings import Settings
 from tests.oracle import Oracle
 from tests.projection_feed import drop as _drop
 from tests.projection_feed import project as _project

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, HttpCredentials, Response, sync_playwright
 
+from config.reader_access import CHALLENGE
+from config.settings import Settings
 from stack.install import require_binary
 from stack.servers import Prometheus
-from streams.reader_access import CHALLENGE
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.support import ROOT, salespulse, wait_for
 

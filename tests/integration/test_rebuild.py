@@ -9,17 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from config.connections import redis_client
+from config.settings import Settings
 from projections.catalogue import Figure
-from projections.namespaces import current_namespace, drop
 from projections.read import read_kpis
-from projections.store import RedisStore
+from projections.store import RedisStore, current_namespace, drop
 from projections.windows import WINDOWS
 from simulator.log import SimConfig, simulate
 from simulator.org import build_org
-from streams.connections import redis_client
 from streams.producer import publish
 from streams.rebuild import rebuild
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up
 from tests.oracle import Oracle
@@ -132,8 +131,7 @@ async def test_a_writer_left_on_a_dropped_generation_is_turned_away(
     """A worker that still holds g1 after the switch must not write an orphaned copy."""
     from projections.contributions import Rules
     from projections.engine import DirectoryView
-    from projections.namespaces import drop, freeze, switch
-    from projections.store import NamespaceFrozen
+    from projections.store import NamespaceFrozen, drop, freeze, switch
     from projections.validation import Rejection, parse_event
     from streams.projector import Positioned, Projector
 

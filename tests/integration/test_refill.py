@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from config.connections import redis_client
+from config.settings import Settings
 from exporters.health import summarise
-from projections.namespaces import current_namespace
-from projections.store import RedisStore
+from projections.store import RedisStore, current_namespace
 from simulator.log import SimConfig, simulate
 from simulator.org import build_org
-from streams.connections import redis_client
 from streams.producer import publish
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up, end_offsets
 from tests.oracle import Oracle

@@ -21,12 +21,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from projections.namespaces import current_namespace
-from projections.store import RedisStore
+from config.connections import redis_client, stack_secrets
+from config.settings import Settings
+from projections.store import RedisStore, current_namespace
 from simulator.log import SimConfig, format_instant, simulate
 from simulator.org import build_org
-from streams.connections import redis_client, stack_secrets
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.oracle import Oracle
 from tests.support import (

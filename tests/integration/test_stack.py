@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from config.settings import Settings
 from stack.servers import RULES_DIR, StackError, servers
 from streams.producer import read_jsonl, subject_key
-from streams.settings import Settings
 from tests.kafka_reader import read_topic
 from tests.support import cli
 

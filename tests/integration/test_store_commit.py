@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from config.settings import Settings
 from projections.engine import GAUGE_BUCKET, AggregateKey, BatchPlan
 from projections.store import RedisStore
 from projections.stores import Commit, Landed
 from projections.windows import TIER_TTL_SECONDS
-from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 

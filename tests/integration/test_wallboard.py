@@ -20,10 +20,10 @@ import pytest
 import redis
 from playwright.sync_api import Page, sync_playwright
 
+from config.settings import Settings
 from simulator.log import SimConfig, simulate
 from stack.install import require_binary
 from streams.producer import publish
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.support import ROOT, directory_first, own_env, salespulse, wait_for, wait_for_exporter
 

@@ -31,11 +31,10 @@ from typing import Any
 import orjson
 import pytest
 
-from projections.namespaces import current_namespace
+from config.settings import Settings
 from projections.read import read_kpis
-from projections.store import RedisStore, connect
+from projections.store import RedisStore, connect, current_namespace
 from projections.validation import format_instant_ms
-from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up
 from tests.oracle import Oracle

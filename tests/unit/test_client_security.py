@@ -20,7 +20,7 @@ KAFKA_CLIENTS = {"AIOKafkaConsumer", "AIOKafkaProducer", "AIOKafkaAdminClient", 
 # The only places a Redis client may be made from a URL: they take the security options.
 REDIS_FACTORIES = {
     "projections/store.py",  # connect(url, retries, **options)
-    "streams/connections.py",  # redis_client, redis_sync_client
+    "config/connections.py",  # redis_client, redis_sync_client
     "streams/preflight.py",  # require_redis, with redis_options
 }
 

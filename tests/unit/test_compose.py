@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.settings import Settings
+from config.settings import Settings
 from streams.webhooks import SECRETS as WEBHOOK_SECRETS
 
 pytestmark = pytest.mark.unit

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from streams.connections import (
+from config.connections import (
     faust_credentials,
     kafka_options,
     redacted,
     redis_options,
     stack_secrets,
 )
+from config.secret_files import SecretError
+from config.settings import Settings, SettingsError
 from streams.metrics_server import serve_metrics
 from streams.preflight import _check
-from streams.secret_files import SecretError
-from streams.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.unit
 

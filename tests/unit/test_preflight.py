@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
+from config.settings import Settings
 from streams import cli, preflight, watch
 from streams.preflight import (
     KafkaUnreachable,
@@ -18,7 +19,6 @@ from streams.preflight import (
     require_redis,
     require_topics,
 )
-from streams.settings import Settings
 
 pytestmark = pytest.mark.unit
 

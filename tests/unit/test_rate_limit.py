@@ -8,16 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.rate_limit import (
-    DEFAULT_LIMITS,
-    MAX_BURST,
-    Limit,
-    RateLimiter,
-    describe,
-    fingerprint,
-    parse_limits,
-    retry_after,
-)
+from config.rate_limits import DEFAULT_LIMITS, MAX_BURST, Limit, describe, parse_limits
+from streams.rate_limit import RateLimiter, fingerprint, retry_after
 
 pytestmark = pytest.mark.unit
 

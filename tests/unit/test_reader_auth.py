@@ -17,14 +17,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from config.reader_access import CHALLENGE, presented_token, reader_headers
+from config.secret_files import SecretError
+from config.settings import Settings
 from exporters.auth import ReaderAuth
 from exporters.server import build_app
 from stack.servers import Prometheus
 from streams import watch
 from streams.preflight import PreflightError
-from streams.reader_access import CHALLENGE, presented_token, reader_headers
-from streams.secret_files import SecretError
-from streams.settings import Settings
 
 pytestmark = pytest.mark.unit
 

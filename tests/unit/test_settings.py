@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from streams.rate_limit import DEFAULT_LIMITS, Limit
-from streams.settings import Settings, SettingsError
+from config.rate_limits import DEFAULT_LIMITS, Limit
+from config.settings import Settings, SettingsError
 from tests.support import ROOT
 
 pytestmark = pytest.mark.unit

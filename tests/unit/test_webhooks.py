@@ -23,9 +23,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from streams.rate_limit import DEFAULT_LIMITS, Limit, RateLimiter, fingerprint
-from streams.secret_files import SecretError
-from streams.settings import Settings
+from config.rate_limits import DEFAULT_LIMITS, Limit
+from config.secret_files import SecretError
+from config.settings import Settings
+from streams.rate_limit import RateLimiter, fingerprint
 from streams.webhooks import SECRETS as SECRET_NAMES
 from streams.webhooks import IngestService, Publisher, read_secrets
 from tests.support import hypothesis_examples

@@ -18,10 +18,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
+from aiokafka.admin import AIOKafkaAdminClient
 
+from config.secret_files import SecretError, read_secret_file
+from config.settings import Settings
 from projections.store import connect
-from streams.secret_files import SecretError, read_secret_file
-from streams.settings import Settings
 
 # The user the secure local stack creates in Kafka (SCRAM) and in Redis (ACL).
 STACK_USER = "salespulse"
@@ -262,3 +263,17 @@ def check_credentials(settings: Settings) -> None:
     running fails at start (SecretError naming the setting), not at its first connection."""
     kafka_options(settings)
     redis_options(settings)
+
+
+async def list_topics(settings: Settings, timeout_ms: int = 5_000) -> list[str]:
+    """The topics Kafka lists: the cheapest proof that a broker answers with these settings."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap,
+        request_timeout_ms=timeout_ms,
+        **kafka_options(settings),
+    )
+    try:
+        await admin.start()
+        return sorted(await admin.list_topics())
+    finally:
+        await admin.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from config.rate_limits import Limit, parse_limits
 from projections.catalogue import CATALOGUE
 from projections.contributions import Rules
 from projections.display import CURRENCIES, UnknownCurrency
@@ -17,7 +18,6 @@ from projections.errors import UsageError
 from projections.targets import TARGETABLE
 from projections.validation import Limits
 from projections.windows import WINDOWS
-from streams.rate_limit import Limit, parse_limits
 
 
 class SettingsError(UsageError, ValueError):

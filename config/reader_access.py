@@ -12,8 +12,8 @@ import base64
 import binascii
 import hmac
 
-from streams.secret_files import read_secret_file
-from streams.settings import Settings
+from config.secret_files import read_secret_file
+from config.settings import Settings
 
 CHALLENGE = 'Basic realm="salespulse", charset="UTF-8"'
 # What every refused reader gets: the challenge (a browser prompts), never a cached answer.
