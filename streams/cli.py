@@ -168,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     kpis.add_argument("--id", default="", help="team, rep, campaign or queue id (not for org)")
     kpis.add_argument("--window", choices=WINDOWS, default="today")
     kpis.add_argument("--as-of", type=_instant_ms, help="RFC 3339 instant (default now)")
-    kpis.add_argument("--json", action="store_true", help="one JSON object, KPI id -> figures")
+    kpis.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object: exact figures (money in minor units), each KPI's unit, the currency",
+    )
 
     demo = commands.add_parser("demo", help="stack up, worker, simulator, live counts")
     demo.add_argument("--count", type=_positive(int), default=60_000)

@@ -147,7 +147,7 @@ def _oracle(wire: list[bytes]) -> dict[tuple[str, str], dict[str, Any]]:
         }
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(deal_events, st.integers(0, 2**32))
 def test_a_deal_in_any_order_gives_the_oracle(events: list[dict[str, Any]], seed: int) -> None:
     wire = _wire(events)
