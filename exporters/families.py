@@ -22,10 +22,6 @@ from projections.targets import Targets
 SCOPE_LABELS = ("team", "rep", "queue", "campaign", "window")
 
 
-def metric_name(kpi: str) -> str:
-    return BY_ID[kpi].metric
-
-
 def _help(kpi: Kpi) -> str:
     unit = f" ({kpi.unit})" if kpi.unit is Unit.MONEY else ""
     return f"salespulse KPI {kpi.id}: {kpi.title.lower()}{unit}"

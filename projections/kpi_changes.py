@@ -22,14 +22,6 @@ from projections.validation import format_instant_ms
 
 SCHEMA_VERSION = 1
 PERIOD_UNITS = {"D": "day", "W": "week", "M": "month", "Q": "quarter", "Y": "year"}
-# The API's window name for each period unit.
-API_WINDOWS = {
-    "day": "today",
-    "week": "week",
-    "month": "month",
-    "quarter": "quarter",
-    "year": "year",
-}
 NOT_PUBLISHED = frozenset(kpi.id for kpi in CATALOGUE if not kpi.published)
 
 
@@ -41,10 +33,6 @@ class WindowInstance:
     period: str | None  # "2026-11-22", "2026-W47", ... ; None for all
     start_ms: int | None
     end_ms: int | None
-
-    @property
-    def api_window(self) -> str:
-        return "all" if self.unit == "all" else API_WINDOWS[self.unit]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from config.connections import redis_client
 from config.settings import Settings
 from examples.kpi_consumer import latest_values
 from projections.catalogue import GAUGES
-from projections.kpi_changes import API_WINDOWS
 from projections.store import RedisStore, current_namespace
 from projections.validation import parse_instant_ms
 from simulator.log import VALID, SimConfig, simulate
@@ -42,6 +41,15 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.integration
+
+# The API's window of each period unit of a KPI-topic key (docs/kpi-topic.md).
+API_WINDOWS = {
+    "day": "today",
+    "week": "week",
+    "month": "month",
+    "quarter": "quarter",
+    "year": "year",
+}
 
 SCHEMA = json.loads((ROOT / "schemas" / "kpi-change-v1.schema.json").read_text())
 LATE_MS = 12 * 3_600_000
@@ -164,7 +172,7 @@ def _check(
         )
     checked = 0
     for (scope, scope_id, unit, _), items in sorted(groups.items(), key=str):
-        window = "all" if unit == "all" else API_WINDOWS[unit]
+        window = "all" if unit == "all" else API_WINDOWS[unit]  # the API's name for it
         # Read each window as of its last instant (now for current ones): a rep's calendar
         # follows the zone of the team the rep is in at that instant.
         end = items[0][1]["window_end"]

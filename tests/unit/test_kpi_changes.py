@@ -32,7 +32,7 @@ def _apply(
 
 
 def test_keys_name_the_window_instance_and_the_label() -> None:
-    assert DAY.token == "day@2026-11-20" and DAY.api_window == "today"
+    assert DAY.token == "day@2026-11-20" and DAY.unit == "day"
     assert instance("W2026-W47", 0, 1).token == "week@2026-W47"
     assert record_key("activities", "rep", "r1", DAY.token, "call") == (
         "activities/rep/r1/day@2026-11-20/call"
