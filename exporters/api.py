@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from exporters.openapi import document
 from projections.catalogue import BY_ID, SCOPES, Figure, Result, Unit
 from projections.display import Currency, unit_name
-from projections.read import Answer, read_many
+from projections.read import Answer, read_many, span_fields
 from projections.store import RedisStore, current_namespace
 from projections.targets import LABELLED, TARGETABLE, Target, Targets, with_targets
 from projections.validation import InvalidField, format_instant_ms, parse_instant_ms
@@ -77,19 +77,6 @@ def result_json(kpi: str, result: Result, answer: Answer, targets: Targets) -> A
     if isinstance(result, Figure):
         return _figure(result, target(None))
     return {label: _figure(figure, target(label)) for label, figure in result.items()}
-
-
-def _span_json(answer: Answer, as_of_ms: int) -> dict[str, Any]:
-    span = answer.span
-    return {
-        "scope": answer.scope,
-        "id": answer.scope_id,
-        "window": span.window,
-        "window_start": format_instant_ms(span.start_ms) if span.start_ms > 0 else None,
-        "window_end": format_instant_ms(span.end_ms) if span.end_ms < MAX_AS_OF_MS else None,
-        "zone": answer.zone,
-        "as_of": format_instant_ms(as_of_ms),
-    }
 
 
 @dataclass(frozen=True)
@@ -205,7 +192,7 @@ class Api:
     async def kpis(self, request: web.Request) -> web.Response:
         query = parse_query(request, time.time_ns() // 1_000_000)
         answer, targets = await self._answer(query)
-        body = _span_json(answer, query.as_of_ms)
+        body = span_fields(answer, query.as_of_ms)
         body["projections"] = await self.exporter.projections_state()
         # Money is in minor units of this currency; "units" says which KPIs are money.
         body["currency"] = self.currency.json()
@@ -223,7 +210,7 @@ class Api:
         answer, targets = await self._answer(query)
         if kpi not in answer.kpis:
             raise ApiError(404, f"{kpi} is not defined for this scope and window", "kpi")
-        body = _span_json(answer, query.as_of_ms)
+        body = span_fields(answer, query.as_of_ms)
         body["projections"] = await self.exporter.projections_state()
         body["kpi"] = kpi
         body.update(self._unit(kpi))

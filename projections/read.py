@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from projections.catalogue import SCOPES, Figure, Result, evaluate
 from projections.engine import GAUGE_BUCKET, DirectoryView
 from projections.stores import ProjectionStore
-from projections.windows import WindowSpan, window_span
+from projections.validation import format_instant_ms
+from projections.windows import OPEN_END_MS, WindowSpan, window_span
 
 OLDEST_UNTOUCHED = "oldest_untouched_lead_age_seconds"
 
@@ -34,6 +36,21 @@ def scope_zone(scope: str, scope_id: str, as_of_ms: int, directory: DirectoryVie
     if scope == "rep":
         return directory.zone_of(directory.team_of(scope_id, as_of_ms))
     return directory.org_zone  # org, campaign, queue
+
+
+def span_fields(answer: Answer, as_of_ms: int) -> dict[str, Any]:
+    """What an answer is about, as the API and ``kpis --json`` say it (RFC 3339 instants; no
+    start or end where the window has none)."""
+    span = answer.span
+    return {
+        "scope": answer.scope,
+        "id": answer.scope_id,
+        "window": span.window,
+        "window_start": format_instant_ms(span.start_ms) if span.start_ms > 0 else None,
+        "window_end": format_instant_ms(span.end_ms) if span.end_ms < OPEN_END_MS else None,
+        "zone": answer.zone,
+        "as_of": format_instant_ms(as_of_ms),
+    }
 
 
 async def read_kpis(

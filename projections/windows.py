@@ -55,6 +55,10 @@ TIER_TTL_SECONDS = {
 TIERS: tuple[str, ...] = tuple(TIER_TTL_SECONDS)
 
 
+# The end of the "all" window: no instant to show.
+OPEN_END_MS = 2**63 - 1
+
+
 class UnknownWindow(ValueError):
     """A window name that is not one of WINDOWS."""
 
@@ -160,7 +164,7 @@ def window_span(window: str, as_of_ms: int, zone_name: str) -> WindowSpan:
         start, end = calendar_range(bucket, zone_name)
         return WindowSpan(window, (bucket,), start, end)
     if window == "all":
-        return WindowSpan(window, ("A",), 0, 2**63 - 1)
+        return WindowSpan(window, ("A",), 0, OPEN_END_MS)
     raise UnknownWindow(f"unknown window {window!r}: use one of {', '.join(WINDOWS)}")
 
 

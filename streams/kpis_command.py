@@ -13,12 +13,10 @@ from config.connections import redis_client
 from config.settings import Settings
 from projections.catalogue import BY_ID, Figure, Kind, Result
 from projections.display import Currency, count, kpi_text, unit_name
-from projections.read import Answer, read_kpis
+from projections.read import Answer, read_kpis, span_fields
 from projections.store import RedisStore, current_namespace
-from projections.validation import format_instant_ms
+from projections.windows import OPEN_END_MS
 from streams.preflight import require_redis
-
-OPEN_END_MS = 2**62  # an "all" window's end: no instant to print
 
 
 def figures_json(result: Result) -> Any:
@@ -30,15 +28,8 @@ def figures_json(result: Result) -> Any:
 def answer_json(answer: Answer, as_of_ms: int, currency: Currency) -> dict[str, Any]:
     """The ``--json`` document: the figures as stored (money in minor units, durations in
     seconds, ratios 0-1), each KPI's unit, and the currency of the money."""
-    span = answer.span
     return {
-        "scope": answer.scope,
-        "id": answer.scope_id,
-        "window": span.window,
-        "window_start": format_instant_ms(span.start_ms) if span.start_ms > 0 else None,
-        "window_end": format_instant_ms(span.end_ms) if span.end_ms < OPEN_END_MS else None,
-        "zone": answer.zone,
-        "as_of": format_instant_ms(as_of_ms),
+        **span_fields(answer, as_of_ms),
         "currency": currency.json(),
         "units": {kpi: unit_name(kpi) for kpi in answer.kpis},
         "kpis": {kpi: figures_json(result) for kpi, result in answer.kpis.items()},
