@@ -9,7 +9,7 @@ see the same data, as processes sharing one Redis do. What it does not model: bu
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from projections.engine import AggregateKey, EntityKey
@@ -43,10 +43,15 @@ class _Partition:
 
 
 class MemoryBackend:
-    """The shared "server": namespace -> partition -> its data."""
+    """The shared "server": namespace -> partition -> its data; the live generation of each
+    prefix; the KPI publisher's lease and state hashes."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.namespaces: dict[str, dict[int, _Partition]] = {}
+        self.live: dict[str, str] = {}  # prefix -> namespace (none: <prefix>:g1)
+        self.leases: dict[str, tuple[str, float]] = {}  # prefix -> holder, until (clock)
+        self.hashes: dict[str, dict[str, bytes]] = {}
+        self.clock = clock
 
     def partition(self, namespace: str, partition: int) -> _Partition:
         return self.namespaces.setdefault(namespace, {}).setdefault(partition, _Partition())
@@ -228,3 +233,30 @@ def _write(part: _Partition, commit: Commit) -> None:
         checkpoint[APPLIED] = str(int(checkpoint.get(APPLIED, "0")) + plan.applied)
     if directory_changed:
         checkpoint[DIRECTORY_VERSION] = str(int(checkpoint.get(DIRECTORY_VERSION, "0")) + 1)
+
+
+class MemoryPublisherState:
+    """``PublisherState`` in memory (state hashes never expire here)."""
+
+    def __init__(self, backend: MemoryBackend) -> None:
+        self.backend = backend
+
+    async def live_store(self, prefix: str) -> MemoryStore:
+        return MemoryStore(self.backend, self.backend.live.get(prefix, f"{prefix}:g1"))
+
+    async def hold_lease(self, prefix: str, token: str, lease_ms: int) -> bool:
+        now = self.backend.clock()
+        holder = self.backend.leases.get(prefix)
+        if holder is not None and holder[0] != token and holder[1] > now:
+            return False
+        self.backend.leases[prefix] = (token, now + lease_ms / 1000)
+        return True
+
+    async def last_values(self, fields: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        return [self.backend.hashes.get(name, {}).get(key) for name, key in fields]
+
+    async def remember(
+        self, values: Mapping[str, Mapping[str, bytes]], ttl_seconds: Mapping[str, int]
+    ) -> None:
+        for name, fields in values.items():
+            self.backend.hashes.setdefault(name, {}).update(fields)

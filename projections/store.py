@@ -618,3 +618,53 @@ async def drop(client: aioredis.Redis, namespace: str) -> int:
     if batch:
         deleted += await client.unlink(*batch)
     return deleted
+
+
+# Renew the publisher's lease only if this publisher still holds it, or take a free one.
+RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class RedisPublisherState:
+    """``PublisherState`` on Redis: ``<prefix>:kpi:lease`` and hashes of last states."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self._renew = client.register_script(RENEW_LUA)
+
+    async def live_store(self, prefix: str) -> RedisStore:
+        return RedisStore(self.client, await current_namespace(self.client, prefix, create=False))
+
+    async def hold_lease(self, prefix: str, token: str, lease_ms: int) -> bool:
+        return bool(await self._renew(keys=[f"{prefix}:kpi:lease"], args=[token, lease_ms]))
+
+    async def last_values(self, fields: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """In one pipeline of HMGETs."""
+        by_hash: dict[str, list[str]] = {}
+        for name, key in fields:
+            by_hash.setdefault(name, []).append(key)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name, keys in by_hash.items():
+                pipe.hmget(name, keys)
+            replies = await pipe.execute()
+        found = {
+            (name, key): raw
+            for (name, keys), values in zip(by_hash.items(), replies, strict=True)
+            for key, raw in zip(keys, values, strict=True)
+        }
+        return [found[pair] for pair in fields]
+
+    async def remember(
+        self, values: Mapping[str, Mapping[str, bytes]], ttl_seconds: Mapping[str, int]
+    ) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name, fields in values.items():
+                mapping: dict[FieldT, EncodableT] = {key: value for key, value in fields.items()}
+                pipe.hset(name, mapping=mapping)
+                if ttl_seconds.get(name):
+                    pipe.expire(name, ttl_seconds[name])
+            await pipe.execute()

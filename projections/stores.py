@@ -144,6 +144,29 @@ class ProjectionStore(Protocol):
         ...
 
 
+class PublisherState(Protocol):
+    """What the KPI publisher keeps beside the projections (docs/kpi-topic.md): its lease (one
+    active publisher) and, per window instance, the last state it published of each key."""
+
+    async def live_store(self, prefix: str) -> ProjectionStore:
+        """The store of the live generation (nothing is created when there is none yet)."""
+        ...
+
+    async def hold_lease(self, prefix: str, token: str, lease_ms: int) -> bool:
+        """Take the lease, or renew it when ``token`` holds it; False when another does."""
+        ...
+
+    async def last_values(self, fields: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """The stored value of each (state hash, key), in order (None where there is none)."""
+        ...
+
+    async def remember(
+        self, values: Mapping[str, Mapping[str, bytes]], ttl_seconds: Mapping[str, int]
+    ) -> None:
+        """Store the values of some state hashes; a hash with a TTL expires with its buckets."""
+        ...
+
+
 class DerivedReads(ABC):
     """The reads every store answers the same way from its own primitives."""
 

@@ -24,13 +24,13 @@ import signal
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
 
 from config.connections import kafka_options, redis_client
 from config.settings import Settings
@@ -48,20 +48,14 @@ from projections.kpi_changes import (
     record_key,
 )
 from projections.read import scope_zone
-from projections.store import RedisStore, current_namespace
+from projections.store import RedisPublisherState
+from projections.stores import PublisherState
 from projections.windows import TIER_TTL_SECONDS, calendar_range
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
 LEASE_MS = 15_000
-# Renew the lease only if this publisher still holds it.
-RENEW_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
 
 
 # (scope, id, window instance, its KPIs)
@@ -70,12 +64,25 @@ Work = tuple[str, str, WindowInstance, dict[str, Result]]
 LABELS = "#labels/"
 
 
+# Sends change records (key, value or None for a tombstone) and returns once all are acked.
+Send = Callable[[list[tuple[bytes, bytes | None]]], Awaitable[None]]
+
+
 class KpiPublisher:
-    def __init__(self, settings: Settings) -> None:
+    """One publisher. ``state`` and ``send`` default to Redis and the Kafka topic; tests give
+    the in-memory twin and a list."""
+
+    def __init__(
+        self, settings: Settings, state: PublisherState | None = None, send: Send | None = None
+    ) -> None:
         self.settings = settings
-        self.client: aioredis.Redis = redis_client(settings)
+        self.client: aioredis.Redis | None = None
+        if state is None:
+            self.client = redis_client(settings)
+            state = RedisPublisherState(self.client)
+        self.state = state
+        self.send = send or self._to_kafka
         self.token = uuid.uuid4().hex
-        self._renew = self.client.register_script(RENEW_LUA)
         self.producer: AIOKafkaProducer | None = None
         self.published = 0
         self.passes = 0
@@ -99,19 +106,17 @@ class KpiPublisher:
     async def stop(self) -> None:
         if self.producer is not None:
             await self.producer.stop()
-        await self.client.aclose()
+        if self.client is not None:
+            await self.client.aclose()
 
     async def leader(self) -> bool:
-        key = f"{self.settings.topic_prefix}:kpi:lease"
-        return bool(await self._renew(keys=[key], args=[self.token, LEASE_MS]))
+        return await self.state.hold_lease(self.settings.topic_prefix, self.token, LEASE_MS)
 
     async def run_pass(self) -> int:
         """One pass; returns the records sent."""
         s = self.settings
         now_ms = time.time_ns() // 1_000_000
-        store = RedisStore(
-            self.client, await current_namespace(self.client, s.topic_prefix, create=False)
-        )
+        store = await self.state.live_store(s.topic_prefix)
         partitions = range(s.partitions)
         marks = await store.dirty(partitions)
         touched: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -161,7 +166,16 @@ class KpiPublisher:
             records += [(window, change) for change in found]
             if labels:
                 label_sets.append((window, labels))
-        await self._send(records)
+        await self.send(
+            [
+                (
+                    change.key.encode(),
+                    orjson.dumps(change.value) if change.value is not None else None,
+                )
+                for _, change in records
+            ]
+        )
+        self.published += len(records)
         await self._remember(records, label_sets)
         for partition, partition_marks in zip(partitions, marks, strict=True):
             await store.clear_dirty(partition, partition_marks)
@@ -184,7 +198,7 @@ class KpiPublisher:
             for base in labelled_bases(scope, scope_id, kpis, window)
         ]
         labels: dict[str, frozenset[str]] = {}
-        raws = await self._hmget([(name, LABELS + base) for name, base in label_fields])
+        raws = await self.state.last_values([(name, LABELS + base) for name, base in label_fields])
         for (_, base), raw in zip(label_fields, raws, strict=True):
             if raw is not None:
                 labels[base] = frozenset(orjson.loads(raw))
@@ -197,50 +211,25 @@ class KpiPublisher:
             wanted |= {(name, f"{base}/{key_part(label)}") for label in labels.get(base, ())}
         states: dict[str, LastState] = {}
         pairs = sorted(wanted)
-        for (_, field), raw in zip(pairs, await self._hmget(pairs), strict=True):
+        for (_, field), raw in zip(pairs, await self.state.last_values(pairs), strict=True):
             if raw is not None:
                 r, v, n, d = orjson.loads(raw)
                 states[field] = LastState(r, v, n, d)
         return states, labels
 
-    async def _hmget(self, fields: list[tuple[str, str]]) -> list[bytes | None]:
-        """Values of (hash, field) pairs, in order, in one pipeline of HMGETs."""
-        by_hash: dict[str, list[str]] = defaultdict(list)
-        for name, field in fields:
-            by_hash[name].append(field)
-        names = list(by_hash)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hmget(name, by_hash[name])
-            replies = await pipe.execute()
-        found = {
-            (name, field): raw
-            for name, values in zip(names, replies, strict=True)
-            for field, raw in zip(by_hash[name], values, strict=True)
-        }
-        return [found[pair] for pair in fields]
-
-    async def _send(self, records: list[tuple[WindowInstance, Change]]) -> None:
+    async def _to_kafka(self, records: list[tuple[bytes, bytes | None]]) -> None:
         assert self.producer is not None
         topic = self.settings.kpi_topic
-        pending = [
-            await self.producer.send(
-                topic,
-                orjson.dumps(change.value) if change.value is not None else None,
-                key=change.key.encode(),
-            )
-            for _, change in records
-        ]
+        pending = [await self.producer.send(topic, value, key=key) for key, value in records]
         for future in pending:
             await future
-        self.published += len(records)
 
     async def _remember(
         self,
         records: list[tuple[WindowInstance, Change]],
         label_sets: list[tuple[WindowInstance, dict[str, frozenset[str]]]],
     ) -> None:
-        by_window: dict[str, dict[FieldT, EncodableT]] = defaultdict(dict)
+        by_window: dict[str, dict[str, bytes]] = defaultdict(dict)
         ttl: dict[str, int] = {}
         for window, change in records:
             name = self._state_key(window)
@@ -254,12 +243,12 @@ class KpiPublisher:
             for base, now in labels.items():
                 by_window[name][LABELS + base] = orjson.dumps(sorted(now))
             ttl[name] = TIER_TTL_SECONDS[window.bucket[0]]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for name, fields in by_window.items():
-                pipe.hset(name, mapping=fields)
-                if ttl[name]:
-                    pipe.expire(name, ttl[name])
-            await pipe.execute()
+        await self.state.remember(by_window, ttl)
+
+
+def _value(change: Change) -> bytes | None:
+    """A change record's value; None (a tombstone) for a figure that is gone."""
+    return orjson.dumps(change.value) if change.value is not None else None
 
 
 async def publish_forever(settings: Settings, stop: asyncio.Event) -> None:
