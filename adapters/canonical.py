@@ -44,11 +44,16 @@ def stable_id(source: str, *parts: object) -> str:
 
 
 def event(kind: str, event_id: str, at_ms: int, source: str, **fields: Any) -> dict[str, Any]:
-    """A canonical event; fields that are None are left out."""
+    """A canonical event; fields that are None are left out. A time no calendar holds (a
+    vendor stamp far outside years 1-9999) is ``Malformed``."""
+    try:
+        occurred_at = format_instant_ms(at_ms)
+    except (ValueError, OverflowError, OSError):
+        raise Malformed(f"time {at_ms} ms is not a date") from None
     return {
         "event_id": event_id,
         "type": kind,
-        "occurred_at": format_instant_ms(at_ms),
+        "occurred_at": occurred_at,
         "schema_version": 1,
         "source": source,
         **{name: value for name, value in fields.items() if value is not None},

@@ -109,6 +109,7 @@ def _map_one(item: Any, mappings: Mappings, out: Mapped) -> None:
 
 
 DEAL_PROPERTIES = ("dealstage", "hubspot_owner_id", "amount", "closedate")
+LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def _deal_change(prop: str, value: str, mappings: Mappings) -> dict[str, Any]:
@@ -122,6 +123,6 @@ def _deal_change(prop: str, value: str, mappings: Mappings) -> dict[str, Any]:
         return {"kind": "opportunity.updated", "rep_id": mappings.get("reps.hubspot", value)}
     if prop == "amount":
         return {"kind": "opportunity.updated", "amount_minor": minor_units(value, "amount")}
-    if not value.isdigit() or len(value) > 15:  # closedate: epoch milliseconds
+    if not (value.isascii() and value.isdigit()) or int(value) > LAST_MS:  # epoch ms
         raise Malformed(f"closedate: {value[:40]!r} is not epoch milliseconds")
     return {"kind": "opportunity.updated", "expected_close": format_instant_ms(int(value))}

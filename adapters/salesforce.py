@@ -76,8 +76,12 @@ def _map_change(change: Any, mappings: Mappings, out: Mapped) -> None:
     if entity not in ("Lead", "Opportunity") or kind not in ("CREATE", "UPDATE"):
         out.ignored += 1
         return
-    changed = set(header.get("changedFields") or []) if kind == "UPDATE" else set(change)
-    key = (header.get("transactionKey"), header.get("sequenceNumber"))
+    fields = header.get("changedFields") or []
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise Malformed("changedFields: expected a list of field names")
+    changed = set(fields) if kind == "UPDATE" else set(change)
+    # The change's own ids: without them two changes of one record could share event ids.
+    key = (need(header, "transactionKey", str), need(header, "sequenceNumber", int))
     events: list[dict[str, Any]] = []
     for ident in ids:
 
@@ -183,14 +187,13 @@ def _amount(change: dict[str, Any]) -> int | None:
 
 
 def _close_date(change: dict[str, Any]) -> str | None:
-    """``CloseDate`` (a date, ``2026-12-31``) as midnight UTC of that day."""
+    """``CloseDate`` (a date, ``2026-12-31``) as midnight UTC of that day; None when the event
+    has none or one in another form (a relay may send epoch days): no KPI reads it, so it
+    never costs the change its other events."""
     value = change.get("CloseDate")
-    if value is None:
+    if not isinstance(value, str) or len(value) != 10:
         return None
     try:
-        day = date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else None
+        return f"{date.fromisoformat(value).isoformat()}T00:00:00Z"
     except ValueError:
-        day = None
-    if day is None:
-        raise Malformed(f"CloseDate: {str(value)[:40]!r} is not a date (YYYY-MM-DD)")
-    return f"{day.isoformat()}T00:00:00Z"
+        return None

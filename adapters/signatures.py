@@ -41,7 +41,7 @@ def same(given: str | None, expected: str) -> bool:
 
 def hubspot_fresh(timestamp: str | None, now_ms: int) -> bool:
     """The request timestamp (epoch ms) is within the replay window."""
-    if timestamp is None or not timestamp.isdigit():
+    if timestamp is None or not (timestamp.isascii() and timestamp.isdigit()):
         return False
     return abs(now_ms - int(timestamp)) <= HUBSPOT_MAX_AGE_MS
 

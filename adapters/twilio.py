@@ -112,6 +112,6 @@ def _map(params: Mapping[str, str], mappings: Mappings, out: Mapped) -> None:
 
 def _duration_ms(params: Mapping[str, str]) -> int:
     seconds = params.get("CallDuration", "")
-    if not seconds.isdigit() or len(seconds) > 9:  # at most 31 years, in seconds
+    if not (seconds.isascii() and seconds.isdigit()) or len(seconds) > 9:  # < 31 years
         raise Incomplete("completed without a CallDuration in whole seconds")
     return int(seconds) * 1000

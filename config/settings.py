@@ -98,7 +98,7 @@ class Settings:
     ingest_public_url: str = ""
     # Token buckets per endpoint and credential, checked once a delivery is authenticated:
     # "source=rate/s:burst,..." (e.g. "hubspot=5/s:50,twilio=off"); a source not named
-    # keeps its default (streams/rate_limit.py), "off" alone lifts every limit.
+    # keeps its default (config/rate_limits.py), "off" alone lifts every limit.
     ingest_rate_limits: str = ""
     mappings_file: str = ""
     # Cardinality bounds of the exporter: windows exported per rep, reps per team.

@@ -118,7 +118,7 @@ def contributions(kind: str, entity: str, record: Record, rules: Rules) -> dict[
             for name in names:
                 out.credit(get("owner", rep), get("o_team", team), GAUGE, name)
     elif kind == "opp":
-        owner = get("own", "")
+        owner = get("own") or get("c_rep", "")  # (records before contract 1.1 had no "own")
         if "c_at" in record:
             rep = record["c_rep"] or owner
             out.credit(rep, record["c_team"], int(record["c_at"]), "opps_created")

@@ -284,7 +284,7 @@ def _deal_teams(record: Record, directory: Directory) -> None:
     """The team (and zone) credited for the deal's creation and close: of the rep the event
     names, else of the deal's owner, at the event's instant. Re-resolved whenever the record
     changes, so an owner learnt later credits the same team as one known first."""
-    owner = record.get("own", "")
+    owner = record.get("own") or record.get("c_rep", "")  # (records before 1.1 had no "own")
     if "c_at" in record:
         record["c_team"] = _team(directory, record["c_rep"] or owner, int(record["c_at"]))
     if "x_at" in record:

@@ -96,108 +96,108 @@ def crm_opportunities(
     """Read the four files; return canonical events (directory first) and a report.
     ``progress`` counts the deals mapped, of the pipeline's rows."""
     progress = progress or NoProgress()
-    zone = ZoneInfo(zone_name)
-    pipeline = _rows(
-        folder,
-        "sales_pipeline.csv",
-        {
-            "opportunity_id",
-            "sales_agent",
-            "product",
-            "account",
-            "deal_stage",
-            "engage_date",
-            "close_date",
-            "close_value",
-        },
-    )
-    teams = _rows(folder, "sales_teams.csv", {"sales_agent", "manager", "regional_office"})
-    accounts = _rows(folder, "accounts.csv", {"account", "sector"})
-    products = _rows(folder, "products.csv", {"product", "sales_price"})
-    # The export spells "GTX Pro" as "GTXPro" in the pipeline: match names without spaces.
-    price = {p["product"].replace(" ", ""): p["sales_price"] for p in products}
-    sector = {a["account"]: a["sector"] for a in accounts}
-    team_of = {t["sales_agent"]: _slug(t["regional_office"]) for t in teams}
-    report = Report(rows=len(pipeline))
+    with reporting(progress):
+        zone = ZoneInfo(zone_name)
+        pipeline = _rows(
+            folder,
+            "sales_pipeline.csv",
+            {
+                "opportunity_id",
+                "sales_agent",
+                "product",
+                "account",
+                "deal_stage",
+                "engage_date",
+                "close_date",
+                "close_value",
+            },
+        )
+        teams = _rows(folder, "sales_teams.csv", {"sales_agent", "manager", "regional_office"})
+        accounts = _rows(folder, "accounts.csv", {"account", "sector"})
+        products = _rows(folder, "products.csv", {"product", "sales_price"})
+        # The export spells "GTX Pro" as "GTXPro" in the pipeline: match names without spaces.
+        price = {p["product"].replace(" ", ""): p["sales_price"] for p in products}
+        sector = {a["account"]: a["sector"] for a in accounts}
+        team_of = {t["sales_agent"]: _slug(t["regional_office"]) for t in teams}
+        report = Report(rows=len(pipeline))
 
-    dates = [date.fromisoformat(r["engage_date"]) for r in pipeline if r["engage_date"]]
-    if not dates:
-        raise BackfillError("sales_pipeline.csv has no engage_date at all")
-    directory_at = _instant(min(dates) - timedelta(days=1), zone)
-    events: list[bytes] = []
-    for office in sorted({t["regional_office"] for t in teams}):
-        events.append(
-            _event(
-                f"crm:team:{_slug(office)}",
-                "team.upserted",
-                directory_at,
-                team_id=_slug(office),
-                name=office,
-                timezone=zone_name,
+        dates = [date.fromisoformat(r["engage_date"]) for r in pipeline if r["engage_date"]]
+        if not dates:
+            raise BackfillError("sales_pipeline.csv has no engage_date at all")
+        directory_at = _instant(min(dates) - timedelta(days=1), zone)
+        events: list[bytes] = []
+        for office in sorted({t["regional_office"] for t in teams}):
+            events.append(
+                _event(
+                    f"crm:team:{_slug(office)}",
+                    "team.upserted",
+                    directory_at,
+                    team_id=_slug(office),
+                    name=office,
+                    timezone=zone_name,
+                )
             )
-        )
-    for agent in sorted(team_of):
-        events.append(
-            _event(
-                f"crm:rep:{_slug(agent)}",
-                "rep.upserted",
-                directory_at,
-                rep_id=_slug(agent),
-                name=agent,
-                team_id=team_of[agent],
-                active=True,
+        for agent in sorted(team_of):
+            events.append(
+                _event(
+                    f"crm:rep:{_slug(agent)}",
+                    "rep.upserted",
+                    directory_at,
+                    rep_id=_slug(agent),
+                    name=agent,
+                    team_id=team_of[agent],
+                    active=True,
+                )
             )
-        )
-    report.events["directory"] = len(events)
+        report.events["directory"] = len(events)
 
-    for n, row in enumerate(pipeline, 1):
-        progress.update(n, n, len(pipeline))
-        opp, agent, stage = row["opportunity_id"], row["sales_agent"], row["deal_stage"]
-        if agent not in team_of:
-            report.skipped["agent not in sales_teams.csv"] += 1
-            continue
-        if not row["engage_date"]:
-            report.skipped[f"no engage_date ({stage})"] += 1
-            continue
-        rep = _slug(agent)
-        list_price = price.get(row["product"].replace(" ", ""))
-        if list_price is None:
-            report.warnings["unknown product, expected amount 0"] += 1
-        if not row["account"]:
-            report.warnings["no account, empty segment"] += 1
-        events.append(
-            _event(
-                f"crm:{opp}:created",
-                "opportunity.created",
-                _instant(date.fromisoformat(row["engage_date"]), zone),
-                opportunity_id=opp,
-                rep_id=rep,
-                amount_minor=round(float(list_price or 0) * 100),
-                product=row["product"],
-                segment=sector.get(row["account"], ""),
+        for n, row in enumerate(pipeline, 1):
+            progress.update(n, n, len(pipeline))
+            opp, agent, stage = row["opportunity_id"], row["sales_agent"], row["deal_stage"]
+            if agent not in team_of:
+                report.skipped["agent not in sales_teams.csv"] += 1
+                continue
+            if not row["engage_date"]:
+                report.skipped[f"no engage_date ({stage})"] += 1
+                continue
+            rep = _slug(agent)
+            list_price = price.get(row["product"].replace(" ", ""))
+            if list_price is None:
+                report.warnings["unknown product, expected amount 0"] += 1
+            if not row["account"]:
+                report.warnings["no account, empty segment"] += 1
+            events.append(
+                _event(
+                    f"crm:{opp}:created",
+                    "opportunity.created",
+                    _instant(date.fromisoformat(row["engage_date"]), zone),
+                    opportunity_id=opp,
+                    rep_id=rep,
+                    amount_minor=round(float(list_price or 0) * 100),
+                    product=row["product"],
+                    segment=sector.get(row["account"], ""),
+                )
             )
-        )
-        report.events["opportunity.created"] += 1
-        if stage not in ("Won", "Lost"):
-            continue
-        if not row["close_date"]:
-            report.skipped[f"{stage} without close_date"] += 1
-            continue
-        closed: dict[str, object] = {"outcome": stage.lower()}
-        if stage == "Won":
-            closed["amount_minor"] = round(float(row["close_value"] or 0) * 100)
-        events.append(
-            _event(
-                f"crm:{opp}:closed",
-                "opportunity.closed",
-                _instant(date.fromisoformat(row["close_date"]), zone),
-                opportunity_id=opp,
-                rep_id=rep,
-                **closed,
+            report.events["opportunity.created"] += 1
+            if stage not in ("Won", "Lost"):
+                continue
+            if not row["close_date"]:
+                report.skipped[f"{stage} without close_date"] += 1
+                continue
+            closed: dict[str, object] = {"outcome": stage.lower()}
+            if stage == "Won":
+                closed["amount_minor"] = round(float(row["close_value"] or 0) * 100)
+            events.append(
+                _event(
+                    f"crm:{opp}:closed",
+                    "opportunity.closed",
+                    _instant(date.fromisoformat(row["close_date"]), zone),
+                    opportunity_id=opp,
+                    rep_id=rep,
+                    **closed,
+                )
             )
-        )
-        report.events["opportunity.closed"] += 1
-    progress.finish()
+            report.events["opportunity.closed"] += 1
     return events, report
 
 

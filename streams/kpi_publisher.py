@@ -166,15 +166,7 @@ class KpiPublisher:
             records += [(window, change) for change in found]
             if labels:
                 label_sets.append((window, labels))
-        await self.send(
-            [
-                (
-                    change.key.encode(),
-                    orjson.dumps(change.value) if change.value is not None else None,
-                )
-                for _, change in records
-            ]
-        )
+        await self.send([(change.key.encode(), _value(change)) for _, change in records])
         self.published += len(records)
         await self._remember(records, label_sets)
         for partition, partition_marks in zip(partitions, marks, strict=True):

@@ -180,23 +180,23 @@ async def directory_events(settings: Settings, progress: Progress | None = None)
     await consumer.start()
     found: list[Event] = []
     try:
-        tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        begin = await consumer.beginning_offsets(tps)
-        for tp, start in begin.items():
-            consumer.seek(tp, start)
-        now_ms = time.time_ns() // 1_000_000
-        while not await _reached(consumer, begin, ends, progress):
-            for _tp, messages in (
-                await consumer.getmany(timeout_ms=500, max_records=20_000)
-            ).items():
-                for m in messages:
-                    if m.value and b'.upserted"' in m.value:
-                        event = parse_event(m.value, now_ms=now_ms, limits=settings.limits)
-                        if not isinstance(event, Rejection):
-                            found.append(event)
-        progress.finish()
+        with reporting(progress):
+            tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            begin = await consumer.beginning_offsets(tps)
+            for tp, start in begin.items():
+                consumer.seek(tp, start)
+            now_ms = time.time_ns() // 1_000_000
+            while not await _reached(consumer, begin, ends, progress):
+                for _tp, messages in (
+                    await consumer.getmany(timeout_ms=500, max_records=20_000)
+                ).items():
+                    for m in messages:
+                        if m.value and b'.upserted"' in m.value:
+                            event = parse_event(m.value, now_ms=now_ms, limits=settings.limits)
+                            if not isinstance(event, Rejection):
+                                found.append(event)
     finally:
         await consumer.stop()
     return found

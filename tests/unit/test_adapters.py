@@ -158,6 +158,8 @@ def test_twilio_malformed_callbacks() -> None:
     assert twilio.map_callback(no_duration, MAPPINGS, b"").problems[0].reason == "incomplete"
     hours = callback("CA2", "completed", T0, CallDuration="1" * 12, **AGENT_LEG)
     assert twilio.map_callback(hours, MAPPINGS, b"").problems[0].reason == "incomplete"
+    superscript = callback("CA2", "completed", T0, CallDuration="²", **AGENT_LEG)
+    assert twilio.map_callback(superscript, MAPPINGS, b"").problems[0].reason == "incomplete"
     # A year past C's long overflowed out of the date parser (an answer 500), not reported.
     huge_year = bad_time | {"Timestamp": "Wed, 18 Nov 99999999999999999999 11:06:40 +0000"}
     assert twilio.map_callback(huge_year, MAPPINGS, b"").problems[0].reason == "malformed"
@@ -414,24 +416,15 @@ def test_hubspot_what_cannot_be_mapped_is_reported_with_a_reason() -> None:
             change("amount", "1e400"),
             change("closedate", "2026-12-01"),
             change("amount", 12500),  # HubSpot sends every value as a string
+            change("closedate", "²"),  # a digit to str.isdigit, not to int()
+            change("closedate", "999999999999999"),  # after year 9999
             {"subscriptionType": "contact.creation", "objectId": "x"},
             "not an object",
+            hs("deal.creation", 10, 10**18),  # occurredAt past every calendar
         ],
         MAPPINGS,
     )
-    assert [p.reason for p in mapped.problems] == [
-        "unmapped_value",
-        "unmapped_value",
-        "unmapped_value",
-        "malformed",
-        "malformed",
-        "malformed",
-        "malformed",
-        "malformed",
-        "malformed",
-        "malformed",
-        "malformed",
-    ]
+    assert [p.reason for p in mapped.problems] == ["unmapped_value"] * 3 + ["malformed"] * 11
     assert not mapped.events
 
 
@@ -649,15 +642,43 @@ def test_salesforce_opportunities_and_what_is_reported() -> None:
         99_000,
     )
     assert updated["expected_close"] == "2026-12-31T00:00:00Z"
-    # A queue taking the deal over names nobody to credit: nothing to say (ignored).
+    # A queue taking the deal over names nobody to credit, and a CloseDate in another form
+    # (epoch days) is left out: nothing to say for either (ignored).
     assert [p.reason for p in mapped.problems] == [
         "gap",
         "unmapped_value",
         "malformed",
         "malformed",
-        "malformed",
     ]
-    assert mapped.ignored == 1
+    assert mapped.ignored == 2
+
+
+def test_salesforce_hostile_headers_are_malformed_and_an_odd_close_date_costs_nothing() -> None:
+    from adapters import salesforce
+
+    closed = cdc(
+        "Opportunity",
+        "UPDATE",
+        ["0065e000001OppGGG"],
+        {"StageName": "Closed Won", "CloseDate": 20454},  # epoch days, as some relays send
+        changed=["StageName", "CloseDate"],
+    )
+    (event,) = valid(salesforce.map_events(closed, SF_MAPPINGS).events)
+    assert (event["type"], event["outcome"]) == ("opportunity.closed", "won")
+    odd = [
+        {**closed, "ChangeEventHeader": {**closed["ChangeEventHeader"], "changedFields": 5}},
+        {**closed, "ChangeEventHeader": {**closed["ChangeEventHeader"], "changedFields": [{}]}},
+        {
+            **closed,
+            "ChangeEventHeader": {
+                k: v for k, v in closed["ChangeEventHeader"].items() if k != "transactionKey"
+            },
+        },
+        {**closed, "ChangeEventHeader": {**closed["ChangeEventHeader"], "commitTimestamp": 10**18}},
+    ]
+    mapped = salesforce.map_events(odd, SF_MAPPINGS)
+    assert [p.reason for p in mapped.problems] == ["malformed"] * 4
+    assert not mapped.events
 
 
 def test_a_salesforce_opportunity_created_with_nothing_but_its_stage() -> None:

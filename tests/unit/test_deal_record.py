@@ -33,6 +33,7 @@ T0 = 1_793_577_600_000  # 2026-11-02T00:00:00Z
 HOUR = 3_600_000
 NOW = T0 + 30 * 24 * HOUR
 TEAMS = {"r1": "emea", "r2": "apac"}  # r3 is in no team: its credit goes to "unassigned"
+MOVE_H = 3  # r1 moves to apac at T0 + 3 h: a close after it credits apac, one before emea
 DEAL_KPIS = (
     "opportunities_created",
     "win_rate",
@@ -98,6 +99,7 @@ def _directory() -> DirectoryView:
         directory.update(("team", team), {"timezone": "UTC"})
     for rep, team in TEAMS.items():
         directory.add_upsert(rep, 0, f"up-{rep}", team)
+    directory.add_upsert("r1", T0 + MOVE_H * HOUR, "up-r1-moved", "apac")
     return directory
 
 
@@ -137,6 +139,19 @@ def _oracle(wire: list[bytes]) -> dict[tuple[str, str], dict[str, Any]]:
         )
         for rep, team in TEAMS.items()
     ]
+    directory.append(
+        orjson.dumps(
+            {
+                "event_id": "up-r1-moved",
+                "type": "rep.upserted",
+                "occurred_at": format_instant_ms(T0 + MOVE_H * HOUR),
+                "schema_version": 1,
+                "rep_id": "r1",
+                "team_id": "apac",
+                "active": True,
+            }
+        )
+    )
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "log.jsonl"
         log.write_bytes(b"\n".join(directory + wire) + b"\n")
@@ -198,3 +213,34 @@ def test_a_won_deal_whose_amount_is_never_known_is_counted_apart() -> None:
     assert org["revenue_won"]["value"] == 0
     assert org["average_deal_size"] == {"value": None, "numerator": 0, "denominator": 0}
     assert org["sales_cycle_seconds"]["value"] == 2 * 3600
+
+
+def test_a_deal_recorded_before_contract_1_1_keeps_its_creator_as_owner() -> None:
+    """A record written by version 1 (the creation's rep in ``c_rep``, no ``own``) closed by a
+    thin close after the upgrade: the win goes to the creator, not to nobody."""
+    record = {
+        "c@": f"{T0:015d}|e0",
+        "c_at": str(T0),
+        "c_rep": "r1",
+        "lead": "",
+        "c_team": "emea|UTC",
+        "!e0": "",
+    }
+    directory = _directory()
+    (close,) = _wire(
+        [
+            {
+                "type": "opportunity.closed",
+                "h": 2,
+                "rep_id": None,
+                "amount_minor": 50,
+                "outcome": "won",
+            }
+        ]
+    )
+    event = parse_event(close, now_ms=NOW)
+    assert not isinstance(event, Rejection)
+    apply(record, event, directory)
+    found = contributions("opp", "deal-1", record, Rules())
+    assert found[("rep", "r1", "UTC", T0 + 2 * HOUR, "won")] == 1
+    assert found[("team", "emea", "UTC", T0 + 2 * HOUR, "revenue")] == 50
