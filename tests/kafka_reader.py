@@ -127,3 +127,14 @@ async def caught_up(settings: Settings, store: RedisStore) -> bool:
         if not await projected(store, topic, await end_offsets(settings, topic)):
             return False
     return True
+
+
+async def wait_caught_up(
+    settings: Settings, store: RedisStore, timeout: float = 180.0, what: str = "the worker"
+) -> None:
+    """Wait until ``caught_up``; fail (never hang the session) when it takes longer than
+    ``timeout`` seconds: a stalled worker is a failure to report, not a wait for ever."""
+    deadline = time.monotonic() + timeout
+    while not await caught_up(settings, store):
+        assert time.monotonic() < deadline, f"{what} did not catch up within {timeout:.0f} s"
+        await asyncio.sleep(0.5)

@@ -20,7 +20,7 @@ from simulator.org import build_org
 from streams.producer import publish
 from streams.rebuild import rebuild
 from streams.worker_process import WorkerProcess
-from tests.kafka_reader import caught_up
+from tests.kafka_reader import wait_caught_up
 from tests.oracle import Oracle
 from tests.support import assert_matches_oracle, directory_first, write_valid_log
 
@@ -74,8 +74,7 @@ async def test_rebuild_during_live_traffic(
         worker.start()
         await publish(settings, settings.raw_topic, directory)
         await publish(settings, settings.raw_topic, old_half)
-        while not await caught_up(settings, RedisStore(client, f"{settings.topic_prefix}:g1")):
-            await asyncio.sleep(0.5)
+        await wait_caught_up(settings, RedisStore(client, f"{settings.topic_prefix}:g1"))
         reading_task = asyncio.create_task(reader())
         producing = asyncio.create_task(publish(settings, settings.raw_topic, new_half, rate=2_000))
         await asyncio.sleep(2)
@@ -84,8 +83,7 @@ async def test_rebuild_during_live_traffic(
         live = await current_namespace(client, settings.topic_prefix)
         assert report.old == f"{settings.topic_prefix}:g1"
         assert report.new == live == f"{settings.topic_prefix}:g2"
-        while not await caught_up(settings, RedisStore(client, live)):
-            await asyncio.sleep(0.5)
+        await wait_caught_up(settings, RedisStore(client, live), what="the rebuilt generation")
         await asyncio.sleep(1)
         reading = False
         await reading_task

@@ -36,7 +36,7 @@ from projections.read import read_kpis
 from projections.store import RedisStore, connect, current_namespace
 from projections.validation import format_instant_ms
 from streams.worker_process import WorkerProcess
-from tests.kafka_reader import caught_up
+from tests.kafka_reader import caught_up, wait_caught_up
 from tests.oracle import Oracle
 from tests.support import figures, salespulse, wait_for
 from tests.webhook_client import SECRETS, IngestClient
@@ -396,8 +396,7 @@ async def test_a_scripted_day_through_the_webhooks_matches_the_oracle(
             )
             assert answer["accepted"] == len(directory)
             store = RedisStore(client, await current_namespace(client, settings.topic_prefix))
-            while not await caught_up(settings, store):
-                await asyncio.sleep(0.5)
+            await wait_caught_up(settings, store, what="the directory")
             # Each vendor's deliveries are made just before they are posted: the Twilio and
             # Aircall timestamps must be inside the replay window when they arrive.
             for make in (
