@@ -222,3 +222,17 @@ def hypothesis_examples(strategy: st.SearchStrategy[T], count: int) -> list[T]:
 
     collect()
     return found
+
+
+class RecordedProgress:
+    """A ``streams.progress.Progress`` that keeps every update and finish it is given."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[int, int | None, int | None]] = []
+        self.finished: list[bool] = []
+
+    def update(self, done: int, position: int | None = None, total: int | None = None) -> None:
+        self.updates.append((done, position, total))
+
+    def finish(self, failed: bool = False) -> None:
+        self.finished.append(failed)

@@ -22,7 +22,12 @@ from streams.rebuild import rebuild
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import wait_caught_up
 from tests.oracle import Oracle
-from tests.support import assert_matches_oracle, directory_first, write_valid_log
+from tests.support import (
+    RecordedProgress,
+    assert_matches_oracle,
+    directory_first,
+    write_valid_log,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -192,23 +197,11 @@ class Recorder:
     """A ProgressFactory that keeps what each report was told."""
 
     def __init__(self) -> None:
-        self.reports: dict[str, Recorded] = {}
+        self.reports: dict[str, RecordedProgress] = {}
 
-    def __call__(self, label: str, unit: str) -> Recorded:
-        self.reports[label] = Recorded()
+    def __call__(self, label: str, unit: str) -> RecordedProgress:
+        self.reports[label] = RecordedProgress()
         return self.reports[label]
-
-
-class Recorded:
-    def __init__(self) -> None:
-        self.updates: list[tuple[int, int | None, int | None]] = []
-        self.finished: list[bool] = []
-
-    def update(self, done: int, position: int | None = None, total: int | None = None) -> None:
-        self.updates.append((done, position, total))
-
-    def finish(self, failed: bool = False) -> None:
-        self.finished.append(failed)
 
 
 @pytest.mark.parametrize("processes", [1, 2])

@@ -9,6 +9,7 @@ import pytest
 
 from projections.validation import Rejection, parse_event
 from streams.backfill import BackfillError, crm_opportunities
+from tests.support import RecordedProgress
 
 pytestmark = pytest.mark.unit
 
@@ -41,18 +42,6 @@ def test_a_missing_file_or_column_is_named(tmp_path: Path) -> None:
         crm_opportunities(tmp_path, "UTC")
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.updates: list[tuple[int, int | None, int | None]] = []
-        self.finished: list[bool] = []
-
-    def update(self, done: int, position: int | None = None, total: int | None = None) -> None:
-        self.updates.append((done, position, total))
-
-    def finish(self, failed: bool = False) -> None:
-        self.finished.append(failed)
-
-
 def test_progress_counts_the_deals_of_the_pipeline(tmp_path: Path) -> None:
     (tmp_path / "sales_pipeline.csv").write_text(
         "opportunity_id,sales_agent,product,account,deal_stage,engage_date,close_date,close_value\n"
@@ -65,7 +54,7 @@ def test_progress_counts_the_deals_of_the_pipeline(tmp_path: Path) -> None:
     )
     (tmp_path / "accounts.csv").write_text("account,sector\nAcme,retail\n")
     (tmp_path / "products.csv").write_text("product,sales_price\nGTX Basic,550\n")
-    progress = Recorder()
+    progress = RecordedProgress()
     events, report = crm_opportunities(tmp_path, "UTC", progress)
     assert progress.updates == [(1, 1, 3), (2, 2, 3), (3, 3, 3)]
     assert progress.finished == [False]
