@@ -44,6 +44,14 @@ class Settings:
     # the CA, user and passwords the stack wrote under <stack_dir>/secrets, in place of the
     # Kafka and Redis security settings below (docs/security.md).
     stack_secure: bool = False
+    # `salespulse stack up --cluster`: the local stack is 3 Kafka brokers (KRaft, 3 controller
+    # voters) and a Redis Cluster of 3 masters and 3 replicas, on the ports counted up from
+    # kafka_port/kafka_controller_port (+2 per broker) and redis_port (+1 per node). Every
+    # process given this setting uses them: the 3 brokers as bootstrap, the cluster client.
+    stack_cluster: bool = False
+    # SALESPULSE_REDIS_URL names a Redis Cluster: one node, or several seeds after the scheme
+    # (redis://10.0.0.1:6379,10.0.0.2:6379); every process then uses the cluster client.
+    redis_cluster: bool = False
     # Kafka connection security (docs/security.md). PLAINTEXT, SSL (TLS; with a client
     # certificate when the broker asks for one) or SASL_SSL. Passwords and keys only from files.
     kafka_security_protocol: str = "PLAINTEXT"
@@ -68,9 +76,10 @@ class Settings:
     topic_prefix: str = "salespulse"
     partitions: int = 12
     # Created topics only (existing ones are left as they are): copies of each partition,
-    # and how many must have a write before it is acknowledged (acks=all).
-    topic_replication_factor: int = 1
-    topic_min_insync_replicas: int = 1
+    # and how many must have a write before it is acknowledged (acks=all). 0: 1 and 1 on one
+    # broker, 3 and 2 on the clustered local stack.
+    topic_replication_factor: int = 0
+    topic_min_insync_replicas: int = 0
     # Ingest.
     max_event_bytes: int = 65_536
     max_future_seconds: int = 86_400
@@ -132,12 +141,44 @@ class Settings:
     redis_outage_seconds: float = 300.0
 
     @property
+    def kafka_node_ports(self) -> list[tuple[int, int]]:
+        """(client port, controller port) of each broker of the local stack."""
+        count = CLUSTER_BROKERS if self.stack_cluster else 1
+        return [(self.kafka_port + 2 * i, self.kafka_controller_port + 2 * i) for i in range(count)]
+
+    @property
+    def redis_node_ports(self) -> list[int]:
+        """The port of each Redis node of the local stack (its cluster bus: + REDIS_BUS_OFFSET)."""
+        return [
+            self.redis_port + i for i in range(CLUSTER_REDIS_NODES if self.stack_cluster else 1)
+        ]
+
+    @property
     def bootstrap(self) -> str:
-        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        local = ",".join(f"127.0.0.1:{client}" for client, _ in self.kafka_node_ports)
+        return self.kafka_bootstrap or local
 
     @property
     def redis(self) -> str:
-        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        if self.redis_url:
+            return self.redis_url
+        if self.stack_cluster:  # every master as a seed: a client started while one is down
+            seeds = self.redis_node_ports[: CLUSTER_REDIS_NODES // 2]
+            return "redis://" + ",".join(f"127.0.0.1:{port}" for port in seeds)
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def uses_redis_cluster(self) -> bool:
+        return self.redis_cluster or (self.stack_cluster and not self.redis_url)
+
+    @property
+    def replication_factor(self) -> int:
+        """Copies of each partition of a topic salespulse creates."""
+        return self.topic_replication_factor or (3 if self.stack_cluster else 1)
+
+    @property
+    def min_insync_replicas(self) -> int:
+        return self.topic_min_insync_replicas or (2 if self.stack_cluster else 1)
 
     @property
     def worker_name(self) -> str:
@@ -338,12 +379,27 @@ class Settings:
             raise SettingsError(
                 "SALESPULSE_REDIS_SSL_CERTFILE and SALESPULSE_REDIS_SSL_KEYFILE go together"
             )
-        if self.topic_replication_factor < 1:
-            raise SettingsError("SALESPULSE_TOPIC_REPLICATION_FACTOR must be at least 1")
-        if not 1 <= self.topic_min_insync_replicas <= self.topic_replication_factor:
+        if self.topic_replication_factor < 0:
+            raise SettingsError("SALESPULSE_TOPIC_REPLICATION_FACTOR must be at least 1 (0: auto)")
+        if not 1 <= self.min_insync_replicas <= self.replication_factor:
             raise SettingsError(
                 f"SALESPULSE_TOPIC_MIN_INSYNC_REPLICAS={self.topic_min_insync_replicas}: "
-                f"use 1 to SALESPULSE_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor})"
+                f"use 1 to SALESPULSE_TOPIC_REPLICATION_FACTOR ({self.replication_factor})"
+            )
+        if self.stack_cluster and self.stack_secure:
+            raise SettingsError(
+                "SALESPULSE_STACK_CLUSTER and SALESPULSE_STACK_SECURE: the local stack is one "
+                "or the other (a secured cluster is configured with the Kafka and Redis settings)"
+            )
+        if self.stack_cluster and self.redis_node_ports[-1] + REDIS_BUS_OFFSET > 65_535:
+            raise SettingsError(
+                f"SALESPULSE_REDIS_PORT={self.redis_port}: the cluster's bus ports (+"
+                f"{REDIS_BUS_OFFSET}) would pass 65535; use a port below "
+                f"{65_535 - REDIS_BUS_OFFSET - CLUSTER_REDIS_NODES + 1}"
+            )
+        if self.redis_cluster and not self.redis_url:
+            raise SettingsError(
+                "SALESPULSE_REDIS_CLUSTER=1 needs SALESPULSE_REDIS_URL (a node of the cluster)"
             )
         if self.ingest_batch_size < 1:
             raise SettingsError("SALESPULSE_INGEST_BATCH_SIZE must be at least 1")
@@ -362,6 +418,12 @@ def _known_zone(name: str) -> bool:
         return False
     return True
 
+
+# The clustered local stack: brokers, Redis nodes (half masters, half replicas), and how far
+# above a Redis node's port its cluster bus listens.
+CLUSTER_BROKERS = 3
+CLUSTER_REDIS_NODES = 6
+REDIS_BUS_OFFSET = 20_000
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")

@@ -23,8 +23,8 @@ class TopicsError(UsageError):
         super().__init__(
             f"Kafka refused to create topic {topic}: {error}"
             + (f" ({detail})" if detail else "")
-            + f"; check SALESPULSE_TOPIC_REPLICATION_FACTOR={settings.topic_replication_factor} "
-            f"and SALESPULSE_TOPIC_MIN_INSYNC_REPLICAS={settings.topic_min_insync_replicas} "
+            + f"; check SALESPULSE_TOPIC_REPLICATION_FACTOR={settings.replication_factor} "
+            f"and SALESPULSE_TOPIC_MIN_INSYNC_REPLICAS={settings.min_insync_replicas} "
             "against the brokers, and that the user may create topics"
         )
 
@@ -54,10 +54,10 @@ async def ensure_topics(settings: Settings) -> list[str]:
             NewTopic(
                 name,
                 settings.partitions,
-                settings.topic_replication_factor,
+                settings.replication_factor,
                 topic_configs={
                     **config,
-                    "min.insync.replicas": str(settings.topic_min_insync_replicas),
+                    "min.insync.replicas": str(settings.min_insync_replicas),
                 },
             )
             for name, config in topic_configs(settings).items()
