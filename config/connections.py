@@ -17,12 +17,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
-import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
+from redis.cluster import ClusterNode as SyncClusterNode
 
 from config.secret_files import SecretError, read_secret_file
 from config.settings import Settings
-from projections.store import connect
+from projections.store import RedisClient, cluster_seeds, connect
 
 # The user the secure local stack creates in Kafka (SCRAM) and in Redis (ACL).
 STACK_USER = "salespulse"
@@ -214,15 +214,33 @@ def redis_address(access: RedisAccess) -> str:
     return access.url
 
 
-def redis_client(settings: Settings, retries: int = 6) -> aioredis.Redis:
-    """The asyncio client of every long-running process (retries, see ``connect``)."""
+def redis_client(
+    settings: Settings, retries: int = 6, timeout: float = 10.0, connect_timeout: float = 5.0
+) -> RedisClient:
+    """The asyncio client of every process (retries, see ``connect``): a cluster client when
+    the settings name a Redis Cluster."""
     url, options = redis_options(settings)
-    return connect(url, retries, **options)
+    return connect(
+        url,
+        retries,
+        cluster=settings.uses_redis_cluster,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        **options,
+    )
 
 
-def redis_sync_client(settings: Settings, timeout: float = 2.0) -> redis.Redis:
-    """A blocking client for one-off checks (the local stack, tests)."""
+def redis_sync_client(settings: Settings, timeout: float = 2.0) -> redis.Redis | redis.RedisCluster:
+    """A blocking client for one-off checks (benchmarks, tests)."""
     url, options = redis_options(settings)
+    if settings.uses_redis_cluster:
+        seeds, credentials, tls = cluster_seeds(url)
+        return redis.RedisCluster(
+            startup_nodes=[SyncClusterNode(node.host, node.port) for node in seeds],
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            **{"ssl": tls, **credentials, **options},
+        )
     return redis.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout, **options
     )

@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from exporters.openapi import document
 from projections.catalogue import BY_ID, SCOPES, Figure, Result, Unit
 from projections.display import Currency, unit_name
 from projections.read import Answer, read_many, span_fields
-from projections.store import RedisStore, current_namespace
+from projections.store import REDIS_OR_SOCKET_FAILURES, RedisStore, current_namespace
 from projections.targets import LABELLED, TARGETABLE, Target, Targets, with_targets
 from projections.validation import InvalidField, format_instant_ms, parse_instant_ms
 from projections.windows import WINDOWS, answerable, too_old
@@ -157,7 +156,7 @@ class Api:
                 if exc.parameter:
                     error["parameter"] = exc.parameter
                 return _json({"error": error}, exc.status)
-            except (RedisError, OSError) as exc:
+            except REDIS_OR_SOCKET_FAILURES as exc:
                 log.warning("API %s: projections unreadable: %r", request.path, exc)
                 return _json({"error": {"message": "the projections cannot be read now"}}, 503)
             except Exception:
@@ -293,7 +292,7 @@ class Api:
     async def health(self, _request: web.Request) -> web.Response:
         try:
             health = await self.exporter.health_summary()
-        except (RedisError, OSError) as exc:
+        except REDIS_OR_SOCKET_FAILURES as exc:
             log.warning("API health: projections unreadable: %r", exc)
             return _json({"status": "down", "redis": False}, 503)
         lag = health.lag or {}

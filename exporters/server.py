@@ -20,7 +20,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from redis.exceptions import RedisError
 
 from config.connections import kafka_options, redis_client
 from config.reader_access import reader_token
@@ -34,7 +33,7 @@ from exporters.targets_file import TargetsFile
 from exporters.wallboard_routes import wallboard_routes
 from projections.errors import SalespulseError
 from projections.read import read_many
-from projections.store import RedisStore, current_namespace, rebuilding
+from projections.store import REDIS_OR_SOCKET_FAILURES, RedisStore, current_namespace, rebuilding
 from projections.targets import QUOTA_ATTAINMENT, QUOTA_KPI, TargetsError, with_targets
 from projections.windows import WINDOWS
 
@@ -154,7 +153,7 @@ class Exporter:
         self.skipped_scopes = 0  # read by this scrape's own metrics (one scrape at a time)
         try:
             return await build(queries)
-        except (RedisError, OSError):
+        except REDIS_OR_SOCKET_FAILURES:
             raise
         except Exception:
             log.exception("a scrape failed: reading scope by scope, to leave out the one failing")
@@ -165,7 +164,7 @@ class Exporter:
         for (scope, scope_id), chosen in by_scope.items():
             try:
                 parts += await build(chosen)
-            except (RedisError, OSError):
+            except REDIS_OR_SOCKET_FAILURES:
                 raise
             except Exception:
                 log.exception("scrape: leaving out %s %r, which cannot be read", scope, scope_id)
@@ -177,7 +176,7 @@ class Exporter:
         try:
             built = [*await self.kpi_families(), *await self.health()]
             up = 1.0
-        except (RedisError, OSError) as exc:
+        except REDIS_OR_SOCKET_FAILURES as exc:
             log.warning("scrape without KPIs: Redis is not readable: %r", exc)
             built, up = [], 0.0
         exporter_up = GaugeMetricFamily(

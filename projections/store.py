@@ -20,24 +20,38 @@ Key layout (``ns`` is the namespace generation, e.g. ``salespulse:g1``):
 
 Every key of a partition shares the hash tag ``{ns:pN}``, so one batch's
 commit (records + deltas + checkpoint) is a single-slot Lua call that also
-runs on Redis Cluster. Readers sum an aggregate over the partitions.
+runs on Redis Cluster. Every script names each key it touches in KEYS (Redis
+Cluster routes and guards a script by its declared keys: a key read but not
+declared could be missed while its slot migrates). Readers sum an aggregate
+over the partitions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
+from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    TimeoutError,
+    TryAgainError,
+)
 from redis.typing import EncodableT, FieldT
 
 from projections.engine import GAUGE_BUCKET, AggregateKey, EntityKey
@@ -120,25 +134,24 @@ if p.dir == 1 then redis.call('HINCRBY', KEYS[1], '!directory', 1) end
 return {1}
 """
 
-# Read side, one call per partition (a single slot: KEYS[1] is the partition's checkpoint key,
-# which routes the call on Redis Cluster; the script reads only keys with the same hash tag).
-# ARGV[1] is the partition's aggregate key prefix, ARGV[2] a JSON spec: ``b``, lists of bucket
-# ids, and ``g``, groups of ["scope:id", index into b]. Each group's buckets are summed next
-# to the data into one JSON object, so a rolling window's 60 bucket reads are one reply and
-# the whole answer parses with one orjson call.
+# Read side, one call per partition (a single slot: every key has the partition's hash tag).
+# KEYS are the bucket keys of every group, group after group; ARGV[1] is a JSON list of how
+# many keys each group has. Each group's buckets are summed next to the data into one JSON
+# object, so a rolling window's 60 bucket reads are one reply and the whole answer parses
+# with one orjson call.
 SUM_GROUPS_LUA = """
-local prefix, spec = ARGV[1], cjson.decode(ARGV[2])
-local out = {}
-for g, group in ipairs(spec.g) do
+local sizes = cjson.decode(ARGV[1])
+local out, next_key = {}, 1
+for g, size in ipairs(sizes) do
   local total, order = {}, {}
-  local base = prefix .. group[1] .. ':'
-  for _, bucket in ipairs(spec.b[group[2]]) do
-    local flat = redis.call('HGETALL', base .. bucket)
+  for k = next_key, next_key + size - 1 do
+    local flat = redis.call('HGETALL', KEYS[k])
     for i = 1, #flat, 2 do
       local f, v = flat[i], tonumber(flat[i + 1])
       if total[f] == nil then order[#order + 1] = f; total[f] = v else total[f] = total[f] + v end
     end
   end
+  next_key = next_key + size
   local parts = {}
   for i, f in ipairs(order) do
     parts[i] = cjson.encode(f) .. ':' .. string.format('%.0f', total[f])
@@ -189,19 +202,84 @@ return '[' .. table.concat(out, ',') .. ']'
 """
 
 
-def connect(url: str, retries: int = 6, **options: Any) -> aioredis.Redis:
+# A client of one Redis or of a Redis Cluster: every store takes either.
+RedisClient = aioredis.Redis | RedisCluster
+
+# One call of a registered script: the script, its KEYS and its ARGV.
+ScriptCall = tuple[AsyncScript, list[str], list[EncodableT]]
+
+# What a client raises while Redis, or the master of a cluster slot, cannot be reached (after
+# the client's own retries): writers retry, readers answer "unavailable". A cluster in
+# failover answers CLUSTERDOWN or TRYAGAIN; redis-py's cluster client raises an exception of
+# its own, outside RedisError, when no node answers.
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    ConnectionError,
+    TimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    RedisClusterException,
+)
+# Every failure of a Redis call, cluster client included.
+REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
+# ... or of the socket beneath it.
+REDIS_OR_SOCKET_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, OSError)
+
+
+# Every script of this module (a Redis Cluster gets them loaded on each master).
+SCRIPTS = (
+    COMMIT_LUA,
+    SUM_GROUPS_LUA,
+    LOAD_LUA,
+    CLEAR_DIRTY_LUA,
+    MARK_LUA,
+    LOWEST_SCORES_LUA,
+)
+
+
+def connect(
+    url: str,
+    retries: int = 6,
+    *,
+    cluster: bool = False,
+    timeout: float = 10.0,
+    connect_timeout: float = 5.0,
+    **options: Any,
+) -> RedisClient:
     """A client that retries connection errors with exponential backoff (redis-py's own Retry).
     Readers that must answer fast when Redis is away (the exporter) ask for fewer retries.
-    ``options`` (credentials, TLS) come from ``config.connections.redis_options``."""
-    return aioredis.Redis.from_url(
-        url,
-        **options,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
-        retry_on_error=[ConnectionError, TimeoutError],
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-    )
+    ``options`` (credentials, TLS) come from ``config.connections.redis_options``. With
+    ``cluster``, ``url`` names one node or several seeds (``redis://h1:p1,h2:p2``) of a Redis
+    Cluster; the client follows its slots (MOVED, ASK, failover) by itself."""
+    common: dict[str, Any] = {
+        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
+        "retry_on_error": [ConnectionError, TimeoutError],
+        "socket_timeout": timeout,
+        "socket_connect_timeout": connect_timeout,
+    }
+    if cluster:
+        nodes, credentials, tls = cluster_seeds(url)
+        return RedisCluster(startup_nodes=nodes, **common, **{"ssl": tls, **credentials, **options})
+    return aioredis.Redis.from_url(url, **options, **common, health_check_interval=30)
+
+
+def cluster_seeds(url: str) -> tuple[list[ClusterNode], dict[str, str], bool]:
+    """The seed nodes of ``redis[s]://[user:password@]host:port[,host:port...]``, the
+    credentials in the URL, and whether it asks for TLS."""
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    credentials: dict[str, str] = {}
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        credentials = {k: unquote(v) for k, v in (("username", user), ("password", password)) if v}
+    nodes = []
+    for seed in filter(None, hosts.split(",")):
+        host, _, port = seed.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{seed!r} is not host:port")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+    if not nodes:
+        raise ValueError("no host:port in the URL")
+    return nodes, credentials, parts.scheme == "rediss"
 
 
 # What the commit script answers when a sum would leave the exact range.
@@ -240,7 +318,7 @@ class Keys:
 class RedisStore(DerivedReads):
     """``ProjectionStore`` (projections/stores.py) on Redis or Redis Cluster."""
 
-    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+    def __init__(self, client: RedisClient, namespace: str) -> None:
         self.client = client
         self.keys = Keys(namespace)
         self._commit = client.register_script(COMMIT_LUA)
@@ -250,14 +328,28 @@ class RedisStore(DerivedReads):
         self._clear_dirty = client.register_script(CLEAR_DIRTY_LUA)
         self._mark = client.register_script(MARK_LUA)
 
-    async def _scripts(self, queue: Callable[[Pipeline], Awaitable[None]]) -> list[Any]:
-        """Run script calls in one pipeline. The pipeline loads missing scripts before it
-        sends them, but a Redis that restarted in between has forgotten them (NoScriptError):
-        then run it once more. Safe for commits: one that landed fails its checkpoint check."""
+    async def _scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run script calls, one per partition, in one round trip: a pipeline on one Redis,
+        concurrent calls on a cluster (its pipelines refuse scripts; each call goes to the
+        master of its slot, and loads the script there if that node has not got it).
+
+        A pipeline loads missing scripts before it sends them, but a Redis that restarted in
+        between has forgotten them (NoScriptError): then run it once more. Safe for commits:
+        one that landed fails its checkpoint check."""
+        if not calls:
+            return []
+        client = self.client
+        if isinstance(client, RedisCluster):
+            return list(
+                await asyncio.gather(
+                    *(script(keys=keys, args=args) for script, keys, args in calls)
+                )
+            )
 
         async def run() -> list[Any]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                await queue(pipe)
+            async with client.pipeline(transaction=False) as pipe:
+                for script, keys, args in calls:
+                    await script(keys=keys, args=args, client=pipe)
                 return list(await pipe.execute())
 
         try:
@@ -286,12 +378,12 @@ class RedisStore(DerivedReads):
         partition, all in one round trip."""
         asked = {partition: list(keys) for partition, keys in wanted.items()}
 
-        async def queue(pipe: Pipeline) -> None:
-            for partition, keys in asked.items():
-                names = [self.keys.entity(partition, key) for key in keys]
-                await self._load(keys=names, client=pipe)
-
-        replies = await self._scripts(queue)
+        replies = await self._scripts(
+            [
+                (self._load, [self.keys.entity(partition, key) for key in keys], [])
+                for partition, keys in asked.items()
+            ]
+        )
         out: dict[int, dict[EntityKey, dict[str, str]]] = {}
         for (partition, keys), reply in zip(asked.items(), replies, strict=True):
             out[partition] = {
@@ -316,11 +408,7 @@ class RedisStore(DerivedReads):
         sent = [c for c in commits if c.partition not in landed.out_of_range]
         calls = [self._commit_call(commit) for commit in sent]
 
-        async def queue(pipe: Pipeline) -> None:
-            for keys, payload in calls:
-                await self._commit(keys=keys, args=[payload], client=pipe)
-
-        results = await self._scripts(queue) if calls else []
+        results = await self._scripts([(self._commit, keys, [payload]) for keys, payload in calls])
         frozen = False
         for commit, result in zip(sent, results, strict=True):
             if result[0]:
@@ -456,12 +544,11 @@ class RedisStore(DerivedReads):
         if not scopes:
             return []
 
-        async def queue(pipe: Pipeline) -> None:
-            for partition in partitions:
-                keys = [self.keys.untouched(partition, scope) for scope in scopes]
-                await self._lowest_scores(keys=keys, client=pipe)
-
-        replies = [orjson.loads(reply) for reply in await self._scripts(queue)]
+        calls: list[ScriptCall] = [
+            (self._lowest_scores, [self.keys.untouched(partition, scope) for scope in scopes], [])
+            for partition in partitions
+        ]
+        replies = [orjson.loads(reply) for reply in await self._scripts(calls)]
         out: list[int | None] = []
         for i in range(len(scopes)):
             scores = [reply[i] for reply in replies if reply[i] is not None]
@@ -511,20 +598,18 @@ class RedisStore(DerivedReads):
         """``sums`` for many (scope, id, buckets) at once: one script call per partition."""
         if not requests:
             return []
-        bucket_sets: dict[tuple[str, ...], int] = {}
-        groups = []
-        for scope, scope_id, bucket_ids in requests:
-            index = bucket_sets.setdefault(tuple(bucket_ids), len(bucket_sets) + 1)
-            groups.append((f"{scope}:{scope_id}", index))
-        spec = orjson.dumps({"b": list(bucket_sets), "g": groups})
+        sizes = orjson.dumps([len(buckets) for _, _, buckets in requests])
 
-        async def queue(pipe: Pipeline) -> None:
-            for partition in partitions:
-                prefix = f"{self.keys.tag(partition)}:a:"
-                routing = self.keys.checkpoint(partition)
-                await self._sum_groups(keys=[routing], args=[prefix, spec], client=pipe)
-
-        replies = await self._scripts(queue)
+        calls: list[ScriptCall] = []
+        for partition in partitions:
+            prefix = f"{self.keys.tag(partition)}:a:"
+            keys = [
+                f"{prefix}{scope}:{scope_id}:{bucket}"
+                for scope, scope_id, buckets in requests
+                for bucket in buckets
+            ]
+            calls.append((self._sum_groups, keys, [sizes]))
+        replies = await self._scripts(calls)
         totals: list[dict[str, int]] = [{} for _ in requests]
         for reply in replies:
             for total, part in zip(totals, orjson.loads(reply), strict=True):
@@ -546,7 +631,7 @@ def _str(value: bytes | str) -> str:
 # a running rebuild, the freeze, the switch and the drop of an old generation.
 
 
-async def mark_rebuilding(client: aioredis.Redis, prefix: str, old: str, new: str) -> None:
+async def mark_rebuilding(client: RedisClient, prefix: str, old: str, new: str) -> None:
     """Tell readers a rebuild runs (``old`` stays live until the switch to ``new``)."""
     started = await client.hget(rebuild_marker(prefix), "started_ms")
     value: dict[FieldT, EncodableT] = {
@@ -560,7 +645,7 @@ async def mark_rebuilding(client: aioredis.Redis, prefix: str, old: str, new: st
         await tx.execute()
 
 
-async def rebuilding(client: aioredis.Redis, prefix: str) -> dict[str, Any] | None:
+async def rebuilding(client: RedisClient, prefix: str) -> dict[str, Any] | None:
     """The running rebuild: ``from``, ``to`` and ``started_ms``; None when none runs."""
     found = await client.hgetall(rebuild_marker(prefix))
     if not found:
@@ -569,11 +654,11 @@ async def rebuilding(client: aioredis.Redis, prefix: str) -> dict[str, Any] | No
     return {"from": text["from"], "to": text["to"], "started_ms": int(text["started_ms"])}
 
 
-async def rebuilt(client: aioredis.Redis, prefix: str) -> None:
+async def rebuilt(client: RedisClient, prefix: str) -> None:
     await client.delete(rebuild_marker(prefix))
 
 
-async def current_namespace(client: aioredis.Redis, prefix: str, *, create: bool = True) -> str:
+async def current_namespace(client: RedisClient, prefix: str, *, create: bool = True) -> str:
     """The live generation. Writers (``create``) record the first one on first use; readers
     do not, so that after Redis was emptied the worker re-records the generation it writes."""
     if create:
@@ -584,15 +669,15 @@ async def current_namespace(client: aioredis.Redis, prefix: str, *, create: bool
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def freeze(client: aioredis.Redis, namespace: str, partitions: Iterable[int]) -> None:
+async def freeze(client: RedisClient, namespace: str, partitions: Iterable[int]) -> None:
     await RedisStore(client, namespace).freeze(partitions)
 
 
-async def switch(client: aioredis.Redis, prefix: str, namespace: str) -> None:
+async def switch(client: RedisClient, prefix: str, namespace: str) -> None:
     await client.set(pointer(prefix), namespace)
 
 
-async def drop(client: aioredis.Redis, namespace: str) -> int:
+async def drop(client: RedisClient, namespace: str) -> int:
     """Delete every key of a generation; returns how many.
 
     Each partition's checkpoint hash is replaced, in one transaction, by a frozen
@@ -632,7 +717,7 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 class RedisPublisherState:
     """``PublisherState`` on Redis: ``<prefix>:kpi:lease`` and hashes of last states."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.client = client
         self._renew = client.register_script(RENEW_LUA)
 

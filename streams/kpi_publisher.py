@@ -27,10 +27,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 
 from config.connections import kafka_options, redis_client
 from config.settings import Settings
@@ -48,7 +46,7 @@ from projections.kpi_changes import (
     record_key,
 )
 from projections.read import scope_zone
-from projections.store import RedisPublisherState
+from projections.store import REDIS_FAILURES, RedisClient, RedisPublisherState
 from projections.stores import PublisherState
 from projections.windows import TIER_TTL_SECONDS, calendar_range
 from streams.topics import ensure_topics
@@ -76,7 +74,7 @@ class KpiPublisher:
         self, settings: Settings, state: PublisherState | None = None, send: Send | None = None
     ) -> None:
         self.settings = settings
-        self.client: aioredis.Redis | None = None
+        self.client: RedisClient | None = None
         if state is None:
             self.client = redis_client(settings)
             state = RedisPublisherState(self.client)
@@ -267,7 +265,7 @@ async def publish_forever(settings: Settings, stop: asyncio.Event) -> None:
                     sent = await publisher.run_pass()
                     if sent:
                         log.info("published %d KPI changes", sent)
-            except (OSError, RedisError, KafkaError) as exc:
+            except (OSError, *REDIS_FAILURES, KafkaError) as exc:
                 log.warning("KPI publish pass failed, retrying: %r", exc)
             wait = settings.kpi_publish_interval_seconds - (time.monotonic() - started)
             with contextlib.suppress(TimeoutError):

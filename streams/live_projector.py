@@ -13,14 +13,11 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 
-import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from projections.contributions import Rules
 from projections.namespaces import pointer
-from projections.store import RedisStore, current_namespace
+from projections.store import REDIS_UNAVAILABLE, RedisClient, RedisStore, current_namespace
 from projections.stores import NamespaceFrozen
 from streams import metrics
 from streams.projector import (
@@ -46,7 +43,7 @@ class LiveProjector:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         prefix: str,
         partitions: int,
         rules: Rules,
@@ -132,7 +129,7 @@ class LiveProjector:
             try:
                 await self._apply(batch, spans, outcome)
                 break
-            except (RedisConnectionError, RedisTimeoutError, KafkaError) as exc:
+            except (*REDIS_UNAVAILABLE, KafkaError) as exc:
                 if time.monotonic() + delay > give_up:
                     raise
                 server = "Kafka" if isinstance(exc, KafkaError) else "Redis"

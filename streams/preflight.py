@@ -14,23 +14,22 @@ import ssl
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 
-import redis.asyncio as aioredis
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import AuthenticationError
 
 from config.connections import (
     kafka_access,
     kafka_options,
     list_topics,
     redacted,
+    redis_client,
     redis_options,
     stack_secrets,
 )
 from config.settings import Settings
 from projections.errors import UsageError
+from projections.store import REDIS_OR_SOCKET_FAILURES
 
 TIMEOUT_SECONDS = 3.0
 
@@ -197,13 +196,7 @@ async def require_redis(settings: Settings, timeout: float = TIMEOUT_SECONDS) ->
     keep running."""
     url, options = redis_options(settings)
     try:
-        client = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            **options,
-        )
+        client = redis_client(settings, retries=0, timeout=timeout, connect_timeout=timeout)
     except ValueError as exc:
         raise RedisUnreachable(url, str(exc)) from None
     try:
@@ -215,7 +208,7 @@ async def require_redis(settings: Settings, timeout: float = TIMEOUT_SECONDS) ->
             f"it refused user {user!r}",
             _check(settings, "SALESPULSE_REDIS_USERNAME and SALESPULSE_REDIS_PASSWORD_FILE"),
         ) from None
-    except (RedisError, OSError) as exc:
+    except REDIS_OR_SOCKET_FAILURES as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         if "certificate verify failed" in reason:
             raise RedisRefused(

@@ -32,10 +32,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 
 from config.connections import kafka_options, redis_client
 from config.settings import Settings
@@ -45,6 +43,8 @@ from projections.events import Event
 from projections.facts import LeadFact
 from projections.namespaces import MARKER_SECONDS, next_generation
 from projections.store import (
+    REDIS_FAILURES,
+    RedisClient,
     RedisStore,
     current_namespace,
     drop,
@@ -332,7 +332,7 @@ async def _watch_replay(
     failure here ends the reports, never the rebuild."""
     try:
         await _watch(settings, store, progress, stopping)
-    except (KafkaError, RedisError, OSError) as exc:
+    except (KafkaError, *REDIS_FAILURES, OSError) as exc:
         log.warning("rebuild: no more progress reports (%s)", exc)
 
 
@@ -391,7 +391,7 @@ def _publisher(settings: Settings, producer: AIOKafkaProducer) -> PublishFacts:
     return publish_facts
 
 
-async def _keep_marked(client: aioredis.Redis, prefix: str, old: str, new: str) -> None:
+async def _keep_marked(client: RedisClient, prefix: str, old: str, new: str) -> None:
     """Renew the marker that tells readers a rebuild runs, until cancelled."""
     while True:
         await mark_rebuilding(client, prefix, old, new)
@@ -492,7 +492,7 @@ async def rebuild(
             marking.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await marking
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await rebuilt(client, settings.topic_prefix)
         await producer.stop()
         await client.aclose()
