@@ -391,11 +391,12 @@ class Settings:
                 "SALESPULSE_STACK_CLUSTER and SALESPULSE_STACK_SECURE: the local stack is one "
                 "or the other (a secured cluster is configured with the Kafka and Redis settings)"
             )
-        if self.stack_cluster and self.redis_node_ports[-1] + REDIS_BUS_OFFSET > 65_535:
+        if self.stack_cluster and self.redis_node_ports[-1] + REDIS_BUS_OFFSET >= EPHEMERAL_PORTS:
             raise SettingsError(
                 f"SALESPULSE_REDIS_PORT={self.redis_port}: the cluster's bus ports (+"
-                f"{REDIS_BUS_OFFSET}) would pass 65535; use a port below "
-                f"{65_535 - REDIS_BUS_OFFSET - CLUSTER_REDIS_NODES + 1}"
+                f"{REDIS_BUS_OFFSET}) would reach {EPHEMERAL_PORTS}, where Linux picks the ports "
+                "of outgoing connections (one could hold a bus port); use a port below "
+                f"{EPHEMERAL_PORTS - REDIS_BUS_OFFSET - CLUSTER_REDIS_NODES + 1}"
             )
         if self.redis_cluster and not self.redis_url:
             raise SettingsError(
@@ -423,7 +424,9 @@ def _known_zone(name: str) -> bool:
 # above a Redis node's port its cluster bus listens.
 CLUSTER_BROKERS = 3
 CLUSTER_REDIS_NODES = 6
-REDIS_BUS_OFFSET = 20_000
+REDIS_BUS_OFFSET = 1_000
+# The first port Linux hands to outgoing connections (net.ipv4.ip_local_port_range).
+EPHEMERAL_PORTS = 32_768
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")

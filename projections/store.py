@@ -45,6 +45,7 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     ClusterDownError,
+    ClusterError,
     ConnectionError,
     NoScriptError,
     RedisClusterException,
@@ -208,14 +209,17 @@ RedisClient = aioredis.Redis | RedisCluster
 # One call of a registered script: the script, its KEYS and its ARGV.
 ScriptCall = tuple[AsyncScript, list[str], list[EncodableT]]
 
+# How long a script call on a cluster waits for a slot that moves between masters.
+SLOT_MOVE_SECONDS = 30.0
+
 # What a client raises while Redis, or the master of a cluster slot, cannot be reached (after
 # the client's own retries): writers retry, readers answer "unavailable". A cluster in
-# failover answers CLUSTERDOWN or TRYAGAIN; redis-py's cluster client raises an exception of
-# its own, outside RedisError, when no node answers.
+# failover answers CLUSTERDOWN, a moving slot TRYAGAIN; redis-py's cluster client raises an
+# exception of its own, outside RedisError, when no node answers.
 REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
-    ClusterDownError,
+    ClusterError,  # CLUSTERDOWN in a failover; "TTL exhausted" after redirections
     TryAgainError,
     RedisClusterException,
 )
@@ -616,6 +620,21 @@ class RedisStore(DerivedReads):
                 for name, value in part.items():
                     total[name] = total.get(name, 0) + value
         return totals
+
+
+async def _while_slot_moves(script: AsyncScript, keys: list[str], args: list[EncodableT]) -> Any:
+    """Call a script on a cluster, waiting while its slot moves between masters: Redis then
+    refuses a call whose keys are split between the two (TRYAGAIN), and redis-py gives up
+    after half a second (TTL exhausted), where moving a slot's keys takes longer."""
+    delay, deadline = 0.05, time.monotonic() + SLOT_MOVE_SECONDS
+    while True:
+        try:
+            return await script(keys=keys, args=args)
+        except (TryAgainError, ClusterError) as exc:
+            if isinstance(exc, ClusterDownError) or time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dict[str, str]:

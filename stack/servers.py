@@ -98,6 +98,10 @@ class LocalServer:
     def answering(self) -> bool:
         raise NotImplementedError
 
+    def ready(self) -> bool:
+        """Whether ``up`` may return: it answers, unless it cannot before its peers start."""
+        return self.answering()
+
     # Shared process handling ----------------------------------------------------
 
     @property
@@ -140,7 +144,7 @@ class LocalServer:
                 f"{'add' if kind == 'secure' else 'drop'} --secure (SALESPULSE_STACK_SECURE), "
                 "or `salespulse stack down` first"
             )
-        if running and self.answering():
+        if running and self.ready():
             return time.monotonic() - started
         if not running and self.answering():
             # Not ours: a server left behind by another run (its pid file gone) holds the
@@ -174,7 +178,7 @@ class LocalServer:
                 raise StackError(
                     f"{self.name} exited with code {process.returncode}; see {self.log_file}"
                 )
-            if self.answering():
+            if self.ready():
                 return time.monotonic() - started
             time.sleep(0.2)
         raise StackError(
@@ -442,4 +446,9 @@ def _ensure_secrets(folder: StackSecrets) -> None:
 
 
 def servers(settings: Settings) -> list[LocalServer]:
+    """The servers of the local stack in start order (``down`` goes in reverse)."""
+    if settings.stack_cluster:
+        from stack.cluster import cluster_servers  # it builds on the classes above
+
+        return cluster_servers(settings)
     return [Redis(settings), Kafka(settings), Prometheus(settings)]

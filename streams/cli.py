@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kafka with SASL_SSL (SCRAM-SHA-512), Redis with TLS and an ACL user, a local CA "
         "(the same as SALESPULSE_STACK_SECURE=1, which every other command then needs)",
     )
+    stack.add_argument(
+        "--cluster",
+        action="store_true",
+        help="3 Kafka brokers (KRaft, 3 controller voters) and a Redis Cluster of 3 masters and 3 "
+        "replicas (the same as SALESPULSE_STACK_CLUSTER=1, which every other command then needs)",
+    )
 
     commands.add_parser("topics", help="create the engine's topics if they are missing")
     commands.add_parser("worker", help="run the Faust worker (ingest and projection agents)")
@@ -204,10 +210,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     from config.connections import stack_secrets
+    from stack.cluster import cluster_report, refuse_other_kind
     from stack.servers import servers
 
+    if args.secure and args.cluster:
+        raise UsageError("--secure and --cluster: the local stack is one or the other")
     if args.secure:
         settings = dataclasses.replace(settings, stack_secure=True)
+    if args.cluster:
+        settings = dataclasses.replace(settings, stack_cluster=True)
+    settings.check()  # again with the flags: the cluster's bus ports, one kind of stack
+    refuse_other_kind(settings)
     if args.action == "up":
         for server in servers(settings):
             seconds = server.up()
@@ -217,6 +230,11 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
                 f"secure: CA, users and passwords in {stack_secrets(settings).folder}; "
                 "run every salespulse command with SALESPULSE_STACK_SECURE=1"
             )
+        if settings.stack_cluster:
+            print(
+                f"cluster: Kafka {settings.bootstrap}, Redis Cluster {settings.redis}; "
+                "run every salespulse command with SALESPULSE_STACK_CLUSTER=1"
+            )
         return 0
     if args.action == "down":
         for server in reversed(servers(settings)):
@@ -225,13 +243,17 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
             else:
                 print(f"{server.name:<11} {'stopped' if server.down() else 'was not running'}")
         return 0
-    healthy = True
+    report = cluster_report(settings) if settings.stack_cluster else None
+    healthy = report.healthy if report else True
     for server in servers(settings):
         st = server.status()
         state = "external" if st.external else ("running" if st.pid else "stopped")
         answer = "answering" if st.answering else "not answering"
+        role = f"  {report.roles[st.name]}" if report and st.name in report.roles else ""
         healthy &= st.answering
-        print(f"{st.name:<11} {state:<9} pid={st.pid or '-':<8} {st.address:<28} {answer}")
+        print(f"{st.name:<11} {state:<9} pid={st.pid or '-':<8} {st.address:<28} {answer}{role}")
+    for line in report.lines if report else []:
+        print(line)
     return 0 if healthy else EXIT_FAILED
 
 

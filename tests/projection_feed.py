@@ -8,19 +8,18 @@ import random
 import zlib
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
-
 from projections.contributions import Rules
 from projections.engine import DirectoryView
 from projections.events import Event, RepUpserted, TeamUpserted
 from projections.facts import LeadFact
+from projections.store import RedisClient
 from projections.stores import ProjectionStore
 from streams.projector import DeadLetter, Positioned, Projector
 
 TOPIC = "events"
 
 
-async def drop(client: aioredis.Redis, namespace: str) -> None:
+async def drop(client: RedisClient, namespace: str) -> None:
     async for key in client.scan_iter(match=f"{{{namespace}:*", count=1000):
         await client.delete(key)
 

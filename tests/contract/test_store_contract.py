@@ -1,7 +1,7 @@
 """One contract for every projection store (projections/stores.py): the same tests run on the
-in-memory twin (unit tier, no server) and on the real Redis (integration tier, the server the
-test run starts). What only Redis does (bucket TTLs, the Lua limits) stays in
-tests/integration/test_store_commit.py."""
+in-memory twin (unit tier, no server) and on the real Redis (integration tier, the servers the
+test run starts: one Redis, and a Redis Cluster). What only Redis does (bucket TTLs, the Lua
+limits) stays in tests/integration/test_store_commit.py."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
+from config.connections import redis_client
 from config.settings import Settings
 from projections.contributions import Rules
 from projections.engine import GAUGE_BUCKET, AggregateKey, BatchPlan
@@ -39,23 +39,26 @@ LIMIT = 2**53
     params=[
         pytest.param("memory", marks=pytest.mark.unit),
         pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("cluster", marks=[pytest.mark.integration, pytest.mark.cluster]),
     ]
 )
-def redis_url(request: pytest.FixtureRequest) -> str | None:
-    """None for the in-memory store; for Redis, the URL of the server the run starts (asked
-    for here, outside the event loop: starting the servers runs loops of its own)."""
+def redis_settings(request: pytest.FixtureRequest) -> Settings | None:
+    """None for the in-memory store; else the settings of the server the run starts, one
+    Redis or a Redis Cluster (asked for here, outside the event loop: starting the servers
+    runs loops of its own)."""
     if request.param == "memory":
         return None
-    return Settings.from_env(request.getfixturevalue("stack_env")).redis
+    env = request.getfixturevalue("cluster_env" if request.param == "cluster" else "stack_env")
+    return Settings.from_env(env)
 
 
 @pytest.fixture
-async def store(redis_url: str | None) -> AsyncIterator[ProjectionStore]:
+async def store(redis_settings: Settings | None) -> AsyncIterator[ProjectionStore]:
     namespace = f"contract{uuid.uuid4().hex[:8]}"
-    if redis_url is None:
+    if redis_settings is None:
         yield MemoryStore(MemoryBackend(), namespace)
         return
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_settings)
     try:
         yield RedisStore(client, namespace)
     finally:

@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_simulated_traffic_ends_with_the_oracle_kpis(
-    stack_env: dict[str, str], tmp_path: Path
+    any_stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**stack_env, "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}"}
+    env = {**any_stack_env, "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}"}
     settings = Settings.from_env(env)
     end_ms = time.time_ns() // 1_000_000
     records, tally = simulate(

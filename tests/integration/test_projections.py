@@ -1,4 +1,5 @@
-"""Projections in a real Redis equal the oracle, whatever the order, duplicates and partitioning."""
+"""Projections in a real Redis, and in a Redis Cluster, equal the oracle, whatever the order,
+duplicates and partitioning."""
 
 from __future__ import annotations
 
@@ -10,17 +11,17 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from config.connections import redis_client as connect_redis
 from config.settings import Settings
 from projections.contributions import Rules
 from projections.engine import DirectoryView
 from projections.events import Event, RepUpserted, TeamUpserted
 from projections.facts import LeadFact
 from projections.read import read_kpis
-from projections.store import RedisStore
+from projections.store import RedisClient, RedisStore
 from projections.validation import Rejection, parse_event
 from projections.windows import WINDOWS, answerable
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
@@ -49,8 +50,9 @@ ORDERINGS = {
 
 
 @pytest.fixture
-async def redis_client(stack_env: dict[str, str]) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(Settings.from_env(stack_env).redis)
+async def redis_client(any_stack_env: dict[str, str]) -> AsyncIterator[RedisClient]:
+    """A client of the single-node Redis, then of the Redis Cluster."""
+    client = connect_redis(Settings.from_env(any_stack_env))
     yield client
     await client.aclose()
 
@@ -100,7 +102,7 @@ async def _compare(store: RedisStore, partitions: int, oracle: Oracle, as_ofs: l
 
 
 async def test_projections_equal_the_oracle_on_a_shuffled_duplicated_log(
-    redis_client: aioredis.Redis, tmp_path: Path
+    redis_client: RedisClient, tmp_path: Path
 ) -> None:
     values, events = _log(seed=31, count=12_000)
     log = tmp_path / "log.jsonl"
@@ -131,7 +133,7 @@ async def test_projections_equal_the_oracle_on_a_shuffled_duplicated_log(
 )
 @given(**ORDERINGS)
 async def test_any_order_partitioning_and_replay_give_the_oracle(
-    redis_client: aioredis.Redis,
+    redis_client: RedisClient,
     tmp_path: Path,
     seed: int,
     partitions: int,
@@ -157,7 +159,7 @@ async def test_any_order_partitioning_and_replay_give_the_oracle(
 
 
 async def test_a_chunk_that_fails_to_land_commits_nothing_and_the_retry_gives_the_oracle(
-    redis_client: aioredis.Redis, tmp_path: Path
+    redis_client: RedisClient, tmp_path: Path
 ) -> None:
     """A batch lands in chunks of partitions (streams.projector.LANDING_CHUNKS). When the
     facts of one chunk cannot be published, that chunk commits nothing (facts go first),
