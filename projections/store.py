@@ -31,10 +31,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -72,6 +73,7 @@ from projections.stores import (
 from projections.windows import TIER_TTL_SECONDS
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Atomically: check the partition's checkpoints are what the plan was made from, add the
 # deltas (dropping fields that reach 0), write the records, set TTLs of new buckets, keep the
@@ -335,7 +337,8 @@ class RedisStore(DerivedReads):
     async def _scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run script calls, one per partition, in one round trip: a pipeline on one Redis,
         concurrent calls on a cluster (its pipelines refuse scripts; each call goes to the
-        master of its slot, and loads the script there if that node has not got it).
+        master of its slot, loads the script there if that node has not got it, and waits
+        while its slot moves).
 
         A pipeline loads missing scripts before it sends them, but a Redis that restarted in
         between has forgotten them (NoScriptError): then run it once more. Safe for commits:
@@ -346,7 +349,7 @@ class RedisStore(DerivedReads):
         if isinstance(client, RedisCluster):
             return list(
                 await asyncio.gather(
-                    *(script(keys=keys, args=args) for script, keys, args in calls)
+                    *(_while_slot_moves(partial(script, keys=k, args=a)) for script, k, a in calls)
                 )
             )
 
@@ -370,10 +373,10 @@ class RedisStore(DerivedReads):
         """Each partition's checkpoint hash: offsets per topic, ``!newest_ms`` (occurred_at
         of the newest event applied), ``!committed_ms`` (wall time of the last commit) and
         ``!applied`` (distinct events applied)."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for partition in partitions:
-                pipe.hgetall(self.keys.checkpoint(partition))
-            return [_text(raw) for raw in await pipe.execute()]
+        found = await pipelined(
+            self.client, lambda pipe: [pipe.hgetall(self.keys.checkpoint(p)) for p in partitions]
+        )
+        return [_text(raw) for raw in found]
 
     async def load(
         self, wanted: Mapping[int, Iterable[EntityKey]]
@@ -511,34 +514,33 @@ class RedisStore(DerivedReads):
 
     async def freeze(self, partitions: Iterable[int]) -> None:
         """Refuse every later commit and mark of these partitions (a rebuild replaces them)."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for partition in partitions:
-                pipe.hset(self.keys.checkpoint(partition), FROZEN, "1")
-            await pipe.execute()
+        await pipelined(
+            self.client,
+            lambda pipe: [pipe.hset(self.keys.checkpoint(p), FROZEN, "1") for p in partitions],
+        )
 
     async def directory_versions(self, partitions: Sequence[int]) -> list[int]:
         """Each partition's directory version: other workers' rep and team changes show
         here, so a worker reloads just the partitions whose version moved."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for partition in partitions:
-                pipe.hget(self.keys.checkpoint(partition), "!directory")
-            return [int(v or 0) for v in await pipe.execute()]
+        found = await pipelined(
+            self.client,
+            lambda pipe: [pipe.hget(self.keys.checkpoint(p), "!directory") for p in partitions],
+        )
+        return [int(v or 0) for v in found]
 
     async def directory_records(self, partitions: Sequence[int]) -> dict[EntityKey, dict[str, str]]:
         """The rep and team records of some partitions."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for partition in partitions:
-                pipe.smembers(self.keys.directory(partition))
-            memberships = await pipe.execute()
+        memberships = await pipelined(
+            self.client, lambda pipe: [pipe.smembers(self.keys.directory(p)) for p in partitions]
+        )
         wanted: list[tuple[int, EntityKey]] = []
         for partition, members in zip(partitions, memberships, strict=True):
             for member in members:
                 kind, _, ident = member.decode().partition(":")
                 wanted.append((partition, (kind, ident)))
-        async with self.client.pipeline(transaction=False) as pipe:
-            for partition, key in wanted:
-                pipe.hgetall(self.keys.entity(partition, key))
-            found = await pipe.execute()
+        found = await pipelined(
+            self.client, lambda pipe: [pipe.hgetall(self.keys.entity(p, k)) for p, k in wanted]
+        )
         return {key: _text(raw) for (_, key), raw in zip(wanted, found, strict=True)}
 
     async def oldest_untouched(
@@ -561,10 +563,9 @@ class RedisStore(DerivedReads):
 
     async def dirty(self, partitions: Sequence[int]) -> list[dict[DirtyMark, int]]:
         """Per partition: (scope, id, bucket) changed since the publisher last cleared it."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for partition in partitions:
-                pipe.hgetall(self.keys.dirty(partition))
-            found = await pipe.execute()
+        found = await pipelined(
+            self.client, lambda pipe: [pipe.hgetall(self.keys.dirty(p)) for p in partitions]
+        )
         out = []
         for raw in found:
             marks = {}
@@ -585,10 +586,9 @@ class RedisStore(DerivedReads):
 
     async def scopes(self, partitions: Sequence[int]) -> set[tuple[str, str]]:
         """Every (scope, id) with aggregates, beside the org."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for partition in partitions:
-                pipe.smembers(self.keys.scopes(partition))
-            found = await pipe.execute()
+        found = await pipelined(
+            self.client, lambda pipe: [pipe.smembers(self.keys.scopes(p)) for p in partitions]
+        )
         out = set()
         for members in found:
             for member in members:
@@ -622,19 +622,33 @@ class RedisStore(DerivedReads):
         return totals
 
 
-async def _while_slot_moves(script: AsyncScript, keys: list[str], args: list[EncodableT]) -> Any:
-    """Call a script on a cluster, waiting while its slot moves between masters: Redis then
-    refuses a call whose keys are split between the two (TRYAGAIN), and redis-py gives up
-    after half a second (TTL exhausted), where moving a slot's keys takes longer."""
+async def _while_slot_moves(call: Callable[[], Awaitable[T]]) -> T:
+    """Make a call on a cluster, again while its slot moves between masters: Redis refuses a
+    script whose keys are split between the two (TRYAGAIN), and redis-py gives up after half
+    a second of redirections (TTL exhausted; also while a node still names the old master),
+    where moving a slot's keys takes longer. A failover (CLUSTERDOWN) is not waited for here:
+    writers retry it, readers report it."""
     delay, deadline = 0.05, time.monotonic() + SLOT_MOVE_SECONDS
     while True:
         try:
-            return await script(keys=keys, args=args)
+            return await call()
         except (TryAgainError, ClusterError) as exc:
             if isinstance(exc, ClusterDownError) or time.monotonic() + delay > deadline:
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+
+async def pipelined(client: RedisClient, queue: Callable[[Any], object]) -> list[Any]:
+    """The replies of the commands ``queue`` puts in one pipeline (a cluster's is split by
+    master), sent again while a slot moves. Only for commands that may run twice."""
+
+    async def run() -> list[Any]:
+        async with client.pipeline(transaction=False) as pipe:
+            queue(pipe)
+            return list(await pipe.execute())
+
+    return await _while_slot_moves(run)
 
 
 def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dict[str, str]:
@@ -751,10 +765,9 @@ class RedisPublisherState:
         by_hash: dict[str, list[str]] = {}
         for name, key in fields:
             by_hash.setdefault(name, []).append(key)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for name, keys in by_hash.items():
-                pipe.hmget(name, keys)
-            replies = await pipe.execute()
+        replies = await pipelined(
+            self.client, lambda pipe: [pipe.hmget(name, keys) for name, keys in by_hash.items()]
+        )
         found = {
             (name, key): raw
             for (name, keys), values in zip(by_hash.items(), replies, strict=True)
@@ -765,10 +778,11 @@ class RedisPublisherState:
     async def remember(
         self, values: Mapping[str, Mapping[str, bytes]], ttl_seconds: Mapping[str, int]
     ) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
+        def queue(pipe: Any) -> None:
             for name, fields in values.items():
                 mapping: dict[FieldT, EncodableT] = {key: value for key, value in fields.items()}
                 pipe.hset(name, mapping=mapping)
                 if ttl_seconds.get(name):
                     pipe.expire(name, ttl_seconds[name])
-            await pipe.execute()
+
+        await pipelined(self.client, queue)
