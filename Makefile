@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration faults bench up down status lock clean
+.PHONY: demo test lint typecheck unit integration faults cluster bench up down status lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ integration: $(STAMP)
 ## faults: crashes, restarts, stalls and poison on the real stack; prints the results table
 faults: $(STAMP)
 	$(BIN)/pytest -m faults
+
+## cluster: what runs on the clustered stack (3 brokers, Redis Cluster): the oracle tests, the
+## store contract, slots moving under traffic, the cluster fault scenarios
+cluster: $(STAMP)
+	$(BIN)/pytest -m cluster
 
 ## bench: every benchmark of benchmarks/RESULTS.md on the local stack (about 15 minutes);
 ## the 30-minute soak is not part of it: .venv/bin/python -m benchmarks.soak
