@@ -106,6 +106,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from benchmarks import positive
 from benchmarks.throughput import clean
 from config.connections import kafka_options, redis_client
 from config.settings import Settings
@@ -916,22 +917,12 @@ async def _drop_publisher_keys(settings: Settings) -> None:
         await client.aclose()
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=_positive, default=30.0, help="of sending; 0.5 is fine")
+    parser.add_argument("--minutes", type=positive, default=30.0, help="of sending; 0.5 is fine")
     parser.add_argument("--rate", type=int, default=3_000, help="records/s to the raw topic")
-    parser.add_argument("--sample-seconds", type=_positive, default=60.0, help="between rows")
-    parser.add_argument("--scrape-seconds", type=_positive, default=5.0, help="exporter scrapes")
+    parser.add_argument("--sample-seconds", type=positive, default=60.0, help="between rows")
+    parser.add_argument("--scrape-seconds", type=positive, default=5.0, help="exporter scrapes")
     parser.add_argument("--warmup-minutes", type=float, default=5.0, help="RSS baseline")
     parser.add_argument("--rss-goal", type=float, default=5.0, help="largest RSS growth, %%")
     parser.add_argument("--lag-goal", type=float, default=5.0, help="largest lag, seconds")

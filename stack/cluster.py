@@ -35,6 +35,7 @@ from redis.retry import Retry
 from config.settings import CLUSTER_BROKERS, REDIS_BUS_OFFSET, Settings
 from stack.install import kafka_libs, require_binary, require_java
 from stack.servers import (
+    REDIS_PERSISTENCE,
     TEMPLATES,
     Kafka,
     LocalServer,
@@ -393,15 +394,7 @@ def redis_node_command(binary: str, port: int, home: Path) -> list[str]:
         str(port),
         "--dir",
         str(home),
-        "--daemonize",
-        "no",
-        "--save",
-        "",
-        # Projections keep their checkpoints here: AOF makes a restart lose at most 1 s.
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
+        *REDIS_PERSISTENCE,
         "--cluster-enabled",
         "yes",
         "--cluster-port",

@@ -57,6 +57,20 @@ RULES_DIR = Path(__file__).resolve().parent.parent / "exporters" / "rules"
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
+# How every local Redis runs and keeps its data: in the foreground, no snapshots, and an AOF
+# (projections keep their checkpoints there: AOF makes a restart lose at most 1 s).
+REDIS_PERSISTENCE = [
+    "--daemonize",
+    "no",
+    "--save",
+    "",
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "everysec",
+]
+
+
 class StackError(SalespulseError):
     """A server could not be started, or did not answer in time."""
 
@@ -370,15 +384,7 @@ class Redis(LocalServer):
             *listen,
             "--dir",
             str(self.home),
-            "--daemonize",
-            "no",
-            "--save",
-            "",
-            # Projections keep their checkpoints here: AOF makes a restart lose at most 1 s.
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
+            *REDIS_PERSISTENCE,
         ]
 
     def answering(self) -> bool:
