@@ -36,8 +36,8 @@ def kpis(scope: str, scope_id: str, env: dict[str, str]) -> dict[str, dict]:  # 
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="the shared data set is not beside the checkout")
-def test_crm_export_all_time_figures(stack_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**stack_env, "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}"}
+def test_crm_export_all_time_figures(any_stack_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**any_stack_env, "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}"}
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.start()

@@ -79,10 +79,10 @@ def _figure(result: dict[str, Any], label: str | None) -> dict[str, Any]:
 
 
 def test_the_topic_holds_what_the_api_and_the_oracle_say(
-    stack_env: dict[str, str], tmp_path: Path
+    any_stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = {
-        **stack_env,
+        **any_stack_env,
         "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
         "SALESPULSE_KPI_PUBLISH_INTERVAL_SECONDS": "0.5",
     }

@@ -32,13 +32,19 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("processes", [1, 3])
+@pytest.mark.parametrize(
+    ("any_stack_env", "processes"),
+    [("single", 1), ("single", 3), pytest.param("cluster", 3, marks=pytest.mark.cluster)],
+    indirect=["any_stack_env"],
+)
 async def test_rebuild_during_live_traffic(
-    stack_env: dict[str, str], tmp_path: Path, processes: int
+    any_stack_env: dict[str, str], tmp_path: Path, processes: int
 ) -> None:
     """With 3 replay processes, each replays 4 of the 12 partitions, and the lead facts one
-    derives for another's partitions after that one finished are replayed at the end."""
-    env = {**stack_env, "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}"}
+    derives for another's partitions after that one finished are replayed at the end. On the
+    clustered stack too: the generation's freeze, switch and drop go through the cluster
+    client (the drop scans every master)."""
+    env = {**any_stack_env, "SALESPULSE_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}"}
     settings = Settings.from_env(env)
     end_ms = time.time_ns() // 1_000_000
     records, _ = simulate(
