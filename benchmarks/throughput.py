@@ -38,11 +38,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import orjson
+import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks import numbers
@@ -60,7 +63,9 @@ from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up
 
 
-async def _caught_up(settings: Settings) -> bool:
+async def caught_up_on_stack(settings: Settings) -> bool:
+    """Every partition's checkpoint in the live generation is at the end of the events and
+    lead-facts topics."""
     client = redis_client(settings)
     try:
         namespace = await current_namespace(client, settings.topic_prefix)
@@ -158,7 +163,8 @@ def faust_agent(settings: Settings, mode: str, count: int, seconds: float) -> fl
         client.delete(key)
 
 
-async def _applied(settings: Settings) -> int:
+async def applied(settings: Settings) -> int:
+    """Events the live generation has applied, over every partition."""
     client = redis_client(settings)
     try:
         namespace = await current_namespace(client, settings.topic_prefix)
@@ -205,25 +211,70 @@ async def memory_by_kind(settings: Settings) -> dict[str, tuple[int, int]]:
         await client.aclose()
 
 
+def redis_used_memory(settings: Settings) -> int:
+    """Redis ``used_memory``; on a Redis Cluster summed over the masters (one copy of the
+    state: the replicas hold the same)."""
+    client = redis_sync_client(settings, timeout=30)
+    try:
+        if isinstance(client, redis.RedisCluster):
+            nodes = client.info("memory", target_nodes=redis.RedisCluster.PRIMARIES)
+            # One dict per master, by node name; a cluster of one master answers its dict alone.
+            infos = [nodes] if "used_memory" in nodes else list(nodes.values())
+            return sum(int(info["used_memory"]) for info in infos)
+        return int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The ``SALESPULSE_*`` variables of every setting: a worker given them has ``settings``
+    (stack, ports, topic prefix, partition count, ...), whatever this process's own
+    environment says."""
+
+    def text(value: object) -> str:
+        return ("1" if value else "0") if isinstance(value, bool) else str(value)
+
+    env = {
+        f"SALESPULSE_{field.name.upper()}": text(getattr(settings, field.name))
+        for field in dataclasses.fields(settings)
+    }
+    if Settings.from_env(env) != settings:  # a setting whose text does not read back
+        raise ValueError("the settings do not survive the environment: see worker_environment")
+    return env
+
+
 @dataclass
 class Run:
     workers: int
     rate: float
     rss: list[int]
-    redis_bytes: int
+    redis_bytes: int  # used_memory growth (on a Redis Cluster: over the masters)
 
 
-def project(settings: Settings, count: int, workers: int, timeout: float) -> Run:
-    """Start ``workers`` workers on a preloaded log and time them until they caught up."""
-    memory = redis_sync_client(settings, timeout=30)
-    before = int(memory.info("memory")["used_memory"])
+Edge = Literal["start", "end"]
+Window = Callable[[Edge, Sequence[int]], None]
+
+
+def project(
+    settings: Settings, count: int, workers: int, timeout: float, window: Window | None = None
+) -> Run:
+    """Start ``workers`` workers on a preloaded log and time them until they caught up.
+
+    The workers get ``settings`` whole (``worker_environment``), each with its own metrics
+    port (``settings.worker_metrics_port`` + 10 per worker). ``window``, if given, is called
+    with ``"start"`` and the workers' pids at the first look at the progress (every worker
+    is ready), and with ``"end"`` at the look that saw everything projected: a caller reads
+    its own counters there. (The rate is timed from the last look that saw nothing applied,
+    at or after the first.)"""
+    before = redis_used_memory(settings)
     stack = Path(settings.stack_dir)
     processes = [
         WorkerProcess(
-            {
-                "SALESPULSE_TOPIC_PREFIX": settings.topic_prefix,
-                "SALESPULSE_WORKER_METRICS_PORT": str(settings.worker_metrics_port + 10 * n),
-            },
+            worker_environment(
+                dataclasses.replace(
+                    settings, worker_metrics_port=settings.worker_metrics_port + 10 * n
+                )
+            ),
             stack / f"{settings.topic_prefix}-worker{n}.log",
         )
         for n in range(workers)
@@ -231,24 +282,30 @@ def project(settings: Settings, count: int, workers: int, timeout: float) -> Run
     try:
         with ThreadPoolExecutor(workers) as pool:  # join the group together: one rebalance
             list(pool.map(lambda w: w.start(timeout=120), processes))
+        pids = [w.pid for w in processes]
         idle = time.monotonic()
         deadline = idle + timeout
-        while not asyncio.run(_caught_up(settings)):
+        if window:
+            window("start", pids)
+        while not asyncio.run(caught_up_on_stack(settings)):
             if time.monotonic() > deadline:
                 raise SystemExit(f"the projections did not catch up in {timeout}s")
-            if asyncio.run(_applied(settings)) == 0:
+            if asyncio.run(applied(settings)) == 0:
                 idle = time.monotonic()
             time.sleep(0.1)
         seconds = time.monotonic() - idle
+        if window:
+            window("end", pids)
         rss = [w.peak_rss_bytes() for w in processes]
     finally:
         for w in processes:
             w.stop()
-    used = int(memory.info("memory")["used_memory"]) - before
+    used = redis_used_memory(settings) - before
     return Run(workers, count / seconds, rss, used)
 
 
-def _preload(settings: Settings, values: list[bytes]) -> float:
+def preload(settings: Settings, values: list[bytes]) -> float:
+    """Create the topics and publish ``values`` onto the events topic; events/s produced."""
     asyncio.run(ensure_topics(settings))
     started = time.monotonic()
     asyncio.run(publish(settings, settings.events_topic, values))
@@ -283,7 +340,7 @@ def main() -> None:
     del records
     leads = tally.valid["lead.created"]
     first = dataclasses.replace(base, topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
-    produced = _preload(first, values)
+    produced = preload(first, values)
     used = [first]
     try:
         ceiling = asyncio.run(raw_ceiling(first, len(values)))
@@ -295,7 +352,7 @@ def main() -> None:
             if n:
                 settings = dataclasses.replace(base, topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
                 used.append(settings)
-                _preload(settings, values)
+                preload(settings, values)
             runs.append(project(settings, len(values), workers, args.timeout))
             if not n:
                 by_kind = asyncio.run(memory_by_kind(settings))

@@ -122,3 +122,34 @@ def test_soak_benchmark(stack_env: dict[str, str], tmp_path: Path) -> None:
     last = results["samples"][-1]
     assert last["ingested"] >= 1500 and last["scrapes"] >= 1
     assert min(last["rss"].values()) > 0 and last["redis_keys"] > 0
+
+
+def test_scale_benchmark(stack_env: dict[str, str], tmp_path: Path) -> None:
+    costs = tmp_path / "costs.json"
+    out = _run(
+        stack_env,
+        "benchmarks.scale",
+        *("--count", "3000", "--workers", "1", "--partitions", "12", "--stacks", "single"),
+        *("--json", str(costs)),
+    )
+    row = next(line for line in out.splitlines() if line.startswith("| single | 12 | 1 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert float(cells[3].replace(",", "")) > 0, row  # events/s
+    assert float(cells[8]) > 0, row  # total CPU s per 1,000 events
+    results = json.loads(costs.read_text())
+    assert [(r["partitions"], r["workers"]) for r in results["runs"]] == [(12, 1)]
+    single = results["costs"]["single"]
+    assert single["worker_cpu_us_per_event"] > 0 and single["redis_bytes_per_event"] > 0
+    assert single["kafka_bytes_per_event"] > 0 and single["replication"] == 1
+    # The capacity model reads the file, and a bad argument is one line.
+    assert "| binds first |" in _run(stack_env, "benchmarks.capacity", "--costs", str(costs))
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", "--stacks", "single,nowhere"],
+        env={**os.environ, **stack_env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "use single, cluster" in done.stderr
