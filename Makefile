@@ -43,7 +43,13 @@ faults: $(STAMP)
 cluster: $(STAMP)
 	$(BIN)/pytest -m cluster
 
-## bench: every benchmark of benchmarks/RESULTS.md on the local stack (about 15 minutes);
+# The clustered stack of `make bench` (benchmarks.scale): its own folder and ports beside the
+# default stack (brokers 20092-20097, Redis nodes 21379-21384 with their bus 1000 above).
+BENCH_CLUSTER := $(foreach setting,STACK_DIR=.salespulse/bench-cluster KAFKA_PORT=20092 \
+	KAFKA_CONTROLLER_PORT=20093 REDIS_PORT=21379 PROMETHEUS_PORT=20090 \
+	WORKER_METRICS_PORT=20466 EXPORTER_PORT=20467,--cluster-env SALESPULSE_$(setting))
+
+## bench: every benchmark of benchmarks/RESULTS.md on the local stacks (about 30 minutes);
 ## the 30-minute soak is not part of it: .venv/bin/python -m benchmarks.soak
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput
@@ -51,6 +57,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.scrape
 	$(BIN)/python -m benchmarks.webhooks
+	$(BIN)/python -m benchmarks.scale --stacks single,cluster --json .salespulse/scale.json $(BENCH_CLUSTER)
+	$(BIN)/python -m benchmarks.capacity --costs .salespulse/scale.json
 
 up: $(STAMP)
 	$(BIN)/salespulse stack up
