@@ -178,7 +178,9 @@ class Settings:
 
     @property
     def min_insync_replicas(self) -> int:
-        return self.topic_min_insync_replicas or (2 if self.stack_cluster else 1)
+        return self.topic_min_insync_replicas or min(
+            2 if self.stack_cluster else 1, self.replication_factor
+        )
 
     @property
     def worker_name(self) -> str:

@@ -37,6 +37,7 @@ from functools import partial
 from itertools import chain
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
+from weakref import WeakKeyDictionary
 
 import orjson
 import redis.asyncio as aioredis
@@ -75,7 +76,8 @@ from projections.windows import TIER_TTL_SECONDS
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Atomically: check the partition's checkpoints are what the plan was made from, add the
+# Atomically: check the partition's checkpoints are what the plan was made from (or already
+# where it moves them: this very commit sent again by a client that lost its reply), add the
 # deltas (dropping fields that reach 0), write the records, set TTLs of new buckets, keep the
 # untouched-lead sets, and move the checkpoints. Returns {1}, or {0, topic, actual} when
 # another writer moved a checkpoint first, or {0, '!range', key, field} when a sum would leave
@@ -86,6 +88,11 @@ T = TypeVar("T")
 COMMIT_LUA = """
 if redis.call('HEXISTS', KEYS[1], '!frozen') == 1 then return {0, '!frozen', ''} end
 local p = cjson.decode(ARGV[1])
+local landed = #p.c > 0
+for _, c in ipairs(p.c) do
+  if (redis.call('HGET', KEYS[1], c[1]) or '') ~= c[3] then landed = false end
+end
+if landed then return {1} end
 for _, c in ipairs(p.c) do
   local current = redis.call('HGET', KEYS[1], c[1]) or ''
   if current ~= c[2] then return {0, c[1], current} end
@@ -347,11 +354,19 @@ class RedisStore(DerivedReads):
             return []
         client = self.client
         if isinstance(client, RedisCluster):
-            return list(
-                await asyncio.gather(
-                    *(_while_slot_moves(partial(script, keys=k, args=a)) for script, k, a in calls)
-                )
-            )
+            # Every call ends before this returns or raises: a caller that retries must not
+            # meet calls of its last attempt still running.
+            limit = _call_limit(client)
+
+            async def call(script: AsyncScript, keys: list[str], args: list[EncodableT]) -> Any:
+                async with limit:
+                    return await _while_slot_moves(partial(script, keys=keys, args=args))
+
+            replies = await asyncio.gather(*(call(*c) for c in calls), return_exceptions=True)
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    raise reply
+            return replies
 
         async def run() -> list[Any]:
             async with client.pipeline(transaction=False) as pipe:
@@ -622,6 +637,19 @@ class RedisStore(DerivedReads):
         return totals
 
 
+# Script calls one cluster client makes at once. Each holds a connection of its node's pool,
+# and redis-py's cluster pool refuses a connection past its size instead of waiting: many
+# readers at once (the API's clients), each reading every partition, would meet that.
+CLUSTER_CALLS_AT_ONCE = 32
+_call_limits: WeakKeyDictionary[RedisCluster, asyncio.Semaphore] = WeakKeyDictionary()
+
+
+def _call_limit(client: RedisCluster) -> asyncio.Semaphore:
+    if client not in _call_limits:
+        _call_limits[client] = asyncio.Semaphore(CLUSTER_CALLS_AT_ONCE)
+    return _call_limits[client]
+
+
 async def _while_slot_moves(call: Callable[[], Awaitable[T]]) -> T:
     """Make a call on a cluster, again while its slot moves between masters: Redis refuses a
     script whose keys are split between the two (TRYAGAIN), and redis-py gives up after half
@@ -664,18 +692,29 @@ def _str(value: bytes | str) -> str:
 # a running rebuild, the freeze, the switch and the drop of an old generation.
 
 
+# Set a hash's fields and its time to live at once (one key: a single slot on a cluster,
+# where redis-py's transactions are not for an event loop's hot path).
+SET_WITH_TTL_LUA = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return redis.call('EXPIRE', KEYS[1], ARGV[1])
+"""
+
+# Replace a checkpoint hash by a frozen tombstone that expires (see ``drop``).
+TOMBSTONE_LUA = """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], ARGV[1], '1')
+return redis.call('EXPIRE', KEYS[1], ARGV[2])
+"""
+
+
 async def mark_rebuilding(client: RedisClient, prefix: str, old: str, new: str) -> None:
     """Tell readers a rebuild runs (``old`` stays live until the switch to ``new``)."""
     started = await client.hget(rebuild_marker(prefix), "started_ms")
-    value: dict[FieldT, EncodableT] = {
-        "from": old,
-        "to": new,
-        "started_ms": int(started or time.time_ns() // 1_000_000),
-    }
-    async with client.pipeline(transaction=True) as tx:
-        tx.hset(rebuild_marker(prefix), mapping=value)
-        tx.expire(rebuild_marker(prefix), MARKER_SECONDS)
-        await tx.execute()
+    since = int(started or time.time_ns() // 1_000_000)
+    fields: list[EncodableT] = ["from", old, "to", new, "started_ms", since]
+    await client.register_script(SET_WITH_TTL_LUA)(
+        keys=[rebuild_marker(prefix)], args=[MARKER_SECONDS, *fields]
+    )
 
 
 async def rebuilding(client: RedisClient, prefix: str) -> dict[str, Any] | None:
@@ -713,20 +752,17 @@ async def switch(client: RedisClient, prefix: str, namespace: str) -> None:
 async def drop(client: RedisClient, namespace: str) -> int:
     """Delete every key of a generation; returns how many.
 
-    Each partition's checkpoint hash is replaced, in one transaction, by a frozen
-    tombstone that lives a day: a writer that still holds the old generation then
-    meets the freeze and moves to the live one, instead of seeing no checkpoint and
-    writing a fresh, orphaned copy.
+    Each partition's checkpoint hash is replaced, atomically, by a frozen tombstone that
+    lives a day: a writer that still holds the old generation then meets the freeze and
+    moves to the live one, instead of seeing no checkpoint and writing a fresh, orphaned
+    copy.
     """
     deleted = 0
     batch: list[bytes] = []
+    tombstone = client.register_script(TOMBSTONE_LUA)
     async for key in client.scan_iter(match=f"{{{namespace}:p*", count=1_000):
         if key.endswith(b":ckpt"):
-            async with client.pipeline(transaction=True) as tx:
-                tx.delete(key)
-                tx.hset(key, FROZEN, "1")
-                tx.expire(key, TOMBSTONE_SECONDS)
-                await tx.execute()
+            await tombstone(keys=[key], args=[FROZEN, TOMBSTONE_SECONDS])
             deleted += 1
             continue
         batch.append(key)

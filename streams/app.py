@@ -20,6 +20,7 @@ from config.connections import faust_credentials, kafka_options, redis_client
 from config.settings import Settings
 from projections.events import Event
 from projections.facts import LeadFact
+from projections.store import REDIS_UNAVAILABLE
 from projections.validation import Reason
 from streams import metrics
 from streams.batch_consumer import BatchLoop, Fetched, Spans
@@ -155,7 +156,11 @@ async def project() -> None:
         Redis (emptied, or its last writes lost) from where the consumer stands, so that a
         quiet partition does not wait for its next record to notice."""
         assigned = sorted({tp.partition for tp in loop.consumer.assignment()})
-        behind = await projector.behind(assigned)
+        try:
+            behind = await projector.behind(assigned)
+        except REDIS_UNAVAILABLE as exc:  # a failover, a restart: the next round looks again
+            log.warning("Redis unavailable (%r); checkpoints not rechecked this round", exc)
+            return
         if behind:
             projector.forget(behind)
             spans = {

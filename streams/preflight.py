@@ -13,6 +13,7 @@ import logging
 import ssl
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
+from typing import TypeVar
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed
@@ -32,6 +33,7 @@ from projections.errors import UsageError
 from projections.store import REDIS_OR_SOCKET_FAILURES
 
 TIMEOUT_SECONDS = 3.0
+E = TypeVar("E", bound=BaseException)
 
 
 class PreflightError(UsageError):
@@ -191,6 +193,16 @@ def _check(settings: Settings, names: str) -> str:
     )
 
 
+def _first_cause(exc: BaseException, kind: type[E]) -> E | None:
+    """``exc`` or the first exception of its causes that is a ``kind``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 async def require_redis(settings: Settings, timeout: float = TIMEOUT_SECONDS) -> None:
     """Redis answers a PING (our credentials taken), without the retries of the clients that
     keep running."""
@@ -200,7 +212,19 @@ async def require_redis(settings: Settings, timeout: float = TIMEOUT_SECONDS) ->
     except ValueError as exc:
         raise RedisUnreachable(url, str(exc)) from None
     try:
-        await client.ping()
+        try:
+            await client.ping()
+            cluster_node = not settings.uses_redis_cluster and bool(
+                (await client.info("cluster")).get("cluster_enabled")
+            )
+        except REDIS_OR_SOCKET_FAILURES as exc:
+            # The cluster client wraps what a node answered when it found no node to use.
+            raise _first_cause(exc, AuthenticationError) or exc from None
+        if cluster_node:
+            raise PreflightError(
+                f"Redis at {redacted(url)} is a node of a Redis Cluster: set "
+                "SALESPULSE_REDIS_CLUSTER=1 (every process then uses the cluster client)"
+            )
     except AuthenticationError:
         user = options.get("username", "default")
         raise RedisRefused(

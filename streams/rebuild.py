@@ -392,9 +392,14 @@ def _publisher(settings: Settings, producer: AIOKafkaProducer) -> PublishFacts:
 
 
 async def _keep_marked(client: RedisClient, prefix: str, old: str, new: str) -> None:
-    """Renew the marker that tells readers a rebuild runs, until cancelled."""
+    """Renew the marker that tells readers a rebuild runs, until cancelled. A renewal that
+    fails (Redis away, a failover) is tried again at the next turn: the marker outlives
+    three of them."""
     while True:
-        await mark_rebuilding(client, prefix, old, new)
+        try:
+            await mark_rebuilding(client, prefix, old, new)
+        except REDIS_FAILURES as exc:
+            log.warning("the rebuild marker was not renewed (%r); trying again", exc)
         await asyncio.sleep(MARKER_SECONDS / 3)
 
 

@@ -43,6 +43,19 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def fails_in_one_line(*args: str, env: dict[str, str]) -> str:
+    """Run the command; check it failed with exit code 2 and one line; return the line."""
+    started = time.monotonic()
+    done = cli(*args, env=env)
+    took = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("salespulse: error: ")
+    assert took < 20, f"{args} took {took:.1f}s"
+    return lines[0]
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

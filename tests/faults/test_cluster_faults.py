@@ -29,6 +29,7 @@ from stack.cluster import (
     redis_roles,
     wait_redis_cluster_ok,
 )
+from stack.servers import LocalServer
 from tests.faults.harness import Scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.cluster]
@@ -100,15 +101,15 @@ async def test_cluster_redis_master_killed_and_its_replica_lacks_the_last_commit
         master, replica, partitions = await _busiest_master(s)
         replica_server = redis_node_on(s.settings, replica.port)
         master_server = redis_node_on(s.settings, master.port)
-        assert replica_server.pid() and master_server.pid()
-        os.kill(replica_server.pid() or 0, signal.SIGSTOP)  # it stops taking the stream
+        replica_pid = _pid(replica_server)
+        os.kill(replica_pid, signal.SIGSTOP)  # it stops taking the stream
         try:
             await asyncio.sleep(8)
             assert not producing.done(), "the log ran out before the fault"
             before = _applied(s.settings, master.port, partitions, await _namespace(s))
             await asyncio.to_thread(master_server.kill)
         finally:
-            os.kill(replica_server.pid() or 0, signal.SIGCONT)
+            os.kill(replica_pid, signal.SIGCONT)
         ended = await s.fault_ends()
         await asyncio.to_thread(_wait_master, s.settings, replica.port)
         after = _applied(s.settings, replica.port, partitions, await _namespace(s))
@@ -134,21 +135,21 @@ async def test_cluster_redis_master_stalled_past_the_node_timeout(
 ) -> None:
     s = Scenario("cluster: Redis master SIGSTOP 8 s", cluster_env, tmp_path, count=50_000, seed=903)
     worker = s.worker()
-    stopped = None
+    stopped: int | None = None
     try:
         worker.start()
         await s.load_directory()
         producing = s.produce()
         await asyncio.sleep(4)
         master, replica, _ = await _busiest_master(s)
-        stopped = redis_node_on(s.settings, master.port)
+        stopped = _pid(redis_node_on(s.settings, master.port))
         assert not producing.done(), "the log ran out before the fault"
-        os.kill(stopped.pid() or 0, signal.SIGSTOP)
+        os.kill(stopped, signal.SIGSTOP)
         try:
             await asyncio.to_thread(_wait_master, s.settings, replica.port)
             await asyncio.sleep(8 - 2)  # past the 2 s node timeout, whatever the election took
         finally:
-            os.kill(stopped.pid() or 0, signal.SIGCONT)
+            os.kill(stopped, signal.SIGCONT)
         ended = await s.fault_ends()
         await asyncio.to_thread(wait_redis_cluster_ok, s.settings, CLUSTER_OK_SECONDS)
         roles = {node.port: node for node in redis_roles(s.settings)}
@@ -158,8 +159,8 @@ async def test_cluster_redis_master_stalled_past_the_node_timeout(
         await producing
         await s.verify()
     finally:
-        if stopped is not None and stopped.pid():
-            os.kill(stopped.pid() or 0, signal.SIGCONT)
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
         await _all_nodes_up(s.settings)
         await s.close()
 
@@ -193,6 +194,14 @@ async def test_cluster_three_workers_one_killed_one_added(
         await s.verify()
     finally:
         await s.close()
+
+
+def _pid(server: LocalServer) -> int:
+    """The server's process id; never 0 or None, which ``os.kill`` takes for this process's
+    own group."""
+    pid = server.pid()
+    assert pid, f"{server.name} does not run"
+    return pid
 
 
 async def _namespace(s: Scenario) -> str:

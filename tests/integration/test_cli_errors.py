@@ -7,31 +7,17 @@ retries took 30 s and more, with an error line every 100 ms and a traceback).
 from __future__ import annotations
 
 import socket
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support import cli
+from tests.support import cli, fails_in_one_line
 
 pytestmark = pytest.mark.integration
 
 DEAD_KAFKA = {"SALESPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
 DEAD_REDIS = {"SALESPULSE_REDIS_URL": "redis://127.0.0.1:1/0"}
-
-
-def fails_in_one_line(*args: str, env: dict[str, str]) -> str:
-    """Run the command; check it failed with exit code 2 and one line; return the line."""
-    started = time.monotonic()
-    done = cli(*args, env=env)
-    took = time.monotonic() - started
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("salespulse: error: ")
-    assert took < 20, f"{args} took {took:.1f}s"
-    return lines[0]
 
 
 @pytest.fixture

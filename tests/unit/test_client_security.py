@@ -21,6 +21,7 @@ KAFKA_CLIENTS = {"AIOKafkaConsumer", "AIOKafkaProducer", "AIOKafkaAdminClient", 
 REDIS_FACTORIES = {
     "projections/store.py",  # connect(url, retries, **options)
     "config/connections.py",  # redis_client, redis_sync_client
+    "benchmarks/scale.py",  # each node of a local stack, with redis_options
 }
 # The clustered local stack checks its nodes one by one with plain clients: settings refuse
 # a secure cluster stack (a secured cluster is reached with the Kafka and Redis settings).
@@ -83,7 +84,11 @@ def test_redis_clients_are_made_only_where_the_security_options_are_applied() ->
         f"{path}:{call.lineno}"
         for path, call in _calls()
         if _name(call.func) == "from_url"
-        or (isinstance(call.func, ast.Attribute) and call.func.attr in {"Redis", "StrictRedis"})
+        or (
+            isinstance(call.func, ast.Attribute)
+            and call.func.attr in {"Redis", "StrictRedis", "RedisCluster"}
+        )
+        or (isinstance(call.func, ast.Name) and call.func.id == "RedisCluster")
     ]
     outside = [where for where in made if where.split(":")[0] not in REDIS_FACTORIES | PLAIN_ONLY]
     assert not outside, f"Redis clients made without redis_options: {outside}"
