@@ -271,7 +271,15 @@ def connect(
     }
     if cluster:
         nodes, credentials, tls = cluster_seeds(url)
-        return RedisCluster(startup_nodes=nodes, **common, **{"ssl": tls, **credentials, **options})
+        # reinitialize_steps=0: a MOVED (a slot that moved) patches the client's slot map;
+        # redis-py's default also closes every connection at each 5th one, under the calls of
+        # other tasks still using them (an API read failed inside redis-py when it did).
+        return RedisCluster(
+            startup_nodes=nodes,
+            reinitialize_steps=0,
+            **common,
+            **{"ssl": tls, **credentials, **options},
+        )
     return aioredis.Redis.from_url(url, **options, **common, health_check_interval=30)
 
 
