@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, ResponseError
 
 from config.connections import (
     kafka_access,
@@ -30,7 +30,7 @@ from config.connections import (
 )
 from config.settings import Settings
 from projections.errors import UsageError
-from projections.store import REDIS_OR_SOCKET_FAILURES
+from projections.store import REDIS_OR_SOCKET_FAILURES, RedisClient
 
 TIMEOUT_SECONDS = 3.0
 E = TypeVar("E", bound=BaseException)
@@ -193,6 +193,17 @@ def _check(settings: Settings, names: str) -> str:
     )
 
 
+async def _in_a_cluster(client: RedisClient) -> bool:
+    """Whether this Redis is a node of a cluster. CLUSTER INFO, not INFO: an ACL user without
+    the dangerous commands (docs/security.md) may run it; a Redis without cluster support
+    refuses it, and so does one that does not let this user ask (then it is not told)."""
+    try:
+        await client.execute_command("CLUSTER", "INFO")
+    except ResponseError:
+        return False
+    return True
+
+
 def _first_cause(exc: BaseException, kind: type[E]) -> E | None:
     """``exc`` or the first exception of its causes that is a ``kind``."""
     seen: BaseException | None = exc
@@ -214,9 +225,7 @@ async def require_redis(settings: Settings, timeout: float = TIMEOUT_SECONDS) ->
     try:
         try:
             await client.ping()
-            cluster_node = not settings.uses_redis_cluster and bool(
-                (await client.info("cluster")).get("cluster_enabled")
-            )
+            cluster_node = not settings.uses_redis_cluster and await _in_a_cluster(client)
         except REDIS_OR_SOCKET_FAILURES as exc:
             # The cluster client wraps what a node answered when it found no node to use.
             raise _first_cause(exc, AuthenticationError) or exc from None
