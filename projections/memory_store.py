@@ -85,10 +85,6 @@ class MemoryStore(DerivedReads):
             if FROZEN in part.checkpoint:
                 frozen = True
                 continue
-            if commit.moves and all(
-                part.checkpoint.get(topic) == str(new) for topic, (_, new) in commit.moves.items()
-            ):
-                continue  # this very commit, sent again: it has landed
             if any(
                 part.checkpoint.get(topic, "") != ("" if expected is None else str(expected))
                 for topic, (expected, _) in commit.moves.items()

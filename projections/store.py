@@ -76,8 +76,7 @@ from projections.windows import TIER_TTL_SECONDS
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Atomically: check the partition's checkpoints are what the plan was made from (or already
-# where it moves them: this very commit sent again by a client that lost its reply), add the
+# Atomically: check the partition's checkpoints are what the plan was made from, add the
 # deltas (dropping fields that reach 0), write the records, set TTLs of new buckets, keep the
 # untouched-lead sets, and move the checkpoints. Returns {1}, or {0, topic, actual} when
 # another writer moved a checkpoint first, or {0, '!range', key, field} when a sum would leave
@@ -88,11 +87,6 @@ T = TypeVar("T")
 COMMIT_LUA = """
 if redis.call('HEXISTS', KEYS[1], '!frozen') == 1 then return {0, '!frozen', ''} end
 local p = cjson.decode(ARGV[1])
-local landed = #p.c > 0
-for _, c in ipairs(p.c) do
-  if (redis.call('HGET', KEYS[1], c[1]) or '') ~= c[3] then landed = false end
-end
-if landed then return {1} end
 for _, c in ipairs(p.c) do
   local current = redis.call('HGET', KEYS[1], c[1]) or ''
   if current ~= c[2] then return {0, c[1], current} end

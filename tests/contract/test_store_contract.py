@@ -129,20 +129,6 @@ async def test_checkpoints_move_with_the_commit_and_a_stale_plan_writes_nothing(
     assert await store.sums([0], "team", "emea", ["D2026-11-23"]) == {"calls": 2}
 
 
-async def test_a_commit_sent_again_after_it_landed_lands_once(store: ProjectionStore) -> None:
-    """A client that lost the reply of a commit that ran (a connection closed by a failover
-    or a cluster client re-reading its slots) sends it again: it counts as landed, and its
-    changes are there once."""
-    commit = Commit(0, {"events": (None, 4)}, BatchPlan(deltas={DAY: {"calls": 3}}, applied=5))
-    first = await store.commit([commit])
-    again = await store.commit([commit])
-    assert not first.moved and not again.moved and not again.out_of_range
-    assert await store.sums([0], "team", "emea", ["D2026-11-23"]) == {"calls": 3}
-    assert (await store.progress([0]))[0][APPLIED] == "5"
-    later = Commit(0, {"events": (2, 9)}, BatchPlan(deltas={DAY: {"calls": 1}}, applied=1))
-    assert (await store.commit([later])).moved == [0]  # a plan from elsewhere is still stale
-
-
 async def test_a_sum_that_would_leave_the_exact_range_writes_nothing(
     store: ProjectionStore,
 ) -> None:
