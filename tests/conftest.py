@@ -97,12 +97,6 @@ def any_stack_env(request: pytest.FixtureRequest) -> dict[str, str]:
     )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests on the clustered stack last: its 3 brokers and 6 Redis nodes then run beside the
-    single stack only at the end of the session, not under every other test on 2 cores."""
-    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
-
-
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The fault suite's table (tests/faults), when any of its scenarios ran."""
     harness = sys.modules.get("tests.faults.harness")
