@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from projections.events import RepUpserted, TeamUpserted
 from projections.validation import Reason, Rejection, format_instant_ms, parse_event
 from projections.windows import WINDOWS
 from streams.ingest import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
@@ -44,7 +45,11 @@ class HostileScenario(Scenario):
         random.Random(seed).shuffle(records)
         valid = [r for r in records if not isinstance(self._parse(r), Rejection)]
         self.invalid = [r for r in records if isinstance(self._parse(r), Rejection)]
-        self.directory = [r for r in valid if b'.upserted"' in r]
+        # By the parsed type, not by the bytes: a hostile id may end in ".upserted", and an
+        # email sent before its rep's upsert in the same batch would be credited elsewhere.
+        self.directory = [
+            r for r in valid if isinstance(self._parse(r), RepUpserted | TeamUpserted)
+        ]
         first = set(self.directory)
         self.rest = [r for r in records if r not in first]
         self.entity = self._entity()
