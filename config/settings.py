@@ -154,6 +154,17 @@ class Settings:
         ]
 
     @property
+    def stack_ports(self) -> list[int]:
+        """Every port the local stack's servers listen on (Kafka's client and controller
+        ports, the mTLS listener when set, each Redis node and its cluster bus, Prometheus)."""
+        ports = [port for pair in self.kafka_node_ports for port in pair]
+        ports += [self.kafka_mtls_port] if self.kafka_mtls_port else []
+        ports += self.redis_node_ports
+        if self.stack_cluster:
+            ports += [port + REDIS_BUS_OFFSET for port in self.redis_node_ports]
+        return [*ports, self.prometheus_port]
+
+    @property
     def bootstrap(self) -> str:
         local = ",".join(f"127.0.0.1:{client}" for client, _ in self.kafka_node_ports)
         return self.kafka_bootstrap or local

@@ -190,7 +190,8 @@ class LocalServer:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise StackError(
-                    f"{self.name} exited with code {process.returncode}; see {self.log_file}"
+                    f"{self.name} exited with code {process.returncode}"
+                    f"{_last_words(self.log_file)}; see {self.log_file}"
                 )
             if self.ready():
                 return time.monotonic() - started
@@ -458,3 +459,16 @@ def servers(settings: Settings) -> list[LocalServer]:
 
         return cluster_servers(settings)
     return [Redis(settings), Kafka(settings), Prometheus(settings)]
+
+
+def _last_words(log_file: Path) -> str:
+    """The last line a server that exited at start wrote (its reason, for Redis and Kafka
+    alike), to quote in the one-line error: a CI log shows it, not the server's log file."""
+    try:
+        with log_file.open("rb") as log:
+            log.seek(max(0, log_file.stat().st_size - 4096))
+            lines = [line.strip() for line in log.read().decode(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    said = [line for line in lines if line]
+    return f' ("{said[-1][:300]}")' if said else ""

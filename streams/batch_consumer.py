@@ -62,6 +62,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        log.info("%s: revoked %s", self.loop.group, _describe(revoked))
         async with self.loop.busy:  # the batch in hand finishes first
             if self.loop.on_revoked is not None:
                 self.loop.on_revoked(revoked)
@@ -80,6 +81,12 @@ def _describe(tps: Iterable[TopicPartition]) -> str:
     for tp in tps:
         by_topic.setdefault(tp.topic, []).append(tp.partition)
     return ", ".join(f"{t} {sorted(p)}" for t, p in sorted(by_topic.items())) or "nothing"
+
+
+def _hold_ms(settings: Settings) -> int:
+    """How long the group waits for a member to finish its batch: the outage budget a batch
+    may retry for, plus a minute for the batch itself."""
+    return int((settings.redis_outage_seconds + 60) * 1000)
 
 
 class BatchLoop:
@@ -126,6 +133,14 @@ class BatchLoop:
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=int(settings.session_timeout_seconds * 1000),
+            # A member whose batch is still in hand (a revocation waits for it) must stay in
+            # the group: aiokafka's defaults drop it after the session timeout (rebalance)
+            # or 300 s without a fetch, and its partitions' next owner reads them again
+            # while it still commits (an ingest transaction is not fenced by generation),
+            # which wrote a dead letter twice. A batch retries for at most the outage
+            # budget; a member that dies is still dropped at the session timeout.
+            rebalance_timeout_ms=_hold_ms(settings),
+            max_poll_interval_ms=_hold_ms(settings),
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout_seconds / 3) * 1000),
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )

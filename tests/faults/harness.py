@@ -35,7 +35,7 @@ from simulator.org import build_org
 from streams.ingest import DLQ_MAX_VALUE_BYTES, HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC
 from streams.producer import publish
 from streams.worker_process import WorkerProcess
-from tests.kafka_reader import end_offsets, ingested, projected, read_topic
+from tests.kafka_reader import Read, end_offsets, ingested, projected, read_topic
 from tests.oracle import Oracle
 from tests.support import differences, directory_first, write_valid_log
 
@@ -219,6 +219,28 @@ class Scenario:
 
     # Verdict ----------------------------------------------------------------------------
 
+    def _copies(self, dead: Sequence[Read]) -> str:
+        """Each dead letter written more than once (where its copies are), and what the
+        workers logged about rebalances and transactions: a CI log shows only this."""
+        where: dict[tuple[bytes, bytes, bytes], list[str]] = {}
+        for d in dead:
+            source = (
+                d.headers[HEADER_TOPIC],
+                d.headers[HEADER_PARTITION],
+                d.headers[HEADER_OFFSET],
+            )
+            where.setdefault(source, []).append(f"dlq[{d.partition}]@{d.offset}")
+        copies = [f"{s[1].decode()}@{s[2].decode()} in {w}" for s, w in where.items() if len(w) > 1]
+        said = [
+            f"worker-{i}: {line.decode(errors='replace')[:200]}"
+            for i, worker in enumerate(self.workers)
+            for line in worker.log().splitlines()
+            if any(
+                word in line for word in (b"assigned", b"revoked", b"ingest transaction", b"ence")
+            )
+        ]
+        return "; ".join(copies[:5]) + "\n" + "\n".join(said[-40:])
+
     async def verify(self, poison: Sequence[bytes] = ()) -> Row:
         """Wait for the end of the log, then compare with the oracle; adds the row."""
         await self.wait_caught_up()
@@ -273,7 +295,9 @@ class Scenario:
         assert projected == expected, f"{projected} distinct events projected, {expected} produced"
         # Ingest forwards each batch in one transaction with its offsets: a crash anywhere
         # leaves no second copy of a dead letter.
-        assert row.copies == 0, f"{row.copies} dead letters were written twice"
+        assert row.copies == 0, (
+            f"{row.copies} dead letters were written twice: {self._copies(dead)}"
+        )
         # Value for value: the DLQ holds each invalid record (once per source offset), and
         # nothing else.
         got_dead = Counter(d.value for d in by_source.values())

@@ -20,7 +20,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from config.settings import REDIS_BUS_OFFSET, Settings
+from config.settings import Settings
 from stack.cluster import kafka_controller, redis_roles
 from stack.servers import servers
 from tests.support import cli
@@ -33,7 +33,7 @@ CLUSTER_ENV = {
     "SALESPULSE_STACK_DIR": str(ROOT / ".salespulse/test-cluster-stack"),
     "SALESPULSE_KAFKA_PORT": "31092",
     "SALESPULSE_KAFKA_CONTROLLER_PORT": "31093",
-    "SALESPULSE_REDIS_PORT": "31379",
+    "SALESPULSE_REDIS_PORT": "31579",
     "SALESPULSE_PROMETHEUS_PORT": "31090",
     "SALESPULSE_WORKER_METRICS_PORT": "31466",
     "SALESPULSE_EXPORTER_PORT": "31467",
@@ -136,13 +136,7 @@ def test_down_leaves_no_process_and_no_port_taken(cluster: Cluster) -> None:
     assert done.returncode == 0, done.stderr
     assert [server.pid() for server in servers(settings)] == [None] * len(pids)
     assert not [pid for pid in pids if pid and _alive(pid)]
-    ports = [
-        *(port for pair in settings.kafka_node_ports for port in pair),
-        *settings.redis_node_ports,
-        *(port + REDIS_BUS_OFFSET for port in settings.redis_node_ports),
-        settings.prometheus_port,
-    ]
-    assert not [port for port in ports if _listening(port)]
+    assert not [port for port in settings.stack_ports if _listening(port)]
 
 
 def _alive(pid: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import socket
 import subprocess
 import time
 import urllib.request
@@ -146,3 +147,21 @@ def test_a_server_this_stack_did_not_start_is_not_adopted(
     with pytest.raises(StackError, match=r"already answers at .*no pid file"):
         redis_server.up()
     assert redis_server.pid() is None  # nothing was started over it
+
+
+def test_a_server_that_exits_at_start_quotes_its_reason(tmp_path: Path) -> None:
+    """A port taken by something that does not answer as Redis: redis-server exits at once,
+    and the one-line error carries its last log line (a CI log shows that, not the file)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings.from_env(
+            {"SALESPULSE_STACK_DIR": str(tmp_path), "SALESPULSE_REDIS_PORT": str(port)}
+        )
+        redis_server = next(s for s in servers(settings) if s.name == "redis")
+        with pytest.raises(StackError) as failed:
+            redis_server.up()
+    message = str(failed.value)
+    assert message.startswith("redis exited with code 1 (")
+    assert f"port {port}" in message and "\n" not in message
