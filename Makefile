@@ -56,6 +56,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.freshness
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.scrape
+	$(BIN)/python -m benchmarks.api_latency
+	$(BIN)/python -m benchmarks.footprint
 	$(BIN)/python -m benchmarks.webhooks
 	$(BIN)/python -m benchmarks.scale --stacks single,cluster --json .salespulse/scale.json $(BENCH_CLUSTER)
 	$(BIN)/python -m benchmarks.capacity --costs .salespulse/scale.json

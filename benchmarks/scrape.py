@@ -1,12 +1,12 @@
-"""Exporter scrape cost at 100, 1,000 and 10,000 reps in 20 teams.
+"""Exporter scrape cost at 100, 1,000 and 10,000 reps in 20 teams, at 12 and 48 partitions.
 
-    python -m benchmarks.scrape [--reps 100,1000,10000]
+    python -m benchmarks.scrape [--reps 100,1000,10000] [--partitions 12,48]
 
-Projects a day of activity for each rep straight into Redis (through the
-projector, without Kafka), then times the exporter's scrape in two steps,
-reading and building the metric families, and rendering the text format
-(median of 3 scrapes each), and counts the series and bytes. Uses the local
-stack's Redis; cleans up after itself.
+For each partition count and rep count: projects a day of activity for each rep
+straight into Redis (through the projector, without Kafka), then times the
+exporter's scrape in two steps, reading and building the metric families, and
+rendering the text format (median of 3 scrapes each), and counts the series and
+bytes. Uses the local stack's Redis (started if needed); cleans up after itself.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import statistics
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import orjson
 
@@ -85,8 +86,13 @@ def _events(reps: int, now_ms: int) -> list[bytes]:
     return out
 
 
-async def _measure(base: Settings, reps: int) -> tuple[float, float, int, int, int]:
-    settings = dataclasses.replace(base, topic_prefix=f"benchscrape{uuid.uuid4().hex[:6]}")
+@asynccontextmanager
+async def projected(base: Settings, reps: int, partitions: int) -> AsyncIterator[Settings]:
+    """Settings of a fresh topic prefix whose projections hold a day of ``reps`` reps over
+    ``partitions`` partitions (straight through the projector); dropped at the end."""
+    settings = dataclasses.replace(
+        base, topic_prefix=f"benchscrape{uuid.uuid4().hex[:6]}", partitions=partitions
+    )
     client = redis_client(settings)
     try:
         store = RedisStore(client, await current_namespace(client, settings.topic_prefix))
@@ -106,6 +112,23 @@ async def _measure(base: Settings, reps: int) -> tuple[float, float, int, int, i
             offsets[p] += 1
         for start in range(0, len(batch), 5_000):
             await projector.apply(batch[start : start + 5_000])
+        yield settings
+    finally:
+        await drop(client, await current_namespace(client, settings.topic_prefix))
+        await client.delete(pointer(settings.topic_prefix))
+        await client.aclose()
+
+
+def redis_up(settings: Settings) -> None:
+    for server in servers(settings):
+        if server.name == "redis":
+            server.up()
+
+
+async def _measure(
+    base: Settings, reps: int, partitions: int
+) -> tuple[float, float, int, int, int]:
+    async with projected(base, reps, partitions) as settings:
         exporter = Exporter(settings)
         builds, renders, series, size = [], [], 0, 0
         for _ in range(3):
@@ -119,30 +142,28 @@ async def _measure(base: Settings, reps: int) -> tuple[float, float, int, int, i
         await exporter.client.aclose()
         exported = min(reps, TEAMS * settings.export_max_reps_per_team)
         return statistics.median(builds), statistics.median(renders), series, size, exported
-    finally:
-        await drop(client, await current_namespace(client, settings.topic_prefix))
-        await client.delete(pointer(settings.topic_prefix))
-        await client.aclose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=numbers, default=[100, 1_000, 10_000])
+    parser.add_argument("--partitions", type=numbers, default=[12, 48])
     args = parser.parse_args()
     base = Settings.from_env()
-    for server in servers(base):
-        if server.name == "redis":
-            server.up()
+    redis_up(base)
     print("scrape of the default exporter settings, median of 3")
     print(
-        f"{'reps':>8}{'exported':>10}{'series':>10}{'bytes':>12}{'read+build':>13}{'render':>9}{'total':>9}"
+        f"{'partitions':>10}{'reps':>8}{'exported':>10}{'series':>10}{'bytes':>12}"
+        f"{'read+build':>13}{'render':>9}{'total':>9}"
     )
-    for reps in args.reps:
-        build, draw, series, size, exported = asyncio.run(_measure(base, reps))
-        print(
-            f"{reps:>8,}{exported:>10,}{series:>10,}{size:>12,}"
-            f"{build * 1000:>10,.0f} ms{draw * 1000:>6,.0f} ms{(build + draw) * 1000:>6,.0f} ms"
-        )
+    for partitions in args.partitions:
+        for reps in args.reps:
+            build, draw, series, size, exported = asyncio.run(_measure(base, reps, partitions))
+            print(
+                f"{partitions:>10}{reps:>8,}{exported:>10,}{series:>10,}{size:>12,}"
+                f"{build * 1000:>10,.0f} ms{draw * 1000:>6,.0f} ms"
+                f"{(build + draw) * 1000:>6,.0f} ms"
+            )
 
 
 if __name__ == "__main__":

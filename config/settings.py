@@ -15,6 +15,7 @@ from projections.catalogue import CATALOGUE
 from projections.contributions import Rules
 from projections.display import CURRENCIES, UnknownCurrency
 from projections.errors import UsageError
+from projections.lateness import DEFAULT_HORIZON, parse_horizon
 from projections.targets import TARGETABLE
 from projections.validation import Limits
 from projections.windows import WINDOWS
@@ -133,6 +134,9 @@ class Settings:
     org_timezone: str = "UTC"
     service_level_seconds: int = 20
     follow_up_hours: int = 24
+    # How late an event may be, behind its partition's stream time, and still be applied
+    # (docs/lateness.md): 35d, 12h, 90m, 600s.
+    lateness_horizon: str = DEFAULT_HORIZON
     queue_teams: str = ""  # "queue=team,queue=team": contact-centre queues by team
     projection_batch_size: int = 20_000
     projection_batch_seconds: float = 0.2
@@ -232,6 +236,7 @@ class Settings:
             service_level_seconds=self.service_level_seconds,
             follow_up_hours=self.follow_up_hours,
             queue_teams=self.queue_team_pairs,
+            lateness_horizon_ms=parse_horizon(self.lateness_horizon),
         )
 
     @property
@@ -286,6 +291,10 @@ class Settings:
             raise SettingsError(
                 f"SALESPULSE_LOG_LEVEL={self.log_level!r}: use debug, info, warning or error"
             )
+        try:
+            parse_horizon(self.lateness_horizon)
+        except ValueError as exc:
+            raise SettingsError(f"SALESPULSE_LATENESS_HORIZON={exc}") from None
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"SALESPULSE_LOG_FORMAT={self.log_format!r}: use text or json")
         if self.currency not in CURRENCIES:

@@ -97,8 +97,9 @@ fi
 if [[ ! -s redis-users.acl || redis-password -nt redis-users.acl ]]; then
   hash=$(printf '%s' "$(cat redis-password)" | openssl dgst -sha256 -r | cut -d' ' -f1)
   # Nothing may connect without a password. The services' user may do what salespulse does
-  # (keys, scripts, pub/sub), not @dangerous commands (FLUSHALL, CONFIG, DEBUG, KEYS...).
-  printf 'user default off\nuser salespulse on #%s ~* &* +@all -@dangerous\n' "$hash" \
+  # (keys, scripts, pub/sub), not @dangerous commands (FLUSHALL, CONFIG, DEBUG, KEYS...)
+  # but INFO (read-only: the exporter's memory figures).
+  printf 'user default off\nuser salespulse on #%s ~* &* +@all -@dangerous +info\n' "$hash" \
     >redis-users.acl
   made+=(redis-users.acl)
 fi

@@ -318,6 +318,7 @@ class Api:
                 ],
                 "targets": len(self.exporter.targets.current().items),
                 "dead_letters": await self.exporter.dead_letters(),
+                "too_late": health.too_late,
             }
         )
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from projections.stores import REFILL
+from projections.stores import APPLIED, REFILL, TOO_LATE
 
 # Projections are stale when records wait and nothing was committed for this long (the
 # default of SALESPULSE_STALE_AFTER_SECONDS).
@@ -25,6 +25,10 @@ class Health:
     # (topic, partition) whose records the projections lost and apply again, or never had
     refilling: list[tuple[str, int]] = field(default_factory=list)
     rebuild: dict[str, Any] | None = None  # the running rebuild (namespaces.rebuilding)
+    too_late: int = 0  # events passed as beyond the lateness horizon, ever (dead-lettered)
+    events: int = 0  # distinct events applied, ever
+    leads: int = 0  # leads created, ever (the org's all-time count)
+    redis_used_bytes: int | None = None  # Redis used_memory (None: not known)
 
     @property
     def total_lag(self) -> int | None:
@@ -61,7 +65,7 @@ def summarise(
     """``progress[p]`` is partition p's checkpoint hash; ``ends`` the topics' end offsets."""
     offsets: dict[tuple[str, int], int] = {}
     refilling: set[tuple[str, int]] = set()
-    newest = committed = 0
+    newest = committed = too_late = events = 0
     for partition, fields in enumerate(progress):
         for name, offset in fields.items():
             if name.startswith(REFILL):
@@ -70,6 +74,8 @@ def summarise(
                 offsets[(name, partition)] = int(offset)
         newest = max(newest, int(fields.get("!newest_ms", 0)))
         committed = max(committed, int(fields.get("!committed_ms", 0)))
+        too_late += int(fields.get(TOO_LATE, 0))
+        events += int(fields.get(APPLIED, 0))
     lag = None
     if ends is not None:
         lag = {}
@@ -86,10 +92,43 @@ def summarise(
         stale_after_seconds=stale_after_seconds,
         refilling=sorted(refilling),
         rebuild=rebuild,
+        too_late=too_late,
+        events=events,
     )
 
 
 STATUSES = ("ok", "rebuilding", "stale", "refilling", "unknown")
+
+
+def _footprint(health: Health) -> list[Metric]:
+    """Redis memory, and per lead and per event applied (so operators see what state costs;
+    docs/capacity.md). Absent while Redis will not say (an ACL without INFO)."""
+    used = health.redis_used_bytes
+    if used is None:
+        return []
+    out: list[Metric] = []
+    for name, what, count in (
+        (
+            "salespulse_redis_used_memory_bytes",
+            "Redis used_memory (summed over a cluster's masters)",
+            1,
+        ),
+        (
+            "salespulse_redis_bytes_per_lead",
+            "Redis used_memory per lead created, ever",
+            health.leads,
+        ),
+        (
+            "salespulse_redis_bytes_per_event",
+            "Redis used_memory per event applied, ever",
+            health.events,
+        ),
+    ):
+        if count:
+            family = GaugeMetricFamily(name, what)
+            family.add_metric([], used / count)
+            out.append(family)
+    return out
 
 
 def health_families(health: Health) -> list[Metric]:
@@ -112,7 +151,13 @@ def health_families(health: Health) -> list[Metric]:
         "salespulse_projections_live", "1 if the numbers read now are live (not partial or stale)"
     )
     live.add_metric([], float(health.live))
-    out: list[Metric] = [offsets, status, live]
+    late = CounterMetricFamily(
+        "salespulse_events_too_late",
+        "Events beyond the lateness horizon of their partition: dead-lettered as too_late and "
+        "applied nowhere (counted with the projections' checkpoints, each once)",
+    )
+    late.add_metric([], float(health.too_late))
+    out: list[Metric] = [offsets, status, live, late, *_footprint(health)]
     if health.lag is not None:
         lag = GaugeMetricFamily(
             "salespulse_consumer_lag",

@@ -405,6 +405,7 @@ def _document() -> dict[str, Any]:
                         "partitions": {"type": "array", "items": {"type": "object"}},
                         "targets": {"type": "integer"},
                         "dead_letters": _nullable({"type": "integer"}),
+                        "too_late": {"type": "integer"},
                     },
                 },
             }

@@ -33,9 +33,15 @@ from exporters.targets_file import TargetsFile
 from exporters.wallboard_routes import wallboard_routes
 from projections.errors import SalespulseError
 from projections.read import read_many
-from projections.store import REDIS_OR_SOCKET_FAILURES, RedisStore, current_namespace, rebuilding
+from projections.store import (
+    REDIS_OR_SOCKET_FAILURES,
+    RedisStore,
+    current_namespace,
+    rebuilding,
+    used_memory,
+)
 from projections.targets import QUOTA_ATTAINMENT, QUOTA_KPI, TargetsError, with_targets
-from projections.windows import WINDOWS
+from projections.windows import ALL_TIME, WINDOWS
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +87,11 @@ class Exporter:
         running = await rebuilding(self.client, s.topic_prefix)
         ends = await self._end_offsets()
         now_ms = time.time_ns() // 1_000_000
-        return summarise(progress, ends, now_ms, s.stale_after_seconds, running)
+        health = summarise(progress, ends, now_ms, s.stale_after_seconds, running)
+        store = RedisStore(self.client, namespace)
+        (org,) = await store.sums_many(range(s.partitions), [("org", "", (ALL_TIME,))])
+        used = await used_memory(self.client)
+        return replace(health, leads=org.get("leads", 0), redis_used_bytes=used)
 
     async def projections_state(self) -> dict[str, Any]:
         """What a KPI answer says of the numbers it holds, from Redis alone: ``refilling``

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from projections.entities import SEEN, SEP, UNASSIGNED, Record, unescape, unpack
+from projections.lateness import DEFAULT_HORIZON, parse_horizon
 
 GAUGE = -1
 CLOSED_STAGES = frozenset({"converted", "unqualified"})
@@ -35,6 +36,9 @@ class Rules:
     follow_up_hours: int = 24
     # Contact-centre queue -> team; a queue not listed credits the answering rep's team.
     queue_teams: tuple[tuple[str, str], ...] = ()
+    # Events older than their partition's stream time by more than this are not applied
+    # (projections/lateness.py).
+    lateness_horizon_ms: int = parse_horizon(DEFAULT_HORIZON)
 
 
 def histogram_label(value_s: float, bounds: tuple[int, ...]) -> str:

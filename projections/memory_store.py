@@ -22,6 +22,8 @@ from projections.stores import (
     FROZEN,
     NEWEST,
     REFILL,
+    STREAM,
+    TOO_LATE,
     Commit,
     DerivedReads,
     DirtyMark,
@@ -228,6 +230,10 @@ def _write(part: _Partition, commit: Commit) -> None:
             del checkpoint[REFILL + topic]
     if plan.newest_ms > int(checkpoint.get(NEWEST, "0")):
         checkpoint[NEWEST] = str(plan.newest_ms)
+    if commit.stream_ms > int(checkpoint.get(STREAM, "0")):
+        checkpoint[STREAM] = str(commit.stream_ms)
+    if commit.too_late:
+        checkpoint[TOO_LATE] = str(int(checkpoint.get(TOO_LATE, "0")) + commit.too_late)
     checkpoint[COMMITTED] = str(time.time_ns() // 1_000_000)
     if plan.applied > 0:
         checkpoint[APPLIED] = str(int(checkpoint.get(APPLIED, "0")) + plan.applied)

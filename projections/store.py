@@ -6,7 +6,9 @@ Key layout (``ns`` is the namespace generation, e.g. ``salespulse:g1``):
 * ``{ns:pN}:a:<scope>:<id>:<bucket>``: partition N's share of one aggregate bucket
   (a hash of base fields, integers);
 * ``{ns:pN}:ckpt``: the last applied offset per topic of partition N, plus ``!newest_ms``
-  and ``!committed_ms`` (freshness), ``!applied`` (distinct events applied, moved with the
+  and ``!committed_ms`` (freshness), ``!stream_ms`` (the partition's stream time, see
+  projections/lateness.py), ``!too_late`` (events passed as too late, moved with the
+  offsets), ``!applied`` (distinct events applied, moved with the
   offsets, so it counts every event exactly once), ``!directory`` (a version that moves
   whenever a rep or team record of the partition changes), ``!refill:<topic>`` (while
   offsets the projections lost are applied again: the offset that ends it; the commit that
@@ -49,6 +51,7 @@ from redis.exceptions import (
     ClusterDownError,
     ClusterError,
     ConnectionError,
+    NoPermissionError,
     NoScriptError,
     RedisClusterException,
     RedisError,
@@ -132,8 +135,12 @@ end
 if tonumber(p.newest) > tonumber(redis.call('HGET', KEYS[1], '!newest_ms') or '0') then
   redis.call('HSET', KEYS[1], '!newest_ms', p.newest)
 end
+if tonumber(p.stream) > tonumber(redis.call('HGET', KEYS[1], '!stream_ms') or '0') then
+  redis.call('HSET', KEYS[1], '!stream_ms', p.stream)
+end
 redis.call('HSET', KEYS[1], '!committed_ms', p.now)
 if tonumber(p.applied) > 0 then redis.call('HINCRBY', KEYS[1], '!applied', p.applied) end
+if tonumber(p.late) > 0 then redis.call('HINCRBY', KEYS[1], '!too_late', p.late) end
 if p.dir == 1 then redis.call('HINCRBY', KEYS[1], '!directory', 1) end
 return {1}
 """
@@ -459,7 +466,12 @@ class RedisStore(DerivedReads):
 
     def _commit_call(self, commit: Commit) -> tuple[list[str], bytes]:
         """The keys and the JSON argument of COMMIT_LUA for one partition's batch."""
-        partition, moves, plan = commit.partition, commit.moves, commit.plan
+        partition, moves, plan, stream_ms = (
+            commit.partition,
+            commit.moves,
+            commit.plan,
+            commit.stream_ms,
+        )
         keys = [self.keys.checkpoint(partition)]
         index: dict[str, int] = {}
 
@@ -507,6 +519,8 @@ class RedisStore(DerivedReads):
             {
                 "c": checkpoints,
                 "newest": str(plan.newest_ms),
+                "stream": str(stream_ms),
+                "late": str(commit.too_late),
                 "now": str(time.time_ns() // 1_000_000),
                 "applied": str(plan.applied),
                 "dir": int(any(entity[0] in ("rep", "team") for entity in plan.changed_fields)),
@@ -717,6 +731,20 @@ async def mark_rebuilding(client: RedisClient, prefix: str, old: str, new: str) 
     await client.register_script(SET_WITH_TTL_LUA)(
         keys=[rebuild_marker(prefix)], args=[MARKER_SECONDS, *fields]
     )
+
+
+async def used_memory(client: RedisClient) -> int | None:
+    """Redis's ``used_memory`` (of the whole instance; on a Redis Cluster summed over the
+    masters: the replicas hold copies), None if this user may not run INFO."""
+    try:
+        if isinstance(client, RedisCluster):
+            nodes = await client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            # One dict per master, by node name; a cluster of one master answers its dict alone.
+            infos = [nodes] if "used_memory" in nodes else list(nodes.values())
+            return sum(int(info["used_memory"]) for info in infos)
+        return int((await client.info("memory"))["used_memory"])
+    except NoPermissionError:
+        return None
 
 
 async def rebuilding(client: RedisClient, prefix: str) -> dict[str, Any] | None:

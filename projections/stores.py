@@ -26,6 +26,8 @@ from projections.engine import GAUGE_BUCKET, BatchPlan, DirectoryView, EntityKey
 FROZEN = "!frozen"  # the generation is being replaced by a rebuild (namespaces.py)
 REFILL = "!refill:"  # per topic, while a gap is refilled: the offset that ends it
 NEWEST = "!newest_ms"  # occurred_at of the newest event applied
+STREAM = "!stream_ms"  # the partition's stream time (projections/lateness.py)
+TOO_LATE = "!too_late"  # events passed as beyond the lateness horizon (dead-lettered)
 COMMITTED = "!committed_ms"  # wall time of the last commit
 APPLIED = "!applied"  # distinct events applied
 DIRECTORY_VERSION = "!directory"  # moves whenever a rep or team record of the partition does
@@ -63,6 +65,8 @@ class Commit:
     partition: int
     moves: Mapping[str, tuple[int | None, int]]
     plan: BatchPlan
+    stream_ms: int = 0  # the stream time once the moves are passed (0: unchanged)
+    too_late: int = 0  # events the moves pass that were too late (dead-lettered, not applied)
 
 
 DirtyMark = tuple[str, str, str]  # scope, id, bucket

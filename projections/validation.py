@@ -54,6 +54,9 @@ class Reason(StrEnum):
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     # Valid, but the projections cannot apply it (found by the projection loop, not here).
     UNPROCESSABLE = "unprocessable"
+    # Valid, but beyond the lateness horizon of its partition (the projection loop;
+    # projections/lateness.py).
+    TOO_LATE = "too_late"
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,8 @@ TIER_TTL_SECONDS = {
 TIERS: tuple[str, ...] = tuple(TIER_TTL_SECONDS)
 
 
+ALL_TIME = "A"  # the one bucket of the "all" window
+
 # The end of the "all" window: no instant to show.
 OPEN_END_MS = 2**63 - 1
 
@@ -95,7 +97,7 @@ def buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
         f"h{at_ms // HOUR_MS}",
         f"d{at_ms // DAY_MS}",
         *calendar_buckets(at_ms, zone_name),
-        "A",
+        ALL_TIME,
     )
 
 
@@ -164,7 +166,7 @@ def window_span(window: str, as_of_ms: int, zone_name: str) -> WindowSpan:
         start, end = calendar_range(bucket, zone_name)
         return WindowSpan(window, (bucket,), start, end)
     if window == "all":
-        return WindowSpan(window, ("A",), 0, OPEN_END_MS)
+        return WindowSpan(window, (ALL_TIME,), 0, OPEN_END_MS)
     raise UnknownWindow(f"unknown window {window!r}: use one of {', '.join(WINDOWS)}")
 
 

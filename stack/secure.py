@@ -113,9 +113,10 @@ def scram_users(folder: StackSecrets) -> list[str]:
 
 def redis_acl(folder: StackSecrets) -> str:
     """users.acl: the default user off; ``salespulse`` with the SHA-256 of its password, every
-    command but those Redis calls dangerous (KEYS, FLUSHALL, CONFIG, DEBUG, ...)."""
+    command but those Redis calls dangerous (KEYS, FLUSHALL, CONFIG, DEBUG, ...), except
+    INFO, read-only, for the exporter's memory figures."""
     digest = hashlib.sha256(password(folder, "redis-password").encode()).hexdigest()
-    return f"user default off\nuser {STACK_USER} on #{digest} ~* &* +@all -@dangerous\n"
+    return f"user default off\nuser {STACK_USER} on #{digest} ~* &* +@all -@dangerous +info\n"
 
 
 def redis_tls_arguments(folder: StackSecrets, port: int, acl_file: Path) -> list[str]:

@@ -21,11 +21,11 @@ from config.settings import Settings
 from projections.events import Event
 from projections.facts import LeadFact
 from projections.store import REDIS_UNAVAILABLE
-from projections.validation import Reason
+from projections.validation import Rejection
 from streams import metrics
 from streams.batch_consumer import BatchLoop, Fetched, Spans
 from streams.forwarder import Forwarder
-from streams.ingest import unprocessable
+from streams.ingest import projection_letter
 from streams.live_projector import LiveProjector
 from streams.projector import Positioned, Span, read_record
 from streams.rebuild import learn_directory
@@ -233,13 +233,13 @@ async def fill(topic: str, partition: int, start: int, end: int) -> AsyncIterato
         await consumer.stop()
 
 
-async def dead_letter(record: Positioned, why: str) -> None:
-    """Send a record the projections cannot apply to the dead-letter topic, and wait until
-    the broker has it (before its offset is passed)."""
-    key, letter = unprocessable(
+async def dead_letter(record: Positioned, rejection: Rejection) -> None:
+    """Send a record the projections do not apply (unprocessable, too late) to the
+    dead-letter topic, and wait until the broker has it (before its offset is passed)."""
+    key, letter = projection_letter(
         record.item,
         record.value,
-        why,
+        rejection,
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
@@ -248,7 +248,7 @@ async def dead_letter(record: Positioned, why: str) -> None:
         settings.dlq_topic, key, letter.value, None, None, letter.headers
     )
     await sent
-    metrics.DEAD_LETTERS.labels(Reason.UNPROCESSABLE.value).inc()
+    metrics.DEAD_LETTERS.labels(rejection.reason.value).inc()
 
 
 async def publish_facts(facts: Sequence[LeadFact]) -> None:
@@ -274,6 +274,7 @@ async def project_batch(
     metrics.PROJECTED.labels("redelivered").inc(outcome.redelivered)
     metrics.PROJECTED.labels("refilled").inc(outcome.filled)
     metrics.PROJECTED.labels("unprocessable").inc(outcome.unprocessable)
+    metrics.PROJECTED.labels("too_late").inc(outcome.too_late)
     for gap in outcome.gaps:
         metrics.REWINDS.labels("projections_behind" if gap.stored else "projections_missing").inc()
     metrics.LEAD_FACTS.labels("published").inc(outcome.facts_published)

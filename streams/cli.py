@@ -361,7 +361,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.backfill import crm_opportunities
+    from streams.backfill import crm_opportunities, in_time_order
     from streams.producer import write_jsonl
     from streams.progress_display import stderr_progress
 
@@ -377,6 +377,7 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
             raise UsageError(f"{args.path}: no such folder")
         progress = stderr_progress(label, "rows")
         events, report = crm_opportunities(args.path, args.zone, progress)
+    events = in_time_order(events)  # an export out of time order would be "too late"
     if args.out:
         write_jsonl(args.out, events)
     else:

@@ -96,19 +96,19 @@ def subject_key(item: Event | LeadFact) -> bytes:
     return (item.lead_id if isinstance(item, LeadFact) else item.subject_id).encode()
 
 
-def unprocessable(
+def projection_letter(
     item: Event | LeadFact,
     value: bytes | None,
-    why: str,
+    rejection: Rejection,
     *,
     topic: str,
     partition: int,
     offset: int,
 ) -> tuple[bytes, DeadLetter]:
-    """The key and dead letter of a record the projections cannot apply, read at ``topic``,
-    ``partition``, ``offset``."""
+    """The key and dead letter of a record the projections do not apply (unprocessable, too
+    late), read at ``topic``, ``partition``, ``offset``."""
     letter = dead_letter(
-        Rejection(Reason.UNPROCESSABLE, why),
+        rejection,
         value,
         topic=topic,
         partition=partition,

@@ -29,6 +29,10 @@ until the events responsible are found. Those are dead-lettered as
 ``unprocessable`` with the error, their offsets are passed, and everything
 else is applied (``_isolate``). Only infrastructure errors (Redis, Kafka) are
 retried.
+
+Events beyond the lateness horizon (projections/lateness.py), judged in offset order
+against the partition's stream time stored with its checkpoint, are dead-lettered as
+``too_late`` before the commit that passes them, and applied nowhere.
 """
 
 from __future__ import annotations
@@ -39,28 +43,31 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from projections.contributions import Rules
 from projections.engine import BatchPlan, DirectoryView, EntityKey, key_of, plan_batch
 from projections.entities import Record
 from projections.events import Event
 from projections.facts import LeadFact
+from projections.lateness import Judged, judge, late_passed, stream_upto
 from projections.stores import (
     FROZEN,
+    STREAM,
     CheckpointMoved,
     Commit,
     NamespaceFrozen,
     ProjectionStore,
     offsets,
 )
-from projections.validation import Limits, Rejection, parse_event
+from projections.validation import Limits, Reason, Rejection, parse_event
 
 log = logging.getLogger(__name__)
 
 PublishFacts = Callable[[Sequence[LeadFact]], Awaitable[None]]
-# Send one record the projections cannot apply to the dead-letter topic, with the error, and
-# wait until the broker has it.
-DeadLetter = Callable[["Positioned", str], Awaitable[None]]
+# Send one record the projections do not apply (unprocessable, too late) to the dead-letter
+# topic, with why, and wait until the broker has it.
+DeadLetter = Callable[["Positioned", Rejection], Awaitable[None]]
 # The records of one topic partition from ``start`` up to ``end`` (exclusive), in chunks.
 Fill = Callable[[str, int, int, int], AsyncIterator[list["Positioned"]]]
 # Read every team and rep upsert of the log into a directory; returns how many.
@@ -160,6 +167,7 @@ class Outcome:
     facts_applied: int = 0
     facts_duplicate: int = 0
     unprocessable: int = 0  # records dead-lettered because they cannot be applied
+    too_late: int = 0  # events dead-lettered because they are beyond the lateness horizon
     gaps: list[Gap] = field(default_factory=list)
 
 
@@ -194,13 +202,19 @@ class Projector:
         self.clock = clock  # "now" in epoch ms: which minute/hour/day buckets are still live
         self.fill = fill
         self.on_lost = on_lost  # before refilling a partition Redis holds nothing of
-        self.dead_letter = dead_letter  # None: an unprocessable record stops the batch
+        # None: an unprocessable record stops the batch, a late one is only counted
+        self.dead_letter = dead_letter
         self._checkpoints: dict[int, dict[str, int]] = {}
+        self._stream: dict[int, int] = {}  # stream time per partition, as committed
+        # Late events this projector dead-lettered whose offsets no commit passed yet: a
+        # batch retried (Redis away) does not write them again.
+        self._late_sent: set[tuple[str, int, int]] = set()
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the cached checkpoints of partitions another worker may write next."""
         for partition in partitions:
             self._checkpoints.pop(partition, None)
+            self._stream.pop(partition, None)
 
     def cached(self, partition: int) -> dict[str, int]:
         """The checkpoints this projector believes a partition has (empty: not known)."""
@@ -228,9 +242,9 @@ class Projector:
                 found = await self.store.progress(unknown)
                 if any(FROZEN in hashed for hashed in found):
                     raise NamespaceFrozen(f"{self.store.namespace} is frozen for a rebuild")
-                self._checkpoints.update(
-                    (p, offsets(hashed)) for p, hashed in zip(unknown, found, strict=True)
-                )
+                for p, hashed in zip(unknown, found, strict=True):
+                    self._checkpoints[p] = offsets(hashed)
+                    self._stream[p] = int(hashed.get(STREAM, 0))
             fresh: dict[int, Work] = {}
             moved: list[int] = []
             for partition, items in pending.items():
@@ -251,8 +265,7 @@ class Projector:
             if not moved:
                 return outcome
             log.warning("re-reading partitions %s (attempt %d)", moved, attempt + 1)
-            for partition in moved:
-                self._checkpoints.pop(partition, None)
+            self.forget(moved)
             pending = {partition: pending[partition] for partition in moved}
         raise CheckpointMoved(f"partitions {sorted(pending)}: gave up after 3 attempts")
 
@@ -322,7 +335,14 @@ class Projector:
         Chunks hold different partitions, so they write different keys. Every landing has
         finished before this returns or raises, so a retry never overlaps a commit. A
         partition whose plan fails, or whose commit would take a sum out of range, is then
-        applied event by event where needed (``_isolate``)."""
+        applied event by event where needed (``_isolate``). Events beyond the lateness
+        horizon are dead-lettered first and left out of the plans."""
+        judged = {p: self._judge(p, work) for p, work in fresh.items()}
+        await self._send_late(fresh, judged, outcome)
+        fresh = {
+            p: Work([i for i in work.items if not _late(i, judged[p])], work.moves)
+            for p, work in fresh.items()
+        }
         stored = await self.store.load(
             {p: {key_of(i.item) for i in work.items} for p, work in fresh.items()}
         )
@@ -337,7 +357,11 @@ class Projector:
                 for partition in partitions[first : first + size]:
                     work = fresh[partition]
                     try:
-                        commits.append(self._plan(partition, work, stored[partition], now_ms))
+                        commits.append(
+                            self._plan(
+                                partition, work, stored[partition], now_ms, judged[partition]
+                            )
+                        )
                     except Exception as exc:
                         if isinstance(exc, MemoryError):
                             raise
@@ -358,15 +382,61 @@ class Projector:
         for partition, why in failed.items():
             log.warning("partition %d: the batch cannot be applied (%r); isolating", partition, why)
             self._restore_directory(fresh[partition].items, stored[partition])
-            if not await self._isolate(partition, fresh[partition], stored[partition], outcome):
+            if not await self._isolate(
+                partition, fresh[partition], stored[partition], judged[partition], outcome
+            ):
                 moved.append(partition)
         return moved
 
     def _plan(
-        self, partition: int, work: Work, stored: dict[EntityKey, Record], now_ms: int
+        self,
+        partition: int,
+        work: Work,
+        stored: dict[EntityKey, Record],
+        now_ms: int,
+        judged: Judged,
     ) -> Commit:
         plan = plan_batch(stored, [i.item for i in work.items], self.directory, self.rules, now_ms)
-        return Commit(partition, work.moves, plan)
+        return Commit(
+            partition, work.moves, plan, judged.stream_ms, late_passed(judged, work.moves)
+        )
+
+    def _judge(self, partition: int, work: Work) -> Judged:
+        """The lateness rule over the partition's events of this batch, in offset order."""
+        events = [i for i in work.items if not isinstance(i.item, LeadFact)]
+        judged = judge(
+            self._stream.get(partition, 0),
+            sorted((i.offset, i.item.occurred_at_ms) for i in events),  # type: ignore[union-attr]
+            self.rules.lateness_horizon_ms,
+        )
+        judged.topic = events[0].topic if events else ""
+        return judged
+
+    async def _send_late(
+        self, fresh: Mapping[int, Work], judged: Mapping[int, Judged], outcome: Outcome
+    ) -> None:
+        """Dead-letter the events too late to apply (each once per projector, however often
+        its batch is tried), and wait until the broker has them."""
+        horizon = self.rules.lateness_horizon_ms
+        late = [
+            (i, judged[p].stream_after[i.offset])
+            for p, work in fresh.items()
+            for i in work.items
+            if _late(i, judged[p]) and (i.topic, i.partition, i.offset) not in self._late_sent
+        ]
+        if not late:
+            return
+        if self.dead_letter is not None:
+            await asyncio.gather(
+                *(self.dead_letter(i, too_late(i, stream, horizon)) for i, stream in late)
+            )
+        self._late_sent.update((i.topic, i.partition, i.offset) for i, _ in late)
+        outcome.too_late += len(late)
+        log.warning(
+            "%d event(s) beyond the lateness horizon dead-lettered as too_late, e.g. %s",
+            len(late),
+            too_late(*late[0], horizon).detail,
+        )
 
     async def _land(
         self, commits: list[Commit], outcome: Outcome
@@ -383,6 +453,14 @@ class Projector:
             done = self._checkpoints[commit.partition]
             for topic, (_, new) in commit.moves.items():
                 done[topic] = new
+            if commit.stream_ms > self._stream.get(commit.partition, 0):
+                self._stream[commit.partition] = commit.stream_ms
+            if self._late_sent:
+                self._late_sent = {
+                    (t, p, o)
+                    for t, p, o in self._late_sent
+                    if p != commit.partition or o > done.get(t, -1)
+                }
             plan = commit.plan
             outcome.applied += plan.applied
             outcome.duplicates += plan.duplicates
@@ -392,7 +470,12 @@ class Projector:
         return landed.moved, landed.out_of_range
 
     async def _isolate(
-        self, partition: int, work: Work, stored: dict[EntityKey, Record], outcome: Outcome
+        self,
+        partition: int,
+        work: Work,
+        stored: dict[EntityKey, Record],
+        judged: Judged,
+        outcome: Outcome,
     ) -> bool:
         """Apply one partition's batch that cannot be applied whole: halves, then halves of a
         half that fails, in offset order, down to single records, which are dead-lettered as
@@ -408,6 +491,8 @@ class Projector:
             moves: dict[str, tuple[int | None, int]] = {}
             for i in part:  # a prefix of each topic's items: its last offset is its greatest
                 moves[i.topic] = (done.get(i.topic), i.offset)
+            events = [i.offset for i in part if not isinstance(i.item, LeadFact)]
+            stream = stream_upto(judged, max(events)) if events else None
             why = ""
             try:
                 plan = plan_batch(
@@ -418,7 +503,8 @@ class Projector:
                     raise
                 why = _describe(exc)
             else:
-                moved, out_of_range = await self._land([Commit(partition, moves, plan)], outcome)
+                passing = Commit(partition, moves, plan, stream or 0, late_passed(judged, moves))
+                moved, out_of_range = await self._land([passing], outcome)
                 if moved:
                     return False
                 why = out_of_range.get(partition, "")
@@ -438,16 +524,20 @@ class Projector:
                 record.offset,
                 why,
             )
-            await self.dead_letter(record, why)
+            await self.dead_letter(record, Rejection(Reason.UNPROCESSABLE, why))
             outcome.unprocessable += 1
-            moved, _ = await self._land([Commit(partition, moves, BatchPlan())], outcome)
+            passing = Commit(partition, moves, BatchPlan(), stream or 0, late_passed(judged, moves))
+            moved, _ = await self._land([passing], outcome)
             if moved:
                 return False
         rest = {
             t: (done.get(t), new) for t, (_, new) in work.moves.items() if new > done.get(t, -1)
         }
-        if rest:  # offsets past the last record that hold no data
-            moved, _ = await self._land([Commit(partition, rest, BatchPlan())], outcome)
+        if rest:  # offsets past the last record (late events, offsets that hold no data)
+            passing = Commit(
+                partition, rest, BatchPlan(), judged.stream_ms, late_passed(judged, rest)
+            )
+            moved, _ = await self._land([passing], outcome)
             if moved:
                 return False
         return True
@@ -461,6 +551,24 @@ class Projector:
             key = key_of(i.item)
             if key[0] in ("rep", "team"):
                 self.directory.update(key, records.get(key, {}))
+
+
+def _late(i: Positioned, judged: Judged) -> bool:
+    return not isinstance(i.item, LeadFact) and i.offset in judged.late
+
+
+def too_late(record: Positioned, stream_ms: int, horizon_ms: int) -> Rejection:
+    """Why an event is too late: its time, the stream time it was behind, the horizon."""
+    at = record.item.occurred_at_ms if not isinstance(record.item, LeadFact) else 0
+    return Rejection(
+        Reason.TOO_LATE,
+        f"occurred_at {_iso(at)} is more than {horizon_ms // 1000}s behind partition "
+        f"{record.partition}'s stream time {_iso(stream_ms)} (the lateness horizon)",
+    )
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def _describe(error: BaseException) -> str:

@@ -32,6 +32,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -39,8 +40,9 @@ from config.connections import kafka_options, redis_client
 from config.settings import Settings
 from projections.engine import DirectoryView, plan_batch
 from projections.errors import SalespulseError
-from projections.events import Event
+from projections.events import Event, RepUpserted, TeamUpserted
 from projections.facts import LeadFact
+from projections.lateness import judge
 from projections.namespaces import MARKER_SECONDS, next_generation
 from projections.store import (
     REDIS_FAILURES,
@@ -53,8 +55,8 @@ from projections.store import (
     rebuilt,
     switch,
 )
-from projections.validation import Rejection, parse_event
-from streams.ingest import unprocessable
+from projections.validation import InvalidField, Rejection, parse_event, parse_instant_ms
+from streams.ingest import projection_letter
 from streams.logs import configure_logging
 from streams.progress import (
     NoProgress,
@@ -169,7 +171,9 @@ class _Replay:
 
 
 async def directory_events(settings: Settings, progress: Progress | None = None) -> list[Event]:
-    """Every team and rep upsert of the events topic (``progress``: offsets read of them all)."""
+    """Every team and rep upsert of the events topic that the lateness rule applies (one
+    too late is not learnt, as the live worker never learnt it); ``progress``: offsets read
+    of them all."""
     progress = progress or NoProgress()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
@@ -179,6 +183,8 @@ async def directory_events(settings: Settings, progress: Progress | None = None)
     )
     await consumer.start()
     found: list[Event] = []
+    stream: dict[int, int] = {}  # stream time per partition (projections/lateness.py)
+    horizon_ms = settings.rules.lateness_horizon_ms
     try:
         with reporting(progress):
             tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
@@ -189,17 +195,32 @@ async def directory_events(settings: Settings, progress: Progress | None = None)
                 consumer.seek(tp, start)
             now_ms = time.time_ns() // 1_000_000
             while not await _reached(consumer, begin, ends, progress):
-                for _tp, messages in (
+                for tp, messages in (
                     await consumer.getmany(timeout_ms=500, max_records=20_000)
                 ).items():
                     for m in messages:
-                        if m.value and b'.upserted"' in m.value:
-                            event = parse_event(m.value, now_ms=now_ms, limits=settings.limits)
-                            if not isinstance(event, Rejection):
-                                found.append(event)
+                        at = _occurred_at(m.value)
+                        if at is None:
+                            continue  # not an event: the projector skips it too
+                        late = judge(stream.get(tp.partition, 0), [(m.offset, at)], horizon_ms)
+                        stream[tp.partition] = late.stream_ms
+                        if late.late or b'.upserted"' not in (m.value or b""):
+                            continue
+                        event = parse_event(m.value or b"", now_ms=now_ms, limits=settings.limits)
+                        if isinstance(event, RepUpserted | TeamUpserted):
+                            found.append(event)
     finally:
         await consumer.stop()
     return found
+
+
+def _occurred_at(value: bytes | None) -> int | None:
+    """The event time of a record of the events topic, None if it has none."""
+    try:
+        document = orjson.loads(value or b"")
+        return parse_instant_ms(str(document["occurred_at"]), "occurred_at")
+    except (orjson.JSONDecodeError, InvalidField, KeyError, TypeError):
+        return None
 
 
 async def _reached(
@@ -404,14 +425,14 @@ async def _keep_marked(client: RedisClient, prefix: str, old: str, new: str) -> 
 
 
 def _dead_letterer(settings: Settings, producer: AIOKafkaProducer) -> DeadLetter:
-    """A replay meets the records the live worker dead-lettered as unprocessable and does
-    the same (a second copy, with the same source offset headers)."""
+    """A replay meets the records the live worker dead-lettered (unprocessable, too late)
+    and does the same (a second copy, with the same source offset headers)."""
 
-    async def send(record: Positioned, why: str) -> None:
-        key, letter = unprocessable(
+    async def send(record: Positioned, rejection: Rejection) -> None:
+        key, letter = projection_letter(
             record.item,
             record.value,
-            why,
+            rejection,
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,

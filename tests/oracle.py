@@ -5,14 +5,86 @@ code, which it never imports. It sees the whole log at once: duplicates are
 dropped by ``event_id``, "latest" means the greatest ``(occurred_at,
 event_id)``, and a rep's team at an instant is the team of the rep's latest
 ``rep.upserted`` not after it.
+
+The lateness horizon (docs/lateness.md) comes first: an event more than the horizon
+older than the newest event before it on its Kafka partition is left out (and listed in
+``late``). The log's order is the order its records reach each partition: the order
+they were produced, each keyed by its subject id (events.md).
 """
 
 from __future__ import annotations
 
+import json
+import re
+import tempfile
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
+from aiokafka.partitioner import murmur2
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+HORIZON_MS = 35 * 24 * 3600 * 1000  # the engine's default, SALESPULSE_LATENESS_HORIZON
+# The field holding the subject id (the record key) of each family of event types.
+SUBJECT_OF = {
+    "team": "team_id",
+    "rep": "rep_id",
+    "lead": "lead_id",
+    "opportunity": "opportunity_id",
+    "email": "message_id",
+    "meeting": "meeting_id",
+    "call": "call_id",
+    "campaign": "campaign_id",
+}
+
+
+def kafka_partition(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a record keyed ``key``."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+class Lateness(NamedTuple):
+    kept: list[str]  # lines on time
+    late: list[str]  # lines too late
+    late_at: list[int]  # their places in the log (0: its first line)
+
+
+def apply_horizon(
+    log: Path, horizon_ms: int, partitions: int | None, left_out: Collection[str] = ()
+) -> Lateness:
+    """The log's lines split into on time and too late. With ``partitions`` None the log
+    must have no late event even in one global order (the test did not say how the
+    records were partitioned): then, per partition, none is late either. Lines in
+    ``left_out`` count for lateness (they are in the log) but are in neither list."""
+    newest: dict[int, int] = {}
+    out = Lateness([], [], [])
+    lines = [line for line in log.read_text().split("\n") if line.strip()]  # U+2028 may be in one
+    for place, line in enumerate(lines):
+        event = json.loads(line)
+        # RFC 3339 allows lower-case t and z, and more than the 6 fraction digits Python reads.
+        text = re.sub(r"(\.\d{6})\d+", r"\1", event["occurred_at"].upper())
+        at = (datetime.fromisoformat(text) - EPOCH) // timedelta(milliseconds=1)
+        subject = event[SUBJECT_OF[event["type"].split(".")[0]]]
+        where = 0 if partitions is None else kafka_partition(subject, partitions)
+        too_late = where in newest and at < newest[where] - horizon_ms
+        if not too_late:
+            newest[where] = max(newest.get(where, at), at)
+        if line in left_out:
+            continue
+        if too_late:
+            out.late.append(line)
+            out.late_at.append(place)
+        else:
+            out.kept.append(line)
+    if out.late and partitions is None:
+        raise ValueError(
+            f"{len(out.late)} event(s) of {log} are beyond the lateness horizon in log order: "
+            "give the oracle the partition count to judge them"
+        )
+    return out
+
 
 COLUMNS = {
     "event_id": "VARCHAR",
@@ -242,7 +314,23 @@ class Oracle:
         org_zone: str = "UTC",
         service_level_seconds: int = 20,
         queue_teams: dict[str, str] | None = None,
+        *,
+        horizon_ms: int | None = HORIZON_MS,
+        partitions: int | None = None,
+        left_out: Collection[str] = (),
     ) -> None:
+        """``horizon_ms`` None: every event counts (a test that takes the engine's own
+        too-late dead letters out of the log first). ``left_out``: lines that count for
+        lateness but for no KPI (those the engine dead-lettered as unprocessable)."""
+        self.late: list[str] = []  # the log's events beyond the horizon
+        self.late_at: list[int] = []  # where they are in it
+        if horizon_ms is not None:
+            kept, self.late, self.late_at = apply_horizon(log, horizon_ms, partitions, left_out)
+            if self.late or left_out:
+                self._kept = tempfile.NamedTemporaryFile("w", suffix=".jsonl")  # noqa: SIM115
+                self._kept.write("".join(line + "\n" for line in kept))
+                self._kept.flush()
+                log = Path(self._kept.name)
         self.db = duckdb.connect()
         self.db.execute("CREATE TABLE queue_team (queue VARCHAR, team VARCHAR)")
         for queue, team in (queue_teams or {}).items():

@@ -1,11 +1,11 @@
 """Feed events straight to a Projector on a store, as the worker's loop would: split
-over partitions by subject, directory first, then in random batches, with the lead facts
-the projector publishes fed back on a second "topic" partitioned by lead."""
+over partitions by subject (Kafka's default partitioner), directory first, then in random
+batches, with the lead facts the projector publishes fed back on a second "topic"
+partitioned by lead."""
 
 from __future__ import annotations
 
 import random
-import zlib
 from collections.abc import Sequence
 
 from projections.contributions import Rules
@@ -15,6 +15,7 @@ from projections.facts import LeadFact
 from projections.store import RedisClient
 from projections.stores import ProjectionStore
 from streams.projector import DeadLetter, Positioned, Projector
+from tests.oracle import kafka_partition
 
 TOPIC = "events"
 
@@ -36,15 +37,15 @@ async def project(
     directory: DirectoryView | None = None,
     batch: int | None = None,
 ) -> tuple[ProjectionStore, list[list[Positioned]]]:
-    """Project ``events`` in the given order, in batches of 0 to 400 records of each
-    partition (or exactly ``batch``); returns the store and each partition's records of the
-    events topic as they were delivered."""
+    """Project ``events`` in the given order (the directory's first), in batches of 0 to
+    400 records of each partition (or exactly ``batch``); returns the store and each
+    partition's records of the events topic as they were delivered."""
     facts: list[list[Positioned]] = [[] for _ in range(partitions)]
     fact_offsets = [0] * partitions
 
     async def publish(new: Sequence[LeadFact]) -> None:
         for fact in new:
-            p = zlib.crc32(fact.lead_id.encode()) % partitions
+            p = kafka_partition(fact.lead_id, partitions)
             facts[p].append(Positioned("facts", p, fact_offsets[p], fact))
             fact_offsets[p] += 1
 
@@ -61,7 +62,7 @@ async def project(
     rest = [e for e in events if not isinstance(e, RepUpserted | TeamUpserted)]
     queues: list[list[Positioned]] = [[] for _ in range(partitions)]
     for event in first + rest:
-        p = zlib.crc32(event.subject_id.encode()) % partitions
+        p = kafka_partition(event.subject_id, partitions)
         queues[p].append(Positioned(TOPIC, p, len(queues[p]), event))
     delivered = [list(queue) for queue in queues]
     await projector.apply([i for queue in queues for i in queue if i.item in first])

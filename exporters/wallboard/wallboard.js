@@ -187,6 +187,8 @@ function drawHealth(health) {
     $("dlq").textContent = Math.max(0, perMinute).toFixed(0);
   }
   if (health.dead_letters !== null) state.dlq = { count: health.dead_letters, at: now };
+  $("late").textContent = (health.too_late || 0).toLocaleString("en");
+  $("late").parentElement.classList.toggle("warn", Boolean(health.too_late));
 }
 
 function banner(text) {

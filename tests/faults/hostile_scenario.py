@@ -89,18 +89,31 @@ class HostileScenario(Scenario):
             (d.headers[HEADER_TOPIC], d.headers[HEADER_PARTITION], d.headers[HEADER_OFFSET]): d
             for d in dead
         }
-        unprocessable = {
-            (int(d.headers[HEADER_PARTITION]), int(d.headers[HEADER_OFFSET]))
-            for d in by_source.values()
-            if d.headers[HEADER_REASON] == Reason.UNPROCESSABLE.value.encode()
-        }
+
+        def dead_as(reason: Reason) -> set[tuple[int, int]]:
+            return {
+                (int(d.headers[HEADER_PARTITION]), int(d.headers[HEADER_OFFSET]))
+                for d in by_source.values()
+                if d.headers[HEADER_REASON] == reason.value.encode()
+            }
+
+        unprocessable, too_late = dead_as(Reason.UNPROCESSABLE), dead_as(Reason.TOO_LATE)
         rejected = [
             d.value for d in by_source.values() if d.headers[HEADER_TOPIC] == s.raw_topic.encode()
         ]
-        kept = [e.value for e in events if (e.partition, e.offset) not in unprocessable]
-        log = self.folder / "kept.jsonl"
-        log.write_bytes(b"".join(v + b"\n" for v in kept))
-        oracle = Oracle(log)
+        # The events topic as the worker read it, partition by partition in offset order: the
+        # oracle judges lateness (hostile times are decades apart) on that order itself.
+        events.sort(key=lambda e: (e.partition, e.offset))
+        log = self.folder / "forwarded.jsonl"
+        log.write_bytes(b"".join(e.value + b"\n" for e in events))
+        oracle = Oracle(
+            log,
+            partitions=s.partitions,
+            left_out={e.value.decode() for e in events if (e.partition, e.offset) in unprocessable},
+        )
+        late = {(events[i].partition, events[i].offset) for i in oracle.late_at}
+        assert too_late == late, "the events dead-lettered as too late != the oracle's"
+        kept = [e.value for e in events if (e.partition, e.offset) not in unprocessable | too_late]
         store = await self.store()
         partitions = range(s.partitions)
         projected = sum(int(p.get("!applied", 0)) for p in await store.progress(partitions))
@@ -120,12 +133,15 @@ class HostileScenario(Scenario):
             drift,
             compared,
             len(by_source),
-            len(self.invalid) + len(unprocessable),
+            len(self.invalid) + len(unprocessable) + len(too_late),
             list(self.recoveries),
             copies=len(dead) - len(by_source),
         )
         REPORT.append(row)
-        print(f"\n{table([row])}\n{len(unprocessable)} dead-lettered as unprocessable")
+        print(
+            f"\n{table([row])}\n{len(unprocessable)} dead-lettered as unprocessable, "
+            f"{len(too_late)} as too late"
+        )
         assert not examples, f"{drift} figures drifted, e.g. {examples[:3]}"
         assert projected == row.expected, f"{projected} distinct events projected"
         assert row.copies == 0, f"{row.copies} dead letters were written twice"

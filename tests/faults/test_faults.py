@@ -17,15 +17,19 @@ import time
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from projections.lateness import DAY_MS
+from projections.validation import parse_instant_ms
 from stack.servers import Kafka, Redis
 from streams.producer import publish
 from streams.topics import ensure_topics
 from tests.faults.harness import Scenario
 from tests.faults.hostile_scenario import ENTITY_EVENTS, HostileScenario
 from tests.faults.poison import poison_records
+from tests.oracle import Oracle
 from tests.support import salespulse, wait_for_exporter
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -234,6 +238,58 @@ async def test_poison_beside_valid_traffic(stack_env: dict[str, str], tmp_path: 
         await s.verify(poison)
     finally:
         await s.close()
+
+
+async def test_a_replay_beyond_the_lateness_horizon_is_dead_lettered_and_changes_nothing(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A source replays old data once the stream has moved on: copies, under new ids, of
+    events more than the horizon (4 days here) older than the newest of their partition.
+    Each is dead-lettered as too late, counted once with the checkpoints, and no KPI moves:
+    the projections still equal the oracle over the log without them, and the oracle,
+    judging the whole log itself, finds exactly those late."""
+    s = Scenario(
+        "replay beyond the lateness horizon (4d)",
+        stack_env,
+        tmp_path,
+        count=30_000,
+        seed=707,
+        extra_env={"SALESPULSE_LATENESS_HORIZON": "4d"},
+    )
+    replay = _replayed(s.log, before_ms=s.end_ms - 7 * DAY_MS, count=2_000)
+    worker = s.worker()
+    try:
+        worker.start()
+        await s.load_directory()
+        await s.produce()
+        ended = await s.fault_ends()
+        await publish(s.settings, s.settings.raw_topic, replay, rate=2_000)
+        await s.recovered(ended)
+        await s.verify(replay)
+        assert worker.alive()
+        progress = await (await s.store()).progress(range(s.settings.partitions))
+        assert sum(int(p.get("!too_late", 0)) for p in progress) == len(replay)
+        whole = tmp_path / "with-replay.jsonl"
+        whole.write_bytes(s.log.read_bytes() + b"".join(r + b"\n" for r in replay))
+        judged = Oracle(whole, horizon_ms=4 * DAY_MS, partitions=s.settings.partitions)
+        assert sorted(judged.late) == sorted(r.decode() for r in replay)
+    finally:
+        await s.close()
+
+
+def _replayed(log: Path, before_ms: int, count: int) -> list[bytes]:
+    """Copies, under new ids, of ``count`` events of ``log`` older than ``before_ms``."""
+    old = [
+        event
+        for event in map(orjson.loads, log.read_bytes().splitlines())
+        if not event["type"].endswith(".upserted")
+        and parse_instant_ms(event["occurred_at"], "occurred_at") < before_ms
+    ]
+    assert len(old) >= count, f"only {len(old)} events before the cut"
+    return [
+        orjson.dumps({**event, "event_id": f"replayed-{event['event_id']}"})
+        for event in random.Random(707).sample(old, count)
+    ]
 
 
 async def test_hostile_valid_input_never_stops_the_worker(

@@ -70,9 +70,35 @@ def test_freshness_benchmark(stack_env: dict[str, str]) -> None:
 
 
 def test_scrape_benchmark(stack_env: dict[str, str]) -> None:
-    out = _run(stack_env, "benchmarks.scrape", "--reps", "30")
+    out = _run(stack_env, "benchmarks.scrape", "--reps", "30", "--partitions", "2,5")
+    rows = [line.split() for line in out.strip().splitlines()[-2:]]
+    assert [row[:3] for row in rows] == [["2", "30", "30"], ["5", "30", "30"]], out
+    assert all(int(row[3].replace(",", "")) > 0 for row in rows), out
+
+
+def test_api_latency_benchmark(stack_env: dict[str, str]) -> None:
+    out = _run(
+        stack_env,
+        "benchmarks.api_latency",
+        *("--partitions", "3", "--reps", "40", "--clients", "3", "--seconds", "1"),
+    )
     row = out.strip().splitlines()[-1].split()
-    assert row[0] == "30" and row[1] == "30" and int(row[2].replace(",", "")) > 0, out
+    assert row[0] == "3" and int(row[1].replace(",", "")) > 0, out
+    p50, p99 = float(row[3]), float(row[5])
+    assert 0 < p50 <= p99, out
+
+
+def test_footprint_benchmark(stack_env: dict[str, str]) -> None:
+    out = _run(
+        stack_env, "benchmarks.footprint", *("--days", "6", "--per-day", "300", "--at", "3,6")
+    )
+    lines = out.splitlines()
+    first, last = (
+        next(line.split() for line in lines if line.split()[:1] == [day]) for day in ("3", "6")
+    )
+    assert int(first[1].replace(",", "")) < int(last[1].replace(",", "")), out  # events
+    assert 0 < int(first[2].replace(",", "")) < int(last[2].replace(",", "")), out  # leads
+    assert last[-1].endswith("%") and "record lead" in out, out
 
 
 @pytest.mark.parametrize(
@@ -82,6 +108,8 @@ def test_scrape_benchmark(stack_env: dict[str, str]) -> None:
         (("benchmarks.throughput", "--workers", "1,0"), "'1,0': every number must be at least 1"),
         (("benchmarks.freshness", "--seconds", "0"), "--seconds must be positive, not 0.0"),
         (("benchmarks.soak", "--minutes", "0"), "--minutes: must be positive, not 0.0"),
+        (("benchmarks.footprint", "--at", "60,30,120"), "--at must be increasing days"),
+        (("benchmarks.api_latency", "--seconds", "0"), "--seconds: must be positive, not 0.0"),
     ],
 )
 def test_a_bad_argument_is_refused(

@@ -232,6 +232,14 @@ async def test_prometheus_holds_what_kpis_says(
     assert b"salespulse_projection_newest_event_age_seconds " in exposition
     assert b"salespulse_projection_last_commit_age_seconds " in exposition
     assert b"salespulse_speed_to_lead_seconds_bucket{" in exposition
+    assert b"salespulse_events_too_late_total 0.0" in exposition  # none was that late
+    # What state costs: Redis's own used_memory, per lead created and per event applied.
+    used = _sample(exposition, b"salespulse_redis_used_memory_bytes")
+    leads = sum(b'"lead.created"' in v for v in values)
+    assert _sample(exposition, b"salespulse_redis_bytes_per_lead") == pytest.approx(
+        used / leads, rel=0.05
+    )
+    assert 0 < _sample(exposition, b"salespulse_redis_bytes_per_event") < used
     check = subprocess.run(
         ["promtool", "check", "metrics"], input=exposition, capture_output=True, check=False
     )
@@ -298,3 +306,9 @@ async def test_prometheus_holds_what_kpis_says(
             return len(found) == 1 and float(found[0]["value"][1]) == pytest.approx(want, rel=1e-12)
 
         wait_for(scraped, 30, f"Prometheus to hold {query} = {expected}")
+
+
+def _sample(exposition: bytes, name: bytes) -> float:
+    """The value of an unlabelled series of an exposition."""
+    (line,) = [line for line in exposition.splitlines() if line.startswith(name + b" ")]
+    return float(line.split()[1])

@@ -30,11 +30,11 @@ from projections.contributions import Rules
 from projections.engine import DirectoryView
 from projections.events import COUNT_MAX, Event
 from projections.store import RedisStore
-from projections.validation import Rejection, format_instant_ms, parse_event
+from projections.validation import Reason, Rejection, format_instant_ms, parse_event
 from projections.windows import WINDOWS
 from streams.projector import Positioned
 from tests.hostile import hostile_world, numbered, subjects
-from tests.oracle import Oracle
+from tests.oracle import Oracle, apply_horizon
 from tests.projection_feed import drop, project
 from tests.support import differences
 
@@ -42,6 +42,7 @@ pytestmark = pytest.mark.integration
 
 END_MS = 1_795_420_800_000  # 2026-11-23T08:00:00Z
 RULES = Rules()
+DIRECTORY = ("team.upserted", "rep.upserted")  # fed first, as a deployment loads them
 
 
 @pytest.fixture
@@ -71,16 +72,22 @@ async def _run(
     batch: int | None = None,
 ) -> tuple[list[tuple[Positioned, str]], int]:
     """Project the valid records; compare every scope they name, in every window, with the
-    oracle over the valid records that were not dead-lettered. Returns the dead letters and
-    the number of figures compared."""
+    oracle over the valid records that were not dead-lettered. Events the projector finds
+    beyond the lateness horizon (hostile times are years apart) must be exactly those the
+    rule, applied independently to the log in the order the partitions got it, finds.
+    Returns the unprocessable dead letters and the number of figures compared."""
     valid = _valid(records)
     bytes_of = {id(event): record for record, event in valid}
     events = [event for _, event in valid]
     random.Random(seed).shuffle(events)
     dead: list[tuple[Positioned, str]] = []
+    late: list[Positioned] = []
 
-    async def dead_letter(record: Positioned, why: str) -> None:
-        dead.append((record, why))
+    async def dead_letter(record: Positioned, why: Rejection) -> None:
+        if why.reason == Reason.TOO_LATE:
+            late.append(record)
+        else:
+            dead.append((record, why.detail))
 
     namespace = f"t{uuid.uuid4().hex[:8]}"
     try:
@@ -95,11 +102,20 @@ async def _run(
             directory=directory,
             batch=batch,
         )
-        lost = {id(record.item) for record, _ in dead}
+        fed = [e for e in events if e.type in DIRECTORY] + [
+            e for e in events if e.type not in DIRECTORY
+        ]
+        as_fed = tmp_path / f"fed-{uuid.uuid4().hex[:6]}.jsonl"
+        as_fed.write_bytes(b"".join(bytes_of[id(e)] + b"\n" for e in fed))
+        beyond = apply_horizon(as_fed, RULES.lateness_horizon_ms, partitions).late
+        assert sorted(r.item.event_id for r in late) == sorted(  # type: ignore[union-attr]
+            orjson.loads(line)["event_id"] for line in beyond
+        )
+        lost = {id(record.item) for record, _ in dead} | {id(record.item) for record in late}
         kept = [bytes_of[id(e)] for e in events if id(e) not in lost]
         log = tmp_path / f"log-{uuid.uuid4().hex[:6]}.jsonl"
         log.write_bytes(b"".join(r + b"\n" for r in kept))
-        oracle = Oracle(log)
+        oracle = Oracle(log, horizon_ms=None)  # the late ones are out already
         view = await store.directory(range(partitions), RULES)
         scopes = [("org", "")] + [
             (scope, ident) for scope, ids in subjects(kept).items() for ident in sorted(ids)

@@ -3,13 +3,16 @@ duplicates and partitioning."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +25,7 @@ from projections.events import Event, RepUpserted, TeamUpserted
 from projections.facts import LeadFact
 from projections.read import read_kpis
 from projections.store import RedisClient, RedisStore
-from projections.validation import Rejection, parse_event
+from projections.validation import Reason, Rejection, parse_event
 from projections.windows import WINDOWS, answerable
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
 from simulator.org import build_org
@@ -39,13 +42,17 @@ TOPIC = "events"
 # Two of the four queues belong to a team by configuration; the others credit the answerer's.
 QUEUE_TEAMS = {"q-emea": "emea", "q-apac": "apac"}
 RULES = Rules(queue_teams=tuple(QUEUE_TEAMS.items()))
-# A simulated log, how it is split over partitions, the order its events come in, and
-# whether everything is delivered a second time.
+DAY_MS = 86_400_000
+# A simulated log, how it is split over partitions, the order its events come in, whether
+# everything is delivered a second time, and the lateness horizon: the default (35 days,
+# which nothing in the 9-day log is behind) or 4 days, behind which a shuffled log puts
+# about half its events: events on both sides of the horizon.
 ORDERINGS = {
     "seed": st.integers(0, 10_000),
     "partitions": st.sampled_from([1, 3, 4, 12]),
     "order_seed": st.integers(0, 2**32),
     "replay": st.booleans(),
+    "horizon_days": st.sampled_from([35, 4]),
 }
 
 
@@ -76,6 +83,49 @@ def _log(seed: int, count: int) -> tuple[list[bytes], list[Event]]:
         assert not isinstance(event, Rejection)
         events.append(event)
     return values, events
+
+
+class Judged(NamedTuple):
+    """A log in the order a test feeds it, the oracle over it, and the rules it ran with."""
+
+    events: list[Event]
+    oracle: Oracle
+    rules: Rules
+
+
+def shuffled_log(
+    seed: int, order_seed: int, partitions: int, horizon_days: int, folder: Path
+) -> Judged:
+    """A simulated log, shuffled by ``order_seed``, in the order the feed delivers it
+    (directory first): the lateness rule judges each partition's events in that order."""
+    values, events = _log(seed=seed, count=1_500)
+    paired = list(zip(values, events, strict=True))
+    random.Random(order_seed).shuffle(paired)
+    paired.sort(key=lambda pair: not isinstance(pair[1], RepUpserted | TeamUpserted))
+    log = folder / f"log-{seed}-{uuid.uuid4().hex}.jsonl"
+    log.write_bytes(b"".join(value + b"\n" for value, _ in paired))
+    rules = dataclasses.replace(RULES, lateness_horizon_ms=horizon_days * DAY_MS)
+    oracle = Oracle(
+        log,
+        queue_teams=QUEUE_TEAMS,
+        horizon_ms=rules.lateness_horizon_ms,
+        partitions=partitions,
+    )
+    return Judged([event for _, event in paired], oracle, rules)
+
+
+class DeadLetters(list[tuple[Positioned, Rejection]]):
+    """A dead-letter "topic" in memory."""
+
+    async def __call__(self, record: Positioned, rejection: Rejection) -> None:
+        self.append((record, rejection))
+
+    def too_late(self) -> list[str]:
+        return sorted(r.item.event_id for r, why in self if why.reason == Reason.TOO_LATE)
+
+
+def late_ids(oracle: Oracle) -> list[str]:
+    return sorted(orjson.loads(line)["event_id"] for line in oracle.late)
 
 
 async def _compare(store: RedisStore, partitions: int, oracle: Oracle, as_ofs: list[int]) -> int:
@@ -139,21 +189,28 @@ async def test_any_order_partitioning_and_replay_give_the_oracle(
     partitions: int,
     order_seed: int,
     replay: bool,
+    horizon_days: int,
 ) -> None:
-    values, events = _log(seed=seed, count=1_500)
-    log = tmp_path / f"log-{seed}.jsonl"
-    log.write_bytes(b"\n".join(values) + b"\n")
-    oracle = Oracle(log, queue_teams=QUEUE_TEAMS)
+    log = shuffled_log(seed, order_seed, partitions, horizon_days, tmp_path)
     namespace = f"t{uuid.uuid4().hex[:8]}"
     order = random.Random(order_seed)
-    order.shuffle(events)
+    dead = DeadLetters()
     try:
         store = RedisStore(redis_client, namespace)
         # With replay, a redelivery of everything (a crash before the consumer committed):
         # the stored checkpoints skip what is at or below them; nothing may count twice.
         for _ in range(2 if replay else 1):
-            await _project(store, events, partitions, order, rules=RULES, end_ms=END_MS)
-        await _compare(store, partitions, oracle, [END_MS, END_MS - 2 * 86_400_000])
+            await _project(
+                store,
+                log.events,
+                partitions,
+                order,
+                rules=log.rules,
+                end_ms=END_MS,
+                dead_letter=dead,
+            )
+        await _compare(store, partitions, log.oracle, [END_MS, END_MS - 2 * 86_400_000])
+        assert dead.too_late() == late_ids(log.oracle)  # each late event once, nothing else
     finally:
         await _drop(redis_client, namespace)
 

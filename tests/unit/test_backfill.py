@@ -7,8 +7,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from projections.lateness import DAY_MS, judge
 from projections.validation import Rejection, parse_event
-from streams.backfill import BackfillError, crm_opportunities
+from streams.backfill import BackfillError, crm_opportunities, in_time_order
+from tests.oracle import kafka_partition
 from tests.support import RecordedProgress
 
 pytestmark = pytest.mark.unit
@@ -60,3 +62,44 @@ def test_progress_counts_the_deals_of_the_pipeline(tmp_path: Path) -> None:
     assert progress.finished == [False]
     # two teams, two reps, two deals created, one closed
     assert report.events["opportunity.created"] == 2 and len(events) == 2 + 2 + 2 + 1
+
+
+def _late_events(events: list[bytes], partitions: int) -> int:
+    """Events the lateness rule (35 days) would dead-letter, were ``events`` produced in
+    this order, keyed by subject, to ``partitions`` partitions."""
+    streams: dict[int, list[tuple[int, int]]] = {}
+    for offset, value in enumerate(events):
+        event = parse_event(value, now_ms=NOW_MS)
+        assert not isinstance(event, Rejection)
+        p = kafka_partition(event.subject_id, partitions)
+        streams.setdefault(p, []).append((offset, event.occurred_at_ms))
+    return sum(len(judge(0, s, 35 * DAY_MS).late) for s in streams.values())
+
+
+def test_a_backfill_goes_out_in_time_order_so_no_event_of_it_is_too_late(tmp_path: Path) -> None:
+    """A pipeline export lists deals by id: engage and close dates a year apart, mixed. As
+    read, many of its events would be too late behind one before them on their partition;
+    the command sends them in time order (directory first), where none is."""
+    rows = [
+        f"D{n:03d},Ada Lovelace,GTX Basic,Acme,Won,"
+        f"2016-{1 + (n * 7) % 12:02d}-{1 + n % 27:02d},2017-{1 + (n * 5) % 12:02d}-15,550"
+        for n in range(120)
+    ]
+    (tmp_path / "sales_pipeline.csv").write_text(
+        "opportunity_id,sales_agent,product,account,deal_stage,engage_date,close_date,close_value\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+    (tmp_path / "sales_teams.csv").write_text(
+        "sales_agent,manager,regional_office\nAda Lovelace,M,West\n"
+    )
+    (tmp_path / "accounts.csv").write_text("account,sector\nAcme,retail\n")
+    (tmp_path / "products.csv").write_text("product,sales_price\nGTX Basic,550\n")
+    events, _ = crm_opportunities(tmp_path, "UTC")
+    assert _late_events(events, 1) > 50 and _late_events(events, 3) > 30
+    ordered = in_time_order(events)
+    assert sorted(ordered) == sorted(events)
+    assert [orjson.loads(v)["type"] for v in ordered[:2]] == ["team.upserted", "rep.upserted"]
+    assert _late_events(ordered, 1) == 0 and _late_events(ordered, 3) == 0
+    times = [parse_event(v, now_ms=NOW_MS).occurred_at_ms for v in ordered[2:]]  # type: ignore[union-attr]
+    assert times == sorted(times)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from exporters.health import STALE_AFTER_SECONDS, health_families, summarise
@@ -32,6 +34,7 @@ def test_without_kafka_there_is_no_lag_series() -> None:
         "salespulse_projection_checkpoint_offset",
         "salespulse_projections_status",
         "salespulse_projections_live",
+        "salespulse_events_too_late",
     }
 
 
@@ -67,3 +70,25 @@ def test_a_running_rebuild_is_reported_and_the_numbers_stay_live() -> None:
     rebuild = {"from": "p:g1", "to": "p:g2", "started_ms": 1}
     health = summarise([{"ev": "9"}], {("ev", 0): 10}, now_ms=2_000, rebuild=rebuild)
     assert (health.status, health.live) == ("rebuilding", True)
+
+
+def test_events_too_late_are_summed_over_partitions_and_exported_as_a_counter() -> None:
+    progress = [{"events": "9", "!too_late": "2"}, {"events": "4"}, {"!too_late": "5"}]
+    health = summarise(progress, None, 0)
+    assert health.too_late == 7
+    (late,) = [f for f in health_families(health) if f.name == "salespulse_events_too_late"]
+    assert late.type == "counter"
+    assert [(s.name, s.value) for s in late.samples] == [("salespulse_events_too_late_total", 7)]
+
+
+def test_redis_memory_is_reported_per_lead_and_per_event_when_redis_says_it() -> None:
+    progress = [{"!applied": "300"}, {"!applied": "100"}]
+    health = replace(summarise(progress, None, 0), leads=50, redis_used_bytes=80_000)
+    values = {f.name: f.samples[0].value for f in health_families(health) if f.samples}
+    assert values["salespulse_redis_used_memory_bytes"] == 80_000
+    assert values["salespulse_redis_bytes_per_lead"] == 1_600
+    assert values["salespulse_redis_bytes_per_event"] == 200
+    unknown = {f.name for f in health_families(replace(health, redis_used_bytes=None))}
+    assert not {n for n in unknown if n.startswith("salespulse_redis_")}
+    no_leads = {f.name for f in health_families(replace(health, leads=0))}
+    assert "salespulse_redis_bytes_per_lead" not in no_leads

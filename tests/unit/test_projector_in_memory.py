@@ -5,7 +5,6 @@ oracle) on the in-memory store, plus what a rebuild's freeze and a second writer
 from __future__ import annotations
 
 import random
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,13 @@ from streams.projector import Positioned, Projector
 from tests.integration.test_projections import (
     END_MS,
     ORDERINGS,
-    QUEUE_TEAMS,
     RULES,
+    DeadLetters,
     _compare,
     _log,
+    late_ids,
+    shuffled_log,
 )
-from tests.oracle import Oracle
 from tests.projection_feed import project
 
 pytestmark = pytest.mark.unit
@@ -36,18 +36,18 @@ pytestmark = pytest.mark.unit
 )
 @given(**ORDERINGS)
 async def test_any_order_partitioning_and_replay_give_the_oracle(
-    tmp_path: Path, seed: int, partitions: int, order_seed: int, replay: bool
+    tmp_path: Path, seed: int, partitions: int, order_seed: int, replay: bool, horizon_days: int
 ) -> None:
-    values, events = _log(seed=seed, count=1_500)
-    log = tmp_path / f"log-{seed}-{uuid.uuid4().hex}.jsonl"
-    log.write_bytes(b"\n".join(values) + b"\n")
-    oracle = Oracle(log, queue_teams=QUEUE_TEAMS)
+    log = shuffled_log(seed, order_seed, partitions, horizon_days, tmp_path)
     store = MemoryStore(MemoryBackend(), "t")
     order = random.Random(order_seed)
-    order.shuffle(events)
+    dead = DeadLetters()
     for _ in range(2 if replay else 1):  # a redelivery: the checkpoints skip it all
-        await project(store, events, partitions, order, rules=RULES, end_ms=END_MS)
-    await _compare(store, partitions, oracle, [END_MS, END_MS - 2 * 86_400_000])
+        await project(
+            store, log.events, partitions, order, rules=log.rules, end_ms=END_MS, dead_letter=dead
+        )
+    await _compare(store, partitions, log.oracle, [END_MS, END_MS - 2 * 86_400_000])
+    assert dead.too_late() == late_ids(log.oracle)
 
 
 async def _no_facts(_: object) -> None:
