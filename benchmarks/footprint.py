@@ -145,7 +145,7 @@ def main() -> None:
         asyncio.run(clean(settings))
 
     print(
-        f"\n{args.days} days, {len(sent):,} records ({tally.valid.total():,} distinct events, "
+        f"\nlog: {args.days} days, {len(sent):,} records ({tally.valid.total():,} distinct events, "
         f"{tally.valid['lead.created']:,} leads), {settings.partitions} partitions, "
         f"lateness horizon {settings.lateness_horizon}"
     )
