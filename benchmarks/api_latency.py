@@ -98,14 +98,14 @@ def main() -> None:
         f"/api/v1/kpis?scope=team&window={args.window}: {args.clients} clients, "
         f"{args.reps:,} reps in {TEAMS} teams, {args.seconds:.0f} s each"
     )
-    print(f"{'partitions':>10}{'requests':>10}{'req/s':>8}{'p50':>9}{'p99':>9}{'CPU/req':>10}")
+    print(f"{'partitions':>10}{'requests':>10}{'req/s':>8}{'p50':>11}{'p99':>11}{'CPU/req':>11}")
     for partitions in args.partitions:
         count, rate, p50, p99, cpu = asyncio.run(
             _measure(base, partitions, args.reps, args.clients, args.seconds, args.window)
         )
         print(
-            f"{partitions:>10}{count:>10,}{rate:>8,.0f}{p50 * 1000:>6,.1f} ms"
-            f"{p99 * 1000:>6,.1f} ms{cpu * 1000:>7,.2f} ms"
+            f"{partitions:>10}{count:>10,}{rate:>8,.0f}{p50 * 1000:>8,.1f} ms"
+            f"{p99 * 1000:>8,.1f} ms{cpu * 1000:>8,.2f} ms"
         )
 
 

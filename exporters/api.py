@@ -177,11 +177,11 @@ class Api:
     async def _answer(self, query: Query) -> tuple[Answer, Targets]:
         store = await self._store()
         partitions = range(self.settings.partitions)
-        if query.scope != "org":
-            known = await store.scopes(partitions)
-            if (query.scope, query.scope_id) not in known:
-                raise ApiError(404, f"no {query.scope} {query.scope_id!r} has data", "id")
-        directory = await store.directory(partitions, self.settings.rules)
+        if query.scope != "org" and not await store.has_scope(
+            partitions, query.scope, query.scope_id
+        ):
+            raise ApiError(404, f"no {query.scope} {query.scope_id!r} has data", "id")
+        directory = await self.exporter.directories.view(store, partitions)
         request = [(query.scope, query.scope_id, query.window)]
         (answer,) = await read_many(store, partitions, directory, request, query.as_of_ms)
         targets = self.exporter.targets.current()
@@ -251,7 +251,7 @@ class Api:
         known = await store.scopes(partitions)
         if ("team", team) not in known:
             raise ApiError(404, f"no team {team!r} has data", "team")
-        directory = await store.directory(partitions, self.settings.rules)
+        directory = await self.exporter.directories.view(store, partitions)
         reps = sorted(i for s, i in known if s == "rep" and directory.team_of(i, now_ms) == team)
         answers = await read_many(
             store, partitions, directory, [("rep", r, window) for r in reps], now_ms
@@ -326,7 +326,7 @@ class Api:
         store = await self._store()
         partitions = range(self.settings.partitions)
         known = await store.scopes(partitions)
-        directory = await store.directory(partitions, self.settings.rules)
+        directory = await self.exporter.directories.view(store, partitions)
         teams = sorted(i for s, i in known if s == "team")
         queues: dict[str, list[str]] = {}
         for queue, team in self.settings.queue_team_pairs:

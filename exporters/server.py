@@ -1,10 +1,12 @@
-"""``salespulse exporter``: a stateless HTTP server; its /metrics reads the projections per scrape.
+"""``salespulse exporter``: an HTTP server; its /metrics reads the projections per scrape.
 
-Nothing is cached between scrapes: every scrape resolves the live generation,
+No KPI is cached between scrapes: every scrape resolves the live generation,
 lists the scopes, reads every (scope, window) in a few pipelines and builds
-fresh metric families. If Redis cannot be read, the scrape still answers,
-with ``salespulse_exporter_up 0`` and no KPI series (never stale values). With a reader
-token configured (``exporters/auth.py``) every route answers only requests that carry it.
+fresh metric families. Only the directory (reps, teams) is kept between reads, and
+read again whenever a partition's directory version moved (``DirectoryCache``). If
+Redis cannot be read, the scrape still answers, with ``salespulse_exporter_up 0`` and no
+KPI series (never stale values). With a reader token configured (``exporters/auth.py``)
+every route answers only requests that carry it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from projections.store import (
     rebuilding,
     used_memory,
 )
+from projections.stores import DirectoryCache
 from projections.targets import QUOTA_ATTAINMENT, QUOTA_KPI, TargetsError, with_targets
 from projections.windows import ALL_TIME, WINDOWS
 
@@ -54,6 +57,7 @@ class Exporter:
         # instead of waiting out the worker's backoff (seconds) per scrape.
         self.client = redis_client(settings, retries=1)
         self.targets = TargetsFile(settings.targets_file)
+        self.directories = DirectoryCache(settings.rules)  # read again only when it changed
         self._kafka: AIOKafkaConsumer | None = None
         self.skipped_scopes = 0  # in the last scrape
 
@@ -127,7 +131,7 @@ class Exporter:
         namespace = await current_namespace(self.client, s.topic_prefix, create=False)
         store = RedisStore(self.client, namespace)
         partitions = range(s.partitions)
-        directory = await store.directory(partitions, s.rules)
+        directory = await self.directories.view(store, partitions)
         scopes = sorted(await store.scopes(partitions))
         reps_per_team: dict[str, int] = {}
         as_of = time.time_ns() // 1_000_000

@@ -160,6 +160,9 @@ class MemoryStore(DerivedReads):
     async def scopes(self, partitions: Sequence[int]) -> set[tuple[str, str]]:
         return {scope for p in partitions for scope in self._p(p).scopes}
 
+    async def has_scope(self, partitions: Sequence[int], scope: str, scope_id: str) -> bool:
+        return any((scope, scope_id) in self._p(p).scopes for p in partitions)
+
     async def sums_many(
         self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]
     ) -> list[dict[str, int]]:

@@ -627,6 +627,14 @@ class RedisStore(DerivedReads):
                 out.add((scope, ident))
         return out
 
+    async def has_scope(self, partitions: Sequence[int], scope: str, scope_id: str) -> bool:
+        member = f"{scope}:{scope_id}"
+        found = await pipelined(
+            self.client,
+            lambda pipe: [pipe.sismember(self.keys.scopes(p), member) for p in partitions],
+        )
+        return any(found)
+
     async def sums_many(
         self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]
     ) -> list[dict[str, int]]:

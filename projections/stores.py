@@ -14,6 +14,7 @@ Pure: the types, errors and rules every implementation shares.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +138,11 @@ class ProjectionStore(Protocol):
         """Every (scope, id) with aggregates, beside the org."""
         ...
 
+    async def has_scope(self, partitions: Sequence[int], scope: str, scope_id: str) -> bool:
+        """Whether (scope, id) has aggregates in any of the partitions (without listing
+        every scope)."""
+        ...
+
     async def sums(
         self, partitions: Sequence[int], scope: str, scope_id: str, bucket_ids: Sequence[str]
     ) -> dict[str, int]: ...
@@ -202,6 +208,30 @@ class DerivedReads(ABC):
 
     async def directory(self, partitions: Sequence[int], rules: Rules) -> DirectoryView:
         return DirectoryView(await self.directory_records(partitions), rules)
+
+
+class DirectoryCache:
+    """A reader's directory, read again only when it changed. Every use compares each
+    partition's directory version (a field of its checkpoint, moved by every commit that
+    changes a rep or team record, one round trip for all partitions); any change, another
+    namespace (a rebuild switched) or other partitions read the whole directory again. The
+    versions are read before the records, so the view is never older than they say."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self._seen: tuple[str, tuple[int, ...], tuple[int, ...]] | None = None
+        self._view: DirectoryView | None = None
+        self._loading = asyncio.Lock()
+
+    async def view(self, store: ProjectionStore, partitions: Sequence[int]) -> DirectoryView:
+        versions = await store.directory_versions(partitions)
+        seen = (store.namespace, tuple(partitions), tuple(versions))
+        if seen != self._seen or self._view is None:
+            async with self._loading:  # concurrent readers wait for one load
+                if seen != self._seen or self._view is None:
+                    self._view = await store.directory(partitions, self.rules)
+                    self._seen = seen
+        return self._view
 
 
 def change_out_of_range(plan: BatchPlan) -> tuple[str, str] | None:

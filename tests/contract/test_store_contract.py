@@ -21,7 +21,10 @@ from projections.stores import (
     COMMITTED,
     NEWEST,
     REFILL,
+    STREAM,
+    TOO_LATE,
     Commit,
+    DirectoryCache,
     Landed,
     NamespaceFrozen,
     ProjectionStore,
@@ -203,6 +206,28 @@ async def test_scopes_are_every_scope_with_aggregates_beside_the_org(
     await Writer(store, 2)(deltas={("queue", "q:1|x", "A"): {"offered": 1}})
     assert await store.scopes([0, 1, 2]) == {("team", "emea"), ("queue", "q:1|x")}
     assert await store.scopes([1]) == set()
+    assert await store.has_scope([0, 1, 2], "queue", "q:1|x")
+    assert await store.has_scope([2], "queue", "q:1|x")
+    assert not await store.has_scope([0, 1], "queue", "q:1|x")
+    assert not await store.has_scope([0, 1, 2], "queue", "q:1")
+    assert not await store.has_scope([0, 1, 2], "org", "")
+
+
+async def test_a_cached_directory_is_read_again_exactly_when_a_version_moves(
+    store: ProjectionStore,
+) -> None:
+    cache = DirectoryCache(Rules())
+    write = Writer(store, 1)
+    await write(changed_fields={("rep", "r1"): {"!u1": "rep|5|emea|1", "name": "Ana"}})
+    first = await cache.view(store, [0, 1])
+    assert first.team_of("r1", 10) == "emea"
+    await write(changed_fields={("lead", "l1"): {"c_at": "1"}})  # not the directory
+    assert await cache.view(store, [0, 1]) is first
+    await Writer(store, 0)(changed_fields={("rep", "r2"): {"!u2": "rep|5|amer|1"}})
+    second = await cache.view(store, [0, 1])
+    assert second is not first
+    assert (second.team_of("r1", 10), second.team_of("r2", 10)) == ("emea", "amer")
+    assert await cache.view(store, [1]) is not second  # other partitions: read again
 
 
 async def test_the_oldest_untouched_lead_of_each_scope_over_partitions(
@@ -271,3 +296,19 @@ async def test_a_frozen_partition_refuses_commits_and_marks_the_others_land(
         await store.mark_refilling(0, "events", 9)
     assert await store.sums([0, 1], "team", "emea", ["D2026-11-23"]) == {"calls": 6}
     assert await store.checkpoints_of([0, 1]) == [{"events": 0}, {"events": 0}]
+
+
+async def test_stream_time_only_moves_forward_and_too_late_events_add_up(
+    store: ProjectionStore,
+) -> None:
+    """The lateness rule's state (projections/lateness.py) moves with the checkpoint."""
+    moves = [(None, 4), (4, 9), (9, 12), (12, 13)]
+    for (start, end), stream, late in zip(moves, [500, 900, 700, 0], [2, 0, 3, 1], strict=True):
+        landed = await store.commit(
+            [Commit(0, {"events": (start, end)}, BatchPlan(), stream_ms=stream, too_late=late)]
+        )
+        assert not landed.moved
+    (progress,) = await store.progress([0])
+    assert progress[STREAM] == "900"  # 700 and 0 (no event in the batch) leave it
+    assert progress[TOO_LATE] == "6"
+    assert progress["events"] == "13"
