@@ -47,7 +47,7 @@ from projections.kpi_changes import (
 )
 from projections.read import scope_zone
 from projections.store import REDIS_FAILURES, RedisClient, RedisPublisherState
-from projections.stores import PublisherState
+from projections.stores import DirectoryCache, PublisherState
 from projections.windows import TIER_TTL_SECONDS, calendar_range
 from streams.topics import ensure_topics
 
@@ -85,6 +85,7 @@ class KpiPublisher:
         self.published = 0
         self.passes = 0
         self.skipped = 0  # (scope, window instance) pairs left out because they failed
+        self.directories = DirectoryCache(settings.rules)  # read again only when it changed
 
     def _state_key(self, window: WindowInstance) -> str:
         return f"{self.settings.topic_prefix}:kpi:last:{window.token}"
@@ -124,7 +125,7 @@ class KpiPublisher:
                 touched[(scope, scope_id)].add("A" if bucket == GAUGE_BUCKET else bucket)
         if not touched:
             return 0
-        directory = await store.directory(partitions, s.rules)
+        directory = await self.directories.view(store, partitions)
         scopes = sorted(touched)
         requests = [
             (scope, scope_id, (bucket,))
