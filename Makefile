@@ -49,7 +49,7 @@ BENCH_CLUSTER := $(foreach setting,STACK_DIR=.salespulse/bench-cluster KAFKA_POR
 	KAFKA_CONTROLLER_PORT=20093 REDIS_PORT=21379 PROMETHEUS_PORT=20090 \
 	WORKER_METRICS_PORT=20466 EXPORTER_PORT=20467,--cluster-env SALESPULSE_$(setting))
 
-## bench: every benchmark of benchmarks/RESULTS.md on the local stacks (about 30 minutes);
+## bench: every benchmark of benchmarks/RESULTS.md on the local stacks (about 40 minutes);
 ## the 30-minute soak is not part of it: .venv/bin/python -m benchmarks.soak
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput
