@@ -27,7 +27,8 @@ from aiokafka.partitioner import murmur2
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HORIZON_MS = 35 * 24 * 3600 * 1000  # the engine's default, SALESPULSE_LATENESS_HORIZON
-# The field holding the subject id (the record key) of each family of event types.
+# The field holding the subject id (the record key) of each family of event types, as
+# events.md defines it.
 SUBJECT_OF = {
     "team": "team_id",
     "rep": "rep_id",

@@ -19,21 +19,10 @@ from streams.ingest import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADE
 from streams.producer import publish
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import read_topic
+from tests.oracle import SUBJECT_OF
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
-
-# The record key of each event family, as events.md defines it.
-SUBJECT_BY_FAMILY = {
-    "team": "team_id",
-    "rep": "rep_id",
-    "lead": "lead_id",
-    "opportunity": "opportunity_id",
-    "email": "message_id",
-    "meeting": "meeting_id",
-    "call": "call_id",
-    "campaign": "campaign_id",
-}
 
 
 def _prometheus_value(settings: Settings, query: str) -> float | None:
@@ -115,7 +104,7 @@ async def test_20k_records_with_every_bad_input_class(
         partition_of: dict[bytes, int] = {}
         for record in forwarded:
             event = orjson.loads(record.value)  # type: ignore[arg-type]
-            subject = event[SUBJECT_BY_FAMILY[event["type"].split(".")[0]]]
+            subject = event[SUBJECT_OF[event["type"].split(".")[0]]]
             assert record.key == subject.encode()
             assert partition_of.setdefault(record.key, record.partition) == record.partition
 
