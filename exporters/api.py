@@ -174,11 +174,11 @@ class Api:
             client, await current_namespace(client, self.settings.topic_prefix, create=False)
         )
 
-    async def _answer(self, query: Query) -> tuple[Answer, Targets]:
+    async def _answer(self, query: Query) -> tuple[Answer, Targets, RedisStore]:
         store = await self._store()
         partitions = range(self.settings.partitions)
-        if query.scope != "org" and not await store.has_scope(
-            partitions, query.scope, query.scope_id
+        if query.scope != "org" and not await self.exporter.knows_scope(
+            store, query.scope, query.scope_id
         ):
             raise ApiError(404, f"no {query.scope} {query.scope_id!r} has data", "id")
         directory = await self.exporter.directories.view(store, partitions)
@@ -186,13 +186,17 @@ class Api:
         (answer,) = await read_many(store, partitions, directory, request, query.as_of_ms)
         targets = self.exporter.targets.current()
         kpis = with_targets(answer.kpis, targets, answer.scope, answer.scope_id, query.window)
-        return Answer(answer.scope, answer.scope_id, answer.span, answer.zone, kpis, {}), targets
+        return (
+            Answer(answer.scope, answer.scope_id, answer.span, answer.zone, kpis, {}),
+            targets,
+            store,
+        )
 
     async def kpis(self, request: web.Request) -> web.Response:
         query = parse_query(request, time.time_ns() // 1_000_000)
-        answer, targets = await self._answer(query)
+        answer, targets, store = await self._answer(query)
         body = span_fields(answer, query.as_of_ms)
-        body["projections"] = await self.exporter.projections_state()
+        body["projections"] = await self.exporter.projections_state(store)
         # Money is in minor units of this currency; "units" says which KPIs are money.
         body["currency"] = self.currency.json()
         body["units"] = {kpi: unit_name(kpi) for kpi in answer.kpis}
@@ -206,11 +210,11 @@ class Api:
         if kpi not in TARGETABLE:
             raise ApiError(404, f"unknown KPI {kpi!r}", "kpi")
         query = parse_query(request, time.time_ns() // 1_000_000)
-        answer, targets = await self._answer(query)
+        answer, targets, store = await self._answer(query)
         if kpi not in answer.kpis:
             raise ApiError(404, f"{kpi} is not defined for this scope and window", "kpi")
         body = span_fields(answer, query.as_of_ms)
-        body["projections"] = await self.exporter.projections_state()
+        body["projections"] = await self.exporter.projections_state(store)
         body["kpi"] = kpi
         body.update(self._unit(kpi))
         body["result"] = result_json(kpi, answer.kpis[kpi], answer, targets)

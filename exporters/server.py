@@ -58,6 +58,7 @@ class Exporter:
         self.client = redis_client(settings, retries=1)
         self.targets = TargetsFile(settings.targets_file)
         self.directories = DirectoryCache(settings.rules)  # read again only when it changed
+        self._scopes: tuple[str, set[tuple[str, str]]] = ("", set())  # namespace, seen
         self._kafka: AIOKafkaConsumer | None = None
         self.skipped_scopes = 0  # in the last scrape
 
@@ -97,16 +98,31 @@ class Exporter:
         used = await used_memory(self.client)
         return replace(health, leads=org.get("leads", 0), redis_used_bytes=used)
 
-    async def projections_state(self) -> dict[str, Any]:
-        """What a KPI answer says of the numbers it holds, from Redis alone: ``refilling``
-        (records the projections lost are applied again: partial), ``rebuilding`` (a rebuild
-        runs; these are the live generation's numbers) or ``live``."""
+    async def projections_state(self, store: RedisStore) -> dict[str, Any]:
+        """What a KPI answer read from ``store`` says of the numbers it holds, from Redis
+        alone, read after the answer: ``refilling`` (records the projections lost are applied
+        again: partial), ``rebuilding`` (a rebuild runs; these are the live generation's
+        numbers) or ``live``."""
         s = self.settings
-        namespace = await current_namespace(self.client, s.topic_prefix, create=False)
-        progress = await RedisStore(self.client, namespace).progress(range(s.partitions))
+        progress = await store.progress(range(s.partitions))
         health = summarise(progress, None, 0, rebuild=await rebuilding(self.client, s.topic_prefix))
         status = "refilling" if health.refilling else "rebuilding" if health.rebuild else "live"
         return {"status": status, "live": status != "refilling"}
+
+    async def knows_scope(self, store: RedisStore, scope: str, scope_id: str) -> bool:
+        """Whether (scope, id) has data. A scope, once it has, keeps it for the life of its
+        generation (nothing removes one), so one seen is remembered until the namespace
+        changes, and only an unknown one costs a call per partition."""
+        namespace, seen = self._scopes
+        if namespace != store.namespace:
+            seen = set()
+            self._scopes = (store.namespace, seen)
+        if (scope, scope_id) in seen:
+            return True
+        if await store.has_scope(range(self.settings.partitions), scope, scope_id):
+            seen.add((scope, scope_id))
+            return True
+        return False
 
     async def dead_letters(self) -> int | None:
         """Records ever written to the dead-letter topic (its end offsets), None if unknown."""

@@ -8,10 +8,12 @@ leaves every node alone, and `down` leaves no process behind.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -103,20 +105,28 @@ async def test_topics_get_3_replicas_and_a_min_isr_of_2(cluster: Cluster) -> Non
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
     await admin.start()
     try:
-        (described,) = await admin.describe_topics([settings.raw_topic])
-        configs = await admin.describe_configs(
-            [
-                ConfigResource(
-                    ConfigResourceType.TOPIC, settings.raw_topic, {"min.insync.replicas": None}
-                )
-            ]
-        )
+        # The broker asked answers from its own copy of the cluster's metadata, which takes
+        # a moment to learn a new topic's configs (one CI run read none): ask until it has.
+        deadline = time.monotonic() + 20
+        while True:
+            (described,) = await admin.describe_topics([settings.raw_topic])
+            configs = await admin.describe_configs(
+                [
+                    ConfigResource(
+                        ConfigResourceType.TOPIC, settings.raw_topic, {"min.insync.replicas": None}
+                    )
+                ]
+            )
+            entries = configs[0].to_object()["resources"][0]["config_entries"]
+            if entries or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
     finally:
         await admin.close()
     partitions = described["partitions"]
     assert len(partitions) == 3
     assert all(sorted(p["replicas"]) == [1, 2, 3] == sorted(p["isr"]) for p in partitions)
-    (entry,) = configs[0].to_object()["resources"][0]["config_entries"]
+    (entry,) = entries
     assert entry["config_value"] == "2"
 
 
