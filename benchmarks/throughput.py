@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Literal
 
 import orjson
-import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks import numbers
@@ -53,7 +52,7 @@ from benchmarks.ingest import delete_topics
 from config.connections import kafka_options, redis_client, redis_sync_client
 from config.settings import Settings
 from projections.namespaces import pointer
-from projections.store import RedisStore, current_namespace, drop
+from projections.store import RedisStore, current_namespace, drop, used_memory
 from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
 from streams.producer import publish
@@ -214,16 +213,18 @@ async def memory_by_kind(settings: Settings) -> dict[str, tuple[int, int]]:
 def redis_used_memory(settings: Settings) -> int:
     """Redis ``used_memory``; on a Redis Cluster summed over the masters (one copy of the
     state: the replicas hold the same)."""
-    client = redis_sync_client(settings, timeout=30)
-    try:
-        if isinstance(client, redis.RedisCluster):
-            nodes = client.info("memory", target_nodes=redis.RedisCluster.PRIMARIES)
-            # One dict per master, by node name; a cluster of one master answers its dict alone.
-            infos = [nodes] if "used_memory" in nodes else list(nodes.values())
-            return sum(int(info["used_memory"]) for info in infos)
-        return int(client.info("memory")["used_memory"])
-    finally:
-        client.close()
+
+    async def read() -> int | None:
+        client = redis_client(settings)
+        try:
+            return await used_memory(client)
+        finally:
+            await client.aclose()
+
+    used = asyncio.run(read())
+    if used is None:
+        raise SystemExit("the Redis user may not run INFO: no memory figures (docs/security.md)")
+    return used
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:

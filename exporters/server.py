@@ -88,12 +88,12 @@ class Exporter:
     async def health_summary(self) -> Health:
         s = self.settings
         namespace = await current_namespace(self.client, s.topic_prefix, create=False)
-        progress = await RedisStore(self.client, namespace).progress(range(s.partitions))
+        store = RedisStore(self.client, namespace)
+        progress = await store.progress(range(s.partitions))
         running = await rebuilding(self.client, s.topic_prefix)
         ends = await self._end_offsets()
         now_ms = time.time_ns() // 1_000_000
         health = summarise(progress, ends, now_ms, s.stale_after_seconds, running)
-        store = RedisStore(self.client, namespace)
         (org,) = await store.sums_many(range(s.partitions), [("org", "", (ALL_TIME,))])
         used = await used_memory(self.client)
         return replace(health, leads=org.get("leads", 0), redis_used_bytes=used)

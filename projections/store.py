@@ -466,12 +466,7 @@ class RedisStore(DerivedReads):
 
     def _commit_call(self, commit: Commit) -> tuple[list[str], bytes]:
         """The keys and the JSON argument of COMMIT_LUA for one partition's batch."""
-        partition, moves, plan, stream_ms = (
-            commit.partition,
-            commit.moves,
-            commit.plan,
-            commit.stream_ms,
-        )
+        partition, moves, plan = commit.partition, commit.moves, commit.plan
         keys = [self.keys.checkpoint(partition)]
         index: dict[str, int] = {}
 
@@ -519,7 +514,7 @@ class RedisStore(DerivedReads):
             {
                 "c": checkpoints,
                 "newest": str(plan.newest_ms),
-                "stream": str(stream_ms),
+                "stream": str(commit.stream_ms),
                 "late": str(commit.too_late),
                 "now": str(time.time_ns() // 1_000_000),
                 "applied": str(plan.applied),
