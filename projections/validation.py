@@ -101,6 +101,16 @@ def format_instant_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
+def occurred_at_ms(value: bytes | None) -> int | None:
+    """The ``occurred_at`` of a record's JSON in ms, without validating the rest; None if it
+    has no readable one."""
+    try:
+        document = orjson.loads(value or b"")
+        return parse_instant_ms(str(document["occurred_at"]), "occurred_at")
+    except (orjson.JSONDecodeError, InvalidField, KeyError, TypeError):
+        return None
+
+
 def parse_instant_ms(value: str, name: str) -> int:
     """RFC 3339 with an offset -> integer epoch milliseconds (sub-ms digits are floored)."""
     match = _RFC3339.fullmatch(value)

@@ -33,7 +33,7 @@ import orjson
 
 from adapters.csv_mapping import CsvMapping, CsvReport, map_rows
 from projections.errors import UsageError
-from projections.validation import InvalidField, parse_instant_ms
+from projections.validation import occurred_at_ms
 from streams.progress import NoProgress, Progress, reporting
 
 FILES = ("sales_pipeline.csv", "sales_teams.csv", "accounts.csv", "products.csv")
@@ -249,13 +249,10 @@ def in_time_order(events: list[bytes]) -> list[bytes]:
     ingest dead-letters it whatever its place."""
 
     def key(value: bytes) -> tuple[int, int]:
-        document = orjson.loads(value)
-        if document.get("type") in ("team.upserted", "rep.upserted"):
+        if orjson.loads(value).get("type") in ("team.upserted", "rep.upserted"):
             return (0, 0)
-        try:
-            return (1, parse_instant_ms(str(document.get("occurred_at")), "occurred_at"))
-        except InvalidField:
-            return (1, -1)
+        at = occurred_at_ms(value)
+        return (1, -1 if at is None else at)
 
     return sorted(events, key=key)
 

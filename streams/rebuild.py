@@ -32,7 +32,6 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -55,7 +54,7 @@ from projections.store import (
     rebuilt,
     switch,
 )
-from projections.validation import InvalidField, Rejection, parse_event, parse_instant_ms
+from projections.validation import Rejection, occurred_at_ms, parse_event
 from streams.ingest import projection_letter
 from streams.logs import configure_logging
 from streams.progress import (
@@ -199,7 +198,7 @@ async def directory_events(settings: Settings, progress: Progress | None = None)
                     await consumer.getmany(timeout_ms=500, max_records=20_000)
                 ).items():
                     for m in messages:
-                        at = _occurred_at(m.value)
+                        at = occurred_at_ms(m.value)
                         if at is None:
                             continue  # not an event: the projector skips it too
                         late = judge(stream.get(tp.partition, 0), [(m.offset, at)], horizon_ms)
@@ -212,15 +211,6 @@ async def directory_events(settings: Settings, progress: Progress | None = None)
     finally:
         await consumer.stop()
     return found
-
-
-def _occurred_at(value: bytes | None) -> int | None:
-    """The event time of a record of the events topic, None if it has none."""
-    try:
-        document = orjson.loads(value or b"")
-        return parse_instant_ms(str(document["occurred_at"]), "occurred_at")
-    except (orjson.JSONDecodeError, InvalidField, KeyError, TypeError):
-        return None
 
 
 async def _reached(
