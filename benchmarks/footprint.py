@@ -66,7 +66,7 @@ async def _leads(settings: Settings) -> int:
     client = redis_client(settings)
     try:
         store = RedisStore(client, await current_namespace(client, settings.topic_prefix))
-        (org,) = await store.sums_many(range(settings.partitions), [("org", "", (ALL_TIME,))])
+        (org,) = await store.sums_many([("org", "", (ALL_TIME,))])
         return org.get("leads", 0)
     finally:
         await client.aclose()

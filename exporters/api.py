@@ -183,7 +183,7 @@ class Api:
             raise ApiError(404, f"no {query.scope} {query.scope_id!r} has data", "id")
         directory = await self.exporter.directories.view(store, partitions)
         request = [(query.scope, query.scope_id, query.window)]
-        (answer,) = await read_many(store, partitions, directory, request, query.as_of_ms)
+        (answer,) = await read_many(store, directory, request, query.as_of_ms)
         targets = self.exporter.targets.current()
         kpis = with_targets(answer.kpis, targets, answer.scope, answer.scope_id, query.window)
         return (
@@ -252,14 +252,12 @@ class Api:
 
         store = await self._store()
         partitions = range(self.settings.partitions)
-        known = await store.scopes(partitions)
+        known = await store.scopes()
         if ("team", team) not in known:
             raise ApiError(404, f"no team {team!r} has data", "team")
         directory = await self.exporter.directories.view(store, partitions)
         reps = sorted(i for s, i in known if s == "rep" and directory.team_of(i, now_ms) == team)
-        answers = await read_many(
-            store, partitions, directory, [("rep", r, window) for r in reps], now_ms
-        )
+        answers = await read_many(store, directory, [("rep", r, window) for r in reps], now_ms)
         targets = self.exporter.targets.current()
         rows = []
         for answer in answers:
@@ -329,7 +327,7 @@ class Api:
     async def teams(self, _request: web.Request) -> web.Response:
         store = await self._store()
         partitions = range(self.settings.partitions)
-        known = await store.scopes(partitions)
+        known = await store.scopes()
         directory = await self.exporter.directories.view(store, partitions)
         teams = sorted(i for s, i in known if s == "team")
         queues: dict[str, list[str]] = {}

@@ -94,7 +94,7 @@ class Exporter:
         ends = await self._end_offsets()
         now_ms = time.time_ns() // 1_000_000
         health = summarise(progress, ends, now_ms, s.stale_after_seconds, running)
-        (org,) = await store.sums_many(range(s.partitions), [("org", "", (ALL_TIME,))])
+        (org,) = await store.sums_many([("org", "", (ALL_TIME,))])
         used = await used_memory(self.client)
         return replace(health, leads=org.get("leads", 0), redis_used_bytes=used)
 
@@ -119,7 +119,7 @@ class Exporter:
             self._scopes = (store.namespace, seen)
         if (scope, scope_id) in seen:
             return True
-        if await store.has_scope(range(self.settings.partitions), scope, scope_id):
+        if await store.has_scope(scope, scope_id):
             seen.add((scope, scope_id))
             return True
         return False
@@ -148,7 +148,7 @@ class Exporter:
         store = RedisStore(self.client, namespace)
         partitions = range(s.partitions)
         directory = await self.directories.view(store, partitions)
-        scopes = sorted(await store.scopes(partitions))
+        scopes = sorted(await store.scopes())
         reps_per_team: dict[str, int] = {}
         as_of = time.time_ns() // 1_000_000
         queries: list[tuple[str, str, str]] = [("org", "", w) for w in WINDOWS]
@@ -167,7 +167,7 @@ class Exporter:
         wanted = s.rep_kpis | ({QUOTA_KPI} if QUOTA_ATTAINMENT in s.rep_kpis else set())
 
         async def build(chosen: list[tuple[str, str, str]]) -> list[Metric]:
-            answers = await read_many(store, partitions, directory, chosen, as_of, {"rep": wanted})
+            answers = await read_many(store, directory, chosen, as_of, {"rep": wanted})
             targets = self.targets.current()
             with_teams = []
             for a in answers:

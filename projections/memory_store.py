@@ -41,7 +41,6 @@ class _Partition:
     members: set[EntityKey] = field(default_factory=set)  # rep and team records
     scopes: set[tuple[str, str]] = field(default_factory=set)
     untouched: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
-    dirty: dict[DirtyMark, int] = field(default_factory=dict)
 
 
 class MemoryBackend:
@@ -53,6 +52,7 @@ class MemoryBackend:
         self.live: dict[str, str] = {}  # prefix -> namespace (none: <prefix>:g1)
         self.leases: dict[str, tuple[str, float]] = {}  # prefix -> holder, until (clock)
         self.hashes: dict[str, dict[str, bytes]] = {}
+        self.dirty: dict[str, dict[DirtyMark, int]] = {}  # namespace -> the publisher's marks
         self.clock = clock
 
     def partition(self, namespace: str, partition: int) -> _Partition:
@@ -97,7 +97,7 @@ class MemoryStore(DerivedReads):
             if bad is not None:
                 landed.out_of_range[commit.partition] = bad
                 continue
-            _write(part, commit)
+            _write(part, commit, self.backend.dirty.setdefault(self._namespace, {}))
         if frozen:
             raise NamespaceFrozen(f"{self._namespace} is frozen for a rebuild")
         return landed
@@ -135,44 +135,50 @@ class MemoryStore(DerivedReads):
                 out[key] = dict(part.records.get(key, {}))
         return out
 
-    async def oldest_untouched(
-        self, partitions: Sequence[int], scopes: Sequence[tuple[str, str]]
-    ) -> list[int | None]:
+    def _all(self) -> list[_Partition]:
+        return list(self.backend.namespaces.get(self._namespace, {}).values())
+
+    async def oldest_untouched(self, scopes: Sequence[tuple[str, str]]) -> list[int | None]:
         out: list[int | None] = []
         for scope in scopes:
-            found = [
-                min(leads.values())
-                for p in partitions
-                if (leads := self._p(p).untouched.get(scope))
-            ]
+            found = [min(leads.values()) for p in self._all() if (leads := p.untouched.get(scope))]
             out.append(min(found) if found else None)
         return out
 
-    async def dirty(self, partitions: Sequence[int]) -> list[dict[DirtyMark, int]]:
-        return [dict(self._p(p).dirty) for p in partitions]
+    async def dirty(self) -> list[dict[DirtyMark, int]]:
+        return [dict(self.backend.dirty.get(self._namespace, {}))]
 
-    async def clear_dirty(self, partition: int, seen: Mapping[DirtyMark, int]) -> None:
-        marks = self._p(partition).dirty
+    async def clear_dirty(self, group: int, seen: Mapping[DirtyMark, int]) -> None:
+        marks = self.backend.dirty.get(self._namespace, {})
         for mark, count in seen.items():
             if marks.get(mark) == count:
                 del marks[mark]
 
-    async def scopes(self, partitions: Sequence[int]) -> set[tuple[str, str]]:
-        return {scope for p in partitions for scope in self._p(p).scopes}
+    async def scopes(self) -> set[tuple[str, str]]:
+        return {scope for p in self._all() for scope in p.scopes}
 
-    async def has_scope(self, partitions: Sequence[int], scope: str, scope_id: str) -> bool:
-        return any((scope, scope_id) in self._p(p).scopes for p in partitions)
+    async def has_scope(self, scope: str, scope_id: str) -> bool:
+        return any((scope, scope_id) in p.scopes for p in self._all())
+
+    # Reads sum the partitions themselves: nothing to fold.
+    async def unfolded(self, partitions: Sequence[int]) -> int:
+        return 0
+
+    async def fold_missing(self, partitions: Sequence[int]) -> int:
+        return 0
+
+    async def refold_after_loss(self, partition: int) -> int:
+        return 0
 
     async def sums_many(
-        self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]
+        self, requests: Sequence[tuple[str, str, tuple[str, ...]]]
     ) -> list[dict[str, int]]:
         totals = []
         for scope, scope_id, bucket_ids in requests:
             total: dict[str, int] = {}
-            for partition in partitions:
-                buckets = self._p(partition).buckets
+            for part in self._all():
                 for bucket in bucket_ids:
-                    for name, value in buckets.get((scope, scope_id, bucket), {}).items():
+                    for name, value in part.buckets.get((scope, scope_id, bucket), {}).items():
                         total[name] = total.get(name, 0) + value
             totals.append(total)
         return totals
@@ -203,7 +209,7 @@ def _apply_deltas(part: _Partition, commit: Commit) -> str | None:
     return None
 
 
-def _write(part: _Partition, commit: Commit) -> None:
+def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> None:
     """Everything but the deltas, once they are in."""
     plan = commit.plan
     directory_changed = False
@@ -216,7 +222,7 @@ def _write(part: _Partition, commit: Commit) -> None:
     for aggregate in plan.deltas:
         if aggregate[2][0] in DIRTY_TIERS:
             mark = (aggregate[0], aggregate[1], aggregate[2])
-            part.dirty[mark] = part.dirty.get(mark, 0) + 1
+            dirty[mark] = dirty.get(mark, 0) + 1
     for scope, leads in plan.untouched_add.items():
         part.untouched.setdefault(scope, {}).update(leads)
     for scope, gone in plan.untouched_remove.items():

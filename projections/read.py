@@ -55,26 +55,24 @@ def span_fields(answer: Answer, as_of_ms: int) -> dict[str, Any]:
 
 async def read_kpis(
     store: ProjectionStore,
-    partitions: Sequence[int],
     directory: DirectoryView,
     scope: str,
     scope_id: str,
     window: str,
     as_of_ms: int,
 ) -> Answer:
-    (answer,) = await read_many(store, partitions, directory, [(scope, scope_id, window)], as_of_ms)
+    (answer,) = await read_many(store, directory, [(scope, scope_id, window)], as_of_ms)
     return answer
 
 
 async def read_many(
     store: ProjectionStore,
-    partitions: Sequence[int],
     directory: DirectoryView,
     queries: Sequence[tuple[str, str, str]],
     as_of_ms: int,
     only: Mapping[str, Collection[str]] | None = None,
 ) -> list[Answer]:
-    """Many (scope, id, window) reads as of one instant, in three pipelines in all.
+    """Many (scope, id, window) reads as of one instant, in three round trips in all.
 
     ``only`` limits the KPIs computed for a scope (e.g. the per-rep KPIs an exporter shows).
     """
@@ -86,13 +84,11 @@ async def read_many(
         zone = scope_zone(scope, scope_id, as_of_ms, directory)
         spans.append((scope, scope_id, zone, window_span(window, as_of_ms, zone)))
     scopes = sorted({(scope, scope_id) for scope, scope_id, _, _ in spans})
-    windowed = await store.sums_many(
-        partitions, [(s, i, span.bucket_ids) for s, i, _, span in spans]
-    )
+    windowed = await store.sums_many([(s, i, span.bucket_ids) for s, i, _, span in spans])
     gauges = dict(
         zip(
             scopes,
-            await store.sums_many(partitions, [(s, i, (GAUGE_BUCKET,)) for s, i in scopes]),
+            await store.sums_many([(s, i, (GAUGE_BUCKET,)) for s, i in scopes]),
             strict=True,
         )
     )
@@ -102,7 +98,7 @@ async def read_many(
         return wanted is None or kpi in wanted
 
     aged = [sc for sc in scopes if wants(sc[0], OLDEST_UNTOUCHED)]
-    oldest = dict(zip(aged, await store.oldest_untouched(partitions, aged), strict=True))
+    oldest = dict(zip(aged, await store.oldest_untouched(aged), strict=True))
     answers = []
     for (scope, scope_id, zone, span), sums in zip(spans, windowed, strict=True):
         wanted = only.get(scope) if only else None

@@ -14,18 +14,31 @@ Key layout (``ns`` is the namespace generation, e.g. ``salespulse:g1``):
   offsets the projections lost are applied again: the offset that ends it; the commit that
   reaches it removes it) and, during a rebuild, ``!frozen``;
 * ``{ns:pN}:dir``: the rep and team records of partition N (a set of ``kind:id``);
-* ``{ns:pN}:scopes``: every ``scope:id`` partition N has aggregates for (exporters list them);
 * ``{ns:pN}:u:<scope>:<id>``: partition N's open, untouched leads of a scope (a sorted
   set scored by creation time), for the age of the oldest one;
-* ``{ns:pN}:dirty``: calendar, all-time and gauge buckets changed since the KPI publisher
-  last looked (a hash of ``scope<TAB>id<TAB>bucket`` -> count of commits).
+* ``{ns:pN}:expect``: per rollup shard, the version of the last commit that changed one of
+  its buckets; ``{ns:pN}:recent``: the marks (``scope<TAB>id<TAB>bucket``) the partition's
+  commits changed lately, scored by version (both for folding, below).
 
 Every key of a partition shares the hash tag ``{ns:pN}``, so one batch's
 commit (records + deltas + checkpoint) is a single-slot Lua call that also
 runs on Redis Cluster. Every script names each key it touches in KEYS (Redis
 Cluster routes and guards a script by its declared keys: a key read but not
-declared could be missed while its slot migrates). Readers sum an aggregate
-over the partitions.
+declared could be missed while its slot migrates).
+
+Readers do not sum over partitions: every commit is folded into per-scope rollups
+(docs/projections.md "Rollups"), in ``ROLLUP_SHARDS`` shards with hash tags ``{ns:rK}``
+(a scope's keys all in the shard ``shard_of`` names):
+
+* ``{ns:rK}:t:<scope>:<id>:<bucket>``: the bucket's totals over the partitions;
+* ``{ns:rK}:s:<scope>:<id>:<bucket>``: each partition's share of them, ``N`` ->
+  ``[version, {field: value}]`` (the share of bucket ``!u`` is the partition's oldest
+  untouched lead, ``{"u": ms}``);
+* ``{ns:rK}:seen``: per partition, the version up to which every change is folded;
+  ``{ns:rK}:v:N``: the marks of partition N folded lately, scored by version;
+* ``{ns:rK}:scopes``: every ``scope:id`` with aggregates (exporters list them);
+* ``{ns:rK}:dirty``: calendar, all-time and gauge buckets changed since the KPI publisher
+  last looked (a hash of ``scope<TAB>id<TAB>bucket`` -> count of folds).
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -67,6 +81,7 @@ from projections.stores import (
     DIRTY_TIERS,
     FROZEN,
     REFILL,
+    VERSION,
     Commit,
     DerivedReads,
     DirtyMark,
@@ -79,15 +94,37 @@ from projections.windows import TIER_TTL_SECONDS
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# The values a fold needs, as JSON text: each bucket (KEYS index in ``fk``) as a flat
+# [field, value, ...] list, and the lowest score of each untouched-lead set (in ``uk``).
+VALUES_LUA = """
+local function values(fk, uk)
+  local b, u = {}, {}
+  for i, k in ipairs(fk) do
+    local flat = redis.call('HGETALL', KEYS[k])
+    b[i] = #flat > 0 and cjson.encode(flat) or '[]'
+  end
+  for i, k in ipairs(uk) do
+    local first = redis.call('ZRANGE', KEYS[k], 0, 0, 'WITHSCORES')
+    u[i] = first[2] and string.format('%.0f', tonumber(first[2])) or 'null'
+  end
+  return '[' .. table.concat(b, ',') .. '],[' .. table.concat(u, ',') .. ']'
+end
+"""
+
 # Atomically: check the partition's checkpoints are what the plan was made from, add the
 # deltas (dropping fields that reach 0), write the records, set TTLs of new buckets, keep the
-# untouched-lead sets, and move the checkpoints. Returns {1}, or {0, topic, actual} when
+# untouched-lead sets, and move the checkpoints. Each commit gets a version (its wall time,
+# or one more than the last, whichever is larger), records it per rollup shard it changes
+# (``expect``, answering the shard's version before) and its marks in ``recent``. Returns
+# {1, '[version, buckets, lows, previous versions]'} for the fold, or {0, topic, actual} when
 # another writer moved a checkpoint first, or {0, '!range', key, field} when a sum would leave
 # the range every reader handles exactly (|sum| < 2^53): then the increments made so far are
 # undone and nothing was written. Redis never rolls a script back, so nothing after the first
 # write may fail: the deltas (the only step that can) go first, and HSET takes records in
 # chunks (Lua's unpack stops near 8,000 values: one entity can change more fields than that).
-COMMIT_LUA = """
+COMMIT_LUA = (
+    VALUES_LUA
+    + """
 if redis.call('HEXISTS', KEYS[1], '!frozen') == 1 then return {0, '!frozen', ''} end
 local p = cjson.decode(ARGV[1])
 for _, c in ipairs(p.c) do
@@ -124,7 +161,6 @@ for _, t in ipairs(p.t) do redis.call('EXPIRE', KEYS[t[1]], t[2], 'NX') end
 for _, s in ipairs(p.s) do redis.call('SADD', KEYS[s[1]], s[2]) end
 for _, z in ipairs(p.za) do redis.call('ZADD', KEYS[z[1]], z[2], z[3]) end
 for _, z in ipairs(p.zr) do redis.call('ZREM', KEYS[z[1]], z[2]) end
-for _, k in ipairs(p.k) do redis.call('HINCRBY', KEYS[k[1]], k[2], 1) end
 for _, c in ipairs(p.c) do
   redis.call('HSET', KEYS[1], c[1], c[3])
   local refill = redis.call('HGET', KEYS[1], '!refill:' .. c[1])
@@ -142,8 +178,21 @@ redis.call('HSET', KEYS[1], '!committed_ms', p.now)
 if tonumber(p.applied) > 0 then redis.call('HINCRBY', KEYS[1], '!applied', p.applied) end
 if tonumber(p.late) > 0 then redis.call('HINCRBY', KEYS[1], '!too_late', p.late) end
 if p.dir == 1 then redis.call('HINCRBY', KEYS[1], '!directory', 1) end
-return {1}
+local v = math.max(tonumber(p.now), tonumber(redis.call('HGET', KEYS[1], '!version') or '0') + 1)
+local vs = string.format('%.0f', v)
+redis.call('HSET', KEYS[1], '!version', vs)
+local before = {}
+for i, x in ipairs(p.x) do
+  before[i] = redis.call('HGET', KEYS[p.xk], x) or '0'
+  redis.call('HSET', KEYS[p.xk], x, vs)
+end
+for _, m in ipairs(p.r) do redis.call('ZADD', KEYS[p.rk], vs, m) end
+if #p.r > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[p.rk], '-inf', '(' .. string.format('%.0f', v - p.keep))
+end
+return {1, '[' .. vs .. ',' .. values(p.f, p.u) .. ',[' .. table.concat(before, ',') .. ']]'}
 """
+)
 
 # Read side, one call per partition (a single slot: every key has the partition's hash tag).
 # KEYS are the bucket keys of every group, group after group; ARGV[1] is a JSON list of how
@@ -202,12 +251,96 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# The lowest score of each sorted set in KEYS (one partition), as a JSON array (null if empty).
-LOWEST_SCORES_LUA = """
+# Fold partitions' values into the rollups of one shard (docs/projections.md "Rollups").
+# KEYS[1..3] are the shard's dirty marks, scopes and seen versions, then the keys the
+# entries name. ARGV[1] is JSON: ``p``, per partition [partition, version, the version the
+# shard had to have seen for this fold to complete it, its index key]; ``e``, per bucket
+# [totals key (0: none, the oldest-untouched share), shares key, index into p, TTL, mark,
+# 1 if the publisher announces it, scope member or '', {field: value} as strings]; ``keep``,
+# how far back (ms) the index keeps marks. A share folds only over an older version, so a
+# fold sent twice, or late, changes nothing; totals move by new share - stored share, in
+# two integer increments (exact for any two values in range). Returns 1.
+FOLD_LUA = """
+local a = cjson.decode(ARGV[1])
+local function neg(x)
+  if string.sub(x, 1, 1) == '-' then return string.sub(x, 2) end
+  return '-' .. x
+end
+for _, e in ipairs(a.e) do
+  local part = a.p[e[3]]
+  local sk, p, v = KEYS[e[2]], part[1], part[2]
+  local old = redis.call('HGET', sk, p)
+  local oldv, oldf = 0, {}
+  if old then local o = cjson.decode(old); oldv, oldf = o[1], o[2] end
+  if v > oldv then
+    local newf = e[8]
+    if e[1] > 0 then
+      local tk, changed = KEYS[e[1]], false
+      for f, x in pairs(newf) do
+        local was = oldf[f]
+        if was ~= x then
+          local sum = redis.call('HINCRBY', tk, f, x)
+          if was then sum = redis.call('HINCRBY', tk, f, neg(was)) end
+          if sum == 0 then redis.call('HDEL', tk, f) end
+          changed = true
+        end
+      end
+      for f, was in pairs(oldf) do
+        if newf[f] == nil then
+          if redis.call('HINCRBY', tk, f, neg(was)) == 0 then redis.call('HDEL', tk, f) end
+          changed = true
+        end
+      end
+      if changed then
+        if e[4] > 0 then redis.call('EXPIRE', tk, e[4], 'NX') end
+        if e[6] == 1 then redis.call('HINCRBY', KEYS[1], e[5], 1) end
+      end
+    end
+    redis.call('HSET', sk, p, cjson.encode({v, newf}))
+    if e[4] > 0 then redis.call('EXPIRE', sk, e[4], 'NX') end
+    redis.call('ZADD', KEYS[part[4]], v, e[5])
+    if e[7] ~= '' then redis.call('SADD', KEYS[2], e[7]) end
+  end
+end
+for _, part in ipairs(a.p) do
+  local seen = tonumber(redis.call('HGET', KEYS[3], part[1]) or '0')
+  if seen >= part[3] and part[2] > seen then
+    redis.call('HSET', KEYS[3], part[1], string.format('%.0f', part[2]))
+  end
+  local oldest = '(' .. string.format('%.0f', part[2] - a.keep)
+  redis.call('ZREMRANGEBYSCORE', KEYS[part[4]], '-inf', oldest)
+end
+return 1
+"""
+
+# The values of some buckets of one partition (KEYS[1] its checkpoint) for a fold outside a
+# commit, with the version they are at: '[version, buckets, lows]'. ARGV[1] is JSON: ``f``
+# and ``u`` (as in VALUES_LUA) and ``bump``: when larger, the partition's version first moves
+# there (so the fold outranks shares a lost timeline left at later versions).
+LOAD_VALUES_LUA = (
+    VALUES_LUA
+    + """
+local a = cjson.decode(ARGV[1])
+local v = tonumber(redis.call('HGET', KEYS[1], '!version') or '0')
+if a.bump > v then
+  v = a.bump
+  redis.call('HSET', KEYS[1], '!version', string.format('%.0f', v))
+end
+return '[' .. string.format('%.0f', v) .. ',' .. values(a.f, a.u) .. ']'
+"""
+)
+
+# The oldest untouched lead of each scope (KEYS: the shares keys of their ``!u`` buckets):
+# the lowest of the partitions' shares, as a JSON array (null where none).
+OLDEST_SHARE_LUA = """
 local out = {}
 for i, key in ipairs(KEYS) do
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  out[i] = first[2] and string.format('%.0f', tonumber(first[2])) or 'null'
+  local low = nil
+  for _, raw in ipairs(redis.call('HVALS', key)) do
+    local u = tonumber(cjson.decode(raw)[2].u)
+    if u and (low == nil or u < low) then low = u end
+  end
+  out[i] = low and string.format('%.0f', low) or 'null'
 end
 return '[' .. table.concat(out, ',') .. ']'
 """
@@ -246,7 +379,9 @@ SCRIPTS = (
     LOAD_LUA,
     CLEAR_DIRTY_LUA,
     MARK_LUA,
-    LOWEST_SCORES_LUA,
+    FOLD_LUA,
+    LOAD_VALUES_LUA,
+    OLDEST_SHARE_LUA,
 )
 
 
@@ -307,6 +442,37 @@ def cluster_seeds(url: str) -> tuple[list[ClusterNode], dict[str, str], bool]:
 # What the commit script answers when a sum would leave the exact range.
 OUT_OF_RANGE = "!range"
 
+# Rollups (docs/projections.md "Rollups"): the shards scopes are spread over (a Redis Cluster
+# spreads their slots over its masters; changing the number needs a rebuild), the pseudo
+# bucket of a scope's oldest untouched lead, and how long the marks a fold may have to redo
+# are kept (a Redis that loses writes loses seconds of them).
+ROLLUP_SHARDS = 16
+OLDEST = "!u"
+REFOLD_WINDOW_MS = 15 * 60 * 1000
+
+
+def shard_of(scope: str, scope_id: str) -> int:
+    """The rollup shard of a scope (the same in every process: CRC-32, not ``hash``)."""
+    return zlib.crc32(f"{scope}:{scope_id}".encode()) % ROLLUP_SHARDS
+
+
+def mark_of(text: bytes | str) -> DirtyMark:
+    """``scope<TAB>id<TAB>bucket`` as a tuple (an id may hold a tab; scopes and buckets do
+    not)."""
+    scope, rest = _str(text).split(DIRTY_SEP, 1)
+    scope_id, bucket = rest.rsplit(DIRTY_SEP, 1)
+    return scope, scope_id, bucket
+
+
+@dataclass(frozen=True)
+class Values:
+    """A partition's values of some marks at one version: what a fold writes."""
+
+    partition: int
+    version: int
+    fields: dict[DirtyMark, dict[str, str]]
+    before: dict[int, int]  # per shard: the version the shard must have seen (see FOLD_LUA)
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -327,14 +493,38 @@ class Keys:
     def directory(self, partition: int) -> str:
         return f"{self.tag(partition)}:dir"
 
-    def scopes(self, partition: int) -> str:
-        return f"{self.tag(partition)}:scopes"
-
-    def dirty(self, partition: int) -> str:
-        return f"{self.tag(partition)}:dirty"
-
     def untouched(self, partition: int, scope: tuple[str, str]) -> str:
         return f"{self.tag(partition)}:u:{scope[0]}:{scope[1]}"
+
+    def expect(self, partition: int) -> str:
+        return f"{self.tag(partition)}:expect"
+
+    def recent(self, partition: int) -> str:
+        return f"{self.tag(partition)}:recent"
+
+    def bucket(self, partition: int, mark: DirtyMark) -> str:
+        """The partition's key behind a mark: an aggregate bucket, or for ``!u`` the scope's
+        untouched-lead set."""
+        if mark[2] == OLDEST:
+            return self.untouched(partition, (mark[0], mark[1]))
+        return self.aggregate(partition, mark)
+
+    def shard(self, shard: int) -> str:
+        return f"{{{self.namespace}:r{shard}}}"
+
+    def total(self, mark: DirtyMark) -> str:
+        return f"{self.shard(shard_of(mark[0], mark[1]))}:t:{mark[0]}:{mark[1]}:{mark[2]}"
+
+    def shares(self, mark: DirtyMark) -> str:
+        return f"{self.shard(shard_of(mark[0], mark[1]))}:s:{mark[0]}:{mark[1]}:{mark[2]}"
+
+    def folded(self, shard: int, partition: int) -> str:
+        return f"{self.shard(shard)}:v:{partition}"
+
+    def shard_keys(self, shard: int) -> list[str]:
+        """KEYS[1..3] of FOLD_LUA: the shard's dirty marks, scopes and seen versions."""
+        tag = self.shard(shard)
+        return [f"{tag}:dirty", f"{tag}:scopes", f"{tag}:seen"]
 
 
 class RedisStore(DerivedReads):
@@ -346,9 +536,11 @@ class RedisStore(DerivedReads):
         self._commit = client.register_script(COMMIT_LUA)
         self._load = client.register_script(LOAD_LUA)
         self._sum_groups = client.register_script(SUM_GROUPS_LUA)
-        self._lowest_scores = client.register_script(LOWEST_SCORES_LUA)
         self._clear_dirty = client.register_script(CLEAR_DIRTY_LUA)
         self._mark = client.register_script(MARK_LUA)
+        self._fold = client.register_script(FOLD_LUA)
+        self._load_values = client.register_script(LOAD_VALUES_LUA)
+        self._oldest = client.register_script(OLDEST_SHARE_LUA)
 
     async def _scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run script calls, one per partition, in one round trip: a pipeline on one Redis,
@@ -439,10 +631,24 @@ class RedisStore(DerivedReads):
         sent = [c for c in commits if c.partition not in landed.out_of_range]
         calls = [self._commit_call(commit) for commit in sent]
 
-        results = await self._scripts([(self._commit, keys, [payload]) for keys, payload in calls])
+        results = await self._scripts(
+            [(self._commit, keys, [payload]) for keys, payload, _, _ in calls]
+        )
         frozen = False
-        for commit, result in zip(sent, results, strict=True):
+        folds: list[Values] = []
+        for commit, result, (_, _, marks, shards) in zip(sent, results, calls, strict=True):
             if result[0]:
+                version, buckets, lows, before = orjson.loads(result[1])
+                folds.append(
+                    _values(
+                        commit.partition,
+                        version,
+                        marks,
+                        buckets,
+                        lows,
+                        dict(zip(shards, before, strict=True)),
+                    )
+                )
                 continue
             what = _str(result[1])
             if what == FROZEN:
@@ -460,12 +666,63 @@ class RedisStore(DerivedReads):
                     _str(result[2]),
                 )
                 landed.moved.append(commit.partition)
+        # A fold that fails here is redone by ``fold_missing`` (the commits say what to redo).
+        await self.fold(folds)
         if frozen:
             raise NamespaceFrozen(f"{self.keys.namespace} is frozen for a rebuild")
         return landed
 
-    def _commit_call(self, commit: Commit) -> tuple[list[str], bytes]:
-        """The keys and the JSON argument of COMMIT_LUA for one partition's batch."""
+    async def fold(self, folds: Sequence[Values]) -> None:
+        """Fold partitions' values into the rollups: one script call per shard, all at once."""
+        by_shard: dict[int, list[tuple[Values, DirtyMark]]] = {}
+        for values in folds:
+            for mark in values.fields:
+                by_shard.setdefault(shard_of(mark[0], mark[1]), []).append((values, mark))
+        calls: list[ScriptCall] = []
+        for shard, entries in by_shard.items():
+            keys = self.keys.shard_keys(shard)
+            parts: dict[int, int] = {}  # partition -> its place in "p" (from 1)
+            p: list[list[object]] = []
+            e: list[list[object]] = []
+            for values, mark in entries:
+                if values.partition not in parts:
+                    keys.append(self.keys.folded(shard, values.partition))
+                    p.append(
+                        [
+                            str(values.partition),
+                            values.version,
+                            values.before.get(shard, 0),
+                            len(keys),
+                        ]
+                    )
+                    parts[values.partition] = len(p)
+                total = 0
+                if mark[2] != OLDEST:
+                    keys.append(self.keys.total(mark))
+                    total = len(keys)
+                keys.append(self.keys.shares(mark))
+                tier = mark[2][0]
+                ttl = TIER_TTL_SECONDS.get(tier, 0) if mark[2] not in (GAUGE_BUCKET, OLDEST) else 0
+                e.append(
+                    [
+                        total,
+                        len(keys),
+                        parts[values.partition],
+                        ttl,
+                        DIRTY_SEP.join(mark),
+                        int(mark[2] != OLDEST and tier in DIRTY_TIERS),
+                        "" if mark[0] == "org" else f"{mark[0]}:{mark[1]}",
+                        values.fields[mark],
+                    ]
+                )
+            args = orjson.dumps({"p": p, "e": e, "keep": REFOLD_WINDOW_MS})
+            calls.append((self._fold, keys, [args]))
+        await self._scripts(calls)
+
+    def _commit_call(self, commit: Commit) -> tuple[list[str], bytes, list[DirtyMark], list[int]]:
+        """The keys and the JSON argument of COMMIT_LUA for one partition's batch, and what
+        its answer lists: the marks of its values (buckets, then untouched sets) and the
+        shards of its previous versions."""
         partition, moves, plan = commit.partition, commit.moves, commit.plan
         keys = [self.keys.checkpoint(partition)]
         index: dict[str, int] = {}
@@ -484,13 +741,8 @@ class RedisStore(DerivedReads):
                 members.append([ref(self.keys.directory(partition)), f"{entity[0]}:{entity[1]}"])
         deltas: list[list[object]] = []
         ttls: list[list[int]] = []
-        scopes = {(a[0], a[1]) for a in plan.deltas if a[0] != "org"}
-        members += [[ref(self.keys.scopes(partition)), f"{s}:{i}"] for s, i in sorted(scopes)]
-        dirty: list[list[object]] = []
         for aggregate, fields in plan.deltas.items():
             key = ref(self.keys.aggregate(partition, aggregate))
-            if aggregate[2][0] in DIRTY_TIERS:
-                dirty.append([ref(self.keys.dirty(partition)), DIRTY_SEP.join(aggregate)])
             # Integers: cjson reads them as doubles, exact to 2**53 (90 trillion in minor units).
             deltas.append([key, *chain(*fields.items())])
             ttl = TIER_TTL_SECONDS.get(aggregate[2][0], 0) if aggregate[2] != GAUGE_BUCKET else 0
@@ -510,6 +762,10 @@ class RedisStore(DerivedReads):
             [topic, "" if expected is None else str(expected), str(new)]
             for topic, (expected, new) in moves.items()
         ]
+        untouched = sorted({*plan.untouched_add, *plan.untouched_remove})
+        marks: list[DirtyMark] = [*plan.deltas, *((s, i, OLDEST) for s, i in untouched)]
+        shards = sorted({shard_of(m[0], m[1]) for m in marks})
+        expect, recent = ref(self.keys.expect(partition)), ref(self.keys.recent(partition))
         payload = orjson.dumps(
             {
                 "c": checkpoints,
@@ -525,10 +781,16 @@ class RedisStore(DerivedReads):
                 "s": members,
                 "za": adds,
                 "zr": removes,
-                "k": dirty,
+                "f": [index[self.keys.aggregate(partition, a)] for a in plan.deltas],
+                "u": [index[self.keys.untouched(partition, u)] for u in untouched],
+                "x": [str(shard) for shard in shards],
+                "xk": expect,
+                "r": [DIRTY_SEP.join(m) for m in marks],
+                "rk": recent,
+                "keep": REFOLD_WINDOW_MS,
             }
         )
-        return keys, payload
+        return keys, payload, marks, shards
 
     async def mark_refilling(self, partition: int, topic: str, end: int) -> None:
         """Say that offsets up to ``end`` (exclusive) of a topic partition are being applied
@@ -569,51 +831,40 @@ class RedisStore(DerivedReads):
         )
         return {key: _text(raw) for (_, key), raw in zip(wanted, found, strict=True)}
 
-    async def oldest_untouched(
-        self, partitions: Sequence[int], scopes: Sequence[tuple[str, str]]
-    ) -> list[int | None]:
-        """Creation time (ms) of each scope's oldest open, untouched lead, if any."""
-        if not scopes:
-            return []
-
+    async def oldest_untouched(self, scopes: Sequence[tuple[str, str]]) -> list[int | None]:
+        """Creation time (ms) of each scope's oldest open, untouched lead, if any: the lowest
+        of the partitions' shares in the rollups, one call per shard."""
+        groups = _by_shard([(scope, scope_id) for scope, scope_id in scopes])
         calls: list[ScriptCall] = [
-            (self._lowest_scores, [self.keys.untouched(partition, scope) for scope in scopes], [])
-            for partition in partitions
+            (self._oldest, [self.keys.shares((*scopes[i], OLDEST)) for i in places], [])
+            for places in groups.values()
         ]
-        replies = [orjson.loads(reply) for reply in await self._scripts(calls)]
-        out: list[int | None] = []
-        for i in range(len(scopes)):
-            scores = [reply[i] for reply in replies if reply[i] is not None]
-            out.append(min(scores) if scores else None)
+        out: list[int | None] = [None] * len(scopes)
+        for places, reply in zip(groups.values(), await self._scripts(calls), strict=True):
+            for i, low in zip(places, orjson.loads(reply), strict=True):
+                out[i] = low
         return out
 
-    async def dirty(self, partitions: Sequence[int]) -> list[dict[DirtyMark, int]]:
-        """Per partition: (scope, id, bucket) changed since the publisher last cleared it."""
+    async def dirty(self) -> list[dict[DirtyMark, int]]:
+        """Per rollup shard: (scope, id, bucket) changed since the publisher last cleared it."""
         found = await pipelined(
-            self.client, lambda pipe: [pipe.hgetall(self.keys.dirty(p)) for p in partitions]
+            self.client,
+            lambda pipe: [pipe.hgetall(self.keys.shard_keys(k)[0]) for k in range(ROLLUP_SHARDS)],
         )
-        out = []
-        for raw in found:
-            marks = {}
-            for mark, count in raw.items():
-                # Scopes and bucket ids never hold the separator; an id may, so split around it.
-                scope, rest = _str(mark).split(DIRTY_SEP, 1)
-                scope_id, bucket = rest.rsplit(DIRTY_SEP, 1)
-                marks[(scope, scope_id, bucket)] = int(count)
-            out.append(marks)
-        return out
+        return [{mark_of(mark): int(count) for mark, count in raw.items()} for raw in found]
 
-    async def clear_dirty(self, partition: int, seen: Mapping[DirtyMark, int]) -> None:
-        """Forget marks still at the count they were read with."""
+    async def clear_dirty(self, group: int, seen: Mapping[DirtyMark, int]) -> None:
+        """Forget the marks of shard ``group`` still at the count they were read with."""
         if not seen:
             return
         args = [part for mark, count in seen.items() for part in (DIRTY_SEP.join(mark), str(count))]
-        await self._clear_dirty(keys=[self.keys.dirty(partition)], args=args)
+        await self._clear_dirty(keys=[self.keys.shard_keys(group)[0]], args=args)
 
-    async def scopes(self, partitions: Sequence[int]) -> set[tuple[str, str]]:
+    async def scopes(self) -> set[tuple[str, str]]:
         """Every (scope, id) with aggregates, beside the org."""
         found = await pipelined(
-            self.client, lambda pipe: [pipe.smembers(self.keys.scopes(p)) for p in partitions]
+            self.client,
+            lambda pipe: [pipe.smembers(self.keys.shard_keys(k)[1]) for k in range(ROLLUP_SHARDS)],
         )
         out = set()
         for members in found:
@@ -622,38 +873,133 @@ class RedisStore(DerivedReads):
                 out.add((scope, ident))
         return out
 
-    async def has_scope(self, partitions: Sequence[int], scope: str, scope_id: str) -> bool:
-        member = f"{scope}:{scope_id}"
-        found = await pipelined(
-            self.client,
-            lambda pipe: [pipe.sismember(self.keys.scopes(p), member) for p in partitions],
-        )
-        return any(found)
+    async def has_scope(self, scope: str, scope_id: str) -> bool:
+        key = self.keys.shard_keys(shard_of(scope, scope_id))[1]
+        return bool(await self.client.sismember(key, f"{scope}:{scope_id}"))
 
     async def sums_many(
-        self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]
+        self, requests: Sequence[tuple[str, str, tuple[str, ...]]]
     ) -> list[dict[str, int]]:
-        """``sums`` for many (scope, id, buckets) at once: one script call per partition."""
-        if not requests:
-            return []
-        sizes = orjson.dumps([len(buckets) for _, _, buckets in requests])
-
+        """``sums`` for many (scope, id, buckets) at once, from the rollups: one script call
+        per shard, whatever the number of partitions."""
+        groups = _by_shard([(scope, scope_id) for scope, scope_id, _ in requests])
         calls: list[ScriptCall] = []
-        for partition in partitions:
-            prefix = f"{self.keys.tag(partition)}:a:"
+        for places in groups.values():
             keys = [
-                f"{prefix}{scope}:{scope_id}:{bucket}"
-                for scope, scope_id, buckets in requests
-                for bucket in buckets
+                self.keys.total((requests[i][0], requests[i][1], bucket))
+                for i in places
+                for bucket in requests[i][2]
             ]
+            sizes = orjson.dumps([len(requests[i][2]) for i in places])
             calls.append((self._sum_groups, keys, [sizes]))
-        replies = await self._scripts(calls)
         totals: list[dict[str, int]] = [{} for _ in requests]
-        for reply in replies:
-            for total, part in zip(totals, orjson.loads(reply), strict=True):
-                for name, value in part.items():
-                    total[name] = total.get(name, 0) + value
+        for places, reply in zip(groups.values(), await self._scripts(calls), strict=True):
+            for i, total in zip(places, orjson.loads(reply), strict=True):
+                totals[i] = total
         return totals
+
+    # Folding outside a commit ---------------------------------------------------------------
+
+    async def behind(self, partitions: Sequence[int]) -> dict[int, dict[int, int]]:
+        """Per partition, the shards that have not folded its last commit that changed them,
+        with the version each has folded it to (seen)."""
+        shards = range(ROLLUP_SHARDS)
+
+        def queue(pipe: Any) -> None:
+            for p in partitions:
+                pipe.hgetall(self.keys.expect(p))
+            for k in shards:
+                pipe.hgetall(self.keys.shard_keys(k)[2])
+
+        found = await pipelined(self.client, queue)
+        expects, seens = found[: len(partitions)], found[len(partitions) :]
+        out: dict[int, dict[int, int]] = {}
+        for p, expect in zip(partitions, expects, strict=True):
+            for shard, version in expect.items():
+                k = int(shard)
+                seen = int(seens[k].get(str(p).encode(), 0))
+                if int(version) > seen:
+                    out.setdefault(p, {})[k] = seen
+        return out
+
+    async def unfolded(self, partitions: Sequence[int]) -> int:
+        """How many (partition, shard) pairs have commits not folded yet (0: the rollups hold
+        every commit of these partitions)."""
+        return sum(len(shards) for shards in (await self.behind(partitions)).values())
+
+    async def fold_missing(self, partitions: Sequence[int]) -> int:
+        """Fold again what commits of these partitions changed and no fold brought into the
+        rollups: a worker stopped between commit and fold, a fold failed, a shard's master
+        lost its last writes. Returns the marks folded."""
+        behind = await self.behind(partitions)
+        if not behind:
+            return 0
+        ordered = list(behind)
+        found = await pipelined(
+            self.client,
+            lambda pipe: [
+                pipe.zrangebyscore(
+                    self.keys.recent(p), f"({min(behind[p].values())}", "+inf", withscores=True
+                )
+                for p in ordered
+            ],
+        )
+        folds = []
+        for p, entries in zip(ordered, found, strict=True):
+            marks = [
+                mark
+                for raw, score in entries
+                if (mark := mark_of(raw))
+                and (k := shard_of(mark[0], mark[1])) in behind[p]
+                and score > behind[p][k]
+            ]
+            folds.append(await self._values_of(p, marks, behind[p], bump=0))
+        await self.fold(folds)
+        return sum(len(f.fields) for f in folds)
+
+    async def refold_after_loss(self, partition: int) -> int:
+        """After the partition lost its last writes (its version went back): fold again every
+        mark the rollups hold of it at a later version (they came from the lost writes), from
+        what the partition holds now, at a version above theirs. Returns the marks folded."""
+        (stored,) = await self.progress([partition])
+        version = int(stored.get(VERSION, 0))
+        found = await pipelined(
+            self.client,
+            lambda pipe: [
+                pipe.zrangebyscore(
+                    self.keys.folded(k, partition), f"({version}", "+inf", withscores=True
+                )
+                for k in range(ROLLUP_SHARDS)
+            ],
+        )
+        entries = [(mark_of(raw), int(score)) for shard in found for raw, score in shard]
+        if not entries:
+            return 0
+        top = max(score for _, score in entries)
+        values = await self._values_of(partition, [m for m, _ in entries], {}, bump=top + 1)
+        await self.fold([values])
+        return len(values.fields)
+
+    async def _values_of(
+        self, partition: int, marks: Sequence[DirtyMark], before: Mapping[int, int], bump: int
+    ) -> Values:
+        """The partition's values of some marks, and the version they are at."""
+        ordered = sorted(set(marks), key=lambda m: m[2] == OLDEST)
+        keys = [self.keys.checkpoint(partition), *(self.keys.bucket(partition, m) for m in ordered)]
+        buckets = [i + 2 for i, m in enumerate(ordered) if m[2] != OLDEST]
+        lows = [i + 2 for i, m in enumerate(ordered) if m[2] == OLDEST]
+        args = orjson.dumps({"f": buckets, "u": lows, "bump": bump})
+        (reply,) = await self._scripts([(self._load_values, keys, [args])])
+        version, values, oldest = orjson.loads(reply)
+        return _values(partition, version, ordered, values, oldest, before)
+
+
+def _by_shard(scopes: Sequence[tuple[str, str]]) -> dict[int, list[int]]:
+    """The places of ``scopes`` per rollup shard."""
+    groups: dict[int, list[int]] = {}
+    for i, (scope, scope_id) in enumerate(scopes):
+        groups.setdefault(shard_of(scope, scope_id), []).append(i)
+    return groups
 
 
 # Script calls one cluster client makes at once. Each holds a connection of its node's pool,
@@ -696,6 +1042,24 @@ async def pipelined(client: RedisClient, queue: Callable[[Any], object]) -> list
             return list(await pipe.execute())
 
     return await _while_slot_moves(run)
+
+
+def _values(
+    partition: int,
+    version: int,
+    marks: Sequence[DirtyMark],
+    buckets: Sequence[Sequence[str]],
+    lows: Sequence[int | None],
+    before: Mapping[int, int],
+) -> Values:
+    """A script's answer of VALUES_LUA (buckets, then the untouched sets of ``marks``) as
+    Values."""
+    fields: dict[DirtyMark, dict[str, str]] = {}
+    for mark, flat in zip(marks[: len(buckets)], buckets, strict=True):
+        fields[mark] = dict(zip(flat[::2], flat[1::2], strict=True))
+    for mark, low in zip(marks[len(buckets) :], lows, strict=True):
+        fields[mark] = {} if low is None else {"u": str(low)}
+    return Values(partition, version, fields, dict(before))
 
 
 def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dict[str, str]:
@@ -785,15 +1149,15 @@ async def switch(client: RedisClient, prefix: str, namespace: str) -> None:
 async def drop(client: RedisClient, namespace: str) -> int:
     """Delete every key of a generation; returns how many.
 
-    Each partition's checkpoint hash is replaced, atomically, by a frozen tombstone that
-    lives a day: a writer that still holds the old generation then meets the freeze and
-    moves to the live one, instead of seeing no checkpoint and writing a fresh, orphaned
-    copy.
+    Rollup shards go with the partitions. Each partition's checkpoint hash is replaced,
+    atomically, by a frozen tombstone that lives a day: a writer that still holds the old
+    generation then meets the freeze and moves to the live one, instead of seeing no
+    checkpoint and writing a fresh, orphaned copy.
     """
     deleted = 0
     batch: list[bytes] = []
     tombstone = client.register_script(TOMBSTONE_LUA)
-    async for key in client.scan_iter(match=f"{{{namespace}:p*", count=1_000):
+    async for key in client.scan_iter(match=f"{{{namespace}:*", count=1_000):
         if key.endswith(b":ckpt"):
             await tombstone(keys=[key], args=[FROZEN, TOMBSTONE_SECONDS])
             deleted += 1

@@ -9,6 +9,8 @@ A store holds one namespace generation (``salespulse:g1``...) of projections, sp
 partition: per partition, entity records, aggregate buckets (integers), a checkpoint hash
 (offsets per topic and bookkeeping fields, below), the directory's members, the scopes
 seen, the open untouched leads of each scope and the dirty marks the KPI publisher reads.
+Reads are over every partition of the generation (the Redis store answers them from
+rollups its commits fold, projections/store.py).
 Pure: the types, errors and rules every implementation shares.
 """
 
@@ -32,9 +34,10 @@ TOO_LATE = "!too_late"  # events passed as beyond the lateness horizon (dead-let
 COMMITTED = "!committed_ms"  # wall time of the last commit
 APPLIED = "!applied"  # distinct events applied
 DIRECTORY_VERSION = "!directory"  # moves whenever a rep or team record of the partition does
+VERSION = "!version"  # of the last commit, for the rollups' folds (projections/store.py)
 
-# Buckets whose changes the KPI publisher announces (calendar, all-time, gauges): each commit
-# counts a mark per changed bucket, "scope<TAB>id<TAB>bucket" -> commits.
+# Buckets whose changes the KPI publisher announces (calendar, all-time, gauges): each change
+# counts a mark per bucket, "scope<TAB>id<TAB>bucket" -> changes.
 DIRTY_TIERS = frozenset("DWMQYA" + GAUGE_BUCKET)
 DIRTY_SEP = "\t"
 
@@ -122,35 +125,47 @@ class ProjectionStore(Protocol):
 
     async def directory(self, partitions: Sequence[int], rules: Rules) -> DirectoryView: ...
 
-    async def oldest_untouched(
-        self, partitions: Sequence[int], scopes: Sequence[tuple[str, str]]
-    ) -> list[int | None]:
+    async def oldest_untouched(self, scopes: Sequence[tuple[str, str]]) -> list[int | None]:
         """Creation time (ms) of each scope's oldest open, untouched lead, if any."""
         ...
 
-    async def dirty(self, partitions: Sequence[int]) -> list[dict[DirtyMark, int]]: ...
-
-    async def clear_dirty(self, partition: int, seen: Mapping[DirtyMark, int]) -> None:
-        """Forget the marks still at the count they were read with."""
+    async def dirty(self) -> list[dict[DirtyMark, int]]:
+        """The publisher's marks, in groups (the Redis store's rollup shards)."""
         ...
 
-    async def scopes(self, partitions: Sequence[int]) -> set[tuple[str, str]]:
+    async def clear_dirty(self, group: int, seen: Mapping[DirtyMark, int]) -> None:
+        """Forget the marks of a group still at the count they were read with."""
+        ...
+
+    async def scopes(self) -> set[tuple[str, str]]:
         """Every (scope, id) with aggregates, beside the org."""
         ...
 
-    async def has_scope(self, partitions: Sequence[int], scope: str, scope_id: str) -> bool:
-        """Whether (scope, id) has aggregates in any of the partitions (without listing
-        every scope)."""
+    async def has_scope(self, scope: str, scope_id: str) -> bool:
+        """Whether (scope, id) has aggregates (without listing every scope)."""
         ...
 
     async def sums(
-        self, partitions: Sequence[int], scope: str, scope_id: str, bucket_ids: Sequence[str]
+        self, scope: str, scope_id: str, bucket_ids: Sequence[str]
     ) -> dict[str, int]: ...
 
     async def sums_many(
-        self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]
+        self, requests: Sequence[tuple[str, str, tuple[str, ...]]]
     ) -> list[dict[str, int]]:
         """Base fields of each (scope, id, buckets), summed over buckets and partitions."""
+        ...
+
+    async def unfolded(self, partitions: Sequence[int]) -> int:
+        """Commits of these partitions that reads do not show yet (0: they show every one)."""
+        ...
+
+    async def fold_missing(self, partitions: Sequence[int]) -> int:
+        """Bring every commit of these partitions into what reads show (after a crash, a
+        failed call, a failover); returns how much was redone."""
+        ...
+
+    async def refold_after_loss(self, partition: int) -> int:
+        """The partition lost its last writes: undo what reads still show of them."""
         ...
 
 
@@ -185,7 +200,7 @@ class DerivedReads(ABC):
 
     @abstractmethod
     async def sums_many(
-        self, partitions: Sequence[int], requests: Sequence[tuple[str, str, tuple[str, ...]]]
+        self, requests: Sequence[tuple[str, str, tuple[str, ...]]]
     ) -> list[dict[str, int]]: ...
 
     @abstractmethod
@@ -200,10 +215,8 @@ class DerivedReads(ABC):
     async def checkpoints_of(self, partitions: Sequence[int]) -> list[dict[str, int]]:
         return [offsets(stored) for stored in await self.progress(partitions)]
 
-    async def sums(
-        self, partitions: Sequence[int], scope: str, scope_id: str, bucket_ids: Sequence[str]
-    ) -> dict[str, int]:
-        (total,) = await self.sums_many(partitions, [(scope, scope_id, tuple(bucket_ids))])
+    async def sums(self, scope: str, scope_id: str, bucket_ids: Sequence[str]) -> dict[str, int]:
+        (total,) = await self.sums_many([(scope, scope_id, tuple(bucket_ids))])
         return total
 
     async def directory(self, partitions: Sequence[int], rules: Rules) -> DirectoryView:

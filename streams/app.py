@@ -150,14 +150,17 @@ async def project() -> None:
                         loop.seek(tp, done[topic] + 1)
                     else:  # where the group left it, or the beginning: the span starts there
                         loop.positions[tp] = await loop.consumer.position(tp)
+            await projector.fold_missing(partitions)
 
     async def recheck() -> None:
         """Every few seconds, busy or not: refill the partitions whose checkpoints went back in
         Redis (emptied, or its last writes lost) from where the consumer stands, so that a
-        quiet partition does not wait for its next record to notice."""
+        quiet partition does not wait for its next record to notice; and fold what the
+        rollups miss (a failed fold, a shard's master that lost writes)."""
         assigned = sorted({tp.partition for tp in loop.consumer.assignment()})
         try:
             behind = await projector.behind(assigned)
+            await projector.fold_missing(assigned)
         except REDIS_UNAVAILABLE as exc:  # a failover, a restart: the next round looks again
             log.warning("Redis unavailable (%r); checkpoints not rechecked this round", exc)
             return

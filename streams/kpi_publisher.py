@@ -117,10 +117,10 @@ class KpiPublisher:
         now_ms = time.time_ns() // 1_000_000
         store = await self.state.live_store(s.topic_prefix)
         partitions = range(s.partitions)
-        marks = await store.dirty(partitions)
+        marks = await store.dirty()
         touched: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for partition_marks in marks:
-            for scope, scope_id, bucket in partition_marks:
+        for group in marks:
+            for scope, scope_id, bucket in group:
                 # A gauge change shows in the "all" instance, which carries the gauges.
                 touched[(scope, scope_id)].add("A" if bucket == GAUGE_BUCKET else bucket)
         if not touched:
@@ -132,11 +132,11 @@ class KpiPublisher:
             for scope, scope_id in scopes
             for bucket in sorted(touched[(scope, scope_id)])
         ]
-        sums = await store.sums_many(partitions, requests)
+        sums = await store.sums_many(requests)
         gauges = dict(
             zip(
                 scopes,
-                await store.sums_many(partitions, [(sc, i, (GAUGE_BUCKET,)) for sc, i in scopes]),
+                await store.sums_many([(sc, i, (GAUGE_BUCKET,)) for sc, i in scopes]),
                 strict=True,
             )
         )
@@ -168,8 +168,8 @@ class KpiPublisher:
         await self.send([(change.key.encode(), _value(change)) for _, change in records])
         self.published += len(records)
         await self._remember(records, label_sets)
-        for partition, partition_marks in zip(partitions, marks, strict=True):
-            await store.clear_dirty(partition, partition_marks)
+        for number, group in enumerate(marks):
+            await store.clear_dirty(number, group)
         return len(records)
 
     def _skip(self, scope: str, scope_id: str, bucket: str) -> None:

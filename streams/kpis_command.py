@@ -45,7 +45,7 @@ async def _read(settings: Settings, scope: str, scope_id: str, window: str, as_o
         )
         partitions = range(settings.partitions)
         directory = await store.directory(partitions, settings.rules)
-        return await read_kpis(store, partitions, directory, scope, scope_id, window, as_of)
+        return await read_kpis(store, directory, scope, scope_id, window, as_of)
     finally:
         await client.aclose()
 

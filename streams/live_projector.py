@@ -102,6 +102,17 @@ class LiveProjector:
         )
         return await projector.store.checkpoints_of(partitions)
 
+    async def fold_missing(self, partitions: Sequence[int]) -> None:
+        """Bring the partitions' commits that a stopped worker, a failed call or a failover
+        left out of the rollups into them (projections/store.py)."""
+        projector = self._projector or await self._open(
+            await current_namespace(self.client, self.prefix)
+        )
+        if partitions and (redone := await projector.store.fold_missing(partitions)):
+            log.warning(
+                "folded %d buckets of partitions %s into the rollups again", redone, partitions
+            )
+
     def forget(self, partitions: Iterable[int]) -> None:
         if self._projector is not None:
             self._projector.forget(partitions)

@@ -315,6 +315,8 @@ class Projector:
         outcome.gaps.append(gap)
         if not gap.stored and self.on_lost is not None:
             await self.on_lost()
+        # The rollups may hold folds of the lost writes that the refill would not touch again.
+        await self.store.refold_after_loss(gap.partition)
         await self.store.mark_refilling(gap.partition, gap.topic, gap.end)
         done = self._checkpoints[gap.partition]
         async for chunk in self.fill(gap.topic, gap.partition, gap.start, gap.end):

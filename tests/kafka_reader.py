@@ -112,11 +112,12 @@ async def ingested(settings: Settings, raw_ends: dict[int, int]) -> bool:
 
 
 async def projected(store: RedisStore, topic: str, ends: dict[int, int]) -> bool:
-    """The projections have checkpointed ``topic`` up to ``ends``."""
+    """The projections have checkpointed ``topic`` up to ``ends``, and reads show it (every
+    commit is folded into the rollups)."""
     for partition, end in ends.items():
         if end and (await store.checkpoints(partition)).get(topic, -1) < end - 1:
             return False
-    return True
+    return not await store.unfolded(list(ends))
 
 
 async def caught_up(settings: Settings, store: RedisStore) -> bool:

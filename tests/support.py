@@ -130,7 +130,7 @@ async def assert_matches_oracle(
     view = await store.directory(partitions, settings.rules)
     for scope, scope_id in scopes:
         for window in windows:
-            answer = await read_kpis(store, partitions, view, scope, scope_id, window, as_of_ms)
+            answer = await read_kpis(store, view, scope, scope_id, window, as_of_ms)
             got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
             assert got == oracle.kpis(scope, scope_id, window, as_of_ms), (scope, window)
 
@@ -153,7 +153,7 @@ async def differences(
     compared = 0
     for scope, scope_id in scopes:
         for window in windows:
-            answer = await read_kpis(store, partitions, view, scope, scope_id, window, as_of_ms)
+            answer = await read_kpis(store, view, scope, scope_id, window, as_of_ms)
             got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
             want = oracle.kpis(scope, scope_id, window, as_of_ms)
             for kpi in sorted(set(got) | set(want)):

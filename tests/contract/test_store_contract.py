@@ -25,6 +25,7 @@ from projections.stores import (
     TOO_LATE,
     Commit,
     DirectoryCache,
+    DirtyMark,
     Landed,
     NamespaceFrozen,
     ProjectionStore,
@@ -94,7 +95,6 @@ async def test_deltas_add_up_over_commits_buckets_and_partitions(store: Projecti
     await first(deltas={DAY: {"calls": 1}})
     await second(deltas={DAY: {"calls": 4}, MINUTE: {"calls": 1}})
     day, both, org = await store.sums_many(
-        [0, 1],
         [
             ("team", "emea", ("D2026-11-23",)),
             ("team", "emea", ("D2026-11-23", "A")),
@@ -104,17 +104,17 @@ async def test_deltas_add_up_over_commits_buckets_and_partitions(store: Projecti
     assert day == {"calls": 7, "talk_ms": 90_000}
     assert both == {"calls": 9, "talk_ms": 90_000}
     assert org == {}
-    assert await store.sums([0], "team", "emea", ["m29400000"]) == {}
-    assert await store.sums([1], "team", "emea", ["m29400000"]) == {"calls": 1}
+    assert await store.sums("team", "emea", ["m29400000"]) == {"calls": 1}
+    assert await store.sums("team", "apac", ["m29400000"]) == {}
 
 
 async def test_a_field_that_comes_back_to_zero_is_gone(store: ProjectionStore) -> None:
     write = Writer(store)
     await write(deltas={GAUGE: {"open": 3, "untouched": 1}})
     await write(deltas={GAUGE: {"open": -3}})
-    assert await store.sums([0], "team", "emea", [GAUGE_BUCKET]) == {"untouched": 1}
+    assert await store.sums("team", "emea", [GAUGE_BUCKET]) == {"untouched": 1}
     await write(deltas={GAUGE: {"untouched": -1}})
-    assert await store.sums([0], "team", "emea", [GAUGE_BUCKET]) == {}
+    assert await store.sums("team", "emea", [GAUGE_BUCKET]) == {}
 
 
 async def test_checkpoints_move_with_the_commit_and_a_stale_plan_writes_nothing(
@@ -129,7 +129,7 @@ async def test_checkpoints_move_with_the_commit_and_a_stale_plan_writes_nothing(
     landed = await store.commit([stale, fresh])
     assert landed.moved == [0] and not landed.out_of_range
     assert await store.checkpoints_of([0, 1]) == [{"events": 1}, {"events": 0}]
-    assert await store.sums([0], "team", "emea", ["D2026-11-23"]) == {"calls": 2}
+    assert await store.sums("team", "emea", ["D2026-11-23"]) == {"calls": 3}  # 2 + the fresh one
 
 
 async def test_a_sum_that_would_leave_the_exact_range_writes_nothing(
@@ -137,7 +137,7 @@ async def test_a_sum_that_would_leave_the_exact_range_writes_nothing(
 ) -> None:
     write = Writer(store)
     await write(deltas={DAY: {"revenue": LIMIT - 2}}, changed_fields={("opp", "o-1"): {"a": "1"}})
-    assert await store.sums([0], "team", "emea", ["D2026-11-23"]) == {"revenue": LIMIT - 2}
+    assert await store.sums("team", "emea", ["D2026-11-23"]) == {"revenue": LIMIT - 2}
     before = await store.progress([0])
     landed = await write(
         deltas={ALL: {"revenue": 5}, DAY: {"revenue": 2, "won": 1}, ORG_DAY: {"revenue": 2}},
@@ -146,13 +146,13 @@ async def test_a_sum_that_would_leave_the_exact_range_writes_nothing(
     assert 0 in landed.out_of_range and "revenue" in landed.out_of_range[0]
     landed = await write(deltas={DAY: {"won": 1, "revenue": 2}})  # the other order of fields
     assert 0 in landed.out_of_range
-    assert await store.sums([0], "team", "emea", ["D2026-11-23", "A"]) == {"revenue": LIMIT - 2}
-    assert await store.sums([0], "org", "", ["D2026-11-23"]) == {}
+    assert await store.sums("team", "emea", ["D2026-11-23", "A"]) == {"revenue": LIMIT - 2}
+    assert await store.sums("org", "", ["D2026-11-23"]) == {}
     assert await store.load({0: [("opp", "o-2")]}) == {0: {}}
     assert await store.progress([0]) == before
     landed = await write(deltas={DAY: {"revenue": -(2**70)}})  # past 64 bits: no error either
     assert 0 in landed.out_of_range
-    assert await store.sums([0], "team", "emea", ["D2026-11-23"]) == {"revenue": LIMIT - 2}
+    assert await store.sums("team", "emea", ["D2026-11-23"]) == {"revenue": LIMIT - 2}
     assert not (await write(deltas={DAY: {"revenue": 1}})).out_of_range  # exactly 2^53 - 1
 
 
@@ -204,13 +204,11 @@ async def test_scopes_are_every_scope_with_aggregates_beside_the_org(
 ) -> None:
     await Writer(store, 0)(deltas={DAY: {"calls": 1}, ORG_DAY: {"calls": 1}})
     await Writer(store, 2)(deltas={("queue", "q:1|x", "A"): {"offered": 1}})
-    assert await store.scopes([0, 1, 2]) == {("team", "emea"), ("queue", "q:1|x")}
-    assert await store.scopes([1]) == set()
-    assert await store.has_scope([0, 1, 2], "queue", "q:1|x")
-    assert await store.has_scope([2], "queue", "q:1|x")
-    assert not await store.has_scope([0, 1], "queue", "q:1|x")
-    assert not await store.has_scope([0, 1, 2], "queue", "q:1")
-    assert not await store.has_scope([0, 1, 2], "org", "")
+    assert await store.scopes() == {("team", "emea"), ("queue", "q:1|x")}
+    assert await store.has_scope("queue", "q:1|x")
+    assert await store.has_scope("team", "emea")
+    assert not await store.has_scope("queue", "q:1")
+    assert not await store.has_scope("org", "")
 
 
 async def test_a_cached_directory_is_read_again_exactly_when_a_version_moves(
@@ -234,13 +232,15 @@ async def test_the_oldest_untouched_lead_of_each_scope_over_partitions(
     store: ProjectionStore,
 ) -> None:
     team, rep = ("team", "emea"), ("rep", "r1")
-    await Writer(store, 0)(untouched_add={team: {"l1": 500, "l2": 300}, rep: {"l1": 500}})
-    second = Writer(store, 1)
+    first, second = Writer(store, 0), Writer(store, 1)
+    await first(untouched_add={team: {"l1": 500, "l2": 300}, rep: {"l1": 500}})
     await second(untouched_add={team: {"l3": 400}})
-    assert await store.oldest_untouched([0, 1], [team, rep, ("team", "apac")]) == [300, 500, None]
+    assert await store.oldest_untouched([team, rep, ("team", "apac")]) == [300, 500, None]
+    await first(untouched_remove={team: {"l2"}})
+    assert await store.oldest_untouched([team]) == [400]
     await second(untouched_remove={team: {"l3"}})
-    assert await store.oldest_untouched([1], [team]) == [None]
-    assert await store.oldest_untouched([0, 1], []) == []
+    assert await store.oldest_untouched([team, rep]) == [500, 500]
+    assert await store.oldest_untouched([]) == []
 
 
 async def test_dirty_marks_count_commits_and_clear_only_if_unchanged(
@@ -249,15 +249,23 @@ async def test_dirty_marks_count_commits_and_clear_only_if_unchanged(
     write = Writer(store)
     await write(deltas={DAY: {"calls": 1}, MINUTE: {"calls": 1}, GAUGE: {"open": 1}})
     await write(deltas={DAY: {"calls": 1}})
-    (marks,) = await store.dirty([0])
+    groups = await store.dirty()
     # Minute buckets are not announced; calendar, all-time and gauge buckets are.
-    assert marks == {("team", "emea", "D2026-11-23"): 2, ("team", "emea", GAUGE_BUCKET): 1}
+    assert merged(groups) == {
+        ("team", "emea", "D2026-11-23"): 2,
+        ("team", "emea", GAUGE_BUCKET): 1,
+    }
     await write(deltas={DAY: {"calls": 1}})  # changed again after it was read
-    await store.clear_dirty(0, marks)
-    assert await store.dirty([0]) == [{("team", "emea", "D2026-11-23"): 3}]
+    for number, marks in enumerate(groups):
+        await store.clear_dirty(number, marks)
+    assert merged(await store.dirty()) == {("team", "emea", "D2026-11-23"): 3}
     odd = ("rep", "a\tb:c", "A")  # an id may hold the separator
     await write(deltas={odd: {"calls": 1}})
-    assert odd in (await store.dirty([0]))[0]
+    assert odd in merged(await store.dirty())
+
+
+def merged(groups: list[dict[DirtyMark, int]]) -> dict[DirtyMark, int]:
+    return {mark: count for group in groups for mark, count in group.items()}
 
 
 async def test_progress_keeps_the_newest_event_the_count_and_the_commit_time(
@@ -294,7 +302,7 @@ async def test_a_frozen_partition_refuses_commits_and_marks_the_others_land(
         await store.commit(commits)
     with pytest.raises(NamespaceFrozen):
         await store.mark_refilling(0, "events", 9)
-    assert await store.sums([0, 1], "team", "emea", ["D2026-11-23"]) == {"calls": 6}
+    assert await store.sums("team", "emea", ["D2026-11-23"]) == {"calls": 6}
     assert await store.checkpoints_of([0, 1]) == [{"events": 0}, {"events": 0}]
 
 

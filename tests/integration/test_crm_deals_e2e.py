@@ -71,7 +71,7 @@ class Stack:
         partitions = range(self.settings.partitions)
         view = await self.store.directory(partitions, self.settings.rules)
         as_of = time.time_ns() // 1_000_000
-        answer = await read_kpis(self.store, partitions, view, scope, scope_id, "all", as_of)
+        answer = await read_kpis(self.store, view, scope, scope_id, "all", as_of)
         return {name: figures(answer.kpis[name]) for name in names}
 
     async def value(self, scope: str, scope_id: str, name: str) -> Any:

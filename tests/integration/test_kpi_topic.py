@@ -63,7 +63,7 @@ async def _no_dirty_marks(settings: Settings) -> bool:
     client = redis_client(settings)
     try:
         store = RedisStore(client, await current_namespace(client, settings.topic_prefix))
-        return not any(await store.dirty(range(settings.partitions)))
+        return not any(await store.dirty())
     finally:
         await client.aclose()
 

@@ -141,9 +141,7 @@ async def _compare(store: RedisStore, partitions: int, oracle: Oracle, as_ofs: l
             # hours ago: minute buckets live 3 hours) cannot be answered, and are refused by
             # the API; every other window must equal the oracle.
             for window in [w for w in WINDOWS if answerable(w, as_of, END_MS)]:
-                answer = await read_kpis(
-                    store, range(partitions), directory, scope, scope_id, window, as_of
-                )
+                answer = await read_kpis(store, directory, scope, scope_id, window, as_of)
                 engine = {k: figures(v) for k, v in answer.kpis.items()}
                 expected = oracle.kpis(scope, scope_id, window, as_of)
                 assert engine == expected, (scope, scope_id, window, as_of)

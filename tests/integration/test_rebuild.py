@@ -74,7 +74,7 @@ async def test_rebuild_during_live_traffic(
             namespace = await current_namespace(client, settings.topic_prefix)
             store = RedisStore(client, namespace)
             view = await store.directory(partitions, settings.rules)
-            answer = await read_kpis(store, partitions, view, "org", "", "all", end_ms)
+            answer = await read_kpis(store, view, "org", "", "all", end_ms)
             leads = answer.kpis["leads_created"]
             assert isinstance(leads, Figure)
             seen.append((namespace, int(leads.numerator)))

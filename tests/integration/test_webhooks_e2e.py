@@ -430,9 +430,7 @@ async def test_a_scripted_day_through_the_webhooks_matches_the_oracle(
         compared = 0
         for scope, scope_id in scopes:
             for window in ("24h", "7d", "today", "month", "all"):
-                answer_kpis = await read_kpis(
-                    store, partitions, view, scope, scope_id, window, as_of
-                )
+                answer_kpis = await read_kpis(store, view, scope, scope_id, window, as_of)
                 got = {kpi: figures(result) for kpi, result in answer_kpis.kpis.items()}
                 assert got == oracle.kpis(scope, scope_id, window, as_of), (scope, scope_id, window)
                 compared += len(got)

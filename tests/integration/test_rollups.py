@@ -1,0 +1,156 @@
+"""Rollups on the real Redis and on a Redis Cluster (projections/store.py, docs/projections.md
+"Rollups"): reads come from per-scope totals that every commit folds in; a fold sent again or
+late changes nothing; what a failed fold, a shard that lost its last writes or a partition that
+lost its last writes leaves wrong is found and folded again."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from config.connections import redis_client
+from config.settings import Settings
+from projections.engine import AggregateKey, BatchPlan
+from projections.store import RedisClient, RedisStore, Values, shard_of
+from projections.stores import VERSION, Commit
+
+pytestmark = pytest.mark.integration
+
+DAY: AggregateKey = ("team", "emea", "D2026-11-23")
+ALL: AggregateKey = ("team", "emea", "A")
+
+
+@pytest.fixture
+async def store(any_stack_env: dict[str, str]) -> AsyncIterator[RedisStore]:
+    client = redis_client(Settings.from_env(any_stack_env))
+    namespace = f"rolluptest{uuid.uuid4().hex[:8]}"
+    yield RedisStore(client, namespace)
+    async for key in client.scan_iter(match=f"{{{namespace}:*", count=1000):
+        await client.delete(key)
+    await client.aclose()
+
+
+class Writer:
+    """Successive commits of one partition, each continuing the checkpoint of the last."""
+
+    def __init__(self, store: RedisStore, partition: int = 0) -> None:
+        self.store, self.partition = store, partition
+        self.offset: int | None = None
+
+    async def __call__(self, deltas: dict[AggregateKey, dict[str, int]]) -> None:
+        new = (self.offset if self.offset is not None else -1) + 1
+        commit = Commit(
+            self.partition, {"events": (self.offset, new)}, BatchPlan(deltas=deltas, applied=1)
+        )
+        self.offset = new  # before: a commit whose fold fails has landed
+        landed = await self.store.commit([commit])
+        assert not landed.moved and not landed.out_of_range
+
+
+class FoldFails(RedisStore):
+    """A store whose folds are lost (a worker that stops between commit and fold)."""
+
+    async def fold(self, folds: object) -> None:
+        raise ConnectionError("the fold never reached Redis")
+
+
+async def version(store: RedisStore, partition: int) -> int:
+    (found,) = await store.progress([partition])
+    return int(found[VERSION])
+
+
+async def snapshot(client: RedisClient, pattern: str) -> dict[bytes, bytes]:
+    return {key: await client.dump(key) async for key in client.scan_iter(match=pattern)}
+
+
+async def restore(client: RedisClient, pattern: str, saved: dict[bytes, bytes]) -> None:
+    """The keys of ``pattern`` as they were when ``saved`` (as a master that lost its last
+    writes holds them)."""
+    async for key in client.scan_iter(match=pattern):
+        await client.delete(key)
+    for key, dumped in saved.items():
+        await client.restore(key, 0, dumped, replace=True)
+
+
+async def test_reads_sum_every_partition_from_the_rollups(store: RedisStore) -> None:
+    for partition in range(6):
+        await Writer(store, partition)({DAY: {"calls": partition + 1}, ALL: {"calls": 1}})
+    assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 21 + 6}
+    assert await store.unfolded(range(6)) == 0
+    # The partitions hold their shares; a read touches the scope's shard only.
+    bucket = await store.client.hgetall(store.keys.aggregate(5, DAY))
+    assert bucket == {b"calls": b"6"}
+
+
+async def test_a_fold_sent_again_or_late_changes_nothing(store: RedisStore) -> None:
+    write = Writer(store)
+    await write({DAY: {"calls": 1}})
+    first = await version(store, 0)
+    await write({DAY: {"calls": 2}})
+    now = await version(store, 0)
+    assert now > first
+    await store.fold([Values(0, first, {DAY: {"calls": "1"}}, {})])  # late
+    await store.fold([Values(0, now, {DAY: {"calls": "3"}}, {})])  # again
+    await store.fold([Values(0, now, {DAY: {"calls": "300"}}, {})])  # same version: no-op
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 3}
+
+
+async def test_a_commit_whose_fold_failed_is_folded_again(store: RedisStore) -> None:
+    write = Writer(store)
+    await write({DAY: {"calls": 1}})
+    with pytest.raises(ConnectionError):
+        await _continuing(write, FoldFails(store.client, store.namespace))({ALL: {"calls": 5}})
+    write.offset = 1
+    assert await store.sums(*ALL[:2], [ALL[2]]) == {}
+    assert await store.unfolded([0]) == 1
+    # A later commit of the same shard folds fine, yet the one before is still missing.
+    await write({DAY: {"calls": 1}})
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 2}
+    assert await store.unfolded([0]) == 1
+    assert await store.fold_missing([0]) >= 1
+    assert await store.sums(*ALL[:2], [ALL[2]]) == {"calls": 5}
+    assert await store.unfolded([0]) == 0
+    assert await store.fold_missing([0]) == 0
+
+
+async def test_a_shard_that_lost_its_last_folds_is_folded_again(store: RedisStore) -> None:
+    write = Writer(store)
+    await write({DAY: {"calls": 1}})
+    shard = f"{store.keys.shard(shard_of(*DAY[:2]))}*"
+    saved = await snapshot(store.client, shard)
+    await write({DAY: {"calls": 2}, ALL: {"calls": 7}})
+    await restore(store.client, shard, saved)  # a replica one fold behind was promoted
+    assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 1}
+    assert await store.unfolded([0]) == 1
+    await store.fold_missing([0])
+    assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 10}
+    assert await store.unfolded([0]) == 0
+
+
+async def test_a_partition_that_lost_its_last_writes_takes_them_out_of_the_rollups(
+    store: RedisStore,
+) -> None:
+    """The lost commit moved a bucket that the commits applied again after the loss do not
+    touch (their batch nets it to zero): only the rollups' index of recent folds finds it."""
+    write = Writer(store)
+    await write({DAY: {"calls": 1}})
+    partition = f"{store.keys.tag(0)}*"
+    saved = await snapshot(store.client, partition)
+    await write({ALL: {"calls": 4}})
+    await restore(store.client, partition, saved)  # the partition's master lost that commit
+    write.offset = 0
+    assert await store.sums(*ALL[:2], [ALL[2]]) == {"calls": 4}  # what the loss left wrong
+    assert await store.refold_after_loss(0) == 1
+    assert await store.sums(*ALL[:2], [ALL[2]]) == {}
+    await write({DAY: {"calls": 1}})  # the log applied again, batched otherwise
+    assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 2}
+    assert await store.unfolded([0]) == 0
+
+
+def _continuing(write: Writer, other: RedisStore) -> Writer:
+    """A writer on ``other`` that continues ``write``'s checkpoint."""
+    follower = Writer(other, write.partition)
+    follower.offset = write.offset
+    return follower
