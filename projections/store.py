@@ -194,29 +194,37 @@ return {1, '[' .. vs .. ',' .. values(p.f, p.u) .. ',[' .. table.concat(before, 
 """
 )
 
-# Read side, one call per partition (a single slot: every key has the partition's hash tag).
+# Read side, one call per rollup shard (a single slot: every key has the shard's hash tag).
 # KEYS are the bucket keys of every group, group after group; ARGV[1] is a JSON list of how
 # many keys each group has. Each group's buckets are summed next to the data into one JSON
 # object, so a rolling window's 60 bucket reads are one reply and the whole answer parses
-# with one orjson call.
+# with one orjson call. Lua numbers are doubles: a group with a value or a sum of 2^52 or
+# more is answered as its buckets' flat [field, value, ...] lists instead, which the reader
+# sums exactly (totals over partitions may pass 2^53).
 SUM_GROUPS_LUA = """
 local sizes = cjson.decode(ARGV[1])
-local out, next_key = {}, 1
+local out, next_key, big = {}, 1, 4503599627370496
 for g, size in ipairs(sizes) do
-  local total, order = {}, {}
+  local total, order, flats, exact = {}, {}, {}, true
   for k = next_key, next_key + size - 1 do
     local flat = redis.call('HGETALL', KEYS[k])
+    flats[#flats + 1] = #flat > 0 and cjson.encode(flat) or '[]'
     for i = 1, #flat, 2 do
       local f, v = flat[i], tonumber(flat[i + 1])
       if total[f] == nil then order[#order + 1] = f; total[f] = v else total[f] = total[f] + v end
+      if math.abs(v) >= big or math.abs(total[f]) >= big then exact = false end
     end
   end
   next_key = next_key + size
-  local parts = {}
-  for i, f in ipairs(order) do
-    parts[i] = cjson.encode(f) .. ':' .. string.format('%.0f', total[f])
+  if exact then
+    local parts = {}
+    for i, f in ipairs(order) do
+      parts[i] = cjson.encode(f) .. ':' .. string.format('%.0f', total[f])
+    end
+    out[g] = '{' .. table.concat(parts, ',') .. '}'
+  else
+    out[g] = '[' .. table.concat(flats, ',') .. ']'
   end
-  out[g] = '{' .. table.concat(parts, ',') .. '}'
 end
 return '[' .. table.concat(out, ',') .. ']'
 """
@@ -895,7 +903,7 @@ class RedisStore(DerivedReads):
         totals: list[dict[str, int]] = [{} for _ in requests]
         for places, reply in zip(groups.values(), await self._scripts(calls), strict=True):
             for i, total in zip(places, orjson.loads(reply), strict=True):
-                totals[i] = total
+                totals[i] = total if isinstance(total, dict) else _exact_sum(total)
         return totals
 
     # Folding outside a commit ---------------------------------------------------------------
@@ -992,6 +1000,15 @@ class RedisStore(DerivedReads):
         (reply,) = await self._scripts([(self._load_values, keys, [args])])
         version, values, oldest = orjson.loads(reply)
         return _values(partition, version, ordered, values, oldest, before)
+
+
+def _exact_sum(flats: Sequence[Sequence[str]]) -> dict[str, int]:
+    """Buckets' flat [field, value, ...] lists summed in Python integers."""
+    total: dict[str, int] = {}
+    for flat in flats:
+        for name, value in zip(flat[::2], flat[1::2], strict=True):
+            total[name] = total.get(name, 0) + int(value)
+    return total
 
 
 def _by_shard(scopes: Sequence[tuple[str, str]]) -> dict[int, list[int]]:

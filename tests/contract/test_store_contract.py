@@ -156,6 +156,21 @@ async def test_a_sum_that_would_leave_the_exact_range_writes_nothing(
     assert not (await write(deltas={DAY: {"revenue": 1}})).out_of_range  # exactly 2^53 - 1
 
 
+async def test_a_sum_over_partitions_past_2_to_the_53_is_read_exactly(
+    store: ProjectionStore,
+) -> None:
+    """Each partition's sums stay inside the exact range; their total over partitions may not."""
+    for partition in (0, 1, 2):
+        await Writer(store, partition)(deltas={DAY: {"revenue": LIMIT - 1 - partition}})
+    await Writer(store, 3)(deltas={ALL: {"revenue": 7, "won": 1}})
+    total = 3 * (LIMIT - 1) - 3
+    assert await store.sums("team", "emea", ["D2026-11-23"]) == {"revenue": total}
+    assert await store.sums("team", "emea", ["D2026-11-23", "A"]) == {
+        "revenue": total + 7,
+        "won": 1,
+    }
+
+
 async def test_records_are_written_field_by_field_and_loaded_by_partition(
     store: ProjectionStore,
 ) -> None:
