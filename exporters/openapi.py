@@ -120,7 +120,7 @@ PROJECTIONS = {
     "type": "object",
     "required": ["status", "live"],
     "properties": {
-        "status": {"type": "string", "enum": ["live", "rebuilding", "refilling"]},
+        "status": {"type": "string", "enum": ["live", "rebuilding", "refilling", "folding"]},
         "live": {"type": "boolean"},
     },
 }

@@ -42,7 +42,7 @@ from projections.store import (
     rebuilding,
     used_memory,
 )
-from projections.stores import DirectoryCache
+from projections.stores import DirectoryCache, SharedRead
 from projections.targets import QUOTA_ATTAINMENT, QUOTA_KPI, TargetsError, with_targets
 from projections.windows import ALL_TIME, WINDOWS
 
@@ -59,6 +59,7 @@ class Exporter:
         self.targets = TargetsFile(settings.targets_file)
         self.directories = DirectoryCache(settings.rules)  # read again only when it changed
         self._scopes: tuple[str, set[tuple[str, str]]] = ("", set())  # namespace, seen
+        self._states: dict[str, SharedRead[dict[str, Any]]] = {}  # per namespace
         self._kafka: AIOKafkaConsumer | None = None
         self.skipped_scopes = 0  # in the last scrape
 
@@ -101,13 +102,27 @@ class Exporter:
     async def projections_state(self, store: RedisStore) -> dict[str, Any]:
         """What a KPI answer read from ``store`` says of the numbers it holds, from Redis
         alone, read after the answer: ``refilling`` (records the projections lost are applied
-        again: partial), ``rebuilding`` (a rebuild runs; these are the live generation's
-        numbers) or ``live``."""
+        again: partial), ``folding`` (commits a failed fold or a failover left out of the
+        rollups are being folded again: partial), ``rebuilding`` (a rebuild runs; these are
+        the live generation's numbers) or ``live``. Concurrent answers share one read."""
+        shared = self._states.setdefault(store.namespace, SharedRead())
+        return await shared.get(lambda: self._projections_state(store))
+
+    async def _projections_state(self, store: RedisStore) -> dict[str, Any]:
         s = self.settings
-        progress = await store.progress(range(s.partitions))
+        partitions = range(s.partitions)
+        progress = await store.progress(partitions)
         health = summarise(progress, None, 0, rebuild=await rebuilding(self.client, s.topic_prefix))
-        status = "refilling" if health.refilling else "rebuilding" if health.rebuild else "live"
-        return {"status": status, "live": status != "refilling"}
+        status = (
+            "refilling"
+            if health.refilling
+            else "folding"
+            if await store.unfolded(partitions)
+            else "rebuilding"
+            if health.rebuild
+            else "live"
+        )
+        return {"status": status, "live": status not in ("refilling", "folding")}
 
     async def knows_scope(self, store: RedisStore, scope: str, scope_id: str) -> bool:
         """Whether (scope, id) has data. A scope, once it has, keeps it for the life of its
