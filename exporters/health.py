@@ -29,6 +29,7 @@ class Health:
     events: int = 0  # distinct events applied, ever
     leads: int = 0  # leads created, ever (the org's all-time count)
     redis_used_bytes: int | None = None  # Redis used_memory (None: not known)
+    unfolded: int = 0  # (partition, rollup shard) pairs whose commits reads do not show yet
 
     @property
     def total_lag(self) -> int | None:
@@ -37,10 +38,14 @@ class Health:
     @property
     def status(self) -> str:
         """``refilling`` (the projections lost records and apply them again: numbers are
-        partial), ``unknown`` (no Kafka), ``stale`` (records wait, no recent commit),
-        ``rebuilding`` (a rebuild runs; the numbers are the live generation's), or ``ok``."""
+        partial), ``folding`` (commits are folded into the rollups again after a failed fold
+        or a failover: partial), ``unknown`` (no Kafka), ``stale`` (records wait, no recent
+        commit), ``rebuilding`` (a rebuild runs; the numbers are the live generation's), or
+        ``ok``."""
         if self.refilling:
             return "refilling"
+        if self.unfolded:
+            return "folding"
         if self.lag is None:
             return "unknown"
         waiting = bool(self.total_lag)
@@ -97,7 +102,7 @@ def summarise(
     )
 
 
-STATUSES = ("ok", "rebuilding", "stale", "refilling", "unknown")
+STATUSES = ("ok", "rebuilding", "stale", "refilling", "folding", "unknown")
 
 
 def _footprint(health: Health) -> list[Metric]:

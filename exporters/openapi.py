@@ -392,7 +392,15 @@ def _document() -> dict[str, Any]:
                     "properties": {
                         "status": {
                             "type": "string",
-                            "enum": ["ok", "rebuilding", "stale", "refilling", "unknown", "down"],
+                            "enum": [
+                                "ok",
+                                "rebuilding",
+                                "stale",
+                                "refilling",
+                                "folding",
+                                "unknown",
+                                "down",
+                            ],
                         },
                         "live": {"type": "boolean"},
                         "refilling": {"type": "array", "items": {"type": "object"}},

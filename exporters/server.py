@@ -97,7 +97,8 @@ class Exporter:
         health = summarise(progress, ends, now_ms, s.stale_after_seconds, running)
         (org,) = await store.sums_many([("org", "", (ALL_TIME,))])
         used = await used_memory(self.client)
-        return replace(health, leads=org.get("leads", 0), redis_used_bytes=used)
+        unfolded = await store.unfolded(range(s.partitions))
+        return replace(health, leads=org.get("leads", 0), redis_used_bytes=used, unfolded=unfolded)
 
     async def projections_state(self, store: RedisStore) -> dict[str, Any]:
         """What a KPI answer read from ``store`` says of the numbers it holds, from Redis

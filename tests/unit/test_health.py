@@ -66,6 +66,15 @@ def test_a_partition_refilling_a_gap_says_so_even_without_kafka() -> None:
     assert health.offsets == {("ev", 0): 9, ("ev", 1): 3}  # the flag is not an offset
 
 
+def test_commits_missing_from_the_rollups_are_folding_and_not_live() -> None:
+    health = replace(summarise([{"ev": "9"}], {("ev", 0): 10}, now_ms=2_000), unfolded=2)
+    assert (health.status, health.live) == ("folding", False)
+    got = samples(health_families(health))
+    assert got[("salespulse_projections_status", ("folding",))] == 1
+    assert got[("salespulse_projections_live", ())] == 0
+    assert replace(health, unfolded=0).status == "ok"
+
+
 def test_a_running_rebuild_is_reported_and_the_numbers_stay_live() -> None:
     rebuild = {"from": "p:g1", "to": "p:g2", "started_ms": 1}
     health = summarise([{"ev": "9"}], {("ev", 0): 10}, now_ms=2_000, rebuild=rebuild)
