@@ -316,7 +316,12 @@ class Projector:
         if not gap.stored and self.on_lost is not None:
             await self.on_lost()
         # The rollups may hold folds of the lost writes that the refill would not touch again.
-        await self.store.refold_after_loss(gap.partition)
+        if redone := await self.store.refold_after_loss(gap.partition):
+            log.warning(
+                "partition %d: %d rollup buckets folded again from what is left",
+                gap.partition,
+                redone,
+            )
         await self.store.mark_refilling(gap.partition, gap.topic, gap.end)
         done = self._checkpoints[gap.partition]
         async for chunk in self.fill(gap.topic, gap.partition, gap.start, gap.end):
