@@ -48,6 +48,10 @@ from projections.windows import ALL_TIME, WINDOWS
 
 log = logging.getLogger(__name__)
 
+# How old the projections' state and the directory versions an answer uses may be: every
+# read of them costs a call per partition, so answers in the same half second share one.
+STATUS_MAX_AGE = 0.5
+
 
 class Exporter:
     def __init__(self, settings: Settings, auth: ReaderAuth | None = None) -> None:
@@ -57,7 +61,9 @@ class Exporter:
         # instead of waiting out the worker's backoff (seconds) per scrape.
         self.client = redis_client(settings, retries=1)
         self.targets = TargetsFile(settings.targets_file)
-        self.directories = DirectoryCache(settings.rules)  # read again only when it changed
+        # Read again only when it changed; versions and the projections' state are shared by
+        # the answers of STATUS_MAX_AGE seconds.
+        self.directories = DirectoryCache(settings.rules, STATUS_MAX_AGE)
         self._scopes: tuple[str, set[tuple[str, str]]] = ("", set())  # namespace, seen
         self._states: dict[str, SharedRead[dict[str, Any]]] = {}  # per namespace
         self._kafka: AIOKafkaConsumer | None = None
@@ -105,8 +111,9 @@ class Exporter:
         alone, read after the answer: ``refilling`` (records the projections lost are applied
         again: partial), ``folding`` (commits a failed fold or a failover left out of the
         rollups are being folded again: partial), ``rebuilding`` (a rebuild runs; these are
-        the live generation's numbers) or ``live``. Concurrent answers share one read."""
-        shared = self._states.setdefault(store.namespace, SharedRead())
+        the live generation's numbers) or ``live``. Answers share one read: it started at
+        most STATUS_MAX_AGE before the answer's."""
+        shared = self._states.setdefault(store.namespace, SharedRead(STATUS_MAX_AGE))
         return await shared.get(lambda: self._projections_state(store))
 
     async def _projections_state(self, store: RedisStore) -> dict[str, Any]:

@@ -17,6 +17,7 @@ Pure: the types, errors and rules every implementation shares.
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -227,17 +228,27 @@ T = TypeVar("T")
 
 
 class SharedRead(Generic[T]):
-    """One read for many concurrent callers, never older than their call: a caller joins the
-    read queued to start once the one in flight is done, so what it gets was read after it
-    asked. Twenty readers at once cost one or two reads, not twenty."""
+    """One read for many concurrent callers. A caller takes the read in flight if it started
+    at most ``max_age`` seconds before the call, else joins the read queued to start once the
+    one in flight is done: what it gets was read at most ``max_age`` before it asked (0:
+    after). Twenty readers at once cost one or two reads, not twenty."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_age: float = 0.0) -> None:
+        self.max_age = max_age
         self._running: asyncio.Future[T] | None = None
+        self._since = 0.0  # when the read in flight (or last done) started, monotonic
         self._queued: asyncio.Future[T] | None = None
 
     async def get(self, read: Callable[[], Awaitable[T]]) -> T:
+        running = self._running
+        if (
+            running is not None
+            and time.monotonic() - self._since <= self.max_age
+            and not (running.done() and (running.cancelled() or running.exception()))
+        ):
+            return await asyncio.shield(running)
         if self._queued is None:
-            self._queued = asyncio.ensure_future(self._after(self._running, read))
+            self._queued = asyncio.ensure_future(self._after(running, read))
         return await asyncio.shield(self._queued)
 
     async def _after(
@@ -246,6 +257,7 @@ class SharedRead(Generic[T]):
         if running is not None:
             await asyncio.wait([running])
         self._running, self._queued = self._queued, None
+        self._since = time.monotonic()
         return await read()
 
 
@@ -256,8 +268,9 @@ class DirectoryCache:
     namespace (a rebuild switched) or other partitions read the whole directory again. The
     versions are read before the records, so the view is never older than they say."""
 
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, rules: Rules, max_age: float = 0.0) -> None:
         self.rules = rules
+        self.max_age = max_age  # how old a version read may be (SharedRead)
         self._seen: tuple[str, tuple[int, ...], tuple[int, ...]] | None = None
         self._view: DirectoryView | None = None
         self._loading = asyncio.Lock()
@@ -265,7 +278,7 @@ class DirectoryCache:
 
     async def view(self, store: ProjectionStore, partitions: Sequence[int]) -> DirectoryView:
         which = (store.namespace, tuple(partitions))
-        shared = self._versions.setdefault(which, SharedRead())
+        shared = self._versions.setdefault(which, SharedRead(self.max_age))
         versions = await shared.get(lambda: store.directory_versions(partitions))
         seen = (*which, tuple(versions))
         if seen != self._seen or self._view is None:

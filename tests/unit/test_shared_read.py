@@ -58,3 +58,14 @@ async def test_a_failed_read_fails_its_callers_and_the_next_one_reads_again() ->
         await asyncio.gather(shared.get(failing), shared.get(failing))
     assert len(calls) == 1
     assert await shared.get(Source().read) == 0
+
+
+async def test_a_read_younger_than_max_age_is_taken_as_it_is() -> None:
+    source, shared = Source(), SharedRead[int](max_age=0.2)
+    assert await shared.get(source.read) == 0
+    source.value = 1
+    assert await shared.get(source.read) == 0  # started less than 0.2 s ago
+    assert source.reads == 1
+    await asyncio.sleep(0.25)
+    assert await shared.get(source.read) == 1
+    assert source.reads == 2
