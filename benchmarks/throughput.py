@@ -175,7 +175,8 @@ async def applied(settings: Settings) -> int:
 
 async def memory_by_kind(settings: Settings) -> dict[str, tuple[int, int]]:
     """Keys and bytes (MEMORY USAGE) of the live generation by kind: entity records by
-    entity kind, aggregate buckets by tier, and the rest by role."""
+    entity kind, aggregate buckets by tier, rollup totals and shares by tier, and the rest
+    by role."""
     client = redis_client(settings)
     try:
         namespace = await current_namespace(client, settings.topic_prefix)
@@ -188,8 +189,17 @@ async def memory_by_kind(settings: Settings) -> dict[str, tuple[int, int]]:
                     pipe.memory_usage(key, samples=0)
                 sizes = await pipe.execute()
             for key, size in zip(batch, sizes, strict=True):
-                parts = key.split(b"}:", 1)[1].decode().split(":")
-                if parts[0] == "e":
+                tag, rest = key.decode().split("}:", 1)
+                parts = rest.split(":")
+                if tag.rsplit(":", 1)[-1].startswith("r"):  # {ns:rK}: a rollup shard's
+                    what = {"t": "totals", "s": "shares", "v": "fold index"}.get(parts[0])
+                    tier = (parts[-1] or "?")[0]
+                    kind = (
+                        f"rollup {what} {tier}"
+                        if what in ("totals", "shares")
+                        else (f"rollup {what or parts[0]}")
+                    )
+                elif parts[0] == "e":
                     kind = f"record {parts[1]}"
                 elif parts[0] == "a":
                     kind = f"bucket {parts[-1][0]}"
@@ -199,7 +209,7 @@ async def memory_by_kind(settings: Settings) -> dict[str, tuple[int, int]]:
                 out[kind] = (keys + 1, size_sum + int(size or 0))
             batch.clear()
 
-        async for key in client.scan_iter(match=f"{{{namespace}:p*", count=1_000):
+        async for key in client.scan_iter(match=f"{{{namespace}:*", count=1_000):
             batch.append(key)
             if len(batch) >= 1_000:
                 await measure()

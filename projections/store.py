@@ -452,11 +452,12 @@ OUT_OF_RANGE = "!range"
 
 # Rollups (docs/projections.md "Rollups"): the shards scopes are spread over (a Redis Cluster
 # spreads their slots over its masters; changing the number needs a rebuild), the pseudo
-# bucket of a scope's oldest untouched lead, and how long the marks a fold may have to redo
-# are kept (a Redis that loses writes loses seconds of them).
+# bucket of a scope's oldest untouched lead, and how long (in versions, i.e. ms of commits)
+# the marks a fold may have to redo are kept: a Redis that loses writes loses seconds of
+# them, and the worker looks for what is missing every 5 s and at every assignment.
 ROLLUP_SHARDS = 16
 OLDEST = "!u"
-REFOLD_WINDOW_MS = 15 * 60 * 1000
+REFOLD_WINDOW_MS = 2 * 60 * 1000
 
 
 def shard_of(scope: str, scope_id: str) -> int:
