@@ -187,7 +187,8 @@ class Exporter:
             else:
                 queries += [(scope, scope_id, w) for w in WINDOWS]
         # Cardinality bound: reps export only the configured KPIs (quota needs revenue).
-        wanted = s.rep_kpis | ({QUOTA_KPI} if QUOTA_ATTAINMENT in s.rep_kpis else set())
+        rep_kpis = s.rep_kpis  # a property that parses the setting: once per scrape
+        wanted = rep_kpis | ({QUOTA_KPI} if QUOTA_ATTAINMENT in rep_kpis else set())
 
         async def build(chosen: list[tuple[str, str, str]]) -> list[Metric]:
             answers = await read_many(store, directory, chosen, as_of, {"rep": wanted})
@@ -196,7 +197,7 @@ class Exporter:
             for a in answers:
                 kpis = with_targets(a.kpis, targets, a.scope, a.scope_id, a.span.window)
                 if a.scope == "rep":
-                    kpis = {k: v for k, v in kpis.items() if k in s.rep_kpis}
+                    kpis = {k: v for k, v in kpis.items() if k in rep_kpis}
                 with_teams.append((replace(a, kpis=kpis), rep_team.get(a.scope_id, "")))
             return [
                 *families(with_teams, rep_histogram_buckets=s.export_rep_histogram_buckets),

@@ -153,8 +153,10 @@ class WindowSpan:
     end_ms: int
 
 
+@lru_cache(maxsize=4096)
 def window_span(window: str, as_of_ms: int, zone_name: str) -> WindowSpan:
-    """Which buckets ``window`` sums as of ``as_of_ms`` for a scope in ``zone_name``."""
+    """Which buckets ``window`` sums as of ``as_of_ms`` for a scope in ``zone_name`` (kept:
+    a scrape asks the same few thousand times)."""
     if window in ROLLING:
         tier, count = ROLLING[window]
         size = UTC_TIER_MS[tier]
