@@ -61,15 +61,13 @@ class Costs:
     # (issue 19)": the segment files after benchmarks.scale.
     kafka_bytes_per_event: float = 263.0
     facts_bytes_per_event: float = 28.0
-    # The exporter's scrape per 1,000 exported reps: reading and building grows with the
-    # partitions every read sums over, rendering does not. RESULTS.md section 6: 573 ms
-    # read + build and 83 ms render at 1,000 reps and 12 partitions. RESULTS.md "Scaling
-    # and capacity (issue 19)": read + build 753, 1,498 and 2,234 ms at 12, 48 and 96
-    # partitions, 17.6 ms (2.34 % of the 12-partition time) more per partition; 2.34 % of
-    # 573 ms is 13.4 ms.
-    scrape_read_ms_per_partition: float = 13.4
-    scrape_read_ms_at_12: float = 573.0
-    scrape_render_ms: float = 83.0
+    # The exporter's scrape per 1,000 exported reps. Reads come from per-scope rollups and
+    # no longer grow with the partitions: RESULTS.md "Bounded state and reads (issue 20)":
+    # read + build 411 and 425 ms at 12 and 48 partitions (one run each: within its noise),
+    # render 114 ms.
+    scrape_read_ms_per_partition: float = 0.0
+    scrape_read_ms_at_12: float = 411.0
+    scrape_render_ms: float = 114.0
     source: str = "benchmarks/RESULTS.md"
 
     @property
@@ -200,8 +198,8 @@ def reps_for(events_per_day: float, a: Assumptions) -> float:
 
 
 def scrape_seconds(reps: float, partitions: int, costs: Costs) -> float:
-    """One scrape of every rep's metrics: reading grows with the partitions (every read sums
-    a bucket over all of them), rendering does not; both with the reps."""
+    """One scrape of every rep's metrics: reading, building and rendering grow with the reps;
+    the engine-health part of reading a little with the partitions."""
     per_thousand_ms = (
         costs.scrape_read_ms_fixed
         + costs.scrape_read_ms_per_partition * partitions
@@ -300,11 +298,12 @@ def changes(s: Sizing, costs: Costs, a: Assumptions) -> list[str]:
         )
     if s.exporters > 2:
         out.append(
-            f"reads fan out over partitions: one scrape of {s.reps:,.0f} reps sums every "
-            f"bucket over {s.partitions} partitions ({s.scrape_s:,.1f} s against a "
-            f"{a.scrape_interval_s:.0f} s interval, ~{s.reps * 69 / 1e6:,.1f} million series); "
-            "aggregates summed once per scope, per-rep figures from the API or the KPI "
-            "topic rather than Prometheus, or exporters sharded by team"
+            f"one exporter cannot scrape every rep: one scrape of {s.reps:,.0f} reps takes "
+            f"{s.scrape_s:,.1f} s against a {a.scrape_interval_s:.0f} s interval "
+            f"(~{s.reps * 69 / 1e6:,.1f} million series; reads no longer fan out over "
+            "partitions, the cost is building and rendering every rep's series); per-rep "
+            "figures from the API or the KPI topic rather than Prometheus, or exporters "
+            "sharded by team"
         )
     if s.redis_cpu_shards > 1:
         out.append(
