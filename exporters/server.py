@@ -36,6 +36,7 @@ from exporters.wallboard_routes import wallboard_routes
 from projections.errors import SalespulseError
 from projections.read import read_many
 from projections.store import (
+    FOLD_GRACE_MS,
     REDIS_OR_SOCKET_FAILURES,
     RedisStore,
     current_namespace,
@@ -103,7 +104,7 @@ class Exporter:
         health = summarise(progress, ends, now_ms, s.stale_after_seconds, running)
         (org,) = await store.sums_many([("org", "", (ALL_TIME,))])
         used = await used_memory(self.client)
-        unfolded = await store.unfolded(range(s.partitions))
+        unfolded = await store.unfolded(range(s.partitions), FOLD_GRACE_MS)
         return replace(health, leads=org.get("leads", 0), redis_used_bytes=used, unfolded=unfolded)
 
     async def projections_state(self, store: RedisStore) -> dict[str, Any]:
@@ -113,7 +114,9 @@ class Exporter:
         rollups are being folded again: partial), ``rebuilding`` (a rebuild runs; these are
         the live generation's numbers) or ``live``. Answers share one read: it started at
         most STATUS_MAX_AGE before the answer's."""
-        shared = self._states.setdefault(store.namespace, SharedRead(STATUS_MAX_AGE))
+        if store.namespace not in self._states:  # the first, or a rebuild switched
+            self._states = {store.namespace: SharedRead(STATUS_MAX_AGE)}
+        shared = self._states[store.namespace]
         return await shared.get(lambda: self._projections_state(store))
 
     async def _projections_state(self, store: RedisStore) -> dict[str, Any]:
@@ -125,7 +128,7 @@ class Exporter:
             "refilling"
             if health.refilling
             else "folding"
-            if await store.unfolded(partitions)
+            if await store.unfolded(partitions, FOLD_GRACE_MS)
             else "rebuilding"
             if health.rebuild
             else "live"

@@ -161,10 +161,10 @@ class MemoryStore(DerivedReads):
         return any((scope, scope_id) in p.scopes for p in self._all())
 
     # Reads sum the partitions themselves: nothing to fold.
-    async def unfolded(self, partitions: Sequence[int]) -> int:
+    async def unfolded(self, partitions: Sequence[int], grace_ms: int = 0) -> int:
         return 0
 
-    async def fold_missing(self, partitions: Sequence[int]) -> int:
+    async def fold_missing(self, partitions: Sequence[int], grace_ms: int = 0) -> int:
         return 0
 
     async def refold_after_loss(self, partition: int) -> int:

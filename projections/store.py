@@ -262,7 +262,8 @@ return 1
 # Fold partitions' values into the rollups of one shard (docs/projections.md "Rollups").
 # KEYS[1..3] are the shard's dirty marks, scopes and seen versions, then the keys the
 # entries name. ARGV[1] is JSON: ``p``, per partition [partition, version, the version the
-# shard had to have seen for this fold to complete it, its index key]; ``e``, per bucket
+# shard must have seen for this fold to complete it, its index key, the version seen moves
+# to then]; ``e``, per bucket
 # [totals key (0: none, the oldest-untouched share), shares key, index into p, TTL, mark,
 # 1 if the publisher announces it, scope member or '', {field: value} as strings]; ``keep``,
 # how far back (ms) the index keeps marks. A share folds only over an older version, so a
@@ -299,21 +300,22 @@ for _, e in ipairs(a.e) do
           changed = true
         end
       end
-      if changed then
-        if e[4] > 0 then redis.call('EXPIRE', tk, e[4], 'NX') end
-        if e[6] == 1 then redis.call('HINCRBY', KEYS[1], e[5], 1) end
-      end
+      if changed and e[6] == 1 then redis.call('HINCRBY', KEYS[1], e[5], 1) end
     end
     redis.call('HSET', sk, p, cjson.encode({v, newf}))
-    if e[4] > 0 then redis.call('EXPIRE', sk, e[4], 'NX') end
+    if e[4] > 0 then
+      -- Totals and shares expire together: a share gone before its total would be added again.
+      redis.call('EXPIRE', sk, e[4], 'NX')
+      if e[1] > 0 then redis.call('PEXPIREAT', KEYS[e[1]], redis.call('PEXPIRETIME', sk), 'NX') end
+    end
     redis.call('ZADD', KEYS[part[4]], v, e[5])
     if e[7] ~= '' then redis.call('SADD', KEYS[2], e[7]) end
   end
 end
 for _, part in ipairs(a.p) do
   local seen = tonumber(redis.call('HGET', KEYS[3], part[1]) or '0')
-  if seen >= part[3] and part[2] > seen then
-    redis.call('HSET', KEYS[3], part[1], string.format('%.0f', part[2]))
+  if seen >= part[3] and part[5] > seen then
+    redis.call('HSET', KEYS[3], part[1], string.format('%.0f', part[5]))
   end
   local oldest = '(' .. string.format('%.0f', part[2] - a.keep)
   redis.call('ZREMRANGEBYSCORE', KEYS[part[4]], '-inf', oldest)
@@ -321,10 +323,11 @@ end
 return 1
 """
 
-# The values of some buckets of one partition (KEYS[1] its checkpoint) for a fold outside a
-# commit, with the version they are at: '[version, buckets, lows]'. ARGV[1] is JSON: ``f``
-# and ``u`` (as in VALUES_LUA) and ``bump``: when larger, the partition's version first moves
-# there (so the fold outranks shares a lost timeline left at later versions).
+# The values of some buckets of one partition for a fold outside a commit (KEYS[1] its
+# checkpoint, KEYS[2] its expect hash, then the buckets), with the version they are at and
+# the shards' expected versions: '[version, buckets, lows, {shard: version}]'. ARGV[1] is
+# JSON: ``f`` and ``u`` (as in VALUES_LUA) and ``bump``: when larger, the partition's version
+# first moves there (so the fold outranks shares a lost timeline left at later versions).
 LOAD_VALUES_LUA = (
     VALUES_LUA
     + """
@@ -334,9 +337,22 @@ if a.bump > v then
   v = a.bump
   redis.call('HSET', KEYS[1], '!version', string.format('%.0f', v))
 end
-return '[' .. string.format('%.0f', v) .. ',' .. values(a.f, a.u) .. ']'
+local flat, expect = redis.call('HGETALL', KEYS[2]), {}
+for i = 1, #flat, 2 do expect[#expect + 1] = cjson.encode(flat[i]) .. ':' .. flat[i + 1] end
+return '[' .. string.format('%.0f', v) .. ',' .. values(a.f, a.u) .. ',{'
+  .. table.concat(expect, ',') .. '}]'
 """
 )
+
+# A partition's marks changed after a version (KEYS[1] its checkpoint, KEYS[2] its recent
+# marks; ARGV[1] the version), with its version now: every commit up to that version that
+# changed a bucket after ARGV[1] is among them. Returns {version, mark, score, mark, ...}.
+RECENT_LUA = """
+local v = redis.call('HGET', KEYS[1], '!version') or '0'
+local found = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'WITHSCORES')
+table.insert(found, 1, v)
+return found
+"""
 
 # The oldest untouched lead of each scope (KEYS: the shares keys of their ``!u`` buckets):
 # the lowest of the partitions' shares, as a JSON array (null where none).
@@ -389,6 +405,7 @@ SCRIPTS = (
     MARK_LUA,
     FOLD_LUA,
     LOAD_VALUES_LUA,
+    RECENT_LUA,
     OLDEST_SHARE_LUA,
 )
 
@@ -458,6 +475,8 @@ OUT_OF_RANGE = "!range"
 ROLLUP_SHARDS = 16
 OLDEST = "!u"
 REFOLD_WINDOW_MS = 2 * 60 * 1000
+# A commit's fold follows it within a round trip: health counts a shard behind only after this.
+FOLD_GRACE_MS = 5_000
 
 
 def shard_of(scope: str, scope_id: str) -> int:
@@ -481,6 +500,7 @@ class Values:
     version: int
     fields: dict[DirtyMark, dict[str, str]]
     before: dict[int, int]  # per shard: the version the shard must have seen (see FOLD_LUA)
+    upto: int  # ... for its seen version to move here: every change up to it is in ``fields``
 
 
 @dataclass(frozen=True)
@@ -549,6 +569,8 @@ class RedisStore(DerivedReads):
         self._mark = client.register_script(MARK_LUA)
         self._fold = client.register_script(FOLD_LUA)
         self._load_values = client.register_script(LOAD_VALUES_LUA)
+        self._recent = client.register_script(RECENT_LUA)
+        self._unfolded: set[int] = set()  # partitions whose last fold failed
         self._oldest = client.register_script(OLDEST_SHARE_LUA)
 
     async def _scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
@@ -630,6 +652,9 @@ class RedisStore(DerivedReads):
         checkpoints (expected -> new), in one round trip. Says which partitions' batches were
         not written: a checkpoint another writer moved first, or a sum out of range; raises
         NamespaceFrozen, after the other partitions' commits, when a rebuild froze this one."""
+        if self._unfolded:  # raises while the rollups cannot be written: nothing new lands
+            await self.fold_missing(sorted(self._unfolded))
+            self._unfolded.clear()
         landed = Landed()
         for commit in commits:
             found = change_out_of_range(commit.plan)
@@ -656,6 +681,7 @@ class RedisStore(DerivedReads):
                         buckets,
                         lows,
                         dict(zip(shards, before, strict=True)),
+                        version,
                     )
                 )
                 continue
@@ -675,8 +701,13 @@ class RedisStore(DerivedReads):
                     _str(result[2]),
                 )
                 landed.moved.append(commit.partition)
-        # A fold that fails here is redone by ``fold_missing`` (the commits say what to redo).
-        await self.fold(folds)
+        try:
+            await self.fold(folds)
+        except REDIS_FAILURES as exc:
+            # The commits landed: the fold is redone (``fold_missing``) before this store
+            # commits again, so no commit gets ahead of a fold that failed.
+            self._unfolded.update(values.partition for values in folds)
+            log.warning("folding into the rollups failed (%r); folding again first", exc)
         if frozen:
             raise NamespaceFrozen(f"{self.keys.namespace} is frozen for a rebuild")
         return landed
@@ -702,6 +733,7 @@ class RedisStore(DerivedReads):
                             values.version,
                             values.before.get(shard, 0),
                             len(keys),
+                            values.upto,
                         ]
                     )
                     parts[values.partition] = len(p)
@@ -909,9 +941,12 @@ class RedisStore(DerivedReads):
 
     # Folding outside a commit ---------------------------------------------------------------
 
-    async def behind(self, partitions: Sequence[int]) -> dict[int, dict[int, int]]:
-        """Per partition, the shards that have not folded its last commit that changed them,
-        with the version each has folded it to (seen)."""
+    async def behind(
+        self, partitions: Sequence[int], grace_ms: int = 0
+    ) -> dict[int, dict[int, int]]:
+        """Per partition, the shards that have not folded its last commit that changed them
+        (a commit of the last ``grace_ms`` is left out: its fold may be on its way), with
+        the version each has folded it to (seen)."""
         shards = range(ROLLUP_SHARDS)
 
         def queue(pipe: Any) -> None:
@@ -922,54 +957,58 @@ class RedisStore(DerivedReads):
 
         found = await pipelined(self.client, queue)
         expects, seens = found[: len(partitions)], found[len(partitions) :]
+        settled = time.time_ns() // 1_000_000 - grace_ms
         out: dict[int, dict[int, int]] = {}
         for p, expect in zip(partitions, expects, strict=True):
             for shard, version in expect.items():
                 k = int(shard)
                 seen = int(seens[k].get(str(p).encode(), 0))
-                if int(version) > seen:
+                if seen < int(version) and (not grace_ms or int(version) <= settled):
                     out.setdefault(p, {})[k] = seen
         return out
 
-    async def unfolded(self, partitions: Sequence[int]) -> int:
+    async def unfolded(self, partitions: Sequence[int], grace_ms: int = 0) -> int:
         """How many (partition, shard) pairs have commits not folded yet (0: the rollups hold
-        every commit of these partitions)."""
-        return sum(len(shards) for shards in (await self.behind(partitions)).values())
+        every commit of these partitions; ``grace_ms`` as in ``behind``)."""
+        return sum(len(shards) for shards in (await self.behind(partitions, grace_ms)).values())
 
-    async def fold_missing(self, partitions: Sequence[int]) -> int:
+    async def fold_missing(self, partitions: Sequence[int], grace_ms: int = 0) -> int:
         """Fold again what commits of these partitions changed and no fold brought into the
         rollups: a worker stopped between commit and fold, a fold failed, a shard's master
         lost its last writes. Returns the marks folded."""
-        behind = await self.behind(partitions)
-        if not behind:
-            return 0
-        ordered = list(behind)
-        found = await pipelined(
-            self.client,
-            lambda pipe: [
-                pipe.zrangebyscore(
-                    self.keys.recent(p), f"({min(behind[p].values())}", "+inf", withscores=True
-                )
-                for p in ordered
-            ],
-        )
+        behind = await self.behind(partitions, grace_ms)
         folds = []
-        for p, entries in zip(ordered, found, strict=True):
+        for p, shards in behind.items():
+            recent = self.keys.checkpoint(p), self.keys.recent(p)
+            (found,) = await self._scripts([(self._recent, list(recent), [min(shards.values())])])
+            upto, flat = int(found[0]), found[1:]
             marks = [
                 mark
-                for raw, score in entries
+                for raw, score in zip(flat[::2], flat[1::2], strict=True)
                 if (mark := mark_of(raw))
-                and (k := shard_of(mark[0], mark[1])) in behind[p]
-                and score > behind[p][k]
+                and (k := shard_of(mark[0], mark[1])) in shards
+                and float(score) > shards[k]
             ]
-            folds.append(await self._values_of(p, marks, behind[p], bump=0))
+            for k in set(shards) - {shard_of(m[0], m[1]) for m in marks}:
+                log.error(
+                    "partition %d: rollup shard %d misses its commits after version %d and no "
+                    "marks of them are left: its reads stay partial until a rebuild",
+                    p,
+                    k,
+                    shards[k],
+                )
+            version, fields, _ = await self._values_of(p, marks, bump=0)
+            # Every commit up to ``upto`` is among the marks read: seen may move there.
+            folds.append(Values(p, version, fields, shards, upto))
         await self.fold(folds)
         return sum(len(f.fields) for f in folds)
 
     async def refold_after_loss(self, partition: int) -> int:
         """After the partition lost its last writes (its version went back): fold again every
         mark the rollups hold of it at a later version (they came from the lost writes), from
-        what the partition holds now, at a version above theirs. Returns the marks folded."""
+        what the partition holds now, at a version above theirs. A shard's seen version moves
+        past the loss only if it had folded every commit the partition still holds (else
+        ``fold_missing`` finishes). Returns the marks folded."""
         (stored,) = await self.progress([partition])
         version = int(stored.get(VERSION, 0))
         found = await pipelined(
@@ -985,22 +1024,30 @@ class RedisStore(DerivedReads):
         if not entries:
             return 0
         top = max(score for _, score in entries)
-        values = await self._values_of(partition, [m for m, _ in entries], {}, bump=top + 1)
-        await self.fold([values])
-        return len(values.fields)
+        bumped, fields, expect = await self._values_of(
+            partition, [m for m, _ in entries], bump=top + 1
+        )
+        await self.fold([Values(partition, bumped, fields, expect, bumped)])
+        return len(fields)
 
     async def _values_of(
-        self, partition: int, marks: Sequence[DirtyMark], before: Mapping[int, int], bump: int
-    ) -> Values:
-        """The partition's values of some marks, and the version they are at."""
+        self, partition: int, marks: Sequence[DirtyMark], bump: int
+    ) -> tuple[int, dict[DirtyMark, dict[str, str]], dict[int, int]]:
+        """The partition's values of some marks, the version they are at (moved to ``bump``
+        first if that is larger) and its expected version per shard, read at once."""
         ordered = sorted(set(marks), key=lambda m: m[2] == OLDEST)
-        keys = [self.keys.checkpoint(partition), *(self.keys.bucket(partition, m) for m in ordered)]
-        buckets = [i + 2 for i, m in enumerate(ordered) if m[2] != OLDEST]
-        lows = [i + 2 for i, m in enumerate(ordered) if m[2] == OLDEST]
+        keys = [
+            self.keys.checkpoint(partition),
+            self.keys.expect(partition),
+            *(self.keys.bucket(partition, m) for m in ordered),
+        ]
+        buckets = [i + 3 for i, m in enumerate(ordered) if m[2] != OLDEST]
+        lows = [i + 3 for i, m in enumerate(ordered) if m[2] == OLDEST]
         args = orjson.dumps({"f": buckets, "u": lows, "bump": bump})
         (reply,) = await self._scripts([(self._load_values, keys, [args])])
-        version, values, oldest = orjson.loads(reply)
-        return _values(partition, version, ordered, values, oldest, before)
+        version, values, oldest, expect = orjson.loads(reply)
+        found = _values(partition, version, ordered, values, oldest, {}, version)
+        return version, found.fields, {int(k): int(v) for k, v in expect.items()}
 
 
 def _exact_sum(flats: Sequence[Sequence[str]]) -> dict[str, int]:
@@ -1069,6 +1116,7 @@ def _values(
     buckets: Sequence[Sequence[str]],
     lows: Sequence[int | None],
     before: Mapping[int, int],
+    upto: int,
 ) -> Values:
     """A script's answer of VALUES_LUA (buckets, then the untouched sets of ``marks``) as
     Values."""
@@ -1077,7 +1125,7 @@ def _values(
         fields[mark] = dict(zip(flat[::2], flat[1::2], strict=True))
     for mark, low in zip(marks[len(buckets) :], lows, strict=True):
         fields[mark] = {} if low is None else {"u": str(low)}
-    return Values(partition, version, fields, dict(before))
+    return Values(partition, version, fields, dict(before), upto)
 
 
 def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dict[str, str]:

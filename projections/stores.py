@@ -156,11 +156,12 @@ class ProjectionStore(Protocol):
         """Base fields of each (scope, id, buckets), summed over buckets and partitions."""
         ...
 
-    async def unfolded(self, partitions: Sequence[int]) -> int:
-        """Commits of these partitions that reads do not show yet (0: they show every one)."""
+    async def unfolded(self, partitions: Sequence[int], grace_ms: int = 0) -> int:
+        """Commits of these partitions that reads do not show yet (0: they show every one),
+        leaving out those of the last ``grace_ms`` (their fold may be on its way)."""
         ...
 
-    async def fold_missing(self, partitions: Sequence[int]) -> int:
+    async def fold_missing(self, partitions: Sequence[int], grace_ms: int = 0) -> int:
         """Bring every commit of these partitions into what reads show (after a crash, a
         failed call, a failover); returns how much was redone."""
         ...
@@ -278,7 +279,9 @@ class DirectoryCache:
 
     async def view(self, store: ProjectionStore, partitions: Sequence[int]) -> DirectoryView:
         which = (store.namespace, tuple(partitions))
-        shared = self._versions.setdefault(which, SharedRead(self.max_age))
+        if which not in self._versions:  # the first, or a rebuild switched
+            self._versions = {which: SharedRead(self.max_age)}
+        shared = self._versions[which]
         versions = await shared.get(lambda: store.directory_versions(partitions))
         seen = (*which, tuple(versions))
         if seen != self._seen or self._view is None:

@@ -150,7 +150,7 @@ async def project() -> None:
                         loop.seek(tp, done[topic] + 1)
                     else:  # where the group left it, or the beginning: the span starts there
                         loop.positions[tp] = await loop.consumer.position(tp)
-            await projector.fold_missing(partitions)
+            await projector.fold_missing(partitions, assigned=True)
 
     async def recheck() -> None:
         """Every few seconds, busy or not: refill the partitions whose checkpoints went back in

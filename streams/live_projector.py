@@ -17,7 +17,13 @@ from aiokafka.errors import KafkaError
 
 from projections.contributions import Rules
 from projections.namespaces import pointer
-from projections.store import REDIS_UNAVAILABLE, RedisClient, RedisStore, current_namespace
+from projections.store import (
+    FOLD_GRACE_MS,
+    REDIS_UNAVAILABLE,
+    RedisClient,
+    RedisStore,
+    current_namespace,
+)
 from projections.stores import NamespaceFrozen
 from streams import metrics
 from streams.projector import (
@@ -102,16 +108,22 @@ class LiveProjector:
         )
         return await projector.store.checkpoints_of(partitions)
 
-    async def fold_missing(self, partitions: Sequence[int]) -> None:
+    async def fold_missing(self, partitions: Sequence[int], *, assigned: bool = False) -> None:
         """Bring the partitions' commits that a stopped worker, a failed call or a failover
-        left out of the rollups into them (projections/store.py)."""
+        left out of the rollups into them (projections/store.py). On assignment, also undo
+        what a partition's lost writes left in the rollups: a worker that never wrote the
+        partition sees no gap to refill."""
         projector = self._projector or await self._open(
             await current_namespace(self.client, self.prefix)
         )
-        if partitions and (redone := await projector.store.fold_missing(partitions)):
-            log.warning(
-                "folded %d buckets of partitions %s into the rollups again", redone, partitions
-            )
+        store = projector.store
+        redone = 0
+        if assigned:
+            for partition in partitions:
+                redone += await store.refold_after_loss(partition)
+        redone += await store.fold_missing(partitions, 0 if assigned else FOLD_GRACE_MS)
+        if partitions and redone:
+            log.warning("folded %d buckets of %s into the rollups again", redone, partitions)
 
     def forget(self, partitions: Iterable[int]) -> None:
         if self._projector is not None:

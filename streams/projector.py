@@ -315,14 +315,10 @@ class Projector:
         outcome.gaps.append(gap)
         if not gap.stored and self.on_lost is not None:
             await self.on_lost()
+        await self.store.mark_refilling(gap.partition, gap.topic, gap.end)
         # The rollups may hold folds of the lost writes that the refill would not touch again.
         if redone := await self.store.refold_after_loss(gap.partition):
-            log.warning(
-                "partition %d: %d rollup buckets folded again from what is left",
-                gap.partition,
-                redone,
-            )
-        await self.store.mark_refilling(gap.partition, gap.topic, gap.end)
+            log.warning("partition %d: %d rollup buckets folded again", gap.partition, redone)
         done = self._checkpoints[gap.partition]
         async for chunk in self.fill(gap.topic, gap.partition, gap.start, gap.end):
             outcome.filled += len(chunk)

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.exceptions import ConnectionError
 
 from config.connections import redis_client
 from config.settings import Settings
@@ -50,7 +51,8 @@ class Writer:
 
 
 class FoldFails(RedisStore):
-    """A store whose folds are lost (a worker that stops between commit and fold)."""
+    """A store whose folds fail (the shard's master away, or a worker that stops between
+    commit and fold)."""
 
     async def fold(self, folds: object) -> None:
         raise ConnectionError("the fold never reached Redis")
@@ -91,21 +93,28 @@ async def test_a_fold_sent_again_or_late_changes_nothing(store: RedisStore) -> N
     await write({DAY: {"calls": 2}})
     now = await version(store, 0)
     assert now > first
-    await store.fold([Values(0, first, {DAY: {"calls": "1"}}, {})])  # late
-    await store.fold([Values(0, now, {DAY: {"calls": "3"}}, {})])  # again
-    await store.fold([Values(0, now, {DAY: {"calls": "300"}}, {})])  # same version: no-op
+    await store.fold([Values(0, first, {DAY: {"calls": "1"}}, {}, first)])  # late
+    await store.fold([Values(0, now, {DAY: {"calls": "3"}}, {}, now)])  # again
+    await store.fold([Values(0, now, {DAY: {"calls": "300"}}, {}, now)])  # same version
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 3}
 
 
 async def test_a_commit_whose_fold_failed_is_folded_again(store: RedisStore) -> None:
     write = Writer(store)
     await write({DAY: {"calls": 1}})
-    with pytest.raises(ConnectionError):
-        await _continuing(write, FoldFails(store.client, store.namespace))({ALL: {"calls": 5}})
-    write.offset = 1
+    failing = _continuing(write, FoldFails(store.client, store.namespace))
+    await failing({ALL: {"calls": 5}})  # lands; its fold fails
     assert await store.sums(*ALL[:2], [ALL[2]]) == {}
     assert await store.unfolded([0]) == 1
-    # A later commit of the same shard folds fine, yet the one before is still missing.
+    assert await store.unfolded([0], grace_ms=60_000) == 0  # its fold may still be on its way
+    # The failing store folds again before it commits again, and while it cannot, nothing
+    # new lands.
+    with pytest.raises(ConnectionError):
+        await failing({DAY: {"calls": 100}})
+    assert (await store.checkpoints(0))["events"] == 1
+    # Another writer's commit of the same shard folds fine, yet the one before is still
+    # missing: the shard's seen version does not pass it.
+    write.offset = 1
     await write({DAY: {"calls": 1}})
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 2}
     assert await store.unfolded([0]) == 1
@@ -113,6 +122,26 @@ async def test_a_commit_whose_fold_failed_is_folded_again(store: RedisStore) -> 
     assert await store.sums(*ALL[:2], [ALL[2]]) == {"calls": 5}
     assert await store.unfolded([0]) == 0
     assert await store.fold_missing([0]) == 0
+
+
+async def test_a_loss_after_a_failed_fold_does_not_hide_it(store: RedisStore) -> None:
+    """A fold fails, the next commit folds, then the partition loses that commit: folding
+    again after the loss must not mark the shard as complete past the failed fold."""
+    write = Writer(store)
+    await write({DAY: {"calls": 1}})
+    await _continuing(write, FoldFails(store.client, store.namespace))({ALL: {"calls": 5}})
+    write.offset = 1
+    partition = f"{store.keys.tag(0)}*"
+    saved = await snapshot(store.client, partition)
+    await write({DAY: {"calls": 2}})
+    await restore(store.client, partition, saved)  # the last commit is lost
+    write.offset = 1
+    await store.refold_after_loss(0)
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 1}
+    assert await store.unfolded([0]) == 1  # the failed fold is still known to be missing
+    await store.fold_missing([0])
+    assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 6}
+    assert await store.unfolded([0]) == 0
 
 
 async def test_a_shard_that_lost_its_last_folds_is_folded_again(store: RedisStore) -> None:
