@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from config.settings import Settings
 from projections.catalogue import Figure
-from projections.engine import DirectoryView
+from projections.engine import BatchPlan, DirectoryView
 from projections.read import read_kpis
 from projections.store import RedisStore
+from projections.stores import Commit, Landed, ProjectionStore
 from simulator.log import DUPLICATE, VALID, Record
 from streams.producer import publish
 from streams.worker_process import WorkerProcess
@@ -249,3 +250,22 @@ class RecordedProgress:
 
     def finish(self, failed: bool = False) -> None:
         self.finished.append(failed)
+
+
+class Writer:
+    """Successive commits of one partition, each continuing the checkpoint of the last (the
+    store tests' way of writing plans without a projector)."""
+
+    def __init__(self, store: ProjectionStore, partition: int = 0) -> None:
+        self.store, self.partition = store, partition
+        self.offset: int | None = None
+
+    async def __call__(self, **plan: object) -> Landed:
+        new = (self.offset if self.offset is not None else -1) + 1
+        batch = BatchPlan(applied=1, **plan)  # type: ignore[arg-type]
+        landed = await self.store.commit(
+            [Commit(self.partition, {"events": (self.offset, new)}, batch)]
+        )
+        if not landed.moved and not landed.out_of_range:
+            self.offset = new
+        return landed

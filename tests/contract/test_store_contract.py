@@ -26,10 +26,10 @@ from projections.stores import (
     Commit,
     DirectoryCache,
     DirtyMark,
-    Landed,
     NamespaceFrozen,
     ProjectionStore,
 )
+from tests.support import Writer
 
 DAY: AggregateKey = ("team", "emea", "D2026-11-23")
 ALL: AggregateKey = ("team", "emea", "A")
@@ -69,24 +69,6 @@ async def store(redis_settings: Settings | None) -> AsyncIterator[ProjectionStor
         async for key in client.scan_iter(match=f"{{{namespace}:*", count=1000):
             await client.delete(key)
         await client.aclose()
-
-
-class Writer:
-    """Successive commits of one partition, each continuing the checkpoint of the last."""
-
-    def __init__(self, store: ProjectionStore, partition: int = 0) -> None:
-        self.store, self.partition = store, partition
-        self.offset: int | None = None
-
-    async def __call__(self, **plan: object) -> Landed:
-        new = (self.offset if self.offset is not None else -1) + 1
-        batch = BatchPlan(applied=1, **plan)  # type: ignore[arg-type]
-        landed = await self.store.commit(
-            [Commit(self.partition, {"events": (self.offset, new)}, batch)]
-        )
-        if not landed.moved and not landed.out_of_range:
-            self.offset = new
-        return landed
 
 
 async def test_deltas_add_up_over_commits_buckets_and_partitions(store: ProjectionStore) -> None:

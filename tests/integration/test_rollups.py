@@ -13,9 +13,10 @@ from redis.exceptions import ConnectionError
 
 from config.connections import redis_client
 from config.settings import Settings
-from projections.engine import AggregateKey, BatchPlan
+from projections.engine import AggregateKey
 from projections.store import RedisClient, RedisStore, Values, shard_of
-from projections.stores import VERSION, Commit
+from projections.stores import VERSION
+from tests.support import Writer
 
 pytestmark = pytest.mark.integration
 
@@ -31,23 +32,6 @@ async def store(any_stack_env: dict[str, str]) -> AsyncIterator[RedisStore]:
     async for key in client.scan_iter(match=f"{{{namespace}:*", count=1000):
         await client.delete(key)
     await client.aclose()
-
-
-class Writer:
-    """Successive commits of one partition, each continuing the checkpoint of the last."""
-
-    def __init__(self, store: RedisStore, partition: int = 0) -> None:
-        self.store, self.partition = store, partition
-        self.offset: int | None = None
-
-    async def __call__(self, deltas: dict[AggregateKey, dict[str, int]]) -> None:
-        new = (self.offset if self.offset is not None else -1) + 1
-        commit = Commit(
-            self.partition, {"events": (self.offset, new)}, BatchPlan(deltas=deltas, applied=1)
-        )
-        self.offset = new  # before: a commit whose fold fails has landed
-        landed = await self.store.commit([commit])
-        assert not landed.moved and not landed.out_of_range
 
 
 class FoldFails(RedisStore):
@@ -78,7 +62,7 @@ async def restore(client: RedisClient, pattern: str, saved: dict[bytes, bytes]) 
 
 async def test_reads_sum_every_partition_from_the_rollups(store: RedisStore) -> None:
     for partition in range(6):
-        await Writer(store, partition)({DAY: {"calls": partition + 1}, ALL: {"calls": 1}})
+        await Writer(store, partition)(deltas={DAY: {"calls": partition + 1}, ALL: {"calls": 1}})
     assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 21 + 6}
     assert await store.unfolded(range(6)) == 0
     # The partitions hold their shares; a read touches the scope's shard only.
@@ -88,9 +72,9 @@ async def test_reads_sum_every_partition_from_the_rollups(store: RedisStore) -> 
 
 async def test_a_fold_sent_again_or_late_changes_nothing(store: RedisStore) -> None:
     write = Writer(store)
-    await write({DAY: {"calls": 1}})
+    await write(deltas={DAY: {"calls": 1}})
     first = await version(store, 0)
-    await write({DAY: {"calls": 2}})
+    await write(deltas={DAY: {"calls": 2}})
     now = await version(store, 0)
     assert now > first
     await store.fold([Values(0, first, {DAY: {"calls": "1"}}, {}, first)])  # late
@@ -101,21 +85,21 @@ async def test_a_fold_sent_again_or_late_changes_nothing(store: RedisStore) -> N
 
 async def test_a_commit_whose_fold_failed_is_folded_again(store: RedisStore) -> None:
     write = Writer(store)
-    await write({DAY: {"calls": 1}})
+    await write(deltas={DAY: {"calls": 1}})
     failing = _continuing(write, FoldFails(store.client, store.namespace))
-    await failing({ALL: {"calls": 5}})  # lands; its fold fails
+    await failing(deltas={ALL: {"calls": 5}})  # lands; its fold fails
     assert await store.sums(*ALL[:2], [ALL[2]]) == {}
     assert await store.unfolded([0]) == 1
     assert await store.unfolded([0], grace_ms=60_000) == 0  # its fold may still be on its way
     # The failing store folds again before it commits again, and while it cannot, nothing
     # new lands.
     with pytest.raises(ConnectionError):
-        await failing({DAY: {"calls": 100}})
+        await failing(deltas={DAY: {"calls": 100}})
     assert (await store.checkpoints(0))["events"] == 1
     # Another writer's commit of the same shard folds fine, yet the one before is still
     # missing: the shard's seen version does not pass it.
     write.offset = 1
-    await write({DAY: {"calls": 1}})
+    await write(deltas={DAY: {"calls": 1}})
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 2}
     assert await store.unfolded([0]) == 1
     assert await store.fold_missing([0]) >= 1
@@ -128,12 +112,12 @@ async def test_a_loss_after_a_failed_fold_does_not_hide_it(store: RedisStore) ->
     """A fold fails, the next commit folds, then the partition loses that commit: folding
     again after the loss must not mark the shard as complete past the failed fold."""
     write = Writer(store)
-    await write({DAY: {"calls": 1}})
-    await _continuing(write, FoldFails(store.client, store.namespace))({ALL: {"calls": 5}})
+    await write(deltas={DAY: {"calls": 1}})
+    await _continuing(write, FoldFails(store.client, store.namespace))(deltas={ALL: {"calls": 5}})
     write.offset = 1
     partition = f"{store.keys.tag(0)}*"
     saved = await snapshot(store.client, partition)
-    await write({DAY: {"calls": 2}})
+    await write(deltas={DAY: {"calls": 2}})
     await restore(store.client, partition, saved)  # the last commit is lost
     write.offset = 1
     await store.refold_after_loss(0)
@@ -146,10 +130,10 @@ async def test_a_loss_after_a_failed_fold_does_not_hide_it(store: RedisStore) ->
 
 async def test_a_shard_that_lost_its_last_folds_is_folded_again(store: RedisStore) -> None:
     write = Writer(store)
-    await write({DAY: {"calls": 1}})
+    await write(deltas={DAY: {"calls": 1}})
     shard = f"{store.keys.shard(shard_of(*DAY[:2]))}*"
     saved = await snapshot(store.client, shard)
-    await write({DAY: {"calls": 2}, ALL: {"calls": 7}})
+    await write(deltas={DAY: {"calls": 2}, ALL: {"calls": 7}})
     await restore(store.client, shard, saved)  # a replica one fold behind was promoted
     assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 1}
     assert await store.unfolded([0]) == 1
@@ -164,16 +148,16 @@ async def test_a_partition_that_lost_its_last_writes_takes_them_out_of_the_rollu
     """The lost commit moved a bucket that the commits applied again after the loss do not
     touch (their batch nets it to zero): only the rollups' index of recent folds finds it."""
     write = Writer(store)
-    await write({DAY: {"calls": 1}})
+    await write(deltas={DAY: {"calls": 1}})
     partition = f"{store.keys.tag(0)}*"
     saved = await snapshot(store.client, partition)
-    await write({ALL: {"calls": 4}})
+    await write(deltas={ALL: {"calls": 4}})
     await restore(store.client, partition, saved)  # the partition's master lost that commit
     write.offset = 0
     assert await store.sums(*ALL[:2], [ALL[2]]) == {"calls": 4}  # what the loss left wrong
     assert await store.refold_after_loss(0) == 1
     assert await store.sums(*ALL[:2], [ALL[2]]) == {}
-    await write({DAY: {"calls": 1}})  # the log applied again, batched otherwise
+    await write(deltas={DAY: {"calls": 1}})  # the log applied again, batched otherwise
     assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 2}
     assert await store.unfolded([0]) == 0
 
