@@ -192,13 +192,11 @@ async def memory_by_kind(settings: Settings) -> dict[str, tuple[int, int]]:
                 tag, rest = key.decode().split("}:", 1)
                 parts = rest.split(":")
                 if tag.rsplit(":", 1)[-1].startswith("r"):  # {ns:rK}: a rollup shard's
-                    what = {"t": "totals", "s": "shares", "v": "fold index"}.get(parts[0])
-                    tier = (parts[-1] or "?")[0]
-                    kind = (
-                        f"rollup {what} {tier}"
-                        if what in ("totals", "shares")
-                        else (f"rollup {what or parts[0]}")
-                    )
+                    if parts[0] in ("t", "s"):  # by tier, as the buckets
+                        what = "totals" if parts[0] == "t" else "shares"
+                        kind = f"rollup {what} {parts[-1][0]}"
+                    else:
+                        kind = "rollup fold index" if parts[0] == "v" else f"rollup {parts[0]}"
                 elif parts[0] == "e":
                     kind = f"record {parts[1]}"
                 elif parts[0] == "a":

@@ -673,17 +673,9 @@ class RedisStore(DerivedReads):
         for commit, result, (_, _, marks, shards) in zip(sent, results, calls, strict=True):
             if result[0]:
                 version, buckets, lows, before = orjson.loads(result[1])
-                folds.append(
-                    _values(
-                        commit.partition,
-                        version,
-                        marks,
-                        buckets,
-                        lows,
-                        dict(zip(shards, before, strict=True)),
-                        version,
-                    )
-                )
+                fields = _fields(marks, buckets, lows)
+                shards_before = dict(zip(shards, before, strict=True))
+                folds.append(Values(commit.partition, version, fields, shards_before, version))
                 continue
             what = _str(result[1])
             if what == FROZEN:
@@ -742,16 +734,14 @@ class RedisStore(DerivedReads):
                     keys.append(self.keys.total(mark))
                     total = len(keys)
                 keys.append(self.keys.shares(mark))
-                tier = mark[2][0]
-                ttl = TIER_TTL_SECONDS.get(tier, 0) if mark[2] not in (GAUGE_BUCKET, OLDEST) else 0
                 e.append(
                     [
                         total,
                         len(keys),
                         parts[values.partition],
-                        ttl,
+                        _ttl(mark[2]),
                         DIRTY_SEP.join(mark),
-                        int(mark[2] != OLDEST and tier in DIRTY_TIERS),
+                        int(mark[2] != OLDEST and mark[2][0] in DIRTY_TIERS),
                         "" if mark[0] == "org" else f"{mark[0]}:{mark[1]}",
                         values.fields[mark],
                     ]
@@ -786,7 +776,7 @@ class RedisStore(DerivedReads):
             key = ref(self.keys.aggregate(partition, aggregate))
             # Integers: cjson reads them as doubles, exact to 2**53 (90 trillion in minor units).
             deltas.append([key, *chain(*fields.items())])
-            ttl = TIER_TTL_SECONDS.get(aggregate[2][0], 0) if aggregate[2] != GAUGE_BUCKET else 0
+            ttl = _ttl(aggregate[2])
             if ttl:
                 ttls.append([key, ttl])
         adds = [
@@ -1046,8 +1036,8 @@ class RedisStore(DerivedReads):
         args = orjson.dumps({"f": buckets, "u": lows, "bump": bump})
         (reply,) = await self._scripts([(self._load_values, keys, [args])])
         version, values, oldest, expect = orjson.loads(reply)
-        found = _values(partition, version, ordered, values, oldest, {}, version)
-        return version, found.fields, {int(k): int(v) for k, v in expect.items()}
+        expected = {int(k): int(v) for k, v in expect.items()}
+        return version, _fields(ordered, values, oldest), expected
 
 
 def _exact_sum(flats: Sequence[Sequence[str]]) -> dict[str, int]:
@@ -1109,23 +1099,23 @@ async def pipelined(client: RedisClient, queue: Callable[[Any], object]) -> list
     return await _while_slot_moves(run)
 
 
-def _values(
-    partition: int,
-    version: int,
-    marks: Sequence[DirtyMark],
-    buckets: Sequence[Sequence[str]],
-    lows: Sequence[int | None],
-    before: Mapping[int, int],
-    upto: int,
-) -> Values:
+def _fields(
+    marks: Sequence[DirtyMark], buckets: Sequence[Sequence[str]], lows: Sequence[int | None]
+) -> dict[DirtyMark, dict[str, str]]:
     """A script's answer of VALUES_LUA (buckets, then the untouched sets of ``marks``) as
-    Values."""
+    each mark's fields."""
     fields: dict[DirtyMark, dict[str, str]] = {}
     for mark, flat in zip(marks[: len(buckets)], buckets, strict=True):
         fields[mark] = dict(zip(flat[::2], flat[1::2], strict=True))
     for mark, low in zip(marks[len(buckets) :], lows, strict=True):
         fields[mark] = {} if low is None else {"u": str(low)}
-    return Values(partition, version, fields, dict(before), upto)
+    return fields
+
+
+def _ttl(bucket: str) -> int:
+    """Seconds a bucket's keys live (0: for ever): its calendar or clock tier's TTL; the
+    all-time bucket, gauges and the oldest-untouched share have none."""
+    return 0 if bucket in (GAUGE_BUCKET, OLDEST) else TIER_TTL_SECONDS.get(bucket[0], 0)
 
 
 def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dict[str, str]:
