@@ -18,7 +18,6 @@ from aiokafka.errors import KafkaError
 from projections.contributions import Rules
 from projections.namespaces import pointer
 from projections.store import (
-    FOLD_GRACE_MS,
     REDIS_UNAVAILABLE,
     RedisClient,
     RedisStore,
@@ -121,7 +120,9 @@ class LiveProjector:
         if assigned:
             for partition in partitions:
                 redone += await store.refold_after_loss(partition)
-        redone += await store.fold_missing(partitions, 0 if assigned else FOLD_GRACE_MS)
+        # No grace: the recheck runs between this worker's batches, so each of its commits has
+        # had its fold; another worker's fold on its way makes a second fold a no-op.
+        redone += await store.fold_missing(partitions)
         if partitions and redone:
             log.warning("folded %d buckets of %s into the rollups again", redone, partitions)
 

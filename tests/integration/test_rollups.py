@@ -5,6 +5,7 @@ lost its last writes leaves wrong is found and folded again."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -106,6 +107,27 @@ async def test_a_commit_whose_fold_failed_is_folded_again(store: RedisStore) -> 
     assert await store.sums(*ALL[:2], [ALL[2]]) == {"calls": 5}
     assert await store.unfolded([0]) == 0
     assert await store.fold_missing([0]) == 0
+
+
+async def test_a_busy_partition_behind_counts_once_the_gap_is_older_than_the_grace(
+    store: RedisStore,
+) -> None:
+    """A partition that commits all the time has a young last commit; a fold missing under
+    it still counts once the first fold that found it missing is older than the grace."""
+    write = Writer(store)
+    await write(deltas={DAY: {"calls": 1}})
+    await _continuing(write, FoldFails(store.client, store.namespace))(deltas={DAY: {"calls": 5}})
+    write.offset = 1
+    counted = []
+    started = time.monotonic()
+    while time.monotonic() - started < 0.6:  # a commit every few ms, each folded
+        await write(deltas={DAY: {"calls": 1}})
+        counted.append(await store.unfolded([0], grace_ms=300))
+    assert counted[0] == 0  # just found missing: its fold may be on its way
+    assert counted[-1] == 1, counted
+    assert await store.fold_missing([0]) >= 1
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": len(counted) + 1 + 5}
+    assert await store.unfolded([0]) == 0
 
 
 async def test_a_loss_after_a_failed_fold_does_not_hide_it(store: RedisStore) -> None:
