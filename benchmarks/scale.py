@@ -416,6 +416,11 @@ def measure(
         for node in nodes:
             node.close()
     assert meter.start is not None and meter.end is not None  # project() returned
+    if len(values) - meter.applied_before < len(values) // 10:
+        raise SystemExit(
+            f"the workers applied {meter.applied_before:,} of {len(values):,} events before the "
+            "first look, too few left to meter: use a larger --count"
+        )
     return Result(
         stack=stack,
         partitions=partitions,

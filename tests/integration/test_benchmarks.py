@@ -157,7 +157,7 @@ def test_scale_benchmark(stack_env: dict[str, str], tmp_path: Path) -> None:
     out = _run(
         stack_env,
         "benchmarks.scale",
-        *("--count", "3000", "--workers", "1", "--partitions", "12", "--stacks", "single"),
+        *("--count", "20000", "--workers", "1", "--partitions", "12", "--stacks", "single"),
         *("--json", str(costs)),
     )
     row = next(line for line in out.splitlines() if line.startswith("| single | 12 | 1 |"))
