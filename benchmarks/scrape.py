@@ -135,10 +135,11 @@ async def _measure(
             started = time.perf_counter()
             families = await exporter.kpi_families()
             built = time.perf_counter()
-            size = len(render(families))
+            body = render(families)
             builds.append(built - started)
             renders.append(time.perf_counter() - built)
-            series = sum(len(f.samples) for f in families)
+            size = len(body)
+            series = sum(1 for line in body.splitlines() if not line.startswith(b"#"))
         await exporter.client.aclose()
         exported = min(reps, TEAMS * settings.export_max_reps_per_team)
         return statistics.median(builds), statistics.median(renders), series, size, exported

@@ -11,10 +11,13 @@ KPI's own label.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
+from exporters.exposition import TextFamily, escape, label_text, number
 from projections.catalogue import BY_ID, Figure, Kpi, Unit
 from projections.read import Answer
 from projections.targets import Targets
@@ -38,74 +41,92 @@ def scope_labels(answer: Answer, rep_team: str) -> list[str]:
     return [values[name] for name in SCOPE_LABELS]
 
 
+@dataclass(frozen=True)
+class _Names:
+    """What a KPI's samples are written with, worked out once per process."""
+
+    metric: str
+    help: str
+    label: str | None  # the KPI's own label
+    parts: bool  # exported with _numerator and _denominator
+    # A histogram's buckets: (the field of its count, its ``le``), from the lowest to +Inf;
+    # and the field of its sum (ms). Empty for any other KPI.
+    buckets: tuple[tuple[str, str], ...]
+    sum_field: str
+
+
+@cache
+def _names(kpi_id: str) -> _Names:
+    kpi = BY_ID[kpi_id]
+    buckets: tuple[tuple[str, str], ...] = ()
+    sum_field = ""
+    if kpi.histogram is not None:
+        prefix, bounds = kpi.histogram
+        les = [(str(b), str(float(b))) for b in bounds] + [("+Inf", "+Inf")]
+        buckets = tuple((f"{prefix}|le={bound}", le) for bound, le in les)
+        sum_field = f"{prefix}_ms"
+    return _Names(kpi.metric, _help(kpi), kpi.label, kpi.has_parts, buckets, sum_field)
+
+
 def families(
     answers: Sequence[tuple[Answer, str]], rep_histogram_buckets: bool = True
-) -> Iterable[Metric]:
+) -> list[TextFamily]:
     """Families for every KPI over all answers; each answer comes with its rep's team.
 
     Without ``rep_histogram_buckets``, a rep's histograms carry only the ``+Inf`` bucket,
     ``_sum`` and ``_count``: the mean and count, at a sixth of the series.
     """
-    gauges: dict[str, GaugeMetricFamily] = {}
-    histograms: dict[str, HistogramMetricFamily] = {}
+    out: dict[str, TextFamily] = {}
 
-    def gauge(name: str, doc: str, extra: str | None) -> GaugeMetricFamily:
-        if name not in gauges:
-            labels = [*SCOPE_LABELS, *([extra] if extra else [])]
-            gauges[name] = GaugeMetricFamily(name, doc, labels=labels)
-        return gauges[name]
+    def lines(name: str, doc: str, kind: str = "gauge") -> list[str]:
+        family = out.get(name)
+        if family is None:
+            family = out[name] = TextFamily(name, kind, doc)
+        return family.lines
 
     for answer, rep_team in answers:
-        labels = scope_labels(answer, rep_team)
-        # One label dict per (answer, KPI label), shared by its samples: building a dict per
-        # sample was a third of a large scrape, and the renderer formats each dict once.
-        scope_dict = dict(zip(SCOPE_LABELS, labels, strict=True))
+        # Each answer's labels are formatted once, for all its samples.
+        scope = label_text(SCOPE_LABELS, scope_labels(answer, rep_team))
         for kpi_id, result in answer.kpis.items():
-            kpi = BY_ID[kpi_id]
-            if kpi.histogram is not None:
-                buckets = rep_histogram_buckets or answer.scope != "rep"
-                _histogram(histograms, kpi, answer.sums, labels, buckets)
+            names = _names(kpi_id)
+            name = names.metric
+            if names.buckets:
+                with_buckets = rep_histogram_buckets or answer.scope != "rep"
+                family = lines(name, names.help, "histogram")
+                _histogram(family, names, answer.sums, scope, with_buckets)
                 continue
-            extra = kpi.label
-            name, doc = kpi.metric, _help(kpi)
             rows = [(None, result)] if isinstance(result, Figure) else list(result.items())
-            parts = kpi.has_parts
             for label, figure in rows:
-                sample_labels = (
-                    {**scope_dict, extra: label} if extra and label is not None else scope_dict
+                labels = (
+                    f'{scope},{names.label}="{escape(label)}"'
+                    if names.label and label is not None
+                    else scope
                 )
                 if figure.value is not None:
-                    gauge(name, doc, extra).add_sample(name, sample_labels, float(figure.value))
-                if parts:
+                    lines(name, names.help).append(f"{name}{{{labels}}} {number(figure.value)}\n")
+                if names.parts:
                     top, bottom = f"{name}_numerator", f"{name}_denominator"
-                    gauge(top, f"numerator of {kpi.id}", extra).add_sample(
-                        top, sample_labels, float(figure.numerator)
+                    lines(top, f"numerator of {kpi_id}").append(
+                        f"{top}{{{labels}}} {number(figure.numerator)}\n"
                     )
-                    gauge(bottom, f"denominator of {kpi.id}", extra).add_sample(
-                        bottom, sample_labels, float(figure.denominator or 0)
+                    lines(bottom, f"denominator of {kpi_id}").append(
+                        f"{bottom}{{{labels}}} {number(figure.denominator or 0)}\n"
                     )
-    return [*gauges.values(), *histograms.values()]
+    gauges = [f for f in out.values() if f.type == "gauge"]
+    return [*gauges, *(f for f in out.values() if f.type == "histogram")]
 
 
 def _histogram(
-    out: dict[str, HistogramMetricFamily],
-    kpi: Kpi,
-    sums: Mapping[str, int],
-    labels: list[str],
-    with_buckets: bool,
+    lines: list[str], names: _Names, sums: Mapping[str, int], labels: str, with_buckets: bool
 ) -> None:
-    assert kpi.histogram is not None
-    prefix, bounds = kpi.histogram
-    name = kpi.metric
-    if name not in out:
-        out[name] = HistogramMetricFamily(name, _help(kpi), labels=list(SCOPE_LABELS))
+    name = names.metric
     cumulative = 0
-    buckets = []
-    for bound in (*map(str, bounds), "+Inf"):
-        cumulative += sums.get(f"{prefix}|le={bound}", 0)
-        if with_buckets or bound == "+Inf":
-            buckets.append((bound if bound == "+Inf" else str(float(bound)), float(cumulative)))
-    out[name].add_metric(labels, buckets, sums.get(f"{prefix}_ms", 0) / 1000)
+    for count, le in names.buckets:
+        cumulative += sums.get(count, 0)
+        if with_buckets or le == "+Inf":
+            lines.append(f'{name}_bucket{{{labels},le="{le}"}} {number(cumulative)}\n')
+    lines.append(f"{name}_count{{{labels}}} {number(cumulative)}\n")
+    lines.append(f"{name}_sum{{{labels}}} {number(sums.get(names.sum_field, 0) / 1000)}\n")
 
 
 TARGET_LABELS = (*SCOPE_LABELS, "kpi", "label", "direction")

@@ -28,7 +28,7 @@ from config.reader_access import reader_token
 from config.settings import Settings
 from exporters.api import Api
 from exporters.auth import ReaderAuth
-from exporters.exposition import render
+from exporters.exposition import TextFamily, render
 from exporters.families import families, target_families
 from exporters.health import Health, health_families, summarise
 from exporters.targets_file import TargetsFile
@@ -168,7 +168,7 @@ class Exporter:
     async def health(self) -> list[Metric]:
         return health_families(await self.health_summary())
 
-    async def kpi_families(self) -> list[Metric]:
+    async def kpi_families(self) -> list[Metric | TextFamily]:
         s = self.settings
         namespace = await current_namespace(self.client, s.topic_prefix, create=False)
         store = RedisStore(self.client, namespace)
@@ -193,7 +193,7 @@ class Exporter:
         rep_kpis = s.rep_kpis  # a property that parses the setting: once per scrape
         wanted = rep_kpis | ({QUOTA_KPI} if QUOTA_ATTAINMENT in rep_kpis else set())
 
-        async def build(chosen: list[tuple[str, str, str]]) -> list[Metric]:
+        async def build(chosen: list[tuple[str, str, str]]) -> list[Metric | TextFamily]:
             answers = await read_many(store, directory, chosen, as_of, {"rep": wanted})
             targets = self.targets.current()
             with_teams = []
@@ -217,7 +217,7 @@ class Exporter:
         by_scope: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         for query in queries:
             by_scope.setdefault(query[:2], []).append(query)
-        parts: list[Metric] = []
+        parts: list[Metric | TextFamily] = []
         for (scope, scope_id), chosen in by_scope.items():
             try:
                 parts += await build(chosen)
@@ -260,14 +260,18 @@ class Exporter:
             await self._kafka.stop()
 
 
-def merge_families(parts: list[Metric]) -> list[Metric]:
+def merge_families(parts: list[Metric | TextFamily]) -> list[Metric | TextFamily]:
     """Families of the same name (built scope by scope) as one family each."""
-    merged: dict[str, Metric] = {}
+    merged: dict[str, Metric | TextFamily] = {}
     for family in parts:
         into = merged.get(family.name)
         if into is None:
             merged[family.name] = family
+        elif isinstance(into, TextFamily):
+            assert isinstance(family, TextFamily), family.name  # one builder per name
+            into.lines.extend(family.lines)
         else:
+            assert isinstance(family, Metric), family.name
             into.samples.extend(family.samples)
     return list(merged.values())
 

@@ -14,7 +14,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporters.exposition import render
+from exporters.exposition import TextFamily, render
 from exporters.families import families
 from projections.catalogue import evaluate
 from projections.contributions import SPEED_TO_LEAD_BOUNDS
@@ -80,10 +80,37 @@ def _answer(scope: str, scope_id: str) -> Answer:
     return Answer(scope, scope_id, span, "UTC", evaluate(scope, sums, {}), sums)
 
 
-def _histogram_samples(built: list[Metric], rep: str) -> dict[str, float]:
-    (family,) = [f for f in built if f.name == "salespulse_speed_to_lead_seconds"]
+def _histogram_samples(built: list[TextFamily], rep: str) -> dict[str, float]:
+    parsed = text_string_to_metric_families(render(built).decode())
+    (family,) = [f for f in parsed if f.name == "salespulse_speed_to_lead_seconds"]
     return {
         s.name + s.labels.get("le", ""): s.value for s in family.samples if s.labels["rep"] == rep
+    }
+
+
+def test_kpi_families_parse_with_hostile_ids_and_labels_as_they_were() -> None:
+    """Scope ids and KPI labels come from events: quotes, backslashes and newlines in them
+    must reach Prometheus escaped and parse back to the same strings."""
+    hostile = 'r "1" \\ x\ny'
+    sums = {"activity|kind=call": 2, "won": 1, "lost": 3, 'leads|source=we"b\\': 4, "leads": 4}
+    span = window_span("today", 1_790_000_000_000, "UTC")
+    answer = Answer("rep", hostile, span, "UTC", evaluate("rep", sums, {}), sums)
+    parsed = {
+        f.name: f
+        for f in text_string_to_metric_families(render(families([(answer, "t\n")])).decode())
+    }
+    (calls,) = [s for s in parsed["salespulse_activities"].samples if s.labels["kind"] == "call"]
+    assert calls.labels["rep"] == hostile and calls.labels["team"] == "t\n"
+    assert calls.value == 2.0
+    win = {
+        name: parsed[name].samples[0].value
+        for name in parsed
+        if name.startswith("salespulse_win_rate_ratio")
+    }
+    assert win == {
+        "salespulse_win_rate_ratio": 0.25,
+        "salespulse_win_rate_ratio_numerator": 1.0,
+        "salespulse_win_rate_ratio_denominator": 4.0,
     }
 
 
