@@ -75,7 +75,10 @@ def escape(value: str) -> str:
 
 
 def number(value: float) -> str:
-    """A sample's value as the text format writes it."""
+    """A sample's value as the text format writes it (an integer as its digits: Prometheus
+    reads them as the same float64 as ``float(value)``)."""
+    if type(value) is int:
+        return str(value)
     if value == math.inf:
         return "+Inf"
     if value == -math.inf:

@@ -48,7 +48,9 @@ class _Names:
     metric: str
     help: str
     label: str | None  # the KPI's own label
-    parts: bool  # exported with _numerator and _denominator
+    parts: tuple[str, str] | None  # a division's _numerator and _denominator metrics
+    numerator_help: str
+    denominator_help: str
     # A histogram's buckets: (the field of its count, its ``le``), from the lowest to +Inf;
     # and the field of its sum (ms). Empty for any other KPI.
     buckets: tuple[tuple[str, str], ...]
@@ -65,7 +67,18 @@ def _names(kpi_id: str) -> _Names:
         les = [(str(b), str(float(b))) for b in bounds] + [("+Inf", "+Inf")]
         buckets = tuple((f"{prefix}|le={bound}", le) for bound, le in les)
         sum_field = f"{prefix}_ms"
-    return _Names(kpi.metric, _help(kpi), kpi.label, kpi.has_parts, buckets, sum_field)
+    name = kpi.metric
+    parts = (f"{name}_numerator", f"{name}_denominator") if kpi.has_parts else None
+    return _Names(
+        name,
+        _help(kpi),
+        kpi.label,
+        parts,
+        f"numerator of {kpi_id}",
+        f"denominator of {kpi_id}",
+        buckets,
+        sum_field,
+    )
 
 
 def families(
@@ -105,11 +118,11 @@ def families(
                 if figure.value is not None:
                     lines(name, names.help).append(f"{name}{{{labels}}} {number(figure.value)}\n")
                 if names.parts:
-                    top, bottom = f"{name}_numerator", f"{name}_denominator"
-                    lines(top, f"numerator of {kpi_id}").append(
+                    top, bottom = names.parts
+                    lines(top, names.numerator_help).append(
                         f"{top}{{{labels}}} {number(figure.numerator)}\n"
                     )
-                    lines(bottom, f"denominator of {kpi_id}").append(
+                    lines(bottom, names.denominator_help).append(
                         f"{bottom}{{{labels}}} {number(figure.denominator or 0)}\n"
                     )
     gauges = [f for f in out.values() if f.type == "gauge"]

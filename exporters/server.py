@@ -34,7 +34,7 @@ from exporters.health import Health, health_families, summarise
 from exporters.targets_file import TargetsFile
 from exporters.wallboard_routes import wallboard_routes
 from projections.errors import SalespulseError
-from projections.read import read_many
+from projections.read import Answer, read_many
 from projections.store import (
     FOLD_GRACE_MS,
     REDIS_OR_SOCKET_FAILURES,
@@ -201,7 +201,9 @@ class Exporter:
                 kpis = with_targets(a.kpis, targets, a.scope, a.scope_id, a.span.window)
                 if a.scope == "rep":
                     kpis = {k: v for k, v in kpis.items() if k in rep_kpis}
-                with_teams.append((replace(a, kpis=kpis), rep_team.get(a.scope_id, "")))
+                # Not dataclasses.replace, which costs four times as much (3,000 answers).
+                answer = Answer(a.scope, a.scope_id, a.span, a.zone, kpis, a.sums)
+                with_teams.append((answer, rep_team.get(a.scope_id, "")))
             return [
                 *families(with_teams, rep_histogram_buckets=s.export_rep_histogram_buckets),
                 *target_families(with_teams, targets),

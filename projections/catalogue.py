@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
 from projections.contributions import SALES_CYCLE_BOUNDS, SPEED_TO_LEAD_BOUNDS
@@ -35,8 +36,9 @@ def count(field: str) -> Callable[[Sums], Result]:
 
 def ratio(numerator: str, *denominator: str, scale: float = 1.0) -> Callable[[Sums], Result]:
     def compute(s: Sums) -> Figure:
-        top = s.get(numerator, 0)
-        bottom = sum(s.get(name, 0) for name in denominator)
+        top, bottom = s.get(numerator, 0), 0
+        for name in denominator:  # a loop: a generator costs more than the sum of two
+            bottom += s.get(name, 0)
         return Figure(top / bottom / scale if bottom else None, top, bottom)
 
     return compute
@@ -81,11 +83,12 @@ def activities(s: Sums) -> dict[str, Figure]:
 
 def histogram_mean(name: str, bounds: tuple[int, ...]) -> Callable[[Sums], Result]:
     """Mean seconds of a histogram kept as ``<name>_ms`` (sum) and ``<name>|le=<b>`` (counts)."""
-    labels = (*map(str, bounds), "+Inf")
+    counts = tuple(f"{name}|le={label}" for label in (*map(str, bounds), "+Inf"))
+    total = f"{name}_ms"
 
     def compute(s: Sums) -> Figure:
-        n = sum(s.get(f"{name}|le={label}", 0) for label in labels)
-        total_ms = s.get(f"{name}_ms", 0)
+        n = sum([s.get(count, 0) for count in counts])
+        total_ms = s.get(total, 0)
         return Figure(total_ms / 1000 / n if n else None, total_ms // 1000, n)
 
     return compute
@@ -327,11 +330,21 @@ def evaluate(
 ) -> dict[str, Result]:
     """The KPIs of the catalogue (or ``only`` these) for one scope, from one window's sums.
     (The age of the oldest untouched lead and quota attainment are added by their readers.)"""
-    out = {}
+    chosen = _computes(scope, None if only is None else frozenset(only))
+    return {kpi_id: compute(gauges if gauge else windowed) for kpi_id, compute, gauge in chosen}
+
+
+@cache
+def _computes(
+    scope: str, only: frozenset[str] | None
+) -> tuple[tuple[str, Callable[[Sums], Result], bool], ...]:
+    """The KPIs ``evaluate`` computes for a scope, in catalogue order: id, how, and whether
+    from the gauges."""
+    chosen = []
     for kpi in CATALOGUE:
         if only is not None and kpi.id not in only:
             continue
         compute = kpi.compute if kpi.by_scope is None else kpi.by_scope.get(scope)
         if compute is not None:
-            out[kpi.id] = compute(gauges if kpi.current_state else windowed)
-    return out
+            chosen.append((kpi.id, compute, kpi.current_state))
+    return tuple(chosen)

@@ -199,31 +199,36 @@ return {1, '[' .. vs .. ',' .. values(p.f, p.u) .. ',[' .. table.concat(before, 
 # KEYS are the bucket keys of every group, group after group; ARGV[1] is a JSON list of how
 # many keys each group has. Each group's buckets are summed next to the data into one JSON
 # object, so a rolling window's 60 bucket reads are one reply and the whole answer parses
-# with one orjson call. Lua numbers are doubles: a group with a value or a sum of 2^52 or
-# more is answered as its buckets' flat [field, value, ...] lists instead, which the reader
-# sums exactly (totals over partitions may pass 2^53).
+# with one orjson call. Lua numbers are doubles: a group whose largest value times the
+# number of values summed reaches 2^52 (a sum along the way might) is answered as its
+# buckets' flat [field, value, ...] lists instead, which the reader sums exactly (totals over
+# partitions may pass 2^53).
 SUM_GROUPS_LUA = """
 local sizes = cjson.decode(ARGV[1])
 local out, next_key, big = {}, 1, 4503599627370496
 for g, size in ipairs(sizes) do
-  local total, order, flats, exact = {}, {}, {}, true
+  local total, order, flats, largest, added = {}, {}, {}, 0, 0
   for k = next_key, next_key + size - 1 do
     local flat = redis.call('HGETALL', KEYS[k])
-    flats[#flats + 1] = #flat > 0 and cjson.encode(flat) or '[]'
+    flats[#flats + 1] = flat
+    added = added + #flat / 2
     for i = 1, #flat, 2 do
       local f, v = flat[i], tonumber(flat[i + 1])
-      if total[f] == nil then order[#order + 1] = f; total[f] = v else total[f] = total[f] + v end
-      if math.abs(v) >= big or math.abs(total[f]) >= big then exact = false end
+      local t = total[f]
+      if t == nil then order[#order + 1] = f; total[f] = v else total[f] = t + v end
+      if v > largest then largest = v elseif -v > largest then largest = -v end
     end
   end
   next_key = next_key + size
-  if exact then
+  -- No sum along the way is larger than the largest value times the values added.
+  if largest * added < big then
     local parts = {}
     for i, f in ipairs(order) do
       parts[i] = cjson.encode(f) .. ':' .. string.format('%.0f', total[f])
     end
     out[g] = '{' .. table.concat(parts, ',') .. '}'
   else
+    for i, flat in ipairs(flats) do flats[i] = #flat > 0 and cjson.encode(flat) or '[]' end
     out[g] = '[' .. table.concat(flats, ',') .. ']'
   end
 end
