@@ -62,12 +62,12 @@ class Costs:
     kafka_bytes_per_event: float = 263.0
     facts_bytes_per_event: float = 28.0
     # The exporter's scrape per 1,000 exported reps. Reads come from per-scope rollups and
-    # no longer grow with the partitions: RESULTS.md "Bounded state and reads (issue 20)":
-    # read + build 411 and 425 ms at 12 and 48 partitions (one run each: within its noise),
-    # render 114 ms.
+    # no longer grow with the partitions, and the KPI families are written as text:
+    # RESULTS.md "Bounded state and reads (issue 20)": read + build 224 and 226 ms at 12
+    # and 48 partitions (one run each: within its noise), render 8 ms.
     scrape_read_ms_per_partition: float = 0.0
-    scrape_read_ms_at_12: float = 411.0
-    scrape_render_ms: float = 114.0
+    scrape_read_ms_at_12: float = 224.0
+    scrape_render_ms: float = 8.0
     source: str = "benchmarks/RESULTS.md"
 
     @property

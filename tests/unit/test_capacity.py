@@ -108,8 +108,8 @@ def test_brokers_by_disk_cpu_and_replication() -> None:
 
 def test_scrape_grows_with_reps_and_partitions() -> None:
     assert reps_for(1_000_000, Assumptions()) == 4_000  # 250 events a rep a day
-    # The defaults give back RESULTS.md's 525 ms at 1,000 reps and 12 partitions.
-    assert scrape_seconds(1_000, 12, Costs()) == pytest.approx(0.525)
+    # The defaults give back RESULTS.md's 232 ms at 1,000 reps and 12 partitions.
+    assert scrape_seconds(1_000, 12, Costs()) == pytest.approx(0.232)
     # 600 ms read at 12 partitions, 10 of them per partition: 480 fixed; at 48 partitions
     # 480 + 480 + 100 render = 1,060 ms per 1,000 reps; 4,000 reps: 4.24 s.
     assert scrape_seconds(4_000, 48, ROUND) == pytest.approx(4.24)
