@@ -34,8 +34,8 @@ Readers do not sum over partitions: every commit is folded into per-scope rollup
 * ``{ns:rK}:s:<scope>:<id>:<bucket>``: each partition's share of them, ``N`` ->
   ``[version, {field: value}]`` (the share of bucket ``!u`` is the partition's oldest
   untouched lead, ``{"u": ms}``);
-* ``{ns:rK}:seen``: per partition, the version up to which every change is folded
-  (``version:since`` while a fold found an earlier change missing, ``since`` its version);
+* ``{ns:rK}:seen``: per partition N, the version up to which every change is folded
+  (and ``N!since``, while a fold has found an earlier change missing: that fold's version);
   ``{ns:rK}:v:N``: the marks of partition N folded lately, scored by version;
 * ``{ns:rK}:scopes``: every ``scope:id`` with aggregates (exporters list them);
 * ``{ns:rK}:dirty``: calendar, all-time and gauge buckets changed since the KPI publisher
@@ -319,15 +319,16 @@ for _, e in ipairs(a.e) do
   end
 end
 for _, part in ipairs(a.p) do
-  local raw = redis.call('HGET', KEYS[3], part[1]) or '0'
-  local cut = string.find(raw, ':', 1, true)
-  local seen = tonumber(cut and string.sub(raw, 1, cut - 1) or raw)
+  local lag = part[1] .. '!since'
+  local got = redis.call('HMGET', KEYS[3], part[1], lag)
+  local seen = tonumber(got[1] or '0')
   if seen >= part[3] and part[5] > seen then
     redis.call('HSET', KEYS[3], part[1], string.format('%.0f', part[5]))
-  elseif seen < part[5] and not cut then
+    if got[2] then redis.call('HDEL', KEYS[3], lag) end
+  elseif seen < part[5] and not got[2] then
     -- An earlier change is missing here: note since when (the version of the first fold
     -- that found it missing), so that readers see a busy partition behind too.
-    redis.call('HSET', KEYS[3], part[1], raw .. ':' .. string.format('%.0f', part[2]))
+    redis.call('HSET', KEYS[3], lag, string.format('%.0f', part[2]))
   end
   local oldest = '(' .. string.format('%.0f', part[2] - a.keep)
   redis.call('ZREMRANGEBYSCORE', KEYS[part[4]], '-inf', oldest)
@@ -965,11 +966,12 @@ class RedisStore(DerivedReads):
         for p, expect in zip(partitions, expects, strict=True):
             for shard, version in expect.items():
                 k = int(shard)
-                seen, _, since = seens[k].get(str(p).encode(), b"0").partition(b":")
-                if int(seen) >= int(version):
+                seen = int(seens[k].get(str(p).encode(), 0))
+                if seen >= int(version):
                     continue
-                if not grace_ms or min(int(version), int(since or version)) <= settled:
-                    out.setdefault(p, {})[k] = int(seen)
+                since = int(seens[k].get(f"{p}!since".encode(), version))
+                if not grace_ms or min(int(version), since) <= settled:
+                    out.setdefault(p, {})[k] = seen
         return out
 
     async def unfolded(self, partitions: Sequence[int], grace_ms: int = 0) -> int:
