@@ -383,6 +383,10 @@ def metrics_base(start: int, workers: int) -> int:
     )
 
 
+class TooFewMetered(Exception):
+    """The workers applied (nearly) the whole log before the first look at their counters."""
+
+
 def measure(
     stack: str,
     base: Settings,
@@ -416,10 +420,10 @@ def measure(
         for node in nodes:
             node.close()
     assert meter.start is not None and meter.end is not None  # project() returned
-    if len(values) - meter.applied_before < len(values) // 10:
-        raise SystemExit(
+    if len(values) - meter.applied_before < max(len(values) // 10, 1):
+        raise TooFewMetered(
             f"the workers applied {meter.applied_before:,} of {len(values):,} events before the "
-            "first look, too few left to meter: use a larger --count"
+            "first look, too few left to meter"
         )
     return Result(
         stack=stack,
@@ -574,7 +578,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     for stack, base in settings.items():
         for partitions in args.partitions:
             for workers in args.workers:
-                result = measure(stack, base, values, leads, partitions, workers, args.timeout)
+                try:
+                    result = measure(stack, base, values, leads, partitions, workers, args.timeout)
+                except TooFewMetered as exc:  # the other runs still count
+                    print(
+                        f"{stack} stack, {partitions} partitions, {workers} worker(s): {exc}; "
+                        "left out (a larger --count meters more)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    continue
                 results.append(result)
                 print(
                     f"{stack} stack, {partitions} partitions, {workers} worker(s): "
@@ -582,6 +595,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     file=sys.stderr,
                     flush=True,
                 )
+    if not results:
+        raise SystemExit("no run had events left to meter: use a larger --count")
     print(table(results))
     print()
     for line in footnotes(results, event_bytes):
