@@ -73,7 +73,11 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.loop.group, _describe(assigned))
         if self.loop.on_assigned is not None:
-            await self.loop.on_assigned(assigned)
+            # No batch meanwhile: once the listener seeks, the fetcher may hand over records of
+            # these partitions, and a batch committed while ``on_assigned`` still repairs them
+            # (the rollups' folds, for one) can race with it.
+            async with self.loop.busy:
+                await self.loop.on_assigned(assigned)
 
 
 def _describe(tps: Iterable[TopicPartition]) -> str:
