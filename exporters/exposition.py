@@ -59,7 +59,7 @@ def render(families: Iterable[Metric | TextFamily]) -> bytes:
             if sample.labels:
                 pairs = formatted.get(id(sample.labels))
                 if pairs is None:
-                    pairs = ",".join(f'{k}="{escape(v)}"' for k, v in sample.labels.items())
+                    pairs = label_text(list(sample.labels), list(sample.labels.values()))
                     formatted[id(sample.labels)] = pairs
                 append(f"{sample.name}{{{pairs}}} {number(sample.value)}\n")
             else:
