@@ -11,7 +11,7 @@ follows the number of distinct buckets touched, not the number of events.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from projections.contributions import GAUGE, Item, Rules, contributions, untouched_since
@@ -23,6 +23,14 @@ from projections.windows import buckets, live_buckets
 EntityKey = tuple[str, str]  # (kind, id)
 AggregateKey = tuple[str, str, str]  # (scope, scope id, bucket)
 GAUGE_BUCKET = "G"
+
+# Records that expire (docs/lateness.md, "State expiry"): kinds whose events all come from
+# their own partition and whose records feed no gauge. Each keeps the time of its latest
+# event in LAST; once that is more than the lateness horizon behind the stream time before
+# an event of the record, the record is over: the event starts a new one (the old one's
+# contributions stay in their buckets), and the store may delete it.
+EXPIRING = frozenset({"call", "msg", "mtg", "cmp"})
+LAST = "last_at"
 
 
 class DirectoryView:
@@ -101,6 +109,8 @@ class BatchPlan:
     untouched_add: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     untouched_remove: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     facts: list[LeadFact] = field(default_factory=list)  # to publish before the commit
+    replaced: set[EntityKey] = field(default_factory=set)  # over: stored fields go first
+    expiring: dict[EntityKey, int] = field(default_factory=dict)  # changed: their LAST
     applied: int = 0  # events
     duplicates: int = 0  # events
     facts_applied: int = 0
@@ -108,8 +118,8 @@ class BatchPlan:
     newest_ms: int = 0  # occurred_at of the newest event applied
 
 
-def _directory_first(item: Event | LeadFact) -> int:
-    return 0 if isinstance(item, RepUpserted | TeamUpserted) else 1
+def _directory_first(paired: tuple[Event | LeadFact, int]) -> int:
+    return 0 if isinstance(paired[0], RepUpserted | TeamUpserted) else 1
 
 
 def key_of(item: Event | LeadFact) -> EntityKey:
@@ -119,19 +129,26 @@ def key_of(item: Event | LeadFact) -> EntityKey:
 
 def plan_batch(
     stored: Mapping[EntityKey, Record],
-    items: Iterable[Event | LeadFact],
+    items: Sequence[Event | LeadFact],
     directory: DirectoryView,
     rules: Rules,
     now_ms: int | None = None,
+    streams: Sequence[int] | None = None,
 ) -> BatchPlan:
     """Apply ``items`` to copies of the ``stored`` records (missing = empty) and diff.
 
     With ``now_ms``, contributions skip the minute, hour and UTC-day buckets that have
     already outlived their TTL (``windows.live_buckets``); without, every bucket is written.
+    ``streams`` gives, beside each item in offset order, the partition's stream time before
+    it (projections/lateness.py): with it, records of the EXPIRING kinds end as the
+    lateness horizon says; without, none ends.
     """
     plan = BatchPlan()
     before: dict[EntityKey, Record] = {}
-    for item in sorted(items, key=_directory_first):
+    changes: dict[Item, int] = {}
+    horizon = rules.lateness_horizon_ms
+    paired = zip(items, streams or [0] * len(items), strict=True)
+    for item, stream in sorted(paired, key=_directory_first):
         key = key_of(item)
         if key not in plan.records:
             before[key] = dict(stored.get(key, {}))
@@ -140,7 +157,19 @@ def plan_batch(
         if isinstance(item, LeadFact):
             fresh = apply_fact(record, item)
         else:
+            if LAST in record and stream and int(record[LAST]) < stream - horizon:
+                # Over: what it has counted stays counted, and a new record starts.
+                _add_difference(
+                    changes,
+                    contributions(*key, before[key], rules),
+                    contributions(*key, record, rules),
+                )
+                before[key], record = {}, {}
+                plan.records[key] = record
+                plan.replaced.add(key)
             fresh = apply(record, item, directory)
+            if fresh and key[0] in EXPIRING:
+                record[LAST] = str(max(int(record.get(LAST, 0)), item.occurred_at_ms))
             fact = lead_fact(item) if fresh else None
             if fact is not None:
                 plan.facts.append(fact)
@@ -156,13 +185,14 @@ def plan_batch(
             plan.duplicates += not fresh
             if fresh:
                 plan.newest_ms = max(plan.newest_ms, item.occurred_at_ms)
-    changes: dict[Item, int] = {}
     for key, record in plan.records.items():
         old = before[key]
         changed = {k: v for k, v in record.items() if old.get(k) != v}
         if not changed:
             continue
         plan.changed_fields[key] = changed
+        if LAST in record:
+            plan.expiring[key] = int(record[LAST])
         if key[0] == "lead":
             _untouched_difference(plan, key[1], old, record, rules)
         _add_difference(

@@ -40,8 +40,9 @@ class Judged:
     """A partition's events judged by the rule, in offset order."""
 
     late: set[int] = field(default_factory=set)  # offsets of the events too late
-    # The stream time once each event is passed, by its offset.
+    # The stream time once each event is passed, and before it, by its offset.
     stream_after: dict[int, int] = field(default_factory=dict)
+    stream_before: dict[int, int] = field(default_factory=dict)
     stream_ms: int = 0  # once the last is passed
     topic: str = ""  # the events topic the offsets are of
 
@@ -60,6 +61,7 @@ def judge(stream_ms: int, events: Iterable[tuple[int, int]], horizon_ms: int) ->
     order; ``stream_ms`` is the stream time before the first (0: no event yet)."""
     judged = Judged(stream_ms=stream_ms)
     for offset, at in events:
+        judged.stream_before[offset] = judged.stream_ms
         if judged.stream_ms and at < judged.stream_ms - horizon_ms:
             judged.late.add(offset)
         else:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from projections.engine import AggregateKey, EntityKey
+from projections.engine import LAST, AggregateKey, EntityKey
 from projections.stores import (
     APPLIED,
     COMMITTED,
@@ -97,7 +97,9 @@ class MemoryStore(DerivedReads):
             if bad is not None:
                 landed.out_of_range[commit.partition] = bad
                 continue
-            _write(part, commit, self.backend.dirty.setdefault(self._namespace, {}))
+            landed.expired += _write(
+                part, commit, self.backend.dirty.setdefault(self._namespace, {})
+            )
         if frozen:
             raise NamespaceFrozen(f"{self._namespace} is frozen for a rebuild")
         return landed
@@ -209,10 +211,12 @@ def _apply_deltas(part: _Partition, commit: Commit) -> str | None:
     return None
 
 
-def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> None:
-    """Everything but the deltas, once they are in."""
+def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> int:
+    """Everything but the deltas, once they are in; returns how many records expired."""
     plan = commit.plan
     directory_changed = False
+    for entity in plan.replaced:
+        part.records.pop(entity, None)
     for entity, changed in plan.changed_fields.items():
         part.records.setdefault(entity, {}).update(changed)
         if entity[0] in ("rep", "team"):
@@ -241,6 +245,12 @@ def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> Non
         checkpoint[NEWEST] = str(plan.newest_ms)
     if commit.stream_ms > int(checkpoint.get(STREAM, "0")):
         checkpoint[STREAM] = str(commit.stream_ms)
+    over = []
+    if commit.horizon_ms and STREAM in checkpoint:
+        cut = int(checkpoint[STREAM]) - commit.horizon_ms
+        over = [k for k, r in part.records.items() if int(r.get(LAST, cut)) < cut]
+        for entity in over:
+            del part.records[entity]
     if commit.too_late:
         checkpoint[TOO_LATE] = str(int(checkpoint.get(TOO_LATE, "0")) + commit.too_late)
     checkpoint[COMMITTED] = str(time.time_ns() // 1_000_000)
@@ -248,6 +258,7 @@ def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> Non
         checkpoint[APPLIED] = str(int(checkpoint.get(APPLIED, "0")) + plan.applied)
     if directory_changed:
         checkpoint[DIRECTORY_VERSION] = str(int(checkpoint.get(DIRECTORY_VERSION, "0")) + 1)
+    return len(over)
 
 
 class MemoryPublisherState:

@@ -116,8 +116,12 @@ end
 # deltas (dropping fields that reach 0), write the records, set TTLs of new buckets, keep the
 # untouched-lead sets, and move the checkpoints. Each commit gets a version (its wall time,
 # or one more than the last, whichever is larger), records it per rollup shard it changes
-# (``expect``, answering the shard's version before) and its marks in ``recent``. Returns
-# {1, '[version, buckets, lows, previous versions]'} for the fold, or {0, topic, actual} when
+# (``expect``, answering the shard's version before) and its marks in ``recent``. Records of
+# the EXPIRING kinds (projections/engine.py) are indexed by their latest event time in the
+# partition's ``expiry`` set; up to ``sweep`` of those more than the horizon behind the stream
+# time are deleted (a record the plan found over is deleted before it is written anew).
+# Returns {1, '[version, buckets, lows, previous versions, records deleted]'} for the fold, or
+# {0, topic, actual} when
 # another writer moved a checkpoint first, or {0, '!range', key, field} when a sum would leave
 # the range every reader handles exactly (|sum| < 2^53): then the increments made so far are
 # undone and nothing was written. Redis never rolls a script back, so nothing after the first
@@ -154,6 +158,7 @@ if bad then
 end
 -- Only now: a bucket emptied and then undone would have come back without its TTL.
 for _, z in ipairs(zeros) do redis.call('HDEL', z[1], z[2]) end
+for _, k in ipairs(p.rd) do redis.call('DEL', KEYS[k]) end
 for _, h in ipairs(p.h) do
   local key = KEYS[h[1]]
   for i = 2, #h, 1000 do redis.call('HSET', key, unpack(h, i, math.min(i + 999, #h))) end
@@ -172,8 +177,19 @@ end
 if tonumber(p.newest) > tonumber(redis.call('HGET', KEYS[1], '!newest_ms') or '0') then
   redis.call('HSET', KEYS[1], '!newest_ms', p.newest)
 end
-if tonumber(p.stream) > tonumber(redis.call('HGET', KEYS[1], '!stream_ms') or '0') then
+local stream = tonumber(redis.call('HGET', KEYS[1], '!stream_ms') or '0')
+if tonumber(p.stream) > stream then
+  stream = tonumber(p.stream)
   redis.call('HSET', KEYS[1], '!stream_ms', p.stream)
+end
+for _, e in ipairs(p.e) do redis.call('ZADD', KEYS[p.ek], e[2], e[1]) end
+local expired = 0
+if p.hz > 0 and stream > 0 then
+  local cut = string.format('(%.0f', stream - p.hz)
+  local over = redis.call('ZRANGEBYSCORE', KEYS[p.ek], '-inf', cut, 'LIMIT', 0, p.sweep)
+  for _, m in ipairs(over) do redis.call('DEL', p.ep .. m) end
+  if #over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[p.ek], 0, #over - 1) end
+  expired = #over
 end
 redis.call('HSET', KEYS[1], '!committed_ms', p.now)
 if tonumber(p.applied) > 0 then redis.call('HINCRBY', KEYS[1], '!applied', p.applied) end
@@ -191,7 +207,8 @@ for _, m in ipairs(p.r) do redis.call('ZADD', KEYS[p.rk], vs, m) end
 if #p.r > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[p.rk], '-inf', '(' .. string.format('%.0f', v - p.keep))
 end
-return {1, '[' .. vs .. ',' .. values(p.f, p.u) .. ',[' .. table.concat(before, ',') .. ']]'}
+return {1, '[' .. vs .. ',' .. values(p.f, p.u) .. ',[' .. table.concat(before, ',') .. '],'
+  .. expired .. ']'}
 """
 )
 
@@ -486,6 +503,9 @@ OUT_OF_RANGE = "!range"
 # the marks a fold may have to redo are kept: a Redis that loses writes loses seconds of
 # them, and the worker looks for what is missing every 5 s and at every assignment.
 ROLLUP_SHARDS = 16
+# Records a commit deletes at most (the rest go with the next ones): keeps a commit short
+# when the stream time jumps, e.g. at the end of a backfill's gap.
+SWEEP = 2_000
 OLDEST = "!u"
 REFOLD_WINDOW_MS = 2 * 60 * 1000
 # A commit's fold follows it within a round trip: health counts a shard behind only after this.
@@ -543,6 +563,10 @@ class Keys:
 
     def recent(self, partition: int) -> str:
         return f"{self.tag(partition)}:recent"
+
+    def expiry(self, partition: int) -> str:
+        """The partition's records of EXPIRING kinds, scored by their latest event time."""
+        return f"{self.tag(partition)}:expiry"
 
     def bucket(self, partition: int, mark: DirtyMark) -> str:
         """The partition's key behind a mark: an aggregate bucket, or for ``!u`` the scope's
@@ -685,7 +709,8 @@ class RedisStore(DerivedReads):
         folds: list[Values] = []
         for commit, result, (_, _, marks, shards) in zip(sent, results, calls, strict=True):
             if result[0]:
-                version, buckets, lows, before = orjson.loads(result[1])
+                version, buckets, lows, before, expired = orjson.loads(result[1])
+                landed.expired += expired
                 fields = _fields(marks, buckets, lows)
                 shards_before = dict(zip(shards, before, strict=True))
                 folds.append(Values(commit.partition, version, fields, shards_before, version))
@@ -777,6 +802,7 @@ class RedisStore(DerivedReads):
                 index[key] = len(keys)  # Lua arrays start at 1
             return index[key]
 
+        replaced = [ref(self.keys.entity(partition, entity)) for entity in plan.replaced]
         records: list[list[object]] = []
         members: list[list[object]] = []
         for entity, changed in plan.changed_fields.items():
@@ -810,6 +836,7 @@ class RedisStore(DerivedReads):
         marks: list[DirtyMark] = [*plan.deltas, *((s, i, OLDEST) for s, i in untouched)]
         shards = sorted({shard_of(m[0], m[1]) for m in marks})
         expect, recent = ref(self.keys.expect(partition)), ref(self.keys.recent(partition))
+        expiry = ref(self.keys.expiry(partition))
         payload = orjson.dumps(
             {
                 "c": checkpoints,
@@ -832,6 +859,12 @@ class RedisStore(DerivedReads):
                 "r": [DIRTY_SEP.join(m) for m in marks],
                 "rk": recent,
                 "keep": REFOLD_WINDOW_MS,
+                "rd": replaced,
+                "e": [[f"{kind}:{ident}", last] for (kind, ident), last in plan.expiring.items()],
+                "ek": expiry,
+                "ep": f"{self.keys.tag(partition)}:e:",
+                "hz": commit.horizon_ms,
+                "sweep": SWEEP,
             }
         )
         return keys, payload, marks, shards

@@ -56,10 +56,12 @@ class NamespaceFrozen(RuntimeError):
 @dataclass
 class Landed:
     """What ``commit`` did not write: partitions whose checkpoint another writer moved
-    first, and partitions whose batch would take a sum out of range (why, per partition)."""
+    first, and partitions whose batch would take a sum out of range (why, per partition);
+    and how many expired records it deleted."""
 
     moved: list[int] = field(default_factory=list)
     out_of_range: dict[int, str] = field(default_factory=dict)
+    expired: int = 0  # records over by the lateness horizon that the commits deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,9 @@ class Commit:
     plan: BatchPlan
     stream_ms: int = 0  # the stream time once the moves are passed (0: unchanged)
     too_late: int = 0  # events the moves pass that were too late (dead-lettered, not applied)
+    # The lateness horizon: records of EXPIRING kinds whose LAST is more than this behind the
+    # partition's stream time are over and may go (0: none goes).
+    horizon_ms: int = 0
 
 
 DirtyMark = tuple[str, str, str]  # scope, id, bucket

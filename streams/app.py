@@ -278,6 +278,7 @@ async def project_batch(
     metrics.PROJECTED.labels("refilled").inc(outcome.filled)
     metrics.PROJECTED.labels("unprocessable").inc(outcome.unprocessable)
     metrics.PROJECTED.labels("too_late").inc(outcome.too_late)
+    metrics.RECORDS_EXPIRED.inc(outcome.expired)
     for gap in outcome.gaps:
         metrics.REWINDS.labels("projections_behind" if gap.stored else "projections_missing").inc()
     metrics.LEAD_FACTS.labels("published").inc(outcome.facts_published)

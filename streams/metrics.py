@@ -57,6 +57,11 @@ NEWEST_APPLIED = Gauge(
 LAST_PROJECTION = Gauge(
     "salespulse_projection_last_batch_timestamp_seconds", "Wall time of the last projection batch"
 )
+RECORDS_EXPIRED = Counter(
+    "salespulse_projection_records_expired_total",
+    "Entity records deleted because their latest event is beyond the lateness horizon "
+    "(calls, emails, meetings, campaigns: docs/lateness.md)",
+)
 REWINDS = Counter(
     "salespulse_projection_rewinds_total",
     "Gaps between the projections in Redis and the records delivered, refilled from the log: "

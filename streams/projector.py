@@ -168,6 +168,7 @@ class Outcome:
     facts_duplicate: int = 0
     unprocessable: int = 0  # records dead-lettered because they cannot be applied
     too_late: int = 0  # events dead-lettered because they are beyond the lateness horizon
+    expired: int = 0  # records the commits deleted, over by the lateness horizon
     gaps: list[Gap] = field(default_factory=list)
 
 
@@ -399,9 +400,22 @@ class Projector:
         now_ms: int,
         judged: Judged,
     ) -> Commit:
-        plan = plan_batch(stored, [i.item for i in work.items], self.directory, self.rules, now_ms)
+        items = work.items
+        plan = plan_batch(
+            stored,
+            [i.item for i in items],
+            self.directory,
+            self.rules,
+            now_ms,
+            streams(items, judged),
+        )
         return Commit(
-            partition, work.moves, plan, judged.stream_ms, late_passed(judged, work.moves)
+            partition,
+            work.moves,
+            plan,
+            judged.stream_ms,
+            late_passed(judged, work.moves),
+            self.rules.lateness_horizon_ms,
         )
 
     def _judge(self, partition: int, work: Work) -> Judged:
@@ -450,6 +464,7 @@ class Projector:
         if facts:
             await self.publish_facts(facts)
         landed = await self.store.commit(commits)
+        outcome.expired += landed.expired
         for commit in commits:
             if commit.partition in landed.moved or commit.partition in landed.out_of_range:
                 continue
@@ -499,20 +514,32 @@ class Projector:
             why = ""
             try:
                 plan = plan_batch(
-                    records, [i.item for i in part], self.directory, self.rules, now_ms
+                    records,
+                    [i.item for i in part],
+                    self.directory,
+                    self.rules,
+                    now_ms,
+                    streams(part, judged),
                 )
             except Exception as exc:
                 if isinstance(exc, MemoryError):
                     raise
                 why = _describe(exc)
             else:
-                passing = Commit(partition, moves, plan, stream or 0, late_passed(judged, moves))
+                passing = Commit(
+                    partition,
+                    moves,
+                    plan,
+                    stream or 0,
+                    late_passed(judged, moves),
+                    self.rules.lateness_horizon_ms,
+                )
                 moved, out_of_range = await self._land([passing], outcome)
                 if moved:
                     return False
                 why = out_of_range.get(partition, "")
                 if not why:
-                    records.update(plan.records)
+                    records.update(plan.records)  # (one the commit swept is over anyway)
                     continue
             self._restore_directory(part, records)
             if len(part) > 1:
@@ -554,6 +581,12 @@ class Projector:
             key = key_of(i.item)
             if key[0] in ("rep", "team"):
                 self.directory.update(key, records.get(key, {}))
+
+
+def streams(items: Sequence[Positioned], judged: Judged) -> list[int]:
+    """Beside each item, the stream time before it (a lead fact moves none: 0)."""
+    before = judged.stream_before
+    return [0 if isinstance(i.item, LeadFact) else before[i.offset] for i in items]
 
 
 def _late(i: Positioned, judged: Judged) -> bool:

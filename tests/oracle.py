@@ -9,7 +9,11 @@ event_id)``, and a rep's team at an instant is the team of the rep's latest
 The lateness horizon (docs/lateness.md) comes first: an event more than the horizon
 older than the newest event before it on its Kafka partition is left out (and listed in
 ``late``). The log's order is the order its records reach each partition: the order
-they were produced, each keyed by its subject id (events.md).
+they were produced, each keyed by its subject id (events.md). The same rule ends the
+life of a call, an email, a meeting or a campaign: an event of one whose newest event is
+more than the horizon older than the newest event before it on the partition starts a
+new one, which the oracle gives event ids (and but for a campaign, whose id is also a
+scope's, a subject id) of its own.
 """
 
 from __future__ import annotations
@@ -39,6 +43,18 @@ SUBJECT_OF = {
     "call": "call_id",
     "campaign": "campaign_id",
 }
+# Families whose subjects end by the lateness horizon (see above).
+ENDING = frozenset({"email", "meeting", "call", "campaign"})
+NEXT_LIFE = "\u241f"  # joins a subject id (and event id) to the number of its later life
+
+
+class _Life:
+    """One life of a subject: its newest event, its events so far, and which life it is."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.newest: int | None = None
+        self.events: set[str] = set()
 
 
 def kafka_partition(key: str, partitions: int) -> int:
@@ -47,9 +63,10 @@ def kafka_partition(key: str, partitions: int) -> int:
 
 
 class Lateness(NamedTuple):
-    kept: list[str]  # lines on time
+    kept: list[str]  # lines on time (of a subject's later life: with its ids renamed)
     late: list[str]  # lines too late
     late_at: list[int]  # their places in the log (0: its first line)
+    renamed: int  # kept lines of a later life
 
 
 def apply_horizon(
@@ -60,31 +77,50 @@ def apply_horizon(
     records were partitioned): then, per partition, none is late either. Lines in
     ``left_out`` count for lateness (they are in the log) but are in neither list."""
     newest: dict[int, int] = {}
-    out = Lateness([], [], [])
+    lives: dict[tuple[str, str], _Life] = {}  # (family, subject) -> its current life
+    kept, late, late_at, renamed = [], [], [], 0
     lines = [line for line in log.read_text().split("\n") if line.strip()]  # U+2028 may be in one
     for place, line in enumerate(lines):
         event = json.loads(line)
         # RFC 3339 allows lower-case t and z, and more than the 6 fraction digits Python reads.
         text = re.sub(r"(\.\d{6})\d+", r"\1", event["occurred_at"].upper())
         at = (datetime.fromisoformat(text) - EPOCH) // timedelta(milliseconds=1)
-        subject = event[SUBJECT_OF[event["type"].split(".")[0]]]
+        family = event["type"].split(".")[0]
+        subject = event[SUBJECT_OF[family]]
         where = 0 if partitions is None else kafka_partition(subject, partitions)
-        too_late = where in newest and at < newest[where] - horizon_ms
+        before = newest.get(where)
+        too_late = before is not None and at < before - horizon_ms
         if not too_late:
             newest[where] = max(newest.get(where, at), at)
         if line in left_out:
             continue
         if too_late:
-            out.late.append(line)
-            out.late_at.append(place)
-        else:
-            out.kept.append(line)
-    if out.late and partitions is None:
+            late.append(line)
+            late_at.append(place)
+            continue
+        if family in ENDING:
+            life = lives.get((family, subject))
+            if life is None or (
+                before is not None and life.newest is not None and life.newest < before - horizon_ms
+            ):
+                life = lives[(family, subject)] = _Life(0 if life is None else life.number + 1)
+            if event["event_id"] not in life.events:
+                life.events.add(event["event_id"])
+                life.newest = at if life.newest is None else max(life.newest, at)
+            if life.number:
+                if family != "campaign":  # a campaign's id is also its KPIs' scope id
+                    event[SUBJECT_OF[family]] = f"{subject}{NEXT_LIFE}{life.number}"
+                event["event_id"] = f"{event['event_id']}{NEXT_LIFE}{life.number}"
+                line = json.dumps(event, ensure_ascii=False)
+                renamed += 1
+        kept.append(line)
+    if (late or renamed) and partitions is None:
         raise ValueError(
-            f"{len(out.late)} event(s) of {log} are beyond the lateness horizon in log order: "
-            "give the oracle the partition count to judge them"
+            f"{len(late)} event(s) of {log} are beyond the lateness horizon in log order, and "
+            f"{renamed} belong to a subject's later life: give the oracle the partition count "
+            "to judge them"
         )
-    return out
+    return Lateness(kept, late, late_at, renamed)
 
 
 COLUMNS = {
@@ -326,8 +362,10 @@ class Oracle:
         self.late: list[str] = []  # the log's events beyond the horizon
         self.late_at: list[int] = []  # where they are in it
         if horizon_ms is not None:
-            kept, self.late, self.late_at = apply_horizon(log, horizon_ms, partitions, left_out)
-            if self.late or left_out:
+            kept, self.late, self.late_at, renamed = apply_horizon(
+                log, horizon_ms, partitions, left_out
+            )
+            if self.late or left_out or renamed:
                 self._kept = tempfile.NamedTemporaryFile("w", suffix=".jsonl")  # noqa: SIM115
                 self._kept.write("".join(line + "\n" for line in kept))
                 self._kept.flush()

@@ -13,7 +13,7 @@ import pytest
 from config.connections import redis_client
 from config.settings import Settings
 from projections.contributions import Rules
-from projections.engine import GAUGE_BUCKET, AggregateKey, BatchPlan
+from projections.engine import GAUGE_BUCKET, LAST, AggregateKey, BatchPlan
 from projections.memory_store import MemoryBackend, MemoryStore
 from projections.store import RedisStore
 from projections.stores import (
@@ -317,3 +317,53 @@ async def test_stream_time_only_moves_forward_and_too_late_events_add_up(
     assert progress[STREAM] == "900"  # 700 and 0 (no event in the batch) leave it
     assert progress[TOO_LATE] == "6"
     assert progress["events"] == "13"
+
+
+async def test_records_over_by_the_horizon_go_with_the_commit_that_passes_it(
+    store: ProjectionStore,
+) -> None:
+    """A record of an EXPIRING kind goes once its latest event is more than the horizon
+    behind the partition's stream time; a record of another kind, and one still inside,
+    stay. A record the plan found over loses its old fields before the new ones land."""
+    hour = 3_600_000
+    day0 = 1_795_000_000_000
+
+    def commit(offset: int | None, stream_ms: int, plan: BatchPlan) -> Commit:
+        plan.applied = 1
+        new = -1 if offset is None else offset
+        return Commit(0, {"events": (offset, new + 1)}, plan, stream_ms, 0, 10 * hour)
+
+    old, young = ("call", "c-old"), ("call", "c-young")
+    lead, sent = ("lead", "l-1"), ("msg", "m:1|x")  # an id with the key's separators
+    first = BatchPlan(
+        changed_fields={
+            old: {"s_at": str(day0), LAST: str(day0)},
+            young: {"s_at": str(day0 + 5 * hour), LAST: str(day0 + 5 * hour)},
+            sent: {"s_at": str(day0 + hour), LAST: str(day0 + hour)},
+            lead: {"c_at": str(day0)},
+        },
+        expiring={old: day0, young: day0 + 5 * hour, sent: day0 + hour},
+    )
+    landed = await store.commit([commit(None, day0 + 5 * hour, first)])
+    assert landed.expired == 0
+    assert len((await store.load({0: [old, young, sent, lead]}))[0]) == 4
+
+    # Stream time 12 h after day0: day0 and day0 + 1 h are more than 10 h behind.
+    later = BatchPlan(
+        changed_fields={("call", "c-new"): {LAST: str(day0 + 12 * hour)}},
+        expiring={("call", "c-new"): day0 + 12 * hour},
+    )
+    landed = await store.commit([commit(0, day0 + 12 * hour, later)])
+    assert landed.expired == 2
+    left = (await store.load({0: [old, young, sent, lead, ("call", "c-new")]}))[0]
+    assert sorted(left) == [("call", "c-new"), young, lead]
+
+    # The young call's life is over as the plan sees it: its old fields do not survive.
+    anew = BatchPlan(
+        changed_fields={young: {"e_at": str(day0 + 20 * hour), LAST: str(day0 + 20 * hour)}},
+        expiring={young: day0 + 20 * hour},
+        replaced={young},
+    )
+    await store.commit([commit(1, day0 + 12 * hour, anew)])
+    (found,) = (await store.load({0: [young]}))[0].values()
+    assert found == {"e_at": str(day0 + 20 * hour), LAST: str(day0 + 20 * hour)}

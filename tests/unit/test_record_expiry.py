@@ -1,0 +1,112 @@
+"""Records end by the lateness horizon (docs/lateness.md, "State expiry"): an event of a
+call, email, meeting or campaign whose latest event is more than the horizon behind the
+partition's stream time starts a new record, and the store deletes records so over. The
+projector on the in-memory store, in batches of any size, equals the oracle, which splits
+such a subject's events into lives by the same rule, written on its own."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from projections.contributions import Rules
+from projections.events import Event
+from projections.memory_store import MemoryBackend, MemoryStore
+from projections.read import read_kpis
+from projections.validation import Reason, Rejection, parse_event
+from tests.integration.test_projections import DeadLetters
+from tests.oracle import Oracle
+from tests.projection_feed import project
+from tests.support import figures
+
+pytestmark = pytest.mark.unit
+
+DAY = 86_400_000
+T = 1_795_000_000_000  # 2026-11-18 (a Wednesday), 11:06:40 UTC
+RULES = Rules(lateness_horizon_ms=4 * DAY)
+END_MS = T + 12 * DAY
+
+
+def _at(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _event(n: int, kind: str, at_ms: int, **fields: object) -> dict[str, object]:
+    head = {"event_id": f"ev-{n}", "type": kind, "occurred_at": _at(at_ms), "schema_version": 1}
+    return {**head, "source": "test", **fields}
+
+
+# One partition, in this order. The horizon is 4 days.
+LOG = [
+    _event(1, "team.upserted", T - DAY, team_id="emea", name="EMEA", timezone="UTC"),
+    _event(2, "rep.upserted", T - DAY, rep_id="r1", name="R 1", team_id="emea", active=True),
+    _event(3, "call.started", T, call_id="c1", direction="inbound", queue_id="q1"),
+    _event(4, "call.answered", T + 10_000, call_id="c1", rep_id="r1"),
+    _event(5, "campaign.spend", T + 60_000, campaign_id="k1", amount_minor=100),
+    _event(6, "email.sent", T + 120_000, message_id="m1", rep_id="r1", lead_id="l1"),
+    _event(7, "call.started", T + 180_000, call_id="c0", direction="inbound", queue_id="q1"),
+    # Ten days on: the stream time is T + 10 d, so c1, k1, m1 and c0 are over.
+    _event(8, "call.started", T + 10 * DAY, call_id="c2", direction="inbound", queue_id="q1"),
+    # c1 ends, on time by the rule: a new call record with an end and nothing else.
+    _event(9, "call.ended", T + 10 * DAY + 60_000, call_id="c1", outcome="completed"),
+    # A copy of c1's answer: as late as the original, dead-lettered.
+    _event(4, "call.answered", T + 10_000, call_id="c1", rep_id="r1"),
+    # More spend on k1: a new campaign record, counted as every spend is.
+    _event(10, "campaign.spend", T + 10 * DAY + 120_000, campaign_id="k1", amount_minor=50),
+    # m1 is opened: a new message record, not sent, so counted nowhere.
+    _event(11, "email.opened", T + 10 * DAY + 180_000, message_id="m1"),
+    _event(12, "call.answered", T + 10 * DAY + 5_000, call_id="c2", rep_id="r1"),
+    _event(13, "call.ended", T + 10 * DAY + 65_000, call_id="c2", outcome="completed"),
+]
+
+
+def _events() -> list[Event]:
+    events = []
+    for raw in LOG:
+        event = parse_event(orjson.dumps(raw), now_ms=END_MS)
+        assert not isinstance(event, Rejection), event
+        events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("batch", [1, 3, len(LOG)])
+async def test_a_record_over_by_the_horizon_starts_anew_and_is_deleted(
+    tmp_path: Path, batch: int
+) -> None:
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(raw) + b"\n" for raw in LOG))
+    oracle = Oracle(log, horizon_ms=RULES.lateness_horizon_ms, partitions=1)
+    store = MemoryStore(MemoryBackend(), "t")
+    dead = DeadLetters()
+    await project(
+        store,
+        _events(),
+        1,
+        random.Random(0),
+        rules=RULES,
+        end_ms=END_MS,
+        dead_letter=dead,
+        batch=batch,
+    )
+    assert [(r.item.event_id, why.reason) for r, why in dead] == [("ev-4", Reason.TOO_LATE)]
+
+    directory = await store.directory(range(1), RULES)
+    for scope, scope_id in [("org", ""), ("queue", "q1"), ("campaign", "k1"), ("rep", "r1")]:
+        answer = await read_kpis(store, directory, scope, scope_id, "all", END_MS)
+        got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
+        assert got == oracle.kpis(scope, scope_id, "all", END_MS), scope
+    queue = await read_kpis(store, directory, "queue", "q1", "all", END_MS)
+    # c0, c1 and c2 were offered; c1's end came after its life was over: it is not handled.
+    assert queue.kpis["calls_offered"].value == 3
+    assert figures(queue.kpis["average_handle_time_seconds"])["denominator"] == 1
+    campaign = await read_kpis(store, directory, "campaign", "k1", "all", END_MS)
+    assert figures(campaign.kpis["cost_per_lead"])["numerator"] == 150  # both spends
+
+    # What is left of the over records: c1's and k1's new lives, and m1's; c0 is gone.
+    records = (await store.load({0: [("call", c) for c in ("c0", "c1", "c2")]}))[0]
+    assert sorted(records) == [("call", "c1"), ("call", "c2")]
+    assert "s_at" not in records[("call", "c1")] and "e_at" in records[("call", "c1")]
