@@ -25,12 +25,18 @@ AggregateKey = tuple[str, str, str]  # (scope, scope id, bucket)
 GAUGE_BUCKET = "G"
 
 # Records that expire (docs/lateness.md, "State expiry"): kinds whose events all come from
-# their own partition and whose records feed no gauge. Each keeps the time of its latest
-# event in LAST; once that is more than the lateness horizon behind the stream time before
-# an event of the record, the record is over: the event starts a new one (the old one's
-# contributions stay in their buckets), and the store may delete it.
-EXPIRING = frozenset({"call", "msg", "mtg", "cmp"})
+# their own partition and whose records feed no gauge (an opportunity once closed). Each
+# keeps the time of its latest event in LAST; once that is more than the lateness horizon
+# behind the stream time before an event of the record, the record is over: the event
+# starts a new one (the old one's contributions stay in their buckets), and the store may
+# delete it.
+EXPIRING = frozenset({"call", "msg", "mtg", "cmp", "opp"})
 LAST = "last_at"
+
+
+def can_end(kind: str, record: Record) -> bool:
+    """Whether the record ends once its LAST is more than the horizon behind."""
+    return LAST in record and (kind != "opp" or "x_at" in record)
 
 
 class DirectoryView:
@@ -110,7 +116,7 @@ class BatchPlan:
     untouched_remove: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     facts: list[LeadFact] = field(default_factory=list)  # to publish before the commit
     replaced: set[EntityKey] = field(default_factory=set)  # over: stored fields go first
-    expiring: dict[EntityKey, int] = field(default_factory=dict)  # changed: their LAST
+    expiring: dict[EntityKey, int] = field(default_factory=dict)  # changed, can_end: LAST
     applied: int = 0  # events
     duplicates: int = 0  # events
     facts_applied: int = 0
@@ -157,7 +163,7 @@ def plan_batch(
         if isinstance(item, LeadFact):
             fresh = apply_fact(record, item)
         else:
-            if LAST in record and stream and int(record[LAST]) < stream - horizon:
+            if stream and can_end(key[0], record) and int(record[LAST]) < stream - horizon:
                 # Over: what it has counted stays counted, and a new record starts.
                 _add_difference(
                     changes,
@@ -191,7 +197,7 @@ def plan_batch(
         if not changed:
             continue
         plan.changed_fields[key] = changed
-        if LAST in record:
+        if can_end(key[0], record):
             plan.expiring[key] = int(record[LAST])
         if key[0] == "lead":
             _untouched_difference(plan, key[1], old, record, rules)

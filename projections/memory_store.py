@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from projections.engine import LAST, AggregateKey, EntityKey
+from projections.engine import LAST, AggregateKey, EntityKey, can_end
 from projections.stores import (
     APPLIED,
     COMMITTED,
@@ -248,7 +248,7 @@ def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> int
     over = []
     if commit.horizon_ms and STREAM in checkpoint:
         cut = int(checkpoint[STREAM]) - commit.horizon_ms
-        over = [k for k, r in part.records.items() if int(r.get(LAST, cut)) < cut]
+        over = [k for k, r in part.records.items() if can_end(k[0], r) and int(r[LAST]) < cut]
         for entity in over:
             del part.records[entity]
     if commit.too_late:

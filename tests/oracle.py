@@ -10,10 +10,10 @@ The lateness horizon (docs/lateness.md) comes first: an event more than the hori
 older than the newest event before it on its Kafka partition is left out (and listed in
 ``late``). The log's order is the order its records reach each partition: the order
 they were produced, each keyed by its subject id (events.md). The same rule ends the
-life of a call, an email, a meeting or a campaign: an event of one whose newest event is
-more than the horizon older than the newest event before it on the partition starts a
-new one, which the oracle gives event ids (and but for a campaign, whose id is also a
-scope's, a subject id) of its own.
+life of a call, an email, a meeting, a campaign or a closed opportunity: an event of one
+whose newest event is more than the horizon older than the newest event before it on the
+partition starts a new one, which the oracle gives event ids (and but for a campaign,
+whose id is also a scope's, a subject id) of its own.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ SUBJECT_OF = {
     "call": "call_id",
     "campaign": "campaign_id",
 }
-# Families whose subjects end by the lateness horizon (see above).
-ENDING = frozenset({"email", "meeting", "call", "campaign"})
+# Families whose subjects end by the lateness horizon (see above); an opportunity only
+# once it is closed.
+ENDING = frozenset({"email", "meeting", "call", "campaign", "opportunity"})
 NEXT_LIFE = "\u241f"  # joins a subject id (and event id) to the number of its later life
 
 
@@ -55,6 +56,7 @@ class _Life:
         self.number = number
         self.newest: int | None = None
         self.events: set[str] = set()
+        self.closed = False  # (an opportunity's)
 
 
 def kafka_partition(key: str, partitions: int) -> int:
@@ -101,12 +103,16 @@ def apply_horizon(
         if family in ENDING:
             life = lives.get((family, subject))
             if life is None or (
-                before is not None and life.newest is not None and life.newest < before - horizon_ms
+                before is not None
+                and life.newest is not None
+                and life.newest < before - horizon_ms
+                and (family != "opportunity" or life.closed)
             ):
                 life = lives[(family, subject)] = _Life(0 if life is None else life.number + 1)
             if event["event_id"] not in life.events:
                 life.events.add(event["event_id"])
                 life.newest = at if life.newest is None else max(life.newest, at)
+                life.closed |= event["type"] == "opportunity.closed"
             if life.number:
                 if family != "campaign":  # a campaign's id is also its KPIs' scope id
                     event[SUBJECT_OF[family]] = f"{subject}{NEXT_LIFE}{life.number}"

@@ -62,11 +62,28 @@ LOG = [
     _event(12, "call.answered", T + 10 * DAY + 5_000, call_id="c2", rep_id="r1"),
     _event(13, "call.ended", T + 10 * DAY + 65_000, call_id="c2", outcome="completed"),
 ]
+# Opportunities: o1 stays open for ten silent days and is won (one life: its sales cycle
+# counts); o2 is lost, then updated ten days on (a new life, which counts nothing).
+DEALS = [
+    _event(20, "opportunity.created", T, opportunity_id="o1", lead_id="l1", rep_id="r1"),
+    _event(21, "opportunity.created", T, opportunity_id="o2", lead_id="l2", rep_id="r1"),
+    _event(22, "opportunity.closed", T + DAY, opportunity_id="o2", outcome="lost"),
+    _event(23, "call.started", T + 10 * DAY, call_id="c9", direction="outbound", rep_id="r1"),
+    _event(
+        24,
+        "opportunity.closed",
+        T + 10 * DAY,
+        opportunity_id="o1",
+        outcome="won",
+        amount_minor=9_000,
+    ),
+    _event(25, "opportunity.updated", T + 10 * DAY, opportunity_id="o2", amount_minor=7),
+]
 
 
-def _events() -> list[Event]:
+def _events(log: list[dict[str, object]]) -> list[Event]:
     events = []
-    for raw in LOG:
+    for raw in log:
         event = parse_event(orjson.dumps(raw), now_ms=END_MS)
         assert not isinstance(event, Rejection), event
         events.append(event)
@@ -84,7 +101,7 @@ async def test_a_record_over_by_the_horizon_starts_anew_and_is_deleted(
     dead = DeadLetters()
     await project(
         store,
-        _events(),
+        _events(LOG),
         1,
         random.Random(0),
         rules=RULES,
@@ -110,3 +127,28 @@ async def test_a_record_over_by_the_horizon_starts_anew_and_is_deleted(
     records = (await store.load({0: [("call", c) for c in ("c0", "c1", "c2")]}))[0]
     assert sorted(records) == [("call", "c1"), ("call", "c2")]
     assert "s_at" not in records[("call", "c1")] and "e_at" in records[("call", "c1")]
+
+
+@pytest.mark.parametrize("batch", [1, len(DEALS) + 2])
+async def test_an_opportunity_ends_only_once_closed(tmp_path: Path, batch: int) -> None:
+    deals = LOG[:2] + DEALS
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(raw) + b"\n" for raw in deals))
+    oracle = Oracle(log, horizon_ms=RULES.lateness_horizon_ms, partitions=1)
+    store = MemoryStore(MemoryBackend(), "t")
+    await project(
+        store, _events(deals), 1, random.Random(0), rules=RULES, end_ms=END_MS, batch=batch
+    )
+    directory = await store.directory(range(1), RULES)
+    for scope, scope_id in [("org", ""), ("rep", "r1")]:
+        answer = await read_kpis(store, directory, scope, scope_id, "all", END_MS)
+        got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
+        assert got == oracle.kpis(scope, scope_id, "all", END_MS), scope
+    org = await read_kpis(store, directory, "org", "", "all", END_MS)
+    assert figures(org.kpis["win_rate"])["numerator"] == 1
+    assert figures(org.kpis["win_rate"])["denominator"] == 2
+    assert org.kpis["revenue_won"].value == 9_000
+    cycle = figures(org.kpis["sales_cycle_seconds"])  # the mean: 10 days over 1 deal
+    assert (cycle["numerator"], cycle["denominator"]) == (10 * DAY // 1000, 1), cycle
+    records = (await store.load({0: [("opp", "o1"), ("opp", "o2")]}))[0]
+    assert records[("opp", "o2")].get("amt") == "7" and "x_at" not in records[("opp", "o2")]
