@@ -1,22 +1,27 @@
-"""Redis footprint over 120 simulated days at a constant daily volume: does state plateau?
+"""Redis footprint after 60, 90 and 120 simulated days at a constant daily volume: does
+state plateau?
 
-    python -m benchmarks.footprint [--days 120] [--per-day 4000] [--at 60,90,120]
+    python -m benchmarks.footprint [--per-day 4000] [--at 60,90,120] [--settle 125]
 
-Simulates ``--days`` days of an org (``--per-day`` events a day on average, with the
-simulator's usual duplicates and late events) ending now, and sends them through
-the engine, end to end: one ``salespulse worker`` on the raw topic. The log goes out
-in slices ending at each day of ``--at``; after each slice has been projected the
-benchmark reads Redis's ``used_memory`` (its growth since the start of the run),
-the leads created so far and the events applied, and prints them with bytes per
-lead and per event and the growth between checkpoints. At the end it breaks the
-state down by kind (MEMORY USAGE of every key of the run's generation).
+For each day count of ``--at``, a run of its own: that many days of an org (``--per-day``
+events a day on average, with the simulator's usual duplicates and late events) ending
+now, sent through the engine end to end (one ``salespulse worker`` on the raw topic), then
+Redis's ``used_memory`` (its growth since the run began), the leads created and the events
+applied, with bytes per lead and per event and the growth from run to run. At the end it
+breaks the last run's state down by kind (MEMORY USAGE of every key of its generation).
 
-Calendar buckets expire by a wall-clock TTL (docs/windows.md) and the log ends
-now, so the buckets written are those a live run holds on the last day: the
-figures of earlier checkpoints hold those of a day-120 run's buckets, and the
-growth between checkpoints is that of the rest of the state (entity records,
-dedupe ids, untouched-lead sets). Uses the local stack (started if needed) with
-topics and keys of its own, deleted afterwards.
+A replay packs days into seconds, so what a live run's Redis drops by wall clock would
+stay. Two things are therefore done before measuring, and the raw figure is printed too:
+
+* the repair marks (``recent`` and the rollups' fold index) keep the last 2 minutes of
+  commits (``REFOLD_WINDOW_MS``): the run waits that long, then sends the log's last few
+  hundred records, whose commits trim them to what a live run holds;
+* buckets and their rollups have a TTL from their first write (docs/windows.md): those a
+  live run would have lost by now, as their period began more than their tier's TTL ago
+  (judged in UTC: off by at most a zone's offset), are deleted, as Redis would have.
+
+Uses the local stack (started if needed) with topics and keys of its own, deleted
+afterwards.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +46,8 @@ from benchmarks.throughput import (
 from config.connections import redis_client
 from config.settings import Settings
 from projections.lateness import DAY_MS
-from projections.store import RedisStore, current_namespace
-from projections.windows import ALL_TIME
+from projections.store import REFOLD_WINDOW_MS, RedisStore, current_namespace
+from projections.windows import ALL_TIME, TIER_TTL_SECONDS, UTC_TIER_MS, calendar_range
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
 from stack.servers import servers
 from streams.producer import publish
@@ -51,14 +55,17 @@ from streams.topics import ensure_topics
 from streams.worker_process import WorkerProcess
 
 MIB = 2**20
+TAIL = 400  # records of the log's end sent once the replay's repair marks aged out
 
 
 @dataclass
 class Checkpoint:
     day: int
-    events: int  # distinct events applied so far
-    leads: int  # leads created so far
-    used: int  # Redis used_memory growth since the start (bytes)
+    events: int  # distinct events applied
+    leads: int  # leads created
+    raw: int  # Redis used_memory growth since the run began (bytes), as the replay left it
+    used: int  # ... once what a live run would have dropped by now is gone
+    by_kind: dict[str, tuple[int, int]]
 
 
 async def _leads(settings: Settings) -> int:
@@ -83,87 +90,132 @@ def _wait_projected(settings: Settings, worker: WorkerProcess, timeout: float) -
         time.sleep(0.5)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=int, default=120)
-    parser.add_argument("--per-day", type=int, default=4_000)
-    parser.add_argument("--at", type=numbers, default=[60, 90, 120], help="checkpoint days")
-    parser.add_argument("--timeout", type=float, default=3600, help="per slice (seconds)")
-    args = parser.parse_args()
-    if args.days < 1 or args.per_day < 1:
-        parser.error("--days and --per-day must be at least 1")
-    if not args.at or sorted(args.at) != args.at or args.at[-1] != args.days:
-        parser.error(f"--at must be increasing days ending at --days ({args.days})")
+def bucket_start(bucket: str) -> int | None:
+    """When a bucket's period begins (UTC; None for one kept for ever, or not a bucket)."""
+    tier = bucket[:1]
+    if not TIER_TTL_SECONDS.get(tier):
+        return None
+    if tier in UTC_TIER_MS:
+        return int(bucket[1:]) * UTC_TIER_MS[tier]
+    return calendar_range(bucket, "UTC")[0]
 
-    base = Settings.from_env()
-    for server in servers(base):
-        server.up()
+
+async def _drop_expired(settings: Settings, now_ms: int) -> int:
+    """Delete the buckets and rollups a live run's Redis would have expired by ``now_ms``:
+    those whose period began more than their tier's TTL before. Returns how many."""
+    client = redis_client(settings)
+    try:
+        namespace = await current_namespace(client, settings.topic_prefix)
+        gone: list[bytes] = []
+        async for key in client.scan_iter(match=f"{{{namespace}:*", count=1_000):
+            _, rest = key.decode().split("}:", 1)
+            parts = rest.split(":")
+            if parts[0] not in ("a", "t", "s"):  # a bucket; a rollup's totals and shares
+                continue
+            start = bucket_start(parts[-1])
+            if start is not None and start + TIER_TTL_SECONDS[parts[-1][0]] * 1000 <= now_ms:
+                gone.append(key)
+        for first in range(0, len(gone), 1_000):
+            await client.delete(*gone[first : first + 1_000])
+        return len(gone)
+    finally:
+        await client.aclose()
+
+
+def run(base: Settings, days: int, per_day: int, timeout: float, settle: float) -> Checkpoint:
+    """``days`` days ending now through a worker of their own; the state they leave."""
     end_ms = time.time_ns() // 1_000_000
-    start_ms = end_ms - args.days * DAY_MS
-    records, tally = simulate(
+    records, _ = simulate(
         SimConfig(
             seed=120,
-            count=args.days * args.per_day,
+            count=days * per_day,
             end_ms=end_ms,
-            history_ms=args.days * DAY_MS,
+            history_ms=days * DAY_MS,
             duplicate_share=0.03,
             late_share=0.03,
             call_disorder_share=0.3,
         )
     )
-    sent = [r for r in records if r.label in (VALID, DUPLICATE)]  # the log is in emit order
-    emits = [r.emit_ms for r in sent]
-    cuts = [bisect_left(emits, start_ms + day * DAY_MS + 1) for day in args.at]
-    cuts[-1] = len(sent)
+    sent = [r.value for r in records if r.label in (VALID, DUPLICATE)]  # in emit order
+    body, tail = sent[:-TAIL], sent[-TAIL:]
     settings = dataclasses.replace(base, topic_prefix=f"benchfoot{uuid.uuid4().hex[:8]}")
     asyncio.run(ensure_topics(settings))
     before = redis_used_memory(settings)
     worker = WorkerProcess(
         worker_environment(settings), Path(settings.stack_dir) / f"{settings.topic_prefix}.log"
     )
-    checkpoints: list[Checkpoint] = []
     try:
         worker.start(timeout=120)
-        done = 0
-        for day, cut in zip(args.at, cuts, strict=True):
-            started = time.monotonic()
-            asyncio.run(publish(settings, settings.raw_topic, [r.value for r in sent[done:cut]]))
-            _wait_projected(settings, worker, args.timeout)
-            checkpoints.append(
-                Checkpoint(
-                    day,
-                    asyncio.run(applied(settings)),
-                    asyncio.run(_leads(settings)),
-                    redis_used_memory(settings) - before,
-                )
-            )
-            print(f"day {day}: {cut - done:,} records in {time.monotonic() - started:,.0f} s")
-            done = cut
-        by_kind = asyncio.run(memory_by_kind(settings))
+        started = time.monotonic()
+        asyncio.run(publish(settings, settings.raw_topic, body))
+        _wait_projected(settings, worker, timeout)
+        print(
+            f"run of {days} days: {len(body):,} records projected in "
+            f"{time.monotonic() - started:,.0f} s"
+        )
+        raw = redis_used_memory(settings) - before
+        # The repair marks keep REFOLD_WINDOW_MS of commits: let those of the replay age out,
+        # then the tail's commits trim them as a live run's would.
+        time.sleep(settle)
+        asyncio.run(publish(settings, settings.raw_topic, tail))
+        _wait_projected(settings, worker, timeout)
+        dropped = asyncio.run(_drop_expired(settings, time.time_ns() // 1_000_000))
+        print(f"run of {days} days: {dropped:,} bucket and rollup keys past their TTL deleted")
+        return Checkpoint(
+            days,
+            asyncio.run(applied(settings)),
+            asyncio.run(_leads(settings)),
+            raw,
+            redis_used_memory(settings) - before,
+            asyncio.run(memory_by_kind(settings)),
+        )
     finally:
         worker.stop()
         asyncio.run(clean(settings))
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-day", type=int, default=4_000)
+    parser.add_argument("--at", type=numbers, default=[60, 90, 120], help="days of each run")
+    parser.add_argument("--timeout", type=float, default=3600, help="per run (seconds)")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=REFOLD_WINDOW_MS / 1000 + 5,
+        help="seconds to wait before the tail, for the repair marks to age out (0: none)",
+    )
+    args = parser.parse_args()
+    if args.per_day < 1 or args.settle < 0:
+        parser.error("--per-day must be at least 1 and --settle at least 0")
+    if not args.at or sorted(args.at) != args.at or args.at[0] < 1:
+        parser.error("--at must be increasing day counts of at least 1")
+
+    base = Settings.from_env()
+    for server in servers(base):
+        server.up()
+    checkpoints = [run(base, day, args.per_day, args.timeout, args.settle) for day in args.at]
+
     print(
-        f"\nlog: {args.days} days, {len(sent):,} records ({tally.valid.total():,} distinct events, "
-        f"{tally.valid['lead.created']:,} leads), {settings.partitions} partitions, "
-        f"lateness horizon {settings.lateness_horizon}"
+        f"\n{args.per_day:,} events a day; {base.partitions} partitions, lateness horizon "
+        f"{base.lateness_horizon}; Redis MiB as the replay left it (raw) and as a live run "
+        "holds it (live)"
     )
     print(
-        f"{'day':>5}{'events':>12}{'leads':>10}{'Redis MiB':>12}{'B/lead':>9}{'B/event':>9}"
-        f"{'growth':>9}"
+        f"{'day':>5}{'events':>12}{'leads':>10}{'raw MiB':>10}{'live MiB':>10}{'B/lead':>9}"
+        f"{'B/event':>9}{'growth':>9}"
     )
     previous: Checkpoint | None = None
     for c in checkpoints:
         growth = f"{(c.used / previous.used - 1) * 100:+.1f}%" if previous else ""
         print(
-            f"{c.day:>5}{c.events:>12,}{c.leads:>10,}{c.used / MIB:>12,.1f}"
+            f"{c.day:>5}{c.events:>12,}{c.leads:>10,}{c.raw / MIB:>10,.1f}{c.used / MIB:>10,.1f}"
             f"{c.used / max(c.leads, 1):>9,.0f}{c.used / max(c.events, 1):>9,.0f}{growth:>9}"
         )
         previous = c
     last = checkpoints[-1]
-    print(f"state by kind on day {last.day} (MEMORY USAGE; keys, MiB, B/lead):")
-    for kind, (keys, size) in sorted(by_kind.items(), key=lambda kv: -kv[1][1]):
+    print(f"state by kind after {last.day} days, live (MEMORY USAGE; keys, MiB, B/lead):")
+    for kind, (keys, size) in sorted(last.by_kind.items(), key=lambda kv: -kv[1][1]):
         print(f"  {kind:<26}{keys:>12,}{size / MIB:>10,.1f}{size / max(last.leads, 1):>10,.0f}")
 
 

@@ -90,7 +90,7 @@ def test_api_latency_benchmark(stack_env: dict[str, str]) -> None:
 
 def test_footprint_benchmark(stack_env: dict[str, str]) -> None:
     out = _run(
-        stack_env, "benchmarks.footprint", *("--days", "6", "--per-day", "300", "--at", "3,6")
+        stack_env, "benchmarks.footprint", *("--per-day", "300", "--at", "3,6", "--settle", "0")
     )
     lines = out.splitlines()
     first, last = (
@@ -108,7 +108,7 @@ def test_footprint_benchmark(stack_env: dict[str, str]) -> None:
         (("benchmarks.throughput", "--workers", "1,0"), "'1,0': every number must be at least 1"),
         (("benchmarks.freshness", "--seconds", "0"), "--seconds must be positive, not 0.0"),
         (("benchmarks.soak", "--minutes", "0"), "--minutes: must be positive, not 0.0"),
-        (("benchmarks.footprint", "--at", "60,30,120"), "--at must be increasing days"),
+        (("benchmarks.footprint", "--at", "60,30,120"), "--at must be increasing day counts"),
         (("benchmarks.api_latency", "--seconds", "0"), "--seconds: must be positive, not 0.0"),
     ],
 )
