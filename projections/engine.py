@@ -32,11 +32,33 @@ GAUGE_BUCKET = "G"
 # delete it.
 EXPIRING = frozenset({"call", "msg", "mtg", "cmp", "opp"})
 LAST = "last_at"
+# A lead also takes facts from other partitions, in an order that depends on timing, so it
+# never ends: once its LAST is more than the horizon behind, the store compacts it instead,
+# dropping what no event still to be applied can need (``compacted``).
+COMPACTING = "lead"
 
 
 def can_end(kind: str, record: Record) -> bool:
     """Whether the record ends once its LAST is more than the horizon behind."""
-    return LAST in record and (kind != "opp" or "x_at" in record)
+    return kind in EXPIRING and LAST in record and (kind != "opp" or "x_at" in record)
+
+
+def swept(kind: str, record: Record) -> bool:
+    """Whether the store deletes (``can_end``) or compacts the record once it is over."""
+    return can_end(kind, record) or (kind == COMPACTING and LAST in record)
+
+
+def compacted(record: Record) -> Record:
+    """A lead over by the horizon without the fields no event still to be applied can need.
+
+    Any event of its own still applied is newer than every one it holds (their times are
+    at most LAST, more than the horizon behind), so its last-writer-wins ordering fields
+    (``<group>@``) decide nothing, and a copy of one of its events is too late, so its
+    ``!<event_id>`` fields are not needed to recognise one; lead facts (``#<fact_id>``)
+    change nothing when applied twice (a touch keeps the minimum, a conversion is a flag).
+    What those fields counted (responses) stays in the buckets: a plan adds the difference
+    between a record's contributions before and after an event, and neither has them."""
+    return {k: v for k, v in record.items() if not k.startswith(("!", "#")) and k[-1:] != "@"}
 
 
 class DirectoryView:
@@ -116,7 +138,7 @@ class BatchPlan:
     untouched_remove: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     facts: list[LeadFact] = field(default_factory=list)  # to publish before the commit
     replaced: set[EntityKey] = field(default_factory=set)  # over: stored fields go first
-    expiring: dict[EntityKey, int] = field(default_factory=dict)  # changed, can_end: LAST
+    expiring: dict[EntityKey, int] = field(default_factory=dict)  # changed and swept: LAST
     applied: int = 0  # events
     duplicates: int = 0  # events
     facts_applied: int = 0
@@ -174,7 +196,7 @@ def plan_batch(
                 plan.records[key] = record
                 plan.replaced.add(key)
             fresh = apply(record, item, directory)
-            if fresh and key[0] in EXPIRING:
+            if fresh and (key[0] in EXPIRING or key[0] == COMPACTING):
                 record[LAST] = str(max(int(record.get(LAST, 0)), item.occurred_at_ms))
             fact = lead_fact(item) if fresh else None
             if fact is not None:
@@ -197,7 +219,7 @@ def plan_batch(
         if not changed:
             continue
         plan.changed_fields[key] = changed
-        if can_end(key[0], record):
+        if swept(key[0], record):
             plan.expiring[key] = int(record[LAST])
         if key[0] == "lead":
             _untouched_difference(plan, key[1], old, record, rules)

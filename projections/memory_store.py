@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from projections.engine import LAST, AggregateKey, EntityKey, can_end
+from projections.engine import LAST, AggregateKey, EntityKey, can_end, compacted, swept
 from projections.stores import (
     APPLIED,
     COMMITTED,
@@ -212,7 +212,8 @@ def _apply_deltas(part: _Partition, commit: Commit) -> str | None:
 
 
 def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> int:
-    """Everything but the deltas, once they are in; returns how many records expired."""
+    """Everything but the deltas, once they are in; returns how many records expired (leads
+    over by the horizon are compacted, not counted)."""
     plan = commit.plan
     directory_changed = False
     for entity in plan.replaced:
@@ -245,12 +246,16 @@ def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> int
         checkpoint[NEWEST] = str(plan.newest_ms)
     if commit.stream_ms > int(checkpoint.get(STREAM, "0")):
         checkpoint[STREAM] = str(commit.stream_ms)
-    over = []
+    over: list[EntityKey] = []
     if commit.horizon_ms and STREAM in checkpoint:
         cut = int(checkpoint[STREAM]) - commit.horizon_ms
-        over = [k for k, r in part.records.items() if can_end(k[0], r) and int(r[LAST]) < cut]
-        for entity in over:
-            del part.records[entity]
+        for entity, record in list(part.records.items()):
+            if swept(entity[0], record) and int(record[LAST]) < cut:
+                if can_end(entity[0], record):
+                    del part.records[entity]
+                    over.append(entity)
+                else:
+                    part.records[entity] = compacted(record)
     if commit.too_late:
         checkpoint[TOO_LATE] = str(int(checkpoint.get(TOO_LATE, "0")) + commit.too_late)
     checkpoint[COMMITTED] = str(time.time_ns() // 1_000_000)

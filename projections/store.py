@@ -117,9 +117,10 @@ end
 # untouched-lead sets, and move the checkpoints. Each commit gets a version (its wall time,
 # or one more than the last, whichever is larger), records it per rollup shard it changes
 # (``expect``, answering the shard's version before) and its marks in ``recent``. Records of
-# the EXPIRING kinds (projections/engine.py) are indexed by their latest event time in the
-# partition's ``expiry`` set; up to ``sweep`` of those more than the horizon behind the stream
-# time are deleted (a record the plan found over is deleted before it is written anew).
+# the EXPIRING kinds and leads (projections/engine.py ``swept``) are indexed by their latest
+# event time in the partition's ``expiry`` set; up to ``sweep`` of those more than the horizon
+# behind the stream time are deleted, or for a lead compacted (a record the plan found over is
+# deleted before it is written anew).
 # Returns {1, '[version, buckets, lows, previous versions, records deleted]'} for the fold, or
 # {0, topic, actual} when
 # another writer moved a checkpoint first, or {0, '!range', key, field} when a sum would leave
@@ -187,9 +188,23 @@ local expired = 0
 if p.hz > 0 and stream > 0 then
   local cut = string.format('(%.0f', stream - p.hz)
   local over = redis.call('ZRANGEBYSCORE', KEYS[p.ek], '-inf', cut, 'LIMIT', 0, p.sweep)
-  for _, m in ipairs(over) do redis.call('DEL', p.ep .. m) end
+  for _, m in ipairs(over) do
+    if string.sub(m, 1, 5) == 'lead:' then
+      -- Compacted (engine.compacted): its '!' and '#' fields and '<group>@' fields go.
+      local flat, drop = redis.call('HKEYS', p.ep .. m), {}
+      for _, f in ipairs(flat) do
+        local c = string.sub(f, 1, 1)
+        if c == '!' or c == '#' or string.sub(f, -1) == '@' then drop[#drop + 1] = f end
+      end
+      for i = 1, #drop, 1000 do
+        redis.call('HDEL', p.ep .. m, unpack(drop, i, math.min(i + 999, #drop)))
+      end
+    else
+      redis.call('DEL', p.ep .. m)
+      expired = expired + 1
+    end
+  end
   if #over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[p.ek], 0, #over - 1) end
-  expired = #over
 end
 redis.call('HSET', KEYS[1], '!committed_ms', p.now)
 if tonumber(p.applied) > 0 then redis.call('HINCRBY', KEYS[1], '!applied', p.applied) end

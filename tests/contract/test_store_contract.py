@@ -323,8 +323,9 @@ async def test_records_over_by_the_horizon_go_with_the_commit_that_passes_it(
     store: ProjectionStore,
 ) -> None:
     """A record of an EXPIRING kind goes once its latest event is more than the horizon
-    behind the partition's stream time; a record of another kind, and one still inside,
-    stay. A record the plan found over loses its old fields before the new ones land."""
+    behind the partition's stream time, and a lead is compacted; a record of another kind,
+    and one still inside, stay. A record the plan found over loses its old fields before
+    the new ones land."""
     hour = 3_600_000
     day0 = 1_795_000_000_000
 
@@ -335,18 +336,21 @@ async def test_records_over_by_the_horizon_go_with_the_commit_that_passes_it(
 
     old, young = ("call", "c-old"), ("call", "c-young")
     lead, sent = ("lead", "l-1"), ("msg", "m:1|x")  # an id with the key's separators
+    quiet = ("lead", "l-2")  # compacted, not deleted
+    kept = {"c_at": str(day0), "stage": "won", "t_at": str(day0 + 1), LAST: str(day0)}
     first = BatchPlan(
         changed_fields={
             old: {"s_at": str(day0), LAST: str(day0)},
             young: {"s_at": str(day0 + 5 * hour), LAST: str(day0 + 5 * hour)},
             sent: {"s_at": str(day0 + hour), LAST: str(day0 + hour)},
             lead: {"c_at": str(day0)},
+            quiet: {**kept, "!ev-1": "", "!ev-2": "resp|1|r|positive|t|UTC", "#f-1": "", "c@": "x"},
         },
-        expiring={old: day0, young: day0 + 5 * hour, sent: day0 + hour},
+        expiring={old: day0, young: day0 + 5 * hour, sent: day0 + hour, quiet: day0},
     )
     landed = await store.commit([commit(None, day0 + 5 * hour, first)])
     assert landed.expired == 0
-    assert len((await store.load({0: [old, young, sent, lead]}))[0]) == 4
+    assert len((await store.load({0: [old, young, sent, lead, quiet]}))[0]) == 5
 
     # Stream time 12 h after day0: day0 and day0 + 1 h are more than 10 h behind.
     later = BatchPlan(
@@ -355,8 +359,9 @@ async def test_records_over_by_the_horizon_go_with_the_commit_that_passes_it(
     )
     landed = await store.commit([commit(0, day0 + 12 * hour, later)])
     assert landed.expired == 2
-    left = (await store.load({0: [old, young, sent, lead, ("call", "c-new")]}))[0]
-    assert sorted(left) == [("call", "c-new"), young, lead]
+    left = (await store.load({0: [old, young, sent, lead, quiet, ("call", "c-new")]}))[0]
+    assert sorted(left) == [("call", "c-new"), young, lead, quiet]
+    assert left[quiet] == kept  # markers and ordering fields gone, the rest as it was
 
     # The young call's life is over as the plan sees it: its old fields do not survive.
     anew = BatchPlan(

@@ -152,3 +152,70 @@ async def test_an_opportunity_ends_only_once_closed(tmp_path: Path, batch: int) 
     assert (cycle["numerator"], cycle["denominator"]) == (10 * DAY // 1000, 1), cycle
     records = (await store.load({0: [("opp", "o1"), ("opp", "o2")]}))[0]
     assert records[("opp", "o2")].get("amt") == "7" and "x_at" not in records[("opp", "o2")]
+
+
+# A lead responds and is touched, goes quiet for ten days while the stream moves on (its
+# record is compacted), then moves stage, responds and is touched again; a copy of its
+# first response comes too late.
+LEAD = [
+    *LOG[:2],
+    _event(30, "lead.created", T, lead_id="l9", origin="sales", lead_source="ref", rep_id="r1"),
+    _event(31, "lead.responded", T + 3_600_000, lead_id="l9", rep_id="r1", sentiment="positive"),
+    _event(32, "email.sent", T + 7_200_000, message_id="m9", rep_id="r1", lead_id="l9"),
+    _event(33, "call.started", T + 10 * DAY, call_id="c5", direction="outbound", rep_id="r1"),
+    _event(34, "lead.stage_changed", T + 10 * DAY + 60_000, lead_id="l9", stage="qualified"),
+    _event(35, "lead.responded", T + 10 * DAY + 120_000, lead_id="l9", sentiment="neutral"),
+    _event(36, "email.sent", T + 10 * DAY + 180_000, message_id="m8", rep_id="r1", lead_id="l9"),
+    _event(31, "lead.responded", T + 3_600_000, lead_id="l9", rep_id="r1", sentiment="positive"),
+    _event(37, "call.started", T + 11 * DAY, call_id="c6", direction="outbound", rep_id="r1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("partitions", "batch", "compacts"),
+    # One event a commit on one partition: the commit after the call of T + 10 d compacts the
+    # lead. In one batch no commit falls in between; on three partitions the call is on
+    # another one (the lead's partition's stream time moves with the lead's own events).
+    [(1, 1, True), (1, len(LEAD), False), (3, 2, False)],
+)
+async def test_a_quiet_lead_is_compacted_and_counts_on(
+    tmp_path: Path, partitions: int, batch: int, compacts: bool
+) -> None:
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(raw) + b"\n" for raw in LEAD))
+    oracle = Oracle(log, horizon_ms=RULES.lateness_horizon_ms, partitions=partitions)
+    store = MemoryStore(MemoryBackend(), "t")
+    dead = DeadLetters()
+    await project(
+        store,
+        _events(LEAD),
+        partitions,
+        random.Random(0),
+        rules=RULES,
+        end_ms=END_MS,
+        dead_letter=dead,
+        batch=batch,
+    )
+    assert [(r.item.event_id, why.reason) for r, why in dead] == [("ev-31", Reason.TOO_LATE)]
+    directory = await store.directory(range(partitions), RULES)
+    for scope, scope_id in [("org", ""), ("rep", "r1"), ("team", "emea")]:
+        for window in ("all", "30d", "today"):
+            answer = await read_kpis(store, directory, scope, scope_id, window, END_MS)
+            got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
+            assert got == oracle.kpis(scope, scope_id, window, END_MS), (scope, window)
+    org = await read_kpis(store, directory, "org", "", "all", END_MS)
+    # The first response, counted before the compaction, and the second.
+    sentiment = figures(org.kpis["response_sentiment_ratio"])
+    assert {label: f["numerator"] for label, f in sentiment.items()} == {
+        "positive": 1,
+        "neutral": 1,
+    }
+    (record,) = [
+        found
+        for p in range(partitions)
+        for found in (await store.load({p: [("lead", "l9")]}))[p].values()
+    ]
+    # Compacted, the first events' fields are gone; the second round's came after (the
+    # last call moved the stream less than the horizon).
+    assert ("!ev-30" in record, "!ev-31" in record, "c@" in record) == (not compacts,) * 3
+    assert "!ev-35" in record and record["stage"] == "qualified" and "c_at" in record
