@@ -249,7 +249,11 @@ class Scenario:
         progress = await store.progress(partitions)
         projected = sum(int(p.get("!applied", 0)) for p in progress)
 
-        oracle = Oracle(self.log, horizon_ms=self.settings.rules.lateness_horizon_ms)
+        oracle = Oracle(
+            self.log,
+            horizon_ms=self.settings.rules.lateness_horizon_ms,
+            partitions=self.settings.partitions,
+        )
         expected = oracle.distinct_events()
         org = build_org(4, 8, 6)
         scopes = [("org", ""), ("team", "unassigned")]
