@@ -167,7 +167,8 @@ def partitions_needed(workers: int, masters: int, a: Assumptions) -> int:
 
 
 def redis_bytes(events_per_day: float, bytes_per_event: float, days: float) -> float:
-    """Redis memory of ``days`` of events, one copy: no state expires yet."""
+    """Redis memory of ``days`` of events, one copy, as if every event's state were kept: an
+    upper bound since records end by the lateness horizon (docs/capacity.md)."""
     return events_per_day * days * bytes_per_event
 
 
@@ -291,10 +292,11 @@ def changes(s: Sizing, costs: Costs, a: Assumptions) -> list[str]:
     out = []
     if s.redis_shards_horizon > 1:
         out.append(
-            f"state does not expire: Redis grows {_bytes(s.redis_month)} a month "
+            f"Redis memory, modelled as kept for ever: up to {_bytes(s.redis_month)} a month "
             f"({s.redis_shards_horizon} masters of {_bytes(a.redis_shard_bytes)} after "
-            f"{a.months} months, each with a replica); activity records and dedupe marks "
-            "need a horizon after which they expire (the bounded-state issue)"
+            f"{a.months} months, each with a replica); an upper bound: calls, emails, "
+            "meetings, campaigns and closed deals now end at the lateness horizon and leads "
+            "are compacted, and the model is not refit to that yet (docs/capacity.md)"
         )
     if s.exporters > 2:
         out.append(

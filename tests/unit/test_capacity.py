@@ -160,7 +160,7 @@ def test_what_would_have_to_change() -> None:
     ]
     big = changes(size(1_000_000_000, Costs(), Assumptions()), Costs(), Assumptions())
     assert [line.split(":")[0] for line in big] == [
-        "state does not expire",
+        "Redis memory, modelled as kept for ever",
         "one exporter cannot scrape every rep",
         "Redis CPU",
         "per-event Python",
