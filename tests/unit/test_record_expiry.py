@@ -9,12 +9,13 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 import pytest
 
 from projections.contributions import Rules
-from projections.events import Event
+from projections.engine import DirectoryView
 from projections.memory_store import MemoryBackend, MemoryStore
 from projections.read import read_kpis
 from projections.validation import Reason, Rejection, parse_event
@@ -81,41 +82,59 @@ DEALS = [
 ]
 
 
-def _events(log: list[dict[str, object]]) -> list[Event]:
+class Projected(NamedTuple):
+    store: MemoryStore
+    oracle: Oracle
+    dead: DeadLetters
+    directory: DirectoryView
+
+
+async def _projected(
+    tmp_path: Path, log: list[dict[str, object]], partitions: int, batch: int
+) -> Projected:
+    """``log`` through the projector on the in-memory store, in batches of ``batch``, and
+    the oracle over it."""
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(raw) + b"\n" for raw in log))
     events = []
     for raw in log:
         event = parse_event(orjson.dumps(raw), now_ms=END_MS)
         assert not isinstance(event, Rejection), event
         events.append(event)
-    return events
-
-
-@pytest.mark.parametrize("batch", [1, 3, len(LOG)])
-async def test_a_record_over_by_the_horizon_starts_anew_and_is_deleted(
-    tmp_path: Path, batch: int
-) -> None:
-    log = tmp_path / "log.jsonl"
-    log.write_bytes(b"".join(orjson.dumps(raw) + b"\n" for raw in LOG))
-    oracle = Oracle(log, horizon_ms=RULES.lateness_horizon_ms, partitions=1)
-    store = MemoryStore(MemoryBackend(), "t")
-    dead = DeadLetters()
+    store, dead = MemoryStore(MemoryBackend(), "t"), DeadLetters()
     await project(
         store,
-        _events(LOG),
-        1,
+        events,
+        partitions,
         random.Random(0),
         rules=RULES,
         end_ms=END_MS,
         dead_letter=dead,
         batch=batch,
     )
-    assert [(r.item.event_id, why.reason) for r, why in dead] == [("ev-4", Reason.TOO_LATE)]
+    oracle = Oracle(path, horizon_ms=RULES.lateness_horizon_ms, partitions=partitions)
+    return Projected(store, oracle, dead, await store.directory(range(partitions), RULES))
 
-    directory = await store.directory(range(1), RULES)
-    for scope, scope_id in [("org", ""), ("queue", "q1"), ("campaign", "k1"), ("rep", "r1")]:
-        answer = await read_kpis(store, directory, scope, scope_id, "all", END_MS)
-        got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
-        assert got == oracle.kpis(scope, scope_id, "all", END_MS), scope
+
+async def _equal_to_oracle(
+    done: Projected, scopes: list[tuple[str, str]], windows: tuple[str, ...] = ("all",)
+) -> None:
+    for scope, scope_id in scopes:
+        for window in windows:
+            answer = await read_kpis(done.store, done.directory, scope, scope_id, window, END_MS)
+            got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
+            assert got == done.oracle.kpis(scope, scope_id, window, END_MS), (scope, window)
+
+
+@pytest.mark.parametrize("batch", [1, 3, len(LOG)])
+async def test_a_record_over_by_the_horizon_starts_anew_and_is_deleted(
+    tmp_path: Path, batch: int
+) -> None:
+    done = await _projected(tmp_path, LOG, 1, batch)
+    store, directory = done.store, done.directory
+    too_late = [(r.item.event_id, why.reason) for r, why in done.dead]
+    assert too_late == [("ev-4", Reason.TOO_LATE)]
+    await _equal_to_oracle(done, [("org", ""), ("queue", "q1"), ("campaign", "k1"), ("rep", "r1")])
     queue = await read_kpis(store, directory, "queue", "q1", "all", END_MS)
     # c0, c1 and c2 were offered; c1's end came after its life was over: it is not handled.
     assert queue.kpis["calls_offered"].value == 3
@@ -131,19 +150,9 @@ async def test_a_record_over_by_the_horizon_starts_anew_and_is_deleted(
 
 @pytest.mark.parametrize("batch", [1, len(DEALS) + 2])
 async def test_an_opportunity_ends_only_once_closed(tmp_path: Path, batch: int) -> None:
-    deals = LOG[:2] + DEALS
-    log = tmp_path / "log.jsonl"
-    log.write_bytes(b"".join(orjson.dumps(raw) + b"\n" for raw in deals))
-    oracle = Oracle(log, horizon_ms=RULES.lateness_horizon_ms, partitions=1)
-    store = MemoryStore(MemoryBackend(), "t")
-    await project(
-        store, _events(deals), 1, random.Random(0), rules=RULES, end_ms=END_MS, batch=batch
-    )
-    directory = await store.directory(range(1), RULES)
-    for scope, scope_id in [("org", ""), ("rep", "r1")]:
-        answer = await read_kpis(store, directory, scope, scope_id, "all", END_MS)
-        got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
-        assert got == oracle.kpis(scope, scope_id, "all", END_MS), scope
+    done = await _projected(tmp_path, LOG[:2] + DEALS, 1, batch)
+    store, directory = done.store, done.directory
+    await _equal_to_oracle(done, [("org", ""), ("rep", "r1")])
     org = await read_kpis(store, directory, "org", "", "all", END_MS)
     assert figures(org.kpis["win_rate"])["numerator"] == 1
     assert figures(org.kpis["win_rate"])["denominator"] == 2
@@ -181,28 +190,12 @@ LEAD = [
 async def test_a_quiet_lead_is_compacted_and_counts_on(
     tmp_path: Path, partitions: int, batch: int, compacts: bool
 ) -> None:
-    log = tmp_path / "log.jsonl"
-    log.write_bytes(b"".join(orjson.dumps(raw) + b"\n" for raw in LEAD))
-    oracle = Oracle(log, horizon_ms=RULES.lateness_horizon_ms, partitions=partitions)
-    store = MemoryStore(MemoryBackend(), "t")
-    dead = DeadLetters()
-    await project(
-        store,
-        _events(LEAD),
-        partitions,
-        random.Random(0),
-        rules=RULES,
-        end_ms=END_MS,
-        dead_letter=dead,
-        batch=batch,
-    )
-    assert [(r.item.event_id, why.reason) for r, why in dead] == [("ev-31", Reason.TOO_LATE)]
-    directory = await store.directory(range(partitions), RULES)
-    for scope, scope_id in [("org", ""), ("rep", "r1"), ("team", "emea")]:
-        for window in ("all", "30d", "today"):
-            answer = await read_kpis(store, directory, scope, scope_id, window, END_MS)
-            got = {kpi: figures(result) for kpi, result in answer.kpis.items()}
-            assert got == oracle.kpis(scope, scope_id, window, END_MS), (scope, window)
+    done = await _projected(tmp_path, LEAD, partitions, batch)
+    store, directory = done.store, done.directory
+    too_late = [(r.item.event_id, why.reason) for r, why in done.dead]
+    assert too_late == [("ev-31", Reason.TOO_LATE)]
+    scopes = [("org", ""), ("rep", "r1"), ("team", "emea")]
+    await _equal_to_oracle(done, scopes, ("all", "30d", "today"))
     org = await read_kpis(store, directory, "org", "", "all", END_MS)
     # The first response, counted before the compaction, and the second.
     sentiment = figures(org.kpis["response_sentiment_ratio"])
