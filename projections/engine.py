@@ -53,12 +53,11 @@ def compacted(record: Record) -> Record:
 
     Any event of its own still applied is newer than every one it holds (their times are
     at most LAST, more than the horizon behind), so its last-writer-wins ordering fields
-    (``<group>@``) decide nothing, and a copy of one of its events is too late, so its
-    ``!<event_id>`` fields are not needed to recognise one; lead facts (``#<fact_id>``)
-    change nothing when applied twice (a touch keeps the minimum, a conversion is a flag).
-    What those fields counted (responses) stays in the buckets: a plan adds the difference
-    between a record's contributions before and after an event, and neither has them."""
-    return {k: v for k, v in record.items() if not k.startswith(("!", "#")) and k[-1:] != "@"}
+    (``<group>@``) decide nothing; and a lead fact applied twice changes nothing (a touch
+    keeps the minimum, a conversion is a flag), so its ``#<fact_id>`` fields go too. Its
+    ``!<event_id>`` fields stay: a copy of one of its events with another time could be on
+    time, and must still be recognised."""
+    return {k: v for k, v in record.items() if not k.startswith("#") and k[-1:] != "@"}
 
 
 class DirectoryView:

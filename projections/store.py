@@ -184,27 +184,37 @@ if tonumber(p.stream) > stream then
   redis.call('HSET', KEYS[1], '!stream_ms', p.stream)
 end
 for _, e in ipairs(p.e) do redis.call('ZADD', KEYS[p.ek], e[2], e[1]) end
+for _, m in ipairs(p.ue) do redis.call('ZREM', KEYS[p.ek], m) end
 local expired = 0
 if p.hz > 0 and stream > 0 then
+  -- The records are not among KEYS (they share the partition's hash tag): pcall, so that a
+  -- slot moving under the script leaves one in the index for a later commit instead of
+  -- stopping the script halfway.
   local cut = string.format('(%.0f', stream - p.hz)
   local over = redis.call('ZRANGEBYSCORE', KEYS[p.ek], '-inf', cut, 'LIMIT', 0, p.sweep)
   for _, m in ipairs(over) do
+    local key, done = p.ep .. m, nil
     if string.sub(m, 1, 5) == 'lead:' then
-      -- Compacted (engine.compacted): its '!' and '#' fields and '<group>@' fields go.
-      local flat, drop = redis.call('HKEYS', p.ep .. m), {}
-      for _, f in ipairs(flat) do
-        local c = string.sub(f, 1, 1)
-        if c == '!' or c == '#' or string.sub(f, -1) == '@' then drop[#drop + 1] = f end
-      end
-      for i = 1, #drop, 1000 do
-        redis.call('HDEL', p.ep .. m, unpack(drop, i, math.min(i + 999, #drop)))
+      -- Compacted (engine.compacted): its '#' fields and '<group>@' fields go.
+      local names = redis.pcall('HKEYS', key)
+      if type(names) == 'table' and not names.err then
+        local drop = {}
+        for _, f in ipairs(names) do
+          if string.sub(f, 1, 1) == '#' or string.sub(f, -1) == '@' then drop[#drop + 1] = f end
+        end
+        done = true
+        for i = 1, #drop, 1000 do
+          local r = redis.pcall('HDEL', key, unpack(drop, i, math.min(i + 999, #drop)))
+          if type(r) == 'table' and r.err then done = false end
+        end
       end
     else
-      redis.call('DEL', p.ep .. m)
-      expired = expired + 1
+      local r = redis.pcall('DEL', key)
+      done = type(r) == 'number'
+      if done then expired = expired + 1 end
     end
+    if done then redis.call('ZREM', KEYS[p.ek], m) end
   end
-  if #over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[p.ek], 0, #over - 1) end
 end
 redis.call('HSET', KEYS[1], '!committed_ms', p.now)
 if tonumber(p.applied) > 0 then redis.call('HINCRBY', KEYS[1], '!applied', p.applied) end
@@ -876,6 +886,8 @@ class RedisStore(DerivedReads):
                 "keep": REFOLD_WINDOW_MS,
                 "rd": replaced,
                 "e": [[f"{kind}:{ident}", last] for (kind, ident), last in plan.expiring.items()],
+                # A record that started anew and no longer ends (a deal reopened): out.
+                "ue": [f"{k}:{i}" for k, i in plan.replaced if (k, i) not in plan.expiring],
                 "ek": expiry,
                 "ep": f"{self.keys.tag(partition)}:e:",
                 "hz": commit.horizon_ms,

@@ -338,30 +338,38 @@ async def test_records_over_by_the_horizon_go_with_the_commit_that_passes_it(
     lead, sent = ("lead", "l-1"), ("msg", "m:1|x")  # an id with the key's separators
     quiet = ("lead", "l-2")  # compacted, not deleted
     kept = {"c_at": str(day0), "stage": "won", "t_at": str(day0 + 1), LAST: str(day0)}
+    kept |= {"!ev-1": "", "!ev-2": "resp|1|r|positive|t|UTC"}
+    deal = ("opp", "o-1")  # closed, then reopened as a new record that does not end
     first = BatchPlan(
         changed_fields={
             old: {"s_at": str(day0), LAST: str(day0)},
             young: {"s_at": str(day0 + 5 * hour), LAST: str(day0 + 5 * hour)},
             sent: {"s_at": str(day0 + hour), LAST: str(day0 + hour)},
             lead: {"c_at": str(day0)},
-            quiet: {**kept, "!ev-1": "", "!ev-2": "resp|1|r|positive|t|UTC", "#f-1": "", "c@": "x"},
+            quiet: {**kept, "#f-1": "", "c@": "x"},
+            deal: {"x_at": str(day0), LAST: str(day0)},
         },
-        expiring={old: day0, young: day0 + 5 * hour, sent: day0 + hour, quiet: day0},
+        expiring={old: day0, young: day0 + 5 * hour, sent: day0 + hour, quiet: day0, deal: day0},
     )
     landed = await store.commit([commit(None, day0 + 5 * hour, first)])
     assert landed.expired == 0
-    assert len((await store.load({0: [old, young, sent, lead, quiet]}))[0]) == 5
+    assert len((await store.load({0: [old, young, sent, lead, quiet, deal]}))[0]) == 6
+    reopened = BatchPlan(
+        changed_fields={deal: {"amt": "7", LAST: str(day0 + 3 * hour)}}, replaced={deal}
+    )
+    await store.commit([commit(0, day0 + 5 * hour, reopened)])
 
     # Stream time 12 h after day0: day0 and day0 + 1 h are more than 10 h behind.
     later = BatchPlan(
         changed_fields={("call", "c-new"): {LAST: str(day0 + 12 * hour)}},
         expiring={("call", "c-new"): day0 + 12 * hour},
     )
-    landed = await store.commit([commit(0, day0 + 12 * hour, later)])
+    landed = await store.commit([commit(1, day0 + 12 * hour, later)])
     assert landed.expired == 2
-    left = (await store.load({0: [old, young, sent, lead, quiet, ("call", "c-new")]}))[0]
-    assert sorted(left) == [("call", "c-new"), young, lead, quiet]
-    assert left[quiet] == kept  # markers and ordering fields gone, the rest as it was
+    left = (await store.load({0: [old, young, sent, lead, quiet, deal, ("call", "c-new")]}))[0]
+    assert sorted(left) == [("call", "c-new"), young, lead, quiet, deal]
+    assert left[quiet] == kept  # fact markers and ordering fields gone, the rest as it was
+    assert left[deal] == {"amt": "7", LAST: str(day0 + 3 * hour)}  # open: it does not end
 
     # The young call's life is over as the plan sees it: its old fields do not survive.
     anew = BatchPlan(
@@ -369,6 +377,6 @@ async def test_records_over_by_the_horizon_go_with_the_commit_that_passes_it(
         expiring={young: day0 + 20 * hour},
         replaced={young},
     )
-    await store.commit([commit(1, day0 + 12 * hour, anew)])
+    await store.commit([commit(2, day0 + 12 * hour, anew)])
     (found,) = (await store.load({0: [young]}))[0].values()
     assert found == {"e_at": str(day0 + 20 * hour), LAST: str(day0 + 20 * hour)}
