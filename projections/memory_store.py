@@ -246,14 +246,14 @@ def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> int
         checkpoint[NEWEST] = str(plan.newest_ms)
     if commit.stream_ms > int(checkpoint.get(STREAM, "0")):
         checkpoint[STREAM] = str(commit.stream_ms)
-    over: list[EntityKey] = []
+    expired = 0
     if commit.horizon_ms and STREAM in checkpoint:
         cut = int(checkpoint[STREAM]) - commit.horizon_ms
         for entity, record in list(part.records.items()):
             if swept(entity[0], record) and int(record[LAST]) < cut:
                 if can_end(entity[0], record):
                     del part.records[entity]
-                    over.append(entity)
+                    expired += 1
                 else:
                     part.records[entity] = compacted(record)
     if commit.too_late:
@@ -263,7 +263,7 @@ def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> int
         checkpoint[APPLIED] = str(int(checkpoint.get(APPLIED, "0")) + plan.applied)
     if directory_changed:
         checkpoint[DIRECTORY_VERSION] = str(int(checkpoint.get(DIRECTORY_VERSION, "0")) + 1)
-    return len(over)
+    return expired
 
 
 class MemoryPublisherState:

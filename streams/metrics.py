@@ -60,7 +60,8 @@ LAST_PROJECTION = Gauge(
 RECORDS_EXPIRED = Counter(
     "salespulse_projection_records_expired_total",
     "Entity records deleted because their latest event is beyond the lateness horizon "
-    "(calls, emails, meetings, campaigns: docs/lateness.md)",
+    "(calls, emails, meetings, campaigns, closed deals; leads are compacted, not counted: "
+    "docs/lateness.md)",
 )
 REWINDS = Counter(
     "salespulse_projection_rewinds_total",

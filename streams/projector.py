@@ -400,7 +400,22 @@ class Projector:
         now_ms: int,
         judged: Judged,
     ) -> Commit:
-        items = work.items
+        return self._commit_of(
+            partition, work.moves, work.items, stored, now_ms, judged, judged.stream_ms
+        )
+
+    def _commit_of(
+        self,
+        partition: int,
+        moves: Mapping[str, tuple[int | None, int]],
+        items: Sequence[Positioned],
+        stored: Mapping[EntityKey, Record],
+        now_ms: int,
+        judged: Judged,
+        stream_ms: int,
+    ) -> Commit:
+        """``items`` planned over the ``stored`` records, as the commit of ``moves`` that
+        leaves the stream time at ``stream_ms``."""
         plan = plan_batch(
             stored,
             [i.item for i in items],
@@ -411,10 +426,10 @@ class Projector:
         )
         return Commit(
             partition,
-            work.moves,
+            moves,
             plan,
-            judged.stream_ms,
-            late_passed(judged, work.moves),
+            stream_ms,
+            late_passed(judged, moves),
             self.rules.lateness_horizon_ms,
         )
 
@@ -513,33 +528,20 @@ class Projector:
             stream = stream_upto(judged, max(events)) if events else None
             why = ""
             try:
-                plan = plan_batch(
-                    records,
-                    [i.item for i in part],
-                    self.directory,
-                    self.rules,
-                    now_ms,
-                    streams(part, judged),
+                passing = self._commit_of(
+                    partition, moves, part, records, now_ms, judged, stream or 0
                 )
             except Exception as exc:
                 if isinstance(exc, MemoryError):
                     raise
                 why = _describe(exc)
             else:
-                passing = Commit(
-                    partition,
-                    moves,
-                    plan,
-                    stream or 0,
-                    late_passed(judged, moves),
-                    self.rules.lateness_horizon_ms,
-                )
                 moved, out_of_range = await self._land([passing], outcome)
                 if moved:
                     return False
                 why = out_of_range.get(partition, "")
                 if not why:
-                    records.update(plan.records)  # (one the commit swept is over anyway)
+                    records.update(passing.plan.records)  # (one the commit swept is over anyway)
                     continue
             self._restore_directory(part, records)
             if len(part) > 1:
