@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.api_latency
 	$(BIN)/python -m benchmarks.footprint
 	$(BIN)/python -m benchmarks.webhooks
+	$(BIN)/python -m benchmarks.peers.compare
 	$(BIN)/python -m benchmarks.scale --stacks single,cluster --json .salespulse/scale.json $(BENCH_CLUSTER)
 	$(BIN)/python -m benchmarks.capacity --costs .salespulse/scale.json
 

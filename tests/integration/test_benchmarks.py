@@ -181,3 +181,14 @@ def test_scale_benchmark(stack_env: dict[str, str], tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "use single, cluster" in done.stderr
+
+
+def test_peers_comparison_benchmark(stack_env: dict[str, str]) -> None:
+    out = _run(stack_env, "benchmarks.peers.compare", "--count", "3000", "--partitions", "2")
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert {"salespulse, 1 worker", "Quix Streams 3.28.1", "Kafka Streams 4.1.1"} <= set(rows)
+    for name in ("salespulse, 1 worker", "Quix Streams 3.28.1", "Kafka Streams 4.1.1"):
+        cells = [cell.strip() for cell in rows[name].strip("|").split("|")]
+        assert float(cells[2].replace(",", "")) > 0, rows[name]  # events/s
+        assert float(cells[-1].replace(",", "")) > 0, rows[name]  # events per CPU second
+    assert "salespulse per CPU second against Kafka Streams" in out

@@ -1,0 +1,1 @@
+"""Peers on the same work: five KPIs in other stream processors, checked against the oracle."""
