@@ -50,8 +50,14 @@ class Costs:
     # Broker CPU. RESULTS.md section 2: the broker used 12-16 % of a core at 5,000 events/s
     # (raw topic, ingest's transactions, events, lead facts): 0.16 / 5,000.
     kafka_cpu_us_per_event: float = 32.0
-    # Redis used_memory per event. RESULTS.md section 5: 255.7 MiB after 1,000,000 events.
+    # Redis used_memory per event while everything an event writes is kept (records and
+    # buckets inside their time). RESULTS.md section 5: 255.7 MiB after 1,000,000 events.
     redis_bytes_per_event: float = 268.1
+    # What stays of an event once its records have ended and the buckets of its days and
+    # weeks have expired: leads' compacted records, month to year buckets. RESULTS.md
+    # "Footprint and state expiry": used_memory growth from day 120 to day 150 of
+    # benchmarks.footprint over the 120,000 events of those 30 days.
+    redis_growth_bytes_per_event: float = 61.3
     # RESULTS.md section 5: 2,837 B per lead (the same memory counted by lead).
     redis_bytes_per_lead: float = 2_837.0
     # RESULTS.md section 1: 1,000,000 events of 94,529 leads.
@@ -122,6 +128,10 @@ class Assumptions:
     min_brokers: int = 3  # replication 3 needs 3
     scrape_interval_s: float = 5.0  # stack/templates/prometheus.yml
     months: int = 12  # the horizon that storage and memory are sized for
+    # How long an event's state is kept whole: records end 35 days after their last event
+    # (docs/lateness.md), day buckets live 40 days and week buckets 120 (projections/
+    # windows.py). After that only redis_growth_bytes_per_event of it stays.
+    state_kept_days: float = 120.0
 
 
 # The arithmetic --------------------------------------------------------------------------
@@ -166,10 +176,13 @@ def partitions_needed(workers: int, masters: int, a: Assumptions) -> int:
     return partitions_for(max(workers * a.partition_growth, masters))
 
 
-def redis_bytes(events_per_day: float, bytes_per_event: float, days: float) -> float:
-    """Redis memory of ``days`` of events, one copy, as if every event's state were kept: an
-    upper bound since records end by the lateness horizon (docs/capacity.md)."""
-    return events_per_day * days * bytes_per_event
+def redis_bytes(events_per_day: float, days: float, costs: Costs, a: Assumptions) -> float:
+    """Redis memory after ``days`` of events, one copy: the last ``state_kept_days`` whole,
+    the days before only what stays of them (docs/capacity.md)."""
+    kept = min(days, a.state_kept_days)
+    return events_per_day * (
+        kept * costs.redis_bytes_per_event + (days - kept) * costs.redis_growth_bytes_per_event
+    )
 
 
 def kafka_bytes(
@@ -225,7 +238,8 @@ class Sizing:
     partitions: int
     redis_cores: float
     redis_cpu_shards: int
-    redis_month: float  # bytes a month of state adds, one copy
+    redis_month: float  # bytes after the first month, one copy
+    redis_horizon: float  # ... after the horizon's months
     redis_shards_first_month: int
     redis_shards_horizon: int
     kafka_cores: float
@@ -247,12 +261,13 @@ def size(events_per_day: float, costs: Costs, a: Assumptions) -> Sizing:
     worker_cores = cores(peak, costs.worker_cpu_us_per_event)
     workers = workers_needed(worker_cores, a)
     redis_cores = cores(peak, costs.redis_cpu_us_per_event)
-    month = redis_bytes(events_per_day, costs.redis_bytes_per_event, DAYS_PER_MONTH)
-    masters_horizon = units(month * a.months, a.redis_shard_bytes)
+    month = redis_bytes(events_per_day, DAYS_PER_MONTH, costs, a)
+    horizon_days = a.months * DAYS_PER_MONTH
+    redis_horizon = redis_bytes(events_per_day, horizon_days, costs, a)
+    masters_horizon = units(redis_horizon, a.redis_shard_bytes)
     partitions = partitions_needed(workers, masters_horizon, a)
     kafka_cores = cores(peak, costs.kafka_cpu_us_per_event)
     kafka_month = sum(kafka_bytes(events_per_day, DAYS_PER_MONTH, costs, a).values())
-    horizon_days = a.months * DAYS_PER_MONTH
     kafka_horizon = sum(kafka_bytes(events_per_day, horizon_days, costs, a).values())
     reps = reps_for(events_per_day, a)
     scrape_s = scrape_seconds(reps, partitions, costs)
@@ -266,6 +281,7 @@ def size(events_per_day: float, costs: Costs, a: Assumptions) -> Sizing:
         redis_cores=redis_cores,
         redis_cpu_shards=units(redis_cores, 1.0, a.headroom),
         redis_month=month,
+        redis_horizon=redis_horizon,
         redis_shards_first_month=units(month, a.redis_shard_bytes),
         redis_shards_horizon=masters_horizon,
         kafka_cores=kafka_cores,
@@ -292,11 +308,11 @@ def changes(s: Sizing, costs: Costs, a: Assumptions) -> list[str]:
     out = []
     if s.redis_shards_horizon > 1:
         out.append(
-            f"Redis memory, modelled as kept for ever: up to {_bytes(s.redis_month)} a month "
-            f"({s.redis_shards_horizon} masters of {_bytes(a.redis_shard_bytes)} after "
-            f"{a.months} months, each with a replica); an upper bound: calls, emails, "
-            "meetings, campaigns and closed deals now end at the lateness horizon and leads "
-            "are compacted, and the model is not refit to that yet (docs/capacity.md)"
+            f"Redis memory: {_bytes(s.redis_horizon)} after {a.months} months "
+            f"({s.redis_shards_horizon} masters of {_bytes(a.redis_shard_bytes)}, each with "
+            f"a replica), still growing by {_bytes(_growth_month(s, costs))} a month once "
+            f"the first {a.state_kept_days:g} days are in (leads' compacted records and "
+            "month to year buckets stay): a partition's state must fit one master"
         )
     if s.exporters > 2:
         out.append(
@@ -341,6 +357,11 @@ def _bytes(value: float) -> str:
     return f"{value:,.0f} B"
 
 
+def _growth_month(s: Sizing, costs: Costs) -> float:
+    """Redis memory a month adds once the first ``state_kept_days`` are in."""
+    return s.events_per_day * DAYS_PER_MONTH * costs.redis_growth_bytes_per_event
+
+
 def _day(events_per_day: float) -> str:
     for unit, scale in (("billion", 1e9), ("million", 1e6)):
         if events_per_day >= scale:
@@ -356,7 +377,8 @@ def render(sizings: Sequence[Sizing], costs: Costs, a: Assumptions) -> str:
         f"costs: {costs.source}; worker {costs.worker_cpu_us_per_event:,.1f} us/event "
         f"(projection {costs.projection_cpu_us_per_event:,.1f} + ingest "
         f"{costs.ingest_cpu_us_per_event:,.1f}), Redis {costs.redis_cpu_us_per_event:,.1f} "
-        f"us and {costs.redis_bytes_per_event:,.0f} B/event, Kafka "
+        f"us and {costs.redis_bytes_per_event:,.0f} B/event kept "
+        f"{a.state_kept_days:g} days, then {costs.redis_growth_bytes_per_event:,.0f}, Kafka "
         f"{costs.kafka_cpu_us_per_event:,.1f} us and {costs.kafka_bytes_per_event:,.0f} + "
         f"{costs.facts_bytes_per_event:,.0f} B/event per copy",
         f"assumptions: peak {a.peak_factor:g}x the mean, headroom {a.headroom:g}x, "
@@ -383,7 +405,11 @@ def render(sizings: Sequence[Sizing], costs: Costs, a: Assumptions) -> str:
             "leads added per month",
             [f"{s.events_per_day * DAYS_PER_MONTH / costs.events_per_lead:,.0f}" for s in sizings],
         ),
-        ("Redis memory added per month", [_bytes(s.redis_month) for s in sizings]),
+        ("Redis memory after 1 month", [_bytes(s.redis_month) for s in sizings]),
+        (
+            f"Redis memory growth per month after {a.state_kept_days:g} days",
+            [_bytes(_growth_month(s, costs)) for s in sizings],
+        ),
         (
             f"Redis masters: CPU / 1 month / {a.months} months",
             [
@@ -393,7 +419,7 @@ def render(sizings: Sequence[Sizing], costs: Costs, a: Assumptions) -> str:
         ),
         (
             f"Redis RAM after {a.months} months (+1 replica)",
-            [_bytes(2 * s.redis_month * a.months) for s in sizings],
+            [_bytes(2 * s.redis_horizon) for s in sizings],
         ),
         ("Kafka CPU at peak (cores)", [f"{s.kafka_cores:,.2f}" for s in sizings]),
         ("Kafka disk after 1 month", [_bytes(s.kafka_month) for s in sizings]),

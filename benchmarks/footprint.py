@@ -34,6 +34,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from benchmarks import numbers
 from benchmarks.throughput import (
     applied,
@@ -122,6 +124,19 @@ async def _drop_expired(settings: Settings, now_ms: int) -> int:
         await client.aclose()
 
 
+async def _listpack_value(settings: Settings) -> str:
+    """Redis's ``hash-max-listpack-value``, which decides how compactly records are kept
+    (docs/managed.md); "unknown" where CONFIG is not allowed."""
+    client = redis_client(settings)
+    try:
+        found = await client.config_get("hash-max-listpack-value")
+        return str(next(iter(found.values()), "unknown"))
+    except RedisError:
+        return "unknown"
+    finally:
+        await client.aclose()
+
+
 def run(base: Settings, days: int, per_day: int, timeout: float, settle: float) -> Checkpoint:
     """``days`` days ending now through a worker of their own; the state they leave."""
     end_ms = time.time_ns() // 1_000_000
@@ -198,8 +213,9 @@ def main() -> None:
 
     print(
         f"\n{args.per_day:,} events a day; {base.partitions} partitions, lateness horizon "
-        f"{base.lateness_horizon}; Redis MiB as the replay left it (raw) and as a live run "
-        "holds it (live)"
+        f"{base.lateness_horizon}; Redis hash-max-listpack-value "
+        f"{asyncio.run(_listpack_value(base))}; Redis MiB as the replay left it (raw) and as a "
+        "live run holds it (live)"
     )
     print(
         f"{'day':>5}{'events':>12}{'leads':>10}{'raw MiB':>10}{'live MiB':>10}{'B/lead':>9}"

@@ -35,7 +35,7 @@ from redis.retry import Retry
 from config.settings import CLUSTER_BROKERS, REDIS_BUS_OFFSET, Settings
 from stack.install import kafka_libs, require_binary, require_java
 from stack.servers import (
-    REDIS_PERSISTENCE,
+    REDIS_SETTINGS,
     TEMPLATES,
     Kafka,
     LocalServer,
@@ -394,7 +394,7 @@ def redis_node_command(binary: str, port: int, home: Path) -> list[str]:
         str(port),
         "--dir",
         str(home),
-        *REDIS_PERSISTENCE,
+        *REDIS_SETTINGS,
         "--cluster-enabled",
         "yes",
         "--cluster-port",

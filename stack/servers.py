@@ -58,8 +58,9 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 # How every local Redis runs and keeps its data: in the foreground, no snapshots, and an AOF
-# (projections keep their checkpoints there: AOF makes a restart lose at most 1 s).
-REDIS_PERSISTENCE = [
+# (projections keep their checkpoints there: AOF makes a restart lose at most 1 s); and how it
+# lays out hashes.
+REDIS_SETTINGS = [
     "--daemonize",
     "no",
     "--save",
@@ -68,6 +69,13 @@ REDIS_PERSISTENCE = [
     "yes",
     "--appendfsync",
     "everysec",
+    # Hashes stay in Redis's compact listpack form while every value is at most this long.
+    # The default, 64 bytes, is a few bytes short of some of a lead record's markers (a
+    # response's rep, sentiment, team and zone), and a lead record with one such value takes
+    # about 1,100 bytes in a hash table instead of about 470 (docs/capacity.md, "Redis
+    # settings").
+    "--hash-max-listpack-value",
+    "128",
 ]
 
 
@@ -385,7 +393,7 @@ class Redis(LocalServer):
             *listen,
             "--dir",
             str(self.home),
-            *REDIS_PERSISTENCE,
+            *REDIS_SETTINGS,
         ]
 
     def answering(self) -> bool:

@@ -40,6 +40,7 @@ ROUND = Costs(
     redis_cpu_us_per_event=50,
     kafka_cpu_us_per_event=20,
     redis_bytes_per_event=100,
+    redis_growth_bytes_per_event=10,
     kafka_bytes_per_event=200,
     facts_bytes_per_event=20,
     scrape_read_ms_at_12=600,
@@ -79,9 +80,12 @@ def test_partitions_double_from_twelve() -> None:
     assert partitions_needed(3, 30, Assumptions()) == 48
 
 
-def test_redis_memory_grows_with_every_day_kept() -> None:
-    # 1 million events a day x 30 days x 268 B
-    assert redis_bytes(1_000_000, 268, 30) == 8_040_000_000
+def test_redis_memory_keeps_120_days_whole_then_what_stays() -> None:
+    costs = Costs(redis_bytes_per_event=268, redis_growth_bytes_per_event=20)
+    # 1 million events a day x 30 days x 268 B: all of it still kept whole.
+    assert redis_bytes(1_000_000, 30, costs, Assumptions()) == 8_040_000_000
+    # 200 days: the last 120 whole (32,160 B per daily event), 80 days at 20 B (1,600).
+    assert redis_bytes(1_000_000, 200, costs, Assumptions()) == 33_760_000_000
 
 
 def test_kafka_bytes_by_topic_and_retention() -> None:
@@ -132,23 +136,25 @@ def test_one_size_by_hand() -> None:
     assert s.redis_cpu_shards == 1
     assert s.redis_month == pytest.approx(25.92e9)  # 8.64 M x 30 x 100 B
     assert s.redis_shards_first_month == 3  # 2.592 masters of 10 GB
-    assert s.redis_shards_horizon == 32  # 311.04 GB after 12 months: 31.1
-    assert s.partitions == 48  # one per master: 32, rounded up to 48
+    # 360 days: 8.64 M x (120 x 100 + 240 x 10) = 124.416 GB: 12.4 masters.
+    assert s.redis_horizon == pytest.approx(124.416e9)
+    assert s.redis_shards_horizon == 13
+    assert s.partitions == 24  # one per master: 13, rounded up to 24
     # Every copy, 360 days: events 25.92 M x 360 x 200 = 1,866.24 GB, lead facts 186.624 GB,
     # raw 7 days 36.288 GB, DLQ 1.5552 GB: 2,090.7072 GB, 3 brokers of 1 TB.
     assert s.kafka_horizon == pytest.approx(2_090.7072e9)
     assert s.brokers == 3
     assert s.reps == pytest.approx(34_560)
-    # 34.56 thousand reps x (480 + 10 x 48 + 100) ms = 36.6336 s; 2x / 5 s: 15 exporters.
-    assert s.scrape_s == pytest.approx(36.6336)
-    assert s.exporters == 15
+    # 34.56 thousand reps x (480 + 10 x 24 + 100) ms = 28.3392 s; 2x / 5 s: 12 exporters.
+    assert s.scrape_s == pytest.approx(28.3392)
+    assert s.exporters == 12
     # The first month: 155.52 + 15.552 + 36.288 + 1.5552 = 208.9152 GB of 3 TB.
     assert s.pressure == {
         "worker CPU": pytest.approx(0.2),
         "Redis CPU": pytest.approx(0.1),
         "Redis memory": pytest.approx(2.592),
         "Kafka storage": pytest.approx(0.0696384),
-        "exporter scrape": pytest.approx(14.65344),
+        "exporter scrape": pytest.approx(11.33568),
     }
     assert s.binds_first == "exporter scrape"
 
@@ -160,7 +166,7 @@ def test_what_would_have_to_change() -> None:
     ]
     big = changes(size(1_000_000_000, Costs(), Assumptions()), Costs(), Assumptions())
     assert [line.split(":")[0] for line in big] == [
-        "Redis memory, modelled as kept for ever",
+        "Redis memory",
         "one exporter cannot scrape every rep",
         "Redis CPU",
         "per-event Python",

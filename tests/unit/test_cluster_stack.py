@@ -118,7 +118,7 @@ def test_each_broker_is_a_voter_of_the_same_static_quorum(tmp_path: Path) -> Non
     assert "{" not in second
 
 
-def test_a_redis_node_runs_in_cluster_mode_with_aof_and_its_own_nodes_conf(
+def test_a_redis_node_runs_in_cluster_mode_with_aof_compact_hashes_and_its_own_nodes_conf(
     tmp_path: Path,
 ) -> None:
     command = redis_node_command("redis-server", 31380, tmp_path)
@@ -131,6 +131,8 @@ def test_a_redis_node_runs_in_cluster_mode_with_aof_and_its_own_nodes_conf(
     assert options["--appendonly"] == "yes"
     assert options["--appendfsync"] == "everysec"
     assert options["--save"] == ""
+    # Lead records with a response's marker (about 75 bytes) stay compact listpacks.
+    assert options["--hash-max-listpack-value"] == "128"
 
 
 def test_the_clustered_stack_lists_every_node_in_start_order(tmp_path: Path) -> None:
