@@ -1,6 +1,7 @@
-"""Projection throughput side by side with its ceiling and a naive baseline; rebuild; footprint.
+"""Events/s and CPU per event, projection alone and end to end; ceiling, baseline, rebuild, RAM.
 
-    python -m benchmarks.throughput [--count 1000000] [--workers 1,2] [--baseline-seconds 60]
+    python -m benchmarks.throughput [--count 1000000] [--workers 1,2] [--rebuild-processes 1,2]
+        [--baseline-seconds 60] [--end-to-end | --no-end-to-end] [--timeout 3600]
 
 Preloads ``--count`` valid simulated events (30 days of an org) onto the
 events topic (12 partitions by default), then measures on the same log, in
@@ -14,18 +15,38 @@ one run:
   that saw nothing counted;
 * a Faust stream alone: an agent that takes batches of 10,000 and only counts
   them, measured the same way (what any Faust agent can get at most);
-* salespulse with each worker count of ``--workers``: workers projecting the
-  whole KPI catalogue, timed from the last look that saw nothing applied to
-  the first that saw every partition's checkpoint at the end of the events
-  and lead-facts topics (a run after the first gets a fresh copy of the log);
+* salespulse with each worker count of ``--workers``, the projection alone:
+  workers projecting the whole KPI catalogue, timed from the last look that saw
+  nothing applied to the first that saw every partition's checkpoint at the end
+  of the events and lead-facts topics (a run after the first gets a fresh copy
+  of the log);
+* salespulse end to end from the raw topic (unless ``--no-end-to-end``), what a
+  user runs: the same events preloaded as raw records onto the raw topic of a
+  fresh copy, one worker doing ingest, validation, republish, lead facts and
+  projection, timed from the first look at the progress (the worker ready) to the
+  first that saw ingest's commits at the end of the raw topic and both derived
+  topics projected (the first batch's ingest comes before anything is applied:
+  the last look that saw nothing applied would leave it out);
 * ``salespulse rebuild`` over the first run's log, with each replay process
   count of ``--rebuild-processes``: events of the log per second of the whole
   rebuild (directory pre-pass, replay, switch, dropping the old generation),
   and of the replay alone;
-* Redis memory per lead and per 1,000,000 events, and each worker's peak RSS.
+* Redis memory per lead and per 1,000,000 events, and each worker's peak RSS
+  (the end-to-end worker's too).
+
+Every salespulse row (projection alone and end to end) also has the worker's and
+Redis's CPU µs per event, metered as benchmarks.scale meters them (``Meter``):
+from the first look at the progress (every worker ready) to the look that saw
+everything projected, over the events neither applied nor read by ingest before
+that first look; the workers' CPU (user + system, with their descendants) from
+/proc, Redis's from ``INFO cpu``, less what Redis used per second while idle and
+watched (measured for ``benchmarks.scale.IDLE_SECONDS`` before the workers start).
+A run whose workers had done nine tenths of the log before the first look says
+"too few events left to meter" instead (a larger ``--count`` meters more).
 
 Uses the local stack (started if needed) with topics and keys of its own,
-deleted afterwards. The numbers are for the machine it runs on.
+deleted afterwards. The numbers are for the machine it runs on (the CPU per
+event too: other work on the machine slows the workers and Redis down).
 """
 
 from __future__ import annotations
@@ -42,7 +63,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+from urllib.request import Request
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -50,6 +72,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from benchmarks import numbers
 from benchmarks.ingest import delete_topics
 from config.connections import kafka_options, redis_client, redis_sync_client
+from config.reader_access import reader_headers
 from config.settings import Settings
 from projections.namespaces import pointer
 from projections.store import RedisStore, current_namespace, drop, used_memory
@@ -58,8 +81,12 @@ from stack.servers import servers
 from streams.producer import publish
 from streams.rebuild import rebuild
 from streams.topics import ensure_topics
+from streams.watch import scrape
 from streams.worker_process import WorkerProcess
 from tests.kafka_reader import caught_up
+
+if TYPE_CHECKING:
+    from benchmarks.scale import Result
 
 
 async def caught_up_on_stack(settings: Settings) -> bool:
@@ -313,26 +340,113 @@ def project(
     return Run(workers, count / seconds, rss, used)
 
 
-def preload(settings: Settings, values: list[bytes]) -> float:
-    """Create the topics and publish ``values`` onto the events topic; events/s produced."""
+def preload(settings: Settings, values: list[bytes], topic: str | None = None) -> float:
+    """Create the topics and publish ``values`` onto ``topic`` (the events topic unless
+    given); events/s produced."""
     asyncio.run(ensure_topics(settings))
     started = time.monotonic()
-    asyncio.run(publish(settings, settings.events_topic, values))
+    asyncio.run(publish(settings, topic or settings.events_topic, values))
     return len(values) / (time.monotonic() - started)
 
 
+def ingested_by_workers(settings: Settings, workers: int) -> int:
+    """Raw records the ingest of ``project``'s workers has read so far (their metrics)."""
+    headers = reader_headers(settings)
+    return sum(
+        int(scrape(Request(f"http://127.0.0.1:{port}/metrics", headers=headers)).records)
+        for port in (settings.worker_metrics_port + 10 * n for n in range(workers))
+    )
+
+
+def metered_project(
+    settings: Settings, values: list[bytes], leads: int, workers: int, timeout: float
+) -> tuple[Run, Result | None]:
+    """``project`` on a preloaded log (events topic, or raw topic: end to end) with the CPU
+    meter of benchmarks.scale around it: Redis's idle cost first, then the workers' and
+    Redis's CPU from the first look at the progress to the look that saw everything
+    projected. Events counted: those neither applied nor read by ingest before the first
+    look (the conservative choice when ingest had read more than was applied). The figures
+    are None when fewer than a tenth of the log's events are left to count."""
+    from benchmarks import scale  # here, not at the top: benchmarks.scale imports this module
+
+    kafka = [s for s in scale.stack_servers(settings) if s.name.startswith("kafka")]
+    nodes = scale.redis_nodes(settings)
+    meter = scale.Meter(settings, [pid for s in kafka if (pid := s.pid())], nodes)
+    ingested_before = 0
+
+    def window(edge: Edge, pids: Sequence[int]) -> None:
+        nonlocal ingested_before
+        meter.window(edge, pids)
+        if edge == "start":
+            ingested_before = ingested_by_workers(settings, workers)
+
+    try:
+        idle = meter.idle(scale.IDLE_SECONDS)
+        run = project(settings, len(values), workers, timeout, window=window)
+    finally:
+        for node in nodes:
+            node.close()
+    assert meter.start is not None and meter.end is not None  # project() returned
+    metered = len(values) - max(meter.applied_before, ingested_before)
+    if metered < max(len(values) // 10, 1):
+        return run, None
+    homes = [s.home for s in kafka]
+    return run, scale.Result(
+        stack="cluster" if settings.stack_cluster else "single",
+        partitions=settings.partitions,
+        workers=workers,
+        events=len(values),
+        leads=leads,
+        metered=metered,
+        seconds=max(meter.end.at - meter.start.at, 1e-3),
+        project_rate=run.rate,
+        cpu=meter.end.since(meter.start),
+        idle=idle,
+        redis_bytes=run.redis_bytes,
+        events_topic_bytes=scale.topic_bytes(homes, settings.events_topic),
+        facts_topic_bytes=scale.topic_bytes(homes, settings.facts_topic),
+        replication=settings.replication_factor,
+        cores=os.cpu_count() or 1,
+    )
+
+
+def fresh(base: Settings) -> Settings:
+    """``base`` with a topic prefix of its own: topics and keys no other run shares."""
+    return dataclasses.replace(base, topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
+
+
+def cpu_columns(cost: Result | None) -> str:
+    """Worker and Redis CPU µs per event (Redis net of its idle cost), or why there are none."""
+    if cost is None:
+        return f"{'too few events left to meter':>27}"
+    worker, redis_net = (cost.per_thousand(cost.net(name)) * 1_000 for name in ("worker", "redis"))
+    return f"{worker:>14,.1f}{redis_net:>13,.1f}"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from benchmarks.scale import OneLineParser  # here: benchmarks.scale imports this module
+
+    parser = OneLineParser(prog="benchmarks.throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--workers", type=numbers, default=[1, 2], help="e.g. 1,2")
     parser.add_argument(
         "--rebuild-processes", type=numbers, default=[1, 2], help="replay processes, e.g. 1,2"
     )
     parser.add_argument("--baseline-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--end-to-end",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also one worker from the raw topic (ingest to projection)",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="give up after (seconds)")
     args = parser.parse_args()
     if args.count < 1:
         parser.error(f"--count must be at least 1, not {args.count}")
+    if args.baseline_seconds <= 0:
+        parser.error(f"--baseline-seconds must be positive, not {args.baseline_seconds}")
+    if args.timeout <= 0:
+        parser.error(f"--timeout must be positive, not {args.timeout}")
 
     base = Settings.from_env()
     for server in servers(base):
@@ -348,9 +462,10 @@ def main() -> None:
     values = [r.value for r in records if r.label == VALID]
     del records
     leads = tally.valid["lead.created"]
-    first = dataclasses.replace(base, topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
+    first = fresh(base)
     produced = preload(first, values)
     used = [first]
+    whole: tuple[Run, Result | None] | None = None
     try:
         ceiling = asyncio.run(raw_ceiling(first, len(values)))
         baseline = faust_agent(first, "naive", len(values), args.baseline_seconds)
@@ -359,28 +474,41 @@ def main() -> None:
         for n, workers in enumerate(args.workers):
             settings = first
             if n:
-                settings = dataclasses.replace(base, topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
+                settings = fresh(base)
                 used.append(settings)
                 preload(settings, values)
-            runs.append(project(settings, len(values), workers, args.timeout))
+            runs.append(metered_project(settings, values, leads, workers, args.timeout))
             if not n:
                 by_kind = asyncio.run(memory_by_kind(settings))
         rebuilds = [(n, asyncio.run(rebuild(first, n))) for n in args.rebuild_processes]
+        if args.end_to_end:  # one worker from the raw topic: ingest to projection
+            settings = fresh(base)
+            used.append(settings)
+            preload(settings, values, settings.raw_topic)
+            whole = metered_project(settings, values, leads, 1, args.timeout)
     finally:
         for settings in used:
             asyncio.run(clean(settings))
 
-    def row(name: str, rate: float) -> None:
-        print(f"{name:<44}{rate:>12,.0f}{rate / ceiling:>12.2f}{rate / baseline:>12.1f}")
+    def row(name: str, rate: float, cpu: str = "") -> None:
+        print(f"{name:<44}{rate:>12,.0f}{rate / ceiling:>12.2f}{rate / baseline:>12.1f}{cpu}")
 
     print(f"{'events':<44}{len(values):>12,} in {base.partitions} partitions")
     print(f"{'producer (acks=all, idempotent)':<44}{produced:>12,.0f} events/s")
-    print(f"{'':<44}{'events/s':>12}{'x ceiling':>12}{'x baseline':>12}")
+    print(
+        f"{'':<44}{'events/s':>12}{'x ceiling':>12}{'x baseline':>12}"
+        f"{'worker µs/ev':>14}{'Redis µs/ev':>13}"
+    )
     row("ceiling: raw aiokafka consumer + orjson", ceiling)
     row("baseline: naive Faust agent, 1 Redis RTT/ev", baseline)
     row("Faust stream alone: take_events(10000)", stream)
-    for run in runs:
-        row(f"salespulse, {run.workers} worker{'s' * (run.workers > 1)}, whole catalogue", run.rate)
+    for run, cost in runs:
+        name = f"salespulse, {run.workers} worker{'s' * (run.workers > 1)}, whole catalogue"
+        row(name, run.rate, cpu_columns(cost))
+    if whole:
+        run, cost = whole
+        rate = cost.rate if cost else run.rate  # from the first look; else as project times it
+        row("salespulse end to end from raw, 1 worker", rate, cpu_columns(cost))
     for processes, report in rebuilds:
         row(
             f"salespulse rebuild, {processes} process{'es' * (processes > 1)}, whole",
@@ -388,7 +516,7 @@ def main() -> None:
         )
         row("  of which the replay alone", len(values) / report.replay_seconds)
         print(f"{'  records replayed (events + lead facts)':<44}{report.records:>12,}")
-    one = runs[0]
+    one = runs[0][0]
     print(f"{'Redis memory used':<44}{one.redis_bytes / 2**20:>12,.1f} MiB")
     print(
         f"{'  per 100,000 leads':<44}{one.redis_bytes / leads * 100_000 / 2**20:>12,.1f} MiB "
@@ -400,9 +528,11 @@ def main() -> None:
     print(f"{'  by kind (MEMORY USAGE; keys, MiB, B/lead)':<44}")
     for kind, (keys, size) in sorted(by_kind.items(), key=lambda kv: -kv[1][1]):
         print(f"{'    ' + kind:<30}{keys:>14,}{size / 2**20:>12,.1f}{size / leads:>12,.0f}")
-    for run in runs:
+    for run, _ in runs:
         peaks = ", ".join(f"{r / 2**20:,.0f}" for r in run.rss)
         print(f"{f'worker peak RSS ({run.workers} workers)':<44}{peaks:>12} MiB")
+    if whole:
+        print(f"{'worker peak RSS (end to end)':<44}{whole[0].rss[0] / 2**20:>12,.0f} MiB")
 
 
 if __name__ == "__main__":

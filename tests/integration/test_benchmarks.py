@@ -36,6 +36,13 @@ def _number(line_start: str, out: str) -> float:
     return float(match[1].replace(",", ""))
 
 
+def _numbers(line_start: str, out: str) -> list[float]:
+    """Every number on the line that starts with ``line_start``."""
+    match = re.search(rf"^{re.escape(line_start)}(.*)$", out, re.MULTILINE)
+    assert match, out
+    return [float(x.replace(",", "")) for x in re.findall(r"[\d,.]*\d", match[1])]
+
+
 def test_ingest_benchmark(stack_env: dict[str, str]) -> None:
     out = _run(stack_env, "benchmarks.ingest", "--count", "2000", "--timeout", "300")
     assert _number("records", out) == 2000
@@ -46,21 +53,31 @@ def test_throughput_benchmark(stack_env: dict[str, str]) -> None:
     out = _run(
         stack_env,
         "benchmarks.throughput",
-        *("--count", "2000", "--workers", "1,2", "--rebuild-processes", "1,2"),
+        *("--count", "3000", "--workers", "1,2", "--rebuild-processes", "1,2"),
         *("--baseline-seconds", "3", "--timeout", "300"),
     )
-    assert _number("events", out) == 2000
+    assert _number("events", out) == 3000
     for row in (
         "ceiling: raw aiokafka consumer + orjson",
         "baseline: naive Faust agent, 1 Redis RTT/ev",
         "Faust stream alone: take_events(10000)",
         "salespulse, 1 worker, whole catalogue",
         "salespulse, 2 workers, whole catalogue",
+        "salespulse end to end from raw, 1 worker",
         "salespulse rebuild, 1 process, whole",
         "salespulse rebuild, 2 processes, whole",
     ):
         assert _number(row, out) > 0, row
+    for row in (
+        "salespulse, 1 worker, whole catalogue",
+        "salespulse, 2 workers, whole catalogue",
+        "salespulse end to end from raw, 1 worker",
+    ):  # events/s, x ceiling, x baseline, then worker and Redis CPU µs per event
+        figures = _numbers(row, out)
+        assert len(figures) == 5, (row, out)
+        assert figures[0] > 0 and figures[3] > 0 and figures[4] > 0, (row, out)
     assert _number("worker peak RSS (2 workers)", out) > 0
+    assert _number("worker peak RSS (end to end)", out) > 0
 
 
 def test_freshness_benchmark(stack_env: dict[str, str]) -> None:
