@@ -24,6 +24,7 @@ from config.settings import Settings
 from projections.validation import Limits
 from streams import metrics
 from streams.batch_consumer import Fetched, Spans
+from streams.batch_send import send_records
 from streams.ingest import Accepted, route
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Forwarder:
             enable_idempotence=True,
             acks="all",
             max_request_size=2 * 1024 * 1024,  # above the broker's 1 MiB record limit
+            max_batch_size=512 * 1024,  # a partition's share of a batch in one record batch
         )
 
     async def start(self) -> None:
@@ -160,10 +162,6 @@ class Forwarder:
         producer = self.producer
         assert producer is not None
         async with producer.transaction():
-            sends = [
-                await producer.send(topic, value, key=key, headers=headers)
-                for topic, key, value, headers in routed.records
-            ]
-            await asyncio.gather(*sends)
+            await send_records(producer, routed.records)
             offsets = {tp: span.end for tp, span in spans.items()}
             await producer.send_offsets_to_transaction(offsets, self.group)

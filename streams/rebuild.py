@@ -55,6 +55,7 @@ from projections.store import (
     switch,
 )
 from projections.validation import Rejection, occurred_at_ms, parse_event
+from streams.batch_send import send_records
 from streams.ingest import projection_letter
 from streams.logs import configure_logging
 from streams.progress import (
@@ -387,17 +388,15 @@ def _facts_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
+        max_batch_size=512 * 1024,
         **kafka_options(settings),
     )
 
 
 def _publisher(settings: Settings, producer: AIOKafkaProducer) -> PublishFacts:
     async def publish_facts(facts: Sequence[LeadFact]) -> None:
-        sends = [
-            await producer.send(settings.facts_topic, f.encode(), key=f.lead_id.encode())
-            for f in facts
-        ]
-        await asyncio.gather(*sends)
+        topic = settings.facts_topic
+        await send_records(producer, [(topic, f.lead_id.encode(), f.encode(), None) for f in facts])
 
     return publish_facts
 
