@@ -56,7 +56,7 @@ class Costs:
     # What stays of an event once its records have ended and the buckets of its days and
     # weeks have expired: leads' compacted records, month to year buckets. RESULTS.md
     # "Footprint and state expiry": used_memory growth from day 120 to day 150 of
-    # benchmarks.footprint over the 120,000 events of those 30 days.
+    # benchmarks.footprint over the 116,400 valid events of those 30 days.
     redis_growth_bytes_per_event: float = 61.3
     # RESULTS.md section 5: 2,837 B per lead (the same memory counted by lead).
     redis_bytes_per_lead: float = 2_837.0

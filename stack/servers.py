@@ -71,9 +71,9 @@ REDIS_SETTINGS = [
     "everysec",
     # Hashes stay in Redis's compact listpack form while every value is at most this long.
     # The default, 64 bytes, is a few bytes short of some of a lead record's markers (a
-    # response's rep, sentiment, team and zone), and a lead record with one such value takes
-    # about 1,100 bytes in a hash table instead of about 470 (docs/capacity.md, "Redis
-    # settings").
+    # response's rep, sentiment, team and zone), and a lead record with one such value took
+    # 1,501 bytes as a hash table against 506 for the others (docs/managed.md;
+    # benchmarks/RESULTS.md, "Compact hashes").
     "--hash-max-listpack-value",
     "128",
 ]

@@ -1,12 +1,20 @@
 """Send many records at once: one record batch per topic partition, not a future per record.
 
 ``AIOKafkaProducer.send`` costs a future, a partition lookup and an accumulator append per
-record, and waiting on thousands of futures costs a callback each: about a fifth of the
-worker's CPU when ingest forwarded a batch that way (benchmarks/RESULTS.md, "Per-core
-speed"). Here each partition's records are appended to one ``BatchBuilder`` and sent with
-``send_batch``: the partition is chosen by the producer's own default partitioner (the
-murmur2 hash of the key, as ``send`` would), records keep their order within a partition,
-and inside a transaction the batches join it as ``send`` would.
+record, and waiting on thousands of futures costs a callback each. Ingest forwarded its
+batches that way; sending them as below took the worker's CPU per event end to end from
+96.6 to 78.7 µs (benchmarks/RESULTS.md, "Per-core speed (issue 21)"). Each partition's
+records are appended to one ``BatchBuilder`` and sent with ``send_batch``:
+
+* the partition is the one ``send`` would choose: the producer's own partitioner over the
+  topic's partitions (the murmur2 hash of the key; a record without a key goes to a
+  partition that has a leader);
+* records keep their order within a partition (aiokafka sends a partition's next batch only
+  once the one before it is drained), and their headers;
+* inside a transaction each batch joins it, with the idempotent producer's sequence numbers,
+  as ``send`` would;
+* a batch the broker refuses raises here, so a caller's transaction aborts rather than
+  committing without it (a commit alone does not look at the batches' results).
 """
 
 from __future__ import annotations
@@ -16,12 +24,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 Headers = Sequence[tuple[str, bytes]]
 Record = tuple[str, bytes | None, bytes, Headers | None]  # topic, key, value, headers
-
-_PARTITIONER = DefaultPartitioner()
 
 
 class RecordTooLarge(ValueError):
@@ -30,30 +35,44 @@ class RecordTooLarge(ValueError):
 
 
 async def send_records(producer: AIOKafkaProducer, records: Iterable[Record]) -> int:
-    """Send ``records`` and wait until the broker has every one; returns how many."""
-    partitions: dict[str, list[int]] = {}
-    chosen: dict[tuple[str, bytes | None], int] = {}  # a subject's events share their key
+    """Send ``records`` and wait until the broker has every one; returns how many. Raises
+    the first failure of any batch."""
+    partitions: dict[str, tuple[list[int], list[int]]] = {}  # topic: all, with a leader
+    chosen: dict[tuple[str, bytes], int] = {}  # a subject's events share their key
     open_batches: dict[tuple[str, int], Any] = {}  # aiokafka's BatchBuilder
     delivered: list[asyncio.Future[Any]] = []
     count = 0
-    for topic, key, value, headers in records:
-        known = partitions.get(topic)
-        if known is None:
-            known = partitions[topic] = sorted(await producer.partitions_for(topic))
-        partition = chosen.get((topic, key)) if key is not None else None
-        if partition is None:
-            partition = chosen[(topic, key)] = _PARTITIONER(key, known, known)
-        where = (topic, partition)
-        fields = {"timestamp": None, "key": key, "value": value, "headers": list(headers or ())}
-        batch = open_batches.get(where)
-        if batch is None or batch.append(**fields) is None:
-            if batch is not None:  # full: send it, and start the partition's next one
-                delivered.append(await producer.send_batch(batch, topic, partition=partition))
-            batch = open_batches[where] = producer.create_batch()
-            if batch.append(**fields) is None:
-                raise RecordTooLarge(f"a record of {len(value):,} bytes fits no batch")
-        count += 1
-    for (topic, partition), batch in open_batches.items():
-        delivered.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*delivered)
+    try:
+        for topic, key, value, headers in records:
+            if topic not in partitions:
+                every = sorted(await producer.partitions_for(topic))
+                led = producer.client.cluster.available_partitions_for_topic(topic)
+                partitions[topic] = every, list(led or every)
+            every, led = partitions[topic]
+            partition = chosen.get((topic, key)) if key is not None else None
+            if partition is None:
+                partition = producer._partitioner(key, every, led)
+                if key is not None:
+                    chosen[(topic, key)] = partition
+            where = (topic, partition)
+            fields = {"timestamp": None, "key": key, "value": value, "headers": [*(headers or ())]}
+            batch = open_batches.get(where)
+            if batch is None or batch.append(**fields) is None:
+                if batch is not None:  # full: send it, and start the partition's next one
+                    delivered.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = open_batches[where] = producer.create_batch()
+                if batch.append(**fields) is None:
+                    raise RecordTooLarge(f"a record of {len(value):,} bytes fits no batch")
+            count += 1
+        for (topic, partition), batch in open_batches.items():
+            delivered.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*delivered)
+    finally:
+        for future in delivered:  # every failure read, not only the first one raised
+            future.add_done_callback(_read_outcome)
     return count
+
+
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

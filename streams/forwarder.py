@@ -90,7 +90,6 @@ class Forwarder:
             transaction_timeout_ms=int(self.settings.transaction_timeout_seconds * 1000),
             enable_idempotence=True,
             acks="all",
-            max_request_size=2 * 1024 * 1024,  # above the broker's 1 MiB record limit
             max_batch_size=512 * 1024,  # a partition's share of a batch in one record batch
         )
 

@@ -29,7 +29,8 @@ default of 0 skipped about 26,000 of them, issue 21). The run stops once it has 
 ``--expect`` records from the topic and every record it sent to its repartition topics
 has come back; it prints events, wall seconds, events/s, the process's CPU seconds (user +
 sys of every thread, librdkafka's included) and CPU µs per event, from its first record to
-its last. With ``--log`` the rows are checked against the oracle (benchmarks.peers.check).
+the end of its final checkpoint (state flushed and offsets committed). With ``--log`` the
+rows are checked against the oracle (benchmarks.peers.check).
 """
 
 from __future__ import annotations
@@ -403,6 +404,7 @@ def run(bootstrap: str, topic: str, expect: int, grace: timedelta) -> tuple[list
             progress.app = app
             rows = build(app, topic, progress, grace)
             app.run()
+            progress.last = usage_now()  # after the final checkpoint's flush and commit
     finally:
         delete_topics_of(bootstrap, group)
     return sorted(rows.rows.values(), key=row_order), progress

@@ -1,6 +1,7 @@
 """streams.batch_send on the real broker: records sent a batch per partition land where
-``AIOKafkaProducer.send`` would put them (the murmur2 partition of their key, checked
-against the oracle's own hash), in order, with their headers, inside a transaction too."""
+``AIOKafkaProducer.send`` would put them (the murmur2 partition of their key: the oracle's
+``kafka_partition`` uses aiokafka's murmur2 too, so this shows parity with ``send``), in
+order, with their headers, inside a transaction."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ async def test_records_land_on_their_keys_partitions_in_order(stack_env: dict[st
         transactional_id=f"{settings.topic_prefix}-test",
         enable_idempotence=True,
         acks="all",
-        max_batch_size=16 * 1024,  # small: a partition's records span several batches
+        max_batch_size=1024,  # small: each partition's records span about ten batches
     )
     # 3,000 records over 40 keys, each key's in sequence; some with headers; one of 600 KB
     # (larger than a batch: it gets one of its own); dead letters without a key.

@@ -201,7 +201,7 @@ def test_scale_benchmark(stack_env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_peers_comparison_benchmark(stack_env: dict[str, str]) -> None:
-    out = _run(stack_env, "benchmarks.peers.compare", "--count", "3000", "--partitions", "2")
+    out = _run(stack_env, "benchmarks.peers.compare", "--count", "6000", "--partitions", "2")
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
     assert {"salespulse, 1 worker", "Quix Streams 3.28.1", "Kafka Streams 4.1.1"} <= set(rows)
     for name in ("salespulse, 1 worker", "Quix Streams 3.28.1", "Kafka Streams 4.1.1"):

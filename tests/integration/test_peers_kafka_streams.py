@@ -37,7 +37,11 @@ def test_kafka_streams_peer_equals_the_oracle(stack_env: dict[str, str], tmp_pat
     )
     records, _ = simulate(
         SimConfig(
-            seed=21, count=COUNT, end_ms=time.time_ns() // 1_000_000, history_ms=3 * 86_400_000
+            seed=21,
+            count=COUNT,
+            end_ms=time.time_ns() // 1_000_000,
+            history_ms=3 * 86_400_000,
+            call_disorder_share=0.3,  # a call's events in any order
         )
     )
     values = [r.value for r in records if r.label == VALID]

@@ -26,7 +26,28 @@ final class Calls {
     long answeredAt = NONE; // the first answer
     boolean ended;
 
+    /**
+     * The state after {@code e}, as a new object: Kafka Streams forwards the old and the new
+     * aggregate downstream (the queue totals subtract the old), so the old must not change.
+     */
     State apply(Event e) {
+      State next = copy();
+      next.change(e);
+      return next;
+    }
+
+    private State copy() {
+      State s = new State();
+      s.startedAt = startedAt;
+      s.startEventId = startEventId;
+      s.inbound = inbound;
+      s.queue = queue;
+      s.answeredAt = answeredAt;
+      s.ended = ended;
+      return s;
+    }
+
+    private void change(Event e) {
       switch (e.type) {
         case "call.started" -> {
           String id = e.eventId == null ? "" : e.eventId;
@@ -47,7 +68,6 @@ final class Calls {
         case "call.ended" -> ended = true;
         default -> {}
       }
-      return this;
     }
 
     /** An inbound call started with a queue: one the queue was offered. */
