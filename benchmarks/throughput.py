@@ -364,9 +364,11 @@ def metered_project(
     """``project`` on a preloaded log (events topic, or raw topic: end to end) with the CPU
     meter of benchmarks.scale around it: Redis's idle cost first, then the workers' and
     Redis's CPU from the first look at the progress to the look that saw everything
-    projected. Events counted: those neither applied nor read by ingest before the first
-    look (the conservative choice when ingest had read more than was applied). The figures
-    are None when fewer than a tenth of the log's events are left to count."""
+    projected. Events counted: those neither applied nor forwarded by ingest before the
+    first look (ingest counts a batch once its transaction commits, so a batch in hand at
+    that look is counted whole though part of its CPU came before: at most one batch's
+    worth, against the tens of batches metered). The figures are None when fewer than a
+    tenth of the log's events are left to count."""
     from benchmarks import scale  # here, not at the top: benchmarks.scale imports this module
 
     kafka = [s for s in scale.stack_servers(settings) if s.name.startswith("kafka")]
