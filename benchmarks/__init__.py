@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import time
+
+from simulator.log import VALID, SimConfig, simulate
+
+DAY_MS = 86_400_000
 
 
 def numbers(text: str) -> list[int]:
@@ -25,3 +30,19 @@ def positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, not {value}")
     return value
+
+
+def org_month(count: int, *, call_disorder_share: float = 0.0) -> tuple[list[bytes], int]:
+    """The log the throughput, scale and peers benchmarks share: ``count`` valid simulated
+    events, 30 days of an org ending now (seed 12), in the order its sources send them;
+    and how many leads they create."""
+    records, tally = simulate(
+        SimConfig(
+            seed=12,
+            count=count,
+            end_ms=time.time_ns() // 1_000_000,
+            history_ms=30 * DAY_MS,
+            call_disorder_share=call_disorder_share,
+        )
+    )
+    return [r.value for r in records if r.label == VALID], tally.valid["lead.created"]

@@ -80,13 +80,12 @@ from typing import Any, NoReturn
 
 import redis
 
-from benchmarks import numbers
+from benchmarks import numbers, org_month
 from benchmarks.soak import CLOCK_TICKS, process_stats
 from benchmarks.throughput import Edge, applied, caught_up_on_stack, clean, preload, project
 from config.connections import redis_access, redis_options
 from config.settings import Settings
 from projections.errors import EXIT_USAGE, SalespulseError, UsageError
-from simulator.log import VALID, SimConfig, simulate
 from stack.servers import LocalServer, servers
 
 STACKS = ("single", "cluster")
@@ -562,17 +561,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SalespulseError as exc:
         parser.exit(exc.exit_code, "".join(f"{parser.prog}: error: {x}\n" for x in exc.lines()))
 
-    records, tally = simulate(
-        SimConfig(
-            seed=12,
-            count=args.count,
-            end_ms=time.time_ns() // 1_000_000,
-            history_ms=30 * 86_400_000,
-        )
-    )
-    values = [r.value for r in records if r.label == VALID]
-    del records
-    leads = tally.valid["lead.created"]
+    values, leads = org_month(args.count)
     event_bytes = sum(map(len, values)) / len(values)
     results = []
     for stack, base in settings.items():

@@ -21,12 +21,12 @@ one run:
   of the events and lead-facts topics (a run after the first gets a fresh copy
   of the log);
 * salespulse end to end from the raw topic (unless ``--no-end-to-end``), what a
-  user runs: the same events preloaded as raw records onto the raw topic of a
-  fresh copy, one worker doing ingest, validation, republish, lead facts and
-  projection, timed from the first look at the progress (the worker ready) to the
-  first that saw ingest's commits at the end of the raw topic and both derived
-  topics projected (the first batch's ingest comes before anything is applied:
-  the last look that saw nothing applied would leave it out);
+  user runs: the same events sent as raw records onto the raw topic of a fresh
+  copy once its worker is ready (so that all of them are metered, whatever the
+  log's size), one worker doing ingest, validation, republish, lead facts and
+  projection, timed from the first look at the progress (the worker ready, the
+  records not sent yet) to the first that saw ingest's commits at the end of the
+  raw topic and both derived topics projected;
 * ``salespulse rebuild`` over the first run's log, with each replay process
   count of ``--rebuild-processes``: events of the log per second of the whole
   rebuild (directory pre-pass, replay, switch, dropping the old generation),
@@ -69,14 +69,13 @@ from urllib.request import Request
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from benchmarks import numbers
+from benchmarks import numbers, org_month
 from benchmarks.ingest import delete_topics
 from config.connections import kafka_options, redis_client, redis_sync_client
 from config.reader_access import reader_headers
 from config.settings import Settings
 from projections.namespaces import pointer
 from projections.store import RedisStore, current_namespace, drop, used_memory
-from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
 from streams.producer import publish
 from streams.rebuild import rebuild
@@ -359,7 +358,12 @@ def ingested_by_workers(settings: Settings, workers: int) -> int:
 
 
 def metered_project(
-    settings: Settings, values: list[bytes], leads: int, workers: int, timeout: float
+    settings: Settings,
+    values: list[bytes],
+    leads: int,
+    workers: int,
+    timeout: float,
+    feed: Callable[[], object] | None = None,
 ) -> tuple[Run, Result | None]:
     """``project`` on a preloaded log (events topic, or raw topic: end to end) with the CPU
     meter of benchmarks.scale around it: Redis's idle cost first, then the workers' and
@@ -367,8 +371,9 @@ def metered_project(
     projected. Events counted: those neither applied nor forwarded by ingest before the
     first look (ingest counts a batch once its transaction commits, so a batch in hand at
     that look is counted whole though part of its CPU came before: at most one batch's
-    worth, against the tens of batches metered). The figures are None when fewer than a
-    tenth of the log's events are left to count."""
+    worth, against the tens of batches metered). ``feed``, if given, is called right after
+    the first look: it publishes the log, so that all of it is metered. The figures are None
+    when fewer than a tenth of the log's events are left to count."""
     from benchmarks import scale  # here, not at the top: benchmarks.scale imports this module
 
     kafka = [s for s in scale.stack_servers(settings) if s.name.startswith("kafka")]
@@ -381,6 +386,8 @@ def metered_project(
         meter.window(edge, pids)
         if edge == "start":
             ingested_before = ingested_by_workers(settings, workers)
+            if feed is not None:
+                feed()
 
     try:
         idle = meter.idle(scale.IDLE_SECONDS)
@@ -453,17 +460,7 @@ def main() -> None:
     base = Settings.from_env()
     for server in servers(base):
         server.up()
-    records, tally = simulate(
-        SimConfig(
-            seed=12,
-            count=args.count,
-            end_ms=time.time_ns() // 1_000_000,
-            history_ms=30 * 86_400_000,
-        )
-    )
-    values = [r.value for r in records if r.label == VALID]
-    del records
-    leads = tally.valid["lead.created"]
+    values, leads = org_month(args.count)
     first = fresh(base)
     produced = preload(first, values)
     used = [first]
@@ -486,8 +483,15 @@ def main() -> None:
         if args.end_to_end:  # one worker from the raw topic: ingest to projection
             settings = fresh(base)
             used.append(settings)
-            preload(settings, values, settings.raw_topic)
-            whole = metered_project(settings, values, leads, 1, args.timeout)
+            asyncio.run(ensure_topics(settings))
+            whole = metered_project(  # the raw records sent once the worker is ready
+                settings,
+                values,
+                leads,
+                1,
+                args.timeout,
+                feed=lambda: asyncio.run(publish(settings, settings.raw_topic, values)),
+            )
     finally:
         for settings in used:
             asyncio.run(clean(settings))

@@ -32,7 +32,6 @@ import json
 import re
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,13 +39,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks import org_month
 from benchmarks.ingest import delete_topics
 from benchmarks.peers import kafka_streams_peer, quix_peer
 from benchmarks.peers.check import mismatches
 from benchmarks.scale import measure
 from benchmarks.throughput import preload
 from config.settings import Settings
-from simulator.log import VALID, SimConfig, simulate
 from stack.servers import servers
 
 
@@ -177,22 +176,13 @@ def main(argv: list[str] | None = None) -> None:
     base = dataclasses.replace(Settings.from_env(), partitions=args.partitions)
     for server in servers(base):
         server.up()
-    records, tally = simulate(
-        SimConfig(
-            seed=12,
-            count=args.count,
-            end_ms=time.time_ns() // 1_000_000,
-            history_ms=30 * 86_400_000,
-            call_disorder_share=0.3,  # a call's events in any order, as telephony sends them
-        )
-    )
-    values = [r.value for r in records if r.label == VALID]
-    del records
+    # A call's events in any order, as telephony sends them.
+    values, leads = org_month(args.count, call_disorder_share=0.3)
     with tempfile.TemporaryDirectory(prefix="peers-") as scratch:
         log = Path(scratch) / "events.jsonl"
         log.write_bytes(b"".join(v + b"\n" for v in values))
         runs = [
-            salespulse(base, values, tally.valid["lead.created"], args.timeout),
+            salespulse(base, values, leads, args.timeout),
             quix(base, values, log),
             kafka_streams(base, values, log, args.timeout),
         ]
