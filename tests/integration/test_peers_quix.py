@@ -13,42 +13,19 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from benchmarks.ingest import delete_topics
-from benchmarks.peers.check import mismatches
 from config.settings import Settings
-from simulator.log import VALID, SimConfig, simulate
-from streams.producer import publish
-from streams.topics import ensure_topics
+from tests.peer_support import assert_rows_equal_the_oracle, preload
 from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
 
 COUNT = 3_000
-KPIS = {"activities", "calls_offered", "calls_answered", "calls_abandoned", "asa"}
-
-
-def preload(settings: Settings, log: Path) -> int:
-    """Simulate three days of valid events onto the events topic and into ``log``."""
-    records, _ = simulate(
-        SimConfig(
-            seed=21,
-            count=COUNT,
-            end_ms=time.time_ns() // 1_000_000,
-            history_ms=3 * 86_400_000,
-            call_disorder_share=0.3,  # a call's events in any order
-        )
-    )
-    values = [r.value for r in records if r.label == VALID]
-    log.write_bytes(b"".join(v + b"\n" for v in values))
-    asyncio.run(ensure_topics(settings))
-    asyncio.run(publish(settings, settings.events_topic, values))
-    return len(values)
 
 
 def test_quix_peer_equals_the_oracle(stack_env: dict[str, str], tmp_path: Path) -> None:
@@ -57,7 +34,7 @@ def test_quix_peer_equals_the_oracle(stack_env: dict[str, str], tmp_path: Path) 
     )
     log, out = tmp_path / "events.jsonl", tmp_path / "rows.json"
     try:
-        count = preload(settings, log)
+        count = preload(settings, log, COUNT)
         done = subprocess.run(
             [
                 *(sys.executable, "-m", "benchmarks.peers.quix_peer"),
@@ -78,13 +55,4 @@ def test_quix_peer_equals_the_oracle(stack_env: dict[str, str], tmp_path: Path) 
     assert "0 window updates skipped as late" in done.stdout, done.stdout
     assert "oracle check: equal" in done.stdout, done.stdout
 
-    rows = json.loads(out.read_text())
-    assert {row["kpi"] for row in rows} == KPIS
-    assert mismatches(log, rows) == []
-    # The check can fail: one count off, and one row left out, are both caught.
-    bumped = [dict(row) for row in rows]
-    bumped[0]["value"] += 1
-    assert mismatches(log, bumped)
-    nonzero = next(i for i, row in enumerate(rows) if row["value"])
-    assert any("missing" in line for line in mismatches(log, rows[:nonzero] + rows[nonzero + 1 :]))
-    assert any("missing" in line for line in mismatches(log, []))
+    assert_rows_equal_the_oracle(log, json.loads(out.read_text()))
