@@ -18,8 +18,8 @@ one run:
 * salespulse with each worker count of ``--workers``, the projection alone:
   workers projecting the whole KPI catalogue, timed from the last look that saw
   nothing applied to the first that saw every partition's checkpoint at the end
-  of the events and lead-facts topics (a run after the first gets a fresh copy
-  of the log);
+  of the events and lead-facts topics (each run gets a fresh copy of the log, sent
+  once its workers are ready, so that all of it is metered at any size);
 * salespulse end to end from the raw topic (unless ``--no-end-to-end``), what a
   user runs: the same events sent as raw records onto the raw topic of a fresh
   copy once its worker is ready (so that all of them are metered, whatever the
@@ -365,7 +365,7 @@ def metered_project(
     timeout: float,
     feed: Callable[[], object] | None = None,
 ) -> tuple[Run, Result | None]:
-    """``project`` on a preloaded log (events topic, or raw topic: end to end) with the CPU
+    """``project`` on a log (events topic, or raw topic: end to end) with the CPU
     meter of benchmarks.scale around it: Redis's idle cost first, then the workers' and
     Redis's CPU from the first look at the progress to the look that saw everything
     projected. Events counted: those neither applied nor forwarded by ingest before the
@@ -416,6 +416,27 @@ def metered_project(
         facts_topic_bytes=scale.topic_bytes(homes, settings.facts_topic),
         replication=settings.replication_factor,
         cores=os.cpu_count() or 1,
+    )
+
+
+def fed_project(
+    settings: Settings,
+    topic: str,
+    values: list[bytes],
+    leads: int,
+    workers: int,
+    args: argparse.Namespace,
+) -> tuple[Run, Result | None]:
+    """``metered_project`` on a copy of the log sent to ``topic`` (the events topic, or the
+    raw topic: end to end) once the workers are ready, so that all of it is metered."""
+    asyncio.run(ensure_topics(settings))
+    return metered_project(
+        settings,
+        values,
+        leads,
+        workers,
+        args.timeout,
+        feed=lambda: asyncio.run(publish(settings, topic, values)),
     )
 
 
@@ -470,28 +491,19 @@ def main() -> None:
         baseline = faust_agent(first, "naive", len(values), args.baseline_seconds)
         stream = faust_agent(first, "stream", len(values), args.baseline_seconds)
         runs = []
+        projected = first
         for n, workers in enumerate(args.workers):
-            settings = first
-            if n:
-                settings = fresh(base)
-                used.append(settings)
-                preload(settings, values)
-            runs.append(metered_project(settings, values, leads, workers, args.timeout))
+            settings = fresh(base)
+            used.append(settings)
+            runs.append(fed_project(settings, settings.events_topic, values, leads, workers, args))
             if not n:
                 by_kind = asyncio.run(memory_by_kind(settings))
-        rebuilds = [(n, asyncio.run(rebuild(first, n))) for n in args.rebuild_processes]
+                projected = settings
+        rebuilds = [(n, asyncio.run(rebuild(projected, n))) for n in args.rebuild_processes]
         if args.end_to_end:  # one worker from the raw topic: ingest to projection
             settings = fresh(base)
             used.append(settings)
-            asyncio.run(ensure_topics(settings))
-            whole = metered_project(  # the raw records sent once the worker is ready
-                settings,
-                values,
-                leads,
-                1,
-                args.timeout,
-                feed=lambda: asyncio.run(publish(settings, settings.raw_topic, values)),
-            )
+            whole = fed_project(settings, settings.raw_topic, values, leads, 1, args)
     finally:
         for settings in used:
             asyncio.run(clean(settings))
