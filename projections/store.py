@@ -95,20 +95,34 @@ from projections.windows import TIER_TTL_SECONDS
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Run a command on one key with many arguments, at most 1,000 at a time (Lua's unpack stops
+# near 8,000 values; 1,000 keeps field-value pairs together).
+CHUNKED_LUA = """
+local function chunked(command, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(command, key, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+"""
+
 # The values a fold needs, as JSON text: each bucket (KEYS index in ``fk``) as a flat
 # [field, value, ...] list, and the lowest score of each untouched-lead set (in ``uk``).
 VALUES_LUA = """
-local function values(fk, uk)
-  local b, u = {}, {}
-  for i, k in ipairs(fk) do
-    local flat = redis.call('HGETALL', KEYS[k])
-    b[i] = #flat > 0 and cjson.encode(flat) or '[]'
-  end
+local function lows(uk)
+  local u = {}
   for i, k in ipairs(uk) do
     local first = redis.call('ZRANGE', KEYS[k], 0, 0, 'WITHSCORES')
     u[i] = first[2] and string.format('%.0f', tonumber(first[2])) or 'null'
   end
-  return '[' .. table.concat(b, ',') .. '],[' .. table.concat(u, ',') .. ']'
+  return '[' .. table.concat(u, ',') .. ']'
+end
+local function values(fk, uk)
+  local b = {}
+  for i, k in ipairs(fk) do
+    local flat = redis.call('HGETALL', KEYS[k])
+    b[i] = #flat > 0 and cjson.encode(flat) or '[]'
+  end
+  return '[' .. table.concat(b, ',') .. '],' .. lows(uk)
 end
 """
 
@@ -124,12 +138,14 @@ end
 # Returns {1, '[version, buckets, lows, previous versions, records deleted]'} for the fold, or
 # {0, topic, actual} when
 # another writer moved a checkpoint first, or {0, '!range', key, field} when a sum would leave
-# the range every reader handles exactly (|sum| < 2^53): then the increments made so far are
-# undone and nothing was written. Redis never rolls a script back, so nothing after the first
-# write may fail: the deltas (the only step that can) go first, and HSET takes records in
-# chunks (Lua's unpack stops near 8,000 values: one entity can change more fields than that).
+# the range every reader handles exactly (|sum| < 2^53): then nothing was written. Redis never
+# rolls a script back, so nothing after the first write may fail: every bucket's new sums are
+# worked out first (one HGETALL a bucket; Lua's doubles are exact below 2^53, and a sum at or
+# past it is refused), then written with one HSET and one HDEL a bucket. HSET takes records
+# in chunks (one entity can change more fields than Lua's unpack takes at once).
 COMMIT_LUA = (
-    VALUES_LUA
+    CHUNKED_LUA
+    + VALUES_LUA
     + """
 if redis.call('HEXISTS', KEYS[1], '!frozen') == 1 then return {0, '!frozen', ''} end
 local p = cjson.decode(ARGV[1])
@@ -137,28 +153,37 @@ for _, c in ipairs(p.c) do
   local current = redis.call('HGET', KEYS[1], c[1]) or ''
   if current ~= c[2] then return {0, c[1], current} end
 end
-local limit, added, zeros, bad = 9007199254740992, {}, {}, nil
-for _, d in ipairs(p.d) do
+local limit, writes, buckets, bad = 9007199254740992, {}, {}, nil
+for n, d in ipairs(p.d) do
   local key = KEYS[d[1]]
+  local flat = redis.call('HGETALL', key)
+  local at, sets, zeros = {}, {}, {}
+  for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
   for i = 2, #d, 2 do
-    local change = d[i + 1]
-    local sum = false
-    if change > -limit and change < limit then sum = redis.pcall('HINCRBY', key, d[i], change) end
-    if type(sum) == 'number' then added[#added + 1] = {key, d[i], change} end
-    if type(sum) ~= 'number' or sum <= -limit or sum >= limit then bad = {key, d[i]}; break end
-    if sum == 0 then zeros[#zeros + 1] = {key, d[i]} end
+    local name, change, pos = d[i], d[i + 1], at[d[i]]
+    local sum = pos and tonumber(flat[pos]) or (not pos and 0)
+    if sum and change > -limit and change < limit then sum = sum + change else sum = nil end
+    if not sum or sum % 1 ~= 0 or sum <= -limit or sum >= limit then bad = {key, name}; break end
+    if sum == 0 then
+      zeros[#zeros + 1] = name
+      if pos then flat[pos] = false end
+    else
+      local text = string.format('%.0f', sum)
+      sets[#sets + 1] = name
+      sets[#sets + 1] = text
+      if pos then flat[pos] = text else flat[#flat + 1] = name; flat[#flat + 1] = text end
+    end
   end
-  if bad then break end
-end
-if bad then
-  for j = #added, 1, -1 do
-    local a = added[j]
-    if redis.call('HINCRBY', a[1], a[2], -a[3]) == 0 then redis.call('HDEL', a[1], a[2]) end
+  if bad then return {0, '!range', bad[1], bad[2]} end
+  writes[n] = {key, sets, zeros}
+  local kept = {}
+  for i = 1, #flat, 2 do
+    if flat[i + 1] then kept[#kept + 1] = flat[i]; kept[#kept + 1] = flat[i + 1] end
   end
-  return {0, '!range', bad[1], bad[2]}
+  buckets[n] = #kept > 0 and cjson.encode(kept) or '[]'
 end
--- Only now: a bucket emptied and then undone would have come back without its TTL.
-for _, z in ipairs(zeros) do redis.call('HDEL', z[1], z[2]) end
+-- HSET before HDEL: a bucket that keeps a field keeps its TTL.
+for _, w in ipairs(writes) do chunked('HSET', w[1], w[2]); chunked('HDEL', w[1], w[3]) end
 for _, k in ipairs(p.rd) do redis.call('DEL', KEYS[k]) end
 for _, h in ipairs(p.h) do
   local key = KEYS[h[1]]
@@ -183,7 +208,9 @@ if tonumber(p.stream) > stream then
   stream = tonumber(p.stream)
   redis.call('HSET', KEYS[1], '!stream_ms', p.stream)
 end
-for _, e in ipairs(p.e) do redis.call('ZADD', KEYS[p.ek], e[2], e[1]) end
+local indexed = {}
+for _, e in ipairs(p.e) do indexed[#indexed + 1] = e[2]; indexed[#indexed + 1] = e[1] end
+chunked('ZADD', KEYS[p.ek], indexed)
 for _, m in ipairs(p.ue) do redis.call('ZREM', KEYS[p.ek], m) end
 local expired = 0
 if p.hz > 0 and stream > 0 then
@@ -228,12 +255,14 @@ for i, x in ipairs(p.x) do
   before[i] = redis.call('HGET', KEYS[p.xk], x) or '0'
   redis.call('HSET', KEYS[p.xk], x, vs)
 end
-for _, m in ipairs(p.r) do redis.call('ZADD', KEYS[p.rk], vs, m) end
+local recent = {}
+for _, m in ipairs(p.r) do recent[#recent + 1] = vs; recent[#recent + 1] = m end
+chunked('ZADD', KEYS[p.rk], recent)
 if #p.r > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[p.rk], '-inf', '(' .. string.format('%.0f', v - p.keep))
 end
-return {1, '[' .. vs .. ',' .. values(p.f, p.u) .. ',[' .. table.concat(before, ',') .. '],'
-  .. expired .. ']'}
+return {1, '[' .. vs .. ',[' .. table.concat(buckets, ',') .. '],' .. lows(p.u) .. ',['
+  .. table.concat(before, ',') .. '],' .. expired .. ']'}
 """
 )
 
@@ -315,14 +344,47 @@ return 1
 # [totals key (0: none, the oldest-untouched share), shares key, index into p, TTL, mark,
 # 1 if the publisher announces it, scope member or '', {field: value} as strings]; ``keep``,
 # how far back (ms) the index keeps marks. A share folds only over an older version, so a
-# fold sent twice, or late, changes nothing; totals move by new share - stored share, in
-# two integer increments (exact for any two values in range). Returns 1.
-FOLD_LUA = """
+# fold sent twice, or late, changes nothing; totals move by new share - stored share: read
+# with one HMGET and written with one HSET and one HDEL a bucket while Lua's doubles hold
+# them exactly (below 2^53), else in two 64-bit HINCRBYs. Returns 1.
+FOLD_LUA = (
+    CHUNKED_LUA
+    + """
 local a = cjson.decode(ARGV[1])
+local limit = 9007199254740992
 local function neg(x)
   if string.sub(x, 1, 1) == '-' then return string.sub(x, 2) end
   return '-' .. x
 end
+-- Move the totals of ``tk`` by new - old for the fields ``names`` (``xs`` new, ``ws`` old).
+local function move(tk, names, xs, ws)
+  local totals = {}
+  for i = 1, #names, 1000 do
+    local got = redis.call('HMGET', tk, unpack(names, i, math.min(i + 999, #names)))
+    for j = 1, #got do totals[i + j - 1] = got[j] end
+  end
+  local sets, zeros = {}, {}
+  for i, f in ipairs(names) do
+    local t, d = tonumber(totals[i] or '0'), tonumber(xs[i]) - tonumber(ws[i])
+    local s = t and t + d
+    if s and math.abs(t) < limit and math.abs(d) < limit and math.abs(s) < limit then
+      if s == 0 then
+        zeros[#zeros + 1] = f
+      else
+        sets[#sets + 1] = f
+        sets[#sets + 1] = string.format('%.0f', s)
+      end
+    else
+      local sum = 0
+      if xs[i] ~= '0' then sum = redis.call('HINCRBY', tk, f, xs[i]) end
+      if ws[i] ~= '0' then sum = redis.call('HINCRBY', tk, f, neg(ws[i])) end
+      if sum == 0 then redis.call('HDEL', tk, f) end
+    end
+  end
+  chunked('HSET', tk, sets)
+  chunked('HDEL', tk, zeros)
+end
+local scopes, indexed = {}, {}
 for _, e in ipairs(a.e) do
   local part = a.p[e[3]]
   local sk, p, v = KEYS[e[2]], part[1], part[2]
@@ -332,23 +394,18 @@ for _, e in ipairs(a.e) do
   if v > oldv then
     local newf = e[8]
     if e[1] > 0 then
-      local tk, changed = KEYS[e[1]], false
+      local names, xs, ws = {}, {}, {}
       for f, x in pairs(newf) do
         local was = oldf[f]
-        if was ~= x then
-          local sum = redis.call('HINCRBY', tk, f, x)
-          if was then sum = redis.call('HINCRBY', tk, f, neg(was)) end
-          if sum == 0 then redis.call('HDEL', tk, f) end
-          changed = true
-        end
+        if was ~= x then names[#names + 1] = f; xs[#names] = x; ws[#names] = was or '0' end
       end
       for f, was in pairs(oldf) do
-        if newf[f] == nil then
-          if redis.call('HINCRBY', tk, f, neg(was)) == 0 then redis.call('HDEL', tk, f) end
-          changed = true
-        end
+        if newf[f] == nil then names[#names + 1] = f; xs[#names] = '0'; ws[#names] = was end
       end
-      if changed and e[6] == 1 then redis.call('HINCRBY', KEYS[1], e[5], 1) end
+      if #names > 0 then
+        move(KEYS[e[1]], names, xs, ws)
+        if e[6] == 1 then redis.call('HINCRBY', KEYS[1], e[5], 1) end
+      end
     end
     redis.call('HSET', sk, p, cjson.encode({v, newf}))
     if e[4] > 0 then
@@ -356,11 +413,18 @@ for _, e in ipairs(a.e) do
       redis.call('EXPIRE', sk, e[4], 'NX')
       if e[1] > 0 then redis.call('PEXPIREAT', KEYS[e[1]], redis.call('PEXPIRETIME', sk), 'NX') end
     end
-    redis.call('ZADD', KEYS[part[4]], v, e[5])
-    if e[7] ~= '' then redis.call('SADD', KEYS[2], e[7]) end
+    local marks = indexed[e[3]] or {}
+    marks[#marks + 1] = v
+    marks[#marks + 1] = e[5]
+    indexed[e[3]] = marks
+    if e[7] ~= '' and not scopes[e[7]] then
+      scopes[e[7]] = true
+      redis.call('SADD', KEYS[2], e[7])
+    end
   end
 end
-for _, part in ipairs(a.p) do
+for i, part in ipairs(a.p) do
+  if indexed[i] then chunked('ZADD', KEYS[part[4]], indexed[i]) end
   local lag = part[1] .. '!since'
   local got = redis.call('HMGET', KEYS[3], part[1], lag)
   local seen = tonumber(got[1] or '0')
@@ -377,6 +441,7 @@ for _, part in ipairs(a.p) do
 end
 return 1
 """
+)
 
 # The values of some buckets of one partition for a fold outside a commit (KEYS[1] its
 # checkpoint, KEYS[2] its expect hash, then the buckets), with the version they are at and
@@ -877,7 +942,6 @@ class RedisStore(DerivedReads):
                 "s": members,
                 "za": adds,
                 "zr": removes,
-                "f": [index[self.keys.aggregate(partition, a)] for a in plan.deltas],
                 "u": [index[self.keys.untouched(partition, u)] for u in untouched],
                 "x": [str(shard) for shard in shards],
                 "xk": expect,

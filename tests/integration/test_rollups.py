@@ -71,6 +71,28 @@ async def test_reads_sum_every_partition_from_the_rollups(store: RedisStore) -> 
     assert bucket == {b"calls": b"6"}
 
 
+async def test_totals_past_2_to_the_53_stay_exact(store: RedisStore) -> None:
+    """Each partition's share is below 2^53 but their total is not: the fold moves such a total
+    in 64-bit increments, and with one HSET again once it is back where Lua's doubles are
+    exact; a total that reaches 0 is dropped."""
+    big = 2**53 - 1
+    writers = [Writer(store, partition) for partition in range(3)]
+    for write in writers:
+        await write(deltas={ALL: {"revenue": big, "won": 1}})
+    assert await store.sums(*ALL[:2], [ALL[2]]) == {"revenue": 3 * big, "won": 3}
+    await writers[1](deltas={ALL: {"revenue": -big + 5}})
+    assert await store.sums(*ALL[:2], [ALL[2]]) == {"revenue": 2 * big + 5, "won": 3}
+    await writers[0](deltas={ALL: {"revenue": -big, "won": -1}})
+    await writers[2](deltas={ALL: {"revenue": -big + 7}})
+    assert await store.sums(*ALL[:2], [ALL[2]]) == {"revenue": 12, "won": 2}
+    await writers[1](deltas={ALL: {"revenue": -5, "won": -1}})
+    await writers[2](deltas={ALL: {"revenue": -7, "won": -1}})
+    assert await store.sums(*ALL[:2], [ALL[2]]) == {}
+    total = store.keys.total((*ALL[:2], ALL[2]))
+    assert not await store.client.exists(total)
+    assert await store.unfolded(range(3)) == 0
+
+
 async def test_a_fold_sent_again_or_late_changes_nothing(store: RedisStore) -> None:
     write = Writer(store)
     await write(deltas={DAY: {"calls": 1}})
