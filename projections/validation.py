@@ -116,10 +116,10 @@ def parse_instant_ms(value: str, name: str) -> int:
     match = _RFC3339.fullmatch(value)
     if match is None:
         raise InvalidField(Reason.INVALID_TIMESTAMP, f"{name}: {value[:64]!r} is not RFC 3339")
-    if match.group("offset") is None:
+    fraction, offset = match.groups()
+    if offset is None:
         raise InvalidField(Reason.TIMESTAMP_WITHOUT_OFFSET, f"{name}: {value!r} has no UTC offset")
     # fromisoformat accepts at most 6 fractional digits; RFC 3339 allows more.
-    fraction = match.group("fraction")
     text = _SUB_MICROSECOND.sub(r"\1", value) if fraction and len(fraction) > 6 else value
     try:
         instant = datetime.fromisoformat(text)
@@ -159,7 +159,17 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _check_string(max_chars: int, allow_empty: bool, is_id: bool = False) -> Checker:
+    least = 0 if allow_empty else 1
+
     def check(value: object, name: str) -> object:
+        # The common case first: a string of a fine length, for an id all printable ASCII
+        # (no control character); anything else is looked at closely below.
+        if (
+            type(value) is str
+            and least <= len(value) <= max_chars
+            and (not is_id or (value.isascii() and value.isprintable()))
+        ):
+            return value
         if type(value) is not str:
             raise InvalidField(
                 Reason.WRONG_TYPE, f"{name}: expected string, got {_json_type(value)}"
@@ -281,8 +291,16 @@ def field_specs(cls: type[Event]) -> tuple[FieldSpec, ...]:
     return tuple(specs)
 
 
-_SPECS: dict[str, tuple[FieldSpec, ...]] = {
-    type_name: tuple(s for s in field_specs(cls) if s.attr_name != "schema_version")
+# Per type: its class and, per wire field, (wire name, attribute, required, check).
+_PLANS: dict[str, tuple[type[Event], tuple[tuple[str, str, bool, Checker], ...]]] = {
+    type_name: (
+        cls,
+        tuple(
+            (s.wire_name, s.attr_name, s.required, s.check)
+            for s in field_specs(cls)
+            if s.attr_name != "schema_version"
+        ),
+    )
     for type_name, cls in EVENT_TYPES.items()
 }
 
@@ -321,17 +339,19 @@ def _build(document: dict[str, Any], now_ms: int, limits: Limits) -> Event:
         raise InvalidField(Reason.MISSING_FIELD, "type: required")
     if type(type_name) is not str:
         raise InvalidField(Reason.WRONG_TYPE, f"type: expected string, got {_json_type(type_name)}")
-    specs = _SPECS.get(type_name)
-    if specs is None:
+    plan = _PLANS.get(type_name)
+    if plan is None:
         raise InvalidField(Reason.UNKNOWN_TYPE, f"type {type_name[:64]!r} is not in the contract")
+    cls, specs = plan
     values: dict[str, object] = {"schema_version": version}
-    for spec in specs:
-        value = document.get(spec.wire_name)
+    get = document.get
+    for wire, attr, required, check in specs:
+        value = get(wire)
         if value is None:
-            if spec.required:
-                raise InvalidField(Reason.MISSING_FIELD, f"{spec.wire_name}: required")
+            if required:
+                raise InvalidField(Reason.MISSING_FIELD, f"{wire}: required")
             continue
-        values[spec.attr_name] = spec.check(value, spec.wire_name)
+        values[attr] = check(value, wire)
     occurred = values["occurred_at_ms"]
     assert isinstance(occurred, int)
     if occurred < 0 or occurred > now_ms + limits.max_future_ms:
@@ -339,7 +359,7 @@ def _build(document: dict[str, Any], now_ms: int, limits: Limits) -> Event:
             Reason.TIMESTAMP_OUT_OF_RANGE,
             f"occurred_at {document['occurred_at']!r} is before 1970 or too far in the future",
         )
-    return EVENT_TYPES[type_name](**values)  # type: ignore[arg-type]
+    return cls(**values)  # type: ignore[arg-type]
 
 
 def parse_event(raw: bytes, *, now_ms: int, limits: Limits = DEFAULT_LIMITS) -> Event | Rejection:
