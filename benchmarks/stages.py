@@ -1,0 +1,120 @@
+"""CPU per event of the worker's pure stages, without Kafka or Redis: steadier than a run on
+the stack, for comparing a change to decoding or planning.
+
+    python -m benchmarks.stages [--count 100000] [--partitions 12] [--batch 20000] [--repeat 3]
+
+On the throughput benchmark's log (``benchmarks.org_month``: simulated valid events, 30 days
+of an org, 30 % of calls' events out of order), in this process, best of ``--repeat``:
+
+* decode and validate: ``parse_event`` on every record's bytes (a worker does it twice
+  per event end to end: ingest, then the projection);
+* plan: ``plan_batch`` (projections/engine.py) over batches of ``--batch`` events in log
+  order, split over ``--partitions`` partitions by the subject's CRC-32 (a stand-in for
+  Kafka's partitioner), each partition planned over its records as the batches before it
+  left them, with the lead facts a batch derives applied in the next one (as the worker
+  gets them back from the lead-facts topic). No lateness horizon: no record ends.
+
+The process collects garbage as a worker does (``streams.worker.tune_gc``). Prints µs of this
+process's CPU per event for each stage. What is left out, and measured by
+benchmarks.throughput on the stack: Kafka's consumers and producers, the commit's payload,
+Redis's answers, the fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from benchmarks import org_month
+from config.settings import Settings
+from projections.engine import DirectoryView, EntityKey, key_of, plan_batch
+from projections.entities import Record
+from projections.events import Event
+from projections.facts import LeadFact
+from projections.validation import Rejection, parse_event
+from streams.worker import tune_gc
+
+
+def cpu_per_event(run: Callable[[], int], repeat: int) -> float:
+    """The least process CPU µs per item of ``repeat`` runs (each returns its item count)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        items = run()
+        best = min(best, (time.process_time() - start) / items * 1e6)
+    return best
+
+
+def decode_all(values: Sequence[bytes], now_ms: int) -> list[Event]:
+    events = []
+    for value in values:
+        event = parse_event(value, now_ms=now_ms)
+        if isinstance(event, Rejection):
+            raise ValueError(f"the simulated log holds an invalid event: {event.detail}")
+        events.append(event)
+    return events
+
+
+def partition_of(item: Event | LeadFact, partitions: int) -> int:
+    return zlib.crc32(key_of(item)[1].encode()) % partitions
+
+
+def plan_all(
+    events: Sequence[Event], partitions: int, batch: int, now_ms: int
+) -> tuple[float, int]:
+    """Plan the log in batches; returns the CPU seconds spent in ``plan_batch`` and how many
+    events the plans applied (duplicates are not)."""
+    rules = Settings.from_env({}).rules
+    directory = DirectoryView({}, rules)
+    stored: dict[int, dict[EntityKey, Record]] = defaultdict(dict)
+    facts: list[LeadFact] = []
+    spent, applied = 0.0, 0
+    for first in range(0, len(events), batch):
+        pending: dict[int, list[Event | LeadFact]] = defaultdict(list)
+        batch_items: list[Event | LeadFact] = [*events[first : first + batch], *facts]
+        for item in batch_items:
+            pending[partition_of(item, partitions)].append(item)
+        facts = []
+        for partition, items in pending.items():
+            records = stored[partition]
+            start = time.process_time()
+            plan = plan_batch(records, items, directory, rules, now_ms)
+            spent += time.process_time() - start
+            records.update(plan.records)
+            facts += plan.facts
+            applied += plan.applied
+    return spent, applied
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks.stages", description=__doc__.split("\n\n", 1)[0]
+    )
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per stage, the best kept")
+    args = parser.parse_args()
+    for name in ("count", "partitions", "batch", "repeat"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    repeat = args.repeat
+    tune_gc()
+    values, _ = org_month(args.count, call_disorder_share=0.3)
+    now_ms = time.time_ns() // 1_000_000
+    events = decode_all(values, now_ms)
+    print(f"events                     {len(events):>9,} in {args.partitions} partitions")
+    decode = cpu_per_event(lambda: len(decode_all(values, now_ms)), repeat)
+    print(f"decode and validate        {decode:>9.2f} µs/event")
+    plan = min(
+        plan_all(events, args.partitions, args.batch, now_ms)[0] / len(events) * 1e6
+        for _ in range(repeat)
+    )
+    print(f"plan (batches of {args.batch:,})".ljust(27) + f"{plan:>9.2f} µs/event")
+
+
+if __name__ == "__main__":
+    main()
