@@ -14,7 +14,7 @@ of an org, 30 % of calls' events out of order), in this process, best of ``--rep
   left them, with the lead facts a batch derives applied in the next one (as the worker
   gets them back from the lead-facts topic). No lateness horizon: no record ends.
 
-The process collects garbage as a worker does (``streams.worker.tune_gc``). Prints µs of this
+The process collects garbage as a worker does (``streams.garbage.tune_gc``). Prints µs of this
 process's CPU per event for each stage. What is left out, and measured by
 benchmarks.throughput on the stack: Kafka's consumers and producers, the commit's payload,
 Redis's answers, the fold.
@@ -35,7 +35,7 @@ from projections.entities import Record
 from projections.events import Event
 from projections.facts import LeadFact
 from projections.validation import Rejection, parse_event
-from streams.worker import tune_gc
+from streams.garbage import tune_gc
 
 
 def cpu_per_event(run: Callable[[], int], repeat: int) -> float:

@@ -56,6 +56,7 @@ from projections.store import (
 )
 from projections.validation import Rejection, occurred_at_ms, parse_event
 from streams.batch_send import send_records
+from streams.garbage import tune_gc
 from streams.ingest import projection_letter
 from streams.logs import configure_logging
 from streams.progress import (
@@ -282,6 +283,7 @@ def _child(
         # Its consumer's notices (topics assigned) would cut into the parent's progress line
         # on the terminal both share; warnings and errors still show.
         logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    tune_gc()
     counts.put(asyncio.run(_replay_partitions(settings, namespace, partitions, directory)))
 
 
@@ -456,6 +458,7 @@ async def rebuild(
         )
         learn(directory, known, settings)
         log.info("rebuild %s -> %s: %d directory events known", old, new, len(known))
+        tune_gc()  # this process replays too (all of it, or the facts left at the end)
         replay_started = time.monotonic()
         replayed = 0
         async with _watched(settings, store, progress(f"rebuild {old} -> {new}", "records")):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 
 from aiokafka.errors import KafkaError
@@ -11,24 +10,12 @@ from aiokafka.errors import KafkaError
 from config.reader_access import reader_token
 from config.settings import Settings
 from projections.errors import SalespulseError
+from streams.garbage import tune_gc
 from streams.metrics_server import serve_metrics
 from streams.preflight import kafka_failure, quiet_kafka
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
-
-# Allocations between two collections of the youngest generation (CPython's default: 700).
-# A batch allocates events, records and deltas by the hundred thousand, nearly all freed by
-# their reference counts, so the default collects many times a batch for little: with this,
-# benchmarks.stages spent about 10 % less CPU decoding and planning.
-GC_THRESHOLD = 50_000
-
-
-def tune_gc() -> None:
-    """Collect garbage less often, and never look again at what exists now (modules, the
-    app: start-up's objects are never garbage)."""
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def run_worker(settings: Settings) -> int:
