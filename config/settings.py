@@ -86,6 +86,9 @@ class Settings:
     max_future_seconds: int = 86_400
     ingest_batch_size: int = 10_000
     ingest_batch_seconds: float = 0.2
+    # Once records come, how long ingest and the projection keep fetching to fill a batch
+    # (a batch's fixed costs are then paid for more records): benchmarks/RESULTS.md.
+    ingest_linger_seconds: float = 0.1
     session_timeout_seconds: float = 10.0
     # A worker's name in its consumer groups (static membership: a restarted worker takes its
     # partitions back at once) and in its ingest transactions (a restarted worker aborts
@@ -140,6 +143,7 @@ class Settings:
     queue_teams: str = ""  # "queue=team,queue=team": contact-centre queues by team
     projection_batch_size: int = 20_000
     projection_batch_seconds: float = 0.2
+    projection_linger_seconds: float = 0.1
     # The projection loop retries a batch while Redis does not answer for up to this long,
     # then exits (without committing) for its supervisor to restart it.
     redis_outage_seconds: float = 300.0
@@ -426,6 +430,9 @@ class Settings:
             )
         if self.ingest_batch_size < 1:
             raise SettingsError("SALESPULSE_INGEST_BATCH_SIZE must be at least 1")
+        for name in ("ingest_linger_seconds", "projection_linger_seconds"):
+            if not 0 <= getattr(self, name) <= 10:
+                raise SettingsError(f"SALESPULSE_{name.upper()} must be from 0 to 10 seconds")
         if self.max_event_bytes < 256:
             raise SettingsError("SALESPULSE_MAX_EVENT_BYTES must be at least 256")
         if not self.topic_prefix or any(c not in _TOPIC_CHARS for c in self.topic_prefix):

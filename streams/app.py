@@ -84,6 +84,7 @@ async def ingest() -> None:
         commit_seconds=None,  # the transactions commit the offsets
         max_records=settings.ingest_batch_size,
         idle_seconds=settings.ingest_batch_seconds,
+        linger_seconds=settings.ingest_linger_seconds,
     )
     forwarder.consumer = loop.consumer
     await _or_exit("ingest", _forwarding(forwarder, loop))
@@ -181,6 +182,7 @@ async def project() -> None:
         commit_seconds=1.0,
         max_records=settings.projection_batch_size,
         idle_seconds=settings.projection_batch_seconds,
+        linger_seconds=settings.projection_linger_seconds,
         on_assigned=resume,
         on_revoked=lambda revoked: projector.forget({tp.partition for tp in revoked}),
         periodic=recheck,

@@ -108,6 +108,7 @@ class BatchLoop:
         commit_seconds: float | None = 0.0,
         max_records: int,
         idle_seconds: float,
+        linger_seconds: float = 0.0,
         on_assigned: OnAssigned | None = None,
         on_revoked: OnRevoked | None = None,
         periodic: Periodic | None = None,
@@ -119,6 +120,7 @@ class BatchLoop:
         self.commit_seconds = commit_seconds
         self.max_records = max_records
         self.idle_ms = int(idle_seconds * 1000)
+        self.linger_seconds = linger_seconds
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
         self.periodic = periodic  # every periodic_seconds, with or without records
@@ -183,6 +185,23 @@ class BatchLoop:
                 out[tp] = Span(start, end)
         return out
 
+    async def linger(self, fetched: Fetched) -> Fetched:
+        """Keep fetching for up to ``linger_seconds`` after records came, until the batch is
+        full: each batch has costs of its own (an ingest transaction's round trips and
+        markers; a projection batch's loads, commits and folds), and at a steady rate a
+        batch that waits a little for more pays them for many more records."""
+        batch = {tp: list(messages) for tp, messages in fetched.items()}
+        got = sum(len(messages) for messages in batch.values())
+        deadline = time.monotonic() + self.linger_seconds
+        while got < self.max_records and (left := deadline - time.monotonic()) > 0:
+            more = await self.consumer.getmany(
+                timeout_ms=max(1, int(left * 1000)), max_records=self.max_records - got
+            )
+            for tp, messages in more.items():
+                batch.setdefault(tp, []).extend(messages)
+                got += len(messages)
+        return batch
+
     async def run(self) -> None:
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
         await self.consumer.start()
@@ -191,8 +210,10 @@ class BatchLoop:
                 fetched = await self.consumer.getmany(
                     timeout_ms=self.idle_ms, max_records=self.max_records
                 )
-                spans = await self.spans(fetched)
-                async with self.busy:
+                async with self.busy:  # from here, a rebalance waits for the batch
+                    if fetched and self.linger_seconds > 0:
+                        fetched = await self.linger(fetched)
+                    spans = await self.spans(fetched)
                     if spans:
                         await self.handle(fetched, spans)
                         self._uncommitted = True

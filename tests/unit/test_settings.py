@@ -49,6 +49,8 @@ def test_environment_overrides_and_prefix() -> None:
         ({"SALESPULSE_TOPIC_PREFIX": "a b"}, "letters, digits"),
         ({"SALESPULSE_MAX_EVENT_BYTES": "10"}, "at least 256"),
         ({"SALESPULSE_INGEST_BATCH_SECONDS": "soon"}, "not a valid float"),
+        ({"SALESPULSE_INGEST_LINGER_SECONDS": "-0.1"}, "LINGER_SECONDS must be from 0 to 10"),
+        ({"SALESPULSE_PROJECTION_LINGER_SECONDS": "nan"}, "LINGER_SECONDS must be from 0 to 10"),
         ({"SALESPULSE_LOG_LEVEL": "loud"}, "use debug, info"),
         ({"SALESPULSE_LOG_FORMAT": "xml"}, "SALESPULSE_LOG_FORMAT='xml': use text or json"),
         ({"SALESPULSE_QUEUE_TEAMS": "q1=emea,q2"}, "'q2' is not queue=team"),

@@ -1,0 +1,83 @@
+"""BatchLoop's linger on the real broker: records that come shortly after a batch began join it
+(one batch, not several), a batch stops growing at ``max_records``, and without a linger the
+loop hands over what the fetch had."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from config.connections import kafka_options
+from config.settings import Settings
+from streams.batch_consumer import BatchLoop, Fetched, Spans
+from streams.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+async def _batches(
+    stack_env: dict[str, str], linger_seconds: float, max_records: int, bursts: int
+) -> list[int]:
+    """Sizes of the batches a loop hands over while ``bursts`` bursts of 50 records come, 0.3 s
+    apart, on one partition."""
+    settings = dataclasses.replace(
+        Settings.from_env(stack_env), topic_prefix=f"bl{uuid.uuid4().hex[:8]}", partitions=1
+    )
+    await ensure_topics(settings)
+    sizes: list[int] = []
+
+    async def handle(fetched: Fetched, spans: Spans) -> None:
+        sizes.append(sum(len(messages) for messages in fetched.values()))
+
+    loop = BatchLoop(
+        settings,
+        f"{settings.topic_prefix}-test",
+        [settings.raw_topic],
+        handle,
+        max_records=max_records,
+        idle_seconds=0.1,
+        linger_seconds=linger_seconds,
+    )
+    running = asyncio.create_task(loop.run())
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **kafka_options(settings))
+    await producer.start()
+    try:
+        while not loop.consumer.assignment():  # joined: what is sent now is read
+            await asyncio.sleep(0.05)
+        for burst in range(bursts):
+            for n in range(50):
+                await producer.send(settings.raw_topic, b"%d-%d" % (burst, n))
+            await producer.flush()
+            await asyncio.sleep(0.3)
+        for _ in range(100):
+            if sum(sizes) >= 50 * bursts:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await producer.stop()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert sum(sizes) == 50 * bursts
+    return sizes
+
+
+async def test_records_that_come_during_the_linger_join_the_batch(
+    stack_env: dict[str, str],
+) -> None:
+    assert await _batches(stack_env, linger_seconds=2.0, max_records=10_000, bursts=3) == [150]
+
+
+async def test_a_batch_stops_at_max_records(stack_env: dict[str, str]) -> None:
+    sizes = await _batches(stack_env, linger_seconds=2.0, max_records=60, bursts=3)
+    assert max(sizes) == 60 and len(sizes) == 3
+
+
+async def test_without_a_linger_each_burst_is_a_batch_of_its_own(
+    stack_env: dict[str, str],
+) -> None:
+    sizes = await _batches(stack_env, linger_seconds=0.0, max_records=10_000, bursts=3)
+    assert len(sizes) >= 3
