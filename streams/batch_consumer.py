@@ -57,6 +57,10 @@ OnRevoked = Callable[[set[TopicPartition]], None]
 Periodic = Callable[[], Awaitable[None]]
 
 
+# How often a lingering batch looks for more records (see BatchLoop.linger).
+LINGER_POLL_SECONDS = 0.01
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, loop: BatchLoop) -> None:
         self.loop = loop
@@ -189,14 +193,23 @@ class BatchLoop:
         """Keep fetching for up to ``linger_seconds`` after records came, until the batch is
         full: each batch has costs of its own (an ingest transaction's round trips and
         markers; a projection batch's loads, commits and folds), and at a steady rate a
-        batch that waits a little for more pays them for many more records."""
+        batch that waits a little for more pays them for many more records.
+
+        It runs with the batch held (``busy``), so a rebalance's revocation waits for it; it
+        must then never wait for the rebalance itself. Once a rebalance began, aiokafka's
+        fetch waits for the next assignment whatever its timeout, and the assignment waits
+        for the revocation: a deadlock until the group's rebalance timeout. So it polls
+        without waiting, every LINGER_POLL_SECONDS, and stops as soon as a rebalance began
+        (aiokafka's subscription state says so; no public call does)."""
         batch = {tp: list(messages) for tp, messages in fetched.items()}
         got = sum(len(messages) for messages in batch.values())
         deadline = time.monotonic() + self.linger_seconds
         while got < self.max_records and (left := deadline - time.monotonic()) > 0:
-            more = await self.consumer.getmany(
-                timeout_ms=max(1, int(left * 1000)), max_records=self.max_records - got
-            )
+            await asyncio.sleep(min(left, LINGER_POLL_SECONDS))
+            if self.consumer._subscription.reassignment_in_progress:
+                break
+            # No await between the check above and aiokafka's own: this cannot block.
+            more = await self.consumer.getmany(timeout_ms=0, max_records=self.max_records - got)
             for tp, messages in more.items():
                 batch.setdefault(tp, []).extend(messages)
                 got += len(messages)

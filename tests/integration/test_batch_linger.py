@@ -81,3 +81,58 @@ async def test_without_a_linger_each_burst_is_a_batch_of_its_own(
 ) -> None:
     sizes = await _batches(stack_env, linger_seconds=0.0, max_records=10_000, bursts=3)
     assert len(sizes) >= 3
+
+
+async def test_a_rebalance_while_a_batch_lingers_is_not_held_up(stack_env: dict[str, str]) -> None:
+    """A second member joins while the first lingers over a batch: the revocation waits for
+    the batch, never the batch for the rebalance, so the newcomer has partitions within
+    seconds (a fetch that waited for the next assignment while the batch was held would hold
+    the group until its rebalance timeout, minutes)."""
+    settings = dataclasses.replace(
+        Settings.from_env(stack_env), topic_prefix=f"bl{uuid.uuid4().hex[:8]}", partitions=2
+    )
+    await ensure_topics(settings)
+    handled: list[int] = []
+
+    async def handle(fetched: Fetched, spans: Spans) -> None:
+        handled.append(sum(len(messages) for messages in fetched.values()))
+
+    def member(name: str, linger_seconds: float) -> BatchLoop:
+        return BatchLoop(
+            dataclasses.replace(settings, worker_id=name),  # static members of their own
+            f"{settings.topic_prefix}-test",
+            [settings.raw_topic],
+            handle,
+            max_records=100_000,
+            idle_seconds=0.1,
+            linger_seconds=linger_seconds,
+        )
+
+    first, second = member("first", 3.0), member("second", 0.0)
+    loops = [asyncio.create_task(first.run())]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **kafka_options(settings))
+    await producer.start()
+
+    async def keep_sending() -> None:  # a record every 50 ms: batches linger their 3 s whole
+        n = 0
+        while True:
+            await producer.send_and_wait(settings.raw_topic, b"%d" % n, partition=n % 2)
+            n += 1
+            await asyncio.sleep(0.05)
+
+    try:
+        while not first.consumer.assignment():
+            await asyncio.sleep(0.05)
+        loops.append(asyncio.create_task(keep_sending()))
+        await asyncio.sleep(1.0)  # the first batch is lingering
+        loops.append(asyncio.create_task(second.run()))
+        joined = asyncio.get_running_loop().time()
+        while not second.consumer.assignment():
+            assert asyncio.get_running_loop().time() - joined < 30, "the rebalance is held up"
+            await asyncio.sleep(0.1)
+        assert handled, "the lingering batch was handed over first"
+    finally:
+        for task in reversed(loops):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()
