@@ -19,22 +19,28 @@ from streams.topics import ensure_topics
 pytestmark = pytest.mark.integration
 
 
-async def _batches(
-    stack_env: dict[str, str], linger_seconds: float, max_records: int, bursts: int
-) -> list[int]:
-    """Sizes of the batches a loop hands over while ``bursts`` bursts of 50 records come, 0.3 s
-    apart, on one partition."""
+async def _topics(stack_env: dict[str, str], partitions: int) -> Settings:
+    """Settings with topics of their own, created."""
     settings = dataclasses.replace(
-        Settings.from_env(stack_env), topic_prefix=f"bl{uuid.uuid4().hex[:8]}", partitions=1
+        Settings.from_env(stack_env),
+        topic_prefix=f"bl{uuid.uuid4().hex[:8]}",
+        partitions=partitions,
     )
     await ensure_topics(settings)
-    sizes: list[int] = []
+    return settings
+
+
+def _member(
+    settings: Settings, name: str, sizes: list[int], linger_seconds: float, max_records: int
+) -> BatchLoop:
+    """A member of the test's group on the raw topic (a static member of its own, ``name``)
+    that notes the size of each batch it hands over in ``sizes``."""
 
     async def handle(fetched: Fetched, spans: Spans) -> None:
         sizes.append(sum(len(messages) for messages in fetched.values()))
 
-    loop = BatchLoop(
-        settings,
+    return BatchLoop(
+        dataclasses.replace(settings, worker_id=name),
         f"{settings.topic_prefix}-test",
         [settings.raw_topic],
         handle,
@@ -42,6 +48,16 @@ async def _batches(
         idle_seconds=0.1,
         linger_seconds=linger_seconds,
     )
+
+
+async def _batches(
+    stack_env: dict[str, str], linger_seconds: float, max_records: int, bursts: int
+) -> list[int]:
+    """Sizes of the batches a loop hands over while ``bursts`` bursts of 50 records come, 0.3 s
+    apart, on one partition."""
+    settings = await _topics(stack_env, partitions=1)
+    sizes: list[int] = []
+    loop = _member(settings, "first", sizes, linger_seconds, max_records)
     running = asyncio.create_task(loop.run())
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **kafka_options(settings))
     await producer.start()
@@ -88,27 +104,10 @@ async def test_a_rebalance_while_a_batch_lingers_is_not_held_up(stack_env: dict[
     the batch, never the batch for the rebalance, so the newcomer has partitions within
     seconds (a fetch that waited for the next assignment while the batch was held would hold
     the group until its rebalance timeout, minutes)."""
-    settings = dataclasses.replace(
-        Settings.from_env(stack_env), topic_prefix=f"bl{uuid.uuid4().hex[:8]}", partitions=2
-    )
-    await ensure_topics(settings)
+    settings = await _topics(stack_env, partitions=2)
     handled: list[int] = []
-
-    async def handle(fetched: Fetched, spans: Spans) -> None:
-        handled.append(sum(len(messages) for messages in fetched.values()))
-
-    def member(name: str, linger_seconds: float) -> BatchLoop:
-        return BatchLoop(
-            dataclasses.replace(settings, worker_id=name),  # static members of their own
-            f"{settings.topic_prefix}-test",
-            [settings.raw_topic],
-            handle,
-            max_records=100_000,
-            idle_seconds=0.1,
-            linger_seconds=linger_seconds,
-        )
-
-    first, second = member("first", 3.0), member("second", 0.0)
+    first = _member(settings, "first", handled, 3.0, 100_000)
+    second = _member(settings, "second", handled, 0.0, 100_000)
     loops = [asyncio.create_task(first.run())]
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **kafka_options(settings))
     await producer.start()
