@@ -105,9 +105,8 @@ local function chunked(command, key, args)
 end
 """
 
-# The values a fold needs, as JSON text: each bucket (KEYS index in ``fk``) as a flat
-# [field, value, ...] list, and the lowest score of each untouched-lead set (in ``uk``).
-VALUES_LUA = """
+# The lowest score of each untouched-lead set (KEYS index in ``uk``), as a JSON array.
+LOWS_LUA = """
 local function lows(uk)
   local u = {}
   for i, k in ipairs(uk) do
@@ -116,6 +115,13 @@ local function lows(uk)
   end
   return '[' .. table.concat(u, ',') .. ']'
 end
+"""
+
+# The values a fold needs, as JSON text: each bucket (KEYS index in ``fk``) as a flat
+# [field, value, ...] list, and the lowest score of each untouched-lead set (in ``uk``).
+VALUES_LUA = (
+    LOWS_LUA
+    + """
 local function values(fk, uk)
   local b = {}
   for i, k in ipairs(fk) do
@@ -125,6 +131,7 @@ local function values(fk, uk)
   return '[' .. table.concat(b, ',') .. '],' .. lows(uk)
 end
 """
+)
 
 # Atomically: check the partition's checkpoints are what the plan was made from, add the
 # deltas (dropping fields that reach 0), write the records, set TTLs of new buckets, keep the
@@ -145,7 +152,7 @@ end
 # in chunks (one entity can change more fields than Lua's unpack takes at once).
 COMMIT_LUA = (
     CHUNKED_LUA
-    + VALUES_LUA
+    + LOWS_LUA
     + """
 if redis.call('HEXISTS', KEYS[1], '!frozen') == 1 then return {0, '!frozen', ''} end
 local p = cjson.decode(ARGV[1])
@@ -1243,8 +1250,8 @@ async def pipelined(client: RedisClient, queue: Callable[[Any], object]) -> list
 def _fields(
     marks: Sequence[DirtyMark], buckets: Sequence[Sequence[str]], lows: Sequence[int | None]
 ) -> dict[DirtyMark, dict[str, str]]:
-    """A script's answer of VALUES_LUA (buckets, then the untouched sets of ``marks``) as
-    each mark's fields."""
+    """A script's answer of buckets and lows (COMMIT_LUA, VALUES_LUA: buckets, then the
+    untouched sets of ``marks``) as each mark's fields."""
     fields: dict[DirtyMark, dict[str, str]] = {}
     for mark, flat in zip(marks[: len(buckets)], buckets, strict=True):
         fields[mark] = dict(zip(flat[::2], flat[1::2], strict=True))
