@@ -160,10 +160,11 @@ for _, c in ipairs(p.c) do
   local current = redis.call('HGET', KEYS[1], c[1]) or ''
   if current ~= c[2] then return {0, c[1], current} end
 end
-local limit, writes, buckets, bad = 9007199254740992, {}, {}, nil
+local limit, writes, buckets, bad, fresh = 9007199254740992, {}, {}, nil, {}
 for n, d in ipairs(p.d) do
   local key = KEYS[d[1]]
   local flat = redis.call('HGETALL', key)
+  if #flat == 0 then fresh[d[1]] = true end
   local at, sets, zeros = {}, {}, {}
   for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
   for i = 2, #d, 2 do
@@ -196,7 +197,10 @@ for _, h in ipairs(p.h) do
   local key = KEYS[h[1]]
   for i = 2, #h, 1000 do redis.call('HSET', key, unpack(h, i, math.min(i + 999, #h))) end
 end
-for _, t in ipairs(p.t) do redis.call('EXPIRE', KEYS[t[1]], t[2], 'NX') end
+-- A bucket that had fields got its TTL when it was created (and HSET before HDEL kept it).
+for _, t in ipairs(p.t) do
+  if fresh[t[1]] then redis.call('EXPIRE', KEYS[t[1]], t[2], 'NX') end
+end
 for _, s in ipairs(p.s) do redis.call('SADD', KEYS[s[1]], s[2]) end
 for _, z in ipairs(p.za) do redis.call('ZADD', KEYS[z[1]], z[2], z[3]) end
 for _, z in ipairs(p.zr) do redis.call('ZREM', KEYS[z[1]], z[2]) end
@@ -364,11 +368,15 @@ local function neg(x)
   return '-' .. x
 end
 -- Move the totals of ``tk`` by new - old for the fields ``names`` (``xs`` new, ``ws`` old).
+-- Returns whether ``tk`` held one of them before (if not, it may be new: no TTL yet).
 local function move(tk, names, xs, ws)
-  local totals = {}
+  local totals, held = {}, false
   for i = 1, #names, 1000 do
     local got = redis.call('HMGET', tk, unpack(names, i, math.min(i + 999, #names)))
-    for j = 1, #got do totals[i + j - 1] = got[j] end
+    for j = 1, #got do
+      totals[i + j - 1] = got[j]
+      if got[j] then held = true end
+    end
   end
   local sets, zeros = {}, {}
   for i, f in ipairs(names) do
@@ -390,6 +398,7 @@ local function move(tk, names, xs, ws)
   end
   chunked('HSET', tk, sets)
   chunked('HDEL', tk, zeros)
+  return held
 end
 local scopes, indexed = {}, {}
 for _, e in ipairs(a.e) do
@@ -399,7 +408,7 @@ for _, e in ipairs(a.e) do
   local oldv, oldf = 0, {}
   if old then local o = cjson.decode(old); oldv, oldf = o[1], o[2] end
   if v > oldv then
-    local newf = e[8]
+    local newf, total_new = e[8], false
     if e[1] > 0 then
       local names, xs, ws = {}, {}, {}
       for f, x in pairs(newf) do
@@ -410,13 +419,15 @@ for _, e in ipairs(a.e) do
         if newf[f] == nil then names[#names + 1] = f; xs[#names] = '0'; ws[#names] = was end
       end
       if #names > 0 then
-        move(KEYS[e[1]], names, xs, ws)
+        total_new = not move(KEYS[e[1]], names, xs, ws)
         if e[6] == 1 then redis.call('HINCRBY', KEYS[1], e[5], 1) end
       end
     end
     redis.call('HSET', sk, p, cjson.encode({v, newf}))
-    if e[4] > 0 then
-      -- Totals and shares expire together: a share gone before its total would be added again.
+    -- Totals and shares expire together: a share gone before its total would be added again.
+    -- Only keys that may be new need it: a shares key held this partition's share (its first
+    -- one set the TTL), a totals key held one of the fields moved.
+    if e[4] > 0 and (old == nil or total_new) then
       redis.call('EXPIRE', sk, e[4], 'NX')
       if e[1] > 0 then redis.call('PEXPIREAT', KEYS[e[1]], redis.call('PEXPIRETIME', sk), 'NX') end
     end

@@ -93,6 +93,24 @@ async def test_totals_past_2_to_the_53_stay_exact(store: RedisStore) -> None:
     assert await store.unfolded(range(3)) == 0
 
 
+async def test_buckets_and_totals_made_again_get_their_ttl_again(store: RedisStore) -> None:
+    """Only keys that may be new get a TTL (a bucket that had fields, a totals key that held a
+    field moved, a shares key that held the partition's share already have theirs): a bucket
+    and a total that went to 0, and were deleted, get it again when they are written anew."""
+    first, second = Writer(store, 0), Writer(store, 1)
+    bucket, total = store.keys.aggregate(0, DAY), store.keys.total(DAY)
+    shares = store.keys.shares(DAY)
+    await first(deltas={DAY: {"calls": 1}})
+    await first(deltas={DAY: {"calls": -1}})
+    assert not await store.client.exists(bucket) and not await store.client.exists(total)
+    await first(deltas={DAY: {"calls": 2}})
+    await second(deltas={DAY: {"calls": 3}})  # the shares and totals keys hold fields already
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 5}
+    for key in (bucket, total, shares, store.keys.aggregate(1, DAY)):
+        assert await store.client.ttl(key) > 0, key
+    assert await store.client.pexpiretime(total) == await store.client.pexpiretime(shares)
+
+
 async def test_a_fold_sent_again_or_late_changes_nothing(store: RedisStore) -> None:
     write = Writer(store)
     await write(deltas={DAY: {"calls": 1}})
