@@ -49,7 +49,7 @@ import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain
 from typing import Any, TypeVar
@@ -160,11 +160,12 @@ for _, c in ipairs(p.c) do
   local current = redis.call('HGET', KEYS[1], c[1]) or ''
   if current ~= c[2] then return {0, c[1], current} end
 end
-local limit, writes, buckets, bad, fresh = 9007199254740992, {}, {}, nil, {}
+local limit, writes, buckets, bad, fresh, had = 9007199254740992, {}, {}, nil, {}, {}
 for n, d in ipairs(p.d) do
   local key = KEYS[d[1]]
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then fresh[d[1]] = true end
+  had[n] = #flat > 0
   local at, sets, zeros = {}, {}, {}
   for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
   for i = 2, #d, 2 do
@@ -186,9 +187,9 @@ for n, d in ipairs(p.d) do
   writes[n] = {key, sets, zeros}
   local kept = {}
   for i = 1, #flat, 2 do
-    if flat[i + 1] then kept[#kept + 1] = flat[i]; kept[#kept + 1] = flat[i + 1] end
+    if flat[i + 1] then kept[flat[i]] = flat[i + 1] end
   end
-  buckets[n] = #kept > 0 and cjson.encode(kept) or '[]'
+  buckets[n] = cjson.encode(kept)
 end
 -- HSET before HDEL: a bucket that keeps a field keeps its TTL.
 for _, w in ipairs(writes) do chunked('HSET', w[1], w[2]); chunked('HDEL', w[1], w[3]) end
@@ -266,14 +267,27 @@ for i, x in ipairs(p.x) do
   before[i] = redis.call('HGET', KEYS[p.xk], x) or '0'
   redis.call('HSET', KEYS[p.xk], x, vs)
 end
+-- Per bucket, for the fold (FOLD_LUA) to move the totals by this commit's changes: -1 if the
+-- bucket was empty, else the version of the commit before this one that changed it while
+-- that commit is still among the recent marks (0: not known).
+local prior = {}
+for i = 1, #p.d, 1000 do
+  local got = redis.call('ZMSCORE', KEYS[p.rk], unpack(p.r, i, math.min(i + 999, #p.d)))
+  for j = 1, #got do
+    local n = i + j - 1
+    prior[n] = (not had[n] and '-1') or got[j] or '0'
+  end
+end
 local recent = {}
 for _, m in ipairs(p.r) do recent[#recent + 1] = vs; recent[#recent + 1] = m end
 chunked('ZADD', KEYS[p.rk], recent)
 if #p.r > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[p.rk], '-inf', '(' .. string.format('%.0f', v - p.keep))
 end
-return {1, '[' .. vs .. ',[' .. table.concat(buckets, ',') .. '],' .. lows(p.u) .. ',['
-  .. table.concat(before, ',') .. '],' .. expired .. ']'}
+local out = {1, '[' .. vs .. ',' .. lows(p.u) .. ',[' .. table.concat(before, ',') .. '],'
+  .. expired .. ',[' .. table.concat(prior, ',') .. ']]'}
+for n = 1, #buckets do out[n + 2] = buckets[n] end
+return out
 """
 )
 
@@ -353,11 +367,16 @@ return 1
 # shard must have seen for this fold to complete it, its index key, the version seen moves
 # to then]; ``e``, per bucket
 # [totals key (0: none, the oldest-untouched share), shares key, index into p, TTL, mark,
-# 1 if the publisher announces it, scope member or '', {field: value} as strings]; ``keep``,
-# how far back (ms) the index keeps marks. A share folds only over an older version, so a
-# fold sent twice, or late, changes nothing; totals move by new share - stored share: read
-# with one HMGET and written with one HSET and one HDEL a bucket while Lua's doubles hold
-# them exactly (below 2^53), else in two 64-bit HINCRBYs. Returns 1.
+# 1 if the publisher announces it, scope member or '', index into ARGV of the bucket's values
+# (a JSON object of strings), the version of the commit before that changed the bucket (-1:
+# the bucket was empty before the commit; 0: not known), {field: change} of the commit (0:
+# none)]; ``keep``, how far back (ms) the index keeps marks. A share folds only over an older
+# version, so a fold sent twice, or late, changes nothing. Totals move by the commit's changes
+# when the stored share holds the values before them: it is of the commit before, or the
+# bucket was empty and there is no share; else by new share - stored share. They are read
+# with one HMGET and written with one HSET and one HDEL a bucket while Lua's doubles hold them
+# exactly (below 2^53), else in two 64-bit HINCRBYs. A share is stored as
+# '[version,{field: value}]'. Returns 1.
 FOLD_LUA = (
     CHUNKED_LUA
     + """
@@ -405,25 +424,32 @@ for _, e in ipairs(a.e) do
   local part = a.p[e[3]]
   local sk, p, v = KEYS[e[2]], part[1], part[2]
   local old = redis.call('HGET', sk, p)
-  local oldv, oldf = 0, {}
-  if old then local o = cjson.decode(old); oldv, oldf = o[1], o[2] end
+  local oldv = 0
+  if old then oldv = tonumber(string.match(old, '^%[(%d+),') or cjson.decode(old)[1]) end
   if v > oldv then
-    local newf, total_new = e[8], false
+    local text, total_new = ARGV[e[8]], false
     if e[1] > 0 then
       local names, xs, ws = {}, {}, {}
-      for f, x in pairs(newf) do
-        local was = oldf[f]
-        if was ~= x then names[#names + 1] = f; xs[#names] = x; ws[#names] = was or '0' end
-      end
-      for f, was in pairs(oldf) do
-        if newf[f] == nil then names[#names + 1] = f; xs[#names] = '0'; ws[#names] = was end
+      if (e[9] > 0 and e[9] == oldv) or (e[9] == -1 and not old) then
+        for f, d in pairs(e[10]) do
+          names[#names + 1] = f; xs[#names] = string.format('%.0f', d); ws[#names] = '0'
+        end
+      else
+        local newf, oldf = cjson.decode(text), old and cjson.decode(old)[2] or {}
+        for f, x in pairs(newf) do
+          local was = oldf[f]
+          if was ~= x then names[#names + 1] = f; xs[#names] = x; ws[#names] = was or '0' end
+        end
+        for f, was in pairs(oldf) do
+          if newf[f] == nil then names[#names + 1] = f; xs[#names] = '0'; ws[#names] = was end
+        end
       end
       if #names > 0 then
         total_new = not move(KEYS[e[1]], names, xs, ws)
         if e[6] == 1 then redis.call('HINCRBY', KEYS[1], e[5], 1) end
       end
     end
-    redis.call('HSET', sk, p, cjson.encode({v, newf}))
+    redis.call('HSET', sk, p, '[' .. string.format('%.0f', v) .. ',' .. text .. ']')
     -- Totals and shares expire together: a share gone before its total would be added again.
     -- Only keys that may be new need it: a shares key held this partition's share (its first
     -- one set the TTL), a totals key held one of the fields moved.
@@ -615,6 +641,7 @@ ROLLUP_SHARDS = 16
 # when the stream time jumps, e.g. at the end of a backfill's gap.
 SWEEP = 2_000
 OLDEST = "!u"
+_UNKNOWN: tuple[int, dict[str, int]] = (0, {})  # a mark's fold without its commit's changes
 REFOLD_WINDOW_MS = 2 * 60 * 1000
 # A commit's fold follows it within a round trip: health counts a shard behind only after this.
 FOLD_GRACE_MS = 5_000
@@ -639,9 +666,12 @@ class Values:
 
     partition: int
     version: int
-    fields: dict[DirtyMark, dict[str, str]]
+    fields: dict[DirtyMark, bytes]  # each mark's values: a JSON object of strings
     before: dict[int, int]  # per shard: the version the shard must have seen (see FOLD_LUA)
     upto: int  # ... for its seen version to move here: every change up to it is in ``fields``
+    # Per mark a commit changed: the version of the commit before that changed it (0: not
+    # known) and this commit's changes, which move the totals if the share is of that version.
+    changes: dict[DirtyMark, tuple[int, dict[str, int]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -817,11 +847,17 @@ class RedisStore(DerivedReads):
         folds: list[Values] = []
         for commit, result, (_, _, marks, shards) in zip(sent, results, calls, strict=True):
             if result[0]:
-                version, buckets, lows, before, expired = orjson.loads(result[1])
+                version, lows, before, expired, prior = orjson.loads(result[1])
                 landed.expired += expired
-                fields = _fields(marks, buckets, lows)
+                changed = marks[: len(prior)]
+                fields = dict(zip(changed, result[2:], strict=True))
+                fields.update(_lows(marks[len(prior) :], lows))
+                deltas = commit.plan.deltas
+                changes = {m: (v, deltas[m]) for m, v in zip(changed, prior, strict=True) if v}
                 shards_before = dict(zip(shards, before, strict=True))
-                folds.append(Values(commit.partition, version, fields, shards_before, version))
+                folds.append(
+                    Values(commit.partition, version, fields, shards_before, version, changes)
+                )
                 continue
             what = _str(result[1])
             if what == FROZEN:
@@ -862,6 +898,7 @@ class RedisStore(DerivedReads):
             parts: dict[int, int] = {}  # partition -> its place in "p" (from 1)
             p: list[list[object]] = []
             e: list[list[object]] = []
+            texts: list[bytes] = []  # ARGV[2...]: the marks' values
             for values, mark in entries:
                 if values.partition not in parts:
                     keys.append(self.keys.folded(shard, values.partition))
@@ -880,6 +917,8 @@ class RedisStore(DerivedReads):
                     keys.append(self.keys.total(mark))
                     total = len(keys)
                 keys.append(self.keys.shares(mark))
+                texts.append(values.fields[mark])
+                prior, changes = values.changes.get(mark, _UNKNOWN)
                 e.append(
                     [
                         total,
@@ -889,11 +928,13 @@ class RedisStore(DerivedReads):
                         DIRTY_SEP.join(mark),
                         int(mark[2] != OLDEST and mark[2][0] in DIRTY_TIERS),
                         "" if mark[0] == "org" else f"{mark[0]}:{mark[1]}",
-                        values.fields[mark],
+                        len(texts) + 1,
+                        prior,
+                        changes or 0,
                     ]
                 )
             args = orjson.dumps({"p": p, "e": e, "keep": REFOLD_WINDOW_MS})
-            calls.append((self._fold, keys, [args]))
+            calls.append((self._fold, keys, [args, *texts]))
         await self._scripts(calls)
 
     def _commit_call(self, commit: Commit) -> tuple[list[str], bytes, list[DirtyMark], list[int]]:
@@ -1181,7 +1222,7 @@ class RedisStore(DerivedReads):
 
     async def _values_of(
         self, partition: int, marks: Sequence[DirtyMark], bump: int
-    ) -> tuple[int, dict[DirtyMark, dict[str, str]], dict[int, int]]:
+    ) -> tuple[int, dict[DirtyMark, bytes], dict[int, int]]:
         """The partition's values of some marks, the version they are at (moved to ``bump``
         first if that is larger) and its expected version per shard, read at once."""
         ordered = sorted(set(marks), key=lambda m: m[2] == OLDEST)
@@ -1260,15 +1301,23 @@ async def pipelined(client: RedisClient, queue: Callable[[Any], object]) -> list
 
 def _fields(
     marks: Sequence[DirtyMark], buckets: Sequence[Sequence[str]], lows: Sequence[int | None]
-) -> dict[DirtyMark, dict[str, str]]:
-    """A script's answer of buckets and lows (COMMIT_LUA, VALUES_LUA: buckets, then the
-    untouched sets of ``marks``) as each mark's fields."""
-    fields: dict[DirtyMark, dict[str, str]] = {}
-    for mark, flat in zip(marks[: len(buckets)], buckets, strict=True):
-        fields[mark] = dict(zip(flat[::2], flat[1::2], strict=True))
-    for mark, low in zip(marks[len(buckets) :], lows, strict=True):
-        fields[mark] = {} if low is None else {"u": str(low)}
+) -> dict[DirtyMark, bytes]:
+    """VALUES_LUA's answer of buckets and lows (buckets, then the untouched sets of
+    ``marks``) as each mark's values, a JSON object of strings."""
+    fields = {
+        mark: orjson.dumps(dict(zip(flat[::2], flat[1::2], strict=True)))
+        for mark, flat in zip(marks[: len(buckets)], buckets, strict=True)
+    }
+    fields.update(_lows(marks[len(buckets) :], lows))
     return fields
+
+
+def _lows(marks: Sequence[DirtyMark], lows: Sequence[int | None]) -> dict[DirtyMark, bytes]:
+    """The values of the oldest-untouched marks: ``{"u": ms}``, or none."""
+    return {
+        mark: b"{}" if low is None else orjson.dumps({"u": str(low)})
+        for mark, low in zip(marks, lows, strict=True)
+    }
 
 
 def _ttl(bucket: str) -> int:

@@ -118,9 +118,9 @@ async def test_a_fold_sent_again_or_late_changes_nothing(store: RedisStore) -> N
     await write(deltas={DAY: {"calls": 2}})
     now = await version(store, 0)
     assert now > first
-    await store.fold([Values(0, first, {DAY: {"calls": "1"}}, {}, first)])  # late
-    await store.fold([Values(0, now, {DAY: {"calls": "3"}}, {}, now)])  # again
-    await store.fold([Values(0, now, {DAY: {"calls": "300"}}, {}, now)])  # same version
+    await store.fold([Values(0, first, {DAY: b'{"calls":"1"}'}, {}, first)])  # late
+    await store.fold([Values(0, now, {DAY: b'{"calls":"3"}'}, {}, now)])  # again
+    await store.fold([Values(0, now, {DAY: b'{"calls":"300"}'}, {}, now)])  # same version
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 3}
 
 
@@ -147,6 +147,26 @@ async def test_a_commit_whose_fold_failed_is_folded_again(store: RedisStore) -> 
     assert await store.sums(*ALL[:2], [ALL[2]]) == {"calls": 5}
     assert await store.unfolded([0]) == 0
     assert await store.fold_missing([0]) == 0
+
+
+async def test_totals_move_by_a_commits_changes_only_over_the_share_of_the_commit_before(
+    store: RedisStore,
+) -> None:
+    """A fold adds its commit's changes to the totals when the partition's share is of the
+    commit before that changed the bucket; when that commit's fold was lost, the share is
+    older, and the fold moves the totals by new values - share instead."""
+    write = Writer(store)
+    await write(deltas={DAY: {"calls": 1, "emails": 2}})
+    await write(deltas={DAY: {"calls": 2}})  # over the share of the commit before
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 3, "emails": 2}
+    failing = _continuing(write, FoldFails(store.client, store.namespace))
+    await failing(deltas={DAY: {"calls": 4, "emails": -2}})  # lands; its fold is lost
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 3, "emails": 2}
+    later = _continuing(failing, RedisStore(store.client, store.namespace))
+    await later(deltas={DAY: {"calls": 8}})  # the share is two commits behind
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 15}
+    await later(deltas={DAY: {"meetings": 1}})
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 15, "meetings": 1}
 
 
 async def test_a_busy_partition_behind_counts_once_the_gap_is_older_than_the_grace(
