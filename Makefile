@@ -53,6 +53,7 @@ BENCH_CLUSTER := $(foreach setting,STACK_DIR=.salespulse/bench-cluster KAFKA_POR
 ## the 30-minute soak is not part of it: .venv/bin/python -m benchmarks.soak
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.stages
+	$(BIN)/python -m benchmarks.redis_scripts
 	$(BIN)/python -m benchmarks.throughput
 	$(BIN)/python -m benchmarks.freshness
 	$(BIN)/python -m benchmarks.ingest

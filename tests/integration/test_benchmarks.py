@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
+from config.settings import Settings
 from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
@@ -118,6 +120,18 @@ def test_footprint_benchmark(stack_env: dict[str, str]) -> None:
     assert last[-1].endswith("%") and "record lead" in out, out
 
 
+def test_redis_scripts_benchmark(stack_env: dict[str, str]) -> None:
+    out = _run(stack_env, "benchmarks.redis_scripts", "--count", "2000", "--batch", "500")
+    assert _number("events", out) == 2000
+    for script in ("load", "commit", "fold"):
+        calls, cpu = _numbers(script, out)
+        assert calls > 0 and cpu >= 0, out
+    assert _numbers("all", out)[0] > 0, out
+    assert _numbers("hset", out)[0] > 0, out  # the commits wrote buckets and records
+    client = redis.Redis.from_url(Settings.from_env(stack_env).redis)
+    assert not list(client.scan_iter(match="{redisbench*", count=1000))  # its keys are gone
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [
@@ -126,6 +140,7 @@ def test_footprint_benchmark(stack_env: dict[str, str]) -> None:
         (("benchmarks.freshness", "--seconds", "0"), "--seconds must be positive, not 0.0"),
         (("benchmarks.soak", "--minutes", "0"), "--minutes: must be positive, not 0.0"),
         (("benchmarks.footprint", "--at", "60,30,120"), "--at must be increasing day counts"),
+        (("benchmarks.redis_scripts", "--batch", "0"), "--batch must be at least 1"),
         (("benchmarks.api_latency", "--seconds", "0"), "--seconds: must be positive, not 0.0"),
     ],
 )
