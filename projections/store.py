@@ -386,9 +386,10 @@ local function neg(x)
   if string.sub(x, 1, 1) == '-' then return string.sub(x, 2) end
   return '-' .. x
 end
--- Move the totals of ``tk`` by new - old for the fields ``names`` (``xs`` new, ``ws`` old).
+-- Move the totals of ``tk`` by ``ds`` for the fields ``names``: by new - old (``xs`` new,
+-- ``ws`` old, as text, the difference in ``ds``), or by a commit's changes (``ds`` alone).
 -- Returns whether ``tk`` held one of them before (if not, it may be new: no TTL yet).
-local function move(tk, names, xs, ws)
+local function move(tk, names, ds, xs, ws)
   local totals, held = {}, false
   for i = 1, #names, 1000 do
     local got = redis.call('HMGET', tk, unpack(names, i, math.min(i + 999, #names)))
@@ -399,7 +400,7 @@ local function move(tk, names, xs, ws)
   end
   local sets, zeros = {}, {}
   for i, f in ipairs(names) do
-    local t, d = tonumber(totals[i] or '0'), tonumber(xs[i]) - tonumber(ws[i])
+    local t, d = tonumber(totals[i] or '0'), ds[i]
     local s = t and t + d
     if s and math.abs(t) < limit and math.abs(d) < limit and math.abs(s) < limit then
       if s == 0 then
@@ -410,8 +411,12 @@ local function move(tk, names, xs, ws)
       end
     else
       local sum = 0
-      if xs[i] ~= '0' then sum = redis.call('HINCRBY', tk, f, xs[i]) end
-      if ws[i] ~= '0' then sum = redis.call('HINCRBY', tk, f, neg(ws[i])) end
+      if not xs then
+        sum = redis.call('HINCRBY', tk, f, string.format('%.0f', d))  -- |d| < 2^53: exact
+      else
+        if xs[i] ~= '0' then sum = redis.call('HINCRBY', tk, f, xs[i]) end
+        if ws[i] ~= '0' then sum = redis.call('HINCRBY', tk, f, neg(ws[i])) end
+      end
       if sum == 0 then redis.call('HDEL', tk, f) end
     end
   end
@@ -429,23 +434,27 @@ for _, e in ipairs(a.e) do
   if v > oldv then
     local text, total_new = ARGV[e[8]], false
     if e[1] > 0 then
-      local names, xs, ws = {}, {}, {}
+      local names, ds, xs, ws = {}, {}, nil, nil
       if (e[9] > 0 and e[9] == oldv) or (e[9] == -1 and not old) then
-        for f, d in pairs(e[10]) do
-          names[#names + 1] = f; xs[#names] = string.format('%.0f', d); ws[#names] = '0'
-        end
+        for f, d in pairs(e[10]) do names[#names + 1] = f; ds[#names] = d end
       else
         local newf, oldf = cjson.decode(text), old and cjson.decode(old)[2] or {}
+        xs, ws = {}, {}
         for f, x in pairs(newf) do
           local was = oldf[f]
-          if was ~= x then names[#names + 1] = f; xs[#names] = x; ws[#names] = was or '0' end
+          if was ~= x then
+            names[#names + 1] = f; xs[#names] = x; ws[#names] = was or '0'
+            ds[#names] = tonumber(x) - tonumber(was or '0')
+          end
         end
         for f, was in pairs(oldf) do
-          if newf[f] == nil then names[#names + 1] = f; xs[#names] = '0'; ws[#names] = was end
+          if newf[f] == nil then
+            names[#names + 1] = f; xs[#names] = '0'; ws[#names] = was; ds[#names] = -tonumber(was)
+          end
         end
       end
       if #names > 0 then
-        total_new = not move(KEYS[e[1]], names, xs, ws)
+        total_new = not move(KEYS[e[1]], names, ds, xs, ws)
         if e[6] == 1 then redis.call('HINCRBY', KEYS[1], e[5], 1) end
       end
     end
