@@ -9,9 +9,11 @@ The throughput benchmark's log (``benchmarks.org_month``) is decoded, split over
 are deleted at the end), the lead facts of a batch fed back in the next one. No Kafka: the
 offsets are counted here. Redis runs one script call at a time (a lock in the store), and
 Redis's CPU (``INFO cpu``, user + system) is read before and after each call, so each
-script's share is exact whatever else the event loop does. Also prints the commands the
-scripts ran per event (``INFO commandstats``: this resets Redis's command statistics, so run
-it on a stack of one's own).
+script's share is exact whatever else the event loop does. Also prints how many buckets the
+folds got per event, and how many of them came with their commit's changes (the commit knew
+the bucket was empty, or the commit before that changed it: docs/projections.md,
+"Rollups"), and the commands the scripts ran per event (``INFO commandstats``: this resets
+Redis's command statistics, so run it on a stack of one's own).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from config.connections import redis_client
 from config.settings import Settings
 from projections.engine import DirectoryView
 from projections.facts import LeadFact
-from projections.store import RedisClient, RedisStore, ScriptCall
+from projections.store import RedisClient, RedisStore, ScriptCall, Values
 from streams.garbage import tune_gc
 from streams.projector import Positioned, Projector
 
@@ -47,8 +49,14 @@ class MeteredStore(RedisStore):
         super().__init__(client, namespace)
         self.cpu: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+        self.folded = self.with_changes = 0  # marks folded; of them, sent with their changes
         self._one_at_a_time = asyncio.Lock()
         self._names = {id(self._load): "load", id(self._commit): "commit", id(self._fold): "fold"}
+
+    async def fold(self, folds: Sequence[Values]) -> None:
+        self.folded += sum(len(values.fields) for values in folds)
+        self.with_changes += sum(len(values.changes) for values in folds)
+        await super().fold(folds)
 
     async def _scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
         async with self._one_at_a_time:
@@ -104,6 +112,10 @@ async def run(count: int, partitions: int, batch: int) -> None:
     for name in sorted(store.cpu, key=lambda k: -store.cpu[k]):
         print(f"{name:<22}{store.calls[name]:>9,}   {store.cpu[name] / n * 1e6:>10.1f}")
     print(f"{'all':<22}{'':>9}   {sum(store.cpu.values()) / n * 1e6:>10.1f}")
+    print(
+        f"buckets folded {store.folded / n:.2f} per event; "
+        f"{store.with_changes / max(store.folded, 1):.0%} with their commit's changes"
+    )
     print("commands in the scripts   calls/event   Redis's µs/event")
     rows = [
         (name.removeprefix("cmdstat_"), row)

@@ -127,6 +127,8 @@ def test_redis_scripts_benchmark(stack_env: dict[str, str]) -> None:
         calls, cpu = _numbers(script, out)
         assert calls > 0 and cpu >= 0, out
     assert _numbers("all", out)[0] > 0, out
+    folded, share = _numbers("buckets folded", out)
+    assert folded > 0 and 0 <= share <= 100, out
     assert _numbers("hset", out)[0] > 0, out  # the commits wrote buckets and records
     client = redis.Redis.from_url(Settings.from_env(stack_env).redis)
     assert not list(client.scan_iter(match="{redisbench*", count=1000))  # its keys are gone
