@@ -166,30 +166,27 @@ for n, d in ipairs(p.d) do
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then fresh[d[1]] = true end
   had[n] = #flat > 0
-  local at, sets, zeros = {}, {}, {}
-  for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
+  local values, sets, zeros = {}, {}, {}
+  for i = 1, #flat, 2 do values[flat[i]] = flat[i + 1] end
   for i = 2, #d, 2 do
-    local name, change, pos = d[i], d[i + 1], at[d[i]]
-    local sum = pos and tonumber(flat[pos]) or (not pos and 0)
+    local name, change = d[i], d[i + 1]
+    local was = values[name]
+    local sum = was and tonumber(was) or (not was and 0)
     if sum and change > -limit and change < limit then sum = sum + change else sum = nil end
     if not sum or sum % 1 ~= 0 or sum <= -limit or sum >= limit then bad = {key, name}; break end
     if sum == 0 then
       zeros[#zeros + 1] = name
-      if pos then flat[pos] = false end
+      values[name] = nil
     else
       local text = string.format('%.0f', sum)
       sets[#sets + 1] = name
       sets[#sets + 1] = text
-      if pos then flat[pos] = text else flat[#flat + 1] = name; flat[#flat + 1] = text end
+      values[name] = text
     end
   end
   if bad then return {0, '!range', bad[1], bad[2]} end
   writes[n] = {key, sets, zeros}
-  local kept = {}
-  for i = 1, #flat, 2 do
-    if flat[i + 1] then kept[flat[i]] = flat[i + 1] end
-  end
-  buckets[n] = cjson.encode(kept)
+  buckets[n] = cjson.encode(values)
 end
 -- HSET before HDEL: a bucket that keeps a field keeps its TTL.
 for _, w in ipairs(writes) do chunked('HSET', w[1], w[2]); chunked('HDEL', w[1], w[3]) end
