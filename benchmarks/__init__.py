@@ -32,6 +32,15 @@ def positive(text: str) -> float:
     return value
 
 
+def require_at_least_one(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str
+) -> None:
+    """Exit with the usual one-line usage error if an integer option is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+
+
 def org_month(count: int, *, call_disorder_share: float = 0.0) -> tuple[list[bytes], int]:
     """The log the throughput, scale and peers benchmarks share: ``count`` valid simulated
     events, 30 days of an org ending now (seed 12), in the order its sources send them;

@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks import org_month
+from benchmarks import org_month, require_at_least_one
 from benchmarks.scrape import redis_up
 from benchmarks.stages import decode_all, partition_of
 from config.connections import redis_client
@@ -134,9 +134,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--batch", type=int, default=20_000)
     args = parser.parse_args()
-    for name in ("count", "partitions", "batch"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+    require_at_least_one(parser, args, "count", "partitions", "batch")
     redis_up(Settings.from_env())  # the local stack's Redis, started if it is not running
     tune_gc()
     asyncio.run(run(args.count, args.partitions, args.batch))

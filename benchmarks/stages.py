@@ -28,7 +28,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from benchmarks import org_month
+from benchmarks import org_month, require_at_least_one
 from config.settings import Settings
 from projections.engine import DirectoryView, EntityKey, key_of, plan_batch
 from projections.entities import Record
@@ -98,9 +98,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per stage, the best kept")
     args = parser.parse_args()
-    for name in ("count", "partitions", "batch", "repeat"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+    require_at_least_one(parser, args, "count", "partitions", "batch", "repeat")
     repeat = args.repeat
     tune_gc()
     values, _ = org_month(args.count, call_disorder_share=0.3)

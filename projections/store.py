@@ -160,12 +160,12 @@ for _, c in ipairs(p.c) do
   local current = redis.call('HGET', KEYS[1], c[1]) or ''
   if current ~= c[2] then return {0, c[1], current} end
 end
-local limit, writes, buckets, bad, fresh, had = 9007199254740992, {}, {}, nil, {}, {}
+-- had[KEYS index]: whether the bucket had fields before this commit.
+local limit, writes, buckets, bad, had = 9007199254740992, {}, {}, nil, {}
 for n, d in ipairs(p.d) do
   local key = KEYS[d[1]]
   local flat = redis.call('HGETALL', key)
-  if #flat == 0 then fresh[d[1]] = true end
-  had[n] = #flat > 0
+  had[d[1]] = #flat > 0
   local values, sets, zeros = {}, {}, {}
   for i = 1, #flat, 2 do values[flat[i]] = flat[i + 1] end
   for i = 2, #d, 2 do
@@ -197,7 +197,7 @@ for _, h in ipairs(p.h) do
 end
 -- A bucket that had fields got its TTL when it was created (and HSET before HDEL kept it).
 for _, t in ipairs(p.t) do
-  if fresh[t[1]] then redis.call('EXPIRE', KEYS[t[1]], t[2], 'NX') end
+  if not had[t[1]] then redis.call('EXPIRE', KEYS[t[1]], t[2], 'NX') end
 end
 for _, s in ipairs(p.s) do redis.call('SADD', KEYS[s[1]], s[2]) end
 for _, z in ipairs(p.za) do redis.call('ZADD', KEYS[z[1]], z[2], z[3]) end
@@ -272,7 +272,7 @@ for i = 1, #p.d, 1000 do
   local got = redis.call('ZMSCORE', KEYS[p.rk], unpack(p.r, i, math.min(i + 999, #p.d)))
   for j = 1, #got do
     local n = i + j - 1
-    prior[n] = (not had[n] and '-1') or got[j] or '0'
+    prior[n] = (not had[p.d[n][1]] and '-1') or got[j] or '0'
   end
 end
 local recent = {}
