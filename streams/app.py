@@ -19,11 +19,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from config.connections import faust_credentials, kafka_options, redis_client
 from config.settings import Settings
 from projections.events import Event
-from projections.facts import LeadFact
 from projections.store import REDIS_UNAVAILABLE
 from projections.validation import Rejection
 from streams import metrics
 from streams.batch_consumer import BatchLoop, Fetched, Spans
+from streams.facts_publisher import facts_producer, facts_publisher
 from streams.forwarder import Forwarder
 from streams.ingest import projection_letter
 from streams.live_projector import LiveProjector
@@ -107,12 +107,18 @@ FILL_CHUNK = 5_000  # records per commit while a gap is refilled from the log
 async def project() -> None:
     """Apply canonical events and lead facts to the Redis projections, one atomic commit per
     partition of each batch."""
+    await _or_exit("projection", _projecting())
+
+
+async def _projecting() -> None:
+    facts = facts_producer(settings)  # the batches' lead facts, sent before their commits
+    await facts.start()
     projector = LiveProjector(
         redis_client(settings),
         settings.topic_prefix,
         settings.partitions,
         settings.rules,
-        publish_facts,
+        facts_publisher(settings, facts),
         fill=fill,
         learn_directory=lambda directory: learn_directory(settings, directory),
         outage_seconds=settings.redis_outage_seconds,
@@ -187,7 +193,10 @@ async def project() -> None:
         on_revoked=lambda revoked: projector.forget({tp.partition for tp in revoked}),
         periodic=recheck,
     )
-    await _or_exit("projection", loop.run())
+    try:
+        await loop.run()
+    finally:
+        await facts.stop()
 
 
 def decode(
@@ -254,16 +263,6 @@ async def dead_letter(record: Positioned, rejection: Rejection) -> None:
     )
     await sent
     metrics.DEAD_LETTERS.labels(rejection.reason.value).inc()
-
-
-async def publish_facts(facts: Sequence[LeadFact]) -> None:
-    """Publish lead facts keyed by lead id and wait until the broker has them."""
-    producer = app.producer
-    sends = [
-        await producer.send(settings.facts_topic, f.lead_id.encode(), f.encode(), None, None, None)
-        for f in facts
-    ]
-    await asyncio.gather(*sends)
 
 
 async def project_batch(

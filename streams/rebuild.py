@@ -40,7 +40,6 @@ from config.settings import Settings
 from projections.engine import DirectoryView, plan_batch
 from projections.errors import SalespulseError
 from projections.events import Event, RepUpserted, TeamUpserted
-from projections.facts import LeadFact
 from projections.lateness import judge
 from projections.namespaces import MARKER_SECONDS, next_generation
 from projections.store import (
@@ -55,7 +54,7 @@ from projections.store import (
     switch,
 )
 from projections.validation import Rejection, occurred_at_ms, parse_event
-from streams.batch_send import send_records
+from streams.facts_publisher import facts_producer, facts_publisher
 from streams.garbage import tune_gc
 from streams.ingest import projection_letter
 from streams.logs import configure_logging
@@ -67,7 +66,7 @@ from streams.progress import (
     offsets_progress,
     reporting,
 )
-from streams.projector import DeadLetter, Positioned, Projector, PublishFacts, Span, read_record
+from streams.projector import DeadLetter, Positioned, Projector, Span, read_record
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +244,7 @@ async def _replay_partitions(
 ) -> int:
     """One child's share of the replay: some partitions of both topics, to their end."""
     client = redis_client(settings)
-    producer = _facts_producer(settings)
+    producer = facts_producer(settings)
     await producer.start()
     try:
         view = DirectoryView({}, settings.rules)
@@ -254,7 +253,7 @@ async def _replay_partitions(
             RedisStore(client, namespace),
             view,
             settings.rules,
-            _publisher(settings, producer),
+            facts_publisher(settings, producer),
             dead_letter=_dead_letterer(settings, producer),
         )
         replay = _Replay(settings, projector, partitions)
@@ -383,26 +382,6 @@ async def _watch(
         await consumer.stop()
 
 
-def _facts_producer(settings: Settings) -> AIOKafkaProducer:
-    """The producer a replay republishes lead facts with (acks=all, idempotent)."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=512 * 1024,
-        **kafka_options(settings),
-    )
-
-
-def _publisher(settings: Settings, producer: AIOKafkaProducer) -> PublishFacts:
-    async def publish_facts(facts: Sequence[LeadFact]) -> None:
-        topic = settings.facts_topic
-        await send_records(producer, [(topic, f.lead_id.encode(), f.encode(), None) for f in facts])
-
-    return publish_facts
-
-
 async def _keep_marked(client: RedisClient, prefix: str, old: str, new: str) -> None:
     """Renew the marker that tells readers a rebuild runs, until cancelled. A renewal that
     fails (Redis away, a failover) is tried again at the next turn: the marker outlives
@@ -442,7 +421,7 @@ async def rebuild(
     """Replay the log into the next generation and switch readers to it. ``progress``
     makes what the directory pre-pass and the replay report to (offsets read)."""
     client = redis_client(settings)
-    producer = _facts_producer(settings)
+    producer = facts_producer(settings)
     await producer.start()
     started = time.monotonic()
     marking: asyncio.Task[None] | None = None
@@ -468,7 +447,7 @@ async def rebuild(
                 store,
                 directory,
                 settings.rules,
-                _publisher(settings, producer),
+                facts_publisher(settings, producer),
                 dead_letter=_dead_letterer(settings, producer),
             )
             replay = _Replay(settings, projector)
