@@ -92,8 +92,37 @@ def calendar_buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
 
 def buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
     """Every bucket id an event at ``at_ms`` is written to, one per tier, in TIERS order."""
+    return (f"m{at_ms // MINUTE_MS}", *_from_hour(at_ms, zone_name))
+
+
+UTC_TIER_MS = {"m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
+_MINUTES_KEPT_MS = TIER_TTL_SECONDS["m"] * 1000
+_HOURS_KEPT_MS = TIER_TTL_SECONDS["h"] * 1000
+_DAYS_KEPT_MS = TIER_TTL_SECONDS["d"] * 1000
+
+
+def live_buckets(at_ms: int, zone_name: str, now_ms: int) -> tuple[str, ...]:
+    """``buckets`` minus the minute, hour and UTC-day buckets that ended longer ago than
+    their tier's TTL: they would expire unread (no window as of a recent instant reads
+    them), so writing them is waste (a backfill of months would write one minute bucket
+    per event and scope). A coarser tier lives longer, so what is left out is always a
+    leading part: the minute, then the hour, then the UTC day."""
+    rest = _from_hour(at_ms, zone_name)
+    if (at_ms // MINUTE_MS + 1) * MINUTE_MS > now_ms - _MINUTES_KEPT_MS:
+        return (f"m{at_ms // MINUTE_MS}", *rest)
+    if (at_ms // HOUR_MS + 1) * HOUR_MS > now_ms - _HOURS_KEPT_MS:
+        return rest
+    if (at_ms // DAY_MS + 1) * DAY_MS > now_ms - _DAYS_KEPT_MS:
+        return rest[1:]
+    return rest[2:]
+
+
+def _from_hour(at_ms: int, zone_name: str) -> tuple[str, ...]:
+    """The bucket ids of an instant from the hour tier on (h, d, D, W, M, Q, Y, A)."""
+    shared = _hour_ids(at_ms // HOUR_MS, zone_name)
+    if shared is not None:
+        return shared
     return (
-        f"m{at_ms // MINUTE_MS}",
         f"h{at_ms // HOUR_MS}",
         f"d{at_ms // DAY_MS}",
         *calendar_buckets(at_ms, zone_name),
@@ -101,23 +130,21 @@ def buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
     )
 
 
-UTC_TIER_MS = {"m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
-
-
-def live_buckets(at_ms: int, zone_name: str, now_ms: int) -> tuple[str, ...]:
-    """``buckets`` minus the minute, hour and UTC-day buckets that ended longer ago than
-    their tier's TTL: they would expire unread (no window as of a recent instant reads
-    them), so writing them is waste (a backfill of months would write one minute bucket
-    per event and scope)."""
-    out = []
-    for bucket in buckets(at_ms, zone_name):
-        size = UTC_TIER_MS.get(bucket[0])
-        if size is not None:
-            end = (at_ms // size + 1) * size
-            if end <= now_ms - TIER_TTL_SECONDS[bucket[0]] * 1000:
-                continue
-        out.append(bucket)
-    return tuple(out)
+@lru_cache(maxsize=65_536)
+def _hour_ids(hour: int, zone_name: str) -> tuple[str, ...] | None:
+    """``_from_hour`` of every instant of a UTC hour, or None when they differ: the local
+    date changes within the hour (a zone whose offset is not whole hours, a time change).
+    The zone's offset is the same at the hour's first and last millisecond, so it holds the
+    whole hour (no zone changes its offset and back within an hour) and the local date,
+    the same at both ends, too. Events of an hour share it: one time-zone conversion per
+    hour and zone instead of one per event."""
+    first_ms = hour * HOUR_MS
+    zone = _zone(zone_name)
+    first = datetime.fromtimestamp(first_ms / 1000, zone)
+    last = datetime.fromtimestamp((first_ms + HOUR_MS - 1) / 1000, zone)
+    if first.utcoffset() != last.utcoffset() or first.toordinal() != last.toordinal():
+        return None
+    return (f"h{hour}", f"d{first_ms // DAY_MS}", *_calendar_ids(first.toordinal()), ALL_TIME)
 
 
 def answerable(window: str, as_of_ms: int, now_ms: int) -> bool:

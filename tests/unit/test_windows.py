@@ -170,3 +170,81 @@ def _starts(span: object) -> list[int]:
         return [span.start_ms] * len(span.bucket_ids)
     size = UTC_TIER_MS[ROLLING[span.window][0]]
     return [span.start_ms + i * size for i in range(len(span.bucket_ids))]
+
+
+# Zones whose local date changes within a UTC hour, or at a time change: offsets of half
+# and three quarters of an hour, a half-hour DST, a time change at local midnight, and an
+# offset with seconds (Monrovia until 1972).
+AWKWARD_ZONES = (
+    "Asia/Kathmandu",
+    "Asia/Kolkata",
+    "Australia/Lord_Howe",
+    "America/Sao_Paulo",
+    "America/St_Johns",
+    "Africa/Monrovia",
+    "Pacific/Apia",
+    "Europe/Berlin",
+    "UTC",
+)
+
+
+def _ids_one_by_one(at_ms: int, zone: str) -> tuple[str, ...]:
+    """Every bucket id of an instant, worked out on its own (not through windows' caches)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    local = datetime.fromtimestamp(at_ms / 1000, ZoneInfo(zone))
+    iso_year, iso_week, _ = local.isocalendar()
+    return (
+        f"m{at_ms // 60_000}",
+        f"h{at_ms // 3_600_000}",
+        f"d{at_ms // 86_400_000}",
+        f"D{local.year:04d}-{local.month:02d}-{local.day:02d}",
+        f"W{iso_year}-W{iso_week:02d}",
+        f"M{local.year:04d}-{local.month:02d}",
+        f"Q{local.year}-Q{(local.month - 1) // 3 + 1}",
+        f"Y{local.year}",
+        "A",
+    )
+
+
+@given(
+    zone=st.sampled_from(AWKWARD_ZONES),
+    at_ms=st.one_of(
+        st.integers(min_value=0, max_value=utc(2040, 1, 1)),
+        # near local midnights and time changes of the zones above
+        st.sampled_from(
+            [
+                utc(2026, 11, 22, 18, 15),  # Kathmandu's midnight (+05:45)
+                utc(2018, 11, 4, 3),  # Sao Paulo's clocks went from 00:00 to 01:00
+                utc(2019, 2, 17, 2),  # ... and back from 00:00 to 23:00
+                utc(2026, 4, 4, 15),  # Lord Howe: 02:00 back to 01:30
+                utc(2011, 12, 30, 10),  # Apia skipped 30 December 2011
+                utc(1972, 1, 7, 0, 44),  # Monrovia: -00:44:30 to UTC
+                utc(1971, 3, 1, 0, 44),  # Monrovia's midnight, mid-minute
+            ]
+        ).flatmap(lambda t: st.integers(min_value=t - 3 * 3_600_000, max_value=t + 3 * 3_600_000)),
+    ),
+)
+def test_bucket_ids_equal_one_instant_at_a_time(zone: str, at_ms: int) -> None:
+    """``buckets`` shares a UTC hour's ids between its instants; that must never change an id,
+    where the local date changes within an hour or the clocks change."""
+    assert buckets(at_ms, zone) == _ids_one_by_one(at_ms, zone)
+
+
+@given(
+    zone=st.sampled_from(AWKWARD_ZONES),
+    age_ms=st.integers(min_value=0, max_value=60 * 86_400_000),
+)
+def test_live_buckets_are_the_buckets_that_end_within_their_ttl(zone: str, age_ms: int) -> None:
+    from projections.windows import TIER_TTL_SECONDS, UTC_TIER_MS, live_buckets
+
+    now = 1_790_000_000_000
+    at = now - age_ms
+    expected = tuple(
+        b
+        for b in _ids_one_by_one(at, zone)
+        if b[0] not in UTC_TIER_MS
+        or (at // UTC_TIER_MS[b[0]] + 1) * UTC_TIER_MS[b[0]] > now - TIER_TTL_SECONDS[b[0]] * 1000
+    )
+    assert live_buckets(at, zone, now) == expected
