@@ -29,7 +29,6 @@ from streams.ingest import projection_letter
 from streams.live_projector import LiveProjector
 from streams.projector import Positioned, Span, read_record
 from streams.rebuild import learn_directory
-from streams.validated import Validated
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +56,6 @@ app = faust.App(
 )
 app.producer_only = True
 
-# The events ingest validated, for the projection loop to take without parsing them again.
-validated = Validated(capacity=2 * settings.projection_batch_size)
-
 
 async def _or_exit(name: str, loop: Coroutine[Any, Any, None]) -> None:
     """Run a loop; if it fails, stop the worker (a Faust task that fails is only logged, and
@@ -79,7 +75,7 @@ async def ingest() -> None:
     """Validate raw records in batches; forward valid ones, dead-letter the rest, each batch
     in one transaction with its raw offsets."""
     metrics.AGENT_STARTS.inc()
-    forwarder = Forwarder(settings, validated)
+    forwarder = Forwarder(settings)
     loop = BatchLoop(
         settings,
         forwarder.group,
@@ -138,7 +134,6 @@ async def _projecting() -> None:
             for m in messages
             if (item := decode(tp.topic, tp.partition, m.offset, m.value, now_ms))
         ]
-        _count_parsed()
         await project_batch(
             projector, batch, {(tp.partition, tp.topic): span for tp, span in spans.items()}
         )
@@ -204,28 +199,11 @@ async def _projecting() -> None:
         await facts.stop()
 
 
-_counted_parsed = (0, 0)
-
-
-def _count_parsed() -> None:
-    """Move the parse counters by what ``decode`` took from ingest or parsed since the last
-    call (once per batch, not per record)."""
-    global _counted_parsed
-    taken, missed = _counted_parsed
-    metrics.PARSED.labels("from_ingest").inc(validated.taken - taken)
-    metrics.PARSED.labels("parsed").inc(validated.missed - missed)
-    _counted_parsed = validated.taken, validated.missed
-
-
 def decode(
     topic: str, partition: int, offset: int, value: bytes | None, now_ms: int
 ) -> Positioned | None:
     """A record of the events or lead-facts topic as the projector takes it (None, counted,
-    for an invalid event): as this worker's ingest parsed it, if it did."""
-    if value and topic == settings.events_topic:
-        event = validated.take(value)
-        if event is not None:
-            return Positioned(topic, partition, offset, event, value)
+    for an invalid event)."""
     item = read_record(
         topic,
         partition,
@@ -263,7 +241,6 @@ async def fill(topic: str, partition: int, start: int, end: int) -> AsyncIterato
                 for m in got.get(tp, [])
                 if m.offset < end and (d := decode(topic, partition, m.offset, m.value, now_ms))
             ]
-            _count_parsed()
             if chunk:
                 yield chunk
     finally:

@@ -26,7 +26,6 @@ from streams import metrics
 from streams.batch_consumer import Fetched, Spans
 from streams.batch_send import send_records
 from streams.ingest import Accepted, route
-from streams.validated import Validated
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +42,9 @@ class Routed:
 
 
 def route_batch(
-    fetched: Fetched,
-    *,
-    events_topic: str,
-    dlq_topic: str,
-    limits: Limits,
-    now_ms: int,
-    validated: Validated | None = None,
+    fetched: Fetched, *, events_topic: str, dlq_topic: str, limits: Limits, now_ms: int
 ) -> Routed:
-    """Decide where every record of a batch goes; each valid event is also kept in
-    ``validated``, for the projection loop."""
+    """Decide where every record of a batch goes (pure)."""
     routed = Routed()
     for tp, messages in fetched.items():
         for m in messages:
@@ -66,8 +58,6 @@ def route_batch(
             )
             if isinstance(outcome, Accepted):
                 routed.records.append((events_topic, outcome.key, m.value or b"", None))
-                if validated is not None:
-                    validated.remember(m.value or b"", outcome.event)
                 routed.events[outcome.event.type] += 1
             else:
                 routed.records.append((dlq_topic, m.key, outcome.value, outcome.headers))
@@ -85,9 +75,8 @@ def route_batch(
 
 
 class Forwarder:
-    def __init__(self, settings: Settings, validated: Validated | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.validated = validated
         self.group = f"{settings.topic_prefix}-ingest"
         self.transactional_id = f"{settings.topic_prefix}-ingest-{settings.worker_name}"
         self.consumer: AIOKafkaConsumer | None = None  # the loop's, for its committed offsets
@@ -132,7 +121,6 @@ class Forwarder:
             dlq_topic=self.settings.dlq_topic,
             limits=self.settings.limits,
             now_ms=time.time_ns() // 1_000_000,
-            validated=self.validated,
         )
         delay, give_up = 0.1, time.monotonic() + self.settings.redis_outage_seconds
         while True:

@@ -36,12 +36,6 @@ LAST_BATCH = Gauge(
 PROJECTED = Counter(
     "salespulse_projection_events_total", "Events applied to the projections", ["outcome"]
 )
-PARSED = Counter(
-    "salespulse_projection_parsed_total",
-    "Events-topic records the projection parsed and validated itself ('parsed'), or took as "
-    "this worker's ingest had parsed them ('from_ingest')",
-    ["how"],
-)
 LEAD_FACTS = Counter(
     "salespulse_projection_lead_facts_total",
     "Lead facts (touches, opportunities) published and applied",
