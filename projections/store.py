@@ -75,7 +75,7 @@ from redis.exceptions import (
 )
 from redis.typing import EncodableT, FieldT
 
-from projections.engine import GAUGE_BUCKET, AggregateKey, EntityKey
+from projections.engine import AggregateKey, EntityKey
 from projections.namespaces import MARKER_SECONDS, TOMBSTONE_SECONDS, pointer, rebuild_marker
 from projections.stores import (
     DIRTY_SEP,
@@ -90,7 +90,7 @@ from projections.stores import (
     NamespaceFrozen,
     change_out_of_range,
 )
-from projections.windows import TIER_TTL_SECONDS
+from projections.windows import ttl_seconds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -894,6 +894,7 @@ class RedisStore(DerivedReads):
 
     async def fold(self, folds: Sequence[Values]) -> None:
         """Fold partitions' values into the rollups: one script call per shard, all at once."""
+        now_ms = time.time_ns() // 1_000_000  # for the TTLs of keys it makes
         by_shard: dict[int, list[tuple[Values, DirtyMark]]] = {}
         for values in folds:
             for mark in values.fields:
@@ -930,7 +931,7 @@ class RedisStore(DerivedReads):
                         total,
                         len(keys),
                         parts[values.partition],
-                        _ttl(mark[2]),
+                        ttl_seconds(mark[2], now_ms),
                         DIRTY_SEP.join(mark),
                         int(mark[2] != OLDEST and mark[2][0] in DIRTY_TIERS),
                         "" if mark[0] == "org" else f"{mark[0]}:{mark[1]}",
@@ -966,11 +967,12 @@ class RedisStore(DerivedReads):
                 members.append([ref(self.keys.directory(partition)), f"{entity[0]}:{entity[1]}"])
         deltas: list[list[object]] = []
         ttls: list[list[int]] = []
+        now_ms = time.time_ns() // 1_000_000
         for aggregate, fields in plan.deltas.items():
             key = ref(self.keys.aggregate(partition, aggregate))
             # Integers: cjson reads them as doubles, exact to 2**53 (90 trillion in minor units).
             deltas.append([key, *chain(*fields.items())])
-            ttl = _ttl(aggregate[2])
+            ttl = ttl_seconds(aggregate[2], now_ms)
             if ttl:
                 ttls.append([key, ttl])
         adds = [
@@ -998,7 +1000,7 @@ class RedisStore(DerivedReads):
                 "newest": str(plan.newest_ms),
                 "stream": str(commit.stream_ms),
                 "late": str(commit.too_late),
-                "now": str(time.time_ns() // 1_000_000),
+                "now": str(now_ms),
                 "applied": str(plan.applied),
                 "dir": int(any(entity[0] in ("rep", "team") for entity in plan.changed_fields)),
                 "h": records,
@@ -1324,12 +1326,6 @@ def _lows(marks: Sequence[DirtyMark], lows: Sequence[int | None]) -> dict[DirtyM
         mark: b"{}" if low is None else orjson.dumps({"u": str(low)})
         for mark, low in zip(marks, lows, strict=True)
     }
-
-
-def _ttl(bucket: str) -> int:
-    """Seconds a bucket's keys live (0: for ever): its calendar or clock tier's TTL; the
-    all-time bucket, gauges and the oldest-untouched share have none."""
-    return 0 if bucket in (GAUGE_BUCKET, OLDEST) else TIER_TTL_SECONDS.get(bucket[0], 0)
 
 
 def _text(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> dict[str, str]:

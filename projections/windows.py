@@ -92,46 +92,77 @@ def calendar_buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
 
 def buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
     """Every bucket id an event at ``at_ms`` is written to, one per tier, in TIERS order."""
-    return (f"m{at_ms // MINUTE_MS}", *_from_hour(at_ms, zone_name))
+    return (f"m{at_ms // MINUTE_MS}", *_from_hour(at_ms, zone_name)[0])
 
 
 UTC_TIER_MS = {"m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
-_MINUTES_KEPT_MS = TIER_TTL_SECONDS["m"] * 1000
-_HOURS_KEPT_MS = TIER_TTL_SECONDS["h"] * 1000
-_DAYS_KEPT_MS = TIER_TTL_SECONDS["d"] * 1000
+
+
+@lru_cache(maxsize=65_536)
+def kept_until(bucket: str) -> int | None:
+    """The instant (epoch ms) until which a bucket is surely kept; None: kept for ever.
+
+    Its period's start plus its tier's TTL. A calendar bucket's period starts at another
+    instant in each zone, so the earliest counts: a day before its UTC start (no zone is a
+    day or more ahead of UTC). The store gives every bucket it writes at least this long
+    (``ttl_seconds``), and no bucket is written or read past it (``live_buckets``,
+    ``answerable``): retention follows the events' time, not when a bucket was written."""
+    ttl_ms = TIER_TTL_SECONDS.get(bucket[0], 0) * 1000
+    if not ttl_ms:
+        return None
+    size = UTC_TIER_MS.get(bucket[0])
+    start = int(bucket[1:]) * size if size else calendar_range(bucket, "UTC")[0] - DAY_MS
+    return start + ttl_ms
+
+
+def ttl_seconds(bucket: str, now_ms: int) -> int:
+    """The TTL to give a bucket's keys written now (0: none): its tier's, or more for a
+    bucket whose period starts later (an event from up to a day ahead), so that it is kept
+    at least until ``kept_until``."""
+    until = kept_until(bucket)
+    if until is None:
+        return 0
+    return max(TIER_TTL_SECONDS[bucket[0]], -((now_ms - until) // 1000))
 
 
 def live_buckets(at_ms: int, zone_name: str, now_ms: int) -> tuple[str, ...]:
-    """``buckets`` minus the minute, hour and UTC-day buckets that ended longer ago than
-    their tier's TTL: they would expire unread (no window as of a recent instant reads
-    them), so writing them is waste (a backfill of months would write one minute bucket
-    per event and scope). A coarser tier lives longer, so what is left out is always a
-    leading part: the minute, then the hour, then the UTC day."""
-    rest = _from_hour(at_ms, zone_name)
-    if (at_ms // MINUTE_MS + 1) * MINUTE_MS > now_ms - _MINUTES_KEPT_MS:
-        return (f"m{at_ms // MINUTE_MS}", *rest)
-    if (at_ms // HOUR_MS + 1) * HOUR_MS > now_ms - _HOURS_KEPT_MS:
+    """``buckets`` minus those past ``kept_until``: no read can ask for them any more
+    (``answerable``), so writing them is waste (a backfill of months would write one minute
+    bucket per event and scope; one of years, a day bucket per day)."""
+    minute = at_ms // MINUTE_MS
+    rest, soonest = _from_hour(at_ms, zone_name)
+    if soonest > now_ms:  # most events: every bucket from the hour on is kept
+        if minute * MINUTE_MS + _MINUTES_KEPT_MS > now_ms:
+            return (f"m{minute}", *rest)
         return rest
-    if (at_ms // DAY_MS + 1) * DAY_MS > now_ms - _DAYS_KEPT_MS:
-        return rest[1:]
-    return rest[2:]
+    return tuple(b for b in rest if (until := kept_until(b)) is None or until > now_ms)
 
 
-def _from_hour(at_ms: int, zone_name: str) -> tuple[str, ...]:
-    """The bucket ids of an instant from the hour tier on (h, d, D, W, M, Q, Y, A)."""
+_MINUTES_KEPT_MS = TIER_TTL_SECONDS["m"] * 1000
+_FOR_EVER = 2**63 - 1
+
+
+def _from_hour(at_ms: int, zone_name: str) -> tuple[tuple[str, ...], int]:
+    """The bucket ids of an instant from the hour tier on (h, d, D, W, M, Q, Y, A), and the
+    soonest ``kept_until`` among them."""
     shared = _hour_ids(at_ms // HOUR_MS, zone_name)
     if shared is not None:
         return shared
-    return (
+    ids = (
         f"h{at_ms // HOUR_MS}",
         f"d{at_ms // DAY_MS}",
         *calendar_buckets(at_ms, zone_name),
         ALL_TIME,
     )
+    return ids, _soonest(ids)
+
+
+def _soonest(ids: tuple[str, ...]) -> int:
+    return min((u for b in ids if (u := kept_until(b)) is not None), default=_FOR_EVER)
 
 
 @lru_cache(maxsize=65_536)
-def _hour_ids(hour: int, zone_name: str) -> tuple[str, ...] | None:
+def _hour_ids(hour: int, zone_name: str) -> tuple[tuple[str, ...], int] | None:
     """``_from_hour`` of every instant of a UTC hour, or None when they differ: the local
     date changes within the hour (a zone whose offset is not whole hours, a time change).
     The zone's offset is the same at the hour's first and last millisecond, so it holds the
@@ -144,29 +175,45 @@ def _hour_ids(hour: int, zone_name: str) -> tuple[str, ...] | None:
     last = datetime.fromtimestamp((first_ms + HOUR_MS - 1) / 1000, zone)
     if first.utcoffset() != last.utcoffset() or first.toordinal() != last.toordinal():
         return None
-    return (f"h{hour}", f"d{first_ms // DAY_MS}", *_calendar_ids(first.toordinal()), ALL_TIME)
+    ids = (f"h{hour}", f"d{first_ms // DAY_MS}", *_calendar_ids(first.toordinal()), ALL_TIME)
+    return ids, _soonest(ids)
 
 
 def answerable(window: str, as_of_ms: int, now_ms: int) -> bool:
-    """Whether every bucket ``window`` reads as of ``as_of_ms`` is still kept at ``now_ms``:
-    rolling windows read minute, hour and UTC-day buckets, which live only their tier's TTL."""
-    if window not in ROLLING:
+    """Whether every bucket ``window`` reads as of ``as_of_ms``, in any zone, is still kept
+    at ``now_ms`` (``kept_until``): a rolling window's oldest bucket; a calendar window's
+    bucket in the zone latest behind UTC, held by that of the UTC date a day before
+    ``as_of_ms`` at the latest (no zone is a day or more behind UTC either)."""
+    if window in ROLLING:
+        oldest = window_span(window, as_of_ms, "UTC").bucket_ids[0]
+    elif window in CALENDAR:
+        tier_index = list(CALENDAR).index(window)
+        oldest = calendar_buckets(as_of_ms - DAY_MS, "UTC")[tier_index]
+    else:
         return True
-    tier, count = ROLLING[window]
-    size = UTC_TIER_MS[tier]
-    first_end = (as_of_ms // size - count + 2) * size  # the end of the oldest bucket read
-    return first_end > now_ms - TIER_TTL_SECONDS[tier] * 1000
+    until = kept_until(oldest)
+    return until is None or until > now_ms
+
+
+_TIER_NAMES = {
+    "m": "minute",
+    "h": "hour",
+    "d": "day",
+    "D": "day",
+    "W": "week",
+    "M": "month",
+    "Q": "quarter",
+}
 
 
 def too_old(window: str) -> str:
-    """Why a rolling window cannot be read as of an instant that ``answerable`` refuses."""
-    tier = ROLLING[window][0]
+    """Why a window cannot be read as of an instant that ``answerable`` refuses."""
+    tier = ROLLING[window][0] if window in ROLLING else CALENDAR[window]
     kept = TIER_TTL_SECONDS[tier]
     length = f"{kept // 86_400} days" if kept % 86_400 == 0 else f"{kept // 3_600} hours"
-    unit = {"m": "minute", "h": "hour", "d": "day"}[tier]
     return (
         f"the {window} window as of that instant is no longer kept "
-        f"({unit} buckets are kept {length}): use a later as_of"
+        f"({_TIER_NAMES[tier]} buckets are kept {length}): use a later as_of"
     )
 
 

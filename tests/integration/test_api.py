@@ -352,6 +352,14 @@ def test_health_reports_caught_up_projections(api: Api) -> None:
             "as_of",
             "the 1h window as of that instant is no longer kept (minute buckets are kept 3 hours)",
         ),
+        (
+            "/api/v1/kpis",
+            {"window": "month", "as_of": "2024-01-01T00:00:00Z"},
+            400,
+            "as_of",
+            "the month window as of that instant is no longer kept (month buckets are kept 400 "
+            "days)",
+        ),
         ("/api/v1/kpis", {"id": "emea"}, 400, "id", "the org scope has no id"),
         ("/api/v1/kpis", {"scope": "team", "id": "mars"}, 404, "id", "no team 'mars'"),
         ("/api/v1/kpis/happiness", {}, 404, "kpi", "unknown KPI 'happiness'"),

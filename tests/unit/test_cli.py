@@ -50,6 +50,10 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
             ["kpis", "--window", "1h", "--as-of", "2026-01-01T00:00:00Z"],
             "--as-of: the 1h window as of that instant is no longer kept",
         ),
+        (
+            ["kpis", "--window", "today", "--as-of", "2026-01-01T00:00:00Z"],
+            "--as-of: the today window as of that instant is no longer kept",
+        ),
         ([], "required"),
     ],
 )

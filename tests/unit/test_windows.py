@@ -125,15 +125,72 @@ def test_calendar_bucket_membership_matches_the_range(
     assert inside == (span.bucket_ids[0] in buckets(other, zone))
 
 
-def test_live_buckets_skip_utc_buckets_that_outlived_their_ttl() -> None:
-    from projections.windows import TIER_TTL_SECONDS, buckets, live_buckets
+def _kept_until_by_hand(bucket: str) -> int | None:
+    """``windows.kept_until`` worked out on its own: the period's start (a calendar period's
+    earliest, a day before its UTC start) plus the tier's TTL."""
+    from datetime import date
+
+    days = {"m": None, "h": None, "d": 40, "D": 40, "W": 120, "M": 400, "Q": 800}
+    tier, text = bucket[0], bucket[1:]
+    if tier not in days:
+        return None
+    if tier == "m":
+        return int(text) * 60_000 + 3 * 3_600_000
+    if tier == "h":
+        return int(text) * 3_600_000 + 3 * 86_400_000
+    if tier == "d":
+        return int(text) * 86_400_000 + 40 * 86_400_000
+    if tier == "D":
+        first = date.fromisoformat(text)
+    elif tier == "W":
+        year, week = text.split("-W")
+        first = date.fromisocalendar(int(year), int(week), 1)
+    elif tier == "M":
+        first = date.fromisoformat(text + "-01")
+    else:
+        year, quarter = text.split("-Q")
+        first = date(int(year), 3 * int(quarter) - 2, 1)
+    utc_start = utc(first.year, first.month, first.day)
+    return utc_start - 86_400_000 + days[tier] * 86_400_000
+
+
+def test_how_long_each_tier_is_kept() -> None:
+    from projections.windows import kept_until
+
+    assert kept_until("m29400000") == 29_400_000 * 60_000 + 3 * 3_600_000
+    assert kept_until("h20000") == 20_000 * 3_600_000 + 3 * 86_400_000
+    assert kept_until("d20500") == (20_500 + 40) * 86_400_000
+    # Calendar buckets: from a day before their UTC start, the earliest any zone begins them.
+    assert kept_until("D2026-11-23") == utc(2026, 11, 22) + 40 * 86_400_000
+    assert kept_until("W2026-W48") == utc(2026, 11, 22) + 120 * 86_400_000  # Monday the 23rd
+    assert kept_until("M2026-11") == utc(2026, 10, 31) + 400 * 86_400_000
+    assert kept_until("Q2026-Q4") == utc(2026, 9, 30) + 800 * 86_400_000
+    for for_ever in ("Y2026", "A", "G", "!u"):
+        assert kept_until(for_ever) is None
+
+
+def test_a_bucket_is_given_its_tier_ttl_or_more_if_its_period_is_ahead() -> None:
+    from projections.windows import TIER_TTL_SECONDS, ttl_seconds
+
+    now = utc(2026, 11, 23, 9)
+    assert ttl_seconds(f"m{now // 60_000}", now) == TIER_TTL_SECONDS["m"]
+    assert ttl_seconds("D2026-11-23", now) == TIER_TTL_SECONDS["D"]
+    assert ttl_seconds("D2025-01-01", now) == TIER_TTL_SECONDS["D"]  # from now, as before
+    # An event up to a day ahead: its minute bucket lives until 3 hours after that minute.
+    ahead = now + 20 * 3_600_000
+    assert ttl_seconds(f"m{ahead // 60_000}", now) == 23 * 3_600
+    assert ttl_seconds("D2026-11-25", now) == TIER_TTL_SECONDS["D"] + 15 * 3_600
+    assert ttl_seconds("A", now) == ttl_seconds("Y2026", now) == 0
+
+
+def test_live_buckets_leave_out_buckets_no_read_can_ask_for() -> None:
+    from projections.windows import buckets, live_buckets
 
     now = 1_790_000_000_000
     recent = now - 60_000
     assert live_buckets(recent, "Europe/Berlin", now) == buckets(recent, "Europe/Berlin")
-    # A minute bucket ending exactly TTL ago is gone; one ending a minute later is kept.
-    minute_ttl_ms = TIER_TTL_SECONDS["m"] * 1000
-    gone = (now - minute_ttl_ms) // 60_000 * 60_000 - 60_000
+    # A minute bucket that began exactly its TTL ago is gone; one a minute later is kept.
+    gone = (now - 3 * 3_600_000) // 60_000 * 60_000
     kept = gone + 60_000
     assert not any(b.startswith("m") for b in live_buckets(gone, "UTC", now))
     assert any(b.startswith("m") for b in live_buckets(kept, "UTC", now))
@@ -141,25 +198,57 @@ def test_live_buckets_skip_utc_buckets_that_outlived_their_ttl() -> None:
     old = now - 20 * 86_400_000
     tiers = [b[0] for b in live_buckets(old, "Asia/Singapore", now)]
     assert tiers == ["d", "D", "W", "M", "Q", "Y", "A"]
-    # A year ago the UTC day is gone too (40 days); calendar tiers are not cut.
+    # A year ago the days and the week are gone too; months (400 days) and on stay.
     year_ago = now - 365 * 86_400_000
-    assert [b[0] for b in live_buckets(year_ago, "UTC", now)] == ["D", "W", "M", "Q", "Y", "A"]
+    assert [b[0] for b in live_buckets(year_ago, "UTC", now)] == ["M", "Q", "Y", "A"]
+    # Years ago (a backfill of an old export): the year and all time only.
+    assert [b[0] for b in live_buckets(utc(2016, 5, 1), "UTC", now)] == ["Y", "A"]
 
 
 def test_answerable_means_every_bucket_read_is_still_kept() -> None:
-    from projections.windows import answerable, live_buckets, window_span
+    from projections.windows import answerable, kept_until, live_buckets, window_span
 
     now = 1_790_000_000_000
-    for window in ("15m", "1h", "24h", "7d", "30d", "today", "all"):
-        for hours_ago in (0, 1, 2, 3, 5, 30, 24 * 20, 24 * 45):
+    for window in WINDOWS:
+        for hours_ago in (0, 1, 2, 3, 5, 30, 24 * 20, 24 * 38, 24 * 45, 24 * 130, 24 * 900):
             as_of = now - hours_ago * 3_600_000
-            span = window_span(window, as_of, "UTC")
-            # The buckets a read needs, against those a write at any instant in them keeps.
-            kept = all(
-                b in live_buckets(start, "UTC", now)
-                for b, start in zip(span.bucket_ids, _starts(span), strict=True)
-            )
-            assert answerable(window, as_of, now) == kept, (window, hours_ago)
+            if window in ("15m", "1h", "24h", "7d", "30d"):
+                span = window_span(window, as_of, "UTC")
+                # The buckets a read needs, against those a write at any instant in them keeps.
+                kept = all(
+                    b in live_buckets(start, "UTC", now)
+                    for b, start in zip(span.bucket_ids, _starts(span), strict=True)
+                )
+                assert answerable(window, as_of, now) == kept, (window, hours_ago)
+            elif answerable(window, as_of, now):
+                # A calendar window: its bucket is kept in every zone, from a day ahead of
+                # UTC to half a day behind.
+                for zone in ("Pacific/Kiritimati", "Etc/GMT+12", "America/St_Johns", "UTC"):
+                    (bucket,) = window_span(window, as_of, zone).bucket_ids
+                    until = kept_until(bucket)
+                    assert until is None or until > now, (window, hours_ago, zone)
+    # What the calendar rule refuses, and what it answers.
+    day = 86_400_000
+    assert answerable("today", now - 37 * day, now)
+    assert not answerable("today", now - 41 * day, now)  # day buckets are kept 40 days
+    assert answerable("week", now - 100 * day, now)
+    assert not answerable("week", now - 130 * day, now)
+    assert answerable("month", now - 300 * day, now)
+    assert not answerable("month", now - 450 * day, now)
+    assert not answerable("quarter", now - 900 * day, now)
+    assert answerable("year", utc(2016, 5, 1), now) and answerable("all", 0, now)
+
+
+def test_a_refused_window_says_how_long_its_buckets_are_kept() -> None:
+    from projections.windows import too_old
+
+    assert too_old("1h") == (
+        "the 1h window as of that instant is no longer kept "
+        "(minute buckets are kept 3 hours): use a later as_of"
+    )
+    assert "(day buckets are kept 40 days)" in too_old("today")
+    assert "(week buckets are kept 120 days)" in too_old("week")
+    assert "(quarter buckets are kept 800 days)" in too_old("quarter")
 
 
 def _starts(span: object) -> list[int]:
@@ -234,17 +323,39 @@ def test_bucket_ids_equal_one_instant_at_a_time(zone: str, at_ms: int) -> None:
 
 @given(
     zone=st.sampled_from(AWKWARD_ZONES),
-    age_ms=st.integers(min_value=0, max_value=60 * 86_400_000),
+    age_ms=st.integers(min_value=-86_400_000, max_value=1_000 * 86_400_000),
 )
-def test_live_buckets_are_the_buckets_that_end_within_their_ttl(zone: str, age_ms: int) -> None:
-    from projections.windows import TIER_TTL_SECONDS, UTC_TIER_MS, live_buckets
+def test_live_buckets_are_those_kept_by_the_tiers_rule(zone: str, age_ms: int) -> None:
+    from projections.windows import live_buckets
 
     now = 1_790_000_000_000
     at = now - age_ms
     expected = tuple(
         b
         for b in _ids_one_by_one(at, zone)
-        if b[0] not in UTC_TIER_MS
-        or (at // UTC_TIER_MS[b[0]] + 1) * UTC_TIER_MS[b[0]] > now - TIER_TTL_SECONDS[b[0]] * 1000
+        if (until := _kept_until_by_hand(b)) is None or until > now
     )
     assert live_buckets(at, zone, now) == expected
+
+
+def test_an_answerable_calendar_window_is_kept_in_every_zone() -> None:
+    """``answerable`` does not know the scope's zone: it must hold for the zones furthest
+    behind and ahead of UTC alike. As of every hour around each tier's TTL, where kept turns
+    to gone."""
+    from projections.windows import CALENDAR, TIER_TTL_SECONDS, answerable
+
+    now = 1_790_000_000_000
+    zones = ("Etc/GMT+12", "Pacific/Pago_Pago", "Pacific/Kiritimati", "UTC")
+    checked = 0
+    for window in ("today", "week", "month", "quarter"):
+        ttl_ms = TIER_TTL_SECONDS[CALENDAR[window]] * 1000
+        for hours in range(-3 * 24, 10 * 24):
+            as_of = now - ttl_ms + hours * 3_600_000
+            if not answerable(window, as_of, now):
+                continue
+            for zone in zones:
+                (bucket,) = window_span(window, as_of, zone).bucket_ids
+                until = _kept_until_by_hand(bucket)
+                assert until is not None and until > now, (window, hours, zone)
+                checked += 1
+    assert checked > 500
