@@ -291,18 +291,83 @@ def field_specs(cls: type[Event]) -> tuple[FieldSpec, ...]:
     return tuple(specs)
 
 
-# Per type: its class and, per wire field, (wire name, attribute, required, check).
-_PLANS: dict[str, tuple[type[Event], tuple[tuple[str, str, bool, Checker], ...]]] = {
-    type_name: (
-        cls,
-        tuple(
-            (s.wire_name, s.attr_name, s.required, s.check)
-            for s in field_specs(cls)
-            if s.attr_name != "schema_version"
-        ),
+# Per type, a function that checks a document's fields in the order of ``field_specs`` and
+# builds the event, written out from the specs when this module loads (as ``dataclasses``
+# writes ``__init__``): each field's common case (a string of a fine length, an integer in
+# range, a known choice) is tested inline, and anything else goes to its kind's checker,
+# which raises the field's reason or returns the value. So the reasons are those of the
+# checkers, and a field's check costs no call in the common case.
+Builder = Callable[[dict[str, Any], int, "Limits"], Event]
+
+
+_PRINTABLE_ASCII = "v.isascii() and v.isprintable()"  # an id without a control character
+
+
+def _out_of_range(document: dict[str, Any]) -> InvalidField:
+    return InvalidField(
+        Reason.TIMESTAMP_OUT_OF_RANGE,
+        f"occurred_at {document['occurred_at']!r} is before 1970 or too far in the future",
     )
-    for type_name, cls in EVENT_TYPES.items()
-}
+
+
+def _common_case(spec: FieldSpec, index: int) -> str | None:
+    """A Python condition that holds for the common valid values of ``v`` (None: no shortcut,
+    the checker runs)."""
+    if spec.kind is ID:
+        return (
+            f"type(v) is str and 0 < len(v) <= {ID_MAX_CHARS} and v.isascii() and v.isprintable()"
+        )
+    if spec.kind is TEXT:
+        return f"type(v) is str and len(v) <= {TEXT_MAX_CHARS}"
+    if spec.kind is COUNT or (spec.python_type is int and spec.kind is None and not spec.choices):
+        return f"type(v) is int and 0 <= v <= {COUNT_MAX}"
+    if spec.choices:
+        return f"type(v) is str and v in choices_{index}"
+    if spec.python_type is bool:
+        return "type(v) is bool"
+    return None
+
+
+def _builder(cls: type[Event]) -> Builder:
+    specs = [s for s in field_specs(cls) if s.attr_name != "schema_version"]
+    namespace: dict[str, Any] = {
+        "cls": cls,
+        "InvalidField": InvalidField,
+        "MISSING": Reason.MISSING_FIELD,
+        "out_of_range": _out_of_range,
+        "SCHEMA_VERSION": SCHEMA_VERSION,
+    }
+    lines = ["def build(document, now_ms, limits):", "    get = document.get"]
+    for i, spec in enumerate(specs):
+        namespace[f"check_{i}"] = spec.check
+        namespace[f"choices_{i}"] = frozenset(spec.choices)
+        lines.append(f"    v = get({spec.wire_name!r})")
+        if spec.required:
+            lines.append("    if v is None:")
+            lines.append(f"        raise InvalidField(MISSING, {spec.wire_name + ': required'!r})")
+            guard = ""
+        else:
+            guard = "v is not None and "
+        common = _common_case(spec, i)
+        condition = f"not ({common})" if common else "True"
+        lines.append(f"    if {guard}{condition}:")
+        lines.append(f"        v = check_{i}(v, {spec.wire_name!r})")
+        lines.append(f"    f_{i} = v")
+    occurred = next(i for i, s in enumerate(specs) if s.attr_name == "occurred_at_ms")
+    lines += [
+        f"    if f_{occurred} < 0 or f_{occurred} > now_ms + limits.max_future_ms:",
+        "        raise out_of_range(document)",
+        "    return cls(",
+        "        schema_version=SCHEMA_VERSION,",
+        *(f"        {spec.attr_name}=f_{i}," for i, spec in enumerate(specs)),
+        "    )",
+    ]
+    exec("\n".join(lines), namespace)  # our own source, written from the contract
+    build: Builder = namespace["build"]
+    return build
+
+
+_BUILDERS: dict[str, Builder] = {name: _builder(cls) for name, cls in EVENT_TYPES.items()}
 
 
 def _decode(raw: bytes, limits: Limits) -> dict[str, Any]:
@@ -339,27 +404,10 @@ def _build(document: dict[str, Any], now_ms: int, limits: Limits) -> Event:
         raise InvalidField(Reason.MISSING_FIELD, "type: required")
     if type(type_name) is not str:
         raise InvalidField(Reason.WRONG_TYPE, f"type: expected string, got {_json_type(type_name)}")
-    plan = _PLANS.get(type_name)
-    if plan is None:
+    build = _BUILDERS.get(type_name)
+    if build is None:
         raise InvalidField(Reason.UNKNOWN_TYPE, f"type {type_name[:64]!r} is not in the contract")
-    cls, specs = plan
-    values: dict[str, object] = {"schema_version": version}
-    get = document.get
-    for wire, attr, required, check in specs:
-        value = get(wire)
-        if value is None:
-            if required:
-                raise InvalidField(Reason.MISSING_FIELD, f"{wire}: required")
-            continue
-        values[attr] = check(value, wire)
-    occurred = values["occurred_at_ms"]
-    assert isinstance(occurred, int)
-    if occurred < 0 or occurred > now_ms + limits.max_future_ms:
-        raise InvalidField(
-            Reason.TIMESTAMP_OUT_OF_RANGE,
-            f"occurred_at {document['occurred_at']!r} is before 1970 or too far in the future",
-        )
-    return cls(**values)  # type: ignore[arg-type]
+    return build(document, now_ms, limits)
 
 
 def parse_event(raw: bytes, *, now_ms: int, limits: Limits = DEFAULT_LIMITS) -> Event | Rejection:
