@@ -16,9 +16,9 @@ stay. Two things are therefore done before measuring, and the raw figure is prin
 * the repair marks (``recent`` and the rollups' fold index) keep the last 2 minutes of
   commits (``REFOLD_WINDOW_MS``): the run waits that long, then sends the log's last few
   hundred records, whose commits trim them to what a live run holds;
-* buckets and their rollups get their tier's TTL when they are first written, at least
-  until ``windows.kept_until`` (docs/windows.md): those a live run would have lost by now,
-  past ``kept_until``, are deleted, as Redis would have.
+* buckets and their rollups have a TTL from their first write (docs/windows.md): those a
+  live run would have lost by now, as their period began more than their tier's TTL ago
+  (judged in UTC: off by at most a zone's offset), are deleted, as Redis would have.
 
 Uses the local stack (started if needed) with topics and keys of its own, deleted
 afterwards.
@@ -49,7 +49,7 @@ from config.connections import redis_client
 from config.settings import Settings
 from projections.lateness import DAY_MS
 from projections.store import REFOLD_WINDOW_MS, RedisStore, current_namespace
-from projections.windows import ALL_TIME, kept_until
+from projections.windows import ALL_TIME, TIER_TTL_SECONDS, UTC_TIER_MS, calendar_range
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
 from stack.servers import servers
 from streams.producer import publish
@@ -92,10 +92,19 @@ def _wait_projected(settings: Settings, worker: WorkerProcess, timeout: float) -
         time.sleep(0.5)
 
 
+def bucket_start(bucket: str) -> int | None:
+    """When a bucket's period begins (UTC; None for one kept for ever, or not a bucket)."""
+    tier = bucket[:1]
+    if not TIER_TTL_SECONDS.get(tier):
+        return None
+    if tier in UTC_TIER_MS:
+        return int(bucket[1:]) * UTC_TIER_MS[tier]
+    return calendar_range(bucket, "UTC")[0]
+
+
 async def _drop_expired(settings: Settings, now_ms: int) -> int:
     """Delete the buckets and rollups a live run's Redis would have expired by ``now_ms``:
-    those past ``windows.kept_until`` (a replay gave them their TTL from now). Returns how
-    many."""
+    those whose period began more than their tier's TTL before. Returns how many."""
     client = redis_client(settings)
     try:
         namespace = await current_namespace(client, settings.topic_prefix)
@@ -105,8 +114,8 @@ async def _drop_expired(settings: Settings, now_ms: int) -> int:
             parts = rest.split(":")
             if parts[0] not in ("a", "t", "s"):  # a bucket; a rollup's totals and shares
                 continue
-            until = kept_until(parts[-1])
-            if until is not None and until <= now_ms:
+            start = bucket_start(parts[-1])
+            if start is not None and start + TIER_TTL_SECONDS[parts[-1][0]] * 1000 <= now_ms:
                 gone.append(key)
         for first in range(0, len(gone), 1_000):
             await client.delete(*gone[first : first + 1_000])

@@ -164,8 +164,8 @@ def plan_batch(
 ) -> BatchPlan:
     """Apply ``items`` to copies of the ``stored`` records (missing = empty) and diff.
 
-    With ``now_ms``, contributions skip the minute, hour and UTC-day buckets that have
-    already outlived their TTL (``windows.live_buckets``); without, every bucket is written.
+    With ``now_ms``, contributions skip the buckets past ``windows.kept_until``, which no
+    read can ask for any more (``windows.live_buckets``); without, every bucket is written.
     ``streams`` gives, beside each item in offset order, the partition's stream time before
     it (projections/lateness.py): with it, records of the EXPIRING kinds end as the
     lateness horizon says; without, none ends.

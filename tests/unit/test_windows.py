@@ -239,6 +239,20 @@ def test_answerable_means_every_bucket_read_is_still_kept() -> None:
     assert answerable("year", utc(2016, 5, 1), now) and answerable("all", 0, now)
 
 
+def test_a_bucket_is_gone_at_kept_until_to_the_millisecond() -> None:
+    from projections.windows import answerable, kept_until, live_buckets
+
+    minute = 29_800_000
+    until = kept_until(f"m{minute}")
+    assert until == minute * 60_000 + 3 * 3_600_000
+    start = minute * 60_000
+    assert f"m{minute}" not in live_buckets(start, "UTC", until)
+    assert f"m{minute}" in live_buckets(start, "UTC", until - 1)
+    as_of = start + 59 * 60_000  # the 1h window whose oldest bucket is that minute
+    assert not answerable("1h", as_of, until)
+    assert answerable("1h", as_of, until - 1)
+
+
 def test_a_refused_window_says_how_long_its_buckets_are_kept() -> None:
     from projections.windows import too_old
 
