@@ -300,9 +300,6 @@ def field_specs(cls: type[Event]) -> tuple[FieldSpec, ...]:
 Builder = Callable[[dict[str, Any], int, "Limits"], Event]
 
 
-_PRINTABLE_ASCII = "v.isascii() and v.isprintable()"  # an id without a control character
-
-
 def _out_of_range(document: dict[str, Any]) -> InvalidField:
     return InvalidField(
         Reason.TIMESTAMP_OUT_OF_RANGE,
