@@ -111,6 +111,23 @@ async def test_buckets_and_totals_made_again_get_their_ttl_again(store: RedisSto
     assert await store.client.pexpiretime(total) == await store.client.pexpiretime(shares)
 
 
+async def test_a_bucket_ahead_of_its_period_lives_until_its_period_start_plus_its_ttl(
+    store: RedisStore,
+) -> None:
+    """An event up to a day ahead is accepted: its minute bucket (tier TTL 3 hours) 20 hours
+    ahead must live until its minute's start plus 3 hours (``windows.kept_until``), about 23
+    hours, not 3 hours from now; so must its totals and shares."""
+    ahead_minute = (int(time.time() * 1000) + 20 * 3_600_000) // 60_000
+    minute: AggregateKey = ("team", "emea", f"m{ahead_minute}")
+    await Writer(store, 0)(deltas={minute: {"calls": 1}})
+    assert await store.sums(*minute[:2], [minute[2]]) == {"calls": 1}
+    # The minute starts between 20 h - 60 s and 20 h from now; a little more for the test's run.
+    lowest, highest = 23 * 3600 - 60 - 60, 23 * 3600
+    keys = store.keys.aggregate(0, minute), store.keys.total(minute), store.keys.shares(minute)
+    for key in keys:
+        assert lowest <= await store.client.ttl(key) <= highest, key
+
+
 async def test_a_fold_sent_again_or_late_changes_nothing(store: RedisStore) -> None:
     write = Writer(store)
     await write(deltas={DAY: {"calls": 1}})
