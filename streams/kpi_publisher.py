@@ -48,7 +48,7 @@ from projections.kpi_changes import (
 from projections.read import scope_zone
 from projections.store import REDIS_FAILURES, RedisClient, RedisPublisherState
 from projections.stores import DirectoryCache, PublisherState
-from projections.windows import TIER_TTL_SECONDS, calendar_range
+from projections.windows import calendar_range, ttl_seconds
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class KpiPublisher:
                 label_sets.append((window, labels))
         await self.send([(change.key.encode(), _value(change)) for _, change in records])
         self.published += len(records)
-        await self._remember(records, label_sets)
+        await self._remember(records, label_sets, now_ms)
         for number, group in enumerate(marks):
             await store.clear_dirty(number, group)
         return len(records)
@@ -219,7 +219,11 @@ class KpiPublisher:
         self,
         records: list[tuple[WindowInstance, Change]],
         label_sets: list[tuple[WindowInstance, dict[str, frozenset[str]]]],
+        now_ms: int,
     ) -> None:
+        """Keep the published state of each window as long as its bucket is kept
+        (``windows.ttl_seconds``, the store's rule): at least its tier's TTL from this pass,
+        and until its period's start plus that TTL when the period has not started yet."""
         by_window: dict[str, dict[str, bytes]] = defaultdict(dict)
         ttl: dict[str, int] = {}
         for window, change in records:
@@ -228,12 +232,12 @@ class KpiPublisher:
             by_window[name][change.key] = orjson.dumps(
                 [state.revision, state.value, state.numerator, state.denominator]
             )
-            ttl[name] = TIER_TTL_SECONDS[window.bucket[0]]
+            ttl[name] = ttl_seconds(window.bucket, now_ms)
         for window, labels in label_sets:
             name = self._state_key(window)
             for base, now in labels.items():
                 by_window[name][LABELS + base] = orjson.dumps(sorted(now))
-            ttl[name] = TIER_TTL_SECONDS[window.bucket[0]]
+            ttl[name] = ttl_seconds(window.bucket, now_ms)
         await self.state.remember(by_window, ttl)
 
 

@@ -6,13 +6,17 @@ changed, the latest record of each key equal to the read side, one active publis
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 
 from config.settings import Settings
+from projections.kpi_changes import Change, LastState, instance
 from projections.memory_store import MemoryBackend, MemoryPublisherState, MemoryStore
 from projections.read import read_kpis
+from projections.windows import DAY_MS, TIER_TTL_SECONDS, calendar_range
 from streams.kpi_publisher import LEASE_MS, KpiPublisher
 from tests.integration.test_projections import END_MS, RULES, _log
 from tests.projection_feed import project
@@ -80,3 +84,36 @@ async def test_one_publisher_holds_the_lease_until_it_lapses() -> None:
     assert await one.leader() and not await two.leader()  # renewed
     now[0] += LEASE_MS / 1000 + 1  # the first one died: its lease lapses
     assert await two.leader() and not await one.leader()
+
+
+class TtlRecordingState(MemoryPublisherState):
+    """The in-memory state, which keeps what TTL each state hash was given."""
+
+    def __init__(self, backend: MemoryBackend) -> None:
+        super().__init__(backend)
+        self.ttls: dict[str, int] = {}
+
+    async def remember(
+        self, values: Mapping[str, Mapping[str, bytes]], ttl_seconds: Mapping[str, int]
+    ) -> None:
+        self.ttls.update(ttl_seconds)
+        await super().remember(values, ttl_seconds)
+
+
+async def test_a_windows_state_lives_as_long_as_its_bucket_even_before_its_period() -> None:
+    """A day of Kiritimati (UTC+14) starts 14 hours before its UTC date, so an event up to a
+    day ahead can fall in a day whose UTC start is up to 38 hours away. Its bucket is kept
+    until that start, less a day, plus 40 days (``windows.kept_until``); the day's published
+    state (revisions, last values) must live as long, not 40 days from the pass."""
+    now = int(datetime(2026, 12, 1, 12, tzinfo=UTC).timestamp() * 1000)
+    bucket = "D2026-12-03"  # in Kiritimati from 2026-12-02T10:00Z, 22 h after now
+    utc_start = int(datetime(2026, 12, 3, tzinfo=UTC).timestamp() * 1000)  # now + 36 h
+    state = TtlRecordingState(MemoryBackend())
+    publisher = KpiPublisher(SETTINGS, state, Topic().send)
+    window = instance(bucket, *calendar_range(bucket, "Pacific/Kiritimati"))
+    change = Change("calls_offered/team/pacific/day@2026-12-03", {}, LastState(1, 1, 1, None))
+    await publisher._remember([(window, change)], [], now)
+    (ttl,) = state.ttls.values()
+    kept_until = utc_start - DAY_MS + TIER_TTL_SECONDS["D"] * 1000
+    assert now + ttl * 1000 >= kept_until
+    assert ttl == TIER_TTL_SECONDS["D"] + 12 * 3600  # and not longer
