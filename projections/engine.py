@@ -254,60 +254,72 @@ def _add_difference(
             changes[item] = changes.get(item, 0) - value
 
 
-def _merge(
-    groups: dict[tuple[str, str, tuple[str, ...]], dict[str, int]],
-    key: tuple[str, str, tuple[str, ...]],
-    fields: dict[str, int],
-) -> None:
-    """Add ``fields`` to the group ``key``; the first one given is kept (and later added to)."""
-    into = groups.get(key)
-    if into is None:
-        groups[key] = fields
-    else:
-        for name, change in fields.items():
-            into[name] = into.get(name, 0) + change
-
-
 def _spread(
     deltas: dict[AggregateKey, dict[str, int]], changes: Mapping[Item, int], now_ms: int | None
 ) -> None:
     """Write each item's change to every bucket of its anchor, summed per (key, field).
 
-    Items are grouped by (scope, id, zone, anchor) first and the buckets of each distinct
-    (zone, anchor) are computed once: many fields of a batch share an anchor."""
-    by_anchor: dict[tuple[str, str, str, int], dict[str, int]] = {}
+    The buckets of each distinct (zone, anchor) are computed once and become a chain of
+    nodes, one per bucket, shared by every anchor whose buckets end the same way (events of
+    one day share their day, week, ... buckets; most have a minute of their own). Items are
+    summed per (scope, id, first node); then each round writes every group to its node's
+    bucket and merges it into the group of the node after, so a field is added once per
+    distinct bucket, not once per anchor."""
+    node_of: dict[tuple[str, int], int] = {}  # (zone, anchor) -> its first node
+    node_of_rest: dict[tuple[str, ...], int] = {}  # the buckets from a node on -> the node
+    bucket_of: list[str] = []  # node -> its bucket
+    next_of: list[int] = []  # node -> the node after (-1: none)
+    groups: dict[tuple[str, str, int], dict[str, int]] = {}
     for (scope, scope_id, zone, anchor, name), change in changes.items():
-        if change:
-            by_anchor.setdefault((scope, scope_id, zone, anchor), {})[name] = change
-    # Then by (scope, id, buckets). Each round writes every group to its first bucket and
-    # merges groups whose remaining buckets are equal (events of one day share their day,
-    # week, ... buckets), so a field is added once per distinct bucket, not once per anchor.
-    targets_of: dict[tuple[str, int], tuple[str, ...]] = {}
-    groups: dict[tuple[str, str, tuple[str, ...]], dict[str, int]] = {}
-    for (scope, scope_id, zone, anchor), fields in by_anchor.items():
-        targets = targets_of.get((zone, anchor))
-        if targets is None:
+        if not change:
+            continue
+        node = node_of.get((zone, anchor))
+        if node is None:
             if anchor == GAUGE:
-                targets = (GAUGE_BUCKET,)
+                targets: tuple[str, ...] = (GAUGE_BUCKET,)
             elif now_ms is None:
                 targets = buckets(anchor, zone)
             else:
                 targets = live_buckets(anchor, zone, now_ms)
-            targets_of[(zone, anchor)] = targets
-        if targets:
-            _merge(groups, (scope, scope_id, targets), fields)
+            # The longest ending already known first, then a node for each bucket before it.
+            known, node = len(targets), -1
+            for i in range(len(targets)):
+                found = node_of_rest.get(targets[i:])
+                if found is not None:
+                    known, node = i, found
+                    break
+            for i in range(known - 1, -1, -1):
+                bucket_of.append(targets[i])
+                next_of.append(node)
+                node = len(bucket_of) - 1
+                node_of_rest[targets[i:]] = node
+            node_of[(zone, anchor)] = node
+        if node < 0:
+            continue  # no bucket is kept
+        fields = groups.get((scope, scope_id, node))
+        if fields is None:
+            groups[(scope, scope_id, node)] = {name: change}
+        else:
+            fields[name] = fields.get(name, 0) + change
     while groups:
-        rest: dict[tuple[str, str, tuple[str, ...]], dict[str, int]] = {}
-        for (scope, scope_id, targets), fields in groups.items():
-            into = deltas.get((scope, scope_id, targets[0]))
+        after: dict[tuple[str, str, int], dict[str, int]] = {}
+        for (scope, scope_id, node), fields in groups.items():
+            into = deltas.get((scope, scope_id, bucket_of[node]))
             if into is None:
-                deltas[(scope, scope_id, targets[0])] = dict(fields)
+                deltas[(scope, scope_id, bucket_of[node])] = dict(fields)
             else:
                 for name, change in fields.items():
                     into[name] = into.get(name, 0) + change
-            if len(targets) > 1:
-                _merge(rest, (scope, scope_id, targets[1:]), fields)
-        groups = rest
+            following = next_of[node]
+            if following < 0:
+                continue
+            into = after.get((scope, scope_id, following))
+            if into is None:
+                after[(scope, scope_id, following)] = fields  # not changed until merged into
+            else:
+                for name, change in fields.items():
+                    into[name] = into.get(name, 0) + change
+        groups = after
     for key, fields in list(deltas.items()):
         if 0 in fields.values():
             fields = {name: value for name, value in fields.items() if value}
