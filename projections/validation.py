@@ -325,10 +325,23 @@ def _common_case(spec: FieldSpec, index: int) -> str | None:
     return None
 
 
+def _slot_setter(cls: type[Event], attr: str) -> Callable[[Event, object], None]:
+    """The ``__set__`` of the slot that holds ``attr`` (declared by ``cls`` or a base)."""
+    owner = next(k for k in cls.__mro__ if attr in vars(k))
+    setter: Callable[[Event, object], None] = vars(owner)[attr].__set__
+    return setter
+
+
 def _builder(cls: type[Event]) -> Builder:
     specs = [s for s in field_specs(cls) if s.attr_name != "schema_version"]
+    # The event is made as its frozen dataclass's __init__ would make it, but each field set
+    # through its slot: __init__ goes through object.__setattr__ per field, which costs about
+    # as much as all the checks (checked: events have no __post_init__).
+    assert not hasattr(cls, "__post_init__"), cls
     namespace: dict[str, Any] = {
         "cls": cls,
+        "new": object.__new__,
+        "set_version": _slot_setter(cls, "schema_version"),
         "InvalidField": InvalidField,
         "MISSING": Reason.MISSING_FIELD,
         "out_of_range": _out_of_range,
@@ -338,6 +351,7 @@ def _builder(cls: type[Event]) -> Builder:
     for i, spec in enumerate(specs):
         namespace[f"check_{i}"] = spec.check
         namespace[f"choices_{i}"] = frozenset(spec.choices)
+        namespace[f"set_{i}"] = _slot_setter(cls, spec.attr_name)
         lines.append(f"    v = get({spec.wire_name!r})")
         if spec.required:
             lines.append("    if v is None:")
@@ -354,10 +368,10 @@ def _builder(cls: type[Event]) -> Builder:
     lines += [
         f"    if f_{occurred} < 0 or f_{occurred} > now_ms + limits.max_future_ms:",
         "        raise out_of_range(document)",
-        "    return cls(",
-        "        schema_version=SCHEMA_VERSION,",
-        *(f"        {spec.attr_name}=f_{i}," for i, spec in enumerate(specs)),
-        "    )",
+        "    event = new(cls)",
+        "    set_version(event, SCHEMA_VERSION)",
+        *(f"    set_{i}(event, f_{i})" for i in range(len(specs))),
+        "    return event",
     ]
     exec("\n".join(lines), namespace)  # our own source, written from the contract
     build: Builder = namespace["build"]

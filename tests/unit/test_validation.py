@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import dataclasses
 from typing import Any
 
 import orjson
@@ -10,8 +11,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projections.events import EVENT_TYPES, Event
-from projections.validation import DEFAULT_LIMITS, Limits, Reason, Rejection, parse_event
+from projections.events import COUNT, EVENT_TYPES, ID, INSTANT, TEXT, TIMEZONE, Event
+from projections.validation import (
+    DEFAULT_LIMITS,
+    FieldSpec,
+    Limits,
+    Reason,
+    Rejection,
+    field_specs,
+    parse_event,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -149,6 +158,44 @@ def test_nanosecond_fractions_are_floored_to_milliseconds() -> None:
     outcome = parse(event("lead.assigned", occurred_at="2026-11-22T09:15:00.123987654Z"))
     assert isinstance(outcome, Event)
     assert outcome.occurred_at_ms % 1000 == 123
+
+
+def _wire_and_attribute(spec: FieldSpec) -> tuple[object, object]:
+    """A valid value of a field as sent, and as the event holds it."""
+    if spec.kind is INSTANT:
+        return "2026-11-22T09:15:00Z", calendar.timegm((2026, 11, 22, 9, 15, 0)) * 1000
+    if spec.kind is TIMEZONE:
+        return "Europe/Berlin", "Europe/Berlin"
+    if spec.choices:
+        return spec.choices[-1], spec.choices[-1]
+    if spec.python_type is bool:
+        return False, False
+    if spec.kind is COUNT or spec.python_type is int:
+        return 7, 7
+    assert spec.kind in (ID, TEXT), spec
+    return f"{spec.wire_name}-1", f"{spec.wire_name}-1"
+
+
+@pytest.mark.parametrize("type_name", sorted(EVENT_TYPES))
+@pytest.mark.parametrize("optional", ["all", "none"])
+def test_a_parsed_event_is_the_event_its_dataclass_makes(type_name: str, optional: str) -> None:
+    """The validator sets an event's slots itself instead of calling its dataclass's
+    ``__init__``: every field, optional ones left out included, must come out as ``__init__``
+    makes it, equal, with the same hash, and as frozen."""
+    cls = EVENT_TYPES[type_name]
+    document: dict[str, object] = {"type": type_name, "schema_version": 1}
+    attributes: dict[str, object] = {"schema_version": 1}
+    for spec in field_specs(cls):
+        if spec.attr_name == "schema_version" or (optional == "none" and not spec.required):
+            continue
+        document[spec.wire_name], attributes[spec.attr_name] = _wire_and_attribute(spec)
+    parsed = parse_event(orjson.dumps(document), now_ms=NOW_MS)
+    made = cls(**attributes)  # type: ignore[arg-type]
+    assert type(parsed) is cls
+    assert dataclasses.asdict(parsed) == dataclasses.asdict(made)
+    assert parsed == made and hash(parsed) == hash(made)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parsed.event_id = "changed"  # type: ignore[misc]
 
 
 def test_unknown_fields_are_kept_out_and_ignored() -> None:
