@@ -20,7 +20,7 @@ from config.connections import faust_credentials, kafka_options, redis_client
 from config.settings import Settings
 from projections.events import Event
 from projections.store import REDIS_UNAVAILABLE
-from projections.validation import Rejection
+from projections.validation import Limits, Rejection
 from streams import metrics
 from streams.batch_consumer import BatchLoop, Fetched, Spans
 from streams.facts_publisher import facts_producer, facts_publisher
@@ -33,6 +33,7 @@ from streams.rebuild import learn_directory
 log = logging.getLogger(__name__)
 
 settings = Settings.from_env()
+FACTS_TOPIC = settings.facts_topic
 # Faust's data directory (it writes only an empty one with the memory store): under the
 # stack directory, not in the working directory of whoever started the worker.
 faust_dir = settings.stack_path / "faust"
@@ -128,11 +129,12 @@ async def _projecting() -> None:
 
     async def handle(fetched: Fetched, spans: Spans) -> None:
         now_ms = time.time_ns() // 1_000_000
+        limits = settings.limits  # made by the property: once a batch, not once a record
         batch = [
             item
             for tp, messages in fetched.items()
             for m in messages
-            if (item := decode(tp.topic, tp.partition, m.offset, m.value, now_ms))
+            if (item := decode(tp.topic, tp.partition, m.offset, m.value, now_ms, limits))
         ]
         await project_batch(
             projector, batch, {(tp.partition, tp.topic): span for tp, span in spans.items()}
@@ -200,18 +202,12 @@ async def _projecting() -> None:
 
 
 def decode(
-    topic: str, partition: int, offset: int, value: bytes | None, now_ms: int
+    topic: str, partition: int, offset: int, value: bytes | None, now_ms: int, limits: Limits
 ) -> Positioned | None:
     """A record of the events or lead-facts topic as the projector takes it (None, counted,
     for an invalid event)."""
     item = read_record(
-        topic,
-        partition,
-        offset,
-        value,
-        facts_topic=settings.facts_topic,
-        limits=settings.limits,
-        now_ms=now_ms,
+        topic, partition, offset, value, facts_topic=FACTS_TOPIC, limits=limits, now_ms=now_ms
     )
     if item is None:
         metrics.PROJECTED.labels("invalid").inc()
@@ -235,11 +231,12 @@ async def fill(topic: str, partition: int, start: int, end: int) -> AsyncIterato
         consumer.seek(tp, max(start, first))
         while await consumer.position(tp) < end:
             got = await consumer.getmany(tp, timeout_ms=1_000, max_records=FILL_CHUNK)
-            now_ms = time.time_ns() // 1_000_000
+            now_ms, limits = time.time_ns() // 1_000_000, settings.limits
             chunk = [
                 d
                 for m in got.get(tp, [])
-                if m.offset < end and (d := decode(topic, partition, m.offset, m.value, now_ms))
+                if m.offset < end
+                and (d := decode(topic, partition, m.offset, m.value, now_ms, limits))
             ]
             if chunk:
                 yield chunk

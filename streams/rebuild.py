@@ -137,6 +137,8 @@ class _Replay:
             timeout_ms=200, max_records=self.settings.projection_batch_size
         )
         now_ms = time.time_ns() // 1_000_000
+        # Settings' properties make these anew on every call: once a batch, not once a record.
+        facts_topic, limits = self.settings.facts_topic, self.settings.limits
         items: list[Positioned] = []
         for tp, messages in batch.items():
             for m in messages:
@@ -145,8 +147,8 @@ class _Replay:
                     tp.partition,
                     m.offset,
                     m.value,
-                    facts_topic=self.settings.facts_topic,
-                    limits=self.settings.limits,
+                    facts_topic=facts_topic,
+                    limits=limits,
                     now_ms=now_ms,
                 )
                 if item is not None:
