@@ -336,8 +336,9 @@ def _builder(cls: type[Event]) -> Builder:
     specs = [s for s in field_specs(cls) if s.attr_name != "schema_version"]
     # The event is made as its frozen dataclass's __init__ would make it, but each field set
     # through its slot: __init__ goes through object.__setattr__ per field, which costs about
-    # as much as all the checks (checked: events have no __post_init__).
-    assert not hasattr(cls, "__post_init__"), cls
+    # as much as all the checks. So no event type may have a __post_init__.
+    if hasattr(cls, "__post_init__"):  # pragma: no cover - a contract author's mistake
+        raise TypeError(f"{cls.__name__}: the validator does not call __post_init__")
     namespace: dict[str, Any] = {
         "cls": cls,
         "new": object.__new__,
