@@ -3,7 +3,10 @@
 An item is ``(scope, scope_id, zone, anchor_ms, field) -> value``. The engine
 diffs a record's items before and after a batch and writes the difference to
 every bucket of the anchor; an anchor of ``GAUGE`` means "current state", kept
-in one bucket outside time.
+in one bucket outside time. Most fields are credited to the org, a team and a
+rep at once: those are kept as one *credit* ``(rep, team, zone, anchor_ms,
+field)`` (``Found.credits``) until the engine writes them, a third of the
+entries to build and diff (``Found.items`` holds the others).
 
 Base fields (integers) and the KPIs built from them are listed in
 docs/kpis.md; ``projections.catalogue`` turns sums of them into KPI values.
@@ -25,6 +28,9 @@ SALES_CYCLE_BOUNDS = tuple(d * 86_400 for d in (1, 3, 7, 14, 30, 60, 90, 180, 36
 SPEED_TO_LEAD_BOUNDS = (30, 60, 120, 300, 600, 1_800, 3_600, 7_200, 14_400, 28_800, 86_400, 259_200)
 
 Item = tuple[str, str, str, int, str]  # scope, scope id, zone, anchor ms, field
+# A field credited to the org (in the org's zone), a team and, unless rep is "", a rep (both
+# in the team's zone): rep, team, the team's zone, anchor ms, field.
+Credit = tuple[str, str, str, int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,40 +59,76 @@ def _split(team_zone: str, rules: Rules) -> tuple[str, str]:
     """A record's packed ``team|zone`` (entities.pack): the zone, an IANA name, is last."""
     if not team_zone:
         return UNASSIGNED, rules.org_zone
-    team, _, zone = team_zone.rpartition(SEP)
-    return unescape(team), zone
+    found = _SPLIT.get(team_zone)
+    if found is None:
+        if len(_SPLIT) >= _SPLIT_SIZE:
+            _SPLIT.clear()
+        team, _, zone = team_zone.rpartition(SEP)
+        found = _SPLIT[team_zone] = (unescape(team), zone)
+    return found
+
+
+# Split ``team|zone`` values: a worker sees few (one per team and zone), each many times.
+_SPLIT: dict[str, tuple[str, str]] = {}
+_SPLIT_SIZE = 10_000
+
+
+@dataclass(slots=True)
+class Found:
+    """What a record adds: items, and credits (``Credit``) each standing for three items."""
+
+    items: dict[Item, int] = field(default_factory=dict)
+    credits: dict[Credit, int] = field(default_factory=dict)
+
+    def expanded(self, org_zone: str) -> dict[Item, int]:
+        """Every item, the credits written out as the org's, the team's and the rep's."""
+        out = dict(self.items)
+        for (rep, team, zone, at, name), value in self.credits.items():
+            for item in credit_items(rep, team, zone, org_zone, at, name):
+                out[item] = out.get(item, 0) + value
+        return out
+
+
+def credit_items(rep: str, team: str, zone: str, org_zone: str, at: int, name: str) -> list[Item]:
+    """The items one credit stands for."""
+    items: list[Item] = [("org", "", org_zone, at, name), ("team", team, zone, at, name)]
+    if rep:
+        items.append(("rep", rep, zone, at, name))
+    return items
 
 
 @dataclass
 class _Items:
     rules: Rules
-    found: dict[Item, int] = field(default_factory=dict)
+    found: Found = field(default_factory=Found)
 
     def add(self, items: Iterable[Item], value: int = 1) -> None:
+        found = self.found.items
         for item in items:
-            self.found[item] = self.found.get(item, 0) + value
+            found[item] = found.get(item, 0) + value
 
     def credit(self, rep: str, team_zone: str, at: int, name: str, value: int = 1) -> None:
         """One field, credited to the org, the rep's team (a record's packed ``team|zone``)
         and the rep."""
         team, zone = _split(team_zone, self.rules)
-        self.credit_in(rep, team, zone, at, name, value)
+        credits = self.found.credits
+        credit: Credit = (rep, team, zone, at, name)
+        credits[credit] = credits.get(credit, 0) + value
 
     def credit_in(self, rep: str, team: str, zone: str, at: int, name: str, value: int = 1) -> None:
-        """One field, credited to the org, a team (in its zone) and the rep (written out: this
-        runs for every field of every record a batch changes, twice)."""
-        found = self.found
-        item: Item = ("org", "", self.rules.org_zone, at, name)
-        found[item] = found.get(item, 0) + value
-        item = ("team", team, zone, at, name)
-        found[item] = found.get(item, 0) + value
-        if rep:
-            item = ("rep", rep, zone, at, name)
-            found[item] = found.get(item, 0) + value
+        """One field, credited to the org, a team (in its zone) and the rep."""
+        credits = self.found.credits
+        credit: Credit = (rep, team, zone, at, name)
+        credits[credit] = credits.get(credit, 0) + value
 
 
 def contributions(kind: str, entity: str, record: Record, rules: Rules) -> dict[Item, int]:
     """Everything the record of entity ``(kind, entity)`` currently adds to the aggregates."""
+    return found_in(kind, entity, record, rules).expanded(rules.org_zone)
+
+
+def found_in(kind: str, entity: str, record: Record, rules: Rules) -> Found:
+    """``contributions``, with the credits not yet written out (what the engine diffs)."""
     out = _Items(rules)
     get = record.get
     if kind == "lead" and "c_at" in record:

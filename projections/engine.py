@@ -14,7 +14,14 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from projections.contributions import GAUGE, Item, Rules, contributions, untouched_since
+from projections.contributions import (
+    GAUGE,
+    Credit,
+    Item,
+    Rules,
+    found_in,
+    untouched_since,
+)
 from projections.entities import SEEN, UNASSIGNED, Record, apply, apply_fact, entity_id, unpack
 from projections.events import Event, RepUpserted, TeamUpserted
 from projections.facts import LeadFact, lead_fact
@@ -173,6 +180,7 @@ def plan_batch(
     plan = BatchPlan()
     before: dict[EntityKey, Record] = {}
     changes: dict[Item, int] = {}
+    credit_changes: dict[Credit, int] = {}
     horizon = rules.lateness_horizon_ms
     paired = zip(items, streams or [0] * len(items), strict=True)
     for item, stream in sorted(paired, key=_directory_first):
@@ -186,11 +194,9 @@ def plan_batch(
         else:
             if stream and can_end(key[0], record) and int(record[LAST]) < stream - horizon:
                 # Over: what it has counted stays counted, and a new record starts.
-                _add_difference(
-                    changes,
-                    contributions(*key, before[key], rules),
-                    contributions(*key, record, rules),
-                )
+                old_found, found = found_in(*key, before[key], rules), found_in(*key, record, rules)
+                _add_difference(changes, old_found.items, found.items)
+                _add_difference(credit_changes, old_found.credits, found.credits)
                 before[key], record = {}, {}
                 plan.records[key] = record
                 plan.replaced.add(key)
@@ -222,10 +228,10 @@ def plan_batch(
             plan.expiring[key] = int(record[LAST])
         if key[0] == "lead":
             _untouched_difference(plan, key[1], old, record, rules)
-        _add_difference(
-            changes, contributions(*key, old, rules), contributions(*key, record, rules)
-        )
-    _spread(plan.deltas, changes, now_ms)
+        old_found, found = found_in(*key, old, rules), found_in(*key, record, rules)
+        _add_difference(changes, old_found.items, found.items)
+        _add_difference(credit_changes, old_found.credits, found.credits)
+    _spread(plan.deltas, changes, credit_changes, rules.org_zone, now_ms)
     return plan
 
 
@@ -243,7 +249,7 @@ def _untouched_difference(
 
 def _add_difference(
     changes: dict[Item, int], old: Mapping[Item, int], new: Mapping[Item, int]
-) -> None:
+) -> None:  # Items, or Credits (the same tuple type)
     """Add ``new - old`` per item to ``changes``."""
     for item, value in new.items():
         change = value - old.get(item, 0)
@@ -255,9 +261,14 @@ def _add_difference(
 
 
 def _spread(
-    deltas: dict[AggregateKey, dict[str, int]], changes: Mapping[Item, int], now_ms: int | None
+    deltas: dict[AggregateKey, dict[str, int]],
+    changes: Mapping[Item, int],
+    credit_changes: Mapping[Credit, int],
+    org_zone: str,
+    now_ms: int | None,
 ) -> None:
-    """Write each item's change to every bucket of its anchor, summed per (key, field).
+    """Write each item's change to every bucket of its anchor, summed per (key, field); a
+    credit's change goes to the org's (in ``org_zone``), the team's and the rep's buckets.
 
     The buckets of each distinct (zone, anchor) are computed once and become a chain of
     nodes, one per bucket, shared by every anchor whose buckets end the same way (events of
@@ -270,37 +281,70 @@ def _spread(
     bucket_of: list[str] = []  # node -> its bucket
     next_of: list[int] = []  # node -> the node after (-1: none)
     groups: dict[tuple[str, str, int], dict[str, int]] = {}
+
+    def first_node(zone: str, anchor: int) -> int:
+        """The first node of an anchor's chain (made now: the lookup missed), -1: none."""
+        if anchor == GAUGE:
+            targets: tuple[str, ...] = (GAUGE_BUCKET,)
+        elif now_ms is None:
+            targets = buckets(anchor, zone)
+        else:
+            targets = live_buckets(anchor, zone, now_ms)
+        # The longest ending already known first, then a node for each bucket before it.
+        known, node = len(targets), -1
+        for i in range(len(targets)):
+            found = node_of_rest.get(targets[i:])
+            if found is not None:
+                known, node = i, found
+                break
+        for i in range(known - 1, -1, -1):
+            bucket_of.append(targets[i])
+            next_of.append(node)
+            node = len(bucket_of) - 1
+            node_of_rest[targets[i:]] = node
+        node_of[(zone, anchor)] = node
+        return node
+
     for (scope, scope_id, zone, anchor, name), change in changes.items():
         if not change:
             continue
         node = node_of.get((zone, anchor))
         if node is None:
-            if anchor == GAUGE:
-                targets: tuple[str, ...] = (GAUGE_BUCKET,)
-            elif now_ms is None:
-                targets = buckets(anchor, zone)
+            node = first_node(zone, anchor)
+        if node >= 0:
+            fields = groups.get((scope, scope_id, node))
+            if fields is None:
+                groups[(scope, scope_id, node)] = {name: change}
             else:
-                targets = live_buckets(anchor, zone, now_ms)
-            # The longest ending already known first, then a node for each bucket before it.
-            known, node = len(targets), -1
-            for i in range(len(targets)):
-                found = node_of_rest.get(targets[i:])
-                if found is not None:
-                    known, node = i, found
-                    break
-            for i in range(known - 1, -1, -1):
-                bucket_of.append(targets[i])
-                next_of.append(node)
-                node = len(bucket_of) - 1
-                node_of_rest[targets[i:]] = node
-            node_of[(zone, anchor)] = node
-        if node < 0:
-            continue  # no bucket is kept
-        fields = groups.get((scope, scope_id, node))
-        if fields is None:
-            groups[(scope, scope_id, node)] = {name: change}
-        else:
-            fields[name] = fields.get(name, 0) + change
+                fields[name] = fields.get(name, 0) + change
+    for (rep, team, zone, anchor, name), change in credit_changes.items():
+        if not change:
+            continue
+        node = node_of.get((org_zone, anchor))
+        if node is None:
+            node = first_node(org_zone, anchor)
+        if node >= 0:  # written out (as below): this runs for most fields of a batch
+            fields = groups.get(("org", "", node))
+            if fields is None:
+                groups[("org", "", node)] = {name: change}
+            else:
+                fields[name] = fields.get(name, 0) + change
+        if zone != org_zone:
+            node = node_of.get((zone, anchor))
+            if node is None:
+                node = first_node(zone, anchor)
+        if node >= 0:
+            fields = groups.get(("team", team, node))
+            if fields is None:
+                groups[("team", team, node)] = {name: change}
+            else:
+                fields[name] = fields.get(name, 0) + change
+            if rep:
+                fields = groups.get(("rep", rep, node))
+                if fields is None:
+                    groups[("rep", rep, node)] = {name: change}
+                else:
+                    fields[name] = fields.get(name, 0) + change
     while groups:
         after: dict[tuple[str, str, int], dict[str, int]] = {}
         for (scope, scope_id, node), fields in groups.items():

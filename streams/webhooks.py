@@ -315,9 +315,9 @@ class IngestService:
         admit(secret)
         values = [orjson.dumps(item) for item in _json_array(body)]
         invalid = []
-        now_ms = self.clock()
+        now_ms, limits = self.clock(), self.settings.limits
         for value in values:
-            checked = parse_event(value, now_ms=now_ms, limits=self.settings.limits)
+            checked = parse_event(value, now_ms=now_ms, limits=limits)
             if isinstance(checked, Rejection):
                 invalid.append(Problem(checked.reason, checked.detail, value))
         # All go to the raw topic, where the ingest agent dead-letters the invalid ones with

@@ -1,6 +1,7 @@
 """How a plan's contributions become bucket deltas (``engine._spread``): grouped by anchor and
 merged wherever anchors share the rest of their buckets, it must equal writing every item's
-change to each bucket ``windows.live_buckets`` lists, one by one."""
+change (a credit's: the org's, team's and rep's items it stands for) to each bucket
+``windows.live_buckets`` lists, one by one."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.contributions import GAUGE, Item
+from projections.contributions import GAUGE, Credit, Item, credit_items
 from projections.engine import GAUGE_BUCKET, AggregateKey, _spread
 from projections.windows import DAY_MS, buckets, live_buckets
 
@@ -31,10 +32,13 @@ NOW = 1_795_420_800_000  # 2026-11-23
 
 
 def written_one_by_one(
-    changes: Mapping[Item, int], now_ms: int | None
+    changes: Mapping[Item, int], credit_changes: Mapping[Credit, int], now_ms: int | None
 ) -> dict[AggregateKey, dict[str, int]]:
     out: dict[AggregateKey, dict[str, int]] = {}
-    for (scope, scope_id, zone, anchor, name), change in changes.items():
+    every = list(changes.items())
+    for (rep, team, zone, anchor, name), change in credit_changes.items():
+        every += [(item, change) for item in credit_items(rep, team, zone, ORG, anchor, name)]
+    for (scope, scope_id, zone, anchor, name), change in every:
         if anchor == GAUGE:
             targets: tuple[str, ...] = (GAUGE_BUCKET,)
         elif now_ms is None:
@@ -68,16 +72,28 @@ items = st.dictionaries(
     st.integers(-3, 3),
     max_size=60,
 )
+credits = st.dictionaries(
+    st.tuples(
+        st.sampled_from(["", "a", "b"]),  # "": no rep
+        st.sampled_from(["a", "unassigned"]),
+        st.sampled_from(ZONES),
+        anchors,
+        st.sampled_from(["calls", "talk_ms", "won"]),
+    ),
+    st.integers(-3, 3),
+    max_size=40,
+)
+ORG = "America/Los_Angeles"  # the org's zone in these tests
 
 
 @settings(max_examples=400, deadline=None)
-@given(items, st.sampled_from([None, NOW]))
+@given(items, credits, st.sampled_from([None, NOW]))
 def test_spread_equals_every_item_to_every_bucket(
-    changes: dict[Item, int], now_ms: int | None
+    changes: dict[Item, int], credit_changes: dict[Credit, int], now_ms: int | None
 ) -> None:
     deltas: dict[AggregateKey, dict[str, int]] = {}
-    _spread(deltas, changes, now_ms)
-    assert deltas == written_one_by_one(changes, now_ms)
+    _spread(deltas, changes, credit_changes, ORG, now_ms)
+    assert deltas == written_one_by_one(changes, credit_changes, now_ms)
 
 
 def test_an_instant_near_midnight_goes_to_its_local_day_week_and_month() -> None:
@@ -85,7 +101,7 @@ def test_an_instant_near_midnight_goes_to_its_local_day_week_and_month() -> None
     are not those of the UTC date."""
     at = 1_796_081_400_000  # 2026-11-30T23:30:00Z
     deltas: dict[AggregateKey, dict[str, int]] = {}
-    _spread(deltas, {("team", "emea", "Europe/Berlin", at, "calls"): 1}, None)
+    _spread(deltas, {("team", "emea", "Europe/Berlin", at, "calls"): 1}, {}, ORG, None)
     assert set(deltas) == {
         ("team", "emea", bucket)
         for bucket in (
