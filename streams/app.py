@@ -29,11 +29,14 @@ from streams.ingest import projection_letter
 from streams.live_projector import LiveProjector
 from streams.projector import Positioned, Span, read_record
 from streams.rebuild import learn_directory
+from streams.validated import ValidatedEvents
 
 log = logging.getLogger(__name__)
 
 settings = Settings.from_env()
 FACTS_TOPIC = settings.facts_topic
+# What ingest validated, so that the projection does not parse the same bytes again.
+VALIDATED = ValidatedEvents()
 # Faust's data directory (it writes only an empty one with the memory store): under the
 # stack directory, not in the working directory of whoever started the worker.
 faust_dir = settings.stack_path / "faust"
@@ -76,7 +79,7 @@ async def ingest() -> None:
     """Validate raw records in batches; forward valid ones, dead-letter the rest, each batch
     in one transaction with its raw offsets."""
     metrics.AGENT_STARTS.inc()
-    forwarder = Forwarder(settings)
+    forwarder = Forwarder(settings, VALIDATED)
     loop = BatchLoop(
         settings,
         forwarder.group,
@@ -205,7 +208,11 @@ def decode(
     topic: str, partition: int, offset: int, value: bytes | None, now_ms: int, limits: Limits
 ) -> Positioned | None:
     """A record of the events or lead-facts topic as the projector takes it (None, counted,
-    for an invalid event)."""
+    for an invalid event); an event this worker's ingest validated is not parsed again."""
+    if value and topic != FACTS_TOPIC:
+        event = VALIDATED.take(value)
+        if event is not None:
+            return Positioned(topic, partition, offset, event, value)
     item = read_record(
         topic, partition, offset, value, facts_topic=FACTS_TOPIC, limits=limits, now_ms=now_ms
     )

@@ -21,11 +21,13 @@ from aiokafka.errors import KafkaError
 
 from config.connections import kafka_options
 from config.settings import Settings
+from projections.events import Event
 from projections.validation import Limits
 from streams import metrics
 from streams.batch_consumer import Fetched, Spans
 from streams.batch_send import send_records
 from streams.ingest import Accepted, route
+from streams.validated import ValidatedEvents
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class Routed:
     )
     events: Counter[str] = field(default_factory=Counter)  # by type
     dead: Counter[str] = field(default_factory=Counter)  # by reason
+    valid: list[tuple[bytes, Event]] = field(default_factory=list)  # each value and its event
 
 
 def route_batch(
@@ -57,8 +60,10 @@ def route_batch(
                 limits=limits,
             )
             if isinstance(outcome, Accepted):
-                routed.records.append((events_topic, outcome.key, m.value or b"", None))
+                value = m.value or b""
+                routed.records.append((events_topic, outcome.key, value, None))
                 routed.events[outcome.event.type] += 1
+                routed.valid.append((value, outcome.event))
             else:
                 routed.records.append((dlq_topic, m.key, outcome.value, outcome.headers))
                 reason = outcome.rejection.reason.value
@@ -75,8 +80,9 @@ def route_batch(
 
 
 class Forwarder:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, validated: ValidatedEvents | None = None) -> None:
         self.settings = settings
+        self.validated = validated  # the events forwarded, for this worker's projection loop
         self.group = f"{settings.topic_prefix}-ingest"
         self.transactional_id = f"{settings.topic_prefix}-ingest-{settings.worker_name}"
         self.consumer: AIOKafkaConsumer | None = None  # the loop's, for its committed offsets
@@ -140,6 +146,9 @@ class Forwarder:
                 await self.stop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        if self.validated is not None:
+            for value, event in routed.valid:
+                self.validated.keep(value, event)
         for kind, n in routed.events.items():
             metrics.EVENTS.labels(kind).inc(n)
         for reason, n in routed.dead.items():
