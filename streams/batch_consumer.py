@@ -59,6 +59,10 @@ Periodic = Callable[[], Awaitable[None]]
 
 # How often a lingering batch looks for more records (see BatchLoop.linger).
 LINGER_POLL_SECONDS = 0.01
+# How long a revocation waits for the group to show the offsets its transactions committed
+# (BatchLoop.committed_shown), and how often it asks.
+SHOWN_SECONDS = 10.0
+SHOWN_POLL_SECONDS = 0.02
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -71,6 +75,8 @@ class _Rebalance(ConsumerRebalanceListener):
             if self.loop.on_revoked is not None:
                 self.loop.on_revoked(revoked)
             await self.loop.commit_offsets()
+            if self.loop.commit_seconds is None:
+                await self.loop.committed_shown(revoked)
             for tp in revoked:
                 self.loop.positions.pop(tp, None)
 
@@ -174,6 +180,42 @@ class BatchLoop:
             self._uncommitted = False
         except KafkaError as exc:
             log.warning("%s: a commit failed, the next one covers it: %r", self.group, exc)
+
+    async def committed_shown(self, revoked: set[TopicPartition]) -> None:
+        """For a loop whose batches commit their offsets in a transaction: wait until the
+        group shows, for each revoked partition, the offset its last batch committed.
+
+        A transaction's commit returns once the commit is decided; the group coordinator
+        applies its offsets when the commit markers reach it, a moment later. A next owner
+        that read the offsets before then started from the older ones and forwarded a batch
+        a second time (the cluster fault suite found dead letters written twice after a
+        rebalance). Kafka's own answer, an offset fetch that waits for pending transactional
+        offsets (KIP-447's require_stable), is not in aiokafka; so the partitions are let go
+        only once their offsets show. Gives up after SHOWN_SECONDS with a warning (the broker
+        away): the batch is then at worst forwarded again, as before."""
+        waiting = {tp: self.positions[tp] for tp in revoked if tp in self.positions}
+        deadline = time.monotonic() + SHOWN_SECONDS
+        while waiting:
+            left = deadline - time.monotonic()
+            try:
+                for tp, end in list(waiting.items()):
+                    got = await asyncio.wait_for(self.consumer.committed(tp), max(left, 0.001))
+                    if got is not None and got >= end:
+                        del waiting[tp]
+            except (TimeoutError, KafkaError) as exc:
+                log.debug("%s: committed offsets not read: %r", self.group, exc)
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "%s: the group does not show the committed offsets of %s after %.0fs; "
+                    "letting them go",
+                    self.group,
+                    _describe(waiting),
+                    SHOWN_SECONDS,
+                )
+                return
+            await asyncio.sleep(SHOWN_POLL_SECONDS)
 
     async def spans(self, fetched: Fetched) -> dict[TopicPartition, Span]:
         """Per partition that delivered records or moved past offsets without data: from
