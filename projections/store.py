@@ -560,6 +560,31 @@ REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
     TryAgainError,
     RedisClusterException,
 )
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` is redis-py's asyncio client losing a connection under a call without
+    saying so: an AttributeError or TypeError from a transport it closed meanwhile (its
+    writer gone, or the transport's write callback; redis-py issue 4287), raised in its
+    connection code or in asyncio's transport code beneath it. Seen once in a Redis Cluster
+    failover: "'NoneType' object has no attribute 'writelines'"."""
+    if not isinstance(exc, AttributeError | TypeError):
+        return False
+    files = []
+    trace = exc.__traceback__
+    while trace is not None:
+        files.append(trace.tb_frame.f_code.co_filename.replace("\\", "/"))
+        trace = trace.tb_next
+    if not files:
+        return False
+    innermost = files[-1]
+    in_redis = any(f.endswith("/redis/asyncio/connection.py") for f in files)
+    return in_redis and (
+        innermost.endswith("/redis/asyncio/connection.py")
+        or innermost.endswith(("/asyncio/streams.py", "/asyncio/selector_events.py"))
+    )
+
+
 # Every failure of a Redis call, cluster client included.
 REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
 # ... or of the socket beneath it.

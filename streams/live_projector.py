@@ -22,6 +22,7 @@ from projections.store import (
     RedisClient,
     RedisStore,
     current_namespace,
+    lost_connection,
 )
 from projections.stores import NamespaceFrozen
 from streams import metrics
@@ -153,7 +154,11 @@ class LiveProjector:
             try:
                 await self._apply(batch, spans, outcome)
                 break
-            except (*REDIS_UNAVAILABLE, KafkaError) as exc:
+            except Exception as exc:
+                if not isinstance(exc, (*REDIS_UNAVAILABLE, KafkaError)) and not lost_connection(
+                    exc
+                ):
+                    raise
                 if time.monotonic() + delay > give_up:
                     raise
                 server = "Kafka" if isinstance(exc, KafkaError) else "Redis"
