@@ -585,6 +585,12 @@ def lost_connection(exc: BaseException) -> bool:
     )
 
 
+def redis_unavailable(exc: BaseException) -> bool:
+    """Whether a writer should wait and retry: ``REDIS_UNAVAILABLE``, or a connection
+    redis-py lost under a call without saying so (``lost_connection``)."""
+    return isinstance(exc, REDIS_UNAVAILABLE) or lost_connection(exc)
+
+
 # Every failure of a Redis call, cluster client included.
 REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
 # ... or of the socket beneath it.

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from config.connections import faust_credentials, kafka_options, redis_client
 from config.settings import Settings
 from projections.events import Event
-from projections.store import REDIS_UNAVAILABLE, lost_connection
+from projections.store import redis_unavailable
 from projections.validation import Limits, Rejection
 from streams import metrics
 from streams.batch_consumer import BatchLoop, Fetched, Spans
@@ -174,7 +174,7 @@ async def _projecting() -> None:
             behind = await projector.behind(assigned)
             await projector.fold_missing(assigned)
         except Exception as exc:  # a failover, a restart: the next round looks again
-            if not isinstance(exc, REDIS_UNAVAILABLE) and not lost_connection(exc):
+            if not redis_unavailable(exc):
                 raise
             log.warning("Redis unavailable (%r); checkpoints not rechecked this round", exc)
             return

@@ -18,11 +18,10 @@ from aiokafka.errors import KafkaError
 from projections.contributions import Rules
 from projections.namespaces import pointer
 from projections.store import (
-    REDIS_UNAVAILABLE,
     RedisClient,
     RedisStore,
     current_namespace,
-    lost_connection,
+    redis_unavailable,
 )
 from projections.stores import NamespaceFrozen
 from streams import metrics
@@ -155,9 +154,7 @@ class LiveProjector:
                 await self._apply(batch, spans, outcome)
                 break
             except Exception as exc:
-                if not isinstance(exc, (*REDIS_UNAVAILABLE, KafkaError)) and not lost_connection(
-                    exc
-                ):
+                if not isinstance(exc, KafkaError) and not redis_unavailable(exc):
                     raise
                 if time.monotonic() + delay > give_up:
                     raise
