@@ -15,8 +15,13 @@ poll interval adds up to 10 ms). Ingest writes the events topic in
 transactions, whose markers take offsets too, so a record's offset there is
 read, not assumed to be its raw offset.
 
-Prints per rate: the rate achieved, p50 / p99 / max freshness, and how long the
-worker needed after the last send to make everything visible.
+Prints per rate: the rate achieved, p50 / p99 / max freshness, how long the
+worker needed after the last send to make everything visible, and p50 / p99 of
+the first hop alone (send to ingest producing the event: the events topic
+record's timestamp, so the two clocks are one machine's), and the worker's and
+Redis's CPU per event at that rate (from the first send until all were visible,
+less their idle cost per second over as long, metered for a few seconds with the
+worker ready and no events).
 """
 
 from __future__ import annotations
@@ -24,15 +29,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import statistics
 import time
 import uuid
 from bisect import bisect_left
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from benchmarks import numbers
+from benchmarks import numbers, scale
+from benchmarks.scale import Reading
 from benchmarks.throughput import clean
 from config.connections import kafka_options, redis_client
 from config.settings import Settings
@@ -45,6 +53,7 @@ from streams.worker_process import WorkerProcess
 from tests.kafka_reader import read_topic
 
 TICK = 0.01  # seconds between the producer's sends and between the poller's reads
+IDLE_SECONDS = 5.0  # the worker ready and no events: its and Redis's cost of time passing
 
 
 @dataclasses.dataclass
@@ -52,10 +61,19 @@ class Result:
     rate: int
     achieved: float
     latencies: list[float]
+    forwarded: list[float]  # from the send to ingest's producing the event (its timestamp)
     drain: float
+    cpu: dict[str, float]  # CPU seconds from the first send to all visible, less idle cost
 
 
-async def _measure(settings: Settings, values: list[bytes], rate: int, timeout: float) -> Result:
+async def _measure(
+    settings: Settings,
+    values: list[bytes],
+    rate: int,
+    timeout: float,
+    meter: Callable[[], Reading],
+    idle: dict[str, float],
+) -> Result:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap,
         acks="all",
@@ -69,9 +87,13 @@ async def _measure(settings: Settings, values: list[bytes], rate: int, timeout: 
     # Per partition of the events topic: (poll time, checkpoint) each time it moved.
     moves: dict[int, list[tuple[float, int]]] = {p: [] for p in range(settings.partitions)}
     finished = asyncio.Event()
+    at_first_send: Reading | None = None
+    all_visible: Reading | None = None
 
     async def send() -> float:
+        nonlocal at_first_send
         pending = []
+        at_first_send = meter()
         started = time.monotonic()
         per_tick = rate * TICK
         due = 0.0
@@ -102,6 +124,8 @@ async def _measure(settings: Settings, values: list[bytes], rate: int, timeout: 
             if finished.is_set():
                 last_send = last_send or now
                 if sum(int(done.get("!applied", 0)) for done in progress) >= len(values):
+                    nonlocal all_visible
+                    all_visible = meter()
                     return now - last_send
                 if now - last_send > timeout:
                     raise SystemExit(f"{rate}/s: not everything was visible {timeout}s after")
@@ -116,13 +140,23 @@ async def _measure(settings: Settings, values: list[bytes], rate: int, timeout: 
         settings, settings.events_topic, settings.partitions, expect=len(values)
     )
     covered = {p: [upto for _, upto in found] for p, found in moves.items()}
+    wall_minus_monotonic = time.time() - time.monotonic()
     latencies = []
+    forwarded = []
     for record in events:
         first = bisect_left(covered[record.partition], record.offset)
-        latencies.append(moves[record.partition][first][0] - sent[record.value or b""])
+        at = sent[record.value or b""]
+        latencies.append(moves[record.partition][first][0] - at)
+        forwarded.append(record.timestamp / 1000 - wall_minus_monotonic - at)
     if len(latencies) != len(values):
         raise SystemExit(f"{len(latencies)} events on the events topic, {len(values)} sent")
-    return Result(rate, len(values) / elapsed, latencies, drain)
+    assert at_first_send is not None and all_visible is not None
+    window = all_visible.at - at_first_send.at
+    cpu = {
+        name: max(0.0, used - idle.get(name, 0.0) * window)
+        for name, used in all_visible.since(at_first_send).items()
+    }
+    return Result(rate, len(values) / elapsed, latencies, forwarded, drain, cpu)
 
 
 def main() -> None:
@@ -152,23 +186,53 @@ def main() -> None:
             {"SALESPULSE_TOPIC_PREFIX": settings.topic_prefix},
             Path(settings.stack_dir) / f"{settings.topic_prefix}-worker.log",
         )
+        nodes = scale.redis_nodes(settings)
         try:
             worker.start(timeout=120)
-            results.append(asyncio.run(_measure(settings, values, rate, args.timeout)))
+            meter = functools.partial(scale.Meter(settings, [], nodes).read, [worker.pid])
+            results.append(
+                asyncio.run(_measure(settings, values, rate, args.timeout, meter, _idle(meter)))
+            )
         finally:
             worker.stop()
+            for node in nodes:
+                node.close()
             asyncio.run(clean(settings))
 
     print(
         f"{'target/s':>10}{'achieved/s':>12}{'events':>10}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'max ms':>9}{'drain s':>9}"
+        f"{'max ms':>9}{'drain s':>9}{'fwd p50':>9}{'fwd p99':>9}{'worker µs':>11}{'Redis µs':>10}"
     )
     for r in results:
-        q = statistics.quantiles(r.latencies, n=100) if len(r.latencies) > 1 else r.latencies * 99
+        q = _percentiles(r.latencies)
+        f = _percentiles(r.forwarded)
+        per_event = {k: v / len(r.latencies) * 1e6 for k, v in r.cpu.items()}
         print(
             f"{r.rate:>10,}{r.achieved:>12,.0f}{len(r.latencies):>10,}{q[49] * 1000:>9,.0f}"
             f"{q[98] * 1000:>9,.0f}{max(r.latencies) * 1000:>9,.0f}{r.drain:>9.1f}"
+            f"{f[49] * 1000:>9,.0f}{f[98] * 1000:>9,.0f}"
+            f"{per_event['worker']:>11,.1f}{per_event['redis']:>10,.1f}"
         )
+    print(
+        "fwd: from the send to ingest producing the event on the events topic (its record's"
+        " timestamp; before its transaction commits). worker, Redis: CPU µs per event from the"
+        " first send until all were visible, less what each used per second idle before (Redis's"
+        " includes this poller's reads)"
+    )
+
+
+def _idle(meter: Callable[[], Reading]) -> dict[str, float]:
+    """CPU seconds per second of each counter with the worker ready and no events: the cost
+    of time passing (the worker's idle polls and rechecks, Redis's own cron), which is not a
+    cost of the events."""
+    before = meter()
+    time.sleep(IDLE_SECONDS)
+    after = meter()
+    return {name: used / (after.at - before.at) for name, used in after.since(before).items()}
+
+
+def _percentiles(values: list[float]) -> list[float]:
+    return statistics.quantiles(values, n=100) if len(values) > 1 else values * 99
 
 
 if __name__ == "__main__":

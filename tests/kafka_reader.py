@@ -22,6 +22,7 @@ class Read:
     key: bytes | None
     value: bytes | None
     headers: dict[str, bytes]
+    timestamp: int  # ms since the epoch: the producer's create time
 
 
 async def read_topic(
@@ -57,7 +58,7 @@ async def read_topic(
                 batch = await consumer.getmany(timeout_ms=1_000)
                 for tp, messages in batch.items():
                     records.extend(
-                        Read(tp.partition, m.offset, m.key, m.value, dict(m.headers))
+                        Read(tp.partition, m.offset, m.key, m.value, dict(m.headers), m.timestamp)
                         for m in messages
                         if m.offset < ends[tp]
                     )

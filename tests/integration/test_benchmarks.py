@@ -84,8 +84,10 @@ def test_throughput_benchmark(stack_env: dict[str, str]) -> None:
 
 def test_freshness_benchmark(stack_env: dict[str, str]) -> None:
     out = _run(stack_env, "benchmarks.freshness", "--rates", "200", "--seconds", "2")
-    row = out.strip().splitlines()[-1].split()
-    assert row[0] == "200" and int(row[2].replace(",", "")) == 400, out
+    (row,) = [line.split() for line in out.splitlines() if line.split()[:1] == ["200"]]
+    assert int(row[2].replace(",", "")) == 400, out
+    forwarded_p50, worker_us = float(row[7].replace(",", "")), float(row[9].replace(",", ""))
+    assert forwarded_p50 > 0 and worker_us > 0, out
 
 
 def test_scrape_benchmark(stack_env: dict[str, str]) -> None:
