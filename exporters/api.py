@@ -27,7 +27,7 @@ from exporters.openapi import document
 from projections.catalogue import BY_ID, SCOPES, Figure, Result, Unit
 from projections.display import Currency, unit_name
 from projections.read import Answer, read_many, span_fields
-from projections.store import REDIS_OR_SOCKET_FAILURES, RedisStore, current_namespace
+from projections.store import RedisStore, current_namespace, redis_unreadable
 from projections.targets import LABELLED, TARGETABLE, Target, Targets, with_targets
 from projections.validation import InvalidField, format_instant_ms, parse_instant_ms
 from projections.windows import WINDOWS, answerable, too_old
@@ -156,10 +156,10 @@ class Api:
                 if exc.parameter:
                     error["parameter"] = exc.parameter
                 return _json({"error": error}, exc.status)
-            except REDIS_OR_SOCKET_FAILURES as exc:
-                log.warning("API %s: projections unreadable: %r", request.path, exc)
-                return _json({"error": {"message": "the projections cannot be read now"}}, 503)
-            except Exception:
+            except Exception as exc:
+                if redis_unreadable(exc):
+                    log.warning("API %s: projections unreadable: %r", request.path, exc)
+                    return _json({"error": {"message": "the projections cannot be read now"}}, 503)
                 log.exception("API %r failed", request.path_qs)
                 return _json({"error": {"message": "internal error (logged by the exporter)"}}, 500)
 
@@ -294,7 +294,9 @@ class Api:
     async def health(self, _request: web.Request) -> web.Response:
         try:
             health = await self.exporter.health_summary()
-        except REDIS_OR_SOCKET_FAILURES as exc:
+        except Exception as exc:
+            if not redis_unreadable(exc):
+                raise
             log.warning("API health: projections unreadable: %r", exc)
             return _json({"status": "down", "redis": False}, 503)
         lag = health.lag or {}

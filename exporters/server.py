@@ -37,10 +37,10 @@ from projections.errors import SalespulseError
 from projections.read import Answer, read_many
 from projections.store import (
     FOLD_GRACE_MS,
-    REDIS_OR_SOCKET_FAILURES,
     RedisStore,
     current_namespace,
     rebuilding,
+    redis_unreadable,
     used_memory,
 )
 from projections.stores import DirectoryCache, SharedRead
@@ -212,9 +212,9 @@ class Exporter:
         self.skipped_scopes = 0  # read by this scrape's own metrics (one scrape at a time)
         try:
             return await build(queries)
-        except REDIS_OR_SOCKET_FAILURES:
-            raise
-        except Exception:
+        except Exception as exc:
+            if redis_unreadable(exc):
+                raise
             log.exception("a scrape failed: reading scope by scope, to leave out the one failing")
         by_scope: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         for query in queries:
@@ -223,9 +223,9 @@ class Exporter:
         for (scope, scope_id), chosen in by_scope.items():
             try:
                 parts += await build(chosen)
-            except REDIS_OR_SOCKET_FAILURES:
-                raise
-            except Exception:
+            except Exception as exc:
+                if redis_unreadable(exc):
+                    raise
                 log.exception("scrape: leaving out %s %r, which cannot be read", scope, scope_id)
                 self.skipped_scopes += 1
         return merge_families(parts)
@@ -235,7 +235,9 @@ class Exporter:
         try:
             built = [*await self.kpi_families(), *await self.health()]
             up = 1.0
-        except REDIS_OR_SOCKET_FAILURES as exc:
+        except Exception as exc:
+            if not redis_unreadable(exc):
+                raise
             log.warning("scrape without KPIs: Redis is not readable: %r", exc)
             built, up = [], 0.0
         exporter_up = GaugeMetricFamily(

@@ -597,6 +597,13 @@ REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException
 REDIS_OR_SOCKET_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, OSError)
 
 
+def redis_unreadable(exc: BaseException) -> bool:
+    """Whether a reader should answer "unavailable" (and a loop try again later): a failure
+    of a Redis call or of its socket, or a connection redis-py lost under a call without
+    saying so (``lost_connection``)."""
+    return isinstance(exc, REDIS_OR_SOCKET_FAILURES) or lost_connection(exc)
+
+
 # Every script of this module (a Redis Cluster gets them loaded on each master).
 SCRIPTS = (
     COMMIT_LUA,
@@ -914,7 +921,9 @@ class RedisStore(DerivedReads):
                 landed.moved.append(commit.partition)
         try:
             await self.fold(folds)
-        except REDIS_FAILURES as exc:
+        except Exception as exc:
+            if not (isinstance(exc, REDIS_FAILURES) or lost_connection(exc)):
+                raise
             # The commits landed: the fold is redone (``fold_missing``) before this store
             # commits again, so no commit gets ahead of a fold that failed.
             self._unfolded.update(values.partition for values in folds)

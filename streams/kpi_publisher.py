@@ -46,7 +46,7 @@ from projections.kpi_changes import (
     record_key,
 )
 from projections.read import scope_zone
-from projections.store import REDIS_FAILURES, RedisClient, RedisPublisherState
+from projections.store import RedisClient, RedisPublisherState, redis_unreadable
 from projections.stores import DirectoryCache, PublisherState
 from projections.windows import calendar_range, ttl_seconds
 from streams.topics import ensure_topics
@@ -270,7 +270,9 @@ async def publish_forever(settings: Settings, stop: asyncio.Event) -> None:
                     sent = await publisher.run_pass()
                     if sent:
                         log.info("published %d KPI changes", sent)
-            except (OSError, *REDIS_FAILURES, KafkaError) as exc:
+            except Exception as exc:
+                if not (isinstance(exc, KafkaError) or redis_unreadable(exc)):
+                    raise
                 log.warning("KPI publish pass failed, retrying: %r", exc)
             wait = settings.kpi_publish_interval_seconds - (time.monotonic() - started)
             with contextlib.suppress(TimeoutError):
