@@ -377,6 +377,7 @@ class Oracle:
                 self._kept.flush()
                 log = Path(self._kept.name)
         self.db = duckdb.connect()
+        self._lead_states: dict[tuple[str, str], tuple[int, int | None, dict[str, Any]]] = {}
         self.db.execute("CREATE TABLE queue_team (queue VARCHAR, team VARCHAR)")
         for queue, team in (queue_teams or {}).items():
             self.db.execute("INSERT INTO queue_team VALUES (?, ?)", [queue, team])
@@ -428,12 +429,19 @@ class Oracle:
         where, params = self._window_filter(scope, scope_id, window, as_of_ms)
         rows = self.db.execute(
             f"SELECT what, label, count(*), sum(v), sum(w), count(w), "
-            f"count(*) FILTER (WHERE v <= {self.sl_ms}) "
+            f"count(*) FILTER (WHERE v <= {self.sl_ms}), count(v) "
             f"FROM facts WHERE scope = ? AND id = ? AND ({where}) GROUP BY ALL",
             [scope, scope_id, *params],
         ).fetchall()
         n: dict[str, int] = {}
-        for what, label, count, v, w, w_count, in_sl in rows:
+        # Leads per lead source: any text, the empty one and commas included (the label whole).
+        sources: dict[str, int] = {}
+        revenue = with_amount = 0  # of the won deals; how many of them have a known amount
+        for what, label, count, v, w, w_count, in_sl, v_count in rows:
+            if what == "lead_source":
+                sources[label] = int(count)
+            elif what == "closed" and label == "won":
+                revenue, with_amount = int(v or 0), int(v_count)
             labels = [what] + [f"{what}:{part}" for part in (label or "").split(",") if part]
             for key in labels:
                 n[key] = n.get(key, 0) + count
@@ -445,15 +453,13 @@ class Oracle:
                 n["inbound#in_sl"] = n.get("inbound#in_sl", 0) + in_sl
         g = n.get
         leads = g("lead", 0)
-        sources = self._sources(scope, scope_id, where, params)
         won, lost = g("closed:won", 0), g("closed:lost", 0)
-        revenue, with_amount = self._won_revenue(scope, scope_id, where, params)
         held, no_show = g("meeting:meeting.held", 0), g("meeting:meeting.no_show", 0)
         sent = g("email", 0)
         outbound, offered = g("outbound", 0), g("inbound", 0)
         answered = g("inbound:answered", 0)
         touched = g("stl", 0)
-        untouched, oldest = self._untouched(scope, scope_id)
+        untouched, oldest, stage_share = self._lead_state(scope, scope_id)
         age = max(0, as_of_ms - oldest) // 1000 if oldest is not None else None
         out: dict[str, Any] = {
             "leads_created": _figure(leads, leads, None),
@@ -471,7 +477,7 @@ class Oracle:
             "lead_source_share": {
                 source: _ratio(n, leads) for source, n in sorted(sources.items())
             },
-            "lead_stage_share": self._stage_share(scope, scope_id),
+            "lead_stage_share": stage_share,
             "response_sentiment_ratio": {
                 s: _ratio(g(f"response:{s}", 0), g("response", 0))
                 for s in ("negative", "neutral", "positive")
@@ -519,25 +525,15 @@ class Oracle:
             out["cost_per_lead"] = _ratio(g("spend#v", 0), leads)
         return out
 
-    def _sources(self, scope: str, scope_id: str, where: str, params: list[Any]) -> dict[str, int]:
-        """Leads per lead source: any text, the empty one and commas included."""
-        rows = self.db.execute(
-            f"SELECT label, count(*) FROM facts WHERE what = 'lead_source' "
-            f"AND scope = ? AND id = ? AND ({where}) GROUP BY label",
-            [scope, scope_id, *params],
-        ).fetchall()
-        return {label: int(count) for label, count in rows}
-
-    def _won_revenue(
-        self, scope: str, scope_id: str, where: str, params: list[Any]
-    ) -> tuple[int, int]:
-        """Revenue of the won deals, and how many of them have a known amount."""
-        total, known = self.db.execute(
-            f"SELECT COALESCE(sum(v), 0), count(v) FROM facts WHERE what = 'closed' "
-            f"AND label = 'won' AND scope = ? AND id = ? AND ({where})",
-            [scope, scope_id, *params],
-        ).fetchone()  # type: ignore[misc]
-        return int(total), int(known)
+    def _lead_state(self, scope: str, scope_id: str) -> tuple[int, int | None, dict[str, Any]]:
+        """The leads' current state, the same in every window (asked once per scope)."""
+        key = (scope, scope_id)
+        if key not in self._lead_states:
+            self._lead_states[key] = (
+                *self._untouched(scope, scope_id),
+                self._stage_share(scope, scope_id),
+            )
+        return self._lead_states[key]
 
     def _untouched(self, scope: str, scope_id: str) -> tuple[int, int | None]:
         """Open leads without a touch, credited to their owner: how many, oldest creation."""
