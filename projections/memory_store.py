@@ -172,6 +172,12 @@ class MemoryStore(DerivedReads):
     async def refold_after_loss(self, partition: int) -> int:
         return 0
 
+    def hold_folds(self) -> None:
+        pass
+
+    async def flush_folds(self) -> None:
+        pass
+
     async def sums_many(
         self, requests: Sequence[tuple[str, str, tuple[str, ...]]]
     ) -> list[dict[str, int]]:

@@ -360,20 +360,22 @@ return 1
 
 # Fold partitions' values into the rollups of one shard (docs/projections.md "Rollups").
 # KEYS[1..3] are the shard's dirty marks, scopes and seen versions, then the keys the
-# entries name. ARGV[1] is JSON: ``p``, per partition [partition, version, the version the
+# groups name. ARGV[1] is JSON: ``p``, per partition [partition, version, the version the
 # shard must have seen for this fold to complete it, its index key, the version seen moves
-# to then]; ``e``, per bucket
-# [totals key (0: none, the oldest-untouched share), shares key, index into p, TTL, mark,
-# 1 if the publisher announces it, scope member or '', index into ARGV of the bucket's values
-# (a JSON object of strings), the version of the commit before that changed the bucket (-1:
-# the bucket was empty before the commit; 0: not known), {field: change} of the commit (0:
-# none)]; ``keep``, how far back (ms) the index keeps marks. A share folds only over an older
-# version, so a fold sent twice, or late, changes nothing. Totals move by the commit's changes
-# when the stored share holds the values before them: it is of the commit before, or the
-# bucket was empty and there is no share; else by new share - stored share. They are read
-# with one HMGET and written with one HSET and one HDEL a bucket while Lua's doubles hold them
-# exactly (below 2^53), else in two 64-bit HINCRBYs. A share is stored as
-# '[version,{field: value}]'. Returns 1.
+# to then]; ``g``, per mark [totals key (0: none, the oldest-untouched share), shares key,
+# TTL, mark, 1 if the publisher announces it, scope member or '', its partitions' values:
+# per partition (each at most once) [index into p, index into ARGV of the bucket's values (a
+# JSON object of strings), the version of the commit before that changed the bucket (-1: the
+# bucket was empty before the commit; 0: not known), {field: change} of the commit (0:
+# none)]]; ``keep``, how far back (ms) the index keeps marks. A share folds only over an
+# older version, so a fold sent twice, or late, changes nothing. Totals move by the commit's
+# changes when the stored share holds the values before them: it is of the commit before,
+# or the bucket was empty and there is no share; else by new share - stored share. A mark's
+# partitions are folded together: one HMGET of their shares, the totals moved once by the
+# sum of their moves (one HMGET, one HSET and one HDEL) while Lua's doubles hold every step
+# exactly (below 2^53), else by each move in 64-bit HINCRBYs; one HSET of the shares. A mark
+# the publisher announces counts each partition whose share moved its totals. A share is
+# stored as '[version,{field: value}]'. Returns 1.
 FOLD_LUA = (
     CHUNKED_LUA
     + """
@@ -383,11 +385,30 @@ local function neg(x)
   if string.sub(x, 1, 1) == '-' then return string.sub(x, 2) end
   return '-' .. x
 end
--- Move the totals of ``tk`` by ``ds`` for the fields ``names``: by new - old (``xs`` new,
--- ``ws`` old, as text, the difference in ``ds``), or by a commit's changes (``ds`` alone).
--- Returns whether ``tk`` held one of them before (if not, it may be new: no TTL yet).
-local function move(tk, names, ds, xs, ws)
-  local totals, held = {}, false
+-- The moves of one mark's totals, field by field: ``names`` in order, ``ds`` their sum (a
+-- double), ``exact`` false once a move or a partial sum left the exact range, ``each`` every
+-- move for HINCRBY then: a number below 2^53 (exact), or exact text.
+local function moves()
+  return {names = {}, ds = {}, exact = {}, each = {}, adds = 0}
+end
+local function add(m, f, d, exact)
+  local was = m.ds[f]
+  if was == nil then
+    m.names[#m.names + 1] = f
+    m.exact[f], m.each[f] = true, {}
+    was = 0
+  end
+  m.adds = m.adds + 1
+  local sum = was + d
+  if math.abs(d) >= limit or math.abs(sum) >= limit then m.exact[f] = false end
+  m.ds[f] = sum
+  local each = m.each[f]
+  each[#each + 1] = exact
+end
+-- Move the totals of ``tk``; returns whether it held one of the fields before (if not, it
+-- may be new: no TTL yet).
+local function move(tk, m)
+  local names, totals, held = m.names, {}, false
   for i = 1, #names, 1000 do
     local got = redis.call('HMGET', tk, unpack(names, i, math.min(i + 999, #names)))
     for j = 1, #got do
@@ -397,9 +418,9 @@ local function move(tk, names, ds, xs, ws)
   end
   local sets, zeros = {}, {}
   for i, f in ipairs(names) do
-    local t, d = tonumber(totals[i] or '0'), ds[i]
+    local t, d = tonumber(totals[i] or '0'), m.ds[f]
     local s = t and t + d
-    if s and math.abs(t) < limit and math.abs(d) < limit and math.abs(s) < limit then
+    if m.exact[f] and s and math.abs(t) < limit and math.abs(s) < limit then
       if s == 0 then
         zeros[#zeros + 1] = f
       else
@@ -407,12 +428,10 @@ local function move(tk, names, ds, xs, ws)
         sets[#sets + 1] = string.format('%.0f', s)
       end
     else
-      local sum = 0
-      if not xs then
-        sum = redis.call('HINCRBY', tk, f, string.format('%.0f', d))  -- |d| < 2^53: exact
-      else
-        if xs[i] ~= '0' then sum = redis.call('HINCRBY', tk, f, xs[i]) end
-        if ws[i] ~= '0' then sum = redis.call('HINCRBY', tk, f, neg(ws[i])) end
+      local sum = nil
+      for _, x in ipairs(m.each[f]) do
+        if type(x) == 'number' then x = string.format('%.0f', x) end
+        if x ~= '0' then sum = redis.call('HINCRBY', tk, f, x) end
       end
       if sum == 0 then redis.call('HDEL', tk, f) end
     end
@@ -422,54 +441,63 @@ local function move(tk, names, ds, xs, ws)
   return held
 end
 local scopes, indexed = {}, {}
-for _, e in ipairs(a.e) do
-  local part = a.p[e[3]]
-  local sk, p, v = KEYS[e[2]], part[1], part[2]
-  local old = redis.call('HGET', sk, p)
-  local oldv = 0
-  if old then oldv = tonumber(string.match(old, '^%[(%d+),') or cjson.decode(old)[1]) end
-  if v > oldv then
-    local text, total_new = ARGV[e[8]], false
-    if e[1] > 0 then
-      local names, ds, xs, ws = {}, {}, nil, nil
-      if (e[9] > 0 and e[9] == oldv) or (e[9] == -1 and not old) then
-        for f, d in pairs(e[10]) do names[#names + 1] = f; ds[#names] = d end
-      else
-        local newf, oldf = cjson.decode(text), old and cjson.decode(old)[2] or {}
-        xs, ws = {}, {}
-        for f, x in pairs(newf) do
-          local was = oldf[f]
-          if was ~= x then
-            names[#names + 1] = f; xs[#names] = x; ws[#names] = was or '0'
-            ds[#names] = tonumber(x) - tonumber(was or '0')
+for _, g in ipairs(a.g) do
+  local sk, members = KEYS[g[2]], g[7]
+  local names = {}
+  for i, e in ipairs(members) do names[i] = a.p[e[1]][1] end
+  local olds = redis.call('HMGET', sk, unpack(names))
+  local m, shares, fresh, changed = moves(), {}, false, 0
+  for i, e in ipairs(members) do
+    local part = a.p[e[1]]
+    local p, v, old = part[1], part[2], olds[i]
+    local oldv = 0
+    if old then oldv = tonumber(string.match(old, '^%[(%d+),') or cjson.decode(old)[1]) end
+    if v > oldv then
+      local text, adds = ARGV[e[2]], m.adds
+      if g[1] > 0 then
+        if (e[3] > 0 and e[3] == oldv) or (e[3] == -1 and not old) then
+          for f, d in pairs(e[4]) do add(m, f, d, d) end
+        else
+          local newf, oldf = cjson.decode(text), old and cjson.decode(old)[2] or {}
+          for f, x in pairs(newf) do
+            local was = oldf[f]
+            if was ~= x then
+              add(m, f, tonumber(x) - tonumber(was or '0'), x)
+              if was then add(m, f, 0, neg(was)) end
+            end
           end
-        end
-        for f, was in pairs(oldf) do
-          if newf[f] == nil then
-            names[#names + 1] = f; xs[#names] = '0'; ws[#names] = was; ds[#names] = -tonumber(was)
+          for f, was in pairs(oldf) do
+            if newf[f] == nil then add(m, f, -tonumber(was), neg(was)) end
           end
         end
       end
-      if #names > 0 then
-        total_new = not move(KEYS[e[1]], names, ds, xs, ws)
-        if e[6] == 1 then redis.call('HINCRBY', KEYS[1], e[5], 1) end
-      end
+      if m.adds > adds then changed = changed + 1 end
+      shares[#shares + 1] = p
+      shares[#shares + 1] = '[' .. string.format('%.0f', v) .. ',' .. text .. ']'
+      if not old then fresh = true end
+      local marks = indexed[e[1]] or {}
+      marks[#marks + 1] = v
+      marks[#marks + 1] = g[4]
+      indexed[e[1]] = marks
     end
-    redis.call('HSET', sk, p, '[' .. string.format('%.0f', v) .. ',' .. text .. ']')
-    -- Totals and shares expire together: a share gone before its total would be added again.
-    -- Only keys that may be new need it: a shares key held this partition's share (its first
-    -- one set the TTL), a totals key held one of the fields moved.
-    if e[4] > 0 and (old == nil or total_new) then
-      redis.call('EXPIRE', sk, e[4], 'NX')
-      if e[1] > 0 then redis.call('PEXPIREAT', KEYS[e[1]], redis.call('PEXPIRETIME', sk), 'NX') end
+  end
+  if #shares > 0 then
+    local total_new = false
+    if #m.names > 0 then
+      total_new = not move(KEYS[g[1]], m)
+      if g[5] == 1 then redis.call('HINCRBY', KEYS[1], g[4], changed) end
     end
-    local marks = indexed[e[3]] or {}
-    marks[#marks + 1] = v
-    marks[#marks + 1] = e[5]
-    indexed[e[3]] = marks
-    if e[7] ~= '' and not scopes[e[7]] then
-      scopes[e[7]] = true
-      redis.call('SADD', KEYS[2], e[7])
+    chunked('HSET', sk, shares)
+    -- Totals and shares expire together: a share gone before its total would be added
+    -- again. Only keys that may be new need it: a shares key held one of these partitions'
+    -- shares (its first one set the TTL), a totals key held one of the fields moved.
+    if g[3] > 0 and (fresh or total_new) then
+      redis.call('EXPIRE', sk, g[3], 'NX')
+      if g[1] > 0 then redis.call('PEXPIREAT', KEYS[g[1]], redis.call('PEXPIRETIME', sk), 'NX') end
+    end
+    if g[6] ~= '' and not scopes[g[6]] then
+      scopes[g[6]] = true
+      redis.call('SADD', KEYS[2], g[6])
     end
   end
 end
@@ -790,6 +818,7 @@ class RedisStore(DerivedReads):
         self._load_values = client.register_script(LOAD_VALUES_LUA)
         self._recent = client.register_script(RECENT_LUA)
         self._unfolded: set[int] = set()  # partitions whose last fold failed
+        self._held: list[Values] | None = None  # folds waiting for flush_folds
         self._oldest = client.register_script(OLDEST_SHARE_LUA)
 
     async def _scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
@@ -919,6 +948,25 @@ class RedisStore(DerivedReads):
                     _str(result[2]),
                 )
                 landed.moved.append(commit.partition)
+        if self._held is not None:
+            self._held += folds
+        else:
+            await self._fold_landed(folds)
+        if frozen:
+            raise NamespaceFrozen(f"{self.keys.namespace} is frozen for a rebuild")
+        return landed
+
+    def hold_folds(self) -> None:
+        self._held = self._held or []
+
+    async def flush_folds(self) -> None:
+        folds, self._held = self._held or [], None
+        await self._fold_landed(folds)
+
+    async def _fold_landed(self, folds: Sequence[Values]) -> None:
+        """Fold what commits that landed changed."""
+        if not folds:
+            return
         try:
             await self.fold(folds)
         except Exception as exc:
@@ -928,59 +976,74 @@ class RedisStore(DerivedReads):
             # commits again, so no commit gets ahead of a fold that failed.
             self._unfolded.update(values.partition for values in folds)
             log.warning("folding into the rollups failed (%r); folding again first", exc)
-        if frozen:
-            raise NamespaceFrozen(f"{self.keys.namespace} is frozen for a rebuild")
-        return landed
 
     async def fold(self, folds: Sequence[Values]) -> None:
-        """Fold partitions' values into the rollups: one script call per shard, all at once."""
+        """Fold partitions' values into the rollups: one script call per shard, all at once;
+        in it, each mark's partitions together (FOLD_LUA). A partition's values come once per
+        call: more of one partition fold in the calls after, in their order."""
+        rounds: list[list[Values]] = []
+        for values in folds:
+            for round_ in rounds:
+                if all(other.partition != values.partition for other in round_):
+                    round_.append(values)
+                    break
+            else:
+                rounds.append([values])
+        for round_ in rounds:
+            await self._fold_round(round_)
+
+    async def _fold_round(self, folds: Sequence[Values]) -> None:
+        """``fold`` of values of distinct partitions."""
         now_ms = time.time_ns() // 1_000_000  # for the TTLs of keys it makes
-        by_shard: dict[int, list[tuple[Values, DirtyMark]]] = {}
+        by_shard: dict[int, dict[DirtyMark, list[Values]]] = {}
         for values in folds:
             for mark in values.fields:
-                by_shard.setdefault(shard_of(mark[0], mark[1]), []).append((values, mark))
+                by_shard.setdefault(shard_of(mark[0], mark[1]), {}).setdefault(mark, []).append(
+                    values
+                )
         calls: list[ScriptCall] = []
-        for shard, entries in by_shard.items():
+        for shard, marks in by_shard.items():
             keys = self.keys.shard_keys(shard)
             parts: dict[int, int] = {}  # partition -> its place in "p" (from 1)
             p: list[list[object]] = []
-            e: list[list[object]] = []
+            g: list[list[object]] = []
             texts: list[bytes] = []  # ARGV[2...]: the marks' values
-            for values, mark in entries:
-                if values.partition not in parts:
-                    keys.append(self.keys.folded(shard, values.partition))
-                    p.append(
-                        [
-                            str(values.partition),
-                            values.version,
-                            values.before.get(shard, 0),
-                            len(keys),
-                            values.upto,
-                        ]
-                    )
-                    parts[values.partition] = len(p)
+            for mark, sharing in marks.items():
                 total = 0
                 if mark[2] != OLDEST:
                     keys.append(self.keys.total(mark))
                     total = len(keys)
                 keys.append(self.keys.shares(mark))
-                texts.append(values.fields[mark])
-                prior, changes = values.changes.get(mark, _UNKNOWN)
-                e.append(
+                shares = len(keys)
+                members: list[list[object]] = []
+                for values in sharing:
+                    if values.partition not in parts:
+                        keys.append(self.keys.folded(shard, values.partition))
+                        p.append(
+                            [
+                                str(values.partition),
+                                values.version,
+                                values.before.get(shard, 0),
+                                len(keys),
+                                values.upto,
+                            ]
+                        )
+                        parts[values.partition] = len(p)
+                    texts.append(values.fields[mark])
+                    prior, changes = values.changes.get(mark, _UNKNOWN)
+                    members.append([parts[values.partition], len(texts) + 1, prior, changes or 0])
+                g.append(
                     [
                         total,
-                        len(keys),
-                        parts[values.partition],
+                        shares,
                         ttl_seconds(mark[2], now_ms),
                         DIRTY_SEP.join(mark),
                         int(mark[2] != OLDEST and mark[2][0] in DIRTY_TIERS),
                         "" if mark[0] == "org" else f"{mark[0]}:{mark[1]}",
-                        len(texts) + 1,
-                        prior,
-                        changes or 0,
+                        members,
                     ]
                 )
-            args = orjson.dumps({"p": p, "e": e, "keep": REFOLD_WINDOW_MS})
+            args = orjson.dumps({"p": p, "g": g, "keep": REFOLD_WINDOW_MS})
             calls.append((self._fold, keys, [args, *texts]))
         await self._scripts(calls)
 

@@ -175,6 +175,16 @@ class ProjectionStore(Protocol):
         """The partition lost its last writes: undo what reads still show of them."""
         ...
 
+    def hold_folds(self) -> None:
+        """Until ``flush_folds``, commits land without bringing their changes into what
+        reads show: a batch's landings then fold once, each mark's partitions together."""
+        ...
+
+    async def flush_folds(self) -> None:
+        """Bring what the commits since ``hold_folds`` changed into what reads show, and
+        stop holding (a fold that fails is redone before the next commit, as in ``commit``)."""
+        ...
+
 
 class PublisherState(Protocol):
     """What the KPI publisher keeps beside the projections (docs/kpi-topic.md): its lease (one

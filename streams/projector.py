@@ -336,8 +336,10 @@ class Projector:
         planned in up to LANDING_CHUNKS chunks, and each chunk lands (facts published, then
         one round trip for its commits) while the next is planned: Redis and the broker work
         on one chunk while Python plans the next, instead of each waiting for the other.
-        Chunks hold different partitions, so they write different keys. Every landing has
-        finished before this returns or raises, so a retry never overlaps a commit. A
+        Chunks hold different partitions, so they write different keys. Their folds into the
+        rollups go once all have landed, a bucket's partitions together (``hold_folds``).
+        Every landing has finished before this returns or raises, so a retry never overlaps
+        a commit. A
         partition whose plan fails, or whose commit would take a sum out of range, is then
         applied event by event where needed (``_isolate``). Events beyond the lateness
         horizon are dead-lettered first and left out of the plans."""
@@ -355,6 +357,7 @@ class Projector:
         size = -(-len(partitions) // LANDING_CHUNKS)
         landings: list[asyncio.Future[tuple[list[int], dict[int, str]]]] = []
         failed: dict[int, str] = {}
+        self.store.hold_folds()  # the landings' folds go once, after the last landed
         try:
             for first in range(0, len(partitions), size):
                 commits = []
@@ -377,6 +380,7 @@ class Projector:
                     await asyncio.sleep(0)
         finally:
             results = await asyncio.gather(*landings, return_exceptions=True)
+            await self.store.flush_folds()
         moved: list[int] = []
         for result in results:
             if isinstance(result, BaseException):

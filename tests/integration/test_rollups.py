@@ -14,9 +14,9 @@ from redis.exceptions import ConnectionError
 
 from config.connections import redis_client
 from config.settings import Settings
-from projections.engine import AggregateKey
+from projections.engine import AggregateKey, BatchPlan
 from projections.store import RedisClient, RedisStore, Values, shard_of
-from projections.stores import VERSION
+from projections.stores import VERSION, Commit
 from tests.support import Writer
 
 pytestmark = pytest.mark.integration
@@ -266,3 +266,64 @@ def _continuing(write: Writer, other: RedisStore) -> Writer:
     follower = Writer(other, write.partition)
     follower.offset = write.offset
     return follower
+
+
+async def together(writers: list[Writer], deltas: list[dict[AggregateKey, dict[str, int]]]) -> None:
+    """One commit of several partitions at once (as a projector's landing sends them): their
+    values fold in one call, a mark's partitions together."""
+    store = writers[0].store
+    commits = [
+        Commit(
+            w.partition,
+            {"events": (w.offset, (w.offset if w.offset is not None else -1) + 1)},
+            BatchPlan(applied=1, deltas=d),
+        )
+        for w, d in zip(writers, deltas, strict=True)
+    ]
+    landed = await store.commit(commits)
+    assert not landed.moved and not landed.out_of_range
+    for w in writers:
+        w.offset = (w.offset if w.offset is not None else -1) + 1
+
+
+async def test_partitions_folded_together_move_their_totals_exactly(store: RedisStore) -> None:
+    """A mark's partitions fold together: their moves are summed while Lua's doubles hold
+    every step exactly, else made one by one in 64-bit increments; a total they bring to 0
+    is dropped; and after a failed fold their values fold together again by new - stored
+    share."""
+    big = 2**53 - 1
+    writers = [Writer(store, partition) for partition in range(3)]
+    # Units: each partition's value is exact, their sum (3) too, but a double's partial sum
+    # (big + 2) is not: they move one by one.
+    units = (big, 2, -(big - 1))
+    first = [
+        {ALL: {"revenue": big, "won": 1}, DAY: {"calls": n, "units": u}}
+        for n, u in zip((1, 2, 3), units, strict=True)
+    ]
+    await together(writers, first)
+    assert await store.sums(*ALL[:2], [ALL[2]]) == {"revenue": 3 * big, "won": 3}
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 6, "units": 3}
+    await together(
+        writers,
+        [
+            {ALL: {"revenue": -big, "won": -1}, DAY: {"calls": -1}},
+            {ALL: {"revenue": -big + 5}, DAY: {"calls": 1}},
+            {ALL: {"revenue": -big + 7, "won": -1}},
+        ],
+    )
+    assert await store.sums(*ALL[:2], [ALL[2]]) == {"revenue": 12, "won": 1}
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 6, "units": 3}
+    await together(writers[1:], [{ALL: {"revenue": -5, "won": -1}}, {ALL: {"revenue": -7}}])
+    assert await store.sums(*ALL[:2], [ALL[2]]) == {}
+    assert not await store.client.exists(store.keys.total(ALL))
+    # Commits whose folds fail, then folded again (by the values, not the changes) together.
+    failing = FoldFails(store.client, store.namespace)
+    stuck = [Writer(failing, w.partition) for w in writers]
+    for w, s in zip(writers, stuck, strict=True):
+        s.offset = w.offset
+    await together(stuck, [{DAY: {"calls": 10}}, {DAY: {"calls": -3}, ALL: {"won": 2}}, {}])
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 6, "units": 3}
+    assert await store.fold_missing(range(3)) >= 3
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 13, "units": 3}
+    assert await store.sums(*ALL[:2], [ALL[2]]) == {"won": 2}
+    assert await store.unfolded(range(3)) == 0
