@@ -339,10 +339,9 @@ class Projector:
         Chunks hold different partitions, so they write different keys. Their folds into the
         rollups go once all have landed, a bucket's partitions together (``hold_folds``).
         Every landing has finished before this returns or raises, so a retry never overlaps
-        a commit. A
-        partition whose plan fails, or whose commit would take a sum out of range, is then
-        applied event by event where needed (``_isolate``). Events beyond the lateness
-        horizon are dead-lettered first and left out of the plans."""
+        a commit. A partition whose plan fails, or whose commit would take a sum out of
+        range, is then applied event by event where needed (``_isolate``). Events beyond the
+        lateness horizon are dead-lettered first and left out of the plans."""
         judged = {p: self._judge(p, work) for p, work in fresh.items()}
         await self._send_late(fresh, judged, outcome)
         fresh = {
