@@ -25,7 +25,7 @@ from projections.contributions import (
 from projections.entities import SEEN, UNASSIGNED, Record, apply, apply_fact, entity_id, unpack
 from projections.events import Event, RepUpserted, TeamUpserted
 from projections.facts import LeadFact, lead_fact
-from projections.windows import buckets, live_buckets
+from projections.windows import live_buckets, written_buckets
 
 EntityKey = tuple[str, str]  # (kind, id)
 AggregateKey = tuple[str, str, str]  # (scope, scope id, bucket)
@@ -171,8 +171,10 @@ def plan_batch(
 ) -> BatchPlan:
     """Apply ``items`` to copies of the ``stored`` records (missing = empty) and diff.
 
-    With ``now_ms``, contributions skip the buckets past ``windows.kept_until``, which no
-    read can ask for any more (``windows.live_buckets``); without, every bucket is written.
+    Contributions go to the buckets a partition writes: up to the local day, the rollups
+    deriving the longer tiers (``windows.written_buckets``). With ``now_ms``, they skip the
+    buckets past ``windows.kept_until``, which no read can ask for any more, and go to the
+    longer tiers still kept where their day is not (``windows.live_buckets``).
     ``streams`` gives, beside each item in offset order, the partition's stream time before
     it (projections/lateness.py): with it, records of the EXPIRING kinds end as the
     lateness horizon says; without, none ends.
@@ -287,7 +289,7 @@ def _spread(
         if anchor == GAUGE:
             targets: tuple[str, ...] = (GAUGE_BUCKET,)
         elif now_ms is None:
-            targets = buckets(anchor, zone)
+            targets = written_buckets(anchor, zone)
         else:
             targets = live_buckets(anchor, zone, now_ms)
         # The longest ending already known first, then a node for each bucket before it.

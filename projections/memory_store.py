@@ -31,6 +31,7 @@ from projections.stores import (
     NamespaceFrozen,
     change_out_of_range,
 )
+from projections.windows import derived_buckets
 
 
 @dataclass
@@ -207,14 +208,26 @@ def _apply_deltas(part: _Partition, commit: Commit) -> str | None:
                 )
             sums[(aggregate, name)] = total
     for (aggregate, name), total in sums.items():
-        bucket = part.buckets.setdefault(aggregate, {})
-        if total:
-            bucket[name] = total
-        else:
-            bucket.pop(name, None)
-            if not bucket:
-                del part.buckets[aggregate]
+        _put(part, aggregate, name, total)
+    # The rollups' derived totals (windows.derived_buckets), kept here beside the buckets the
+    # partition writes (with no range to keep: a total of Python integers).
+    for (owner, owner_id, written), fields in commit.plan.deltas.items():
+        if written[0] == "D":
+            for longer in derived_buckets(written):
+                derived = part.buckets.get((owner, owner_id, longer), {})
+                for name, change in fields.items():
+                    _put(part, (owner, owner_id, longer), name, derived.get(name, 0) + change)
     return None
+
+
+def _put(part: _Partition, aggregate: AggregateKey, name: str, total: int) -> None:
+    bucket = part.buckets.setdefault(aggregate, {})
+    if total:
+        bucket[name] = total
+    else:
+        bucket.pop(name, None)
+        if not bucket:
+            del part.buckets[aggregate]
 
 
 def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> int:
@@ -230,10 +243,11 @@ def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> int
             part.members.add(entity)
             directory_changed = True
     part.scopes |= {(a[0], a[1]) for a in plan.deltas if a[0] != "org"}
-    for aggregate in plan.deltas:
-        if aggregate[2][0] in DIRTY_TIERS:
-            mark = (aggregate[0], aggregate[1], aggregate[2])
-            dirty[mark] = dirty.get(mark, 0) + 1
+    for owner, owner_id, written in plan.deltas:
+        longer = derived_buckets(written) if written[0] == "D" else ()
+        for mark in ((owner, owner_id, written), *((owner, owner_id, b) for b in longer)):
+            if mark[2][0] in DIRTY_TIERS:
+                dirty[mark] = dirty.get(mark, 0) + 1
     for scope, leads in plan.untouched_add.items():
         part.untouched.setdefault(scope, {}).update(leads)
     for scope, gone in plan.untouched_remove.items():

@@ -90,7 +90,7 @@ from projections.stores import (
     NamespaceFrozen,
     change_out_of_range,
 )
-from projections.windows import ttl_seconds
+from projections.windows import derived_buckets, stored_ttl_seconds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -367,13 +367,16 @@ return 1
 # per partition (each at most once) [index into p, index into ARGV of the bucket's values (a
 # JSON object of strings), the version of the commit before that changed the bucket (-1: the
 # bucket was empty before the commit; 0: not known), {field: change} of the commit (0:
-# none)]]; ``keep``, how far back (ms) the index keeps marks. A share folds only over an
-# older version, so a fold sent twice, or late, changes nothing. Totals move by the commit's
-# changes when the stored share holds the values before them: it is of the commit before,
-# or the bucket was empty and there is no share; else by new share - stored share. A mark's
-# partitions are folded together: one HMGET of their shares, the totals moved once by the
-# sum of their moves (one HMGET, one HSET and one HDEL) while Lua's doubles hold every step
-# exactly (below 2^53), else by each move in 64-bit HINCRBYs; one HSET of the shares. A mark
+# none), the indexes into ``dv`` of the totals derived from it]]; ``dv``, per derived total
+# (a local day's week, month, quarter, year and all time: windows.derived_buckets) [totals
+# key, TTL, mark]; ``keep``, how far back (ms) the index keeps marks. A share folds only over
+# an older version, so a fold sent twice, or late, changes nothing. Totals move by the
+# commit's changes when the stored share holds the values before them: it is of the commit
+# before, or the bucket was empty and there is no share; else by new share - stored share.
+# A mark's partitions are folded together: one HMGET of their shares, the totals moved once
+# by the sum of their moves (one HMGET, one HSET and one HDEL) while Lua's doubles hold
+# every step exactly (below 2^53), else by each move in exact decimal arithmetic; one HSET
+# of the shares. A derived total moves by the sum of its days' moves, the same way. A mark
 # the publisher announces counts each partition whose share moved its totals. A share is
 # stored as '[version,{field: value}]'. Returns 1.
 FOLD_LUA = (
@@ -384,6 +387,45 @@ local limit = 9007199254740992
 local function neg(x)
   if string.sub(x, 1, 1) == '-' then return string.sub(x, 2) end
   return '-' .. x
+end
+-- Exact integers of any size in decimal text (a derived total sums many partitions' days,
+-- and can pass Redis's 64 bits): digits only, most significant first.
+local function digits_add(x, y)
+  local out, carry, i, j = {}, 0, #x, #y
+  while i > 0 or j > 0 or carry > 0 do
+    local s = carry + (i > 0 and string.byte(x, i) - 48 or 0)
+    s = s + (j > 0 and string.byte(y, j) - 48 or 0)
+    out[#out + 1] = string.char(48 + s % 10)
+    carry = s >= 10 and 1 or 0
+    i, j = i - 1, j - 1
+  end
+  return string.reverse(table.concat(out))
+end
+local function digits_sub(x, y) -- x >= y
+  local out, borrow, i, j = {}, 0, #x, #y
+  while i > 0 do
+    local s = string.byte(x, i) - 48 - borrow - (j > 0 and string.byte(y, j) - 48 or 0)
+    if s < 0 then s, borrow = s + 10, 1 else borrow = 0 end
+    out[#out + 1] = string.char(48 + s)
+    i, j = i - 1, j - 1
+  end
+  local text = (string.gsub(string.reverse(table.concat(out)), '^0+', ''))
+  return text == '' and '0' or text
+end
+local function exact_add(x, y)
+  local nx, ny = string.sub(x, 1, 1) == '-', string.sub(y, 1, 1) == '-'
+  if nx then x = string.sub(x, 2) end
+  if ny then y = string.sub(y, 2) end
+  local s, negative
+  if nx == ny then
+    s, negative = digits_add(x, y), nx
+  elseif #x > #y or (#x == #y and x >= y) then
+    s, negative = digits_sub(x, y), nx
+  else
+    s, negative = digits_sub(y, x), ny
+  end
+  if negative and s ~= '0' then return '-' .. s end
+  return s
 end
 -- The moves of one mark's totals, field by field: ``names`` in order, ``ds`` their sum (a
 -- double), ``exact`` false once a move or a partial sum left the exact range, ``each`` every
@@ -428,19 +470,41 @@ local function move(tk, m)
         sets[#sets + 1] = string.format('%.0f', s)
       end
     else
-      local sum = nil
+      local sum = totals[i] or '0'
       for _, x in ipairs(m.each[f]) do
         if type(x) == 'number' then x = string.format('%.0f', x) end
-        if x ~= '0' then sum = redis.call('HINCRBY', tk, f, x) end
+        sum = exact_add(sum, x)
       end
-      if sum == 0 then redis.call('HDEL', tk, f) end
+      if sum == '0' then
+        zeros[#zeros + 1] = f
+      else
+        sets[#sets + 1] = f
+        sets[#sets + 1] = sum
+      end
     end
   end
   chunked('HSET', tk, sets)
   chunked('HDEL', tk, zeros)
   return held
 end
-local scopes, indexed = {}, {}
+-- Add the moves of ``m`` to those of ``into``.
+local function merge(into, m)
+  for _, f in ipairs(m.names) do
+    local was = into.ds[f]
+    if was == nil then
+      into.names[#into.names + 1] = f
+      into.exact[f], into.each[f] = true, {}
+      was = 0
+    end
+    local sum = was + m.ds[f]
+    if not m.exact[f] or math.abs(sum) >= limit then into.exact[f] = false end
+    into.ds[f] = sum
+    local each = into.each[f]
+    for _, x in ipairs(m.each[f]) do each[#each + 1] = x end
+  end
+  into.adds = into.adds + m.adds
+end
+local scopes, indexed, derived = {}, {}, {}
 for _, g in ipairs(a.g) do
   local sk, members = KEYS[g[2]], g[7]
   local names = {}
@@ -486,6 +550,15 @@ for _, g in ipairs(a.g) do
     if #m.names > 0 then
       total_new = not move(KEYS[g[1]], m)
       if g[5] == 1 then redis.call('HINCRBY', KEYS[1], g[4], changed) end
+      for _, t in ipairs(g[8] or {}) do
+        local d = derived[t]
+        if not d then
+          d = {m = moves(), changed = 0}
+          derived[t] = d
+        end
+        merge(d.m, m)
+        d.changed = d.changed + changed
+      end
     end
     chunked('HSET', sk, shares)
     -- Totals and shares expire together: a share gone before its total would be added
@@ -500,6 +573,13 @@ for _, g in ipairs(a.g) do
       redis.call('SADD', KEYS[2], g[6])
     end
   end
+end
+for t, d in pairs(derived) do
+  local dv = a.dv[t]
+  move(KEYS[dv[1]], d.m)
+  -- A derived total has no shares: its TTL is its own (from windows.ttl_seconds).
+  if dv[2] > 0 then redis.call('EXPIRE', KEYS[dv[1]], dv[2], 'NX') end
+  redis.call('HINCRBY', KEYS[1], dv[3], d.changed)
 end
 for i, part in ipairs(a.p) do
   if indexed[i] then chunked('ZADD', KEYS[part[4]], indexed[i]) end
@@ -1007,8 +1087,20 @@ class RedisStore(DerivedReads):
             parts: dict[int, int] = {}  # partition -> its place in "p" (from 1)
             p: list[list[object]] = []
             g: list[list[object]] = []
+            dv: list[list[object]] = []  # the totals derived from local days' (FOLD_LUA)
+            derived: dict[DirtyMark, int] = {}  # mark -> its place in "dv" (from 1)
             texts: list[bytes] = []  # ARGV[2...]: the marks' values
             for mark, sharing in marks.items():
+                targets: list[int] = []
+                if mark[2][0] == "D":
+                    for bucket in derived_buckets(mark[2]):
+                        target = (mark[0], mark[1], bucket)
+                        if target not in derived:
+                            keys.append(self.keys.total(target))
+                            ttl = stored_ttl_seconds(bucket, now_ms)
+                            dv.append([len(keys), ttl, DIRTY_SEP.join(target)])
+                            derived[target] = len(dv)
+                        targets.append(derived[target])
                 total = 0
                 if mark[2] != OLDEST:
                     keys.append(self.keys.total(mark))
@@ -1036,14 +1128,15 @@ class RedisStore(DerivedReads):
                     [
                         total,
                         shares,
-                        ttl_seconds(mark[2], now_ms),
+                        stored_ttl_seconds(mark[2], now_ms),
                         DIRTY_SEP.join(mark),
                         int(mark[2] != OLDEST and mark[2][0] in DIRTY_TIERS),
                         "" if mark[0] == "org" else f"{mark[0]}:{mark[1]}",
                         members,
+                        targets,
                     ]
                 )
-            args = orjson.dumps({"p": p, "g": g, "keep": REFOLD_WINDOW_MS})
+            args = orjson.dumps({"p": p, "g": g, "dv": dv, "keep": REFOLD_WINDOW_MS})
             calls.append((self._fold, keys, [args, *texts]))
         await self._scripts(calls)
 
@@ -1075,7 +1168,7 @@ class RedisStore(DerivedReads):
             key = ref(self.keys.aggregate(partition, aggregate))
             # Integers: cjson reads them as doubles, exact to 2**53 (90 trillion in minor units).
             deltas.append([key, *chain(*fields.items())])
-            ttl = ttl_seconds(aggregate[2], now_ms)
+            ttl = stored_ttl_seconds(aggregate[2], now_ms)
             if ttl:
                 ttls.append([key, ttl])
         adds = [

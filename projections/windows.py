@@ -1,12 +1,17 @@
 """Event-time buckets and the windows that sum them. Pure; the exact rules are in docs/windows.md.
 
-Every contribution is written to one bucket of each tier, chosen by its anchor
+Every contribution counts in one bucket of each tier, chosen by its anchor
 instant (integer epoch ms):
 
 * ``m``: the UTC minute;  ``h``: the UTC hour;  ``d``: the UTC day;
 * ``D``, ``W``, ``M``, ``Q``, ``Y``: the calendar day, ISO week, month, quarter
   and year in the scope's time zone;
 * ``A``: one bucket for all time.
+
+A partition writes the buckets up to the local day (``written_buckets``); the rollups
+derive the week, month, quarter, year and all-time totals from each local day's
+(``derived_buckets``). A contribution whose day is no longer kept is written to the
+longer tiers that still are (``live_buckets``).
 
 A window "as of" an instant ``t`` sums whole buckets:
 
@@ -90,9 +95,29 @@ def calendar_buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
     return _calendar_ids(local.toordinal())
 
 
+# The tiers the rollups derive from a local day's bucket: a contribution written to its
+# day's bucket counts in these through the day's totals (docs/projections.md, "Derived
+# tiers"), and is written to them only when its day is no longer kept.
+DERIVED_TIERS = frozenset("WMQYA")
+
+
 def buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
-    """Every bucket id an event at ``at_ms`` is written to, one per tier, in TIERS order."""
+    """Every bucket id an event at ``at_ms`` counts in, one per tier, in TIERS order."""
+    return (f"m{at_ms // MINUTE_MS}", *_from_hour(at_ms, zone_name)[1])
+
+
+def written_buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
+    """The buckets a partition writes for an event at ``at_ms`` while all are kept: the
+    minute to the local day (``m``, ``h``, ``d``, ``D``); the rollups derive the rest."""
     return (f"m{at_ms // MINUTE_MS}", *_from_hour(at_ms, zone_name)[0])
+
+
+@lru_cache(maxsize=4096)
+def derived_buckets(day: str) -> tuple[str, ...]:
+    """The week, month, quarter, year and all-time buckets of a local day's (``D<date>``),
+    whose totals the rollups move with the day's."""
+    ordinal = date.fromisoformat(day[1:]).toordinal()
+    return (*_calendar_ids(ordinal)[1:], ALL_TIME)
 
 
 UTC_TIER_MS = {"m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
@@ -115,36 +140,55 @@ def kept_until(bucket: str) -> int | None:
     return start + ttl_ms
 
 
+# A local day's keys live a day longer than their rule needs: a fold lost just before the
+# day stops being written is folded again (within minutes) while the partition's values
+# and the shares are surely still there, so its moves still reach the derived totals.
+DAY_MARGIN_SECONDS = 86_400
+
+
 def ttl_seconds(bucket: str, now_ms: int) -> int:
-    """The TTL to give a bucket's keys written now (0: none): its tier's, or more for a
-    bucket whose period starts later (an event from up to a day ahead), so that it is kept
-    at least until ``kept_until``."""
+    """The TTL to give what belongs to a bucket written now (0: none): its tier's, or more
+    for a bucket whose period starts later (an event from up to a day ahead), so that it is
+    kept at least until ``kept_until``."""
     until = kept_until(bucket)
     if until is None:
         return 0
     return max(TIER_TTL_SECONDS[bucket[0]], -((now_ms - until) // 1000))
 
 
+def stored_ttl_seconds(bucket: str, now_ms: int) -> int:
+    """``ttl_seconds`` of a bucket's keys in the store: a local day's a day longer
+    (DAY_MARGIN_SECONDS)."""
+    ttl = ttl_seconds(bucket, now_ms)
+    return ttl + DAY_MARGIN_SECONDS if bucket[0] == "D" else ttl
+
+
 def live_buckets(at_ms: int, zone_name: str, now_ms: int) -> tuple[str, ...]:
-    """``buckets`` minus those past ``kept_until``: no read can ask for them any more
-    (``answerable``), so writing them is waste (a backfill of months would write one minute
-    bucket per event and scope; one of years, a day bucket per day)."""
+    """The buckets a partition writes for an event at ``at_ms``: ``buckets`` minus those past
+    ``kept_until``, which no read can ask for any more (``answerable``: writing them is
+    waste; a backfill of months would write one minute bucket per event and scope, one of
+    years a day bucket per day), and minus the DERIVED_TIERS while its local day is kept
+    (the rollups derive them from the day's totals)."""
     minute = at_ms // MINUTE_MS
-    rest, soonest = _from_hour(at_ms, zone_name)
+    written, every, soonest = _from_hour(at_ms, zone_name)
     if soonest > now_ms:  # most events: every bucket from the hour on is kept
         if minute * MINUTE_MS + _MINUTES_KEPT_MS > now_ms:
-            return (f"m{minute}", *rest)
-        return rest
-    return tuple(b for b in rest if (until := kept_until(b)) is None or until > now_ms)
+            return (f"m{minute}", *written)
+        return written
+    kept = [b for b in every if (until := kept_until(b)) is None or until > now_ms]
+    if any(b[0] == "D" for b in kept):
+        return tuple(b for b in kept if b[0] not in DERIVED_TIERS)
+    return tuple(kept)
 
 
 _MINUTES_KEPT_MS = TIER_TTL_SECONDS["m"] * 1000
 _FOR_EVER = 2**63 - 1
 
 
-def _from_hour(at_ms: int, zone_name: str) -> tuple[tuple[str, ...], int]:
-    """The bucket ids of an instant from the hour tier on (h, d, D, W, M, Q, Y, A), and the
-    soonest ``kept_until`` among them."""
+def _from_hour(at_ms: int, zone_name: str) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+    """The bucket ids of an instant from the hour tier on: those a partition writes while
+    all are kept (h, d, D), all of them (h, d, D, W, M, Q, Y, A), and the soonest
+    ``kept_until`` among them."""
     shared = _hour_ids(at_ms // HOUR_MS, zone_name)
     if shared is not None:
         return shared
@@ -154,7 +198,7 @@ def _from_hour(at_ms: int, zone_name: str) -> tuple[tuple[str, ...], int]:
         *calendar_buckets(at_ms, zone_name),
         ALL_TIME,
     )
-    return ids, _soonest(ids)
+    return ids[:3], ids, _soonest(ids)
 
 
 def _soonest(ids: tuple[str, ...]) -> int:
@@ -162,7 +206,7 @@ def _soonest(ids: tuple[str, ...]) -> int:
 
 
 @lru_cache(maxsize=65_536)
-def _hour_ids(hour: int, zone_name: str) -> tuple[tuple[str, ...], int] | None:
+def _hour_ids(hour: int, zone_name: str) -> tuple[tuple[str, ...], tuple[str, ...], int] | None:
     """``_from_hour`` of every instant of a UTC hour, or None when they differ: the local
     date changes within the hour (a zone whose offset is not whole hours, a time change).
     The zone's offset is the same at the hour's first and last millisecond, so it holds the
@@ -176,7 +220,7 @@ def _hour_ids(hour: int, zone_name: str) -> tuple[tuple[str, ...], int] | None:
     if first.utcoffset() != last.utcoffset() or first.toordinal() != last.toordinal():
         return None
     ids = (f"h{hour}", f"d{first_ms // DAY_MS}", *_calendar_ids(first.toordinal()), ALL_TIME)
-    return ids, _soonest(ids)
+    return ids[:3], ids, _soonest(ids)
 
 
 def answerable(window: str, as_of_ms: int, now_ms: int) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import date, timedelta
 
 import pytest
 
@@ -37,6 +38,8 @@ MINUTE: AggregateKey = ("team", "emea", "m29400000")
 ORG_DAY: AggregateKey = ("org", "", "D2026-11-23")
 GAUGE: AggregateKey = ("team", "emea", GAUGE_BUCKET)
 LIMIT = 2**53
+# What the rollups derive from DAY, Monday 23 November 2026 (windows.derived_buckets).
+DAY_DERIVED = ("W2026-W48", "M2026-11", "Q2026-Q4", "Y2026", "A")
 
 
 @pytest.fixture(
@@ -73,21 +76,55 @@ async def store(redis_settings: Settings | None) -> AsyncIterator[ProjectionStor
 
 async def test_deltas_add_up_over_commits_buckets_and_partitions(store: ProjectionStore) -> None:
     first, second = Writer(store, 0), Writer(store, 1)
+    # ALL written directly: an event whose local day is no longer kept (windows.live_buckets).
     await first(deltas={DAY: {"calls": 2, "talk_ms": 90_000}, ALL: {"calls": 2}})
     await first(deltas={DAY: {"calls": 1}})
     await second(deltas={DAY: {"calls": 4}, MINUTE: {"calls": 1}})
-    day, both, org = await store.sums_many(
+    day, both, all_time, week, org = await store.sums_many(
         [
             ("team", "emea", ("D2026-11-23",)),
-            ("team", "emea", ("D2026-11-23", "A")),
+            ("team", "emea", ("D2026-11-23", "m29400000")),
+            ("team", "emea", ("A",)),
+            ("team", "emea", ("W2026-W48",)),
             ("org", "", ("D2026-11-23",)),
         ],
     )
     assert day == {"calls": 7, "talk_ms": 90_000}
-    assert both == {"calls": 9, "talk_ms": 90_000}
+    assert both == {"calls": 8, "talk_ms": 90_000}
+    assert all_time == {"calls": 9, "talk_ms": 90_000}  # the day's 7 and the 2 written
+    assert week == day
     assert org == {}
     assert await store.sums("team", "emea", ["m29400000"]) == {"calls": 1}
     assert await store.sums("team", "apac", ["m29400000"]) == {}
+
+
+async def test_a_local_days_changes_count_in_its_week_month_quarter_year_and_all_time(
+    store: ProjectionStore,
+) -> None:
+    """The rollups derive the longer tiers from each local day's totals: a day of another
+    week, month, quarter and year counts in its own, and all time holds both."""
+    sunday = ("team", "emea", "D2026-11-22")  # ISO week 47
+    new_year = ("team", "emea", "D2027-01-01")
+    first, second = Writer(store, 0), Writer(store, 1)
+    await first(deltas={DAY: {"calls": 3}, sunday: {"calls": 1, "won": 1}})
+    await second(deltas={DAY: {"calls": -1}, new_year: {"calls": 5}})
+    requests = [
+        ("W2026-W48", {"calls": 2}),
+        ("W2026-W47", {"calls": 1, "won": 1}),
+        ("M2026-11", {"calls": 3, "won": 1}),
+        ("Q2026-Q4", {"calls": 3, "won": 1}),
+        ("Y2026", {"calls": 3, "won": 1}),
+        ("W2026-W53", {"calls": 5}),  # 1 January 2027 is in ISO week 53 of 2026
+        ("M2027-01", {"calls": 5}),
+        ("Q2027-Q1", {"calls": 5}),
+        ("Y2027", {"calls": 5}),
+        ("A", {"calls": 8, "won": 1}),
+    ]
+    found = await store.sums_many([("team", "emea", (bucket,)) for bucket, _ in requests])
+    assert dict(zip([b for b, _ in requests], found, strict=True)) == dict(requests)
+    await first(deltas={sunday: {"calls": -1, "won": -1}})
+    assert await store.sums("team", "emea", ["W2026-W47"]) == {}
+    assert await store.sums("team", "emea", ["A"]) == {"calls": 7}
 
 
 async def test_a_field_that_comes_back_to_zero_is_gone(store: ProjectionStore) -> None:
@@ -128,7 +165,7 @@ async def test_a_sum_that_would_leave_the_exact_range_writes_nothing(
     assert 0 in landed.out_of_range and "revenue" in landed.out_of_range[0]
     landed = await write(deltas={DAY: {"won": 1, "revenue": 2}})  # the other order of fields
     assert 0 in landed.out_of_range
-    assert await store.sums("team", "emea", ["D2026-11-23", "A"]) == {"revenue": LIMIT - 2}
+    assert await store.sums("team", "emea", ["A"]) == {"revenue": LIMIT - 2}  # the day's
     assert await store.sums("org", "", ["D2026-11-23"]) == {}
     assert await store.load({0: [("opp", "o-2")]}) == {0: {}}
     assert await store.progress([0]) == before
@@ -147,10 +184,22 @@ async def test_a_sum_over_partitions_past_2_to_the_53_is_read_exactly(
     await Writer(store, 3)(deltas={ALL: {"revenue": 7, "won": 1}})
     total = 3 * (LIMIT - 1) - 3
     assert await store.sums("team", "emea", ["D2026-11-23"]) == {"revenue": total}
-    assert await store.sums("team", "emea", ["D2026-11-23", "A"]) == {
-        "revenue": total + 7,
-        "won": 1,
-    }
+    assert await store.sums("team", "emea", ["D2026-11-23", "m29400000"]) == {"revenue": total}
+    # All time: the day's total (derived) and the 7 written directly.
+    assert await store.sums("team", "emea", ["A"]) == {"revenue": total + 7, "won": 1}
+
+
+async def test_a_derived_total_past_64_bits_is_kept_exactly(store: ProjectionStore) -> None:
+    """Every partition's local day stays below 2^53, but the all-time total of 1,100 days of
+    maximal amounts passes 2^63: it is kept and read exactly."""
+    days = [f"D{date(2024, 1, 1) + timedelta(days=n)}" for n in range(1_100)]
+    first = Writer(store, 0)
+    await first(deltas={("team", "emea", d): {"revenue": LIMIT - 1} for d in days})
+    await Writer(store, 1)(deltas={("team", "emea", days[0]): {"revenue": -5}})
+    assert 1_100 * (LIMIT - 1) > 2**63
+    assert await store.sums("team", "emea", ["A"]) == {"revenue": 1_100 * (LIMIT - 1) - 5}
+    await first(deltas={("team", "emea", d): {"revenue": 1 - LIMIT} for d in days})
+    assert await store.sums("team", "emea", ["A"]) == {"revenue": -5}
 
 
 async def test_records_are_written_field_by_field_and_loaded_by_partition(
@@ -247,15 +296,19 @@ async def test_dirty_marks_count_commits_and_clear_only_if_unchanged(
     await write(deltas={DAY: {"calls": 1}, MINUTE: {"calls": 1}, GAUGE: {"open": 1}})
     await write(deltas={DAY: {"calls": 1}})
     groups = await store.dirty()
-    # Minute buckets are not announced; calendar, all-time and gauge buckets are.
+    # Minute buckets are not announced; calendar (those derived from the day too), all-time
+    # and gauge buckets are.
     assert merged(groups) == {
         ("team", "emea", "D2026-11-23"): 2,
+        **{("team", "emea", longer): 2 for longer in DAY_DERIVED},
         ("team", "emea", GAUGE_BUCKET): 1,
     }
     await write(deltas={DAY: {"calls": 1}})  # changed again after it was read
     for number, marks in enumerate(groups):
         await store.clear_dirty(number, marks)
-    assert merged(await store.dirty()) == {("team", "emea", "D2026-11-23"): 3}
+    assert merged(await store.dirty()) == {
+        ("team", "emea", b): 3 for b in ("D2026-11-23", *DAY_DERIVED)
+    }
     odd = ("rep", "a\tb:c", "A")  # an id may hold the separator
     await write(deltas={odd: {"calls": 1}})
     assert odd in merged(await store.dirty())

@@ -22,7 +22,11 @@ from tests.support import Writer
 pytestmark = pytest.mark.integration
 
 DAY: AggregateKey = ("team", "emea", "D2026-11-23")
-ALL: AggregateKey = ("team", "emea", "A")
+# A bucket written directly, not derived from DAY: the year of an event whose local day is no
+# longer kept (windows.live_buckets); kept for ever, as all time is.
+OLD: AggregateKey = ("team", "emea", "Y2016")
+# What the rollups derive from DAY (windows.derived_buckets).
+DAY_DERIVED = ("W2026-W48", "M2026-11", "Q2026-Q4", "Y2026", "A")
 
 
 @pytest.fixture
@@ -61,14 +65,22 @@ async def restore(client: RedisClient, pattern: str, saved: dict[bytes, bytes]) 
         await client.restore(key, 0, dumped, replace=True)
 
 
+async def derived_follow_the_day(store: RedisStore) -> None:
+    """The tests write no other local day of DAY's scope: each total derived from DAY equals
+    DAY's total, whatever folds were lost, sent again or redone on the way."""
+    day, *derived = await store.sums_many([(*DAY[:2], (b,)) for b in (DAY[2], *DAY_DERIVED)])
+    assert derived == [day] * len(DAY_DERIVED)
+
+
 async def test_reads_sum_every_partition_from_the_rollups(store: RedisStore) -> None:
     for partition in range(6):
-        await Writer(store, partition)(deltas={DAY: {"calls": partition + 1}, ALL: {"calls": 1}})
-    assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 21 + 6}
+        await Writer(store, partition)(deltas={DAY: {"calls": partition + 1}, OLD: {"calls": 1}})
+    assert await store.sums(*DAY[:2], [DAY[2], OLD[2]]) == {"calls": 21 + 6}
     assert await store.unfolded(range(6)) == 0
     # The partitions hold their shares; a read touches the scope's shard only.
     bucket = await store.client.hgetall(store.keys.aggregate(5, DAY))
     assert bucket == {b"calls": b"6"}
+    await derived_follow_the_day(store)
 
 
 async def test_totals_past_2_to_the_53_stay_exact(store: RedisStore) -> None:
@@ -78,17 +90,17 @@ async def test_totals_past_2_to_the_53_stay_exact(store: RedisStore) -> None:
     big = 2**53 - 1
     writers = [Writer(store, partition) for partition in range(3)]
     for write in writers:
-        await write(deltas={ALL: {"revenue": big, "won": 1}})
-    assert await store.sums(*ALL[:2], [ALL[2]]) == {"revenue": 3 * big, "won": 3}
-    await writers[1](deltas={ALL: {"revenue": -big + 5}})
-    assert await store.sums(*ALL[:2], [ALL[2]]) == {"revenue": 2 * big + 5, "won": 3}
-    await writers[0](deltas={ALL: {"revenue": -big, "won": -1}})
-    await writers[2](deltas={ALL: {"revenue": -big + 7}})
-    assert await store.sums(*ALL[:2], [ALL[2]]) == {"revenue": 12, "won": 2}
-    await writers[1](deltas={ALL: {"revenue": -5, "won": -1}})
-    await writers[2](deltas={ALL: {"revenue": -7, "won": -1}})
-    assert await store.sums(*ALL[:2], [ALL[2]]) == {}
-    total = store.keys.total((*ALL[:2], ALL[2]))
+        await write(deltas={OLD: {"revenue": big, "won": 1}})
+    assert await store.sums(*OLD[:2], [OLD[2]]) == {"revenue": 3 * big, "won": 3}
+    await writers[1](deltas={OLD: {"revenue": -big + 5}})
+    assert await store.sums(*OLD[:2], [OLD[2]]) == {"revenue": 2 * big + 5, "won": 3}
+    await writers[0](deltas={OLD: {"revenue": -big, "won": -1}})
+    await writers[2](deltas={OLD: {"revenue": -big + 7}})
+    assert await store.sums(*OLD[:2], [OLD[2]]) == {"revenue": 12, "won": 2}
+    await writers[1](deltas={OLD: {"revenue": -5, "won": -1}})
+    await writers[2](deltas={OLD: {"revenue": -7, "won": -1}})
+    assert await store.sums(*OLD[:2], [OLD[2]]) == {}
+    total = store.keys.total((*OLD[:2], OLD[2]))
     assert not await store.client.exists(total)
     assert await store.unfolded(range(3)) == 0
 
@@ -145,8 +157,8 @@ async def test_a_commit_whose_fold_failed_is_folded_again(store: RedisStore) -> 
     write = Writer(store)
     await write(deltas={DAY: {"calls": 1}})
     failing = _continuing(write, FoldFails(store.client, store.namespace))
-    await failing(deltas={ALL: {"calls": 5}})  # lands; its fold fails
-    assert await store.sums(*ALL[:2], [ALL[2]]) == {}
+    await failing(deltas={OLD: {"calls": 5}})  # lands; its fold fails
+    assert await store.sums(*OLD[:2], [OLD[2]]) == {}
     assert await store.unfolded([0]) == 1
     assert await store.unfolded([0], grace_ms=60_000) == 0  # its fold may still be on its way
     # The failing store folds again before it commits again, and while it cannot, nothing
@@ -161,9 +173,10 @@ async def test_a_commit_whose_fold_failed_is_folded_again(store: RedisStore) -> 
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 2}
     assert await store.unfolded([0]) == 1
     assert await store.fold_missing([0]) >= 1
-    assert await store.sums(*ALL[:2], [ALL[2]]) == {"calls": 5}
+    assert await store.sums(*OLD[:2], [OLD[2]]) == {"calls": 5}
     assert await store.unfolded([0]) == 0
     assert await store.fold_missing([0]) == 0
+    await derived_follow_the_day(store)
 
 
 async def test_totals_move_by_a_commits_changes_only_over_the_share_of_the_commit_before(
@@ -184,6 +197,7 @@ async def test_totals_move_by_a_commits_changes_only_over_the_share_of_the_commi
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 15}
     await later(deltas={DAY: {"meetings": 1}})
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 15, "meetings": 1}
+    await derived_follow_the_day(store)
 
 
 async def test_a_busy_partition_behind_counts_once_the_gap_is_older_than_the_grace(
@@ -205,6 +219,7 @@ async def test_a_busy_partition_behind_counts_once_the_gap_is_older_than_the_gra
     assert await store.fold_missing([0]) >= 1
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": len(counted) + 1 + 5}
     assert await store.unfolded([0]) == 0
+    await derived_follow_the_day(store)
 
 
 async def test_a_loss_after_a_failed_fold_does_not_hide_it(store: RedisStore) -> None:
@@ -212,7 +227,7 @@ async def test_a_loss_after_a_failed_fold_does_not_hide_it(store: RedisStore) ->
     again after the loss must not mark the shard as complete past the failed fold."""
     write = Writer(store)
     await write(deltas={DAY: {"calls": 1}})
-    await _continuing(write, FoldFails(store.client, store.namespace))(deltas={ALL: {"calls": 5}})
+    await _continuing(write, FoldFails(store.client, store.namespace))(deltas={OLD: {"calls": 5}})
     write.offset = 1
     partition = f"{store.keys.tag(0)}*"
     saved = await snapshot(store.client, partition)
@@ -223,8 +238,9 @@ async def test_a_loss_after_a_failed_fold_does_not_hide_it(store: RedisStore) ->
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 1}
     assert await store.unfolded([0]) == 1  # the failed fold is still known to be missing
     await store.fold_missing([0])
-    assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 6}
+    assert await store.sums(*DAY[:2], [DAY[2], OLD[2]]) == {"calls": 6}
     assert await store.unfolded([0]) == 0
+    await derived_follow_the_day(store)
 
 
 async def test_a_shard_that_lost_its_last_folds_is_folded_again(store: RedisStore) -> None:
@@ -232,13 +248,14 @@ async def test_a_shard_that_lost_its_last_folds_is_folded_again(store: RedisStor
     await write(deltas={DAY: {"calls": 1}})
     shard = f"{store.keys.shard(shard_of(*DAY[:2]))}*"
     saved = await snapshot(store.client, shard)
-    await write(deltas={DAY: {"calls": 2}, ALL: {"calls": 7}})
+    await write(deltas={DAY: {"calls": 2}, OLD: {"calls": 7}})
     await restore(store.client, shard, saved)  # a replica one fold behind was promoted
-    assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 1}
+    assert await store.sums(*DAY[:2], [DAY[2], OLD[2]]) == {"calls": 1}
     assert await store.unfolded([0]) == 1
     await store.fold_missing([0])
-    assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 10}
+    assert await store.sums(*DAY[:2], [DAY[2], OLD[2]]) == {"calls": 10}
     assert await store.unfolded([0]) == 0
+    await derived_follow_the_day(store)
 
 
 async def test_a_partition_that_lost_its_last_writes_takes_them_out_of_the_rollups(
@@ -250,15 +267,16 @@ async def test_a_partition_that_lost_its_last_writes_takes_them_out_of_the_rollu
     await write(deltas={DAY: {"calls": 1}})
     partition = f"{store.keys.tag(0)}*"
     saved = await snapshot(store.client, partition)
-    await write(deltas={ALL: {"calls": 4}})
+    await write(deltas={OLD: {"calls": 4}})
     await restore(store.client, partition, saved)  # the partition's master lost that commit
     write.offset = 0
-    assert await store.sums(*ALL[:2], [ALL[2]]) == {"calls": 4}  # what the loss left wrong
+    assert await store.sums(*OLD[:2], [OLD[2]]) == {"calls": 4}  # what the loss left wrong
     assert await store.refold_after_loss(0) == 1
-    assert await store.sums(*ALL[:2], [ALL[2]]) == {}
+    assert await store.sums(*OLD[:2], [OLD[2]]) == {}
     await write(deltas={DAY: {"calls": 1}})  # the log applied again, batched otherwise
-    assert await store.sums(*DAY[:2], [DAY[2], ALL[2]]) == {"calls": 2}
+    assert await store.sums(*DAY[:2], [DAY[2], OLD[2]]) == {"calls": 2}
     assert await store.unfolded([0]) == 0
+    await derived_follow_the_day(store)
 
 
 def _continuing(write: Writer, other: RedisStore) -> Writer:
@@ -297,33 +315,34 @@ async def test_partitions_folded_together_move_their_totals_exactly(store: Redis
     # (big + 2) is not: they move one by one.
     units = (big, 2, -(big - 1))
     first = [
-        {ALL: {"revenue": big, "won": 1}, DAY: {"calls": n, "units": u}}
+        {OLD: {"revenue": big, "won": 1}, DAY: {"calls": n, "units": u}}
         for n, u in zip((1, 2, 3), units, strict=True)
     ]
     await together(writers, first)
-    assert await store.sums(*ALL[:2], [ALL[2]]) == {"revenue": 3 * big, "won": 3}
+    assert await store.sums(*OLD[:2], [OLD[2]]) == {"revenue": 3 * big, "won": 3}
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 6, "units": 3}
     await together(
         writers,
         [
-            {ALL: {"revenue": -big, "won": -1}, DAY: {"calls": -1}},
-            {ALL: {"revenue": -big + 5}, DAY: {"calls": 1}},
-            {ALL: {"revenue": -big + 7, "won": -1}},
+            {OLD: {"revenue": -big, "won": -1}, DAY: {"calls": -1}},
+            {OLD: {"revenue": -big + 5}, DAY: {"calls": 1}},
+            {OLD: {"revenue": -big + 7, "won": -1}},
         ],
     )
-    assert await store.sums(*ALL[:2], [ALL[2]]) == {"revenue": 12, "won": 1}
+    assert await store.sums(*OLD[:2], [OLD[2]]) == {"revenue": 12, "won": 1}
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 6, "units": 3}
-    await together(writers[1:], [{ALL: {"revenue": -5, "won": -1}}, {ALL: {"revenue": -7}}])
-    assert await store.sums(*ALL[:2], [ALL[2]]) == {}
-    assert not await store.client.exists(store.keys.total(ALL))
+    await together(writers[1:], [{OLD: {"revenue": -5, "won": -1}}, {OLD: {"revenue": -7}}])
+    assert await store.sums(*OLD[:2], [OLD[2]]) == {}
+    assert not await store.client.exists(store.keys.total(OLD))
     # Commits whose folds fail, then folded again (by the values, not the changes) together.
     failing = FoldFails(store.client, store.namespace)
     stuck = [Writer(failing, w.partition) for w in writers]
     for w, s in zip(writers, stuck, strict=True):
         s.offset = w.offset
-    await together(stuck, [{DAY: {"calls": 10}}, {DAY: {"calls": -3}, ALL: {"won": 2}}, {}])
+    await together(stuck, [{DAY: {"calls": 10}}, {DAY: {"calls": -3}, OLD: {"won": 2}}, {}])
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 6, "units": 3}
     assert await store.fold_missing(range(3)) >= 3
     assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 13, "units": 3}
-    assert await store.sums(*ALL[:2], [ALL[2]]) == {"won": 2}
+    assert await store.sums(*OLD[:2], [OLD[2]]) == {"won": 2}
     assert await store.unfolded(range(3)) == 0
+    await derived_follow_the_day(store)

@@ -183,21 +183,48 @@ def test_a_bucket_is_given_its_tier_ttl_or_more_if_its_period_is_ahead() -> None
     assert ttl_seconds("A", now) == ttl_seconds("Y2026", now) == 0
 
 
+def test_a_local_days_keys_live_a_day_longer_in_the_store() -> None:
+    from projections.windows import TIER_TTL_SECONDS, stored_ttl_seconds, ttl_seconds
+
+    now = utc(2026, 11, 23, 9)
+    assert stored_ttl_seconds("D2026-11-23", now) == TIER_TTL_SECONDS["D"] + 86_400
+    assert stored_ttl_seconds("D2026-11-25", now) == ttl_seconds("D2026-11-25", now) + 86_400
+    for other in (f"m{now // 60_000}", "d20415", "W2026-W48", "M2026-11", "Y2026", "A"):
+        assert stored_ttl_seconds(other, now) == ttl_seconds(other, now)
+
+
+def test_a_local_days_longer_buckets_are_its_week_month_quarter_year_and_all_time() -> None:
+    from projections.windows import derived_buckets
+
+    assert derived_buckets("D2026-11-22") == ("W2026-W47", "M2026-11", "Q2026-Q4", "Y2026", "A")
+    # 1 January 2027 is a Friday of ISO week 53 of 2026; 29 December 2025 a Monday of week 1.
+    assert derived_buckets("D2027-01-01") == ("W2026-W53", "M2027-01", "Q2027-Q1", "Y2027", "A")
+    assert derived_buckets("D2025-12-29")[0] == "W2026-W01"
+    for at, zone in ((utc(2026, 11, 22, 23, 30), "Europe/Berlin"), (utc(2027, 1, 1), "UTC")):
+        every = buckets(at, zone)
+        assert derived_buckets(every[3]) == every[4:]
+
+
 def test_live_buckets_leave_out_buckets_no_read_can_ask_for() -> None:
-    from projections.windows import buckets, live_buckets
+    from projections.windows import buckets, live_buckets, written_buckets
 
     now = 1_790_000_000_000
     recent = now - 60_000
-    assert live_buckets(recent, "Europe/Berlin", now) == buckets(recent, "Europe/Berlin")
+    # The minute to the local day: the rollups derive the week to all time from the day.
+    assert live_buckets(recent, "Europe/Berlin", now) == written_buckets(recent, "Europe/Berlin")
+    assert written_buckets(recent, "Europe/Berlin") == buckets(recent, "Europe/Berlin")[:4]
     # A minute bucket that began exactly its TTL ago is gone; one a minute later is kept.
     gone = (now - 3 * 3_600_000) // 60_000 * 60_000
     kept = gone + 60_000
     assert not any(b.startswith("m") for b in live_buckets(gone, "UTC", now))
     assert any(b.startswith("m") for b in live_buckets(kept, "UTC", now))
-    # Twenty days ago: no minute or hour bucket, the UTC day and every calendar bucket stay.
+    # Twenty days ago: no minute or hour bucket; the UTC and local days stay.
     old = now - 20 * 86_400_000
     tiers = [b[0] for b in live_buckets(old, "Asia/Singapore", now)]
-    assert tiers == ["d", "D", "W", "M", "Q", "Y", "A"]
+    assert tiers == ["d", "D"]
+    # Sixty days ago the days are gone: the week and on are written, as no day derives them.
+    tiers = [b[0] for b in live_buckets(now - 60 * 86_400_000, "Asia/Singapore", now)]
+    assert tiers == ["W", "M", "Q", "Y", "A"]
     # A year ago the days and the week are gone too; months (400 days) and on stay.
     year_ago = now - 365 * 86_400_000
     assert [b[0] for b in live_buckets(year_ago, "UTC", now)] == ["M", "Q", "Y", "A"]
@@ -344,11 +371,15 @@ def test_live_buckets_are_those_kept_by_the_tiers_rule(zone: str, age_ms: int) -
 
     now = 1_790_000_000_000
     at = now - age_ms
-    expected = tuple(
+    kept = [
         b
         for b in _ids_one_by_one(at, zone)
         if (until := _kept_until_by_hand(b)) is None or until > now
-    )
+    ]
+    # While the local day is kept, the rollups derive its week, month, quarter, year and all
+    # time from it: the partition writes none of them.
+    day_kept = any(b.startswith("D") for b in kept)
+    expected = tuple(b for b in kept if not (day_kept and b[0] in "WMQYA"))
     assert live_buckets(at, zone, now) == expected
 
 
