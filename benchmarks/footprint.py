@@ -49,7 +49,13 @@ from config.connections import redis_client
 from config.settings import Settings
 from projections.lateness import DAY_MS
 from projections.store import REFOLD_WINDOW_MS, RedisStore, current_namespace
-from projections.windows import ALL_TIME, TIER_TTL_SECONDS, UTC_TIER_MS, calendar_range
+from projections.windows import (
+    ALL_TIME,
+    DAY_MARGIN_SECONDS,
+    TIER_TTL_SECONDS,
+    UTC_TIER_MS,
+    calendar_range,
+)
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
 from stack.servers import servers
 from streams.producer import publish
@@ -104,7 +110,8 @@ def bucket_start(bucket: str) -> int | None:
 
 async def _drop_expired(settings: Settings, now_ms: int) -> int:
     """Delete the buckets and rollups a live run's Redis would have expired by ``now_ms``:
-    those whose period began more than their tier's TTL before. Returns how many."""
+    those whose period began more than their tier's TTL before (a local day's, a day more).
+    Returns how many."""
     client = redis_client(settings)
     try:
         namespace = await current_namespace(client, settings.topic_prefix)
@@ -114,8 +121,12 @@ async def _drop_expired(settings: Settings, now_ms: int) -> int:
             parts = rest.split(":")
             if parts[0] not in ("a", "t", "s"):  # a bucket; a rollup's totals and shares
                 continue
-            start = bucket_start(parts[-1])
-            if start is not None and start + TIER_TTL_SECONDS[parts[-1][0]] * 1000 <= now_ms:
+            start, tier = bucket_start(parts[-1]), parts[-1][0]
+            if start is None:
+                continue
+            # A local day's keys live a day longer (windows.stored_ttl_seconds).
+            kept_s = TIER_TTL_SECONDS[tier] + (DAY_MARGIN_SECONDS if tier == "D" else 0)
+            if start + kept_s * 1000 <= now_ms:
                 gone.append(key)
         for first in range(0, len(gone), 1_000):
             await client.delete(*gone[first : first + 1_000])

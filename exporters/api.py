@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiohttp import web
 
 from exporters.openapi import document
+from projections import exact_json
 from projections.catalogue import BY_ID, SCOPES, Figure, Result, Unit
 from projections.display import Currency, unit_name
 from projections.read import Answer, read_many, span_fields
@@ -49,7 +49,7 @@ class ApiError(Exception):
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+    return web.Response(body=exact_json.dumps(body), status=status, content_type="application/json")
 
 
 def _figure(figure: Figure, target: Target | None) -> dict[str, Any]:

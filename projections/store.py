@@ -576,9 +576,11 @@ for _, g in ipairs(a.g) do
 end
 for t, d in pairs(derived) do
   local dv = a.dv[t]
-  move(KEYS[dv[1]], d.m)
-  -- A derived total has no shares: its TTL is its own (from windows.ttl_seconds).
-  if dv[2] > 0 then redis.call('EXPIRE', KEYS[dv[1]], dv[2], 'NX') end
+  -- A derived total has no shares: its TTL is its own, given when it may be new (it held
+  -- none of the fields moved).
+  if not move(KEYS[dv[1]], d.m) and dv[2] > 0 then
+    redis.call('EXPIRE', KEYS[dv[1]], dv[2], 'NX')
+  end
   redis.call('HINCRBY', KEYS[1], dv[3], d.changed)
 end
 for i, part in ipairs(a.p) do

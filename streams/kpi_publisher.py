@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaError
 
 from config.connections import kafka_options, redis_client
 from config.settings import Settings
+from projections import exact_json
 from projections.catalogue import Result, evaluate
 from projections.engine import GAUGE_BUCKET
 from projections.kpi_changes import (
@@ -229,7 +230,7 @@ class KpiPublisher:
         for window, change in records:
             name = self._state_key(window)
             state = change.state
-            by_window[name][change.key] = orjson.dumps(
+            by_window[name][change.key] = exact_json.dumps(
                 [state.revision, state.value, state.numerator, state.denominator]
             )
             ttl[name] = ttl_seconds(window.bucket, now_ms)
@@ -243,7 +244,7 @@ class KpiPublisher:
 
 def _value(change: Change) -> bytes | None:
     """A change record's value; None (a tombstone) for a figure that is gone."""
-    return orjson.dumps(change.value) if change.value is not None else None
+    return exact_json.dumps(change.value) if change.value is not None else None
 
 
 async def publish_forever(settings: Settings, stop: asyncio.Event) -> None:

@@ -11,6 +11,7 @@ import orjson
 
 from config.connections import redis_client
 from config.settings import Settings
+from projections import exact_json
 from projections.catalogue import BY_ID, Figure, Kind, Result
 from projections.display import Currency, count, kpi_text, unit_name
 from projections.read import Answer, read_kpis, span_fields
@@ -90,7 +91,7 @@ def show_kpis(
     currency = Currency.of(settings.currency)
     if as_json:
         document = answer_json(answer, as_of, currency)
-        print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        print(exact_json.dumps(document, option=orjson.OPT_INDENT_2).decode())
         return 0
     print("\n".join(table(answer, currency)))
     return 0

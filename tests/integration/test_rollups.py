@@ -121,6 +121,10 @@ async def test_buckets_and_totals_made_again_get_their_ttl_again(store: RedisSto
     for key in (bucket, total, shares, store.keys.aggregate(1, DAY)):
         assert await store.client.ttl(key) > 0, key
     assert await store.client.pexpiretime(total) == await store.client.pexpiretime(shares)
+    # The totals derived from the day (gone at 0 too) have their own: the week's 120 days.
+    week, all_time = (store.keys.total((*DAY[:2], b)) for b in ("W2026-W48", "A"))
+    assert 119 * 86_400 < await store.client.ttl(week) <= 120 * 86_400
+    assert await store.client.ttl(all_time) == -1  # kept
 
 
 async def test_a_bucket_ahead_of_its_period_lives_until_its_period_start_plus_its_ttl(
