@@ -429,7 +429,7 @@ local function exact_add(x, y)
 end
 -- The moves of one mark's totals, field by field: ``names`` in order, ``ds`` their sum (a
 -- double), ``exact`` false once a move or a partial sum left the exact range, ``each`` every
--- move for HINCRBY then: a number below 2^53 (exact), or exact text.
+-- move for exact decimal arithmetic then: a number below 2^53 (exact), or exact text.
 local function moves()
   return {names = {}, ds = {}, exact = {}, each = {}, adds = 0}
 end
