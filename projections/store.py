@@ -433,15 +433,19 @@ end
 local function moves()
   return {names = {}, ds = {}, exact = {}, each = {}, adds = 0}
 end
-local function add(m, f, d, exact)
+-- The sum of ``f``'s moves so far (0 for a field not moved yet, which is listed now).
+local function so_far(m, f)
   local was = m.ds[f]
   if was == nil then
     m.names[#m.names + 1] = f
     m.exact[f], m.each[f] = true, {}
     was = 0
   end
+  return was
+end
+local function add(m, f, d, exact)
   m.adds = m.adds + 1
-  local sum = was + d
+  local sum = so_far(m, f) + d
   if math.abs(d) >= limit or math.abs(sum) >= limit then m.exact[f] = false end
   m.ds[f] = sum
   local each = m.each[f]
@@ -490,13 +494,7 @@ end
 -- Add the moves of ``m`` to those of ``into``.
 local function merge(into, m)
   for _, f in ipairs(m.names) do
-    local was = into.ds[f]
-    if was == nil then
-      into.names[#into.names + 1] = f
-      into.exact[f], into.each[f] = true, {}
-      was = 0
-    end
-    local sum = was + m.ds[f]
+    local sum = so_far(into, f) + m.ds[f]
     if not m.exact[f] or math.abs(sum) >= limit then into.exact[f] = false end
     into.ds[f] = sum
     local each = into.each[f]
