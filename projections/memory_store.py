@@ -42,6 +42,10 @@ class _Partition:
     members: set[EntityKey] = field(default_factory=set)  # rep and team records
     scopes: set[tuple[str, str]] = field(default_factory=set)
     untouched: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    # The rollups' totals derived from the local days (windows.derived_buckets): apart from
+    # the buckets, whose range the commit keeps, as Redis keeps them apart from a
+    # partition's own week, month... buckets.
+    derived: dict[AggregateKey, dict[str, int]] = field(default_factory=dict)
 
 
 class MemoryBackend:
@@ -187,8 +191,10 @@ class MemoryStore(DerivedReads):
             total: dict[str, int] = {}
             for part in self._all():
                 for bucket in bucket_ids:
-                    for name, value in part.buckets.get((scope, scope_id, bucket), {}).items():
-                        total[name] = total.get(name, 0) + value
+                    key = (scope, scope_id, bucket)
+                    for found in (part.buckets.get(key, {}), part.derived.get(key, {})):
+                        for name, value in found.items():
+                            total[name] = total.get(name, 0) + value
             totals.append(total)
         return totals
 
@@ -208,26 +214,28 @@ def _apply_deltas(part: _Partition, commit: Commit) -> str | None:
                 )
             sums[(aggregate, name)] = total
     for (aggregate, name), total in sums.items():
-        _put(part, aggregate, name, total)
-    # The rollups' derived totals (windows.derived_buckets), kept here beside the buckets the
-    # partition writes (with no range to keep: a total of Python integers).
+        _put(part.buckets, aggregate, name, total)
+    # The derived totals have no range to keep (Python integers; Redis's are exact too).
     for (owner, owner_id, written), fields in commit.plan.deltas.items():
         if written[0] == "D":
             for longer in derived_buckets(written):
-                derived = part.buckets.get((owner, owner_id, longer), {})
+                derived = part.derived.get((owner, owner_id, longer), {})
                 for name, change in fields.items():
-                    _put(part, (owner, owner_id, longer), name, derived.get(name, 0) + change)
+                    total = derived.get(name, 0) + change
+                    _put(part.derived, (owner, owner_id, longer), name, total)
     return None
 
 
-def _put(part: _Partition, aggregate: AggregateKey, name: str, total: int) -> None:
-    bucket = part.buckets.setdefault(aggregate, {})
+def _put(
+    buckets: dict[AggregateKey, dict[str, int]], aggregate: AggregateKey, name: str, total: int
+) -> None:
+    bucket = buckets.setdefault(aggregate, {})
     if total:
         bucket[name] = total
     else:
         bucket.pop(name, None)
         if not bucket:
-            del part.buckets[aggregate]
+            del buckets[aggregate]
 
 
 def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> int:

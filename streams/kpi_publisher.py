@@ -205,7 +205,7 @@ class KpiPublisher:
         pairs = sorted(wanted)
         for (_, field), raw in zip(pairs, await self.state.last_values(pairs), strict=True):
             if raw is not None:
-                r, v, n, d = orjson.loads(raw)
+                r, v, n, d = exact_json.loads(raw)
                 states[field] = LastState(r, v, n, d)
         return states, labels
 

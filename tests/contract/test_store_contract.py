@@ -189,6 +189,17 @@ async def test_a_sum_over_partitions_past_2_to_the_53_is_read_exactly(
     assert await store.sums("team", "emea", ["A"]) == {"revenue": total + 7, "won": 1}
 
 
+async def test_a_longer_tier_written_directly_keeps_its_own_range(store: ProjectionStore) -> None:
+    """A partition's all-time bucket holds what was written to it directly (events whose day
+    is no longer kept); what the days derive is the rollups' and does not count in its range."""
+    write = Writer(store)
+    await write(deltas={DAY: {"revenue": LIMIT - 2}})
+    assert not (await write(deltas={ALL: {"revenue": 5}})).out_of_range
+    assert await store.sums("team", "emea", ["A"]) == {"revenue": LIMIT + 3}
+    assert (await write(deltas={ALL: {"revenue": LIMIT - 5}})).out_of_range  # its own range
+    assert await store.sums("team", "emea", ["A"]) == {"revenue": LIMIT + 3}
+
+
 async def test_a_derived_total_past_64_bits_is_kept_exactly(store: ProjectionStore) -> None:
     """Every partition's local day stays below 2^53, but the all-time total of 1,100 days of
     maximal amounts passes 2^63: it is kept and read exactly."""
