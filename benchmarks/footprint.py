@@ -51,10 +51,10 @@ from projections.lateness import DAY_MS
 from projections.store import REFOLD_WINDOW_MS, RedisStore, current_namespace
 from projections.windows import (
     ALL_TIME,
-    DAY_MARGIN_SECONDS,
     TIER_TTL_SECONDS,
     UTC_TIER_MS,
     calendar_range,
+    stored_ttl_seconds,
 )
 from simulator.log import DUPLICATE, VALID, SimConfig, simulate
 from stack.servers import servers
@@ -121,12 +121,9 @@ async def _drop_expired(settings: Settings, now_ms: int) -> int:
             parts = rest.split(":")
             if parts[0] not in ("a", "t", "s"):  # a bucket; a rollup's totals and shares
                 continue
-            start, tier = bucket_start(parts[-1]), parts[-1][0]
-            if start is None:
-                continue
-            # A local day's keys live a day longer (windows.stored_ttl_seconds).
-            kept_s = TIER_TTL_SECONDS[tier] + (DAY_MARGIN_SECONDS if tier == "D" else 0)
-            if start + kept_s * 1000 <= now_ms:
+            start = bucket_start(parts[-1])
+            # Written at its period's start, a key lives the store's TTL from there.
+            if start is not None and start + stored_ttl_seconds(parts[-1], start) * 1000 <= now_ms:
                 gone.append(key)
         for first in range(0, len(gone), 1_000):
             await client.delete(*gone[first : first + 1_000])

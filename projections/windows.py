@@ -141,8 +141,9 @@ def kept_until(bucket: str) -> int | None:
 
 
 # A local day's keys live a day longer than their rule needs: a fold lost just before the
-# day stops being written is folded again (within minutes) while the partition's values
-# and the shares are surely still there, so its moves still reach the derived totals.
+# day stops being written, and redone (by a running worker within seconds, by one that
+# starts within the day), finds the partition's values and the shares still there, so its
+# moves still reach the derived totals (docs/projections.md, "Derived tiers").
 DAY_MARGIN_SECONDS = 86_400
 
 
