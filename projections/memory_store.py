@@ -42,9 +42,9 @@ class _Partition:
     members: set[EntityKey] = field(default_factory=set)  # rep and team records
     scopes: set[tuple[str, str]] = field(default_factory=set)
     untouched: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
-    # The rollups' totals derived from the local days (windows.derived_buckets): apart from
-    # the buckets, whose range the commit keeps, as Redis keeps them apart from a
-    # partition's own week, month... buckets.
+    # The rollups' totals derived from minutes, hours and local days
+    # (windows.derived_buckets): apart from the buckets, whose range the commit keeps, as
+    # Redis keeps them apart from a partition's own hour, day, week... buckets.
     derived: dict[AggregateKey, dict[str, int]] = field(default_factory=dict)
 
 
@@ -217,12 +217,11 @@ def _apply_deltas(part: _Partition, commit: Commit) -> str | None:
         _put(part.buckets, aggregate, name, total)
     # The derived totals have no range to keep (Python integers; Redis's are exact too).
     for (owner, owner_id, written), fields in commit.plan.deltas.items():
-        if written[0] == "D":
-            for longer in derived_buckets(written):
-                derived = part.derived.get((owner, owner_id, longer), {})
-                for name, change in fields.items():
-                    total = derived.get(name, 0) + change
-                    _put(part.derived, (owner, owner_id, longer), name, total)
+        for longer in derived_buckets(written):
+            derived = part.derived.get((owner, owner_id, longer), {})
+            for name, change in fields.items():
+                total = derived.get(name, 0) + change
+                _put(part.derived, (owner, owner_id, longer), name, total)
     return None
 
 
@@ -252,7 +251,7 @@ def _write(part: _Partition, commit: Commit, dirty: dict[DirtyMark, int]) -> int
             directory_changed = True
     part.scopes |= {(a[0], a[1]) for a in plan.deltas if a[0] != "org"}
     for owner, owner_id, written in plan.deltas:
-        longer = derived_buckets(written) if written[0] == "D" else ()
+        longer = derived_buckets(written)
         for mark in ((owner, owner_id, written), *((owner, owner_id, b) for b in longer)):
             if mark[2][0] in DIRTY_TIERS:
                 dirty[mark] = dirty.get(mark, 0) + 1

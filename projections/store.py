@@ -368,15 +368,16 @@ return 1
 # JSON object of strings), the version of the commit before that changed the bucket (-1: the
 # bucket was empty before the commit; 0: not known), {field: change} of the commit (0:
 # none), the indexes into ``dv`` of the totals derived from it]]; ``dv``, per derived total
-# (a local day's week, month, quarter, year and all time: windows.derived_buckets) [totals
-# key, TTL, mark]; ``keep``, how far back (ms) the index keeps marks. A share folds only over
+# (a minute's hour and UTC day, an hour's UTC day, a local day's week, month, quarter, year
+# and all time: windows.derived_buckets) [totals key, TTL, mark, 1 if the publisher
+# announces it]; ``keep``, how far back (ms) the index keeps marks. A share folds only over
 # an older version, so a fold sent twice, or late, changes nothing. Totals move by the
 # commit's changes when the stored share holds the values before them: it is of the commit
 # before, or the bucket was empty and there is no share; else by new share - stored share.
 # A mark's partitions are folded together: one HMGET of their shares, the totals moved once
 # by the sum of their moves (one HMGET, one HSET and one HDEL) while Lua's doubles hold
 # every step exactly (below 2^53), else by each move in exact decimal arithmetic; one HSET
-# of the shares. A derived total moves by the sum of its days' moves, the same way. A mark
+# of the shares. A derived total moves by the sum of its sources' moves, the same way. A mark
 # the publisher announces counts each partition whose share moved its totals. A share is
 # stored as '[version,{field: value}]'. Returns 1.
 FOLD_LUA = (
@@ -579,7 +580,7 @@ for t, d in pairs(derived) do
   if not move(KEYS[dv[1]], d.m) and dv[2] > 0 then
     redis.call('EXPIRE', KEYS[dv[1]], dv[2], 'NX')
   end
-  redis.call('HINCRBY', KEYS[1], dv[3], d.changed)
+  if dv[4] == 1 then redis.call('HINCRBY', KEYS[1], dv[3], d.changed) end
 end
 for i, part in ipairs(a.p) do
   if indexed[i] then chunked('ZADD', KEYS[part[4]], indexed[i]) end
@@ -1087,20 +1088,20 @@ class RedisStore(DerivedReads):
             parts: dict[int, int] = {}  # partition -> its place in "p" (from 1)
             p: list[list[object]] = []
             g: list[list[object]] = []
-            dv: list[list[object]] = []  # the totals derived from local days' (FOLD_LUA)
+            dv: list[list[object]] = []  # the totals derived from marks' (FOLD_LUA)
             derived: dict[DirtyMark, int] = {}  # mark -> its place in "dv" (from 1)
             texts: list[bytes] = []  # ARGV[2...]: the marks' values
             for mark, sharing in marks.items():
                 targets: list[int] = []
-                if mark[2][0] == "D":
-                    for bucket in derived_buckets(mark[2]):
-                        target = (mark[0], mark[1], bucket)
-                        if target not in derived:
-                            keys.append(self.keys.total(target))
-                            ttl = stored_ttl_seconds(bucket, now_ms)
-                            dv.append([len(keys), ttl, DIRTY_SEP.join(target)])
-                            derived[target] = len(dv)
-                        targets.append(derived[target])
+                for bucket in derived_buckets(mark[2]):
+                    target = (mark[0], mark[1], bucket)
+                    if target not in derived:
+                        keys.append(self.keys.total(target))
+                        ttl = stored_ttl_seconds(bucket, now_ms)
+                        announced = int(bucket[0] in DIRTY_TIERS)
+                        dv.append([len(keys), ttl, DIRTY_SEP.join(target), announced])
+                        derived[target] = len(dv)
+                    targets.append(derived[target])
                 total = 0
                 if mark[2] != OLDEST:
                     keys.append(self.keys.total(mark))

@@ -8,10 +8,11 @@ instant (integer epoch ms):
   and year in the scope's time zone;
 * ``A``: one bucket for all time.
 
-A partition writes the buckets up to the local day (``written_buckets``); the rollups
-derive the week, month, quarter, year and all-time totals from each local day's
-(``derived_buckets``). A contribution whose day is no longer kept is written to the
-longer tiers that still are (``live_buckets``).
+A partition writes an event's minute and local day (``written_buckets``); the rollups
+derive the hour and UTC day totals from each minute's, and the week, month, quarter, year
+and all-time totals from each local day's (``derived_buckets``). A contribution whose
+minute or day is no longer kept is written to the shortest tiers still kept, and the
+rollups derive the rest from those (``live_buckets``).
 
 A window "as of" an instant ``t`` sums whole buckets:
 
@@ -95,29 +96,40 @@ def calendar_buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
     return _calendar_ids(local.toordinal())
 
 
-# The tiers the rollups derive from a local day's bucket: a contribution written to its
-# day's bucket counts in these through the day's totals (docs/projections.md, "Derived
-# tiers"), and is written to them only when its day is no longer kept.
-DERIVED_TIERS = frozenset("WMQYA")
+# The tiers the rollups derive from a bucket a partition writes, by its tier: a
+# contribution written to its minute counts in its hour and UTC day through the minute's
+# totals, one written to its local day in the day's week, month, quarter, year and all time
+# (docs/projections.md, "Derived tiers"). A partition writes a derived tier itself only when
+# the bucket it derives from is no longer kept: an hour for an event more than 3 hours old.
+DERIVED_FROM = {"m": "hd", "h": "d", "D": "WMQYA"}
 
 
 def buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
     """Every bucket id an event at ``at_ms`` counts in, one per tier, in TIERS order."""
-    return (f"m{at_ms // MINUTE_MS}", *_from_hour(at_ms, zone_name)[1])
+    return (f"m{at_ms // MINUTE_MS}", *_from_hour(at_ms, zone_name)[0])
 
 
 def written_buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
     """The buckets a partition writes for an event at ``at_ms`` while all are kept: the
-    minute to the local day (``m``, ``h``, ``d``, ``D``); the rollups derive the rest."""
-    return (f"m{at_ms // MINUTE_MS}", *_from_hour(at_ms, zone_name)[0])
+    minute and the local day (``m``, ``D``); the rollups derive the rest."""
+    return (f"m{at_ms // MINUTE_MS}", _from_hour(at_ms, zone_name)[0][2])
 
 
-@lru_cache(maxsize=4096)
-def derived_buckets(day: str) -> tuple[str, ...]:
-    """The week, month, quarter, year and all-time buckets of a local day's (``D<date>``),
-    whose totals the rollups move with the day's."""
-    ordinal = date.fromisoformat(day[1:]).toordinal()
-    return (*_calendar_ids(ordinal)[1:], ALL_TIME)
+@lru_cache(maxsize=65_536)
+def derived_buckets(bucket: str) -> tuple[str, ...]:
+    """The buckets whose totals the rollups move with ``bucket``'s (DERIVED_FROM): a
+    minute's hour and UTC day, an hour's UTC day, a local day's (``D<date>``) week, month,
+    quarter, year and all time; none for the other tiers."""
+    tier = bucket[0]
+    if tier == "m":
+        minute = int(bucket[1:])
+        return (f"h{minute * MINUTE_MS // HOUR_MS}", f"d{minute * MINUTE_MS // DAY_MS}")
+    if tier == "h":
+        return (f"d{int(bucket[1:]) * HOUR_MS // DAY_MS}",)
+    if tier == "D":
+        ordinal = date.fromisoformat(bucket[1:]).toordinal()
+        return (*_calendar_ids(ordinal)[1:], ALL_TIME)
+    return ()
 
 
 UTC_TIER_MS = {"m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
@@ -140,11 +152,12 @@ def kept_until(bucket: str) -> int | None:
     return start + ttl_ms
 
 
-# A local day's keys live a day longer than their rule needs: a fold lost just before the
-# day stops being written, and redone (by a running worker within seconds, by one that
-# starts within the day), finds the partition's values and the shares still there, so its
-# moves still reach the derived totals (docs/projections.md, "Derived tiers").
-DAY_MARGIN_SECONDS = 86_400
+# The keys of a bucket the rollups derive totals from live longer than their rule needs
+# (a minute's an hour, an hour's and a local day's a day): a fold lost just before the
+# bucket stops being written, and redone (by a running worker within seconds, by one that
+# starts within that margin), finds the partition's values and the shares still there, so
+# its moves still reach the derived totals (docs/projections.md, "Derived tiers").
+SOURCE_MARGIN_SECONDS = {"m": 3_600, "h": 86_400, "D": 86_400}
 
 
 def ttl_seconds(bucket: str, now_ms: int) -> int:
@@ -158,38 +171,39 @@ def ttl_seconds(bucket: str, now_ms: int) -> int:
 
 
 def stored_ttl_seconds(bucket: str, now_ms: int) -> int:
-    """``ttl_seconds`` of a bucket's keys in the store: a local day's a day longer
-    (DAY_MARGIN_SECONDS)."""
+    """``ttl_seconds`` of a bucket's keys in the store: those the rollups derive totals from
+    longer (SOURCE_MARGIN_SECONDS)."""
     ttl = ttl_seconds(bucket, now_ms)
-    return ttl + DAY_MARGIN_SECONDS if bucket[0] == "D" else ttl
+    return ttl + SOURCE_MARGIN_SECONDS.get(bucket[0], 0) if ttl else ttl
 
 
 def live_buckets(at_ms: int, zone_name: str, now_ms: int) -> tuple[str, ...]:
     """The buckets a partition writes for an event at ``at_ms``: ``buckets`` minus those past
     ``kept_until``, which no read can ask for any more (``answerable``: writing them is
     waste; a backfill of months would write one minute bucket per event and scope, one of
-    years a day bucket per day), and minus the DERIVED_TIERS while its local day is kept
-    (the rollups derive them from the day's totals)."""
+    years a day bucket per day), and minus the tiers the rollups derive from a bucket still
+    kept (DERIVED_FROM)."""
     minute = at_ms // MINUTE_MS
-    written, every, soonest = _from_hour(at_ms, zone_name)
+    every, soonest = _from_hour(at_ms, zone_name)
     if soonest > now_ms:  # most events: every bucket from the hour on is kept
         if minute * MINUTE_MS + _MINUTES_KEPT_MS > now_ms:
-            return (f"m{minute}", *written)
-        return written
-    kept = [b for b in every if (until := kept_until(b)) is None or until > now_ms]
-    if any(b[0] == "D" for b in kept):
-        return tuple(b for b in kept if b[0] not in DERIVED_TIERS)
-    return tuple(kept)
+            return (f"m{minute}", every[2])
+        return (every[0], every[2])
+    kept = [b for b in (f"m{minute}", *every) if (until := kept_until(b)) is None or until > now_ms]
+    derived: set[str] = set()
+    for bucket in kept:  # in TIERS order: a bucket comes before those derived from it
+        if bucket[0] not in derived:
+            derived.update(DERIVED_FROM.get(bucket[0], ""))
+    return tuple(b for b in kept if b[0] not in derived)
 
 
 _MINUTES_KEPT_MS = TIER_TTL_SECONDS["m"] * 1000
 _FOR_EVER = 2**63 - 1
 
 
-def _from_hour(at_ms: int, zone_name: str) -> tuple[tuple[str, ...], tuple[str, ...], int]:
-    """The bucket ids of an instant from the hour tier on: those a partition writes while
-    all are kept (h, d, D), all of them (h, d, D, W, M, Q, Y, A), and the soonest
-    ``kept_until`` among them."""
+def _from_hour(at_ms: int, zone_name: str) -> tuple[tuple[str, ...], int]:
+    """The bucket ids of an instant from the hour tier on (h, d, D, W, M, Q, Y, A), and the
+    soonest ``kept_until`` among them."""
     shared = _hour_ids(at_ms // HOUR_MS, zone_name)
     if shared is not None:
         return shared
@@ -199,7 +213,7 @@ def _from_hour(at_ms: int, zone_name: str) -> tuple[tuple[str, ...], tuple[str, 
         *calendar_buckets(at_ms, zone_name),
         ALL_TIME,
     )
-    return ids[:3], ids, _soonest(ids)
+    return ids, _soonest(ids)
 
 
 def _soonest(ids: tuple[str, ...]) -> int:
@@ -207,7 +221,7 @@ def _soonest(ids: tuple[str, ...]) -> int:
 
 
 @lru_cache(maxsize=65_536)
-def _hour_ids(hour: int, zone_name: str) -> tuple[tuple[str, ...], tuple[str, ...], int] | None:
+def _hour_ids(hour: int, zone_name: str) -> tuple[tuple[str, ...], int] | None:
     """``_from_hour`` of every instant of a UTC hour, or None when they differ: the local
     date changes within the hour (a zone whose offset is not whole hours, a time change).
     The zone's offset is the same at the hour's first and last millisecond, so it holds the
@@ -221,7 +235,7 @@ def _hour_ids(hour: int, zone_name: str) -> tuple[tuple[str, ...], tuple[str, ..
     if first.utcoffset() != last.utcoffset() or first.toordinal() != last.toordinal():
         return None
     ids = (f"h{hour}", f"d{first_ms // DAY_MS}", *_calendar_ids(first.toordinal()), ALL_TIME)
-    return ids[:3], ids, _soonest(ids)
+    return ids, _soonest(ids)
 
 
 def answerable(window: str, as_of_ms: int, now_ms: int) -> bool:

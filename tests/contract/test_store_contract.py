@@ -127,6 +127,33 @@ async def test_a_local_days_changes_count_in_its_week_month_quarter_year_and_all
     assert await store.sums("team", "emea", ["A"]) == {"calls": 7}
 
 
+async def test_a_minutes_changes_count_in_its_hour_and_day_and_an_hours_in_its_day(
+    store: ProjectionStore,
+) -> None:
+    """The rollups derive the UTC hour and day from each minute's totals, and the day from
+    an hour written directly (an event more than 3 hours old, whose minute is no longer
+    kept): a total holds both. Minute 29,400,000 is 2025-11-24T16:00Z: hour 490,000, day
+    20,416; its day's last minute is 29,400,479."""
+    last = ("team", "emea", "m29400479")  # 23:59Z, hour 490,007
+    hour = ("team", "emea", "h490003")  # 19:00Z, written directly
+    first, second = Writer(store, 0), Writer(store, 1)
+    await first(deltas={MINUTE: {"calls": 3}, last: {"calls": 1, "won": 1}})
+    await second(deltas={MINUTE: {"calls": -1}, hour: {"calls": 5}})
+    requests = [
+        ("h490000", {"calls": 2}),
+        ("h490007", {"calls": 1, "won": 1}),
+        ("h490003", {"calls": 5}),
+        ("d20416", {"calls": 8, "won": 1}),
+        ("d20417", {}),
+    ]
+    found = await store.sums_many([("team", "emea", (bucket,)) for bucket, _ in requests])
+    assert dict(zip([b for b, _ in requests], found, strict=True)) == dict(requests)
+    await first(deltas={last: {"calls": -1, "won": -1}})
+    await second(deltas={hour: {"calls": -5}})
+    assert await store.sums("team", "emea", ["h490007", "h490003"]) == {}
+    assert await store.sums("team", "emea", ["d20416"]) == {"calls": 2}
+
+
 async def test_a_field_that_comes_back_to_zero_is_gone(store: ProjectionStore) -> None:
     write = Writer(store)
     await write(deltas={GAUGE: {"open": 3, "untouched": 1}})

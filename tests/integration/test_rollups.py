@@ -131,17 +131,27 @@ async def test_a_bucket_ahead_of_its_period_lives_until_its_period_start_plus_it
     store: RedisStore,
 ) -> None:
     """An event up to a day ahead is accepted: its minute bucket (tier TTL 3 hours) 20 hours
-    ahead must live until its minute's start plus 3 hours (``windows.kept_until``), about 23
-    hours, not 3 hours from now; so must its totals and shares."""
-    ahead_minute = (int(time.time() * 1000) + 20 * 3_600_000) // 60_000
+    ahead must live until its minute's start plus 3 hours (``windows.kept_until``), and an
+    hour more (the rollups derive its hour and day from it: ``stored_ttl_seconds``), about
+    24 hours, not 3 hours from now; so must its totals and shares. The hour's total derived
+    from it lives until the hour's start plus 3 days, and a day more."""
+    now_ms = int(time.time() * 1000)
+    ahead_minute = (now_ms + 20 * 3_600_000) // 60_000
     minute: AggregateKey = ("team", "emea", f"m{ahead_minute}")
     await Writer(store, 0)(deltas={minute: {"calls": 1}})
     assert await store.sums(*minute[:2], [minute[2]]) == {"calls": 1}
     # The minute starts between 20 h - 60 s and 20 h from now; a little more for the test's run.
-    lowest, highest = 23 * 3600 - 60 - 60, 23 * 3600
+    lowest, highest = 24 * 3600 - 60 - 60, 24 * 3600
     keys = store.keys.aggregate(0, minute), store.keys.total(minute), store.keys.shares(minute)
     for key in keys:
         assert lowest <= await store.client.ttl(key) <= highest, key
+    hour: AggregateKey = ("team", "emea", f"h{ahead_minute // 60}")
+    day: AggregateKey = ("team", "emea", f"d{ahead_minute // 1440}")
+    assert await store.sums(*hour[:2], [hour[2]]) == {"calls": 1}
+    assert await store.sums(*day[:2], [day[2]]) == {"calls": 1}
+    hour_starts_in = (ahead_minute // 60 * 3_600_000 - now_ms) // 1000
+    hour_keeps = hour_starts_in + 3 * 86_400 + 86_400
+    assert hour_keeps - 60 <= await store.client.ttl(store.keys.total(hour)) <= hour_keeps + 1
 
 
 async def test_a_fold_sent_again_or_late_changes_nothing(store: RedisStore) -> None:

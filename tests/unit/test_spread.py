@@ -102,8 +102,8 @@ def test_an_instant_near_midnight_goes_to_its_local_day_week_and_month() -> None
     at = 1_796_081_400_000  # 2026-11-30T23:30:00Z
     deltas: dict[AggregateKey, dict[str, int]] = {}
     _spread(deltas, {("team", "emea", "Europe/Berlin", at, "calls"): 1}, {}, ORG, None)
-    assert set(deltas) == {
-        ("team", "emea", bucket) for bucket in ("m29934690", "h498911", "d20787", "D2026-12-01")
-    }
-    # The rollups count the local day in its week, month, quarter and year.
+    assert set(deltas) == {("team", "emea", bucket) for bucket in ("m29934690", "D2026-12-01")}
+    # The rollups count the minute in its UTC hour and day (30 November), and the local day
+    # in its week, month, quarter and year.
+    assert derived_buckets("m29934690") == ("h498911", "d20787")
     assert derived_buckets("D2026-12-01") == ("W2026-W49", "M2026-12", "Q2026-Q4", "Y2026", "A")

@@ -183,25 +183,37 @@ def test_a_bucket_is_given_its_tier_ttl_or_more_if_its_period_is_ahead() -> None
     assert ttl_seconds("A", now) == ttl_seconds("Y2026", now) == 0
 
 
-def test_a_local_days_keys_live_a_day_longer_in_the_store() -> None:
+def test_the_keys_of_buckets_totals_are_derived_from_live_longer_in_the_store() -> None:
     from projections.windows import TIER_TTL_SECONDS, stored_ttl_seconds, ttl_seconds
 
     now = utc(2026, 11, 23, 9)
+    minute, hour = now // 60_000, now // 3_600_000
+    assert stored_ttl_seconds(f"m{minute}", now) == TIER_TTL_SECONDS["m"] + 3_600
+    assert stored_ttl_seconds(f"h{hour}", now) == TIER_TTL_SECONDS["h"] + 86_400
     assert stored_ttl_seconds("D2026-11-23", now) == TIER_TTL_SECONDS["D"] + 86_400
     assert stored_ttl_seconds("D2026-11-25", now) == ttl_seconds("D2026-11-25", now) + 86_400
-    for other in (f"m{now // 60_000}", "d20415", "W2026-W48", "M2026-11", "Y2026", "A"):
+    for other in ("d20415", "W2026-W48", "M2026-11", "Y2026", "A"):
         assert stored_ttl_seconds(other, now) == ttl_seconds(other, now)
 
 
-def test_a_local_days_longer_buckets_are_its_week_month_quarter_year_and_all_time() -> None:
+def test_derived_buckets_are_a_minutes_hour_and_day_and_a_local_days_longer_ones() -> None:
     from projections.windows import derived_buckets
 
     assert derived_buckets("D2026-11-22") == ("W2026-W47", "M2026-11", "Q2026-Q4", "Y2026", "A")
     # 1 January 2027 is a Friday of ISO week 53 of 2026; 29 December 2025 a Monday of week 1.
     assert derived_buckets("D2027-01-01") == ("W2026-W53", "M2027-01", "Q2027-Q1", "Y2027", "A")
     assert derived_buckets("D2025-12-29")[0] == "W2026-W01"
+    # 2026-11-23T08:59Z: minute 29,923,739 since 1970, in hour 498,728 and UTC day 20,780.
+    assert derived_buckets("m29923739") == ("h498728", "d20780")
+    assert derived_buckets("h498728") == ("d20780",)
+    assert derived_buckets("h498743") == ("d20780",)  # 23:00Z, the day's last hour
+    assert derived_buckets("m-1") == ("h-1", "d-1")  # 1969-12-31T23:59Z
+    for tier in ("d20415", "W2026-W48", "M2026-11", "Q2026-Q4", "Y2026", "A", "G"):
+        assert derived_buckets(tier) == ()
     for at, zone in ((utc(2026, 11, 22, 23, 30), "Europe/Berlin"), (utc(2027, 1, 1), "UTC")):
         every = buckets(at, zone)
+        assert derived_buckets(every[0]) == every[1:3]
+        assert derived_buckets(every[1]) == every[2:3]
         assert derived_buckets(every[3]) == every[4:]
 
 
@@ -210,14 +222,19 @@ def test_live_buckets_leave_out_buckets_no_read_can_ask_for() -> None:
 
     now = 1_790_000_000_000
     recent = now - 60_000
-    # The minute to the local day: the rollups derive the week to all time from the day.
+    # The minute and the local day: the rollups derive the hour, the UTC day and the week
+    # to all time from them.
     assert live_buckets(recent, "Europe/Berlin", now) == written_buckets(recent, "Europe/Berlin")
-    assert written_buckets(recent, "Europe/Berlin") == buckets(recent, "Europe/Berlin")[:4]
+    every = buckets(recent, "Europe/Berlin")
+    assert written_buckets(recent, "Europe/Berlin") == (every[0], every[3])
     # A minute bucket that began exactly its TTL ago is gone; one a minute later is kept.
     gone = (now - 3 * 3_600_000) // 60_000 * 60_000
     kept = gone + 60_000
-    assert not any(b.startswith("m") for b in live_buckets(gone, "UTC", now))
-    assert any(b.startswith("m") for b in live_buckets(kept, "UTC", now))
+    assert [b[0] for b in live_buckets(gone, "UTC", now)] == ["h", "D"]
+    assert [b[0] for b in live_buckets(kept, "UTC", now)] == ["m", "D"]
+    # Two days ago: the hour, from which the rollups derive the UTC day, and the local day.
+    tiers = [b[0] for b in live_buckets(now - 2 * 86_400_000, "Asia/Singapore", now)]
+    assert tiers == ["h", "D"]
     # Twenty days ago: no minute or hour bucket; the UTC and local days stay.
     old = now - 20 * 86_400_000
     tiers = [b[0] for b in live_buckets(old, "Asia/Singapore", now)]
@@ -241,9 +258,10 @@ def test_answerable_means_every_bucket_read_is_still_kept() -> None:
             as_of = now - hours_ago * 3_600_000
             if window in ("15m", "1h", "24h", "7d", "30d"):
                 span = window_span(window, as_of, "UTC")
-                # The buckets a read needs, against those a write at any instant in them keeps.
+                # The buckets a read needs, against those a write at any instant in them
+                # reaches: written, or derived by the rollups from one written.
                 kept = all(
-                    b in live_buckets(start, "UTC", now)
+                    b in _reached(live_buckets(start, "UTC", now))
                     for b, start in zip(span.bucket_ids, _starts(span), strict=True)
                 )
                 assert answerable(window, as_of, now) == kept, (window, hours_ago)
@@ -290,6 +308,13 @@ def test_a_refused_window_says_how_long_its_buckets_are_kept() -> None:
     assert "(day buckets are kept 40 days)" in too_old("today")
     assert "(week buckets are kept 120 days)" in too_old("week")
     assert "(quarter buckets are kept 800 days)" in too_old("quarter")
+
+
+def _reached(written: tuple[str, ...]) -> set[str]:
+    """The buckets written, and those the rollups derive from them."""
+    from projections.windows import derived_buckets
+
+    return {*written, *(d for b in written for d in derived_buckets(b))}
 
 
 def _starts(span: object) -> list[int]:
@@ -376,10 +401,18 @@ def test_live_buckets_are_those_kept_by_the_tiers_rule(zone: str, age_ms: int) -
         for b in _ids_one_by_one(at, zone)
         if (until := _kept_until_by_hand(b)) is None or until > now
     ]
-    # While the local day is kept, the rollups derive its week, month, quarter, year and all
-    # time from it: the partition writes none of them.
-    day_kept = any(b.startswith("D") for b in kept)
-    expected = tuple(b for b in kept if not (day_kept and b[0] in "WMQYA"))
+    # The rollups derive the hour and UTC day from a minute kept, the UTC day from an hour
+    # kept, the week, month, quarter, year and all time from a local day kept: the
+    # partition writes none of those.
+    tiers = {b[0] for b in kept}
+    left_out = set()
+    if "m" in tiers:
+        left_out |= {"h", "d"}
+    if "h" in tiers:
+        left_out.add("d")
+    if "D" in tiers:
+        left_out |= set("WMQYA")
+    expected = tuple(b for b in kept if b[0] not in left_out)
     assert live_buckets(at, zone, now) == expected
 
 
