@@ -110,7 +110,8 @@ def bucket_start(bucket: str) -> int | None:
 
 async def _drop_expired(settings: Settings, now_ms: int) -> int:
     """Delete the buckets and rollups a live run's Redis would have expired by ``now_ms``:
-    those whose period began more than their tier's TTL before (a local day's, a day more).
+    those whose period began more than the store's TTL of their tier before
+    (``windows.stored_ttl_seconds``).
     Returns how many."""
     client = redis_client(settings)
     try:

@@ -171,10 +171,11 @@ def plan_batch(
 ) -> BatchPlan:
     """Apply ``items`` to copies of the ``stored`` records (missing = empty) and diff.
 
-    Contributions go to the buckets a partition writes: up to the local day, the rollups
-    deriving the longer tiers (``windows.written_buckets``). With ``now_ms``, they skip the
-    buckets past ``windows.kept_until``, which no read can ask for any more, and go to the
-    longer tiers still kept where their day is not (``windows.live_buckets``).
+    Contributions go to the buckets a partition writes: the minute and the local day, the
+    rollups deriving the other tiers (``windows.written_buckets``). With ``now_ms``, they
+    skip the buckets past ``windows.kept_until``, which no read can ask for any more, and go
+    to the shortest tiers still kept where the minute or the day is not
+    (``windows.live_buckets``).
     ``streams`` gives, beside each item in offset order, the partition's stream time before
     it (projections/lateness.py): with it, records of the EXPIRING kinds end as the
     lateness horizon says; without, none ends.
