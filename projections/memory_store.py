@@ -180,7 +180,10 @@ class MemoryStore(DerivedReads):
     def hold_folds(self) -> None:
         pass
 
-    async def flush_folds(self) -> None:
+    async def flush_folds(self, *, wait: bool = True) -> None:
+        pass
+
+    async def settle_folds(self) -> None:
         pass
 
     async def sums_many(

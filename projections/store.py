@@ -900,6 +900,7 @@ class RedisStore(DerivedReads):
         self._recent = client.register_script(RECENT_LUA)
         self._unfolded: set[int] = set()  # partitions whose last fold failed
         self._held: list[Values] | None = None  # folds waiting for flush_folds
+        self._folding: asyncio.Future[None] | None = None  # flush_folds(wait=False)'s fold
         self._oldest = client.register_script(OLDEST_SHARE_LUA)
 
     async def _scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
@@ -981,6 +982,7 @@ class RedisStore(DerivedReads):
         checkpoints (expected -> new), in one round trip. Says which partitions' batches were
         not written: a checkpoint another writer moved first, or a sum out of range; raises
         NamespaceFrozen, after the other partitions' commits, when a rebuild froze this one."""
+        await self.settle_folds()
         if self._unfolded:  # raises while the rollups cannot be written: nothing new lands
             await self.fold_missing(sorted(self._unfolded))
             self._unfolded.clear()
@@ -1040,9 +1042,18 @@ class RedisStore(DerivedReads):
     def hold_folds(self) -> None:
         self._held = self._held or []
 
-    async def flush_folds(self) -> None:
+    async def flush_folds(self, *, wait: bool = True) -> None:
         folds, self._held = self._held or [], None
-        await self._fold_landed(folds)
+        await self.settle_folds()  # one fold at a time, in the order of their commits
+        if wait:
+            await self._fold_landed(folds)
+        elif folds:
+            self._folding = asyncio.ensure_future(self._fold_landed(folds))
+
+    async def settle_folds(self) -> None:
+        folding, self._folding = self._folding, None
+        if folding is not None:
+            await folding
 
     async def _fold_landed(self, folds: Sequence[Values]) -> None:
         """Fold what commits that landed changed."""
@@ -1371,6 +1382,7 @@ class RedisStore(DerivedReads):
         """Fold again what commits of these partitions changed and no fold brought into the
         rollups: a worker stopped between commit and fold, a fold failed, a shard's master
         lost its last writes. Returns the marks folded."""
+        await self.settle_folds()  # this store's own fold on its way is not missing
         behind = await self.behind(partitions, grace_ms)
         folds = []
         for p, shards in behind.items():
@@ -1404,6 +1416,7 @@ class RedisStore(DerivedReads):
         what the partition holds now, at a version above theirs. A shard's seen version moves
         past the loss only if it had folded every commit the partition still holds (else
         ``fold_missing`` finishes). Returns the marks folded."""
+        await self.settle_folds()
         (stored,) = await self.progress([partition])
         version = int(stored.get(VERSION, 0))
         found = await pipelined(

@@ -180,9 +180,16 @@ class ProjectionStore(Protocol):
         reads show: a batch's landings then fold once, each mark's partitions together."""
         ...
 
-    async def flush_folds(self) -> None:
+    async def flush_folds(self, *, wait: bool = True) -> None:
         """Bring what the commits since ``hold_folds`` changed into what reads show, and
-        stop holding (a fold that fails is redone before the next commit, as in ``commit``)."""
+        stop holding (a fold that fails is redone before the next commit, as in ``commit``).
+        With ``wait`` false, return once the fold is on its way: the next commit, flush,
+        ``fold_missing`` or ``refold_after_loss`` of this store waits for it first."""
+        ...
+
+    async def settle_folds(self) -> None:
+        """Wait for a fold ``flush_folds`` left on its way (raises what it raised, but for
+        Redis being away: that fold is then redone before the next commit)."""
         ...
 
 

@@ -203,6 +203,10 @@ async def _projecting() -> None:
     try:
         await loop.run()
     finally:
+        try:  # the last batch's fold, else the next worker redoes it (fold_missing)
+            await projector.settle_folds()
+        except Exception as exc:
+            log.warning("the last fold did not finish (%r): it is redone on assignment", exc)
         await facts.stop()
 
 

@@ -95,6 +95,7 @@ class LiveProjector:
             fill=self.fill,
             on_lost=self._lost,
             dead_letter=self.dead_letter,
+            overlap_folds=True,
         )
         log.info("projecting into %s", namespace)
         return self._projector
@@ -125,6 +126,11 @@ class LiveProjector:
         redone += await store.fold_missing(partitions)
         if partitions and redone:
             log.warning("folded %d buckets of %s into the rollups again", redone, partitions)
+
+    async def settle_folds(self) -> None:
+        """Wait for the last batch's fold (on its way while the next batch comes)."""
+        if self._projector is not None:
+            await self._projector.store.settle_folds()
 
     def forget(self, partitions: Iterable[int]) -> None:
         if self._projector is not None:

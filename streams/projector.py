@@ -195,6 +195,7 @@ class Projector:
         fill: Fill = no_gaps,
         on_lost: Callable[[], Awaitable[None]] | None = None,
         dead_letter: DeadLetter | None = None,
+        overlap_folds: bool = False,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -205,6 +206,9 @@ class Projector:
         self.on_lost = on_lost  # before refilling a partition Redis holds nothing of
         # None: an unprocessable record stops the batch, a late one is only counted
         self.dead_letter = dead_letter
+        # True: a batch returns once its commits landed, its fold on its way while the next
+        # batch is fetched, decoded and planned (the store's next commit waits for it).
+        self.overlap_folds = overlap_folds
         self._checkpoints: dict[int, dict[str, int]] = {}
         self._stream: dict[int, int] = {}  # stream time per partition, as committed
         # Late events this projector dead-lettered whose offsets no commit passed yet: a
@@ -337,11 +341,13 @@ class Projector:
         one round trip for its commits) while the next is planned: Redis and the broker work
         on one chunk while Python plans the next, instead of each waiting for the other.
         Chunks hold different partitions, so they write different keys. Their folds into the
-        rollups go once all have landed, a bucket's partitions together (``hold_folds``).
-        Every landing has finished before this returns or raises, so a retry never overlaps
-        a commit. A partition whose plan fails, or whose commit would take a sum out of
-        range, is then applied event by event where needed (``_isolate``). Events beyond the
-        lateness horizon are dead-lettered first and left out of the plans."""
+        rollups go once all have landed, a bucket's partitions together (``hold_folds``),
+        and with ``overlap_folds`` go on while the next batch comes and is planned, its
+        commits waiting for them. Every landing has finished before this returns or raises,
+        so a retry never overlaps a commit. A partition whose plan fails, or whose commit
+        would take a sum out of range, is then applied event by event where needed
+        (``_isolate``). Events beyond the lateness horizon are dead-lettered first and left
+        out of the plans."""
         judged = {p: self._judge(p, work) for p, work in fresh.items()}
         await self._send_late(fresh, judged, outcome)
         fresh = {
@@ -379,7 +385,7 @@ class Projector:
                     await asyncio.sleep(0)
         finally:
             results = await asyncio.gather(*landings, return_exceptions=True)
-            await self.store.flush_folds()
+            await self.store.flush_folds(wait=not self.overlap_folds)
         moved: list[int] = []
         for result in results:
             if isinstance(result, BaseException):

@@ -5,9 +5,11 @@ lost its last writes leaves wrong is found and folded again."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError
@@ -190,6 +192,59 @@ async def test_a_commit_whose_fold_failed_is_folded_again(store: RedisStore) -> 
     assert await store.sums(*OLD[:2], [OLD[2]]) == {"calls": 5}
     assert await store.unfolded([0]) == 0
     assert await store.fold_missing([0]) == 0
+    await derived_follow_the_day(store)
+
+
+class SlowFold(RedisStore):
+    """A store whose folds take a while (a busy Redis), noting when folds end and when its
+    commits are sent."""
+
+    def __init__(self, *args: Any, fails: int = 0) -> None:
+        super().__init__(*args)
+        self.happened: list[str] = []
+        self.fails = fails  # folds that fail (Redis away), after the wait
+
+    async def fold(self, folds: Any) -> None:
+        await asyncio.sleep(0.2)
+        if self.fails:
+            self.fails -= 1
+            raise ConnectionError("Redis went away during the fold")
+        await super().fold(folds)
+        self.happened.append("folded")
+
+    def _commit_call(self, commit: Any) -> Any:
+        self.happened.append("commit sent")
+        return super()._commit_call(commit)
+
+
+async def test_a_fold_left_on_its_way_ends_before_the_next_commit_is_sent(
+    store: RedisStore,
+) -> None:
+    """A live worker's batch returns once its commits landed (``flush_folds(wait=False)``);
+    the store's next commit waits for that fold, so folds stay in their commits' order."""
+    slow = SlowFold(store.client, store.namespace)
+    write = Writer(slow)
+    slow.hold_folds()
+    await write(deltas={DAY: {"calls": 1}})
+    await slow.flush_folds(wait=False)
+    assert slow.happened == ["commit sent"]  # returned before the fold ended
+    await write(deltas={DAY: {"calls": 2}})
+    assert slow.happened == ["commit sent", "folded", "commit sent", "folded"]
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 3}
+    assert await store.unfolded([0]) == 0
+
+
+async def test_a_fold_left_on_its_way_that_fails_is_redone_before_the_next_commit(
+    store: RedisStore,
+) -> None:
+    slow = SlowFold(store.client, store.namespace, fails=1)
+    write = Writer(slow)
+    slow.hold_folds()
+    await write(deltas={DAY: {"calls": 1}})
+    await slow.flush_folds(wait=False)
+    await write(deltas={DAY: {"calls": 2}})  # folds the first again (fold_missing), then its own
+    assert await store.unfolded([0]) == 0
+    assert await store.sums(*DAY[:2], [DAY[2]]) == {"calls": 3}
     await derived_follow_the_day(store)
 
 
