@@ -4,19 +4,23 @@
 
 For each rate: fresh topics, one worker (ingest and projection), and a
 producer that sends valid simulated events to the raw topic at that rate
-(acks=all, in 10 ms ticks), keeping every record's send time. A poller reads
-the Redis checkpoints of the events topic every 10 ms and notes when each
-moved; a checkpoint moves in the same atomic step that writes the record's KPI
-deltas, so a record is visible to every reader (exporter, API, KPI topic) from
-the poll that first sees its offset covered. When the projections have applied
-every event, the events topic is read back: each record's freshness is the
-time of the first poll that covered its offset there minus its send time (the
-poll interval adds up to 10 ms). Ingest writes the events topic in
+(acks=all, in 10 ms ticks), keeping every record's send time. A poller reads,
+every 10 ms, the Redis checkpoints of the events topic, then whether every
+shard of the rollups has folded each partition's commits (``RedisStore.behind``):
+a checkpoint moves in the same atomic step that writes the record's KPI deltas
+to its partition, but readers (exporter, API, KPI topic) read the rollups, so a
+record is visible from the first poll that finds its offset committed and
+nothing of its partition left to fold (a commit landing between the two reads
+only makes that later). When the projections have applied every event, the
+events topic is read back: each record's freshness is the time of the first
+poll that saw it visible minus its send time (the poll interval adds up to 10
+ms); "commit" columns give the time to its commit alone. Ingest writes the events topic in
 transactions, whose markers take offsets too, so a record's offset there is
 read, not assumed to be its raw offset.
 
-Prints per rate: the rate achieved, p50 / p99 / max freshness, how long the
-worker needed after the last send to make everything visible, and p50 / p99 of
+Prints per rate: the rate achieved, p50 / p99 / max freshness, p50 / p99 to the
+commit, how long the worker needed after the last send to make everything
+committed, and p50 / p99 of
 the first hop alone (send to ingest producing the event: the events topic
 record's timestamp, so the two clocks are one machine's), and the worker's and
 Redis's CPU per event at that rate (from the first send until all were visible,
@@ -60,7 +64,8 @@ IDLE_SECONDS = 5.0  # the worker ready and no events: its and Redis's cost of ti
 class Result:
     rate: int
     achieved: float
-    latencies: list[float]
+    latencies: list[float]  # from the send to visible: committed and folded
+    committed: list[float]  # from the send to its commit
     forwarded: list[float]  # from the send to ingest's producing the event (its timestamp)
     drain: float
     cpu: dict[str, float]  # CPU seconds from the first send to all visible, less idle cost
@@ -86,6 +91,8 @@ async def _measure(
     sent: dict[bytes, float] = {}  # every value is a distinct valid event
     # Per partition of the events topic: (poll time, checkpoint) each time it moved.
     moves: dict[int, list[tuple[float, int]]] = {p: [] for p in range(settings.partitions)}
+    # ... and when what it covers was folded too: readable.
+    folds: dict[int, list[tuple[float, int]]] = {p: [] for p in range(settings.partitions)}
     finished = asyncio.Event()
     at_first_send: Reading | None = None
     all_visible: Reading | None = None
@@ -117,10 +124,14 @@ async def _measure(
         while True:
             now = time.monotonic()
             progress = await store.progress(partitions)
+            behind = await store.behind(partitions)
             for partition, done in enumerate(progress):
                 upto = int(done.get(topic, -1))
                 if upto > (moves[partition][-1][1] if moves[partition] else -1):
                     moves[partition].append((now, upto))
+                folded = folds[partition]
+                if partition not in behind and upto > (folded[-1][1] if folded else -1):
+                    folded.append((now, upto))
             if finished.is_set():
                 last_send = last_send or now
                 if sum(int(done.get("!applied", 0)) for done in progress) >= len(values):
@@ -139,14 +150,19 @@ async def _measure(
     events = await read_topic(
         settings, settings.events_topic, settings.partitions, expect=len(values)
     )
-    covered = {p: [upto for _, upto in found] for p, found in moves.items()}
+    if any(_unfolded(p, folds, moves) for p in folds):
+        # The last commits' folds came after the last poll: wait for the rollups.
+        await _wait_folded(settings, folds, moves)
+    committed_at = {p: [upto for _, upto in found] for p, found in moves.items()}
+    folded_at = {p: [upto for _, upto in found] for p, found in folds.items()}
     wall_minus_monotonic = time.time() - time.monotonic()
-    latencies = []
-    forwarded = []
+    latencies, committed, forwarded = [], [], []
     for record in events:
-        first = bisect_left(covered[record.partition], record.offset)
         at = sent[record.value or b""]
-        latencies.append(moves[record.partition][first][0] - at)
+        first = bisect_left(committed_at[record.partition], record.offset)
+        committed.append(moves[record.partition][first][0] - at)
+        first = bisect_left(folded_at[record.partition], record.offset)
+        latencies.append(folds[record.partition][first][0] - at)
         forwarded.append(record.timestamp / 1000 - wall_minus_monotonic - at)
     if len(latencies) != len(values):
         raise SystemExit(f"{len(latencies)} events on the events topic, {len(values)} sent")
@@ -156,7 +172,43 @@ async def _measure(
         name: max(0.0, used - idle.get(name, 0.0) * window)
         for name, used in all_visible.since(at_first_send).items()
     }
-    return Result(rate, len(values) / elapsed, latencies, forwarded, drain, cpu)
+    return Result(rate, len(values) / elapsed, latencies, committed, forwarded, drain, cpu)
+
+
+def _unfolded(
+    partition: int,
+    folds: dict[int, list[tuple[float, int]]],
+    moves: dict[int, list[tuple[float, int]]],
+) -> bool:
+    """Whether the partition's last commit seen has not been seen folded."""
+    if not moves[partition]:
+        return False
+    found = folds[partition]
+    return not found or found[-1][1] < moves[partition][-1][1]
+
+
+async def _wait_folded(
+    settings: Settings,
+    folds: dict[int, list[tuple[float, int]]],
+    moves: dict[int, list[tuple[float, int]]],
+) -> None:
+    """Poll until every partition's last commit is folded, noting when."""
+    client = redis_client(settings)
+    try:
+        store = RedisStore(client, await current_namespace(client, settings.topic_prefix))
+        left = {p for p in folds if _unfolded(p, folds, moves)}
+        started = time.monotonic()
+        while left:
+            if time.monotonic() - started > 60:
+                raise SystemExit(f"partitions {sorted(left)}: commits not folded after 60 s")
+            now = time.monotonic()
+            behind = await store.behind(sorted(left))
+            for p in [p for p in left if p not in behind]:
+                folds[p].append((now, moves[p][-1][1]))
+                left.discard(p)
+            await asyncio.sleep(TICK)
+    finally:
+        await client.aclose()
 
 
 def main() -> None:
@@ -201,20 +253,26 @@ def main() -> None:
 
     print(
         f"{'target/s':>10}{'achieved/s':>12}{'events':>10}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'max ms':>9}{'drain s':>9}{'fwd p50':>9}{'fwd p99':>9}{'worker µs':>11}{'Redis µs':>10}"
+        f"{'max ms':>9}{'commit p50':>11}{'commit p99':>11}{'drain s':>9}{'fwd p50':>9}"
+        f"{'fwd p99':>9}{'worker µs':>11}{'Redis µs':>10}"
     )
     for r in results:
         q = _percentiles(r.latencies)
+        c = _percentiles(r.committed)
         f = _percentiles(r.forwarded)
         per_event = {k: v / len(r.latencies) * 1e6 for k, v in r.cpu.items()}
         print(
             f"{r.rate:>10,}{r.achieved:>12,.0f}{len(r.latencies):>10,}{q[49] * 1000:>9,.0f}"
-            f"{q[98] * 1000:>9,.0f}{max(r.latencies) * 1000:>9,.0f}{r.drain:>9.1f}"
+            f"{q[98] * 1000:>9,.0f}{max(r.latencies) * 1000:>9,.0f}"
+            f"{c[49] * 1000:>11,.0f}{c[98] * 1000:>11,.0f}{r.drain:>9.1f}"
             f"{f[49] * 1000:>9,.0f}{f[98] * 1000:>9,.0f}"
             f"{per_event['worker']:>11,.1f}{per_event['redis']:>10,.1f}"
         )
     print(
-        "fwd: from the send to ingest producing the event on the events topic (its record's"
+        "p50, p99, max: from the send to visible (committed and folded into the rollups);"
+        " commit: to its partition's commit alone; drain: from the last send until every event"
+        " was committed."
+        " fwd: from the send to ingest producing the event on the events topic (its record's"
         " timestamp; before its transaction commits). worker, Redis: CPU µs per event from the"
         " first send until all were visible, less what each used per second idle before (Redis's"
         " includes this poller's reads)"

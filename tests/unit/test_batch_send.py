@@ -46,12 +46,13 @@ class Producer:
 
     def __init__(self, refused: set[int]) -> None:
         self.refused = refused
+        self.partitions = {0, 1}
         self.client = Client()
         self._partitioner = DefaultPartitioner()
         self.sent: list[tuple[str, int, Builder]] = []
 
     async def partitions_for(self, topic: str) -> set[int]:
-        return {0, 1}
+        return self.partitions
 
     def create_batch(self) -> Builder:
         return Builder()
@@ -84,3 +85,27 @@ async def test_a_refused_batch_raises() -> None:
     refused = DefaultPartitioner()(b"k0", [0, 1], [0, 1])
     with pytest.raises(Refused):
         await send_records(Producer(refused={refused}), RECORDS)  # type: ignore[arg-type]
+
+
+class Counting(DefaultPartitioner):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, key: bytes | None, every: list[int], led: list[int]) -> int:
+        self.calls += 1
+        return int(super().__call__(key, every, led))
+
+
+async def test_a_keys_partition_is_chosen_once_while_the_topics_partitions_stay() -> None:
+    producer = Producer(refused=set())
+    producer._partitioner = counting = Counting()
+    await send_records(producer, RECORDS)  # type: ignore[arg-type]
+    await send_records(producer, RECORDS)  # type: ignore[arg-type]
+    assert counting.calls == len(RECORDS)
+    producer.partitions = {0, 1, 2}  # partitions added: every key is placed again
+    producer.sent.clear()
+    await send_records(producer, RECORDS)  # type: ignore[arg-type]
+    assert counting.calls == 2 * len(RECORDS)
+    every = [0, 1, 2]
+    for _, partition, batch in producer.sent:
+        assert {DefaultPartitioner()(r["key"], every, every) for r in batch.records} == {partition}
