@@ -96,14 +96,6 @@ def calendar_buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
     return _calendar_ids(local.toordinal())
 
 
-# The tiers the rollups derive from a bucket a partition writes, by its tier: a
-# contribution written to its minute counts in its hour and UTC day through the minute's
-# totals, one written to its local day in the day's week, month, quarter, year and all time
-# (docs/projections.md, "Derived tiers"). A partition writes a derived tier itself only when
-# the bucket it derives from is no longer kept: an hour for an event more than 3 hours old.
-DERIVED_FROM = {"m": "hd", "h": "d", "D": "WMQYA"}
-
-
 def buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
     """Every bucket id an event at ``at_ms`` counts in, one per tier, in TIERS order."""
     return (f"m{at_ms // MINUTE_MS}", *_from_hour(at_ms, zone_name)[0])
@@ -117,9 +109,12 @@ def written_buckets(at_ms: int, zone_name: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=65_536)
 def derived_buckets(bucket: str) -> tuple[str, ...]:
-    """The buckets whose totals the rollups move with ``bucket``'s (DERIVED_FROM): a
-    minute's hour and UTC day, an hour's UTC day, a local day's (``D<date>``) week, month,
-    quarter, year and all time; none for the other tiers."""
+    """The buckets whose totals the rollups move with ``bucket``'s: a minute's hour and UTC
+    day, an hour's UTC day, a local day's (``D<date>``) week, month, quarter, year and all
+    time; none for the other tiers. A contribution written to its minute counts in its hour
+    and UTC day through the minute's totals (docs/projections.md, "Derived tiers"); a
+    partition writes a derived tier itself only when the bucket it derives from is no longer
+    kept (``live_buckets``): an hour for an event more than 3 hours old."""
     tier = bucket[0]
     if tier == "m":
         minute = int(bucket[1:])
@@ -182,7 +177,7 @@ def live_buckets(at_ms: int, zone_name: str, now_ms: int) -> tuple[str, ...]:
     ``kept_until``, which no read can ask for any more (``answerable``: writing them is
     waste; a backfill of months would write one minute bucket per event and scope, one of
     years a day bucket per day), and minus the tiers the rollups derive from a bucket still
-    kept (DERIVED_FROM)."""
+    kept (``derived_buckets``)."""
     minute = at_ms // MINUTE_MS
     every, soonest = _from_hour(at_ms, zone_name)
     if soonest > now_ms:  # most events: every bucket from the hour on is kept
@@ -193,7 +188,7 @@ def live_buckets(at_ms: int, zone_name: str, now_ms: int) -> tuple[str, ...]:
     derived: set[str] = set()
     for bucket in kept:  # in TIERS order: a bucket comes before those derived from it
         if bucket[0] not in derived:
-            derived.update(DERIVED_FROM.get(bucket[0], ""))
+            derived.update(longer[0] for longer in derived_buckets(bucket))
     return tuple(b for b in kept if b[0] not in derived)
 
 
