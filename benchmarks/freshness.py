@@ -22,10 +22,10 @@ Prints per rate: the rate achieved, p50 / p99 / max freshness, p50 / p99 to the
 commit, how long the worker needed after the last send to make everything
 committed, and p50 / p99 of
 the first hop alone (send to ingest producing the event: the events topic
-record's timestamp, so the two clocks are one machine's), and the worker's and
-Redis's CPU per event at that rate (from the first send until all were visible,
-less their idle cost per second over as long, metered for a few seconds with the
-worker ready and no events).
+record's timestamp, so the two clocks are one machine's), and the worker's,
+Redis's and the Kafka brokers' CPU per event at that rate (from the first send
+until all were visible, less their idle cost per second over as long, metered for
+a few seconds with the worker ready and no events).
 """
 
 from __future__ import annotations
@@ -241,7 +241,12 @@ def main() -> None:
         nodes = scale.redis_nodes(settings)
         try:
             worker.start(timeout=120)
-            meter = functools.partial(scale.Meter(settings, [], nodes).read, [worker.pid])
+            kafka = [
+                pid
+                for s in scale.stack_servers(settings)
+                if s.name.startswith("kafka") and (pid := s.pid())
+            ]
+            meter = functools.partial(scale.Meter(settings, kafka, nodes).read, [worker.pid])
             results.append(
                 asyncio.run(_measure(settings, values, rate, args.timeout, meter, _idle(meter)))
             )
@@ -254,7 +259,7 @@ def main() -> None:
     print(
         f"{'target/s':>10}{'achieved/s':>12}{'events':>10}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'max ms':>9}{'commit p50':>11}{'commit p99':>11}{'drain s':>9}{'fwd p50':>9}"
-        f"{'fwd p99':>9}{'worker µs':>11}{'Redis µs':>10}"
+        f"{'fwd p99':>9}{'worker µs':>11}{'Redis µs':>10}{'Kafka µs':>10}"
     )
     for r in results:
         q = _percentiles(r.latencies)
@@ -267,15 +272,16 @@ def main() -> None:
             f"{c[49] * 1000:>11,.0f}{c[98] * 1000:>11,.0f}{r.drain:>9.1f}"
             f"{f[49] * 1000:>9,.0f}{f[98] * 1000:>9,.0f}"
             f"{per_event['worker']:>11,.1f}{per_event['redis']:>10,.1f}"
+            f"{per_event['kafka']:>10,.1f}"
         )
     print(
         "p50, p99, max: from the send to visible (committed and folded into the rollups);"
         " commit: to its partition's commit alone; drain: from the last send until every event"
         " was committed."
         " fwd: from the send to ingest producing the event on the events topic (its record's"
-        " timestamp; before its transaction commits). worker, Redis: CPU µs per event from the"
-        " first send until all were visible, less what each used per second idle before (Redis's"
-        " includes this poller's reads)"
+        " timestamp; before its transaction commits). worker, Redis, Kafka (the brokers): CPU µs"
+        " per event from the first send until all were visible, less what each used per second"
+        " idle before (Redis's includes this poller's reads, Kafka's this sender's writes)"
     )
 
 
