@@ -193,8 +193,8 @@ def found_in(kind: str, entity: str, record: Record, rules: Rules) -> Found:
                 out.credit(rep, team, at, name)
     elif kind == "call" and "s_at" in record:
         _call(record, out)
-    for key, counted in record.items():
-        if key.startswith(SEEN) and counted:
+    for key, counted in record.items():  # most fields are seen events that count nothing
+        if counted and key.startswith(SEEN):
             _counted(entity, unpack(counted), out)
     return out.found
 

@@ -32,6 +32,7 @@ same events always give the same answer.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
@@ -179,58 +180,80 @@ def live_buckets(at_ms: int, zone_name: str, now_ms: int) -> tuple[str, ...]:
     years a day bucket per day), and minus the tiers the rollups derive from a bucket still
     kept (``derived_buckets``)."""
     minute = at_ms // MINUTE_MS
-    every, soonest = _from_hour(at_ms, zone_name)
-    if soonest > now_ms:  # most events: every bucket from the hour on is kept
-        if minute * MINUTE_MS + _MINUTES_KEPT_MS > now_ms:
-            return (f"m{minute}", every[2])
-        return (every[0], every[2])
-    kept = [b for b in (f"m{minute}", *every) if (until := kept_until(b)) is None or until > now_ms]
-    derived: set[str] = set()
-    for bucket in kept:  # in TIERS order: a bucket comes before those derived from it
-        if bucket[0] not in derived:
-            derived.update(longer[0] for longer in derived_buckets(bucket))
-    return tuple(b for b in kept if b[0] not in derived)
+    every, untils, late = _from_hour(at_ms, zone_name)
+    minute_kept = minute * MINUTE_MS + _MINUTES_KEPT_MS > now_ms
+    if untils[0] > now_ms:  # most events: every bucket from the hour on is kept
+        return (f"m{minute}", every[2]) if minute_kept else (every[0], every[2])
+    if not minute_kept:  # the rest, as a minute is kept for less time than its hour
+        return late[bisect_right(untils, now_ms)]
+    return _not_derived([b for b in (f"m{minute}", *every) if _kept_at(b, now_ms)])
 
 
 _MINUTES_KEPT_MS = TIER_TTL_SECONDS["m"] * 1000
 _FOR_EVER = 2**63 - 1
 
+# The buckets of an instant from the hour tier on (h, d, D, W, M, Q, Y, A); the distinct
+# ``kept_until`` among them, ascending, then _FOR_EVER; and, at each index i from 1, what
+# ``live_buckets`` writes from the (i-1)th of those instants to the ith, its minute gone.
+_FromHour = tuple[tuple[str, ...], tuple[int, ...], tuple[tuple[str, ...], ...]]
 
-def _from_hour(at_ms: int, zone_name: str) -> tuple[tuple[str, ...], int]:
-    """The bucket ids of an instant from the hour tier on (h, d, D, W, M, Q, Y, A), and the
-    soonest ``kept_until`` among them."""
+
+def _from_hour(at_ms: int, zone_name: str) -> _FromHour:
+    """The bucket ids of an instant from the hour tier on, with what it writes as they go."""
     shared = _hour_ids(at_ms // HOUR_MS, zone_name)
     if shared is not None:
         return shared
-    ids = (
-        f"h{at_ms // HOUR_MS}",
-        f"d{at_ms // DAY_MS}",
-        *calendar_buckets(at_ms, zone_name),
-        ALL_TIME,
+    return _as_they_go(
+        (
+            f"h{at_ms // HOUR_MS}",
+            f"d{at_ms // DAY_MS}",
+            *calendar_buckets(at_ms, zone_name),
+            ALL_TIME,
+        )
     )
-    return ids, _soonest(ids)
 
 
-def _soonest(ids: tuple[str, ...]) -> int:
-    return min((u for b in ids if (u := kept_until(b)) is not None), default=_FOR_EVER)
+def _as_they_go(ids: tuple[str, ...]) -> _FromHour:
+    """``ids`` with the instants their buckets stop being kept and what is written between."""
+    untils = sorted({u for b in ids if (u := kept_until(b)) is not None})
+    late: list[tuple[str, ...]] = [()]  # before the first: the minute decides (live_buckets)
+    for since in untils:
+        late.append(_not_derived([b for b in ids if _kept_at(b, since)]))
+    return ids, (*untils, _FOR_EVER), tuple(late)
+
+
+def _kept_at(bucket: str, now_ms: int) -> bool:
+    until = kept_until(bucket)
+    return until is None or until > now_ms
+
+
+def _not_derived(kept: list[str]) -> tuple[str, ...]:
+    """Of buckets still kept, in TIERS order, those the rollups derive from none of the
+    others (``derived_buckets``)."""
+    derived: set[str] = set()
+    for bucket in kept:  # a bucket comes before those derived from it
+        if bucket[0] not in derived:
+            derived.update(longer[0] for longer in derived_buckets(bucket))
+    return tuple(b for b in kept if b[0] not in derived)
 
 
 @lru_cache(maxsize=65_536)
-def _hour_ids(hour: int, zone_name: str) -> tuple[tuple[str, ...], int] | None:
+def _hour_ids(hour: int, zone_name: str) -> _FromHour | None:
     """``_from_hour`` of every instant of a UTC hour, or None when they differ: the local
     date changes within the hour (a zone whose offset is not whole hours, a time change).
     The zone's offset is the same at the hour's first and last millisecond, so it holds the
     whole hour (no zone changes its offset and back within an hour) and the local date,
-    the same at both ends, too. Events of an hour share it: one time-zone conversion per
-    hour and zone instead of one per event."""
+    the same at both ends, too. Events of an hour share it: one time-zone conversion and
+    one pass over the buckets' lifetimes per hour and zone instead of one per event."""
     first_ms = hour * HOUR_MS
     zone = _zone(zone_name)
     first = datetime.fromtimestamp(first_ms / 1000, zone)
     last = datetime.fromtimestamp((first_ms + HOUR_MS - 1) / 1000, zone)
     if first.utcoffset() != last.utcoffset() or first.toordinal() != last.toordinal():
         return None
-    ids = (f"h{hour}", f"d{first_ms // DAY_MS}", *_calendar_ids(first.toordinal()), ALL_TIME)
-    return ids, _soonest(ids)
+    return _as_they_go(
+        (f"h{hour}", f"d{first_ms // DAY_MS}", *_calendar_ids(first.toordinal()), ALL_TIME)
+    )
 
 
 def answerable(window: str, as_of_ms: int, now_ms: int) -> bool:

@@ -390,12 +390,24 @@ def test_bucket_ids_equal_one_instant_at_a_time(zone: str, at_ms: int) -> None:
 @given(
     zone=st.sampled_from(AWKWARD_ZONES),
     age_ms=st.integers(min_value=-86_400_000, max_value=1_000 * 86_400_000),
+    later_ms=st.lists(st.integers(min_value=0, max_value=900 * 86_400_000), max_size=3),
 )
-def test_live_buckets_are_those_kept_by_the_tiers_rule(zone: str, age_ms: int) -> None:
+def test_live_buckets_are_those_kept_by_the_tiers_rule(
+    zone: str, age_ms: int, later_ms: list[int]
+) -> None:
+    """At any instant, the instants a bucket of the event stops being kept and the one
+    before each (live_buckets keeps what an hour writes as it ages, per hour and zone)."""
     from projections.windows import live_buckets
 
     now = 1_790_000_000_000
     at = now - age_ms
+    untils = {u for b in _ids_one_by_one(at, zone) if (u := _kept_until_by_hand(b)) is not None}
+    instants = [now, *(now + later for later in later_ms), *untils, *(u - 1 for u in untils)]
+    for then in instants:
+        assert live_buckets(at, zone, then) == _kept_and_not_derived(at, zone, then), then
+
+
+def _kept_and_not_derived(at: int, zone: str, now: int) -> tuple[str, ...]:
     kept = [
         b
         for b in _ids_one_by_one(at, zone)
@@ -412,8 +424,7 @@ def test_live_buckets_are_those_kept_by_the_tiers_rule(zone: str, age_ms: int) -
         left_out.add("d")
     if "D" in tiers:
         left_out |= set("WMQYA")
-    expected = tuple(b for b in kept if b[0] not in left_out)
-    assert live_buckets(at, zone, now) == expected
+    return tuple(b for b in kept if b[0] not in left_out)
 
 
 def test_an_answerable_calendar_window_is_kept_in_every_zone() -> None:
