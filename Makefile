@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration faults cluster bench up down status lock clean
+.PHONY: demo test lint typecheck compiled unit integration faults cluster bench up down status lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -13,12 +13,17 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
+## compiled: the planner's modules built by mypyc (projections/__init__.py); quick when up to
+## date, and with no C compiler they run as Python
+compiled: $(STAMP)
+	$(BIN)/python -m tools.compile_planner
+
 ## demo: start the local stack and the worker, stream simulated events, show live counts
-demo: $(STAMP)
+demo: compiled
 	$(BIN)/salespulse demo
 
 ## test: lint, type-check and the whole test suite (starts and stops its own servers)
-test: lint typecheck
+test: lint typecheck compiled
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -28,19 +33,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: compiled
 	$(BIN)/pytest -m unit
 
-integration: $(STAMP)
+integration: compiled
 	$(BIN)/pytest -m integration
 
 ## faults: crashes, restarts, stalls and poison on the real stack; prints the results table
-faults: $(STAMP)
+faults: compiled
 	$(BIN)/pytest -m faults
 
 ## cluster: what runs on the clustered stack (3 brokers, Redis Cluster): the oracle tests, the
 ## store contract, slots moving under traffic, the cluster fault scenarios
-cluster: $(STAMP)
+cluster: compiled
 	$(BIN)/pytest -m cluster
 
 # The clustered stack of `make bench` (benchmarks.scale): its own folder and ports beside the
@@ -51,7 +56,7 @@ BENCH_CLUSTER := $(foreach setting,STACK_DIR=.salespulse/bench-cluster KAFKA_POR
 
 ## bench: every benchmark of benchmarks/RESULTS.md on the local stacks (about 40 minutes);
 ## the 30-minute soak is not part of it: .venv/bin/python -m benchmarks.soak
-bench: $(STAMP)
+bench: compiled
 	$(BIN)/python -m benchmarks.stages
 	$(BIN)/python -m benchmarks.redis_scripts
 	$(BIN)/python -m benchmarks.throughput
@@ -65,7 +70,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.scale --stacks single,cluster --json .salespulse/scale.json $(BENCH_CLUSTER)
 	$(BIN)/python -m benchmarks.capacity --costs .salespulse/scale.json
 
-up: $(STAMP)
+up: compiled
 	$(BIN)/salespulse stack up
 down: $(STAMP)
 	$(BIN)/salespulse stack down
@@ -81,4 +86,4 @@ lock: $(STAMP)
 	mv requirements.runtime.lock.new requirements.runtime.lock
 
 clean: down
-	rm -rf $(VENV) .salespulse
+	rm -rf $(VENV) .salespulse build/compiled

@@ -1,0 +1,42 @@
+"""Pure domain code: events, records, contributions, windows, the catalogue. No I/O.
+
+The planner's modules (``COMPILED``) are loaded compiled by mypyc when a build of exactly
+their present sources is in ``build/compiled/<digest>/`` (``make`` builds it with
+tools/compile_planner.py): the same source, about a sixth less CPU planning a batch
+(benchmarks/RESULTS.md). An edited module runs as Python until the next build, so a build
+can never be stale; without a C compiler, or with ``SALESPULSE_COMPILED=0``, all run as
+Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+COMPILED = ("contributions", "engine", "entities", "windows")
+BUILDS = Path(__file__).resolve().parent.parent / "build" / "compiled"
+
+
+def sources_digest(package: Path) -> str:
+    """The digest naming a build of the ``COMPILED`` modules of ``package`` (and this Python)."""
+    digest = hashlib.sha256(sys.version.encode())
+    for name in COMPILED:
+        digest.update((package / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def compiled_build(package: Path, builds: Path) -> Path | None:
+    """The build of the present sources in ``builds``, None when there is none (or it is off)."""
+    if os.environ.get("SALESPULSE_COMPILED", "1") == "0":
+        return None
+    build = builds / sources_digest(package)
+    return build if (build / "projections").is_dir() else None
+
+
+_build = compiled_build(Path(__file__).resolve().parent, BUILDS)
+if _build is not None:
+    # Searched before the sources for the modules it holds; mypyc's shared library beside.
+    __path__.insert(0, str(_build / "projections"))
+    sys.path.append(str(_build))

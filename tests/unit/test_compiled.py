@@ -1,0 +1,109 @@
+"""The planner's modules compiled by mypyc (projections/__init__.py): a build is taken only
+for exactly the sources present, is what the tests run when there is one, and plans as the
+same modules run as Python do."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+import projections
+from projections import BUILDS, COMPILED, compiled_build, sources_digest
+
+pytestmark = pytest.mark.unit
+
+PACKAGE = Path(projections.__file__).resolve().parent
+
+
+def _copy(tmp_path: Path) -> Path:
+    package = tmp_path / "projections"
+    shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    return package
+
+
+def test_a_build_is_taken_for_its_own_sources_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SALESPULSE_COMPILED", raising=False)
+    package, builds = _copy(tmp_path), tmp_path / "builds"
+    assert compiled_build(package, builds) is None  # nothing built
+    build = builds / sources_digest(package)
+    (build / "projections").mkdir(parents=True)
+    assert compiled_build(package, builds) == build
+    monkeypatch.setenv("SALESPULSE_COMPILED", "0")
+    assert compiled_build(package, builds) is None  # turned off
+    monkeypatch.delenv("SALESPULSE_COMPILED")
+    # Any edit of a compiled module, even a comment, and the build is not the sources' any more.
+    for name in COMPILED:
+        module = package / f"{name}.py"
+        kept = module.read_bytes()
+        module.write_bytes(kept + b"# edited\n")
+        assert compiled_build(package, builds) is None, name
+        module.write_bytes(kept)
+    assert compiled_build(package, builds) == build
+
+
+def test_the_modules_in_use_are_the_build_of_the_present_sources() -> None:
+    build = compiled_build(PACKAGE, BUILDS)
+    if build is None:
+        pytest.skip("no compiled build of these sources (make compiled; needs a C compiler)")
+    for name in COMPILED:
+        module = importlib.import_module(f"projections.{name}")
+        assert Path(module.__file__ or "").parent == build / "projections", name
+
+
+PLAN_LOG = """
+import sys
+import orjson
+import projections.engine
+from benchmarks.stages import decode_all
+from config.settings import Settings
+from projections.engine import DirectoryView, plan_batch
+from simulator.log import VALID, SimConfig, simulate
+
+day_ms = 86_400_000
+end_ms = 1_790_000_000_000
+config = SimConfig(
+    seed=12, count=6_000, end_ms=end_ms, history_ms=30 * day_ms, call_disorder_share=0.3
+)
+records, _ = simulate(config)
+now_ms = end_ms + 10 * day_ms  # events from 10 to 40 days old: most tiers' expiries on the way
+events = decode_all([r.value for r in records if r.label == VALID], now_ms)
+rules = Settings.from_env({}).rules
+directory, stored, facts, out = DirectoryView({}, rules), {}, [], []
+for first in range(0, len(events), 500):
+    plan = plan_batch(stored, [*events[first : first + 500], *facts], directory, rules, now_ms)
+    stored.update(plan.records)
+    facts = plan.facts
+    out.append(sorted((repr(k), sorted(v.items())) for k, v in plan.deltas.items()))
+    out.append(sorted((repr(k), sorted(v.items())) for k, v in plan.changed_fields.items()))
+print(projections.engine.__file__)
+sys.stdout.buffer.write(orjson.dumps(out))
+"""
+
+
+def test_compiled_and_python_modules_plan_a_log_alike() -> None:
+    build = compiled_build(PACKAGE, BUILDS)
+    if build is None:
+        pytest.skip("no compiled build of these sources (make compiled; needs a C compiler)")
+    results = {}
+    for compiled in ("1", "0"):
+        done = subprocess.run(
+            [sys.executable, "-c", PLAN_LOG],
+            env={**os.environ, "SALESPULSE_COMPILED": compiled},
+            cwd=PACKAGE.parent,
+            capture_output=True,
+            check=True,
+        )
+        where, _, plans = done.stdout.partition(b"\n")
+        assert where.decode().endswith(".so" if compiled == "1" else ".py"), where
+        results[compiled] = orjson.loads(plans)
+    assert results["1"] == results["0"]
+    assert sum(len(deltas) for deltas in results["0"][::2]) > 1_000  # a log, not nothing

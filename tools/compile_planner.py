@@ -1,0 +1,68 @@
+"""Build the planner's modules with mypyc into build/compiled/<digest of their sources>/,
+where projections/__init__.py looks for them; `make` runs it before the demo and the tests.
+
+    python -m tools.compile_planner
+
+Up to date: says so and returns at once. Without a C compiler, says so and leaves the
+modules to run as Python (same results, more CPU). mypyc compiles a copy of the package in
+a scratch folder (this checkout's pyproject.toml is not a setup script's business), and the
+build appears whole or not at all; older builds are removed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from projections import BUILDS, COMPILED, sources_digest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "projections"
+
+
+def build(package: Path, builds: Path) -> str:
+    """Build ``package``'s COMPILED modules into ``builds``; returns what was done."""
+    digest = sources_digest(package)
+    target = builds / digest
+    if target.is_dir():
+        return f"compiled planner up to date ({target})"
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        return "no C compiler: the planner's modules run as Python"
+    builds.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=builds, prefix=".work-") as scratch:
+        work = Path(scratch)
+        shutil.copytree(package, work / "projections", ignore=shutil.ignore_patterns("__pycache__"))
+        modules = [f"projections/{name}.py" for name in COMPILED]
+        done = subprocess.run(
+            [sys.executable, "-m", "mypyc", "--ignore-missing-imports", *modules],
+            cwd=work,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"mypyc failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        made = work / "made"
+        (made / "projections").mkdir(parents=True)
+        for library in work.glob("*__mypyc*.so"):
+            library.rename(made / library.name)
+        for name in COMPILED:
+            (extension,) = (work / "projections").glob(f"{name}.*.so")
+            extension.rename(made / "projections" / extension.name)
+        made.rename(target)
+    for old in builds.iterdir():
+        if old != target and not old.name.startswith("."):
+            shutil.rmtree(old)
+    return f"compiled the planner's modules into {target}"
+
+
+def main() -> None:
+    try:
+        print(build(PACKAGE, BUILDS))
+    except (RuntimeError, OSError) as exc:
+        sys.exit(f"compile_planner: {exc}")
+
+
+if __name__ == "__main__":
+    main()
