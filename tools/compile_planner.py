@@ -3,10 +3,11 @@ where projections/__init__.py looks for them; `make` runs it before the demo and
 
     python -m tools.compile_planner
 
-Up to date: says so and returns at once. Without a C compiler, says so and leaves the
-modules to run as Python (same results, more CPU). mypyc compiles a copy of the package in
-a scratch folder (this checkout's pyproject.toml is not a setup script's business), and the
-build appears whole or not at all; older builds are removed.
+Up to date: says so and returns at once. Without a C compiler or Python's headers, says so
+and leaves the modules to run as Python (same results, more CPU); a module mypyc cannot
+compile is an error. mypyc compiles a copy of the package in a scratch folder (this
+checkout's pyproject.toml is not a setup script's business), and the build appears whole or
+not at all; older builds are removed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -30,6 +32,9 @@ def build(package: Path, builds: Path) -> str:
         return f"compiled planner up to date ({target})"
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         return "no C compiler: the planner's modules run as Python"
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not headers.is_file():
+        return f"no {headers} (python3-dev): the planner's modules run as Python"
     builds.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=builds, prefix=".work-") as scratch:
         work = Path(scratch)
@@ -50,7 +55,11 @@ def build(package: Path, builds: Path) -> str:
         for name in COMPILED:
             (extension,) = (work / "projections").glob(f"{name}.*.so")
             extension.rename(made / "projections" / extension.name)
-        made.rename(target)
+        try:
+            made.rename(target)
+        except OSError:
+            if not target.is_dir():  # else another make built the same sources meanwhile
+                raise
     for old in builds.iterdir():
         if old != target and not old.name.startswith("."):
             shutil.rmtree(old)

@@ -107,3 +107,26 @@ def test_compiled_and_python_modules_plan_a_log_alike() -> None:
         results[compiled] = orjson.loads(plans)
     assert results["1"] == results["0"]
     assert sum(len(deltas) for deltas in results["0"][::2]) > 1_000  # a log, not nothing
+
+
+def test_without_a_compiler_nothing_is_built_and_the_modules_run_as_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools import compile_planner
+
+    monkeypatch.setattr(compile_planner.shutil, "which", lambda name: None)
+    package, builds = _copy(tmp_path), tmp_path / "builds"
+    said = compile_planner.build(package, builds)
+    assert said == "no C compiler: the planner's modules run as Python"
+    assert compiled_build(package, builds) is None
+
+
+def test_an_up_to_date_build_is_taken_without_compiling_again(tmp_path: Path) -> None:
+    from tools import compile_planner
+
+    package, builds = _copy(tmp_path), tmp_path / "builds"
+    current = builds / sources_digest(package)
+    (current / "projections").mkdir(parents=True)
+    said = compile_planner.build(package, builds)
+    assert said.startswith("compiled planner up to date")
+    assert compiled_build(package, builds) == current
