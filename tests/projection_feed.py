@@ -36,6 +36,7 @@ async def project(
     dead_letter: DeadLetter | None = None,
     directory: DirectoryView | None = None,
     batch: int | None = None,
+    projector_type: type[Projector] = Projector,
 ) -> tuple[ProjectionStore, list[list[Positioned]]]:
     """Project ``events`` in the given order (the directory's first), in batches of 0 to
     400 records of each partition (or exactly ``batch``); returns the store and each
@@ -50,7 +51,7 @@ async def project(
             fact_offsets[p] += 1
 
     # The projector's "now" is the log's end: which minute and hour buckets it keeps.
-    projector = Projector(
+    projector = projector_type(
         store,
         directory or DirectoryView({}, rules),
         rules,
