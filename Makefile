@@ -22,9 +22,11 @@ compiled: $(STAMP)
 demo: compiled
 	$(BIN)/salespulse demo
 
-## test: lint, type-check and the whole test suite (starts and stops its own servers)
+## test: lint, type-check and the whole test suite (starts and stops its own servers), then
+## the unit tier again with the planner as Python
 test: lint typecheck compiled
 	$(BIN)/pytest
+	SALESPULSE_COMPILED=0 $(BIN)/pytest -m unit -q  # the unit tier again as Python (the image's)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

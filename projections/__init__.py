@@ -20,19 +20,24 @@ BUILDS = Path(__file__).resolve().parent.parent / "build" / "compiled"
 
 
 def sources_digest(package: Path) -> str:
-    """The digest naming a build of the ``COMPILED`` modules of ``package`` (and this Python)."""
+    """The digest naming a build of the ``COMPILED`` modules of ``package`` for this Python:
+    of every module of the package, as mypyc compiles against the types and constants of
+    those the compiled ones import."""
     digest = hashlib.sha256(sys.version.encode())
-    for name in COMPILED:
-        digest.update((package / f"{name}.py").read_bytes())
+    for module in sorted(package.glob("*.py")):
+        digest.update(module.name.encode() + b"\0" + module.read_bytes() + b"\0")
     return digest.hexdigest()[:20]
 
 
 def compiled_build(package: Path, builds: Path) -> Path | None:
-    """The build of the present sources in ``builds``, None when there is none (or it is off)."""
+    """The build of the present sources in ``builds``, None when there is none, it lacks a
+    module, or it is turned off."""
     if os.environ.get("SALESPULSE_COMPILED", "1") == "0":
         return None
     build = builds / sources_digest(package)
-    return build if (build / "projections").is_dir() else None
+    modules = build / "projections"
+    whole = all(any(modules.glob(f"{name}.*.so")) for name in COMPILED)
+    return build if whole and any(build.glob("*__mypyc*.so")) else None
 
 
 _build = compiled_build(Path(__file__).resolve().parent, BUILDS)

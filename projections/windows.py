@@ -185,7 +185,7 @@ def live_buckets(at_ms: int, zone_name: str, now_ms: int) -> tuple[str, ...]:
     if untils[0] > now_ms:  # most events: every bucket from the hour on is kept
         return (f"m{minute}", every[2]) if minute_kept else (every[0], every[2])
     if not minute_kept:  # the rest, as a minute is kept for less time than its hour
-        return late[bisect_right(untils, now_ms)]
+        return late[bisect_right(untils, now_ms, 0, len(late) - 1)]
     return _not_derived([b for b in (f"m{minute}", *every) if _kept_at(b, now_ms)])
 
 

@@ -3,15 +3,17 @@ where projections/__init__.py looks for them; `make` runs it before the demo and
 
     python -m tools.compile_planner
 
-Up to date: says so and returns at once. Without a C compiler or Python's headers, says so
-and leaves the modules to run as Python (same results, more CPU); a module mypyc cannot
-compile is an error. mypyc compiles a copy of the package in a scratch folder (this
-checkout's pyproject.toml is not a setup script's business), and the build appears whole or
-not at all; older builds are removed.
+Up to date: says so and returns at once. Without a C compiler, Python's headers or
+setuptools, or when mypyc fails (its output is shown), says so and leaves the modules to run
+as Python (same results, more CPU): `make demo` and `make test` work on any machine. mypyc
+compiles a copy of the package in a scratch folder (this checkout's pyproject.toml is not a
+setup script's business), and the build appears whole or not at all; the newest few builds
+are kept.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -30,11 +32,9 @@ def build(package: Path, builds: Path) -> str:
     target = builds / digest
     if target.is_dir():
         return f"compiled planner up to date ({target})"
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        return "no C compiler: the planner's modules run as Python"
-    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
-    if not headers.is_file():
-        return f"no {headers} (python3-dev): the planner's modules run as Python"
+    missing = _missing_for_a_build()
+    if missing:
+        return f"{missing}: the planner's modules run as Python"
     builds.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=builds, prefix=".work-") as scratch:
         work = Path(scratch)
@@ -47,7 +47,8 @@ def build(package: Path, builds: Path) -> str:
             text=True,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"mypyc failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+            print(f"{done.stdout[-3000:]}{done.stderr[-3000:]}", file=sys.stderr)
+            return "mypyc failed (above): the planner's modules run as Python"
         made = work / "made"
         (made / "projections").mkdir(parents=True)
         for library in work.glob("*__mypyc*.so"):
@@ -60,10 +61,28 @@ def build(package: Path, builds: Path) -> str:
         except OSError:
             if not target.is_dir():  # else another make built the same sources meanwhile
                 raise
-    for old in builds.iterdir():
-        if old != target and not old.name.startswith("."):
-            shutil.rmtree(old)
+    # The newest few stay: a process started before the sources changed (or under another
+    # Python) may still be importing from its build.
+    done_builds = [b for b in builds.iterdir() if not b.name.startswith(".")]
+    for old in sorted(done_builds, key=lambda b: b.stat().st_mtime, reverse=True)[KEPT:]:
+        shutil.rmtree(old, ignore_errors=True)
     return f"compiled the planner's modules into {target}"
+
+
+KEPT = 4
+
+
+def _missing_for_a_build() -> str:
+    """What this machine lacks to build (empty: nothing)."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        return f"no C compiler ({compiler})"
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not headers.is_file():
+        return f"no {headers} (python3-dev)"
+    if importlib.util.find_spec("setuptools") is None:
+        return "no setuptools in this Python (mypyc builds with it)"
+    return ""
 
 
 def main() -> None:
