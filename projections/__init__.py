@@ -1,11 +1,11 @@
 """Pure domain code: events, records, contributions, windows, the catalogue. No I/O.
 
-The planner's modules (``COMPILED``) are loaded compiled by mypyc when a build of exactly
-their present sources is in ``build/compiled/<digest>/`` (``make`` builds it with
-tools/compile_planner.py): the same source, about a sixth less CPU planning a batch
+The planner's modules (``COMPILED``) are loaded compiled by mypyc when a whole build of
+exactly the package's present sources is in ``build/compiled/<digest>/`` (``make`` builds
+it with tools/compile_planner.py): the same source, about a sixth less CPU planning a batch
 (benchmarks/RESULTS.md). An edited module runs as Python until the next build, so a build
-can never be stale; without a C compiler, or with ``SALESPULSE_COMPILED=0``, all run as
-Python.
+can never be stale; where none could be built, or with ``SALESPULSE_COMPILED=0``, all run
+as Python.
 """
 
 from __future__ import annotations
@@ -35,9 +35,14 @@ def compiled_build(package: Path, builds: Path) -> Path | None:
     if os.environ.get("SALESPULSE_COMPILED", "1") == "0":
         return None
     build = builds / sources_digest(package)
+    return build if is_whole(build) else None
+
+
+def is_whole(build: Path) -> bool:
+    """Whether ``build`` holds every COMPILED module and mypyc's shared library."""
     modules = build / "projections"
-    whole = all(any(modules.glob(f"{name}.*.so")) for name in COMPILED)
-    return build if whole and any(build.glob("*__mypyc*.so")) else None
+    compiled = all(any(modules.glob(f"{name}.*.so")) for name in COMPILED)
+    return compiled and any(build.glob("*__mypyc*.so"))
 
 
 _build = compiled_build(Path(__file__).resolve().parent, BUILDS)

@@ -223,6 +223,7 @@ def _as_they_go(ids: tuple[str, ...]) -> _FromHour:
 
 
 def _kept_at(bucket: str, now_ms: int) -> bool:
+    """Whether ``bucket`` is still kept at ``now_ms`` (``kept_until``)."""
     until = kept_until(bucket)
     return until is None or until > now_ms
 
@@ -268,8 +269,7 @@ def answerable(window: str, as_of_ms: int, now_ms: int) -> bool:
         oldest = calendar_buckets(as_of_ms - DAY_MS, "UTC")[tier_index]
     else:
         return True
-    until = kept_until(oldest)
-    return until is None or until > now_ms
+    return _kept_at(oldest, now_ms)
 
 
 _TIER_NAMES = {

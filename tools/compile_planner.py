@@ -1,5 +1,6 @@
-"""Build the planner's modules with mypyc into build/compiled/<digest of their sources>/,
-where projections/__init__.py looks for them; `make` runs it before the demo and the tests.
+"""Build the planner's modules with mypyc into build/compiled/<digest of the package's
+sources>/, where projections/__init__.py looks for them; `make` runs it before the demo and
+the tests.
 
     python -m tools.compile_planner
 
@@ -21,7 +22,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from projections import BUILDS, COMPILED, sources_digest
+from projections import BUILDS, COMPILED, is_whole, sources_digest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "projections"
 
@@ -30,7 +31,7 @@ def build(package: Path, builds: Path) -> str:
     """Build ``package``'s COMPILED modules into ``builds``; returns what was done."""
     digest = sources_digest(package)
     target = builds / digest
-    if target.is_dir():
+    if is_whole(target):
         return f"compiled planner up to date ({target})"
     missing = _missing_for_a_build()
     if missing:
@@ -59,7 +60,7 @@ def build(package: Path, builds: Path) -> str:
         try:
             made.rename(target)
         except OSError:
-            if not target.is_dir():  # else another make built the same sources meanwhile
+            if not is_whole(target):  # else another make built the same sources meanwhile
                 raise
     # The newest few stay: a process started before the sources changed (or under another
     # Python) may still be importing from its build.
