@@ -26,6 +26,7 @@ from exporters.openapi import document
 from projections import exact_json
 from projections.catalogue import BY_ID, SCOPES, Figure, Result, Unit
 from projections.display import Currency, unit_name
+from projections.errors import described
 from projections.read import Answer, read_many, span_fields
 from projections.store import RedisStore, current_namespace, redis_unreadable
 from projections.targets import LABELLED, TARGETABLE, Target, Targets, with_targets
@@ -158,7 +159,7 @@ class Api:
                 return _json({"error": error}, exc.status)
             except Exception as exc:
                 if redis_unreadable(exc):
-                    log.warning("API %s: projections unreadable: %r", request.path, exc)
+                    log.warning("API %s: projections unreadable: %s", request.path, described(exc))
                     return _json({"error": {"message": "the projections cannot be read now"}}, 503)
                 log.exception("API %r failed", request.path_qs)
                 return _json({"error": {"message": "internal error (logged by the exporter)"}}, 500)
@@ -297,7 +298,7 @@ class Api:
         except Exception as exc:
             if not redis_unreadable(exc):
                 raise
-            log.warning("API health: projections unreadable: %r", exc)
+            log.warning("API health: projections unreadable: %s", described(exc))
             return _json({"status": "down", "redis": False}, 503)
         lag = health.lag or {}
         return _json(

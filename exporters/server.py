@@ -33,7 +33,7 @@ from exporters.families import families, target_families
 from exporters.health import Health, health_families, summarise
 from exporters.targets_file import TargetsFile
 from exporters.wallboard_routes import wallboard_routes
-from projections.errors import SalespulseError
+from projections.errors import SalespulseError, described
 from projections.read import Answer, read_many
 from projections.store import (
     FOLD_GRACE_MS,
@@ -89,7 +89,7 @@ class Exporter:
             tps = [TopicPartition(topic, p) for topic in topics for p in range(s.partitions)]
             ends = await asyncio.wait_for(self._kafka.end_offsets(tps), 2)
         except (TimeoutError, KafkaError, OSError) as exc:
-            log.warning("consumer lag unavailable: %r", exc)
+            log.warning("consumer lag unavailable: %s", described(exc))
             return None
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
@@ -161,7 +161,7 @@ class Exporter:
             tps = [TopicPartition(s.dlq_topic, p) for p in range(s.partitions)]
             ends = await asyncio.wait_for(self._kafka.end_offsets(tps), 2)
         except (TimeoutError, KafkaError, OSError) as exc:
-            log.warning("dead-letter count unavailable: %r", exc)
+            log.warning("dead-letter count unavailable: %s", described(exc))
             return None
         return sum(ends.values())
 
@@ -238,7 +238,7 @@ class Exporter:
         except Exception as exc:
             if not redis_unreadable(exc):
                 raise
-            log.warning("scrape without KPIs: Redis is not readable: %r", exc)
+            log.warning("scrape without KPIs: Redis is not readable: %s", described(exc))
             built, up = [], 0.0
         exporter_up = GaugeMetricFamily(
             "salespulse_exporter_up", "1 if the last scrape could read the projections"

@@ -42,3 +42,10 @@ class ProblemsError(UsageError):
         """The same problems, said of a file (``raise exc.about(path)``)."""
         self.source = str(source)
         return self
+
+
+def described(exc: BaseException) -> str:
+    """An exception as a log line should say it: its class and its message. ``%r`` is not
+    enough: redis-py 8 shows its errors as ``server:ClusterError``, without the message."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -76,6 +76,7 @@ from redis.exceptions import (
 from redis.typing import EncodableT, FieldT
 
 from projections.engine import AggregateKey, EntityKey
+from projections.errors import described
 from projections.namespaces import MARKER_SECONDS, TOMBSTONE_SECONDS, pointer, rebuild_marker
 from projections.stores import (
     DIRTY_SEP,
@@ -1067,7 +1068,7 @@ class RedisStore(DerivedReads):
             # The commits landed: the fold is redone (``fold_missing``) before this store
             # commits again, so no commit gets ahead of a fold that failed.
             self._unfolded.update(values.partition for values in folds)
-            log.warning("folding into the rollups failed (%r); folding again first", exc)
+            log.warning("folding into the rollups failed (%s); folding again first", described(exc))
 
     async def fold(self, folds: Sequence[Values]) -> None:
         """Fold partitions' values into the rollups: one script call per shard, all at once;

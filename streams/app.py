@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from config.connections import faust_credentials, kafka_options, redis_client
 from config.settings import Settings
+from projections.errors import described
 from projections.events import Event
 from projections.store import redis_unavailable
 from projections.validation import Limits, Rejection
@@ -70,7 +71,7 @@ async def _or_exit(name: str, loop: Coroutine[Any, Any, None]) -> None:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        log.critical("the %s loop failed, exiting without commit: %r", name, exc)
+        log.critical("the %s loop failed, exiting without commit: %s", name, described(exc))
         os._exit(70)
 
 
@@ -176,7 +177,9 @@ async def _projecting() -> None:
         except Exception as exc:  # a failover, a restart: the next round looks again
             if not redis_unavailable(exc):
                 raise
-            log.warning("Redis unavailable (%r); checkpoints not rechecked this round", exc)
+            log.warning(
+                "Redis unavailable (%s); checkpoints not rechecked this round", described(exc)
+            )
             return
         if behind:
             projector.forget(behind)
@@ -206,7 +209,9 @@ async def _projecting() -> None:
         try:  # the last batch's fold, else the next worker redoes it (fold_missing)
             await projector.settle_folds()
         except Exception as exc:
-            log.warning("the last fold did not finish (%r): it is redone on assignment", exc)
+            log.warning(
+                "the last fold did not finish (%s): it is redone on assignment", described(exc)
+            )
         await facts.stop()
 
 

@@ -45,6 +45,7 @@ from aiokafka.structs import ConsumerRecord
 
 from config.connections import kafka_options
 from config.settings import Settings
+from projections.errors import described
 from streams.projector import Span
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,9 @@ class BatchLoop:
             await self.consumer.commit()
             self._uncommitted = False
         except KafkaError as exc:
-            log.warning("%s: a commit failed, the next one covers it: %r", self.group, exc)
+            log.warning(
+                "%s: a commit failed, the next one covers it: %s", self.group, described(exc)
+            )
 
     async def committed_shown(self, revoked: set[TopicPartition]) -> None:
         """For a loop whose batches commit their offsets in a transaction: wait until the

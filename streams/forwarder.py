@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from config.connections import kafka_options
 from config.settings import Settings
+from projections.errors import described
 from projections.events import Event
 from projections.validation import Limits
 from streams import metrics
@@ -142,7 +143,9 @@ class Forwarder:
                 if time.monotonic() + delay > give_up:
                     raise
                 metrics.INGEST_RETRIES.inc()
-                log.warning("ingest transaction failed (%r); retrying in %.1fs", exc, delay)
+                log.warning(
+                    "ingest transaction failed (%s); retrying in %.1fs", described(exc), delay
+                )
                 await self.stop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

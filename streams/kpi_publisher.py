@@ -35,6 +35,7 @@ from config.settings import Settings
 from projections import exact_json
 from projections.catalogue import Result, evaluate
 from projections.engine import GAUGE_BUCKET
+from projections.errors import described
 from projections.kpi_changes import (
     Change,
     LastState,
@@ -274,7 +275,7 @@ async def publish_forever(settings: Settings, stop: asyncio.Event) -> None:
             except Exception as exc:
                 if not (isinstance(exc, KafkaError) or redis_unreadable(exc)):
                     raise
-                log.warning("KPI publish pass failed, retrying: %r", exc)
+                log.warning("KPI publish pass failed, retrying: %s", described(exc))
             wait = settings.kpi_publish_interval_seconds - (time.monotonic() - started)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.05, wait))

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from aiokafka.errors import KafkaError
 
 from projections.contributions import Rules
+from projections.errors import described
 from projections.namespaces import pointer
 from projections.store import (
     RedisClient,
@@ -166,7 +167,12 @@ class LiveProjector:
                     raise
                 server = "Kafka" if isinstance(exc, KafkaError) else "Redis"
                 metrics.RETRIES.labels(server).inc()
-                log.warning("%s unavailable (%r); retrying the batch in %.1fs", server, exc, delay)
+                log.warning(
+                    "%s unavailable (%s); retrying the batch in %.1fs",
+                    server,
+                    described(exc),
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         return outcome

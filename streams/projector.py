@@ -48,6 +48,7 @@ from datetime import UTC, datetime
 from projections.contributions import Rules
 from projections.engine import BatchPlan, DirectoryView, EntityKey, key_of, plan_batch
 from projections.entities import Record
+from projections.errors import described
 from projections.events import Event
 from projections.facts import LeadFact
 from projections.lateness import Judged, judge, late_passed, stream_upto
@@ -135,7 +136,9 @@ def read_record(
         try:
             return Positioned(topic, partition, offset, LeadFact.decode(value or b""), value)
         except (ValueError, TypeError, KeyError) as exc:
-            log.error("skipping invalid lead fact %s[%d]@%d: %r", topic, partition, offset, exc)
+            log.error(
+                "skipping invalid lead fact %s[%d]@%d: %s", topic, partition, offset, described(exc)
+            )
             return None
     parsed = parse_event(value or b"", now_ms=now_ms, limits=limits)
     if isinstance(parsed, Rejection):

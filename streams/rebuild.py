@@ -38,7 +38,7 @@ from aiokafka.errors import KafkaError
 from config.connections import kafka_options, redis_client
 from config.settings import Settings
 from projections.engine import DirectoryView, plan_batch
-from projections.errors import SalespulseError
+from projections.errors import SalespulseError, described
 from projections.events import Event, RepUpserted, TeamUpserted
 from projections.lateness import judge
 from projections.namespaces import MARKER_SECONDS, next_generation
@@ -392,7 +392,7 @@ async def _keep_marked(client: RedisClient, prefix: str, old: str, new: str) -> 
         try:
             await mark_rebuilding(client, prefix, old, new)
         except REDIS_FAILURES as exc:
-            log.warning("the rebuild marker was not renewed (%r); trying again", exc)
+            log.warning("the rebuild marker was not renewed (%s); trying again", described(exc))
         await asyncio.sleep(MARKER_SECONDS / 3)
 
 
