@@ -13,11 +13,13 @@ of an org, 30 % of calls' events out of order), in this process, best of ``--rep
   Kafka's partitioner), each partition planned over its records as the batches before it
   left them, with the lead facts a batch derives applied in the next one (as the worker
   gets them back from the lead-facts topic). No lateness horizon: no record ends.
+* commit payload: ``commit_call`` (projections/commit_payload.py), the keys and JSON argument
+  of each partition's commit, over the plans of the plan stage.
 
 The process collects garbage as a worker does (``streams.garbage.tune_gc``). Prints µs of this
 process's CPU per event for each stage. What is left out, and measured by
-benchmarks.throughput on the stack: Kafka's consumers and producers, the commit's payload,
-Redis's answers, the fold.
+benchmarks.throughput on the stack: Kafka's consumers and producers, Redis's answers, the
+fold.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from collections.abc import Callable, Sequence
 
 from benchmarks import org_month, require_at_least_one
 from config.settings import Settings
-from projections.engine import DirectoryView, EntityKey, key_of, plan_batch
+from projections.commit_payload import Keys, commit_call
+from projections.engine import BatchPlan, DirectoryView, EntityKey, key_of, plan_batch
 from projections.entities import Record
 from projections.events import Event
 from projections.facts import LeadFact
+from projections.stores import Commit
 from projections.validation import Rejection, parse_event
 from streams.garbage import tune_gc
 
@@ -64,14 +68,16 @@ def partition_of(item: Event | LeadFact, partitions: int) -> int:
 
 def plan_all(
     events: Sequence[Event], partitions: int, batch: int, now_ms: int
-) -> tuple[float, int]:
-    """Plan the log in batches; returns the CPU seconds spent in ``plan_batch`` and how many
-    events the plans applied (duplicates are not)."""
+) -> tuple[float, int, list[Commit]]:
+    """Plan the log in batches; returns the CPU seconds spent in ``plan_batch``, how many
+    events the plans applied (duplicates are not) and each partition's batch as a commit."""
     rules = Settings.from_env({}).rules
     directory = DirectoryView({}, rules)
     stored: dict[int, dict[EntityKey, Record]] = defaultdict(dict)
     facts: list[LeadFact] = []
     spent, applied = 0.0, 0
+    commits: list[Commit] = []
+    offsets: dict[int, int] = defaultdict(int)
     for first in range(0, len(events), batch):
         pending: dict[int, list[Event | LeadFact]] = defaultdict(list)
         batch_items: list[Event | LeadFact] = [*events[first : first + batch], *facts]
@@ -86,7 +92,24 @@ def plan_all(
             records.update(plan.records)
             facts += plan.facts
             applied += plan.applied
-    return spent, applied
+            commits.append(_commit(partition, plan, offsets, len(items)))
+    return spent, applied, commits
+
+
+def _commit(partition: int, plan: BatchPlan, offsets: dict[int, int], count: int) -> Commit:
+    """A partition's batch as the projector commits it: its checkpoint moved past it."""
+    start = offsets[partition]
+    offsets[partition] = start + count
+    moves = {"events": (start - 1 if start else None, start + count - 1)}
+    return Commit(partition, moves, plan, stream_ms=plan.newest_ms)
+
+
+def payload_all(commits: Sequence[Commit], now_ms: int, events: int) -> int:
+    """Build every commit's script call; returns ``events``, how many the log holds."""
+    keys = Keys("bench:g1")
+    for commit in commits:
+        commit_call(keys, commit, now_ms)
+    return events
 
 
 def main() -> None:
@@ -107,11 +130,12 @@ def main() -> None:
     print(f"events                     {len(events):>9,} in {args.partitions} partitions")
     decode = cpu_per_event(lambda: len(decode_all(values, now_ms)), repeat)
     print(f"decode and validate        {decode:>9.2f} µs/event")
-    plan = min(
-        plan_all(events, args.partitions, args.batch, now_ms)[0] / len(events) * 1e6
-        for _ in range(repeat)
-    )
+    runs = [plan_all(events, args.partitions, args.batch, now_ms) for _ in range(repeat)]
+    plan = min(spent for spent, _, _ in runs) / len(events) * 1e6
     print(f"plan (batches of {args.batch:,})".ljust(27) + f"{plan:>9.2f} µs/event")
+    commits = runs[0][2]
+    payload = cpu_per_event(lambda: payload_all(commits, now_ms, len(events)), repeat)
+    print(f"commit payload             {payload:>9.2f} µs/event")
 
 
 if __name__ == "__main__":

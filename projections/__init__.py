@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-COMPILED = ("contributions", "engine", "entities", "windows")
+COMPILED = ("commit_payload", "contributions", "engine", "entities", "windows")
 BUILDS = Path(__file__).resolve().parent.parent / "build" / "compiled"
 
 

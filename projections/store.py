@@ -47,11 +47,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import chain
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 from weakref import WeakKeyDictionary
@@ -75,7 +73,15 @@ from redis.exceptions import (
 )
 from redis.typing import EncodableT, FieldT
 
-from projections.engine import AggregateKey, EntityKey
+from projections.commit_payload import (
+    OLDEST,
+    REFOLD_WINDOW_MS,
+    ROLLUP_SHARDS,
+    Keys,
+    commit_call,
+    shard_of,
+)
+from projections.engine import EntityKey
 from projections.errors import described
 from projections.namespaces import MARKER_SECONDS, TOMBSTONE_SECONDS, pointer, rebuild_marker
 from projections.stores import (
@@ -785,25 +791,9 @@ def cluster_seeds(url: str) -> tuple[list[ClusterNode], dict[str, str], bool]:
 # What the commit script answers when a sum would leave the exact range.
 OUT_OF_RANGE = "!range"
 
-# Rollups (docs/projections.md "Rollups"): the shards scopes are spread over (a Redis Cluster
-# spreads their slots over its masters; changing the number needs a rebuild), the pseudo
-# bucket of a scope's oldest untouched lead, and how long (in versions, i.e. ms of commits)
-# the marks a fold may have to redo are kept: a Redis that loses writes loses seconds of
-# them, and the worker looks for what is missing every 5 s and at every assignment.
-ROLLUP_SHARDS = 16
-# Records a commit deletes at most (the rest go with the next ones): keeps a commit short
-# when the stream time jumps, e.g. at the end of a backfill's gap.
-SWEEP = 2_000
-OLDEST = "!u"
 _UNKNOWN: tuple[int, dict[str, int]] = (0, {})  # a mark's fold without its commit's changes
-REFOLD_WINDOW_MS = 2 * 60 * 1000
 # A commit's fold follows it within a round trip: health counts a shard behind only after this.
 FOLD_GRACE_MS = 5_000
-
-
-def shard_of(scope: str, scope_id: str) -> int:
-    """The rollup shard of a scope (the same in every process: CRC-32, not ``hash``)."""
-    return zlib.crc32(f"{scope}:{scope_id}".encode()) % ROLLUP_SHARDS
 
 
 def mark_of(text: bytes | str) -> DirtyMark:
@@ -826,63 +816,6 @@ class Values:
     # Per mark a commit changed: the version of the commit before that changed it (0: not
     # known) and this commit's changes, which move the totals if the share is of that version.
     changes: dict[DirtyMark, tuple[int, dict[str, int]]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Keys:
-    namespace: str
-
-    def tag(self, partition: int) -> str:
-        return f"{{{self.namespace}:p{partition}}}"
-
-    def entity(self, partition: int, key: EntityKey) -> str:
-        return f"{self.tag(partition)}:e:{key[0]}:{key[1]}"
-
-    def aggregate(self, partition: int, key: AggregateKey) -> str:
-        return f"{self.tag(partition)}:a:{key[0]}:{key[1]}:{key[2]}"
-
-    def checkpoint(self, partition: int) -> str:
-        return f"{self.tag(partition)}:ckpt"
-
-    def directory(self, partition: int) -> str:
-        return f"{self.tag(partition)}:dir"
-
-    def untouched(self, partition: int, scope: tuple[str, str]) -> str:
-        return f"{self.tag(partition)}:u:{scope[0]}:{scope[1]}"
-
-    def expect(self, partition: int) -> str:
-        return f"{self.tag(partition)}:expect"
-
-    def recent(self, partition: int) -> str:
-        return f"{self.tag(partition)}:recent"
-
-    def expiry(self, partition: int) -> str:
-        """The partition's records of EXPIRING kinds, scored by their latest event time."""
-        return f"{self.tag(partition)}:expiry"
-
-    def bucket(self, partition: int, mark: DirtyMark) -> str:
-        """The partition's key behind a mark: an aggregate bucket, or for ``!u`` the scope's
-        untouched-lead set."""
-        if mark[2] == OLDEST:
-            return self.untouched(partition, (mark[0], mark[1]))
-        return self.aggregate(partition, mark)
-
-    def shard(self, shard: int) -> str:
-        return f"{{{self.namespace}:r{shard}}}"
-
-    def total(self, mark: DirtyMark) -> str:
-        return f"{self.shard(shard_of(mark[0], mark[1]))}:t:{mark[0]}:{mark[1]}:{mark[2]}"
-
-    def shares(self, mark: DirtyMark) -> str:
-        return f"{self.shard(shard_of(mark[0], mark[1]))}:s:{mark[0]}:{mark[1]}:{mark[2]}"
-
-    def folded(self, shard: int, partition: int) -> str:
-        return f"{self.shard(shard)}:v:{partition}"
-
-    def shard_keys(self, shard: int) -> list[str]:
-        """KEYS[1..3] of FOLD_LUA: the shard's dirty marks, scopes and seen versions."""
-        tag = self.shard(shard)
-        return [f"{tag}:dirty", f"{tag}:scopes", f"{tag}:seen"]
 
 
 class RedisStore(DerivedReads):
@@ -995,7 +928,8 @@ class RedisStore(DerivedReads):
                     f"a change of {found[1]!r} in {found[0]!r} would leave the exact range"
                 )
         sent = [c for c in commits if c.partition not in landed.out_of_range]
-        calls = [self._commit_call(commit) for commit in sent]
+        now_ms = time.time_ns() // 1_000_000
+        calls = [commit_call(self.keys, commit, now_ms) for commit in sent]
 
         results = await self._scripts(
             [(self._commit, keys, [payload]) for keys, payload, _, _ in calls]
@@ -1152,89 +1086,6 @@ class RedisStore(DerivedReads):
             args = orjson.dumps({"p": p, "g": g, "dv": dv, "keep": REFOLD_WINDOW_MS})
             calls.append((self._fold, keys, [args, *texts]))
         await self._scripts(calls)
-
-    def _commit_call(self, commit: Commit) -> tuple[list[str], bytes, list[DirtyMark], list[int]]:
-        """The keys and the JSON argument of COMMIT_LUA for one partition's batch, and what
-        its answer lists: the marks of its values (buckets, then untouched sets) and the
-        shards of its previous versions."""
-        partition, moves, plan = commit.partition, commit.moves, commit.plan
-        keys = [self.keys.checkpoint(partition)]
-        index: dict[str, int] = {}
-
-        def ref(key: str) -> int:
-            if key not in index:
-                keys.append(key)
-                index[key] = len(keys)  # Lua arrays start at 1
-            return index[key]
-
-        replaced = [ref(self.keys.entity(partition, entity)) for entity in plan.replaced]
-        records: list[list[object]] = []
-        members: list[list[object]] = []
-        for entity, changed in plan.changed_fields.items():
-            records.append([ref(self.keys.entity(partition, entity)), *chain(*changed.items())])
-            if entity[0] in ("rep", "team"):
-                members.append([ref(self.keys.directory(partition)), f"{entity[0]}:{entity[1]}"])
-        deltas: list[list[object]] = []
-        ttls: list[list[int]] = []
-        now_ms = time.time_ns() // 1_000_000
-        for aggregate, fields in plan.deltas.items():
-            key = ref(self.keys.aggregate(partition, aggregate))
-            # Integers: cjson reads them as doubles, exact to 2**53 (90 trillion in minor units).
-            deltas.append([key, *chain(*fields.items())])
-            ttl = stored_ttl_seconds(aggregate[2], now_ms)
-            if ttl:
-                ttls.append([key, ttl])
-        adds = [
-            [ref(self.keys.untouched(partition, scope)), str(since), lead]
-            for scope, leads in plan.untouched_add.items()
-            for lead, since in leads.items()
-        ]
-        removes = [
-            [ref(self.keys.untouched(partition, scope)), lead]
-            for scope, leads in plan.untouched_remove.items()
-            for lead in leads
-        ]
-        checkpoints = [
-            [topic, "" if expected is None else str(expected), str(new)]
-            for topic, (expected, new) in moves.items()
-        ]
-        untouched = sorted({*plan.untouched_add, *plan.untouched_remove})
-        marks: list[DirtyMark] = [*plan.deltas, *((s, i, OLDEST) for s, i in untouched)]
-        shards = sorted({shard_of(m[0], m[1]) for m in marks})
-        expect, recent = ref(self.keys.expect(partition)), ref(self.keys.recent(partition))
-        expiry = ref(self.keys.expiry(partition))
-        payload = orjson.dumps(
-            {
-                "c": checkpoints,
-                "newest": str(plan.newest_ms),
-                "stream": str(commit.stream_ms),
-                "late": str(commit.too_late),
-                "now": str(now_ms),
-                "applied": str(plan.applied),
-                "dir": int(any(entity[0] in ("rep", "team") for entity in plan.changed_fields)),
-                "h": records,
-                "d": deltas,
-                "t": ttls,
-                "s": members,
-                "za": adds,
-                "zr": removes,
-                "u": [index[self.keys.untouched(partition, u)] for u in untouched],
-                "x": [str(shard) for shard in shards],
-                "xk": expect,
-                "r": [DIRTY_SEP.join(m) for m in marks],
-                "rk": recent,
-                "keep": REFOLD_WINDOW_MS,
-                "rd": replaced,
-                "e": [[f"{kind}:{ident}", last] for (kind, ident), last in plan.expiring.items()],
-                # A record that started anew and no longer ends (a deal reopened): out.
-                "ue": [f"{k}:{i}" for k, i in plan.replaced if (k, i) not in plan.expiring],
-                "ek": expiry,
-                "ep": f"{self.keys.tag(partition)}:e:",
-                "hz": commit.horizon_ms,
-                "sweep": SWEEP,
-            }
-        )
-        return keys, payload, marks, shards
 
     async def mark_refilling(self, partition: int, topic: str, end: int) -> None:
         """Say that offsets up to ``end`` (exclusive) of a topic partition are being applied

@@ -80,10 +80,13 @@ def test_the_modules_in_use_are_the_build_of_the_present_sources() -> None:
 PLAN_LOG = """
 import sys
 import orjson
+import projections.commit_payload
 import projections.engine
 from benchmarks.stages import decode_all
 from config.settings import Settings
+from projections.commit_payload import Keys, commit_call
 from projections.engine import DirectoryView, plan_batch
+from projections.stores import Commit
 from simulator.log import VALID, SimConfig, simulate
 
 day_ms = 86_400_000
@@ -106,11 +109,17 @@ for now_ms in (end_ms + 60_000, end_ms + 10 * day_ms):
         facts = plan.facts
         out.append(sorted((repr(k), sorted(v.items())) for k, v in plan.deltas.items()))
         out.append(sorted((repr(k), sorted(v.items())) for k, v in plan.changed_fields.items()))
-sys.stdout.buffer.write(projections.engine.__file__.encode() + b"\\n" + orjson.dumps(out))
+        # What the commit of the batch sends: its keys and its argument.
+        moves = {"events": (first - 1 if first else None, first + len(batch) - 1)}
+        commit = Commit(0, moves, plan, stream_ms=plan.newest_ms, horizon_ms=35 * day_ms)
+        keys, payload, marks, shards = commit_call(Keys("t:g1"), commit, now_ms)
+        out.append([keys, orjson.loads(payload), marks, shards])
+modules = (projections.engine.__file__, projections.commit_payload.__file__)
+sys.stdout.buffer.write(orjson.dumps(modules) + b"\\n" + orjson.dumps(out))
 """
 
 
-def test_compiled_and_python_modules_plan_a_log_alike() -> None:
+def test_compiled_and_python_modules_plan_a_log_and_its_commits_alike() -> None:
     build = compiled_build(PACKAGE, BUILDS)
     if build is None:
         pytest.skip("no compiled build of these sources (make compiled; needs a C compiler)")
@@ -118,16 +127,19 @@ def test_compiled_and_python_modules_plan_a_log_alike() -> None:
     for compiled in ("1", "0"):
         done = subprocess.run(
             [sys.executable, "-c", PLAN_LOG],
-            env={**os.environ, "SALESPULSE_COMPILED": compiled},
+            # One hash seed for both: a commit lists the keys of a plan's sets in their order.
+            env={**os.environ, "SALESPULSE_COMPILED": compiled, "PYTHONHASHSEED": "0"},
             cwd=PACKAGE.parent,
             capture_output=True,
         )
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         where, _, plans = done.stdout.partition(b"\n")
-        assert where.decode().endswith(".so" if compiled == "1" else ".py"), where
+        for module in orjson.loads(where):
+            assert module.endswith(".so" if compiled == "1" else ".py"), module
         results[compiled] = orjson.loads(plans)
     assert results["1"] == results["0"]
-    assert sum(len(deltas) for deltas in results["0"][::2]) > 1_000  # a log, not nothing
+    assert sum(len(deltas) for deltas in results["0"][::3]) > 1_000  # a log, not nothing
+    assert sum(len(payload["d"]) for _, payload, _, _ in results["0"][2::3]) > 1_000
 
 
 def test_without_a_compiler_nothing_is_built_and_the_modules_run_as_python(
