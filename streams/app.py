@@ -154,6 +154,7 @@ async def _projecting() -> None:
             log.critical("not co-partitioned, stopping: assigned %s", by_topic)
             os._exit(78)
         partitions = by_topic[topics[0]]
+        VALIDATED.own(partitions)  # ingest keeps what this loop will take
         if partitions:
             stored = await projector.checkpoints_of(partitions)
             for partition, done in zip(partitions, stored, strict=True):

@@ -44,15 +44,15 @@ class RecordTooLarge(ValueError):
     a batch is always taken; kept so that a change in the client cannot lose one)."""
 
 
-async def send_records(producer: AIOKafkaProducer, records: Iterable[Record]) -> int:
-    """Send ``records`` and wait until the broker has every one; returns how many. Raises
-    the first failure of any batch."""
+async def send_records(producer: AIOKafkaProducer, records: Iterable[Record]) -> list[int]:
+    """Send ``records`` and wait until the broker has every one; returns the partition of
+    each, in order. Raises the first failure of any batch."""
     partitions: dict[str, tuple[list[int], list[int]]] = {}  # topic: all, with a leader
     kept = _chosen.setdefault(producer, {})
     chosen: dict[str, dict[bytes, int]] = {}  # topic: {key: partition}
     open_batches: dict[tuple[str, int], Any] = {}  # aiokafka's BatchBuilder
     delivered: list[asyncio.Future[Any]] = []
-    count = 0
+    sent: list[int] = []
     try:
         for topic, key, value, headers in records:
             if topic not in partitions:
@@ -78,14 +78,14 @@ async def send_records(producer: AIOKafkaProducer, records: Iterable[Record]) ->
                 batch = open_batches[where] = producer.create_batch()
                 if batch.append(**fields) is None:
                     raise RecordTooLarge(f"a record of {len(value):,} bytes fits no batch")
-            count += 1
+            sent.append(partition)
         for (topic, partition), batch in open_batches.items():
             delivered.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*delivered)
     finally:
         for future in delivered:  # every failure read, not only the first one raised
             future.add_done_callback(_read_outcome)
-    return count
+    return sent
 
 
 def _read_outcome(future: asyncio.Future[Any]) -> None:

@@ -42,7 +42,7 @@ class Routed:
     )
     events: Counter[str] = field(default_factory=Counter)  # by type
     dead: Counter[str] = field(default_factory=Counter)  # by reason
-    valid: list[tuple[bytes, Event]] = field(default_factory=list)  # each value and its event
+    valid: list[tuple[int, Event]] = field(default_factory=list)  # each one's record, event
 
 
 def route_batch(
@@ -61,10 +61,9 @@ def route_batch(
                 limits=limits,
             )
             if isinstance(outcome, Accepted):
-                value = m.value or b""
-                routed.records.append((events_topic, outcome.key, value, None))
+                routed.valid.append((len(routed.records), outcome.event))
+                routed.records.append((events_topic, outcome.key, m.value or b"", None))
                 routed.events[outcome.event.type] += 1
-                routed.valid.append((value, outcome.event))
             else:
                 routed.records.append((dlq_topic, m.key, outcome.value, outcome.headers))
                 reason = outcome.rejection.reason.value
@@ -130,6 +129,7 @@ class Forwarder:
             now_ms=time.time_ns() // 1_000_000,
         )
         delay, give_up = 0.1, time.monotonic() + self.settings.redis_outage_seconds
+        sent: list[int] = []  # each record's partition
         while True:
             try:
                 if self.producer is None:
@@ -137,7 +137,7 @@ class Forwarder:
                     if await self._committed(spans):
                         log.info("the failed transaction had committed: the batch is done")
                         break
-                await self._transaction(routed, spans)
+                sent = await self._transaction(routed, spans)
                 break
             except KafkaError as exc:
                 if time.monotonic() + delay > give_up:
@@ -149,9 +149,9 @@ class Forwarder:
                 await self.stop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        if self.validated is not None:
-            for value, event in routed.valid:
-                self.validated.keep(value, event)
+        if self.validated is not None and sent:
+            for place, event in routed.valid:
+                self.validated.keep(routed.records[place][2], event, sent[place])
         for kind, n in routed.events.items():
             metrics.EVENTS.labels(kind).inc(n)
         for reason, n in routed.dead.items():
@@ -160,6 +160,8 @@ class Forwarder:
         metrics.BATCH_SIZE.observe(len(routed.records))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.LAST_BATCH.set(time.time())
+        if self.validated is not None:  # not far ahead of this worker's projection
+            await self.validated.room(self.settings.ingest_batch_size)
 
     async def _committed(self, spans: Spans) -> bool:
         """Whether the group's committed offsets already cover the batch."""
@@ -169,10 +171,12 @@ class Forwarder:
                 return False
         return True
 
-    async def _transaction(self, routed: Routed, spans: Spans) -> None:
+    async def _transaction(self, routed: Routed, spans: Spans) -> list[int]:
+        """Send the batch and its offsets in one transaction; each record's partition."""
         producer = self.producer
         assert producer is not None
         async with producer.transaction():
-            await send_records(producer, routed.records)
+            sent = await send_records(producer, routed.records)
             offsets = {tp: span.end for tp, span in spans.items()}
             await producer.send_offsets_to_transaction(offsets, self.group)
+        return sent

@@ -623,4 +623,4 @@ def _iso(ms: int) -> str:
 
 def _describe(error: BaseException) -> str:
     """An error as the one line a dead letter carries."""
-    return f"{type(error).__name__}: {error}"[:500]
+    return described(error)[:500]

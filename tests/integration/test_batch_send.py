@@ -50,12 +50,16 @@ async def test_records_land_on_their_keys_partitions_in_order(stack_env: dict[st
     await producer.start()
     try:
         async with producer.transaction():
-            assert await send_records(producer, events + letters) == 3005
+            sent_to = await send_records(producer, events + letters)
     finally:
         await producer.stop()
 
     read = await read_topic(settings, settings.events_topic, PARTITIONS, expect=3000)
     assert len(read) == 3000
+    # Each record's partition, as the send said it: where the broker has it.
+    assert len(sent_to) == 3005
+    where = {(r.key, r.value): r.partition for r in read}
+    assert [where[key, value] for _, key, value, _ in events] == sent_to[:3000]
     by_key: dict[bytes, list[int]] = {}
     for record in sorted(read, key=lambda r: (r.partition, r.offset)):
         assert record.key is not None and record.value is not None

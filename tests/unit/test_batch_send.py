@@ -72,8 +72,10 @@ RECORDS = [("events", f"k{n}".encode(), b"v%d" % n, None) for n in range(12)]
 
 async def test_every_record_goes_in_batches_of_its_partition() -> None:
     producer = Producer(refused=set())
-    assert await send_records(producer, RECORDS) == 12  # type: ignore[arg-type]
+    sent_to = await send_records(producer, RECORDS)  # type: ignore[arg-type]
     partition_of = {key: DefaultPartitioner()(key, [0, 1], [0, 1]) for _, key, _, _ in RECORDS}
+    assert sent_to == [partition_of[key] for _, key, _, _ in RECORDS]  # each record's, in order
+    assert set(sent_to) == {0, 1}
     for _, partition, batch in producer.sent:
         assert 1 <= len(batch.records) <= 2
         assert {partition_of[r["key"]] for r in batch.records} == {partition}

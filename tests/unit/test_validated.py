@@ -5,7 +5,9 @@ instants, beside the store's own behaviour."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 
 import pytest
 from aiokafka import TopicPartition
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from projections.validation import Limits, Rejection, parse_event
 from simulator.log import VALID, SimConfig, simulate
+from streams import validated as validated_module
 from streams.forwarder import route_batch
 from streams.validated import ValidatedEvents
 from tests.hostile import hostile_world, numbered
@@ -58,18 +61,31 @@ def test_simulated_events_accepted_once_parse_to_the_same_event_later() -> None:
 
 def test_a_kept_event_is_taken_once() -> None:
     validated = ValidatedEvents(capacity=10)
+    validated.own([3])
     value = b'{"an": "event"}'
     event = object()
-    validated.keep(value, event)  # type: ignore[arg-type]
+    validated.keep(value, event, 3)  # type: ignore[arg-type]
     assert validated.take(value) is event
     assert validated.take(value) is None
     assert validated.take(b"never kept") is None
 
 
+def test_only_events_of_the_partitions_projected_here_are_kept() -> None:
+    validated = ValidatedEvents(capacity=10)
+    validated.keep(b"before any assignment", object(), 0)  # type: ignore[arg-type]
+    validated.own([0, 2])
+    validated.keep(b"another worker's", object(), 1)  # type: ignore[arg-type]
+    validated.keep(b"ours", object(), 2)  # type: ignore[arg-type]
+    assert len(validated) == 1
+    assert validated.take(b"ours") is not None
+    assert validated.take(b"another worker's") is None
+
+
 def test_the_newest_events_stay_within_the_capacity() -> None:
     validated = ValidatedEvents(capacity=100)
+    validated.own([0])
     for n in range(1_000):
-        validated.keep(str(n).encode(), n)  # type: ignore[arg-type]
+        validated.keep(str(n).encode(), n, 0)  # type: ignore[arg-type]
         assert len(validated) <= 100
     assert validated.take(b"999") == 999
     assert validated.take(b"949") == 949  # the newest half survives the last trim
@@ -93,6 +109,49 @@ def test_ingest_keeps_only_what_it_forwards_to_the_events_topic() -> None:
     routed = route_batch(
         {tp: records}, events_topic="ev", dlq_topic="dlq", limits=LIMITS, now_ms=NOW_MS
     )
-    assert [v for v, _ in routed.valid] == [v for v in values if v in good]
-    for value, event in routed.valid:
+    forwarded = [routed.records[place] for place, _ in routed.valid]
+    assert [value for _, _, value, _ in forwarded] == [v for v in values if v in good]
+    assert {topic for topic, _, _, _ in forwarded} == {"ev"}
+    for (_, _, value, _), (_, event) in zip(forwarded, routed.valid, strict=True):
         assert parse_event(value, now_ms=NOW_MS, limits=LIMITS) == event
+
+
+async def test_ingest_waits_for_room_while_the_projection_takes() -> None:
+    """Ingest goes on once its next batch fits: the projection's takes wake it."""
+    validated = ValidatedEvents(capacity=100)
+    validated.own([0])
+    for n in range(90):
+        validated.keep(b"%d" % n, n, 0)  # type: ignore[arg-type]
+    waiting = asyncio.ensure_future(validated.room(batch=20))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # 90 kept: 20 more would drop some
+    for n in range(9):
+        validated.take(b"%d" % n)
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # 81
+    validated.take(b"9")
+    await asyncio.wait_for(waiting, 1)  # 80: the batch fits
+    await asyncio.wait_for(validated.room(batch=20), 0.01)  # and at once while it does
+
+
+async def test_ingest_stops_waiting_for_a_projection_that_takes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A projection that takes nothing (Redis away) holds ingest back once, for
+    STALL_SECONDS, and not again until it takes an event."""
+    monkeypatch.setattr(validated_module, "STALL_SECONDS", 0.1)
+    validated = ValidatedEvents(capacity=100)
+    validated.own([0])
+    for n in range(100):
+        validated.keep(b"%d" % n, n, 0)  # type: ignore[arg-type]
+    started = time.monotonic()
+    await validated.room(batch=10)
+    assert time.monotonic() - started >= 0.1
+    await asyncio.wait_for(validated.room(batch=10), 0.01)  # stalled: at once
+    validated.take(b"0")  # it takes again: ingest waits for it again
+    waiting = asyncio.ensure_future(validated.room(batch=10))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    for n in range(1, 10):
+        validated.take(b"%d" % n)
+    await asyncio.wait_for(waiting, 1)
