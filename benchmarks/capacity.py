@@ -335,8 +335,9 @@ def changes(s: Sizing, costs: Costs, a: Assumptions) -> list[str]:
     if s.workers > BASE_PARTITIONS:
         out.append(
             f"per-event Python: {s.workers} workers at "
-            f"{costs.worker_cpu_us_per_event:,.0f} us of CPU per event; planning is a third "
-            "of it, compiled already (mypyc): fewer buckets per event, or an incremental "
+            f"{costs.worker_cpu_us_per_event:,.0f} us of CPU per event; planning was half of "
+            "it when the default costs were measured, before the planner was compiled "
+            "(mypyc): measure again with --costs; fewer buckets per event, or an incremental "
             "planner, would shrink the fleet"
         )
     if s.kafka_horizon > a.min_brokers * a.broker_disk_bytes:

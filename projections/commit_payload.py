@@ -3,7 +3,7 @@ argument, built from the batch's plan (COMMIT_LUA in projections/store.py reads 
 how the store names its keys.
 
 Pure, and compiled with the planner (projections/__init__.py): building the argument was
-about 9 % of a worker's CPU end to end (benchmarks/RESULTS.md, stop 38).
+about 9 % of a worker's CPU end to end (benchmarks/RESULTS.md, stops 37 and 38).
 """
 
 from __future__ import annotations

@@ -166,6 +166,11 @@ async def _projecting() -> None:
                         loop.positions[tp] = await loop.consumer.position(tp)
             await projector.fold_missing(partitions, assigned=True)
 
+    def revoked(partitions: set[TopicPartition]) -> None:
+        gone = {tp.partition for tp in partitions}
+        projector.forget(gone)
+        VALIDATED.disown(gone)  # their events would never be taken here
+
     async def recheck() -> None:
         """Every few seconds, busy or not: refill the partitions whose checkpoints went back in
         Redis (emptied, or its last writes lost) from where the consumer stands, so that a
@@ -201,7 +206,7 @@ async def _projecting() -> None:
         idle_seconds=settings.projection_batch_seconds,
         linger_seconds=settings.projection_linger_seconds,
         on_assigned=resume,
-        on_revoked=lambda revoked: projector.forget({tp.partition for tp in revoked}),
+        on_revoked=revoked,
         periodic=recheck,
     )
     try:

@@ -6,8 +6,10 @@ instants, beside the store's own behaviour."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import TopicPartition
@@ -15,12 +17,15 @@ from aiokafka.structs import ConsumerRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from config.settings import Settings
 from projections.validation import Limits, Rejection, parse_event
 from simulator.log import VALID, SimConfig, simulate
 from streams import validated as validated_module
-from streams.forwarder import route_batch
+from streams.forwarder import Forwarder, route_batch
+from streams.projector import Span
 from streams.validated import ValidatedEvents
 from tests.hostile import hostile_world, numbered
+from tests.unit.test_batch_send import Producer
 
 pytestmark = pytest.mark.unit
 
@@ -138,7 +143,8 @@ async def test_ingest_stops_waiting_for_a_projection_that_takes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A projection that takes nothing (Redis away) holds ingest back once, for
-    STALL_SECONDS, and not again until it takes an event."""
+    STALL_SECONDS: then the oldest events go to make room, and ingest does not wait again
+    until the projection takes an event."""
     monkeypatch.setattr(validated_module, "STALL_SECONDS", 0.1)
     validated = ValidatedEvents(capacity=100)
     validated.own([0])
@@ -147,11 +153,86 @@ async def test_ingest_stops_waiting_for_a_projection_that_takes_nothing(
     started = time.monotonic()
     await validated.room(batch=10)
     assert time.monotonic() - started >= 0.1
+    assert len(validated) == 90 and validated.take(b"9") is None  # the oldest ten went
+    for n in range(100, 110):
+        validated.keep(b"%d" % n, n, 0)  # type: ignore[arg-type]
     await asyncio.wait_for(validated.room(batch=10), 0.01)  # stalled: at once
-    validated.take(b"0")  # it takes again: ingest waits for it again
+    assert validated.take(b"10") == 10  # it takes again: ingest waits for it again
     waiting = asyncio.ensure_future(validated.room(batch=10))
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    for n in range(1, 10):
-        validated.take(b"%d" % n)
-    await asyncio.wait_for(waiting, 1)
+    for n in range(11, 20):
+        assert validated.take(b"%d" % n) == n
+    await asyncio.wait_for(waiting, 1)  # 90: the next batch fits
+
+
+async def test_events_never_taken_do_not_hold_ingest_back_for_good(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Events of a partition the projection gave up go with the revocation (or with the
+    next assignment); events it never reads leave room after one stall, oldest first: ingest
+    then waits only while the projection takes."""
+    monkeypatch.setattr(validated_module, "STALL_SECONDS", 0.1)
+    validated = ValidatedEvents(capacity=100)
+    validated.own([0, 1, 2])
+    for n in range(40):
+        validated.keep(b"a%d" % n, n, 1)  # type: ignore[arg-type]
+        validated.keep(b"b%d" % n, n, 2)  # type: ignore[arg-type]
+    validated.disown([1])  # a rebalance: partition 1 is projected elsewhere now
+    assert len(validated) == 40 and validated.take(b"a39") is None
+    validated.own([0, 3])  # the next assignment, without partition 2
+    assert len(validated) == 0
+    for n in range(85):
+        validated.keep(b"c%d" % n, n, 0)  # type: ignore[arg-type]  # never read here
+    for batch in range(3):  # the projection takes each batch; the 85 stay unread
+        for n in range(15):
+            validated.keep(b"d%d-%d" % (batch, n), n, 3)  # type: ignore[arg-type]
+        for n in range(15):
+            assert validated.take(b"d%d-%d" % (batch, n)) == n
+        started = time.monotonic()
+        await validated.room(batch=20)
+        waited = time.monotonic() - started
+        # The first waits out one stall, which drops the oldest 5; none waits after it.
+        assert (waited >= 0.1) == (batch == 0), (batch, waited)
+        assert len(validated) == 80
+    assert validated.take(b"c4") is None and validated.take(b"c5") == 5
+
+
+class TransactionalProducer(Producer):
+    """The fake producer of test_batch_send, with the transaction calls ingest makes."""
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        yield
+
+    async def send_offsets_to_transaction(self, offsets: object, group: str) -> None:
+        pass
+
+
+async def test_ingest_keeps_each_forwarded_event_under_its_partition() -> None:
+    """Forwarder.forward keeps a valid record's event under the partition the send put it
+    in (dead letters among them shift no place), for the partitions projected here only."""
+    good = _simulated(40, 7)
+    values = [b"{oops", *good[:20], b"", *good[20:]]
+    tp = TopicPartition("raw", 0)
+    records = [
+        ConsumerRecord("raw", 0, n, 0, 0, None, v, None, 0, len(v), [])
+        for n, v in enumerate(values)
+    ]
+    validated = ValidatedEvents(capacity=1_000)
+    validated.own([1])
+    forwarder = Forwarder(Settings.from_env({}), validated)
+    producer = TransactionalProducer(refused=set())
+    forwarder.producer = producer  # type: ignore[assignment]
+    await forwarder.forward({tp: records}, {tp: Span(0, len(values))})
+    partition_of = {
+        r["value"]: partition for _, partition, batch in producer.sent for r in batch.records
+    }
+    mine = [v for v in good if partition_of[v] == 1]
+    assert 0 < len(mine) < len(good) and len(validated) == len(mine)
+    for value in good:
+        event = validated.take(value)
+        if value in mine:
+            assert event == parse_event(value, now_ms=time.time_ns() // 1_000_000)
+        else:
+            assert event is None
