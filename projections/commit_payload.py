@@ -106,8 +106,7 @@ def commit_call(keys: Keys, commit: Commit, now_ms: int) -> CommitCall:
     its previous versions. A key is listed once; the argument names keys by their place in
     the list (from 1, as Lua counts)."""
     partition, moves, plan = commit.partition, commit.moves, commit.plan
-    tag = keys.tag(partition)
-    listed = [f"{tag}:ckpt"]
+    listed = [keys.checkpoint(partition)]
     index: dict[str, int] = {}
 
     def ref(key: str) -> int:
@@ -117,25 +116,25 @@ def commit_call(keys: Keys, commit: Commit, now_ms: int) -> CommitCall:
             place = index[key] = len(listed)
         return place
 
-    replaced = [ref(f"{tag}:e:{kind}:{ident}") for kind, ident in plan.replaced]
+    replaced = [ref(keys.entity(partition, entity)) for entity in plan.replaced]
     records: list[list[object]] = []
     members: list[list[object]] = []
     directory_changed = 0
-    for (kind, ident), changed in plan.changed_fields.items():
-        row: list[object] = [ref(f"{tag}:e:{kind}:{ident}")]
+    for entity, changed in plan.changed_fields.items():
+        row: list[object] = [ref(keys.entity(partition, entity))]
         for name, value in changed.items():
             row.append(name)
             row.append(value)
         records.append(row)
-        if kind == "rep" or kind == "team":
-            members.append([ref(f"{tag}:dir"), f"{kind}:{ident}"])
+        if entity[0] == "rep" or entity[0] == "team":
+            members.append([ref(keys.directory(partition)), f"{entity[0]}:{entity[1]}"])
             directory_changed = 1
     deltas: list[list[object]] = []
     ttls: list[list[int]] = []
     bucket_ttls: dict[str, int] = {}  # a batch writes few buckets, of many scopes
-    for (scope, scope_id, bucket), fields in plan.deltas.items():
+    for aggregate, fields in plan.deltas.items():
         # Each aggregate key is distinct, and names no other kind of key: listed as is.
-        listed.append(f"{tag}:a:{scope}:{scope_id}:{bucket}")
+        listed.append(keys.aggregate(partition, aggregate))
         place = len(listed)
         # Integers: cjson reads them as doubles, exact to 2**53 (90 trillion in minor units).
         row = [place]
@@ -143,6 +142,7 @@ def commit_call(keys: Keys, commit: Commit, now_ms: int) -> CommitCall:
             row.append(name)
             row.append(change)
         deltas.append(row)
+        bucket = aggregate[2]
         ttl = bucket_ttls.get(bucket)
         if ttl is None:
             ttl = bucket_ttls[bucket] = stored_ttl_seconds(bucket, now_ms)
@@ -165,8 +165,8 @@ def commit_call(keys: Keys, commit: Commit, now_ms: int) -> CommitCall:
     untouched = sorted({*plan.untouched_add, *plan.untouched_remove})
     marks: list[DirtyMark] = [*plan.deltas, *((s, i, OLDEST) for s, i in untouched)]
     shards = sorted({shard_of(m[0], m[1]) for m in marks})
-    expect, recent = ref(f"{tag}:expect"), ref(f"{tag}:recent")
-    expiry = ref(f"{tag}:expiry")
+    expect, recent = ref(keys.expect(partition)), ref(keys.recent(partition))
+    expiry = ref(keys.expiry(partition))
     payload = orjson.dumps(
         {
             "c": checkpoints,
@@ -193,7 +193,7 @@ def commit_call(keys: Keys, commit: Commit, now_ms: int) -> CommitCall:
             # A record that started anew and no longer ends (a deal reopened): out.
             "ue": [f"{k}:{i}" for k, i in plan.replaced if (k, i) not in plan.expiring],
             "ek": expiry,
-            "ep": f"{tag}:e:",
+            "ep": f"{keys.tag(partition)}:e:",
             "hz": commit.horizon_ms,
             "sweep": SWEEP,
         }
