@@ -90,6 +90,7 @@ async def ingest() -> None:
         max_records=settings.ingest_batch_size,
         idle_seconds=settings.ingest_batch_seconds,
         linger_seconds=settings.ingest_linger_seconds,
+        paced=forwarder.paced,  # not far ahead of this worker's projection
     )
     forwarder.consumer = loop.consumer
     await _or_exit("ingest", _forwarding(forwarder, loop))

@@ -131,6 +131,7 @@ class BatchLoop:
         on_revoked: OnRevoked | None = None,
         periodic: Periodic | None = None,
         periodic_seconds: float = 5.0,
+        paced: Periodic | None = None,
     ) -> None:
         self.group = group
         self.topics = list(topics)
@@ -143,6 +144,7 @@ class BatchLoop:
         self.on_revoked = on_revoked
         self.periodic = periodic  # every periodic_seconds, with or without records
         self.periodic_seconds = periodic_seconds
+        self.paced = paced  # awaited before each fetch, without the batch held
         self._periodic_at = time.monotonic()
         self.busy = asyncio.Lock()
         # Where the consumer continues, per partition: set by ``seek`` and after each fetch.
@@ -274,6 +276,8 @@ class BatchLoop:
         await self.consumer.start()
         try:
             while True:
+                if self.paced is not None:  # a rebalance meanwhile need not wait for it
+                    await self.paced()
                 fetched = await self.consumer.getmany(
                     timeout_ms=self.idle_ms, max_records=self.max_records
                 )

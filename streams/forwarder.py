@@ -160,7 +160,11 @@ class Forwarder:
         metrics.BATCH_SIZE.observe(len(routed.records))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.LAST_BATCH.set(time.time())
-        if self.validated is not None:  # not far ahead of this worker's projection
+
+    async def paced(self) -> None:
+        """Before each fetch: wait while the events kept for this worker's projection leave no
+        room for another batch and it is taking them (``ValidatedEvents.room``)."""
+        if self.validated is not None:
             await self.validated.room(self.settings.ingest_batch_size)
 
     async def _committed(self, spans: Spans) -> bool:

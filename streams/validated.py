@@ -13,11 +13,11 @@ of the projection loop; ``disown`` at a revocation drops the events of the parti
 go). Ingest learns each event's partition from the send. Bounded: at most ``capacity``
 events, the oldest dropped first. In a backlog ingest would run far ahead of the
 projection, which then found most events dropped and parsed them again (three in four,
-300,000 events end to end): so ingest waits for ``room`` before its next batch while the
-projection is taking events. Once the projection has taken none for ``STALL_SECONDS``
-(Redis away, a partition being refilled, events it will never read), ingest drops the
-oldest events to make room and goes on, without waiting again until the projection takes
-one.
+300,000 events end to end): so ingest waits for ``room`` before its next fetch (no batch
+in hand: a rebalance need not wait) while the projection is taking events. Once the
+projection has taken none for ``STALL_SECONDS`` (Redis away, a partition being refilled,
+events it will never read), ingest drops the oldest events to make room and goes on,
+without waiting again until the projection takes one.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """BatchLoop's linger on the real broker: records that come shortly after a batch began join it
 (one batch, not several), a batch stops growing at ``max_records``, and without a linger the
-loop hands over what the fetch had."""
+loop hands over what the fetch had; and a loop paced before its fetch (ingest waiting for its
+projection) never holds up a rebalance."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from config.connections import kafka_options
 from config.settings import Settings
-from streams.batch_consumer import BatchLoop, Fetched, Spans
+from streams.batch_consumer import BatchLoop, Fetched, Periodic, Spans
 from streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,12 @@ async def _topics(stack_env: dict[str, str], partitions: int) -> Settings:
 
 
 def _member(
-    settings: Settings, name: str, sizes: list[int], linger_seconds: float, max_records: int
+    settings: Settings,
+    name: str,
+    sizes: list[int],
+    linger_seconds: float,
+    max_records: int,
+    paced: Periodic | None = None,
 ) -> BatchLoop:
     """A member of the test's group on the raw topic (a static member of its own, ``name``)
     that notes the size of each batch it hands over in ``sizes``."""
@@ -47,6 +53,7 @@ def _member(
         max_records=max_records,
         idle_seconds=0.1,
         linger_seconds=linger_seconds,
+        paced=paced,
     )
 
 
@@ -131,6 +138,50 @@ async def test_a_rebalance_while_a_batch_lingers_is_not_held_up(stack_env: dict[
             await asyncio.sleep(0.1)
         assert handled, "the lingering batch was handed over first"
     finally:
+        for task in reversed(loops):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()
+
+
+async def test_a_rebalance_while_a_loop_waits_to_fetch_is_not_held_up(
+    stack_env: dict[str, str],
+) -> None:
+    """After its first batch the first member's ``paced`` waits for good, as ingest waits for
+    room while its projection is stuck: a second member that joins still gets partitions
+    within seconds, as the loop waits with no batch in hand (not so if the wait were part of
+    handling the batch: the revocation waits for the batch)."""
+    settings = await _topics(stack_env, partitions=2)
+    handled: list[int] = []
+    never = asyncio.Event()
+    paced_with_batch_held: list[bool] = []
+
+    async def paced() -> None:
+        paced_with_batch_held.append(first.busy.locked())
+        if handled:
+            await never.wait()
+
+    first = _member(settings, "first", handled, 0.0, 100_000, paced)
+    second = _member(settings, "second", [], 0.0, 100_000)
+    loops = [asyncio.create_task(first.run())]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, **kafka_options(settings))
+    await producer.start()
+    try:
+        while not first.consumer.assignment():
+            await asyncio.sleep(0.05)
+        for n in range(10):
+            await producer.send_and_wait(settings.raw_topic, b"%d" % n, partition=n % 2)
+        while not handled:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # the first member now waits in ``paced``
+        loops.append(asyncio.create_task(second.run()))
+        joined = asyncio.get_running_loop().time()
+        while not second.consumer.assignment():
+            assert asyncio.get_running_loop().time() - joined < 30, "the rebalance is held up"
+            await asyncio.sleep(0.1)
+        assert paced_with_batch_held and not any(paced_with_batch_held)
+    finally:
+        never.set()
         for task in reversed(loops):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
