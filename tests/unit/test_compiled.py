@@ -87,15 +87,34 @@ from config.settings import Settings
 from projections.commit_payload import Keys, commit_call
 from projections.engine import DirectoryView, plan_batch
 from projections.stores import Commit
+from simulator import org
 from simulator.log import VALID, SimConfig, simulate
 
+# Teams in zones whose offsets are not whole hours, two of them changing it in the log's
+# month (Chatham on 27 September 2026, Lord Howe by half an hour on 4 October), and an org
+# zone of a half-hour offset that changes on 4 October too.
+org.TEAM_TEMPLATES = (
+    ("emea", "EMEA", "Europe/Berlin"),
+    ("amer-east", "Americas East", "America/New_York"),
+    ("chatham", "Chatham", "Pacific/Chatham"),
+    ("lord-howe", "Lord Howe", "Australia/Lord_Howe"),
+    ("nepal", "Nepal", "Asia/Kathmandu"),
+    ("newfoundland", "Newfoundland", "America/St_Johns"),
+)
 day_ms = 86_400_000
-end_ms = 1_790_000_000_000
+end_ms = 1_791_500_000_000  # 2026-10-08T22:53:20Z
 config = SimConfig(
-    seed=12, count=6_000, end_ms=end_ms, history_ms=30 * day_ms, call_disorder_share=0.3
+    seed=12,
+    count=6_000,
+    end_ms=end_ms,
+    history_ms=30 * day_ms,
+    teams=6,
+    reps_per_team=6,
+    call_disorder_share=0.3,
+    local_offset_share=0.5,
 )
 records, _ = simulate(config)
-rules = Settings.from_env({}).rules
+rules = Settings.from_env({"SALESPULSE_ORG_TIMEZONE": "Australia/Adelaide"}).rules
 out = []
 # The log planned as it comes (its last events minutes old: every bucket kept), then 10 days
 # later (10 to 40 days old: most tiers' expiries on the way).
