@@ -291,7 +291,12 @@ Window = Callable[[Edge, Sequence[int]], None]
 
 
 def project(
-    settings: Settings, count: int, workers: int, timeout: float, window: Window | None = None
+    settings: Settings,
+    count: int,
+    workers: int,
+    timeout: float,
+    window: Window | None = None,
+    code: Path | None = None,
 ) -> Run:
     """Start ``workers`` workers on a preloaded log and time them until they caught up.
 
@@ -300,7 +305,7 @@ def project(
     with ``"start"`` and the workers' pids at the first look at the progress (every worker
     is ready), and with ``"end"`` at the look that saw everything projected: a caller reads
     its own counters there. (The rate is timed from the last look that saw nothing applied,
-    at or after the first.)"""
+    at or after the first.) ``code``: the checkout the workers run (this one if None)."""
     before = redis_used_memory(settings)
     stack = Path(settings.stack_dir)
     processes = [
@@ -311,6 +316,7 @@ def project(
                 )
             ),
             stack / f"{settings.topic_prefix}-worker{n}.log",
+            code,
         )
         for n in range(workers)
     ]
@@ -364,6 +370,7 @@ def metered_project(
     workers: int,
     timeout: float,
     feed: Callable[[], object] | None = None,
+    code: Path | None = None,
 ) -> tuple[Run, Result | None]:
     """``project`` on a log (events topic, or raw topic: end to end) with the CPU
     meter of benchmarks.scale around it: Redis's idle cost first, then the workers' and
@@ -391,7 +398,7 @@ def metered_project(
 
     try:
         idle = meter.idle(scale.IDLE_SECONDS)
-        run = project(settings, len(values), workers, timeout, window=window)
+        run = project(settings, len(values), workers, timeout, window=window, code=code)
     finally:
         for node in nodes:
             node.close()
@@ -425,7 +432,8 @@ def fed_project(
     values: list[bytes],
     leads: int,
     workers: int,
-    args: argparse.Namespace,
+    timeout: float,
+    code: Path | None = None,
 ) -> tuple[Run, Result | None]:
     """``metered_project`` on a copy of the log sent to ``topic`` (the events topic, or the
     raw topic: end to end) once the workers are ready, so that all of it is metered."""
@@ -435,8 +443,9 @@ def fed_project(
         values,
         leads,
         workers,
-        args.timeout,
+        timeout,
         feed=lambda: asyncio.run(publish(settings, topic, values)),
+        code=code,
     )
 
 
@@ -495,7 +504,9 @@ def main() -> None:
         for n, workers in enumerate(args.workers):
             settings = fresh(base)
             used.append(settings)
-            runs.append(fed_project(settings, settings.events_topic, values, leads, workers, args))
+            runs.append(
+                fed_project(settings, settings.events_topic, values, leads, workers, args.timeout)
+            )
             if not n:
                 by_kind = asyncio.run(memory_by_kind(settings))
                 projected = settings
@@ -503,7 +514,7 @@ def main() -> None:
         if args.end_to_end:  # one worker from the raw topic: ingest to projection
             settings = fresh(base)
             used.append(settings)
-            whole = fed_project(settings, settings.raw_topic, values, leads, 1, args)
+            whole = fed_project(settings, settings.raw_topic, values, leads, 1, args.timeout)
     finally:
         for settings in used:
             asyncio.run(clean(settings))

@@ -16,9 +16,10 @@ from streams.watch import Snapshot, scrape
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path | None = None) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
+        self.cwd = cwd  # the checkout whose code runs (benchmarks.compare): this one if None
         self.process: subprocess.Popen[bytes] | None = None
         port = self.env.get("SALESPULSE_WORKER_METRICS_PORT", "9466")
         self.metrics_url = f"http://127.0.0.1:{port}/metrics"
@@ -31,6 +32,7 @@ class WorkerProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"],
                 env=self.env,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

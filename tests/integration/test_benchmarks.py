@@ -124,6 +124,17 @@ def test_footprint_benchmark(stack_env: dict[str, str]) -> None:
     assert last[-1].endswith("%") and "record lead" in out, out
 
 
+def test_compare_benchmark(stack_env: dict[str, str]) -> None:
+    """Two versions (here the same commit twice), their runs in turn and the medians."""
+    out = _run(stack_env, "benchmarks.compare", "--base", "HEAD", "--runs", "1", "--count", "3000")
+    row = r"^run (\d): (base|this) \S+\s+([\d,]+)\s+([\d.,]+)\s+([-\d.,]+)$"
+    runs = re.findall(row, out, re.M)
+    assert [(n, who) for n, who, *_ in runs] == [("1", "base"), ("2", "this")], out
+    for *_, rate, worker, _ in runs:
+        assert float(rate.replace(",", "")) > 0 and float(worker.replace(",", "")) > 0, out
+    assert re.search(r"^this - base\s+worker µs/ev\s+median\s+[-+][\d.,]+", out, re.M), out
+
+
 def test_redis_scripts_benchmark(stack_env: dict[str, str]) -> None:
     out = _run(stack_env, "benchmarks.redis_scripts", "--count", "2000", "--batch", "500")
     assert _number("events", out) == 2000
@@ -148,6 +159,7 @@ def test_redis_scripts_benchmark(stack_env: dict[str, str]) -> None:
         (("benchmarks.footprint", "--at", "60,30,120"), "--at must be increasing day counts"),
         (("benchmarks.redis_scripts", "--batch", "0"), "--batch must be at least 1"),
         (("benchmarks.api_latency", "--seconds", "0"), "--seconds: must be positive, not 0.0"),
+        (("benchmarks.compare", "--base", "no-such-rev"), "'no-such-rev' is not a revision"),
     ],
 )
 def test_a_bad_argument_is_refused(
