@@ -101,12 +101,26 @@ class LiveProjector:
         log.info("projecting into %s", namespace)
         return self._projector
 
+    async def _writing(self) -> Projector:
+        """The projector of the generation readers read. A rebuild that switched them to a
+        new one since this worker's last batch (which would have met the old one frozen)
+        leaves the old one to be dropped: whatever is folded into it meanwhile would be left
+        behind, so this moves to the new one first, the old one's folds settled. Where the
+        pointer is gone (Redis emptied), the generation opened stays (``_lost`` records it
+        again)."""
+        if self._projector is None:
+            return await self._open(await current_namespace(self.client, self.prefix))
+        found = await self.client.get(pointer(self.prefix))
+        live = found.decode() if isinstance(found, bytes) else found
+        if live is None or live == self.namespace:
+            return self._projector
+        await self._projector.store.settle_folds()
+        return await self._open(str(live))
+
     async def checkpoints_of(self, partitions: Sequence[int]) -> list[dict[str, int]]:
         """The stored checkpoints of some partitions in the generation this projector
         writes (opened on first use)."""
-        projector = self._projector or await self._open(
-            await current_namespace(self.client, self.prefix)
-        )
+        projector = await self._writing()
         return await projector.store.checkpoints_of(partitions)
 
     async def fold_missing(self, partitions: Sequence[int], *, assigned: bool = False) -> None:
@@ -114,9 +128,7 @@ class LiveProjector:
         left out of the rollups into them (projections/store.py). On assignment, also undo
         what a partition's lost writes left in the rollups: a worker that never wrote the
         partition sees no gap to refill."""
-        projector = self._projector or await self._open(
-            await current_namespace(self.client, self.prefix)
-        )
+        projector = await self._writing()
         store = projector.store
         redone = 0
         if assigned:
@@ -202,6 +214,9 @@ class LiveProjector:
                 return
             except NamespaceFrozen:
                 frozen = self.namespace
+                # The folds of the partitions that did land first: once the rebuild drops the
+                # old generation, a fold still on its way would leave keys of it behind.
+                await projector.store.settle_folds()
                 log.info("%s is frozen for a rebuild; waiting for the switch", frozen)
                 while (live := await current_namespace(self.client, self.prefix)) == frozen:
                     await asyncio.sleep(0.1)

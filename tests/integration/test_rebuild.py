@@ -112,6 +112,8 @@ async def test_rebuild_during_live_traffic(
         # Only the frozen tombstones of the checkpoints are left (they expire in a day).
         left = [k async for k in client.scan_iter(match=f"{{{report.old}:p*")]
         assert left and all(k.endswith(b":ckpt") for k in left), left
+        # and nothing of its rollups (a fold that came after the drop would leave some).
+        assert not [k async for k in client.scan_iter(match=f"{{{report.old}:r*")]
         for key in left:
             assert await client.hgetall(key) == {b"!frozen": b"1"}
             assert 0 < await client.ttl(key) <= 86_400
