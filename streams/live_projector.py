@@ -153,9 +153,9 @@ class LiveProjector:
         """Partitions whose checkpoints in Redis are behind what this worker committed there
         (Redis lost its last writes, or was emptied): a quiet partition would otherwise wait
         for its next record to notice."""
-        projector = self._projector
-        if projector is None or not partitions:
+        if self._projector is None or not partitions:
             return []
+        projector = await self._writing()  # a rebuild's tombstones are not checkpoints gone back
         stored = await projector.store.checkpoints_of(partitions)
         behind = []
         for partition, found in zip(partitions, stored, strict=True):
