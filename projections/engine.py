@@ -63,8 +63,18 @@ def compacted(record: Record) -> Record:
     (``<group>@``) decide nothing; and a lead fact applied twice changes nothing (a touch
     keeps the minimum, a conversion is a flag), so its ``#<fact_id>`` fields go too. Its
     ``!<event_id>`` fields stay: a copy of one of its events with another time could be on
-    time, and must still be recognised."""
-    return {k: v for k, v in record.items() if not k.startswith("#") and k[-1:] != "@"}
+    time, and must still be recognised. Its owner and owner's team go where they are the
+    creating rep and team (most leads): read as missing, they are those (``found_in``,
+    ``untouched_since``), and an event that assigns the lead again sets both."""
+    out = {k: v for k, v in record.items() if not k.startswith("#") and k[-1:] != "@"}
+    for name, creator in SAME_AS_CREATOR:
+        if name in out and out[name] == out.get(creator):
+            del out[name]
+    return out
+
+
+# A lead's fields that read as missing are its creator's (contributions.found_in).
+SAME_AS_CREATOR = (("owner", "c_rep"), ("o_team", "c_team"))
 
 
 class DirectoryView:

@@ -238,13 +238,17 @@ if p.hz > 0 and stream > 0 then
   for _, m in ipairs(over) do
     local key, done = p.ep .. m, nil
     if string.sub(m, 1, 5) == 'lead:' then
-      -- Compacted (engine.compacted): its '#' fields and '<group>@' fields go.
+      -- Compacted (engine.compacted): its '#' fields and '<group>@' fields go, and its
+      -- owner and owner's team where they are the creating rep and team.
       local names = redis.pcall('HKEYS', key)
-      if type(names) == 'table' and not names.err then
+      local same = redis.pcall('HMGET', key, 'owner', 'c_rep', 'o_team', 'c_team')
+      if type(names) == 'table' and not names.err and type(same) == 'table' and not same.err then
         local drop = {}
         for _, f in ipairs(names) do
           if string.sub(f, 1, 1) == '#' or string.sub(f, -1) == '@' then drop[#drop + 1] = f end
         end
+        if same[1] and same[1] == same[2] then drop[#drop + 1] = 'owner' end
+        if same[3] and same[3] == same[4] then drop[#drop + 1] = 'o_team' end
         done = true
         for i = 1, #drop, 1000 do
           local r = redis.pcall('HDEL', key, unpack(drop, i, math.min(i + 999, #drop)))

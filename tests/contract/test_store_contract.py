@@ -430,6 +430,8 @@ async def test_records_over_by_the_horizon_go_with_the_commit_that_passes_it(
     quiet = ("lead", "l-2")  # compacted, not deleted
     kept = {"c_at": str(day0), "stage": "won", "t_at": str(day0 + 1), LAST: str(day0)}
     kept |= {"!ev-1": "", "!ev-2": "resp|1|r|positive|t|UTC"}
+    # Its owner is its creator (so it goes), its owner's team another (so it stays).
+    kept |= {"c_rep": "r", "c_team": "t|UTC", "o_team": "t2|UTC"}
     deal = ("opp", "o-1")  # closed, then reopened as a new record that does not end
     first = BatchPlan(
         changed_fields={
@@ -437,7 +439,7 @@ async def test_records_over_by_the_horizon_go_with_the_commit_that_passes_it(
             young: {"s_at": str(day0 + 5 * hour), LAST: str(day0 + 5 * hour)},
             sent: {"s_at": str(day0 + hour), LAST: str(day0 + hour)},
             lead: {"c_at": str(day0)},
-            quiet: {**kept, "#f-1": "", "c@": "x"},
+            quiet: {**kept, "owner": "r", "#f-1": "", "c@": "x"},
             deal: {"x_at": str(day0), LAST: str(day0)},
         },
         expiring={old: day0, young: day0 + 5 * hour, sent: day0 + hour, quiet: day0, deal: day0},
@@ -459,7 +461,7 @@ async def test_records_over_by_the_horizon_go_with_the_commit_that_passes_it(
     assert landed.expired == 2
     left = (await store.load({0: [old, young, sent, lead, quiet, deal, ("call", "c-new")]}))[0]
     assert sorted(left) == [("call", "c-new"), young, lead, quiet, deal]
-    assert left[quiet] == kept  # fact markers and ordering fields gone, the rest as it was
+    assert left[quiet] == kept  # fact markers, ordering fields and owner gone, the rest as it was
     assert left[deal] == {"amt": "7", LAST: str(day0 + 3 * hour)}  # open: it does not end
 
     # The young call's life is over as the plan sees it: its old fields do not survive.
