@@ -33,7 +33,7 @@ from pathlib import Path
 
 from benchmarks import org_month
 from benchmarks.scale import OneLineParser
-from benchmarks.throughput import clean, fed_project, fresh
+from benchmarks.throughput import clean, cpu_per_event, fed_project, fresh
 from config.settings import Settings
 from projections import BUILDS, sources_digest
 from stack.servers import servers
@@ -73,9 +73,8 @@ def summary(values: Sequence[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
-def check_out(revision: str, stack_dir: Path) -> Version:
-    """A worktree of ``revision`` under ``stack_dir`` with its planner compiled."""
-    commit = git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+def check_out(commit: str, stack_dir: Path) -> Version:
+    """A worktree of ``commit`` (a full hash) under ``stack_dir`` with its planner compiled."""
     where = stack_dir / f"compare-{commit[:12]}"
     if where.exists():
         git("worktree", "remove", "--force", str(where))
@@ -113,8 +112,7 @@ def measure(
         asyncio.run(clean(settings))
     if cost is None:
         return Measured(version.name, run.rate, None, None)
-    worker, redis = (cost.per_thousand(cost.net(name)) * 1_000 for name in ("worker", "redis"))
-    return Measured(version.name, run.rate, worker, redis)
+    return Measured(version.name, run.rate, *cpu_per_event(cost))
 
 
 def table(versions: Sequence[Version], measured: Sequence[Measured]) -> list[str]:
@@ -169,14 +167,14 @@ def main() -> None:
     if args.timeout <= 0:
         parser.error(f"--timeout must be positive, not {args.timeout}")
     try:
-        git("rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}")
+        commit = git("rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}")
     except RuntimeError:
         parser.error(f"--base {args.base!r} is not a revision of this repository")
 
     settings = Settings.from_env()
     for server in servers(settings):
         server.up()
-    base = check_out(args.base, Path(settings.stack_dir))
+    base = check_out(commit, Path(settings.stack_dir))
     versions = [base, this_checkout()]
     try:
         values, leads = org_month(args.count)

@@ -454,11 +454,17 @@ def fresh(base: Settings) -> Settings:
     return dataclasses.replace(base, topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
 
 
+def cpu_per_event(cost: Result) -> tuple[float, float]:
+    """Worker and Redis CPU µs per event (Redis net of its idle cost)."""
+    worker, redis_net = (cost.per_thousand(cost.net(name)) * 1_000 for name in ("worker", "redis"))
+    return worker, redis_net
+
+
 def cpu_columns(cost: Result | None) -> str:
     """Worker and Redis CPU µs per event (Redis net of its idle cost), or why there are none."""
     if cost is None:
         return f"{'too few events left to meter':>27}"
-    worker, redis_net = (cost.per_thousand(cost.net(name)) * 1_000 for name in ("worker", "redis"))
+    worker, redis_net = cpu_per_event(cost)
     return f"{worker:>14,.1f}{redis_net:>13,.1f}"
 
 
