@@ -73,6 +73,7 @@ from redis.exceptions import (
 )
 from redis.typing import EncodableT, FieldT
 
+from projections.command_packing import use_fast_packing
 from projections.commit_payload import (
     OLDEST,
     REFOLD_WINDOW_MS,
@@ -751,7 +752,8 @@ def connect(
     Readers that must answer fast when Redis is away (the exporter) ask for fewer retries.
     ``options`` (credentials, TLS) come from ``config.connections.redis_options``. With
     ``cluster``, ``url`` names one node or several seeds (``redis://h1:p1,h2:p2``) of a Redis
-    Cluster; the client follows its slots (MOVED, ASK, failover) by itself."""
+    Cluster; the client follows its slots (MOVED, ASK, failover) by itself. Its commands
+    are packed by hiredis (projections/command_packing.py)."""
     common: dict[str, Any] = {
         "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
         "retry_on_error": [ConnectionError, TimeoutError],
@@ -763,13 +765,16 @@ def connect(
         # reinitialize_steps=0: a MOVED (a slot that moved) patches the client's slot map;
         # redis-py's default also closes every connection at each 5th one, under the calls of
         # other tasks still using them (an API read failed inside redis-py when it did).
-        return RedisCluster(
+        client: RedisClient = RedisCluster(
             startup_nodes=nodes,
             reinitialize_steps=0,
             **common,
             **{"ssl": tls, **credentials, **options},
         )
-    return aioredis.Redis.from_url(url, **options, **common, health_check_interval=30)
+    else:
+        client = aioredis.Redis.from_url(url, **options, **common, health_check_interval=30)
+    use_fast_packing(client)
+    return client
 
 
 def cluster_seeds(url: str) -> tuple[list[ClusterNode], dict[str, str], bool]:

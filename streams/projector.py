@@ -353,10 +353,7 @@ class Projector:
         out of the plans."""
         judged = {p: self._judge(p, work) for p, work in fresh.items()}
         await self._send_late(fresh, judged, outcome)
-        fresh = {
-            p: Work([i for i in work.items if not _late(i, judged[p])], work.moves)
-            for p, work in fresh.items()
-        }
+        fresh = {p: _on_time(work, judged[p]) for p, work in fresh.items()}
         stored = await self.store.load(
             {p: {key_of(i.item) for i in work.items} for p, work in fresh.items()}
         )
@@ -465,6 +462,7 @@ class Projector:
         late = [
             (i, judged[p].stream_after[i.offset])
             for p, work in fresh.items()
+            if judged[p].late  # most batches have none: no pass over their items
             for i in work.items
             if _late(i, judged[p]) and (i.topic, i.partition, i.offset) not in self._late_sent
         ]
@@ -601,6 +599,13 @@ def streams(items: Sequence[Positioned], judged: Judged) -> list[int]:
     """Beside each item, the stream time before it (a lead fact moves none: 0)."""
     before = judged.stream_before
     return [0 if isinstance(i.item, LeadFact) else before[i.offset] for i in items]
+
+
+def _on_time(work: Work, judged: Judged) -> Work:
+    """``work`` without its events too late to apply."""
+    if not judged.late:
+        return work
+    return Work([i for i in work.items if not _late(i, judged)], work.moves)
 
 
 def _late(i: Positioned, judged: Judged) -> bool:
