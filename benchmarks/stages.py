@@ -14,7 +14,9 @@ of an org, 30 % of calls' events out of order), in this process, best of ``--rep
   left them, with the lead facts a batch derives applied in the next one (as the worker
   gets them back from the lead-facts topic). No lateness horizon: no record ends.
 * commit payload: ``commit_call`` (projections/commit_payload.py), the keys and JSON argument
-  of each partition's commit, over the plans of the plan stage.
+  of each partition's commit, over the plans of the plan stage;
+* commit packed: those commits' ``EVALSHA`` commands packed into the bytes sent to Redis, by
+  redis-py's connection and by the one the store uses (projections/command_packing.py).
 
 The process collects garbage as a worker does (``streams.garbage.tune_gc``). Prints µs of this
 process's CPU per event for each stage. What is left out, and measured by
@@ -29,10 +31,14 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import partial
+
+from redis.asyncio.connection import AbstractConnection, Connection
 
 from benchmarks import org_month, require_at_least_one
 from config.settings import Settings
-from projections.commit_payload import Keys, commit_call
+from projections.command_packing import FastConnection
+from projections.commit_payload import CommitCall, Keys, commit_call
 from projections.engine import BatchPlan, DirectoryView, EntityKey, key_of, plan_batch
 from projections.entities import Record
 from projections.events import Event
@@ -112,6 +118,14 @@ def payload_all(commits: Sequence[Commit], now_ms: int, events: int) -> int:
     return events
 
 
+def pack_all(connection: AbstractConnection, calls: Sequence[CommitCall], events: int) -> int:
+    """Pack every commit's script call as ``connection`` does; returns ``events``."""
+    sha = "0" * 40
+    for keys, payload, _, _ in calls:
+        connection.pack_command("EVALSHA", sha, len(keys), *keys, payload)
+    return events
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="benchmarks.stages", description=__doc__.split("\n\n", 1)[0]
@@ -136,6 +150,10 @@ def main() -> None:
     commits = runs[0][2]
     payload = cpu_per_event(lambda: payload_all(commits, now_ms, len(events)), repeat)
     print(f"commit payload             {payload:>9.2f} µs/event")
+    calls = [commit_call(Keys("bench:g1"), commit, now_ms) for commit in commits]
+    for name, connection in (("redis-py", Connection()), ("hiredis", FastConnection())):
+        packing = cpu_per_event(partial(pack_all, connection, calls, len(events)), repeat)
+        print(f"commit packed ({name})".ljust(27) + f"{packing:>9.2f} µs/event")
 
 
 if __name__ == "__main__":
