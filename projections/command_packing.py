@@ -8,8 +8,12 @@ the reply parser, packs the same bytes in C. A large last argument (a commit's J
 appended as a chunk of its own, as redis-py does, rather than copied into the packed bytes.
 
 ``use_fast_packing`` gives a client's connections (single node or cluster; TCP, TLS or a
-Unix socket) a class that packs this way; anything hiredis does not pack (a type it does
-not know) is packed by redis-py, which raises its own error for what it refuses.
+Unix socket) a class that packs this way. Only plain arguments go to hiredis: ``str``,
+``bytes``, ``float`` and ``int`` below ``PLAIN_INT`` (hiredis writes an int with ``repr`` and
+does not check that it worked: past Python's limit of digits for that, 4,300 by default and
+at least 640, the process would crash). Anything else (a memoryview, a subclass, a huge int,
+a command name of several words, another encoding) is packed by redis-py, as before, which
+raises its own error for what it refuses.
 """
 
 from __future__ import annotations
@@ -25,17 +29,20 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
 )
 
-# A last argument at least this long is sent as a chunk of its own (redis-py's cutoff).
+# A last argument longer than this is sent as a chunk of its own (redis-py's cutoff).
 OWN_CHUNK_BYTES = 6_000
+# Ints hiredis is given are below this in size (see above).
+PLAIN_INT = 10**600
+_PLAIN = frozenset({str, bytes, float})
 
 
 def packed(args: tuple[Any, ...]) -> list[bytes]:
-    """The RESP array of ``args`` (the command's words first) as chunks to write in order;
-    TypeError for an argument hiredis cannot pack."""
+    """The RESP array of plain ``args`` (the command's words first) as chunks to write in
+    order."""
     last = args[-1]
     if isinstance(last, str):
         last = last.encode()
-    if type(last) is not bytes or len(last) < OWN_CHUNK_BYTES or len(args) < 2:
+    if type(last) is not bytes or len(last) <= OWN_CHUNK_BYTES or len(args) < 2:
         return [hiredis.pack_command(args)]
     head = hiredis.pack_command(args[:-1])
     body = head[head.index(b"\r\n") + 2 :]  # the count changes: the last is added here
@@ -51,11 +58,17 @@ class FastPacking(AbstractConnection):
         # LOAD", into words: those it packs itself).
         one_word = isinstance(first, str | bytes) and first.isascii() and first.isalpha()
         encoder = self.encoder
-        if one_word and encoder.encoding == "utf-8" and encoder.encoding_errors == "strict":
-            try:
-                return packed(args)
-            except TypeError:
-                pass
+        if (
+            one_word
+            and encoder.encoding == "utf-8"
+            and encoder.encoding_errors == "strict"
+            and not [
+                a
+                for a in args
+                if type(a) not in _PLAIN and not (type(a) is int and -PLAIN_INT < a < PLAIN_INT)
+            ]
+        ):
+            return packed(args)
         return super().pack_command(*args)
 
 
